@@ -1,0 +1,223 @@
+//! Cross-zone accounting: bytes a Kafka client sent to and received from each broker (from
+//! librdkafka's statistics), joined with broker racks into same-zone / cross-zone / unknown.
+//!
+//! ```text
+//!  librdkafka stats JSON (every statistics.interval.ms) ──ingest()──> BrokerTraffic
+//!        per broker handle: nodeid, txbytes, rxbytes (cumulative)       │
+//!                               Topology racks + own Zone ──report()──> ZoneTraffic
+//! ```
+//!
+//! Counters in the statistics are cumulative per broker connection, so the latest document per
+//! broker handle replaces the previous one; nothing is summed over time here.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use serde::{Deserialize, Serialize};
+
+use crate::topology::Topology;
+use crate::zone::{Zone, ZoneMatcher};
+
+/// Why a statistics document was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountingError {
+    /// The document is not librdkafka statistics JSON.
+    #[error("statistics JSON is malformed: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+#[derive(Deserialize)]
+struct StatsDoc {
+    #[serde(default)]
+    brokers: BTreeMap<String, BrokerStats>,
+}
+
+#[derive(Deserialize)]
+struct BrokerStats {
+    nodeid: i32,
+    #[serde(default)]
+    txbytes: u64,
+    #[serde(default)]
+    rxbytes: u64,
+}
+
+/// Bytes exchanged with one broker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Bytes {
+    /// Bytes sent by the client.
+    pub tx: u64,
+    /// Bytes received by the client.
+    pub rx: u64,
+}
+
+impl Bytes {
+    /// Sent plus received.
+    pub fn total(&self) -> u64 {
+        self.tx + self.rx
+    }
+
+    fn add(&mut self, other: Bytes) {
+        self.tx += other.tx;
+        self.rx += other.rx;
+    }
+}
+
+/// Traffic of one client, broken down by zone relation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ZoneTraffic {
+    /// To and from brokers in the client's zone.
+    pub same_zone: Bytes,
+    /// To and from brokers in other zones.
+    pub cross_zone: Bytes,
+    /// To and from brokers whose zone is not known (no rack, bootstrap connections before the
+    /// broker id is known, or the client's own zone unknown).
+    pub unknown: Bytes,
+}
+
+impl ZoneTraffic {
+    /// All bytes.
+    pub fn total(&self) -> u64 {
+        self.same_zone.total() + self.cross_zone.total() + self.unknown.total()
+    }
+
+    /// Cross-zone share of the bytes whose zone relation is known, in 0..=1; 0 when none.
+    pub fn cross_zone_share(&self) -> f64 {
+        let known = self.same_zone.total() + self.cross_zone.total();
+        if known == 0 { 0.0 } else { self.cross_zone.total() as f64 / known as f64 }
+    }
+
+    /// Adds another client's traffic.
+    pub fn add(&mut self, other: &ZoneTraffic) {
+        self.same_zone.add(other.same_zone);
+        self.cross_zone.add(other.cross_zone);
+        self.unknown.add(other.unknown);
+    }
+}
+
+/// Cumulative bytes per broker of one client, fed from its statistics. Cheap to clone; clones
+/// share the counters.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerTraffic {
+    // Keyed by librdkafka's broker handle name, which is stable for the client's lifetime.
+    inner: Arc<Mutex<BTreeMap<String, (i32, Bytes)>>>,
+}
+
+impl BrokerTraffic {
+    /// A new, empty counter set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes in one statistics document.
+    pub fn ingest(&self, json: &[u8]) -> Result<(), AccountingError> {
+        let doc: StatsDoc = serde_json::from_slice(json)?;
+        let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, b) in doc.brokers {
+            map.insert(name, (b.nodeid, Bytes { tx: b.txbytes, rx: b.rxbytes }));
+        }
+        Ok(())
+    }
+
+    /// Bytes per broker id; connections not yet tied to a broker id are under -1.
+    pub fn per_broker(&self) -> BTreeMap<i32, Bytes> {
+        let map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: BTreeMap<i32, Bytes> = BTreeMap::new();
+        for (id, bytes) in map.values() {
+            out.entry(if *id < 0 { -1 } else { *id }).or_default().add(*bytes);
+        }
+        out
+    }
+
+    /// Joins the counters with broker racks, from the point of view of a client in `zone`.
+    pub fn report(&self, topology: &Topology, zone: Option<&Zone>, matcher: &ZoneMatcher) -> ZoneTraffic {
+        classify(&self.per_broker(), topology, zone, matcher)
+    }
+}
+
+/// Classifies per-broker bytes into same-zone, cross-zone and unknown. Pure.
+pub fn classify(
+    per_broker: &BTreeMap<i32, Bytes>,
+    topology: &Topology,
+    zone: Option<&Zone>,
+    matcher: &ZoneMatcher,
+) -> ZoneTraffic {
+    let mut t = ZoneTraffic::default();
+    for (&id, &bytes) in per_broker {
+        let bucket = match (zone, topology.rack_of(id)) {
+            (Some(z), Some(rack)) if matcher.matches(z, rack) => &mut t.same_zone,
+            (Some(_), Some(_)) => &mut t.cross_zone,
+            _ => &mut t.unknown,
+        };
+        bucket.add(bytes);
+    }
+    t
+}
+
+/// A client context that feeds librdkafka statistics into a [`BrokerTraffic`], for clients that
+/// need no context of their own. Clients with their own context call
+/// [`BrokerTraffic::ingest`] from their `stats_raw`.
+#[derive(Debug, Clone, Default)]
+pub struct StatsContext {
+    /// The counters this context feeds.
+    pub traffic: BrokerTraffic,
+}
+
+impl ClientContext for StatsContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Err(e) = self.traffic.ingest(statistics) {
+            tracing::warn!(error = %e, "ignoring librdkafka statistics");
+        }
+    }
+}
+
+impl ConsumerContext for StatsContext {}
+
+impl ProducerContext for StatsContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Broker;
+
+    #[test]
+    fn ingest_keeps_latest_and_classifies() {
+        let traffic = BrokerTraffic::new();
+        let doc = |tx1: u64, tx2: u64| {
+            format!(
+                r#"{{"name":"p","brokers":{{
+                "127.0.0.1:1/1":{{"nodeid":1,"txbytes":{tx1},"rxbytes":10}},
+                "127.0.0.1:2/2":{{"nodeid":2,"txbytes":{tx2},"rxbytes":20}},
+                "127.0.0.1:1/bootstrap":{{"nodeid":-1,"txbytes":5,"rxbytes":5}},
+                "127.0.0.1:3/3":{{"nodeid":3,"txbytes":7,"rxbytes":7}}}}}}"#
+            )
+        };
+        traffic.ingest(doc(100, 50).as_bytes()).expect("valid stats");
+        traffic.ingest(doc(300, 90).as_bytes()).expect("valid stats");
+        let mut topo = Topology::default();
+        for (id, rack) in [(1, Some("a")), (2, Some("b")), (3, None)] {
+            topo.brokers.insert(id, Broker { id, host: String::new(), port: 0, rack: rack.map(Into::into) });
+        }
+        let r = traffic.report(&topo, Some(&Zone::label("a")), &ZoneMatcher::default());
+        assert_eq!(r.same_zone, Bytes { tx: 300, rx: 10 });
+        assert_eq!(r.cross_zone, Bytes { tx: 90, rx: 20 });
+        assert_eq!(r.unknown, Bytes { tx: 12, rx: 12 });
+        assert!((r.cross_zone_share() - 110.0 / 420.0).abs() < 1e-9);
+        let r = traffic.report(&topo, None, &ZoneMatcher::default());
+        assert_eq!(r.unknown.total(), r.total());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let traffic = BrokerTraffic::new();
+        assert!(traffic.ingest(b"\xff\xfe not json").is_err());
+        assert!(traffic.ingest(br#"{"brokers":{"x":{"nodeid":"one"}}}"#).is_err());
+        assert!(traffic.ingest(br#"{"name":"no brokers"}"#).is_ok());
+        assert!(traffic.per_broker().is_empty());
+    }
+}

@@ -1,0 +1,19 @@
+//! az-core: what both Zonal programs need to know about zones. Zone discovery, rack-aware
+//! topology of a Kafka cluster, partition selection, and cross-zone accounting.
+//!
+//! ```text
+//!  zone::discover ──> Zone ─┐
+//!  topology::TopologyWatcher ──> Topology ─┼─> selection::select ──> local partitions (+ fallback reason)
+//!  accounting::BrokerTraffic (librdkafka stats) ─┴─> same-zone / cross-zone bytes
+//! ```
+
+mod admin;
+pub mod accounting;
+pub mod selection;
+pub mod topology;
+pub mod zone;
+
+pub use accounting::{BrokerTraffic, Bytes, StatsContext, ZoneTraffic};
+pub use selection::{FallbackReason, Purpose, Selection, select};
+pub use topology::{Broker, PartitionInfo, TopicInfo, Topology, TopologyWatcher, WatchOptions};
+pub use zone::{DiscoveryConfig, Provider, Zone, ZoneInfo, ZoneMatcher, ZoneSource, discover};

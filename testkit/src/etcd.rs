@@ -1,0 +1,143 @@
+//! Real etcd (Debian's `etcd` binary) on free loopback ports with a temporary data directory,
+//! killed when dropped, including during a panic's unwinding.
+
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{Result, TestkitError, io_err, wait_until};
+
+/// A running etcd server.
+pub struct Etcd {
+    child: Child,
+    client_port: u16,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd").field("endpoint", &self.endpoint()).finish()
+    }
+}
+
+/// A port that was free a moment ago. etcd binds its own sockets, so the tiny race with another
+/// process is handled by retrying the start.
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("bind 127.0.0.1:0"))?;
+    Ok(l.local_addr().map_err(io_err("local_addr"))?.port())
+}
+
+/// The etcd binary: `ZONAL_ETCD_BIN`, else `etcd` on PATH.
+pub fn etcd_binary() -> String {
+    std::env::var("ZONAL_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned())
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it accepts connections.
+    pub fn start() -> Result<Etcd> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(e) => return Ok(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(TestkitError::Start { server: "etcd", reason: "no attempt made".into() }))
+    }
+
+    fn try_start() -> Result<Etcd> {
+        let dir = tempfile::Builder::new().prefix("zonal-etcd-").tempdir().map_err(io_err("create etcd temp dir"))?;
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let log = dir.path().join("etcd.log");
+        let log_file = std::fs::File::create(&log).map_err(io_err("create etcd log"))?;
+        let log_err = log_file.try_clone().map_err(io_err("clone etcd log"))?;
+        let mut cmd = Command::new(etcd_binary());
+        cmd.arg("--name=testkit")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=testkit={peer}"))
+            .arg("--initial-cluster-state=new")
+            .arg("--logger=zap")
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It asks the
+        // kernel to kill etcd if the spawning thread dies without running our Drop (for
+        // example when a test runner kills the test process).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| TestkitError::Start {
+            server: "etcd",
+            reason: format!("spawning {:?} failed ({e}); install Debian's etcd-server or set ZONAL_ETCD_BIN", etcd_binary()),
+        })?;
+        let mut etcd = Etcd { child, client_port, _dir: dir, log };
+        let ready = wait_until("etcd to accept connections", Duration::from_secs(20), || {
+            if let Ok(Some(status)) = etcd.child.try_wait() {
+                return Some(Err(status));
+            }
+            TcpStream::connect(("127.0.0.1", client_port)).ok().map(|_| Ok(()))
+        });
+        match ready {
+            Ok(Ok(())) => Ok(etcd),
+            Ok(Err(status)) => Err(TestkitError::Start {
+                server: "etcd",
+                reason: format!("exited with {status}; log: {}", etcd.log_tail()),
+            }),
+            Err(e) => Err(TestkitError::Start { server: "etcd", reason: format!("{e}; log: {}", etcd.log_tail()) }),
+        }
+    }
+
+    /// The client URL, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The last lines of etcd's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
+    /// Stops the server (SIGSTOP): connections hang as they would during a network partition.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// Resumes a paused server.
+    pub fn resume(&self) -> Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let pid = libc::pid_t::try_from(self.child.id())
+            .map_err(|_| TestkitError::Start { server: "etcd", reason: "pid out of range".into() })?;
+        // SAFETY: plain kill(2) on our own child's pid.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            return Err(io_err(format!("signal {sig} to etcd"))(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        // SIGCONT first so a paused server can die; kill is SIGKILL.
+        let _ = self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
