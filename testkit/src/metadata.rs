@@ -19,7 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, put};
 
 use crate::runtime::ServerRuntime;
-use crate::{Result, io_err};
+use crate::Result;
 
 /// A zone as the metadata servers describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,11 +72,7 @@ impl MetadataServer {
     pub fn start(zone: ZoneSpec, behaviour: MetadataBehaviour) -> Result<MetadataServer> {
         let shared = Arc::new(Shared { zone, behaviour, tokens: AtomicU64::new(0), requests: AtomicU64::new(0) });
         let rt = ServerRuntime::new("testkit-metadata")?;
-        let listener = rt
-            .handle()
-            .block_on(async { tokio::net::TcpListener::bind("127.0.0.1:0").await })
-            .map_err(io_err("bind metadata listener"))?;
-        let port = listener.local_addr().map_err(io_err("metadata listener address"))?.port();
+        let (std_listener, port) = crate::runtime::bind_loopback("metadata")?;
         let app = Router::new()
             .route("/latest/api/token", put(ec2_token))
             .route("/latest/meta-data/placement/availability-zone", get(ec2_zone_name))
@@ -86,6 +82,7 @@ impl MetadataServer {
             .with_state(shared.clone());
         let hang = behaviour == MetadataBehaviour::Hang;
         rt.handle().spawn(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
             if hang {
                 // Accept and hold every connection without ever reading or answering.
                 let mut held = Vec::new();
@@ -120,20 +117,22 @@ fn serves(s: &Shared, which: MetadataBehaviour) -> bool {
     s.behaviour == MetadataBehaviour::Answer || s.behaviour == which
 }
 
-async fn ec2_token(State(s): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
+async fn ec2_token(State(s): State<Arc<Shared>>, headers: HeaderMap) -> axum::response::Response {
     if !serves(&s, MetadataBehaviour::Ec2Only) {
-        return (StatusCode::NOT_FOUND, String::new());
+        return StatusCode::NOT_FOUND.into_response();
     }
     let ttl = headers
         .get("x-aws-ec2-metadata-token-ttl-seconds")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u32>().ok());
     match ttl {
-        Some(1..=21600) => {
+        Some(ttl @ 1..=21600) => {
             let n = s.tokens.fetch_add(1, Ordering::Relaxed);
-            (StatusCode::OK, format!("{TOKEN_PREFIX}{n}"))
+            // Like the real service, the answer echoes the granted TTL in a header; clients
+            // (aws-config among them) refuse a token without it.
+            ([("x-aws-ec2-metadata-token-ttl-seconds", ttl.to_string())], format!("{TOKEN_PREFIX}{n}")).into_response()
         }
-        _ => (StatusCode::BAD_REQUEST, "missing or invalid X-aws-ec2-metadata-token-ttl-seconds".into()),
+        _ => (StatusCode::BAD_REQUEST, "missing or invalid X-aws-ec2-metadata-token-ttl-seconds").into_response(),
     }
 }
 

@@ -33,3 +33,14 @@ impl Drop for ServerRuntime {
         }
     }
 }
+
+/// Binds a loopback listener on a free port without entering any runtime (so it works from
+/// inside a test's runtime too); convert it with `tokio::net::TcpListener::from_std` inside a
+/// task of the server's runtime.
+pub(crate) fn bind_loopback(what: &'static str) -> Result<(std::net::TcpListener, u16)> {
+    let start = |e: std::io::Error| TestkitError::Start { server: what, reason: format!("bind 127.0.0.1:0: {e}") };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(start)?;
+    listener.set_nonblocking(true).map_err(start)?;
+    let port = listener.local_addr().map_err(start)?.port();
+    Ok((listener, port))
+}

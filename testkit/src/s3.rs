@@ -44,12 +44,9 @@ impl S3Server {
             b.build()
         };
         let rt = ServerRuntime::new("testkit-s3")?;
-        let listener = rt
-            .handle()
-            .block_on(async { tokio::net::TcpListener::bind("127.0.0.1:0").await })
-            .map_err(io_err("bind S3 listener"))?;
-        let port = listener.local_addr().map_err(io_err("S3 listener address"))?.port();
+        let (std_listener, port) = crate::runtime::bind_loopback("s3")?;
         rt.handle().spawn(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
             let http = ConnBuilder::new(TokioExecutor::new());
             loop {
                 let Ok((socket, _)) = listener.accept().await else { continue };

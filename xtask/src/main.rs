@@ -1,2 +1,87 @@
-//! placeholder
-fn main() {}
+//! `cargo xtask`: the developer commands. `test` installs what is missing and runs every check
+//! and test; `demo` runs Zonal on the local multi-zone world and reports cross-zone traffic.
+
+mod demo;
+mod tools;
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Zonal developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing system packages, then run fmt, clippy and every test.
+    Test {
+        /// Skip `cargo fmt --check` and clippy (tests only).
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments passed to the test runner (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the end-to-end demonstration on the testkit world and print a cross-zone report.
+    Demo(demo::DemoArgs),
+    /// Benchmarks (agent, transporter, assignment, cross-zone) — not built yet.
+    Bench {
+        /// The case to run.
+        case: Option<String>,
+    },
+    /// Deployment helpers — not built yet.
+    Deploy,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Test { no_lint, args } => test(no_lint, &args),
+        Cmd::Demo(args) => {
+            tools::ensure_installed(&tools::DEMO_PACKAGES)?;
+            demo::run(&args)
+        }
+        Cmd::Bench { .. } => bail!(
+            "`cargo xtask bench` is not implemented yet: the benchmarks compare the agent and the transporter \
+             against kcat and arrive with those programs (issue 5)"
+        ),
+        Cmd::Deploy => bail!("`cargo xtask deploy` is not implemented yet (issue 5); see deploy/ for what exists"),
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+}
+
+fn run(step: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("==> {step}");
+    let status = cmd.status().with_context(|| format!("starting {step}"))?;
+    if !status.success() {
+        bail!("{step} failed ({status})");
+    }
+    Ok(())
+}
+
+fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
+    tools::ensure_installed(&tools::TEST_PACKAGES)?;
+    if !no_lint {
+        run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+        run("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    }
+    if tools::has_nextest() {
+        // nextest runs every test in its own process: mock clusters and servers of one test
+        // never share a process with another's.
+        run(
+            "cargo nextest run",
+            cargo().args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]).args(args),
+        )?;
+        // nextest does not run doctests.
+        run("cargo test --doc", cargo().args(["test", "--workspace", "--doc", "--locked"]))
+    } else {
+        run("cargo test", cargo().args(["test", "--workspace", "--locked", "--no-fail-fast"]).args(args))
+    }
+}

@@ -1,0 +1,93 @@
+//! Finding and installing the system tools Zonal's tests and demo need, with a clear message
+//! when they cannot be installed automatically.
+
+use std::process::{Command, Stdio};
+
+use anyhow::bail;
+
+/// A tool on PATH and the Debian package that provides it.
+#[derive(Debug, Clone, Copy)]
+pub struct Package {
+    /// A binary the package installs.
+    pub binary: &'static str,
+    /// The Debian package.
+    pub debian: &'static str,
+}
+
+/// What `cargo xtask test` needs: etcd for the transporter's coordination tests, protoc for
+/// etcd-client's build, kcat as the benchmarks' reference client.
+pub const TEST_PACKAGES: [Package; 4] = [
+    Package { binary: "etcd", debian: "etcd-server" },
+    Package { binary: "protoc", debian: "protobuf-compiler" },
+    Package { binary: "kcat", debian: "kcat" },
+    // libprotobuf-dev carries the well-known .proto files protoc includes.
+    Package { binary: "/usr/include/google/protobuf/empty.proto", debian: "libprotobuf-dev" },
+];
+
+/// What `cargo xtask demo` needs.
+pub const DEMO_PACKAGES: [Package; 3] = [TEST_PACKAGES[0], TEST_PACKAGES[1], TEST_PACKAGES[3]];
+
+fn present(binary: &str) -> bool {
+    if binary.starts_with('/') {
+        return std::path::Path::new(binary).exists();
+    }
+    Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `cargo nextest` is installed.
+pub fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Installs every missing package with apt-get (directly as root, else through sudo), or
+/// fails naming exactly what to install.
+pub fn ensure_installed(packages: &[Package]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().filter(|p| !present(p.binary)).map(|p| p.debian).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    let apt = present("apt-get");
+    let prefix: Option<Vec<&str>> = if !apt {
+        None
+    } else if is_root() {
+        Some(vec![])
+    } else if present("sudo") {
+        Some(vec!["sudo", "-n"])
+    } else {
+        None
+    };
+    let Some(prefix) = prefix else {
+        bail!("missing system packages: {list}. Install them (Debian/Ubuntu: `sudo apt-get install -y {list}`) and run again");
+    };
+    eprintln!("==> installing {list}");
+    let sh = |args: &[&str]| {
+        let mut cmd = Command::new(prefix.first().copied().unwrap_or(args[0]));
+        cmd.args(prefix.iter().skip(1)).args(if prefix.is_empty() { &args[1..] } else { args });
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success())
+    };
+    let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&missing);
+    if !sh(&install) && !(sh(&["apt-get", "update", "-q"]) && sh(&install)) {
+        bail!("installing {list} with apt-get failed. Install them by hand (`sudo apt-get install -y {list}`) and run again");
+    }
+    let still: Vec<&str> = packages.iter().filter(|p| !present(p.binary)).map(|p| p.debian).collect();
+    if !still.is_empty() {
+        bail!("after apt-get, still missing: {}", still.join(" "));
+    }
+    Ok(())
+}
