@@ -124,7 +124,12 @@ fn options<C: ClientContext>(
     let mut errstr = [0 as c_char; 512];
     // SAFETY: valid options and a writable error buffer of the stated size.
     let err = unsafe {
-        sys::rd_kafka_AdminOptions_set_request_timeout(opts.0.as_ptr(), timeout_ms(timeout), errstr.as_mut_ptr(), errstr.len())
+        sys::rd_kafka_AdminOptions_set_request_timeout(
+            opts.0.as_ptr(),
+            timeout_ms(timeout),
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        )
     };
     if err != sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
         // SAFETY: librdkafka NUL-terminates the buffer it was given.
@@ -234,7 +239,8 @@ pub(crate) fn describe_topics<C: ClientContext>(
     // SAFETY: `ptrs` holds valid strings (kept alive by `names`); librdkafka copies them.
     let raw = unsafe { sys::rd_kafka_TopicCollection_of_topic_names(ptrs.as_mut_ptr(), ptrs.len()) };
     // SAFETY: created above, destroyed once.
-    let collection = guard(raw, |c| unsafe { sys::rd_kafka_TopicCollection_destroy(c) }, "rd_kafka_TopicCollection_of_topic_names")?;
+    let collection =
+        guard(raw, |c| unsafe { sys::rd_kafka_TopicCollection_destroy(c) }, "rd_kafka_TopicCollection_of_topic_names")?;
     let opts = options(client, sys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS, broker, timeout)?;
     run(
         client,

@@ -7,8 +7,8 @@
 //!  accounting::BrokerTraffic (librdkafka stats) ─┴─> same-zone / cross-zone bytes
 //! ```
 
-mod admin;
 pub mod accounting;
+mod admin;
 pub mod selection;
 pub mod topology;
 pub mod zone;

@@ -93,7 +93,13 @@ pub fn is_local(topology: &Topology, p: &PartitionInfo, zone: &Zone, matcher: &Z
 ///
 /// Fallback lists every partition that has a leader (all of them when none has), so a client
 /// that cannot be zone-aware still spreads evenly rather than stalling.
-pub fn select(topology: &Topology, topic: &str, zone: Option<&Zone>, matcher: &ZoneMatcher, purpose: Purpose) -> Selection {
+pub fn select(
+    topology: &Topology,
+    topic: &str,
+    zone: Option<&Zone>,
+    matcher: &ZoneMatcher,
+    purpose: Purpose,
+) -> Selection {
     let Some(parts) = topology.partitions(topic).filter(|p| !p.is_empty()) else {
         return Selection { partitions: Vec::new(), fallback: Some(FallbackReason::TopicMissing) };
     };
@@ -191,20 +197,132 @@ mod tests {
         let base = world(&RACKS);
         let norack = world(&[None; 6]);
         let cases = [
-            Case { name: "produce az1", topo: &base, topic: "logs", zone: Some(az("az1")), purpose: Produce, want: vec![0, 3], reason: None },
-            Case { name: "produce az3", topo: &base, topic: "logs", zone: Some(az("az3")), purpose: Produce, want: vec![2, 5], reason: None },
-            Case { name: "consume az1: every partition has an az1 replica", topo: &base, topic: "logs", zone: Some(az("az1")), purpose: Consume, want: vec![0, 1, 2, 3, 4, 5], reason: None },
-            Case { name: "zone with no leaders", topo: &all_in_az1, topic: "logs", zone: Some(az("az2")), purpose: Produce, want: vec![0, 1, 2, 3, 4, 5], reason: Some(NoLocalPartition) },
-            Case { name: "zone with no replicas", topo: &all_in_az1, topic: "logs", zone: Some(az("az3")), purpose: Consume, want: vec![0, 1, 2, 3, 4, 5], reason: Some(NoLocalPartition) },
-            Case { name: "leader without rack is not local", topo: &no_leader_rack, topic: "logs", zone: Some(az("az1")), purpose: Produce, want: vec![3], reason: None },
-            Case { name: "downed broker's partitions are not local", topo: &downed, topic: "logs", zone: Some(az("az1")), purpose: Produce, want: vec![0], reason: None },
-            Case { name: "leaderless partition is neither local nor a fallback target", topo: &leaderless, topic: "logs", zone: Some(az("az1")), purpose: Produce, want: vec![3], reason: None },
-            Case { name: "leaderless fallback", topo: &leaderless, topic: "logs", zone: None, purpose: Produce, want: vec![1, 2, 3, 4, 5], reason: Some(UnknownZone) },
-            Case { name: "unknown zone", topo: &base, topic: "logs", zone: None, purpose: Produce, want: vec![0, 1, 2, 3, 4, 5], reason: Some(UnknownZone) },
-            Case { name: "no racks anywhere", topo: &norack, topic: "logs", zone: Some(az("az1")), purpose: Produce, want: vec![0, 1, 2, 3, 4, 5], reason: Some(NoRackInfo) },
-            Case { name: "zone nobody is in", topo: &base, topic: "logs", zone: Some(az("az9")), purpose: Produce, want: vec![0, 1, 2, 3, 4, 5], reason: Some(NoLocalPartition) },
-            Case { name: "topic missing", topo: &missing, topic: "gone", zone: Some(az("az1")), purpose: Produce, want: vec![], reason: Some(TopicMissing) },
-            Case { name: "topic never described", topo: &base, topic: "other", zone: Some(az("az1")), purpose: Produce, want: vec![], reason: Some(TopicMissing) },
+            Case {
+                name: "produce az1",
+                topo: &base,
+                topic: "logs",
+                zone: Some(az("az1")),
+                purpose: Produce,
+                want: vec![0, 3],
+                reason: None,
+            },
+            Case {
+                name: "produce az3",
+                topo: &base,
+                topic: "logs",
+                zone: Some(az("az3")),
+                purpose: Produce,
+                want: vec![2, 5],
+                reason: None,
+            },
+            Case {
+                name: "consume az1: every partition has an az1 replica",
+                topo: &base,
+                topic: "logs",
+                zone: Some(az("az1")),
+                purpose: Consume,
+                want: vec![0, 1, 2, 3, 4, 5],
+                reason: None,
+            },
+            Case {
+                name: "zone with no leaders",
+                topo: &all_in_az1,
+                topic: "logs",
+                zone: Some(az("az2")),
+                purpose: Produce,
+                want: vec![0, 1, 2, 3, 4, 5],
+                reason: Some(NoLocalPartition),
+            },
+            Case {
+                name: "zone with no replicas",
+                topo: &all_in_az1,
+                topic: "logs",
+                zone: Some(az("az3")),
+                purpose: Consume,
+                want: vec![0, 1, 2, 3, 4, 5],
+                reason: Some(NoLocalPartition),
+            },
+            Case {
+                name: "leader without rack is not local",
+                topo: &no_leader_rack,
+                topic: "logs",
+                zone: Some(az("az1")),
+                purpose: Produce,
+                want: vec![3],
+                reason: None,
+            },
+            Case {
+                name: "downed broker's partitions are not local",
+                topo: &downed,
+                topic: "logs",
+                zone: Some(az("az1")),
+                purpose: Produce,
+                want: vec![0],
+                reason: None,
+            },
+            Case {
+                name: "leaderless partition is neither local nor a fallback target",
+                topo: &leaderless,
+                topic: "logs",
+                zone: Some(az("az1")),
+                purpose: Produce,
+                want: vec![3],
+                reason: None,
+            },
+            Case {
+                name: "leaderless fallback",
+                topo: &leaderless,
+                topic: "logs",
+                zone: None,
+                purpose: Produce,
+                want: vec![1, 2, 3, 4, 5],
+                reason: Some(UnknownZone),
+            },
+            Case {
+                name: "unknown zone",
+                topo: &base,
+                topic: "logs",
+                zone: None,
+                purpose: Produce,
+                want: vec![0, 1, 2, 3, 4, 5],
+                reason: Some(UnknownZone),
+            },
+            Case {
+                name: "no racks anywhere",
+                topo: &norack,
+                topic: "logs",
+                zone: Some(az("az1")),
+                purpose: Produce,
+                want: vec![0, 1, 2, 3, 4, 5],
+                reason: Some(NoRackInfo),
+            },
+            Case {
+                name: "zone nobody is in",
+                topo: &base,
+                topic: "logs",
+                zone: Some(az("az9")),
+                purpose: Produce,
+                want: vec![0, 1, 2, 3, 4, 5],
+                reason: Some(NoLocalPartition),
+            },
+            Case {
+                name: "topic missing",
+                topo: &missing,
+                topic: "gone",
+                zone: Some(az("az1")),
+                purpose: Produce,
+                want: vec![],
+                reason: Some(TopicMissing),
+            },
+            Case {
+                name: "topic never described",
+                topo: &base,
+                topic: "other",
+                zone: Some(az("az1")),
+                purpose: Produce,
+                want: vec![],
+                reason: Some(TopicMissing),
+            },
         ];
         for c in cases {
             let got = select(c.topo, c.topic, c.zone.as_ref(), &m, c.purpose);
@@ -215,7 +333,14 @@ mod tests {
 
     #[test]
     fn alias_and_name_racks() {
-        let t = world(&[Some("us-east-1a"), Some("us-east-1b"), Some("rack-c"), Some("us-east-1a"), Some("us-east-1b"), Some("rack-c")]);
+        let t = world(&[
+            Some("us-east-1a"),
+            Some("us-east-1b"),
+            Some("rack-c"),
+            Some("us-east-1a"),
+            Some("us-east-1b"),
+            Some("rack-c"),
+        ]);
         let zone = Zone { id: Some("use1-az3".into()), name: Some("us-east-1c".into()) };
         let plain = select(&t, "logs", Some(&zone), &ZoneMatcher::default(), Purpose::Produce);
         assert_eq!(plain.fallback, Some(FallbackReason::NoLocalPartition));

@@ -152,7 +152,9 @@ impl<C: ClientContext + 'static> KafkaClient for Client<C> {
     }
 }
 
-impl<C: ProducerContext<Part> + 'static, Part: Partitioner + Send + Sync + 'static> KafkaClient for BaseProducer<C, Part> {
+impl<C: ProducerContext<Part> + 'static, Part: Partitioner + Send + Sync + 'static> KafkaClient
+    for BaseProducer<C, Part>
+{
     type Context = C;
     fn kafka_client(&self) -> &Client<C> {
         rdkafka::producer::Producer::client(self)
@@ -241,10 +243,8 @@ pub fn fetch<C: ClientContext>(
         return Err(TopologyError::DescribeTopics { topics: topics.to_vec(), tried: tried_topics, reason: last });
     };
 
-    let brokers = brokers
-        .into_iter()
-        .map(|b| (b.id, Broker { id: b.id, host: b.host, port: b.port, rack: b.rack }))
-        .collect();
+    let brokers =
+        brokers.into_iter().map(|b| (b.id, Broker { id: b.id, host: b.host, port: b.port, rack: b.rack })).collect();
     let mut described: BTreeMap<String, TopicInfo> = raw_topics
         .into_iter()
         .map(|t| {
@@ -363,7 +363,8 @@ impl TopologyWatcher {
                     return;
                 }
                 // Retry quickly while nothing has been fetched yet.
-                let wait = if generation == 0 { options.interval.min(Duration::from_secs(1)) } else { options.interval };
+                let wait =
+                    if generation == 0 { options.interval.min(Duration::from_secs(1)) } else { options.interval };
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = task_wake.notified() => {}

@@ -464,7 +464,10 @@ mod tests {
 
     #[test]
     fn gcp_and_azure_answers_parse() {
-        assert_eq!(parse_gcp_zone("projects/123/zones/europe-west1-b").and_then(|z| z.name), Some("europe-west1-b".into()));
+        assert_eq!(
+            parse_gcp_zone("projects/123/zones/europe-west1-b").and_then(|z| z.name),
+            Some("europe-west1-b".into())
+        );
         assert_eq!(parse_gcp_zone("garbage"), None);
         assert_eq!(parse_gcp_zone("projects/1/zones/"), None);
         let z = parse_azure_compute(r#"{"location":"eastus","zone":"2","name":"vm"}"#);

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use az_core::zone::{DiscoveryConfig, Env};
-use az_core::{Provider, Purpose, StatsContext, TopologyWatcher, WatchOptions, ZoneMatcher, ZoneTraffic, discover, select};
+use az_core::{
+    Provider, Purpose, StatsContext, TopologyWatcher, WatchOptions, ZoneMatcher, ZoneTraffic, discover, select,
+};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use testkit::{MetadataBehaviour, MetadataServer, World, WorldSpec, wait_until_async};
@@ -14,7 +16,13 @@ use testkit::{MetadataBehaviour, MetadataServer, World, WorldSpec, wait_until_as
 const MESSAGES: usize = 3000;
 const SIZE: usize = 1024;
 
-async fn produce(bootstrap: &str, topic: &str, partitions: &[i32], world_topology: &TopologyWatcher, zone: &az_core::Zone) -> anyhow::Result<ZoneTraffic> {
+async fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partitions: &[i32],
+    world_topology: &TopologyWatcher,
+    zone: &az_core::Zone,
+) -> anyhow::Result<ZoneTraffic> {
     let context = StatsContext::default();
     let traffic = context.traffic.clone();
     let producer: Arc<ThreadedProducer<StatsContext>> = Arc::new(
@@ -61,8 +69,10 @@ async fn local_partitions_cross_nothing_all_partitions_cross_two_thirds() -> any
 
     // The client learns its zone the cloud way, from zone 0's IMDS.
     let imds = MetadataServer::start(world.zones[0].clone(), MetadataBehaviour::Ec2Only)?;
-    let cfg = DiscoveryConfig { providers: vec![Provider::Ec2], ec2_endpoint: Some(imds.endpoint()), ..Default::default() };
-    let zone = discover(&cfg, &Env::fixed::<&str, &str>([])).await.zone.ok_or_else(|| anyhow::anyhow!("zone not found"))?;
+    let cfg =
+        DiscoveryConfig { providers: vec![Provider::Ec2], ec2_endpoint: Some(imds.endpoint()), ..Default::default() };
+    let zone =
+        discover(&cfg, &Env::fixed::<&str, &str>([])).await.zone.ok_or_else(|| anyhow::anyhow!("zone not found"))?;
     assert_eq!(zone.id.as_deref(), Some("use1-az1"));
 
     let meta: Arc<rdkafka::consumer::BaseConsumer> =

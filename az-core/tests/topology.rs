@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use az_core::topology::{TopicInfo, WatchOptions, fetch};
 use az_core::TopologyWatcher;
+use az_core::topology::{TopicInfo, WatchOptions, fetch};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use testkit::{KafkaCluster, KafkaSpec, zone_specs};
@@ -67,7 +67,8 @@ async fn refresh_sees_a_moved_leader() -> anyhow::Result<()> {
     assert!(first.is_fetched(), "no topology: {:?}", watcher.status());
     let before = first.partition("moving", 0).and_then(|p| p.leader).ok_or_else(|| anyhow::anyhow!("no leader"))?;
     let replicas = kafka.replicas("moving")?;
-    let target = replicas[&0].iter().copied().find(|&b| b != before).ok_or_else(|| anyhow::anyhow!("no other replica"))?;
+    let target =
+        replicas[&0].iter().copied().find(|&b| b != before).ok_or_else(|| anyhow::anyhow!("no other replica"))?;
     kafka.move_leader("moving", 0, target)?;
 
     // The interval is an hour, so only an on-demand refresh can show the move.

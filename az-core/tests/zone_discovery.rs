@@ -11,7 +11,12 @@ fn zone(n: u32) -> ZoneSpec {
     ZoneSpec { id: format!("use1-az{n}"), name: format!("us-east-1{}", (b'a' + n as u8 - 1) as char) }
 }
 
-fn config(providers: &[Provider], ec2: Option<&MetadataServer>, gcp: Option<&MetadataServer>, azure: Option<&MetadataServer>) -> DiscoveryConfig {
+fn config(
+    providers: &[Provider],
+    ec2: Option<&MetadataServer>,
+    gcp: Option<&MetadataServer>,
+    azure: Option<&MetadataServer>,
+) -> DiscoveryConfig {
     DiscoveryConfig {
         providers: providers.to_vec(),
         provider_timeout_ms: 1000,
@@ -58,7 +63,8 @@ async fn gcp_metadata_flavor() -> anyhow::Result<()> {
     assert_eq!(info.zone.and_then(|z| z.name), Some("us-east-1a".into()));
     // GCE_METADATA_HOST is honoured as Google's libraries do (host:port without scheme).
     let host = server.endpoint().trim_start_matches("http://").to_owned();
-    let info = discover(&config(&[Provider::Gcp], None, None, None), &Env::fixed([(GCE_METADATA_HOST_ENV, host)])).await;
+    let info =
+        discover(&config(&[Provider::Gcp], None, None, None), &Env::fixed([(GCE_METADATA_HOST_ENV, host)])).await;
     assert_eq!(info.zone.and_then(|z| z.name), Some("us-east-1a".into()));
     Ok(())
 }
@@ -86,7 +92,10 @@ async fn precedence_config_env_ec2_gcp_azure() -> anyhow::Result<()> {
     cfg.zone = None;
     assert_eq!(discover(&cfg, &env).await.source, ZoneSource::Env);
     let info = discover(&cfg, &empty_env()).await;
-    assert_eq!((info.source, info.zone.and_then(|z| z.id)), (ZoneSource::Metadata(Provider::Ec2), Some("use1-az1".into())));
+    assert_eq!(
+        (info.source, info.zone.and_then(|z| z.id)),
+        (ZoneSource::Metadata(Provider::Ec2), Some("use1-az1".into()))
+    );
 
     // EC2 absent: GCP is next, even though Azure also answers.
     let cfg = config(&all, None, Some(&gcp), Some(&azure));
@@ -115,7 +124,10 @@ async fn imdsv1_style_request_is_refused() -> anyhow::Result<()> {
         use std::io::{Read, Write};
         let addr = url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
         let mut s = std::net::TcpStream::connect(addr)?;
-        write!(s, "GET /latest/meta-data/placement/availability-zone-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET /latest/meta-data/placement/availability-zone-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok::<_, std::io::Error>(out)

@@ -81,7 +81,10 @@ impl Etcd {
         }
         let child = cmd.spawn().map_err(|e| TestkitError::Start {
             server: "etcd",
-            reason: format!("spawning {:?} failed ({e}); install Debian's etcd-server or set ZONAL_ETCD_BIN", etcd_binary()),
+            reason: format!(
+                "spawning {:?} failed ({e}); install Debian's etcd-server or set ZONAL_ETCD_BIN",
+                etcd_binary()
+            ),
         })?;
         let mut etcd = Etcd { child, client_port, _dir: dir, log };
         let ready = wait_until("etcd to accept connections", Duration::from_secs(20), || {

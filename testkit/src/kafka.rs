@@ -62,7 +62,10 @@ impl KafkaCluster {
     /// the mock's consecutive replica lists put one replica of each partition in each zone.
     pub fn start(spec: &KafkaSpec) -> Result<Self> {
         if spec.racks.is_empty() || spec.brokers_per_zone == 0 {
-            return Err(TestkitError::Start { server: "kafka", reason: "need at least one zone and one broker".into() });
+            return Err(TestkitError::Start {
+                server: "kafka",
+                reason: "need at least one zone and one broker".into(),
+            });
         }
         let n = i32::try_from(spec.racks.len() * spec.brokers_per_zone)
             .map_err(|_| TestkitError::Start { server: "kafka", reason: "too many brokers".into() })?;

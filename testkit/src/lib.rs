@@ -12,8 +12,8 @@
 pub mod etcd;
 pub mod kafka;
 pub mod metadata;
-pub mod s3;
 mod runtime;
+pub mod s3;
 pub mod wait;
 
 use std::time::Duration;

@@ -18,8 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 
-use crate::runtime::ServerRuntime;
 use crate::Result;
+use crate::runtime::ServerRuntime;
 
 /// A zone as the metadata servers describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +182,8 @@ async fn azure_compute(State(s): State<Arc<Shared>>, headers: HeaderMap) -> impl
         return (StatusCode::BAD_REQUEST, r#"{"error":"Bad request. Required metadata header not specified"}"#.into());
     }
     // Azure zones are numbers within a location; take the zone's trailing digits.
-    let number: String = s.zone.id.chars().rev().take_while(char::is_ascii_digit).collect::<Vec<_>>().into_iter().rev().collect();
+    let number: String =
+        s.zone.id.chars().rev().take_while(char::is_ascii_digit).collect::<Vec<_>>().into_iter().rev().collect();
     let body = serde_json::json!({ "location": "eastus", "zone": number, "name": "testkit-vm" });
     (StatusCode::OK, body.to_string())
 }

@@ -36,8 +36,10 @@ impl S3Server {
         let root = tempfile::Builder::new().prefix("zonal-s3-").tempdir().map_err(io_err("create S3 root"))?;
         let access_key = "zonal-test-access".to_owned();
         let secret_key = format!("zonal-test-secret-{}", std::process::id());
-        let fs = s3s_fs::FileSystem::new(root.path())
-            .map_err(|e| TestkitError::Start { server: "s3", reason: format!("s3s-fs on {}: {e:?}", root.path().display()) })?;
+        let fs = s3s_fs::FileSystem::new(root.path()).map_err(|e| TestkitError::Start {
+            server: "s3",
+            reason: format!("s3s-fs on {}: {e:?}", root.path().display()),
+        })?;
         let service = {
             let mut b = S3ServiceBuilder::new(fs);
             b.set_auth(SimpleAuth::from_single(access_key.clone(), secret_key.clone()));

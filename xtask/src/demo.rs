@@ -42,6 +42,9 @@ pub struct DemoArgs {
     partitions: i32,
 }
 
+/// One phase of the demo: its name, total traffic, and traffic per zone.
+type Phase = (&'static str, ZoneTraffic, Vec<(String, ZoneTraffic)>);
+
 struct ZoneClient {
     zone: Zone,
     source: String,
@@ -77,9 +80,15 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 
     let mut clients = Vec::new();
     for server in &world.metadata {
-        let cfg = DiscoveryConfig { providers: vec![Provider::Ec2], ec2_endpoint: Some(server.endpoint()), ..Default::default() };
+        let cfg = DiscoveryConfig {
+            providers: vec![Provider::Ec2],
+            ec2_endpoint: Some(server.endpoint()),
+            ..Default::default()
+        };
         let info = az_core::discover(&cfg, &Env::fixed::<&str, &str>([])).await;
-        let zone = info.zone.with_context(|| format!("zone discovery from {} failed: {:?}", server.endpoint(), info.failures))?;
+        let zone = info
+            .zone
+            .with_context(|| format!("zone discovery from {} failed: {:?}", server.endpoint(), info.failures))?;
         let sel = az_core::select(&topo, TOPIC, Some(&zone), &matcher, Purpose::Produce);
         eprintln!(
             "    zone {zone} (from {}): local partitions {:?}{}",
@@ -95,7 +104,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let style = ProgressStyle::with_template("{prefix:>24} [{bar:40}] {pos}/{len} lines {per_sec}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-    let mut phases: Vec<(&str, ZoneTraffic, Vec<(String, ZoneTraffic)>)> = Vec::new();
+    let mut phases: Vec<Phase> = Vec::new();
     for (name, zone_aware) in [("zone-unaware", false), ("zone-aware", true)] {
         let mut total = ZoneTraffic::default();
         let mut per_zone = Vec::new();
@@ -119,7 +128,12 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn produce(bootstrap: &str, partitions: &[i32], args: &DemoArgs, bar: &ProgressBar) -> anyhow::Result<az_core::BrokerTraffic> {
+async fn produce(
+    bootstrap: &str,
+    partitions: &[i32],
+    args: &DemoArgs,
+    bar: &ProgressBar,
+) -> anyhow::Result<az_core::BrokerTraffic> {
     let context = StatsContext::default();
     let traffic = context.traffic.clone();
     let producer: ThreadedProducer<StatsContext> = ClientConfig::new()
@@ -167,9 +181,12 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn print_report(args: &DemoArgs, clients: &[ZoneClient], phases: &[(&str, ZoneTraffic, Vec<(String, ZoneTraffic)>)]) {
+fn print_report(args: &DemoArgs, clients: &[ZoneClient], phases: &[Phase]) {
     println!();
-    println!("Cross-zone producer traffic, {} zones, {} lines x {} B per zone and phase", args.zones, args.lines, args.line_bytes);
+    println!(
+        "Cross-zone producer traffic, {} zones, {} lines x {} B per zone and phase",
+        args.zones, args.lines, args.line_bytes
+    );
     for c in clients {
         println!("  {} learned from {}; local partitions {:?}", c.zone, c.source, c.local);
     }
@@ -188,13 +205,14 @@ fn print_report(args: &DemoArgs, clients: &[ZoneClient], phases: &[(&str, ZoneTr
     }
     if let [(_, base, _), (_, aware, _)] = phases {
         let saved = base.cross_zone.total().saturating_sub(aware.cross_zone.total());
-        let pct = if base.cross_zone.total() == 0 { 0.0 } else { saved as f64 * 100.0 / base.cross_zone.total() as f64 };
+        let pct =
+            if base.cross_zone.total() == 0 { 0.0 } else { saved as f64 * 100.0 / base.cross_zone.total() as f64 };
         println!();
         println!("Producer cross-zone bytes saved: {:.2} MiB ({pct:.1}%)", mib(saved));
     }
 }
 
-fn write_summary(args: &DemoArgs, phases: &[(&str, ZoneTraffic, Vec<(String, ZoneTraffic)>)]) -> anyhow::Result<()> {
+fn write_summary(args: &DemoArgs, phases: &[Phase]) -> anyhow::Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/zonal-demo");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let phase_json = |t: &ZoneTraffic, zones: &[(String, ZoneTraffic)]| {
@@ -207,13 +225,15 @@ fn write_summary(args: &DemoArgs, phases: &[(&str, ZoneTraffic, Vec<(String, Zon
             })).collect::<Vec<_>>(),
         })
     };
-    let mut summary = serde_json::json!({ "zones": args.zones, "lines_per_zone": args.lines, "line_bytes": args.line_bytes });
+    let mut summary =
+        serde_json::json!({ "zones": args.zones, "lines_per_zone": args.lines, "line_bytes": args.line_bytes });
     for (name, t, zones) in phases {
         let key = if *name == "zone-aware" { "zone_aware" } else { "baseline" };
         summary[key] = phase_json(t, zones);
     }
     let path = dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     println!("Summary written to {}", path.display());
     Ok(())
 }

@@ -70,7 +70,10 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     tools::ensure_installed(&tools::TEST_PACKAGES)?;
     if !no_lint {
         run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
-        run("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+        run(
+            "cargo clippy",
+            cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
+        )?;
     }
     if tools::has_nextest() {
         // nextest runs every test in its own process: mock clusters and servers of one test

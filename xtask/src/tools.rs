@@ -72,7 +72,9 @@ pub fn ensure_installed(packages: &[Package]) -> anyhow::Result<()> {
         None
     };
     let Some(prefix) = prefix else {
-        bail!("missing system packages: {list}. Install them (Debian/Ubuntu: `sudo apt-get install -y {list}`) and run again");
+        bail!(
+            "missing system packages: {list}. Install them (Debian/Ubuntu: `sudo apt-get install -y {list}`) and run again"
+        );
     };
     eprintln!("==> installing {list}");
     let sh = |args: &[&str]| {
@@ -82,8 +84,11 @@ pub fn ensure_installed(packages: &[Package]) -> anyhow::Result<()> {
     };
     let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
     install.extend(&missing);
-    if !sh(&install) && !(sh(&["apt-get", "update", "-q"]) && sh(&install)) {
-        bail!("installing {list} with apt-get failed. Install them by hand (`sudo apt-get install -y {list}`) and run again");
+    let installed = sh(&install) || (sh(&["apt-get", "update", "-q"]) && sh(&install));
+    if !installed {
+        bail!(
+            "installing {list} with apt-get failed. Install them by hand (`sudo apt-get install -y {list}`) and run again"
+        );
     }
     let still: Vec<&str> = packages.iter().filter(|p| !present(p.binary)).map(|p| p.debian).collect();
     if !still.is_empty() {
