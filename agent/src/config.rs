@@ -1,0 +1,457 @@
+//! The agent's configuration: one struct, layered by figment from defaults, a TOML file and
+//! `ZONAL_AGENT__`-prefixed environment variables (`__` separates levels), in that order.
+//!
+//! ```text
+//!  AgentConfig::default() ─┐
+//!  agent.toml ─────────────┼─ figment ─> AgentConfig ─validate()─> ready to run (or an error naming the field)
+//!  ZONAL_AGENT__KAFKA__BOOTSTRAP_SERVERS=... ┘
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use az_core::Provider;
+use az_core::zone::DiscoveryConfig;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Environment prefix of overrides: `ZONAL_AGENT__KAFKA__BOOTSTRAP_SERVERS`.
+pub const ENV_PREFIX: &str = "ZONAL_AGENT__";
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Kafka connection settings.
+    pub kafka: KafkaConfig,
+    /// How the agent learns its zone and matches it to broker racks.
+    pub zone: ZoneConfig,
+    /// Directory holding one checkpoint file per tailed file.
+    pub checkpoint_dir: PathBuf,
+    /// HTTP server for metrics, health and status.
+    pub http: HttpConfig,
+    /// Upper bound on bytes sent to Kafka and not yet acknowledged, over all streams; reading
+    /// stops while it is reached.
+    pub max_in_flight_bytes: u64,
+    /// How often globs are re-expanded and idle files polled for growth, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// How often acknowledged offsets are written to checkpoint files, in milliseconds.
+    pub checkpoint_interval_ms: u64,
+    /// The log streams to ship.
+    pub streams: Vec<StreamConfig>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            kafka: KafkaConfig::default(),
+            zone: ZoneConfig::default(),
+            checkpoint_dir: PathBuf::from("/var/lib/zonal-agent"),
+            http: HttpConfig::default(),
+            max_in_flight_bytes: 16 * 1024 * 1024,
+            poll_interval_ms: 250,
+            checkpoint_interval_ms: 1000,
+            streams: Vec::new(),
+        }
+    }
+}
+
+/// Kafka connection settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated host:port list.
+    pub bootstrap_servers: String,
+    /// librdkafka properties passed through unchanged (TLS, SASL, tuning), e.g.
+    /// `"security.protocol" = "SASL_SSL"`. They override the agent's own defaults.
+    pub options: BTreeMap<String, String>,
+    /// Seconds between topology refreshes (leaders and racks); errors that mean leadership
+    /// moved trigger an immediate refresh.
+    pub topology_refresh_secs: u64,
+    /// Timeout of metadata and admin requests, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: String::new(),
+            options: BTreeMap::new(),
+            topology_refresh_secs: 30,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Zone settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ZoneConfig {
+    /// Explicit zone (AZ id or name); skips metadata discovery. `ZONAL_ZONE` does the same.
+    pub zone: Option<String>,
+    /// Rack label -> zone id or name, for racks that are neither.
+    pub aliases: BTreeMap<String, String>,
+    /// Metadata providers to try, in order.
+    pub providers: Vec<Provider>,
+    /// Time each provider gets, in milliseconds.
+    pub provider_timeout_ms: u64,
+    /// EC2 IMDS endpoint override (default: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, then link-local).
+    pub ec2_endpoint: Option<String>,
+    /// GCP metadata endpoint override (default: `GCE_METADATA_HOST`, then metadata.google.internal).
+    pub gcp_endpoint: Option<String>,
+    /// Azure IMDS endpoint override.
+    pub azure_endpoint: Option<String>,
+}
+
+impl Default for ZoneConfig {
+    fn default() -> Self {
+        let d = DiscoveryConfig::default();
+        ZoneConfig {
+            zone: None,
+            aliases: BTreeMap::new(),
+            providers: d.providers,
+            provider_timeout_ms: d.provider_timeout_ms,
+            ec2_endpoint: None,
+            gcp_endpoint: None,
+            azure_endpoint: None,
+        }
+    }
+}
+
+impl ZoneConfig {
+    /// The discovery settings of az-core.
+    pub fn discovery(&self) -> DiscoveryConfig {
+        DiscoveryConfig {
+            zone: self.zone.clone(),
+            providers: self.providers.clone(),
+            provider_timeout_ms: self.provider_timeout_ms,
+            ec2_endpoint: self.ec2_endpoint.clone(),
+            gcp_endpoint: self.gcp_endpoint.clone(),
+            azure_endpoint: self.azure_endpoint.clone(),
+        }
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; loopback by default so metrics are not exposed by accident.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+/// How a stream chooses partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partitioning {
+    /// Only partitions led in the agent's zone, a batch per partition in turn.
+    #[default]
+    ZoneAware,
+    /// Java-compatible murmur2 of the extracted key over all partitions.
+    Keyed,
+    /// Every partition in turn, a batch each.
+    RoundRobin,
+    /// A random partition per batch.
+    Random,
+}
+
+/// Compression of produced batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    #[default]
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// The librdkafka `compression.type` value.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// How a keyed stream finds a line's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum KeyConfig {
+    /// A regex whose first capture group (or a group named `key`) is the key.
+    Regex(String),
+    /// A top-level field of a JSON line; strings are used as they are, other values as JSON.
+    JsonField(String),
+}
+
+/// Where to start in a file that has no checkpoint when the agent starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartAt {
+    /// From the first byte.
+    #[default]
+    Beginning,
+    /// From the current end (only new lines). Files appearing later always start at the beginning.
+    End,
+}
+
+/// One log stream: files matching globs, shipped to one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Name used in metrics, status and checkpoint paths; letters, digits, `-` and `_`.
+    pub name: String,
+    /// Glob patterns of files to tail.
+    pub paths: Vec<String>,
+    /// Glob patterns of files to skip even when `paths` match them.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Kafka topic.
+    pub topic: String,
+    /// Partition choice.
+    #[serde(default)]
+    pub partitioning: Partitioning,
+    /// Key extraction (required for `keyed`, ignored otherwise).
+    #[serde(default)]
+    pub key: Option<KeyConfig>,
+    /// Regex matching the first line of a multi-line event; lines that do not match are
+    /// appended to the current event.
+    #[serde(default)]
+    pub multiline_start: Option<String>,
+    /// How long an incomplete multi-line event waits for more lines at the end of a file, in
+    /// milliseconds.
+    #[serde(default = "default_multiline_timeout_ms")]
+    pub multiline_timeout_ms: u64,
+    /// Longest message in bytes; longer lines are truncated to it and counted.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Lines per batch; a batch goes to a single partition.
+    #[serde(default = "default_batch_lines")]
+    pub batch_lines: usize,
+    /// Bytes per batch (whichever of lines or bytes is reached first).
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
+    /// librdkafka `linger.ms`: how long the producer waits to fill a request.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Compression codec.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Where to start in files without a checkpoint at startup.
+    #[serde(default)]
+    pub start_at: StartAt,
+}
+
+fn default_multiline_timeout_ms() -> u64 {
+    1000
+}
+fn default_max_message_bytes() -> usize {
+    1_000_000
+}
+fn default_batch_lines() -> usize {
+    1000
+}
+fn default_batch_bytes() -> usize {
+    1024 * 1024
+}
+fn default_linger_ms() -> u64 {
+    10
+}
+
+impl AgentConfig {
+    /// Layers defaults, the file (when given) and the environment.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut f = Figment::from(Serialized::defaults(AgentConfig::default()));
+        if let Some(file) = file {
+            f = f.merge(Toml::file_exact(file));
+        }
+        f.merge(Env::prefixed(ENV_PREFIX).split("__").map(|k| k.as_str().replace('_', "-").into()))
+    }
+
+    /// Loads and validates; errors name the file and the field.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<AgentConfig> {
+        let config: AgentConfig = Self::figment(file).extract().map_err(|e| {
+            let where_ = file.map(|f| format!(" {}", f.display())).unwrap_or_default();
+            anyhow::anyhow!("invalid configuration{where_}: {}", figment_errors(e))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: required values, patterns, ranges.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            bail!("kafka.bootstrap-servers: must be set");
+        }
+        if self.streams.is_empty() {
+            bail!("streams: at least one stream is required");
+        }
+        if self.max_in_flight_bytes < 64 * 1024 {
+            bail!("max-in-flight-bytes: must be at least 65536, got {}", self.max_in_flight_bytes);
+        }
+        if self.poll_interval_ms == 0 || self.checkpoint_interval_ms == 0 {
+            bail!("poll-interval-ms and checkpoint-interval-ms: must be positive");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            let at = format!("streams[{i}]");
+            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                bail!("{at}.name: {:?} must be non-empty letters, digits, '-' or '_'", s.name);
+            }
+            if !names.insert(&s.name) {
+                bail!("{at}.name: {:?} is used by another stream", s.name);
+            }
+            if s.topic.trim().is_empty() {
+                bail!("{at}.topic: must be set");
+            }
+            if s.paths.is_empty() {
+                bail!("{at}.paths: at least one glob is required");
+            }
+            for (j, p) in s.paths.iter().chain(&s.exclude).enumerate() {
+                glob::Pattern::new(p).with_context(|| format!("{at}.paths/exclude[{j}]: invalid glob {p:?}"))?;
+            }
+            if let Some(m) = &s.multiline_start {
+                regex::bytes::Regex::new(m).with_context(|| format!("{at}.multiline-start: invalid regex {m:?}"))?;
+            }
+            match (&s.partitioning, &s.key) {
+                (Partitioning::Keyed, None) => bail!("{at}.key: required when partitioning = \"keyed\""),
+                (_, Some(KeyConfig::Regex(r))) => {
+                    let re =
+                        regex::bytes::Regex::new(r).with_context(|| format!("{at}.key.regex: invalid regex {r:?}"))?;
+                    if re.captures_len() < 2 {
+                        bail!("{at}.key.regex: {r:?} has no capture group");
+                    }
+                }
+                (_, Some(KeyConfig::JsonField(f))) if f.is_empty() => bail!("{at}.key.json-field: must be non-empty"),
+                _ => {}
+            }
+            if !(1..=100_000_000).contains(&s.max_message_bytes) {
+                bail!("{at}.max-message-bytes: must be between 1 and 100000000, got {}", s.max_message_bytes);
+            }
+            if s.batch_lines == 0 || s.batch_bytes == 0 {
+                bail!("{at}.batch-lines and batch-bytes: must be positive");
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `check`.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("rendering the configuration as TOML")
+    }
+}
+
+fn figment_errors(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let text = e.kind.to_string();
+            if path.is_empty() { text } else { format!("{path}: {text}") }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    const MINIMAL: &str = r#"
+checkpoint-dir = "/tmp/ckpt"
+[kafka]
+bootstrap-servers = "k1:9092"
+[kafka.options]
+"security.protocol" = "SASL_SSL"
+[[streams]]
+name = "app"
+paths = ["/var/log/app/*.log"]
+topic = "logs"
+"#;
+
+    #[test]
+    fn defaults_file_env_layering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(&dir, MINIMAL);
+        figment::Jail::expect_with(|jail| {
+            let c: AgentConfig = AgentConfig::figment(Some(&path)).extract()?;
+            assert_eq!(c.kafka.bootstrap_servers, "k1:9092");
+            assert_eq!(c.kafka.options.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
+            assert_eq!(c.streams[0].partitioning, Partitioning::ZoneAware);
+            assert_eq!(c.streams[0].batch_lines, 1000);
+            assert_eq!(c.http.listen.ip().to_string(), "127.0.0.1");
+            jail.set_env("ZONAL_AGENT__KAFKA__BOOTSTRAP_SERVERS", "env:9092");
+            jail.set_env("ZONAL_AGENT__ZONE__ZONE", "use1-az2");
+            jail.set_env("ZONAL_AGENT__MAX_IN_FLIGHT_BYTES", "1048576");
+            let c: AgentConfig = AgentConfig::figment(Some(&path)).extract()?;
+            assert_eq!(c.kafka.bootstrap_servers, "env:9092");
+            assert_eq!(c.zone.zone.as_deref(), Some("use1-az2"));
+            assert_eq!(c.max_in_flight_bytes, 1_048_576);
+            assert_eq!(c.checkpoint_dir, PathBuf::from("/tmp/ckpt"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            (MINIMAL.replace("topic = \"logs\"", "topic = \"logs\"\npartitioning = \"sideways\""), "partitioning"),
+            (MINIMAL.replace("topic = \"logs\"", "topic = \"logs\"\nbatch-linez = 5"), "batch-linez"),
+            (MINIMAL.replace("topic = \"logs\"", "topic = \"logs\"\npartitioning = \"keyed\""), "streams[0].key"),
+            (
+                MINIMAL.replace("topic = \"logs\"", "topic = \"logs\"\nkey = { regex = \"no group\" }"),
+                "streams[0].key.regex",
+            ),
+            (MINIMAL.replace("topic = \"logs\"", "topic = \"logs\"\nmultiline-start = \"([\""), "multiline-start"),
+            (MINIMAL.replace("k1:9092", ""), "kafka.bootstrap-servers"),
+            (MINIMAL.replace("topic = \"logs\"", "topic = \"logs\"\nmax-message-bytes = \"big\""), "max-message-bytes"),
+            (MINIMAL.replace("[kafka]", "[kafka]\ntopology-refresh-secs = -1"), "topology-refresh-secs"),
+            (MINIMAL.replace("name = \"app\"", "name = \"a/b\""), "streams[0].name"),
+            ("this is = not toml [".to_owned(), "agent.toml"),
+        ];
+        for (text, field) in cases {
+            let path = write(&dir, &text);
+            let err = AgentConfig::load(Some(&path)).expect_err(field).to_string();
+            assert!(err.contains(field), "error {err:?} does not name {field:?}");
+        }
+        let missing = dir.path().join("nope.toml");
+        let err = AgentConfig::load(Some(&missing)).expect_err("missing file").to_string();
+        assert!(err.contains("nope.toml"), "{err}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(&dir, MINIMAL);
+        let c = AgentConfig::load(Some(&path)).expect("valid");
+        let text = c.to_toml().expect("toml");
+        let again: AgentConfig = toml::from_str(&text).expect("parse back");
+        assert_eq!(c, again);
+    }
+}

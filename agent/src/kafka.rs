@@ -1,0 +1,301 @@
+//! The Kafka side of a stream: producer settings, the in-flight byte budget, and delivery
+//! reports that advance file checkpoints or send failed records back for another try.
+//!
+//! ```text
+//!  stream thread ──budget.acquire──> ThreadedProducer.send(record, opaque = Arc<BatchAck>)
+//!                                         │ librdkafka (idempotent, acks=all)
+//!  delivery callback (producer thread) <──┘
+//!     ok    ──> budget.release, BatchAck done ──> FileTrack.complete ──> checkpoint offset moves
+//!     error ──> Retry queue ──> stream thread re-sends (partition chosen afresh)
+//! ```
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use az_core::{BrokerTraffic, TopologyWatcher};
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::ack::AckTracker;
+use crate::checkpoint::{FileId, Fingerprint};
+use crate::config::{AgentConfig, StreamConfig};
+use crate::metrics::Metrics;
+
+/// librdkafka's own bookkeeping per message, charged to the budget on top of the payload so
+/// that many small lines cannot exhaust memory while the byte count looks small.
+pub const PER_MESSAGE_OVERHEAD: u64 = 160;
+
+/// Bytes sent and not yet acknowledged, bounded over all streams. Reading stops while the budget
+/// is exhausted: when Kafka is slow or down, the agent holds still instead of growing.
+#[derive(Debug)]
+pub struct Budget {
+    used: Mutex<u64>,
+    freed: Condvar,
+    max: u64,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub fn new(max: u64) -> Budget {
+        Budget { used: Mutex::new(0), freed: Condvar::new(), max }
+    }
+
+    /// Takes `n` bytes, waiting while the budget is full; an oversized request goes through
+    /// alone once everything else is acknowledged. Returns false if `stop` was set meanwhile.
+    pub fn acquire(&self, n: u64, stop: &AtomicBool) -> bool {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        while *used > 0 && *used + n > self.max {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            used = self.freed.wait_timeout(used, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        *used += n;
+        true
+    }
+
+    /// Returns `n` bytes.
+    pub fn release(&self, n: u64) {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    /// Bytes in use.
+    pub fn used(&self) -> u64 {
+        *self.used.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes waiters (used on shutdown).
+    pub fn wake(&self) {
+        self.freed.notify_all();
+    }
+}
+
+/// One tailed file's shared state: the stream thread dispatches batches, delivery callbacks
+/// complete them, the checkpointer reads the acknowledged offset.
+#[derive(Debug)]
+pub struct FileTrack {
+    /// Device and inode.
+    pub id: FileId,
+    state: Mutex<TrackState>,
+}
+
+/// What the checkpointer and `/status` read of a file.
+#[derive(Debug, Clone)]
+pub struct TrackState {
+    /// Current path (updated on rename).
+    pub path: std::path::PathBuf,
+    /// Fingerprint of the head.
+    pub fingerprint: Fingerprint,
+    /// Acknowledgements.
+    pub acks: AckTracker,
+    /// Bytes read so far.
+    pub read_offset: u64,
+    /// Size at the last look.
+    pub size: u64,
+    /// The acknowledged offset changed since the last checkpoint write.
+    pub dirty: bool,
+    /// The file no longer matches any glob (renamed away or deleted).
+    pub orphan: bool,
+}
+
+impl FileTrack {
+    /// A track starting at `offset`.
+    pub fn new(id: FileId, path: std::path::PathBuf, fingerprint: Fingerprint, offset: u64) -> FileTrack {
+        FileTrack {
+            id,
+            state: Mutex::new(TrackState {
+                path,
+                fingerprint,
+                acks: AckTracker::new(offset),
+                read_offset: offset,
+                size: offset,
+                dirty: true,
+                orphan: false,
+            }),
+        }
+    }
+
+    /// Runs `f` on the state under the lock.
+    pub fn with<R>(&self, f: impl FnOnce(&mut TrackState) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn complete(&self, generation: u64, seq: u64) {
+        self.with(|s| {
+            if s.acks.complete(generation, seq).is_some() {
+                s.dirty = true;
+            }
+        });
+    }
+}
+
+/// The shared acknowledgement of one batch; every record of the batch carries a reference.
+#[derive(Debug)]
+pub struct BatchAck {
+    track: Arc<FileTrack>,
+    generation: u64,
+    seq: u64,
+    remaining: AtomicUsize,
+}
+
+impl BatchAck {
+    /// Registers a batch of `records` records ending at `end_offset` of the file.
+    pub fn dispatch(track: &Arc<FileTrack>, end_offset: u64, records: usize) -> Arc<BatchAck> {
+        let (generation, seq) = track.with(|s| s.acks.dispatch(end_offset));
+        Arc::new(BatchAck { track: track.clone(), generation, seq, remaining: AtomicUsize::new(records) })
+    }
+
+    /// One record is settled (acknowledged, or dropped for good).
+    pub fn settle_one(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.track.complete(self.generation, self.seq);
+        }
+    }
+}
+
+/// A record whose delivery failed and that the stream thread sends again.
+#[derive(Debug)]
+pub struct Retry {
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Key, for keyed streams.
+    pub key: Option<Vec<u8>>,
+    /// Its batch.
+    pub ack: Arc<BatchAck>,
+}
+
+/// Producer context of a stream.
+pub struct AgentContext {
+    /// Bytes per broker from librdkafka statistics.
+    pub traffic: BrokerTraffic,
+    stream: String,
+    metrics: Arc<Metrics>,
+    budget: Arc<Budget>,
+    retries: Mutex<Sender<Retry>>,
+    /// Set once the topology watcher exists, so leadership errors can trigger a refresh.
+    pub topology: OnceLock<TopologyWatcher>,
+}
+
+impl ClientContext for AgentContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Err(e) = self.traffic.ingest(statistics) {
+            tracing::warn!(stream = %self.stream, error = %e, "ignoring librdkafka statistics");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(stream = %self.stream, error = %error, reason, "kafka client error");
+    }
+}
+
+/// Errors after which re-sending the same record cannot succeed.
+fn permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::InvalidRecord
+    )
+}
+
+/// Errors that mean the partition's leader moved or is unknown.
+pub fn leadership_moved(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownPartition
+            | RDKafkaErrorCode::FencedLeaderEpoch
+            | RDKafkaErrorCode::NotEnoughReplicas
+            | RDKafkaErrorCode::MessageTimedOut
+    )
+}
+
+impl ProducerContext for AgentContext {
+    type DeliveryOpaque = Arc<BatchAck>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<BatchAck>) {
+        match result {
+            Ok(msg) => {
+                self.budget.release(msg.payload_len() as u64 + PER_MESSAGE_OVERHEAD);
+                self.metrics.acked_lines.get_or_create(&Metrics::stream(&self.stream)).inc();
+                ack.settle_one();
+            }
+            Err((err, msg)) => {
+                let code = err.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                if leadership_moved(code)
+                    && let Some(t) = self.topology.get()
+                {
+                    t.refresh_now();
+                }
+                if permanent(code) {
+                    tracing::error!(stream = %self.stream, error = %err, bytes = msg.payload_len(), "dropping a record Kafka refuses for good");
+                    self.metrics.error(&self.stream, "dropped");
+                    self.budget.release(msg.payload_len() as u64 + PER_MESSAGE_OVERHEAD);
+                    ack.settle_one();
+                    return;
+                }
+                self.metrics.error(&self.stream, "delivery");
+                tracing::debug!(stream = %self.stream, error = %err, "delivery failed, will retry");
+                let retry = Retry {
+                    payload: msg.payload().unwrap_or_default().to_vec(),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    ack,
+                };
+                let tx = self.retries.lock().unwrap_or_else(PoisonError::into_inner);
+                if tx.send(retry).is_err() {
+                    // The stream has stopped; the record stays unacknowledged, so the
+                    // checkpoint stays before it and it is read again after restart.
+                    tracing::debug!(stream = %self.stream, "retry after stop discarded");
+                }
+            }
+        }
+    }
+}
+
+/// Creates the producer of a stream: idempotent, acks=all, the stream's linger and compression,
+/// librdkafka queues sized to the budget, then the passthrough options on top.
+pub fn producer(
+    config: &AgentConfig,
+    stream: &StreamConfig,
+    metrics: Arc<Metrics>,
+    budget: Arc<Budget>,
+    retries: Sender<Retry>,
+) -> anyhow::Result<ThreadedProducer<AgentContext>> {
+    use anyhow::Context;
+    let mut cc = ClientConfig::new();
+    let queue_kb = (config.max_in_flight_bytes / 1024 * 2).max(16 * 1024);
+    cc.set("bootstrap.servers", &config.kafka.bootstrap_servers)
+        .set("client.id", format!("zonal-agent-{}", stream.name))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", stream.linger_ms.to_string())
+        .set("compression.type", stream.compression.as_librdkafka())
+        .set("message.max.bytes", (stream.max_message_bytes + 4096).max(1_000_000).to_string())
+        .set("queue.buffering.max.kbytes", queue_kb.to_string())
+        .set("queue.buffering.max.messages", "2000000")
+        .set("statistics.interval.ms", "5000");
+    for (k, v) in &config.kafka.options {
+        cc.set(k, v);
+    }
+    let context = AgentContext {
+        traffic: BrokerTraffic::new(),
+        stream: stream.name.clone(),
+        metrics,
+        budget,
+        retries: Mutex::new(retries),
+        topology: OnceLock::new(),
+    };
+    cc.create_with_context(context).with_context(|| format!("creating the Kafka producer of stream {}", stream.name))
+}

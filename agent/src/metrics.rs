@@ -1,0 +1,116 @@
+//! The agent's Prometheus metrics, registered once and shared by every stream.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Label of per-stream metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    /// Stream name.
+    pub stream: String,
+}
+
+/// Labels of per-file metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    /// Stream name.
+    pub stream: String,
+    /// File path.
+    pub path: String,
+}
+
+/// Labels of error counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// Stream name.
+    pub stream: String,
+    /// Kind of error.
+    pub kind: String,
+}
+
+/// Labels of fallback reasons.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Stream name.
+    pub stream: String,
+    /// Fallback reason.
+    pub reason: String,
+}
+
+/// Labels of Kafka traffic by zone relation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabel {
+    /// Stream name.
+    pub stream: String,
+    /// `same-zone`, `cross-zone` or `unknown`.
+    pub zone: String,
+    /// `tx` or `rx`.
+    pub direction: String,
+}
+
+type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// Every metric.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Lines (events) read and handed to Kafka.
+    pub lines: Family<StreamLabel, Counter>,
+    /// Payload bytes handed to Kafka.
+    pub bytes: Family<StreamLabel, Counter>,
+    /// Batches sent.
+    pub batches: Family<StreamLabel, Counter>,
+    /// Lines acknowledged by Kafka.
+    pub acked_lines: Family<StreamLabel, Counter>,
+    /// Lines truncated to the maximum message size.
+    pub truncated_lines: Family<StreamLabel, Counter>,
+    /// Errors by kind (read, checkpoint, delivery, dropped, key-missing).
+    pub errors: Family<ErrorLabel, Counter>,
+    /// Copytruncate rotations detected.
+    pub truncations: Family<StreamLabel, Counter>,
+    /// Rename rotations detected.
+    pub renames: Family<StreamLabel, Counter>,
+    /// Bytes of each file not yet acknowledged (size minus checkpoint offset).
+    pub lag_bytes: Family<FileLabel, U64Gauge>,
+    /// Number of partitions the stream writes to.
+    pub local_partitions: Family<StreamLabel, U64Gauge>,
+    /// 1 for the stream's current fallback reason, 0 for the others.
+    pub fallback: Family<ReasonLabel, U64Gauge>,
+    /// Kafka bytes by zone relation, from librdkafka statistics.
+    pub kafka_bytes: Family<TrafficLabel, U64Gauge>,
+    /// Bytes sent to Kafka and not yet acknowledged.
+    pub in_flight_bytes: U64Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric under the `zonal_agent` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("zonal_agent");
+        r.register("lines", "Lines read and handed to Kafka", self.lines.clone());
+        r.register("bytes", "Payload bytes handed to Kafka", self.bytes.clone());
+        r.register("batches", "Batches sent (each to one partition)", self.batches.clone());
+        r.register("acked_lines", "Lines acknowledged by Kafka", self.acked_lines.clone());
+        r.register("truncated_lines", "Lines truncated to max-message-bytes", self.truncated_lines.clone());
+        r.register("errors", "Errors by kind", self.errors.clone());
+        r.register("truncations", "Copytruncate rotations detected", self.truncations.clone());
+        r.register("renames", "Rename rotations detected", self.renames.clone());
+        r.register("lag_bytes", "Bytes of a file not yet acknowledged by Kafka", self.lag_bytes.clone());
+        r.register("local_partitions", "Partitions the stream writes to", self.local_partitions.clone());
+        r.register("fallback", "1 when the stream is not zone-local, by reason", self.fallback.clone());
+        r.register("kafka_bytes", "Kafka bytes by zone relation and direction", self.kafka_bytes.clone());
+        r.register("in_flight_bytes", "Bytes sent and not yet acknowledged", self.in_flight_bytes.clone());
+    }
+
+    /// Counts an error of `kind` on `stream`.
+    pub fn error(&self, stream: &str, kind: &str) {
+        self.errors.get_or_create(&ErrorLabel { stream: stream.to_owned(), kind: kind.to_owned() }).inc();
+    }
+
+    /// The per-stream label.
+    pub fn stream(stream: &str) -> StreamLabel {
+        StreamLabel { stream: stream.to_owned() }
+    }
+}

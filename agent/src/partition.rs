@@ -1,0 +1,152 @@
+//! Partition choice per batch or per line: zone-aware (az-core's local partitions, a batch each
+//! in turn), keyed (Java-compatible murmur2), round-robin and random. Pure logic, no I/O.
+//!
+//! ```text
+//!  Selection (from az-core, recomputed on each topology change) ─┐
+//!  batch ──> Chooser::for_batch() ──> partition for the whole batch │ zone-aware / round-robin / random
+//!  line key ──> keyed_partition(murmur2(key), n) ──> partition      │ keyed
+//! ```
+
+use rand::Rng;
+
+use crate::config::Partitioning;
+
+/// Kafka's murmur2, exactly as `org.apache.kafka.common.utils.Utils.murmur2` computes it.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let length = data.len();
+    let mut h: u32 = SEED ^ (length as u32);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    // Java sign-extends each tail byte before xoring; `as i8 as u32` reproduces that.
+    match tail.len() {
+        3 => {
+            h ^= ((tail[2] as i8 as u32) & 0xff) << 16;
+            h ^= ((tail[1] as i8 as u32) & 0xff) << 8;
+            h ^= (tail[0] as i8 as u32) & 0xff;
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= ((tail[1] as i8 as u32) & 0xff) << 8;
+            h ^= (tail[0] as i8 as u32) & 0xff;
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= (tail[0] as i8 as u32) & 0xff;
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The Java client's default partition for a key: `toPositive(murmur2(key)) % numPartitions`.
+pub fn keyed_partition(key: &[u8], partitions: i32) -> i32 {
+    if partitions <= 0 {
+        return 0;
+    }
+    ((murmur2(key) & 0x7fff_ffff) % partitions) as i32
+}
+
+/// Chooses the partition of each batch for the non-keyed strategies.
+#[derive(Debug, Clone, Default)]
+pub struct Chooser {
+    cursor: usize,
+}
+
+impl Chooser {
+    /// The partition for the next batch, from `candidates` (ascending, non-empty for an existing
+    /// topic). Zone-aware and round-robin take the candidates in turn; random picks one.
+    /// `None` when there is no candidate.
+    pub fn for_batch(&mut self, strategy: Partitioning, candidates: &[i32], rng: &mut impl Rng) -> Option<i32> {
+        if candidates.is_empty() {
+            return None;
+        }
+        match strategy {
+            Partitioning::Random => Some(candidates[rng.random_range(0..candidates.len())]),
+            Partitioning::ZoneAware | Partitioning::RoundRobin | Partitioning::Keyed => {
+                let p = candidates[self.cursor % candidates.len()];
+                self.cursor = self.cursor.wrapping_add(1);
+                Some(p)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Vectors from Kafka's own `UtilsTest.testMurmur2`.
+    #[test]
+    fn murmur2_matches_java() {
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (b"abc", 479470107),
+        ];
+        for (input, want) in cases {
+            assert_eq!(murmur2(input), want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn keyed_partition_is_in_range_and_stable() {
+        for n in 1..50 {
+            for key in [&b""[..], b"a", b"user-42", &[0xff, 0x80, 0x00]] {
+                let p = keyed_partition(key, n);
+                assert!((0..n).contains(&p));
+                assert_eq!(p, keyed_partition(key, n));
+            }
+        }
+        assert_eq!(keyed_partition(b"x", 0), 0);
+    }
+
+    #[test]
+    fn batches_rotate_over_candidates() {
+        let mut c = Chooser::default();
+        let mut rng = rand::rng();
+        let got: Vec<i32> =
+            (0..7).filter_map(|_| c.for_batch(Partitioning::ZoneAware, &[0, 3, 6, 9], &mut rng)).collect();
+        assert_eq!(got, vec![0, 3, 6, 9, 0, 3, 6]);
+        assert_eq!(c.for_batch(Partitioning::ZoneAware, &[], &mut rng), None);
+        for _ in 0..100 {
+            let p = c.for_batch(Partitioning::Random, &[2, 5], &mut rng);
+            assert!(matches!(p, Some(2 | 5)));
+        }
+    }
+
+    proptest::proptest! {
+        /// Over any number of batches, round-robin spreads evenly: counts differ by at most one.
+        #[test]
+        fn round_robin_is_even(n in 1usize..20, batches in 0usize..500) {
+            let candidates: Vec<i32> = (0..n as i32).collect();
+            let mut c = Chooser::default();
+            let mut rng = rand::rng();
+            let mut counts = vec![0usize; n];
+            for _ in 0..batches {
+                if let Some(p) = c.for_batch(Partitioning::RoundRobin, &candidates, &mut rng) {
+                    counts[p as usize] += 1;
+                }
+            }
+            let (min, max) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+            proptest::prop_assert!(max - min <= 1);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Shared helpers of the agent's integration tests: run the real `zonal-agent` binary against
+//! the testkit world, write logs, read Kafka back.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub type Res<T = ()> = anyhow::Result<T>;
+
+/// A running agent process, killed on drop.
+pub struct Agent {
+    child: Option<Child>,
+    pub http: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+fn free_port() -> Res<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Settings of one agent in a test.
+pub struct AgentSpec {
+    pub bootstrap: String,
+    pub dir: PathBuf,
+    pub glob: String,
+    pub topic: String,
+    /// Extra TOML inside the `[zone]` table.
+    pub zone: String,
+    /// Extra TOML inside the stream table.
+    pub stream_extra: String,
+}
+
+impl AgentSpec {
+    pub fn new(bootstrap: &str, dir: &Path, topic: &str) -> AgentSpec {
+        AgentSpec {
+            bootstrap: bootstrap.to_owned(),
+            dir: dir.to_owned(),
+            glob: format!("{}/logs/*.log", dir.display()),
+            topic: topic.to_owned(),
+            zone: "providers = []".to_owned(),
+            stream_extra: String::new(),
+        }
+    }
+
+    pub fn imds(mut self, endpoint: &str) -> AgentSpec {
+        self.zone = format!("providers = [\"ec2\"]\nec2-endpoint = \"{endpoint}\"");
+        self
+    }
+}
+
+impl Agent {
+    /// Writes the config and starts the agent.
+    pub fn start(spec: &AgentSpec) -> Res<Agent> {
+        std::fs::create_dir_all(spec.dir.join("logs"))?;
+        let port = free_port()?;
+        let config = spec.dir.join("agent.toml");
+        let text = format!(
+            r#"checkpoint-dir = "{dir}/checkpoints"
+poll-interval-ms = 50
+checkpoint-interval-ms = 100
+[http]
+listen = "127.0.0.1:{port}"
+[kafka]
+bootstrap-servers = "{bootstrap}"
+topology-refresh-secs = 1
+[kafka.options]
+"statistics.interval.ms" = "200"
+[zone]
+{zone}
+[[streams]]
+name = "app"
+paths = ["{glob}"]
+topic = "{topic}"
+batch-lines = 50
+linger-ms = 5
+{extra}
+"#,
+            dir = spec.dir.display(),
+            bootstrap = spec.bootstrap,
+            zone = spec.zone,
+            glob = spec.glob,
+            topic = spec.topic,
+            extra = spec.stream_extra,
+        );
+        std::fs::write(&config, text)?;
+        let log = spec.dir.join("agent.log");
+        let mut agent = Agent { child: None, http: format!("http://127.0.0.1:{port}"), config, log };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    fn spawn(&mut self) -> Res {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_zonal-agent"))
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env_remove("ZONAL_ZONE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    pub fn wait_ready(&self) -> Res {
+        let url = format!("{}/readyz", self.http);
+        testkit::wait_until("agent to become ready", Duration::from_secs(30), || {
+            http_get(&url).ok().filter(|(code, _)| *code == 200).map(|_| ())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", self.log_tail()))
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// SIGKILL, no chance to flush or checkpoint.
+    pub fn kill9(&mut self) -> Res {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn stop(&mut self) -> Res<Option<i32>> {
+        let Some(mut c) = self.child.take() else { return Ok(None) };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let status = testkit::wait_until("agent to exit after SIGTERM", Duration::from_secs(40), || {
+            c.try_wait().ok().flatten()
+        })?;
+        Ok(status.code())
+    }
+
+    pub fn restart(&mut self) -> Res {
+        self.spawn()
+    }
+
+    pub fn status(&self) -> Res<serde_json::Value> {
+        let (code, body) = http_get(&format!("{}/status", self.http))?;
+        anyhow::ensure!(code == 200, "status {code}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    pub fn metrics(&self) -> Res<String> {
+        Ok(http_get(&format!("{}/metrics", self.http))?.1)
+    }
+
+    /// Sum of a metric's samples whose label text contains every given fragment.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> Res<f64> {
+        let text = self.metrics()?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+            .filter(|l| labels.iter().all(|f| l.contains(f)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Waits until the stream tails `path` and every file it tails is acknowledged up to its
+    /// size on disk (files that are gone: up to the size last seen).
+    pub fn wait_caught_up(&self, path: &Path, what: &str) -> Res {
+        testkit::wait_until(what, Duration::from_secs(60), || {
+            let s = self.status().ok()?;
+            let files = s["streams"][0]["files"].as_array()?.clone();
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(path).ok()?;
+            // The entry for the file now at `path` (by inode, not by name: a deleted file of the
+            // same name may still be listed) must be acknowledged up to its size on disk.
+            let has = files.iter().any(|f| {
+                f["ino"].as_u64() == Some(meta.ino())
+                    && f["dev"].as_u64() == Some(meta.dev())
+                    && f["acked_offset"].as_u64() == Some(meta.len())
+            });
+            let done = files.iter().all(|f| f["acked_offset"].as_u64() == f["size"].as_u64());
+            (has && done).then_some(())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}; status: {:?}\nlog:\n{}", self.status().ok(), self.log_tail()))
+    }
+
+    /// Waits until the stream tails `path` at all.
+    pub fn wait_tailing(&self, path: &Path) -> Res {
+        let want = path.display().to_string();
+        testkit::wait_until("agent to tail the file", Duration::from_secs(30), || {
+            let s = self.status().ok()?;
+            s["streams"][0]["files"].as_array()?.iter().any(|f| f["path"].as_str() == Some(want.as_str())).then_some(())
+        })?;
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET over loopback, enough for the agent's own endpoints.
+pub fn http_get(url: &str) -> Res<(u16, String)> {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("not http: {url}"))?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    // Bodies may be chunked; the agent's are small, so de-chunk naively.
+    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    Ok((code, body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Appends lines to a file, creating it.
+pub fn append(path: &Path, lines: impl IntoIterator<Item = String>) -> Res {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut buf = Vec::new();
+    for l in lines {
+        buf.extend_from_slice(l.as_bytes());
+        buf.push(b'\n');
+    }
+    f.write_all(&buf)?;
+    Ok(())
+}
+
+/// Every record of a topic: (partition, key, payload), read from the beginning.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Res<Vec<(i32, Option<Vec<u8>>, Vec<u8>)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "agent-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let parts: Vec<i32> =
+        md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()).map(|p| p.id()).collect();
+    let mut high = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &parts {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if hi > lo {
+            high.insert(p, hi);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let mut pos: BTreeMap<i32, i64> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while high.iter().any(|(p, h)| pos.get(p).copied().unwrap_or(-1) + 1 < *h) {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "reading {topic} timed out at {pos:?} of {high:?}");
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            pos.insert(m.partition(), m.offset());
+            out.push((m.partition(), m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// Payloads as strings, counted.
+pub fn counts(records: &[(i32, Option<Vec<u8>>, Vec<u8>)]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for (_, _, p) in records {
+        *m.entry(String::from_utf8_lossy(p).into_owned()).or_insert(0) += 1;
+    }
+    m
+}
