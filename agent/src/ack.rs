@@ -71,6 +71,8 @@ impl AckTracker {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -102,7 +104,6 @@ mod tests {
         /// ends at the last batch's end.
         #[test]
         fn never_skips_a_gap(order in Just((0..30usize).collect::<Vec<_>>()).prop_shuffle()) {
-            use proptest::prelude::*;
             let mut t = AckTracker::new(0);
             let ids: Vec<(u64, u64)> = (0..30u64).map(|i| t.dispatch((i + 1) * 10)).collect();
             let mut done = [false; 30];

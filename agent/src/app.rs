@@ -267,7 +267,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     state.running.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     budget.wake();
-    let joined = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join().is_ok()).all(|ok| ok)).await;
+    let joined = tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok())).await;
     if !matches!(joined, Ok(true)) {
         tracing::error!("a stream thread panicked");
     }

@@ -180,6 +180,8 @@ fn cap(line: &[u8], max: usize) -> (&[u8], bool) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     type Got = Vec<(Vec<u8>, u64, bool)>;
@@ -250,7 +252,6 @@ mod tests {
         #[test]
         fn chunking_does_not_matter(data in proptest::collection::vec(proptest::prop_oneof![Just(b'\n'), 0u8..=255], 0..400),
                                     cuts in proptest::collection::vec(0usize..400, 0..10), max in 1usize..50) {
-            use proptest::prelude::Just;
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
             cuts.sort_unstable();
             let mut chunks = Vec::new();

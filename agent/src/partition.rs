@@ -58,7 +58,7 @@ pub fn keyed_partition(key: &[u8], partitions: i32) -> i32 {
     if partitions <= 0 {
         return 0;
     }
-    ((murmur2(key) & 0x7fff_ffff) % partitions) as i32
+    (murmur2(key) & 0x7fff_ffff) % partitions
 }
 
 /// Chooses the partition of each batch for the non-keyed strategies.

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -216,16 +216,9 @@ impl StreamRunner {
                 progressed |= self.read_file(id);
             }
             if !progressed {
-                // Idle: wait for the next poll, waking early for retries or stop.
-                let until = Instant::now() + self.poll.min(Duration::from_millis(50));
-                while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
-                    match self.retries.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                        Ok(r) => {
-                            self.pending_retries.push(r);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
+                // Idle: wait for the next poll, waking early when a retry arrives.
+                if let Ok(r) = self.retries.recv_timeout(self.poll.min(Duration::from_millis(50))) {
+                    self.pending_retries.push(r);
                 }
             }
         }
@@ -620,11 +613,8 @@ impl StreamRunner {
     }
 
     fn process_retries(&mut self) {
-        loop {
-            match self.retries.try_recv() {
-                Ok(r) => self.pending_retries.push(r),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(r) = self.retries.try_recv() {
+            self.pending_retries.push(r);
         }
         if self.pending_retries.is_empty() || Instant::now() < self.retry_after {
             return;

@@ -258,7 +258,10 @@ pub fn append(path: &Path, lines: impl IntoIterator<Item = String>) -> Res {
 }
 
 /// Every record of a topic: (partition, key, payload), read from the beginning.
-pub fn read_topic(bootstrap: &str, topic: &str) -> Res<Vec<(i32, Option<Vec<u8>>, Vec<u8>)>> {
+/// One Kafka record as the tests see it: (partition, key, payload).
+pub type Record = (i32, Option<Vec<u8>>, Vec<u8>);
+
+pub fn read_topic(bootstrap: &str, topic: &str) -> Res<Vec<Record>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "agent-test-reader")
@@ -292,7 +295,7 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Res<Vec<(i32, Option<Vec<u8>>
 }
 
 /// Payloads as strings, counted.
-pub fn counts(records: &[(i32, Option<Vec<u8>>, Vec<u8>)]) -> BTreeMap<String, usize> {
+pub fn counts(records: &[Record]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for (_, _, p) in records {
         *m.entry(String::from_utf8_lossy(p).into_owned()).or_insert(0) += 1;

@@ -1,0 +1,106 @@
+//! Bad input does not crash the agent or lose data: config errors name the field, binary and
+//! non-UTF-8 lines ship as bytes, a 10 MB line is truncated and counted, a corrupt checkpoint is
+//! reported and the file shipped from the start.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use testkit::{World, WorldSpec};
+
+fn check(config: &str) -> Res<(bool, String)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config)?;
+    let out = Command::new(env!("CARGO_BIN_EXE_zonal-agent")).args(["check", "-c"]).arg(&path).output()?;
+    Ok((
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    ))
+}
+
+const GOOD: &str = r#"
+[kafka]
+bootstrap-servers = "127.0.0.1:9092"
+[[streams]]
+name = "app"
+paths = ["/var/log/*.log"]
+topic = "logs"
+"#;
+
+#[test]
+fn check_prints_effective_config_or_names_the_field() -> Res {
+    let (ok, out) = check(GOOD)?;
+    assert!(ok, "{out}");
+    assert!(out.contains("partitioning = \"zone-aware\"") && out.contains("max-in-flight-bytes"), "{out}");
+    for (bad, field) in [
+        (GOOD.replace("topic = \"logs\"", "topic = \"logs\"\ncompression = \"brotli\""), "compression"),
+        (GOOD.replace("[kafka]", "[kafka]\nbootstrap = \"x\""), "bootstrap"),
+        (GOOD.replace("name = \"app\"", "name = \"\""), "streams[0].name"),
+        (GOOD.replace("[kafka]", "[http]\nlisten = \"not an address\"\n[kafka]"), "http.listen"),
+    ] {
+        let (ok, out) = check(&bad)?;
+        assert!(!ok, "accepted: {bad}");
+        assert!(out.contains(field), "{out:?} does not name {field}");
+    }
+    Ok(())
+}
+
+#[test]
+fn garbage_huge_lines_and_corrupt_checkpoints_do_not_stop_it() -> Res {
+    let world = World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?;
+    world.kafka.create_topic("garbage", 3)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    std::fs::create_dir_all(tmp.path().join("logs"))?;
+
+    // A file the agent will find with a corrupt checkpoint.
+    let old = tmp.path().join("logs/old.log");
+    append(&old, (0..10).map(|n| format!("old {n}")))?;
+    let meta = std::fs::metadata(&old)?;
+    use std::os::unix::fs::MetadataExt;
+    let ckpt_dir = tmp.path().join("checkpoints/app");
+    std::fs::create_dir_all(&ckpt_dir)?;
+    std::fs::write(ckpt_dir.join(format!("{}-{}.json", meta.dev(), meta.ino())), b"\x00{not json")?;
+    // An unreadable file beside it.
+    let locked = tmp.path().join("logs/locked.log");
+    append(&locked, ["secret".to_owned()])?;
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000))?;
+
+    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "garbage").imds(&world.metadata[0].endpoint());
+    spec.stream_extra = "max-message-bytes = 1000000".into();
+    let agent = Agent::start(&spec)?;
+
+    let log = tmp.path().join("logs/app.log");
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"\xff\xfe\x00binary\x01\x02\n");
+    bytes.extend_from_slice(b"caf\xe9 latin-1 not utf-8\n");
+    bytes.extend(std::iter::repeat_n(b'Z', 10 * 1024 * 1024));
+    bytes.push(b'\n');
+    bytes.extend_from_slice(b"after the huge line\n");
+    std::fs::write(&log, &bytes)?;
+    agent.wait_caught_up(&log, "garbage shipped")?;
+    agent.wait_caught_up(&old, "file with corrupt checkpoint shipped")?;
+
+    let records = read_topic(&bootstrap, "garbage")?;
+    let payloads: Vec<&[u8]> = records.iter().map(|r| r.2.as_slice()).collect();
+    assert!(payloads.contains(&&b"\xff\xfe\x00binary\x01\x02"[..]));
+    assert!(payloads.contains(&&b"caf\xe9 latin-1 not utf-8"[..]));
+    assert!(payloads.contains(&&b"after the huge line"[..]));
+    let huge: Vec<&&[u8]> = payloads.iter().filter(|p| p.first() == Some(&b'Z')).collect();
+    assert_eq!(huge.len(), 1);
+    assert_eq!(huge[0].len(), 1_000_000, "truncated to max-message-bytes");
+    assert_eq!(agent.metric("zonal_agent_truncated_lines_total", &[])?, 1.0);
+    for n in 0..10 {
+        assert!(payloads.contains(&format!("old {n}").as_bytes()), "old {n} missing");
+    }
+    assert!(agent.metric("zonal_agent_errors_total", &["checkpoint"])? >= 1.0);
+    // Root can read anything, so the unreadable file only counts as an error for other users.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(agent.metric("zonal_agent_errors_total", &["read"])? >= 1.0);
+    }
+    assert!(ckpt_dir.read_dir()?.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".corrupt")));
+    assert_eq!(common::http_get(&format!("{}/healthz", agent.http))?.0, 200);
+    Ok(())
+}
