@@ -159,7 +159,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         Some(z) => tracing::info!(zone = %z, source = %zone.source, "zone discovered"),
         None => tracing::warn!(failures = ?zone.failures, "zone unknown; streams fall back to all partitions"),
     }
-    let matcher = ZoneMatcher::new(config.zone.aliases.clone());
+    let matcher = config.zone.matcher();
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);

@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use az_core::Provider;
-use az_core::zone::DiscoveryConfig;
+use az_core::zone::ZoneSettings;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -28,7 +27,7 @@ pub struct AgentConfig {
     /// Kafka connection settings.
     pub kafka: KafkaConfig,
     /// How the agent learns its zone and matches it to broker racks.
-    pub zone: ZoneConfig,
+    pub zone: ZoneSettings,
     /// Directory holding one checkpoint file per tailed file.
     pub checkpoint_dir: PathBuf,
     /// HTTP server for metrics, health and status.
@@ -48,7 +47,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             kafka: KafkaConfig::default(),
-            zone: ZoneConfig::default(),
+            zone: ZoneSettings::default(),
             checkpoint_dir: PathBuf::from("/var/lib/zonal-agent"),
             http: HttpConfig::default(),
             max_in_flight_bytes: 16 * 1024 * 1024,
@@ -82,55 +81,6 @@ impl Default for KafkaConfig {
             options: BTreeMap::new(),
             topology_refresh_secs: 30,
             request_timeout_ms: 5000,
-        }
-    }
-}
-
-/// Zone settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct ZoneConfig {
-    /// Explicit zone (AZ id or name); skips metadata discovery. `ZONAL_ZONE` does the same.
-    pub zone: Option<String>,
-    /// Rack label -> zone id or name, for racks that are neither.
-    pub aliases: BTreeMap<String, String>,
-    /// Metadata providers to try, in order.
-    pub providers: Vec<Provider>,
-    /// Time each provider gets, in milliseconds.
-    pub provider_timeout_ms: u64,
-    /// EC2 IMDS endpoint override (default: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, then link-local).
-    pub ec2_endpoint: Option<String>,
-    /// GCP metadata endpoint override (default: `GCE_METADATA_HOST`, then metadata.google.internal).
-    pub gcp_endpoint: Option<String>,
-    /// Azure IMDS endpoint override.
-    pub azure_endpoint: Option<String>,
-}
-
-impl Default for ZoneConfig {
-    fn default() -> Self {
-        let d = DiscoveryConfig::default();
-        ZoneConfig {
-            zone: None,
-            aliases: BTreeMap::new(),
-            providers: d.providers,
-            provider_timeout_ms: d.provider_timeout_ms,
-            ec2_endpoint: None,
-            gcp_endpoint: None,
-            azure_endpoint: None,
-        }
-    }
-}
-
-impl ZoneConfig {
-    /// The discovery settings of az-core.
-    pub fn discovery(&self) -> DiscoveryConfig {
-        DiscoveryConfig {
-            zone: self.zone.clone(),
-            providers: self.providers.clone(),
-            provider_timeout_ms: self.provider_timeout_ms,
-            ec2_endpoint: self.ec2_endpoint.clone(),
-            gcp_endpoint: self.gcp_endpoint.clone(),
-            azure_endpoint: self.azure_endpoint.clone(),
         }
     }
 }

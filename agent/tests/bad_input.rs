@@ -48,6 +48,14 @@ fn check_prints_effective_config_or_names_the_field() -> Res {
 }
 
 #[test]
+fn the_shipped_example_config_is_valid() -> Res {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent/agent.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_zonal-agent")).args(["check", "-c"]).arg(&path).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[test]
 fn garbage_huge_lines_and_corrupt_checkpoints_do_not_stop_it() -> Res {
     let world = World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?;
     world.kafka.create_topic("garbage", 3)?;

@@ -189,6 +189,60 @@ impl Default for DiscoveryConfig {
     }
 }
 
+/// Zone settings as programs configure them (kebab-case keys, unknown keys rejected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ZoneSettings {
+    /// Explicit zone (AZ id or name); skips metadata discovery. `ZONAL_ZONE` does the same.
+    pub zone: Option<String>,
+    /// Rack label -> zone id or name, for racks that are neither.
+    pub aliases: BTreeMap<String, String>,
+    /// Metadata providers to try, in order.
+    pub providers: Vec<Provider>,
+    /// Time each provider gets, in milliseconds.
+    pub provider_timeout_ms: u64,
+    /// EC2 IMDS endpoint override (default: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, then link-local).
+    pub ec2_endpoint: Option<String>,
+    /// GCP metadata endpoint override (default: `GCE_METADATA_HOST`, then metadata.google.internal).
+    pub gcp_endpoint: Option<String>,
+    /// Azure IMDS endpoint override.
+    pub azure_endpoint: Option<String>,
+}
+
+impl Default for ZoneSettings {
+    fn default() -> Self {
+        let d = DiscoveryConfig::default();
+        ZoneSettings {
+            zone: None,
+            aliases: BTreeMap::new(),
+            providers: d.providers,
+            provider_timeout_ms: d.provider_timeout_ms,
+            ec2_endpoint: None,
+            gcp_endpoint: None,
+            azure_endpoint: None,
+        }
+    }
+}
+
+impl ZoneSettings {
+    /// The discovery settings of az-core.
+    pub fn discovery(&self) -> DiscoveryConfig {
+        DiscoveryConfig {
+            zone: self.zone.clone(),
+            providers: self.providers.clone(),
+            provider_timeout_ms: self.provider_timeout_ms,
+            ec2_endpoint: self.ec2_endpoint.clone(),
+            gcp_endpoint: self.gcp_endpoint.clone(),
+            azure_endpoint: self.azure_endpoint.clone(),
+        }
+    }
+
+    /// The rack matcher with this configuration's aliases.
+    pub fn matcher(&self) -> ZoneMatcher {
+        ZoneMatcher::new(self.aliases.clone())
+    }
+}
+
 /// The environment discovery reads. Tests pass a fixed map so they neither race on the process
 /// environment nor need `unsafe` `set_var`.
 #[derive(Clone, Debug, Default)]
@@ -325,7 +379,8 @@ async fn probe(provider: Provider, config: &DiscoveryConfig, env: &Env, timeout:
 }
 
 async fn probe_ec2(config: &DiscoveryConfig, env: &Env, timeout: Duration) -> Result<Zone, ProbeError> {
-    if env.var(EC2_DISABLED_ENV).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    // An endpoint set explicitly in the config wins over the environment's "disabled".
+    if config.ec2_endpoint.is_none() && env.var(EC2_DISABLED_ENV).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(ProbeError::Disabled(EC2_DISABLED_ENV));
     }
     let endpoint = config

@@ -1,2 +1,149 @@
-//! placeholder
-fn main() {}
+//! `zonal-transporter`: moves Kafka to S3 with each partition read by a worker in that
+//! partition's zone, coordinated through etcd, exactly once. Commands: `run`, `check`, `status`.
+
+mod app;
+mod assign;
+mod buffer;
+mod config;
+mod coord;
+mod http;
+mod master;
+mod metrics;
+mod naming;
+mod topics;
+mod upload;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::TransporterConfig;
+
+#[derive(Parser)]
+#[command(name = "zonal-transporter", version, about = "Zone-aware Kafka-to-S3 fleet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a worker (and master candidate) until SIGTERM or SIGINT.
+    Run {
+        /// Configuration file (TOML); `ZONAL_TRANSPORTER__*` variables override it.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print the effective result.
+    Check {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Read the fleet's state from etcd: master, workers by zone, assignment, owners.
+    Status {
+        /// Configuration file (its etcd section is used).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zonal-transporter: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let rt = || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    match Cli::parse().command {
+        Command::Run { config } => {
+            let cfg = TransporterConfig::load(Some(&config))?;
+            rt().context("starting the runtime")?.block_on(app::run(cfg))
+        }
+        Command::Check { config } => {
+            let cfg = TransporterConfig::load(Some(&config))?;
+            print!("{}", cfg.to_toml()?);
+            Ok(())
+        }
+        Command::Status { config, json } => {
+            let cfg = TransporterConfig::load(Some(&config))?;
+            rt().context("starting the runtime")?.block_on(status(cfg, json))
+        }
+    }
+}
+
+async fn status(cfg: TransporterConfig, json: bool) -> anyhow::Result<()> {
+    let client = coord::connect(&cfg.etcd).await?;
+    let keys = coord::Keys::new(&cfg.etcd.cluster);
+    let mut election = client.election_client();
+    let master = match election.leader(keys.election()).await {
+        Ok(r) => r.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+        Err(_) => None,
+    };
+    let (workers, bad) = coord::workers(&client, &keys).await?;
+    let doc = coord::assignment(&client, &keys).await?;
+    let owners = coord::owners(&client, &keys).await?;
+    let mut by_zone: BTreeMap<String, Vec<&coord::WorkerInfo>> = BTreeMap::new();
+    for w in &workers {
+        by_zone.entry(master::zone_label(w).unwrap_or_else(|| "unknown".into())).or_default().push(w);
+    }
+    if json {
+        let v = serde_json::json!({
+            "master": master, "workers": workers, "invalid_workers": bad,
+            "assignment": doc.as_ref().map(http::view), "owners": owners,
+            "offsets": coord::offsets(&client, &keys).await?,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("cluster: {}", cfg.etcd.cluster);
+    println!("master: {}", master.as_deref().unwrap_or("(none)"));
+    for (zone, ws) in &by_zone {
+        println!("zone {zone}:");
+        for w in ws {
+            let parts: Vec<&String> =
+                doc.iter().flat_map(|d| d.owners.iter()).filter(|(_, o)| **o == w.id).map(|(tp, _)| tp).collect();
+            println!("  {:<24} host {:<20} capacity {:<4} partitions {:?}", w.id, w.host, w.capacity, parts);
+        }
+    }
+    for b in bad {
+        println!("invalid worker registration skipped: {b}");
+    }
+    match &doc {
+        Some(d) => println!(
+            "assignment: generation {} by {}, {} partitions, {} cross-zone, {} waiting for a returning worker",
+            d.generation,
+            d.master,
+            d.owners.len(),
+            d.cross_zone,
+            d.waiting
+        ),
+        None => println!("assignment: none yet"),
+    }
+    let offsets = coord::offsets(&client, &keys).await?;
+    println!("owners (fenced) and committed offsets:");
+    let all: std::collections::BTreeSet<&String> = owners.keys().chain(offsets.keys()).collect();
+    for tp in all {
+        let owner = owners.get(tp).map_or("-", String::as_str);
+        let off = offsets.get(tp).map_or("-", String::as_str);
+        println!("  {tp:<28} owner {owner:<24} next offset {off}");
+    }
+    Ok(())
+}

@@ -213,7 +213,7 @@ fn print_report(args: &DemoArgs, clients: &[ZoneClient], phases: &[Phase]) {
 }
 
 fn write_summary(args: &DemoArgs, phases: &[Phase]) -> anyhow::Result<()> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/zonal-demo");
+    let dir = crate::target_dir().join("zonal-demo");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let phase_json = |t: &ZoneTraffic, zones: &[(String, ZoneTraffic)]| {
         serde_json::json!({

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the developer commands. `test` installs what is missing and runs every check
 //! and test; `demo` runs Zonal on the local multi-zone world and reports cross-zone traffic.
 
+mod bench;
 mod demo;
 mod tools;
 
@@ -29,11 +30,8 @@ enum Cmd {
     },
     /// Run the end-to-end demonstration on the testkit world and print a cross-zone report.
     Demo(demo::DemoArgs),
-    /// Benchmarks (agent, transporter, assignment, cross-zone) — not built yet.
-    Bench {
-        /// The case to run.
-        case: Option<String>,
-    },
+    /// Benchmarks as ratios against a reference run in the same invocation (kcat).
+    Bench(bench::BenchArgs),
     /// Deployment helpers — not built yet.
     Deploy,
 }
@@ -45,12 +43,16 @@ fn main() -> anyhow::Result<()> {
             tools::ensure_installed(&tools::DEMO_PACKAGES)?;
             demo::run(&args)
         }
-        Cmd::Bench { .. } => bail!(
-            "`cargo xtask bench` is not implemented yet: the benchmarks compare the agent and the transporter \
-             against kcat and arrive with those programs (issue 5)"
-        ),
+        Cmd::Bench(args) => bench::run(&args),
         Cmd::Deploy => bail!("`cargo xtask deploy` is not implemented yet (issue 5); see deploy/ for what exists"),
     }
+}
+
+/// The workspace's target directory.
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 fn cargo() -> Command {

@@ -1,0 +1,245 @@
+//! A partition's local buffer: records appended to a file until the roll policy says so, then
+//! compressed into the bytes of one object.
+//!
+//! ```text
+//!  record ──encode (lines | JSON lines)──> <buffer-dir>/<topic>-<partition>-<first>.buf
+//!                      roll on bytes / records / age ──> finish() ──zstd|gzip|none──> Vec<u8>
+//! ```
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use base64::Engine;
+
+use crate::config::{Compression, Format, RollConfig};
+
+/// One record as the buffer needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rec<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp in ms, if any.
+    pub timestamp_ms: Option<i64>,
+    /// Key.
+    pub key: Option<&'a [u8]>,
+    /// Value.
+    pub value: Option<&'a [u8]>,
+}
+
+/// Appends the encoding of `r` to `out`. Lines: the value and `\n`. JSON: an object with key,
+/// value, offset, partition, topic and timestamp; bytes that are not UTF-8 are given base64 in
+/// `key_b64` / `value_b64` instead, so nothing is lost.
+pub fn encode(format: Format, r: &Rec<'_>, out: &mut Vec<u8>) {
+    match format {
+        Format::Lines => {
+            out.extend_from_slice(r.value.unwrap_or_default());
+            out.push(b'\n');
+        }
+        Format::Json => {
+            let mut obj = serde_json::Map::new();
+            let mut bytes = |name: &str, v: Option<&[u8]>| match v {
+                None => {
+                    obj.insert(name.into(), serde_json::Value::Null);
+                }
+                Some(b) => match std::str::from_utf8(b) {
+                    Ok(s) => {
+                        obj.insert(name.into(), s.into());
+                    }
+                    Err(_) => {
+                        obj.insert(format!("{name}_b64"), base64::engine::general_purpose::STANDARD.encode(b).into());
+                    }
+                },
+            };
+            bytes("key", r.key);
+            bytes("value", r.value);
+            obj.insert("topic".into(), r.topic.into());
+            obj.insert("partition".into(), r.partition.into());
+            obj.insert("offset".into(), r.offset.into());
+            obj.insert("timestamp".into(), r.timestamp_ms.map_or(serde_json::Value::Null, Into::into));
+            if serde_json::to_writer(&mut *out, &obj).is_ok() {
+                out.push(b'\n');
+            }
+        }
+    }
+}
+
+/// File extension for a format and compression.
+pub fn extension(format: Format, compression: Compression) -> &'static str {
+    match (format, compression) {
+        (Format::Lines, Compression::Zstd) => "log.zst",
+        (Format::Lines, Compression::Gzip) => "log.gz",
+        (Format::Lines, Compression::None) => "log",
+        (Format::Json, Compression::Zstd) => "jsonl.zst",
+        (Format::Json, Compression::Gzip) => "jsonl.gz",
+        (Format::Json, Compression::None) => "jsonl",
+    }
+}
+
+/// An open buffer.
+#[derive(Debug)]
+pub struct Buffer {
+    path: PathBuf,
+    file: BufWriter<File>,
+    /// First record's offset.
+    pub first_offset: i64,
+    /// Last record's offset.
+    pub last_offset: i64,
+    /// First record's timestamp (ms), for the key's date and hour.
+    pub first_timestamp_ms: i64,
+    /// Records appended.
+    pub records: u64,
+    /// Uncompressed bytes appended.
+    pub bytes: u64,
+    /// When the first record arrived.
+    pub opened: Instant,
+    scratch: Vec<u8>,
+    format: Format,
+}
+
+/// A finished buffer: the object's bytes and what they cover.
+#[derive(Debug)]
+pub struct Finished {
+    /// Compressed object bytes.
+    pub body: Vec<u8>,
+    /// First offset.
+    pub first_offset: i64,
+    /// Last offset.
+    pub last_offset: i64,
+    /// First timestamp (ms).
+    pub first_timestamp_ms: i64,
+    /// Records.
+    pub records: u64,
+    /// Uncompressed bytes.
+    pub bytes: u64,
+}
+
+impl Buffer {
+    /// Opens a buffer for a partition, starting with record `first`.
+    pub fn create(dir: &Path, format: Format, first: &Rec<'_>) -> std::io::Result<Buffer> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{}-{}-{}.buf", first.topic, first.partition, first.offset));
+        let file = BufWriter::with_capacity(256 * 1024, File::create(&path)?);
+        Ok(Buffer {
+            path,
+            file,
+            first_offset: first.offset,
+            last_offset: first.offset,
+            first_timestamp_ms: first.timestamp_ms.unwrap_or(0),
+            records: 0,
+            bytes: 0,
+            opened: Instant::now(),
+            scratch: Vec::with_capacity(4096),
+            format,
+        })
+    }
+
+    /// Appends a record.
+    pub fn append(&mut self, r: &Rec<'_>) -> std::io::Result<()> {
+        self.scratch.clear();
+        encode(self.format, r, &mut self.scratch);
+        self.file.write_all(&self.scratch)?;
+        self.bytes += self.scratch.len() as u64;
+        self.records += 1;
+        self.last_offset = r.offset;
+        Ok(())
+    }
+
+    /// Whether size or count says roll now (age is checked by the caller's timer).
+    pub fn full(&self, roll: &RollConfig) -> bool {
+        self.bytes >= roll.max_bytes || self.records >= roll.max_records
+    }
+
+    /// Closes the file and compresses it into the object's bytes; the file is removed.
+    pub fn finish(mut self, compression: Compression) -> std::io::Result<Finished> {
+        self.file.flush()?;
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        drop(file);
+        let raw = std::fs::File::open(&self.path)?;
+        let body = match compression {
+            Compression::Zstd => zstd::stream::encode_all(raw, 3)?,
+            Compression::Gzip => {
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                std::io::copy(&mut std::io::BufReader::new(raw), &mut enc)?;
+                enc.finish()?
+            }
+            Compression::None => std::fs::read(&self.path)?,
+        };
+        std::fs::remove_file(&self.path)?;
+        Ok(Finished {
+            body,
+            first_offset: self.first_offset,
+            last_offset: self.last_offset,
+            first_timestamp_ms: self.first_timestamp_ms,
+            records: self.records,
+            bytes: self.bytes,
+        })
+    }
+
+    /// Drops the buffer without producing an object (ownership lost: the records are read
+    /// again by the next owner from the committed offset).
+    pub fn discard(self) {
+        let path = self.path.clone();
+        drop(self);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Decompresses an object (for tests).
+#[cfg(test)]
+pub fn decompress(compression: Compression, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    match compression {
+        Compression::Zstd => zstd::stream::decode_all(body),
+        Compression::Gzip => {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out)?;
+            Ok(out)
+        }
+        Compression::None => Ok(body.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(offset: i64, value: &[u8]) -> Rec<'_> {
+        Rec { topic: "t", partition: 2, offset, timestamp_ms: Some(1000 + offset), key: Some(b"k"), value: Some(value) }
+    }
+
+    #[test]
+    fn json_keeps_every_byte() {
+        let mut out = Vec::new();
+        encode(Format::Json, &rec(5, b"caf\xe9"), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["offset"], 5);
+        assert_eq!(v["key"], "k");
+        let b64 = v["value_b64"].as_str().expect("b64");
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).expect("decode"), b"caf\xe9");
+        assert!(out.ends_with(b"\n"));
+    }
+
+    #[test]
+    fn roll_and_compress_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for compression in [Compression::Zstd, Compression::Gzip, Compression::None] {
+            let mut b = Buffer::create(dir.path(), Format::Lines, &rec(10, b"a")).expect("create");
+            for o in 10..20 {
+                b.append(&rec(o, format!("line {o}").as_bytes())).expect("append");
+            }
+            assert!(b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 10 }));
+            assert!(!b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 11 }));
+            let f = b.finish(compression).expect("finish");
+            assert_eq!((f.first_offset, f.last_offset, f.records, f.first_timestamp_ms), (10, 19, 10, 1010));
+            let text = decompress(compression, &f.body).expect("decompress");
+            assert_eq!(text.iter().filter(|&&c| c == b'\n').count(), 10);
+            assert!(String::from_utf8_lossy(&text).starts_with("line 10\n"));
+        }
+        assert_eq!(dir.path().read_dir().expect("dir").count(), 0, "buffer files are removed");
+    }
+}

@@ -1,0 +1,412 @@
+//! The transporter's configuration: one struct, layered by figment from defaults, a TOML file and
+//! `ZONAL_TRANSPORTER__`-prefixed environment variables (`__` separates levels).
+//!
+//! ```text
+//!  TransporterConfig::default() ─┐
+//!  transporter.toml ─────────────┼─ figment ─> TransporterConfig ─validate()─> run (or an error naming the field)
+//!  ZONAL_TRANSPORTER__S3__BUCKET=... ┘
+//! ```
+//!
+//! S3 credentials are never part of it: they come from aws-config's default chain.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use az_core::zone::ZoneSettings;
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Environment prefix of overrides.
+pub const ENV_PREFIX: &str = "ZONAL_TRANSPORTER__";
+
+/// Default object key template.
+pub const DEFAULT_KEY_TEMPLATE: &str =
+    "{prefix}/{topic}/dt={date}/hr={hour}/{topic}-{partition}-{first_offset:020}.{ext}";
+
+/// The whole transporter configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TransporterConfig {
+    /// Kafka settings.
+    pub kafka: KafkaConfig,
+    /// etcd settings.
+    pub etcd: EtcdConfig,
+    /// How the worker learns its zone.
+    pub zone: ZoneSettings,
+    /// This worker.
+    pub worker: WorkerConfig,
+    /// Where objects go.
+    pub s3: S3Config,
+    /// When a buffer becomes an object.
+    pub roll: RollConfig,
+    /// HTTP server for metrics, health, status and the assignment view.
+    pub http: HttpConfig,
+}
+
+impl Default for TransporterConfig {
+    fn default() -> Self {
+        TransporterConfig {
+            kafka: KafkaConfig::default(),
+            etcd: EtcdConfig::default(),
+            zone: ZoneSettings::default(),
+            worker: WorkerConfig::default(),
+            s3: S3Config::default(),
+            roll: RollConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// librdkafka properties passed through unchanged (TLS, SASL, tuning).
+    pub options: BTreeMap<String, String>,
+    /// Topics to move.
+    pub topics: Vec<String>,
+    /// Regex of topics to move, in addition to `topics` (matched against the cluster's topics).
+    pub topic_pattern: Option<String>,
+    /// Consumer group the committed offsets are mirrored to, so standard lag tools see them.
+    pub group_id: String,
+    /// Read from an in-sync replica in the worker's zone (KIP-392; sets `client.rack`).
+    pub follower_fetching: bool,
+    /// Seconds between topology refreshes.
+    pub topology_refresh_secs: u64,
+    /// Where a partition without a committed offset starts: `earliest` or `latest`.
+    pub start_from: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: String::new(),
+            options: BTreeMap::new(),
+            topics: Vec::new(),
+            topic_pattern: None,
+            group_id: "zonal-transporter".into(),
+            follower_fetching: false,
+            topology_refresh_secs: 30,
+            start_from: "earliest".into(),
+        }
+    }
+}
+
+/// etcd settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// Client endpoints, e.g. `http://10.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Fleet name; every key lives under `/<cluster>/`.
+    pub cluster: String,
+    /// User name, when etcd authentication is on.
+    pub username: Option<String>,
+    /// Password for `username`.
+    pub password: Option<String>,
+    /// Lease TTL in seconds: how long a dead worker keeps its partitions fenced.
+    pub lease_ttl_secs: i64,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: Vec::new(),
+            cluster: "zonal".into(),
+            username: None,
+            password: None,
+            lease_ttl_secs: 10,
+        }
+    }
+}
+
+/// This worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Worker id; defaults to the host name. Must be stable across restarts for the grace
+    /// period to give partitions back.
+    pub id: Option<String>,
+    /// Relative capacity (1.0 = a standard worker).
+    pub capacity: f64,
+    /// How long a departed worker's partitions wait for it, in seconds.
+    pub grace_period_secs: u64,
+    /// Directory for buffer files.
+    pub buffer_dir: PathBuf,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: None,
+            capacity: 1.0,
+            grace_period_secs: 30,
+            buffer_dir: PathBuf::from("/var/lib/zonal-transporter"),
+        }
+    }
+}
+
+/// Output format of objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Record values, one per line.
+    #[default]
+    Lines,
+    /// JSON lines with key, value, offset, partition and timestamp.
+    Json,
+}
+
+/// Object compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// Zstandard.
+    #[default]
+    Zstd,
+    /// gzip.
+    Gzip,
+    /// None.
+    None,
+}
+
+/// S3 settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (`{prefix}` in the template).
+    pub prefix: String,
+    /// Region.
+    pub region: Option<String>,
+    /// Endpoint override for S3-compatible stores.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (most S3-compatible stores need it).
+    pub path_style: bool,
+    /// Object key template: `{prefix} {topic} {partition} {first_offset} {first_offset:020}
+    /// {last_offset} {date} {hour} {ext}`; date and hour come from the first record's timestamp
+    /// (UTC), so a re-upload lands on the same key.
+    pub key_template: String,
+    /// Record format.
+    pub format: Format,
+    /// Compression.
+    pub compression: Compression,
+    /// Objects above this many bytes are uploaded in parts.
+    pub multipart_threshold_bytes: usize,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            prefix: "zonal".into(),
+            region: None,
+            endpoint: None,
+            path_style: false,
+            key_template: DEFAULT_KEY_TEMPLATE.into(),
+            format: Format::Lines,
+            compression: Compression::Zstd,
+            multipart_threshold_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// When a buffer is rolled into an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RollConfig {
+    /// Uncompressed bytes.
+    pub max_bytes: u64,
+    /// Age of the buffer's first record, in milliseconds, checked by a timer (an idle
+    /// partition still uploads).
+    pub max_age_ms: u64,
+    /// Records.
+    pub max_records: u64,
+}
+
+impl Default for RollConfig {
+    fn default() -> Self {
+        RollConfig { max_bytes: 64 * 1024 * 1024, max_age_ms: 60_000, max_records: 1_000_000 }
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address (loopback by default).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9465)) }
+    }
+}
+
+impl TransporterConfig {
+    /// Layers defaults, the file and the environment.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut f = Figment::from(Serialized::defaults(TransporterConfig::default()));
+        if let Some(file) = file {
+            f = f.merge(Toml::file_exact(file));
+        }
+        f.merge(Env::prefixed(ENV_PREFIX).split("__").map(|k| k.as_str().replace('_', "-").into()))
+    }
+
+    /// Loads and validates; errors name the file and the field.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<TransporterConfig> {
+        let config: TransporterConfig = Self::figment(file).extract().map_err(|e| {
+            let where_ = file.map(|f| format!(" {}", f.display())).unwrap_or_default();
+            let text = e
+                .into_iter()
+                .map(|e| {
+                    let path = e.path.join(".");
+                    if path.is_empty() { e.kind.to_string() } else { format!("{path}: {}", e.kind) }
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            anyhow::anyhow!("invalid configuration{where_}: {text}")
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            bail!("kafka.bootstrap-servers: must be set");
+        }
+        if self.kafka.topics.is_empty() && self.kafka.topic_pattern.is_none() {
+            bail!("kafka.topics: set topics or kafka.topic-pattern");
+        }
+        if let Some(p) = &self.kafka.topic_pattern {
+            regex_lite_check(p).with_context(|| format!("kafka.topic-pattern: invalid regex {p:?}"))?;
+        }
+        if self.kafka.topics.iter().any(|t| t.is_empty() || t.contains('/')) {
+            bail!("kafka.topics: names must be non-empty and contain no '/'");
+        }
+        if !matches!(self.kafka.start_from.as_str(), "earliest" | "latest") {
+            bail!("kafka.start-from: must be \"earliest\" or \"latest\", got {:?}", self.kafka.start_from);
+        }
+        if self.etcd.endpoints.is_empty() {
+            bail!("etcd.endpoints: at least one endpoint is required");
+        }
+        if self.etcd.cluster.is_empty() || self.etcd.cluster.contains('/') {
+            bail!("etcd.cluster: must be non-empty without '/'");
+        }
+        if !(2..=3600).contains(&self.etcd.lease_ttl_secs) {
+            bail!("etcd.lease-ttl-secs: must be between 2 and 3600, got {}", self.etcd.lease_ttl_secs);
+        }
+        if self.etcd.password.is_some() && self.etcd.username.is_none() {
+            bail!("etcd.password: set etcd.username too");
+        }
+        if !(self.worker.capacity > 0.0) {
+            bail!("worker.capacity: must be positive, got {}", self.worker.capacity);
+        }
+        if self.worker.id.as_deref().is_some_and(|i| i.is_empty() || i.contains('/')) {
+            bail!("worker.id: must be non-empty without '/'");
+        }
+        if self.s3.bucket.is_empty() {
+            bail!("s3.bucket: must be set");
+        }
+        crate::naming::check_template(&self.s3.key_template).context("s3.key-template")?;
+        if self.roll.max_bytes == 0 || self.roll.max_age_ms == 0 || self.roll.max_records == 0 {
+            bail!("roll.max-bytes, roll.max-age-ms and roll.max-records: must be positive");
+        }
+        if self.s3.multipart_threshold_bytes < 5 * 1024 * 1024 {
+            bail!("s3.multipart-threshold-bytes: must be at least 5 MiB (the S3 minimum part size)");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with the etcd password hidden.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        let mut shown = self.clone();
+        if shown.etcd.password.is_some() {
+            shown.etcd.password = Some("<hidden>".into());
+        }
+        toml::to_string_pretty(&shown).context("rendering the configuration as TOML")
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> String {
+        self.worker.id.clone().unwrap_or_else(|| {
+            hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into())
+        })
+    }
+}
+
+fn regex_lite_check(p: &str) -> anyhow::Result<()> {
+    // The topic pattern is a full regex; compiling it here gives the error at startup.
+    crate::topics::compile_pattern(p).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+bootstrap-servers = "k:9092"
+topics = ["logs"]
+[etcd]
+endpoints = ["http://127.0.0.1:2379"]
+[s3]
+bucket = "b"
+"#;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("transporter.toml");
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn layering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(&dir, MINIMAL);
+        figment::Jail::expect_with(|jail| {
+            let c: TransporterConfig = TransporterConfig::figment(Some(&path)).extract()?;
+            assert_eq!(c.roll.max_age_ms, 60_000);
+            assert_eq!(c.s3.key_template, DEFAULT_KEY_TEMPLATE);
+            jail.set_env("ZONAL_TRANSPORTER__S3__BUCKET", "from-env");
+            jail.set_env("ZONAL_TRANSPORTER__ROLL__MAX_RECORDS", "7");
+            let c: TransporterConfig = TransporterConfig::figment(Some(&path)).extract()?;
+            assert_eq!((c.s3.bucket.as_str(), c.roll.max_records), ("from-env", 7));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (text, field) in [
+            (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\ncompression = \"lzma\""), "compression"),
+            (MINIMAL.replace("bucket = \"b\"", "bucket = \"\""), "s3.bucket"),
+            (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nkey-template = \"{topic}/{nope}\""), "s3.key-template"),
+            (MINIMAL.replace("[etcd]", "[etcd]\nlease-ttl-secs = 0"), "etcd.lease-ttl-secs"),
+            (MINIMAL.replace("topics = [\"logs\"]", "topics = []"), "kafka.topics"),
+            (MINIMAL.replace("[s3]", "[roll]\nmax-age = 3\n[s3]"), "max-age"),
+            (MINIMAL.replace("[s3]", "[worker]\ncapacity = -1.0\n[s3]"), "worker.capacity"),
+        ] {
+            let err = TransporterConfig::load(Some(&write(&dir, &text))).expect_err(field);
+            assert!(format!("{err:#}").contains(field), "{err:#} does not name {field}");
+        }
+    }
+
+    #[test]
+    fn password_is_hidden() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = MINIMAL.replace("[etcd]", "[etcd]\nusername = \"u\"\npassword = \"hunter2\"");
+        let c = TransporterConfig::load(Some(&write(&dir, &text))).expect("valid");
+        assert!(!c.to_toml().expect("toml").contains("hunter2"));
+    }
+}

@@ -1,0 +1,334 @@
+//! Coordination through etcd: worker registration under a lease, the lease's validity as the
+//! worker sees it, partition ownership (fencing) and offset commits conditioned on ownership,
+//! and the assignment document.
+//!
+//! ```text
+//!  /<cluster>/workers/<id>          WorkerInfo JSON, bound to the worker's lease
+//!  /<cluster>/master                election (etcd's election API), value = worker id
+//!  /<cluster>/assignment            AssignmentDoc JSON, written by the master (txn: still leader)
+//!  /<cluster>/owners/<topic>/<p>    worker id, bound to its lease: the fence
+//!  /<cluster>/offsets/<topic>/<p>   next offset to read, written by txn "owner = me, my lease"
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::assign::Tp;
+use crate::config::EtcdConfig;
+
+/// What a worker registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Worker id.
+    pub id: String,
+    /// Zone id, when known.
+    pub zone_id: Option<String>,
+    /// Zone name, when known.
+    pub zone_name: Option<String>,
+    /// Host name.
+    pub host: String,
+    /// Relative capacity.
+    pub capacity: f64,
+    /// HTTP address.
+    pub http: String,
+    /// Observed bytes/s per partition it owns (`topic/partition` keys).
+    #[serde(default)]
+    pub rates: BTreeMap<String, f64>,
+}
+
+/// The master's assignment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentDoc {
+    /// Increases with every change.
+    pub generation: u64,
+    /// Master that wrote it.
+    pub master: String,
+    /// `topic/partition` -> worker id.
+    pub owners: BTreeMap<String, String>,
+    /// `topic/partition` -> zone the partition is read without crossing zones from (leader's
+    /// zone), when known.
+    pub zones: BTreeMap<String, String>,
+    /// Worker id -> zone label, for every worker mentioned.
+    pub workers: BTreeMap<String, String>,
+    /// Partitions assigned across zones.
+    pub cross_zone: usize,
+    /// Partitions held for departed workers in their grace period.
+    pub waiting: usize,
+    /// Unix ms when written.
+    pub written_at_ms: i64,
+}
+
+/// Key layout under `/<cluster>/`.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    /// The layout of a fleet.
+    pub fn new(cluster: &str) -> Keys {
+        Keys { root: format!("/{cluster}") }
+    }
+    /// Worker registrations prefix.
+    pub fn workers(&self) -> String {
+        format!("{}/workers/", self.root)
+    }
+    /// One worker.
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}/workers/{id}", self.root)
+    }
+    /// Election name.
+    pub fn election(&self) -> String {
+        format!("{}/master", self.root)
+    }
+    /// Assignment document.
+    pub fn assignment(&self) -> String {
+        format!("{}/assignment", self.root)
+    }
+    /// Owner of a partition.
+    pub fn owner(&self, tp: &Tp) -> String {
+        format!("{}/owners/{}", self.root, tp.key())
+    }
+    /// Owners prefix.
+    pub fn owners(&self) -> String {
+        format!("{}/owners/", self.root)
+    }
+    /// Committed offset of a partition.
+    pub fn offset(&self, tp: &Tp) -> String {
+        format!("{}/offsets/{}", self.root, tp.key())
+    }
+    /// Offsets prefix.
+    pub fn offsets(&self) -> String {
+        format!("{}/offsets/", self.root)
+    }
+}
+
+/// Connects to etcd with optional user/password.
+pub async fn connect(cfg: &EtcdConfig) -> anyhow::Result<Client> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        opts = opts.with_user(u.clone(), p.clone());
+    }
+    Client::connect(cfg.endpoints.clone(), Some(opts))
+        .await
+        .with_context(|| format!("connecting to etcd {:?}", cfg.endpoints))
+}
+
+/// The lease as this worker knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseState {
+    /// Lease id.
+    pub id: i64,
+    /// Until when the lease is certainly alive in etcd (last keepalive answer + TTL, less a
+    /// margin for clock-rate drift). Uploads and commits must finish before it.
+    pub valid_until: Instant,
+    /// etcd said the lease is gone, or `valid_until` passed: ownership is lost.
+    pub lost: bool,
+}
+
+impl LeaseState {
+    /// Whether the worker may act as owner now.
+    pub fn valid(&self) -> bool {
+        !self.lost && Instant::now() < self.valid_until
+    }
+}
+
+/// Grants a lease and keeps it alive in the background; the watch channel carries its state.
+pub async fn lease(
+    client: &Client,
+    ttl_secs: i64,
+) -> anyhow::Result<(i64, watch::Receiver<LeaseState>, tokio::task::JoinHandle<()>)> {
+    let mut c = client.clone();
+    let granted = Instant::now();
+    let resp = c.lease_grant(ttl_secs, None).await.context("granting an etcd lease")?;
+    let id = resp.id();
+    let ttl = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(1));
+    let margin = ttl / 5;
+    let (tx, rx) = watch::channel(LeaseState { id, valid_until: granted + ttl - margin, lost: false });
+    let task = tokio::spawn(async move {
+        let every = ttl / 3;
+        let mut keeper = None;
+        loop {
+            if tx.borrow().valid_until <= Instant::now() {
+                tx.send_modify(|s| s.lost = true);
+                tracing::error!(lease = id, "lease expired without a keepalive answer: ownership lost");
+                return;
+            }
+            let sent = Instant::now();
+            if keeper.is_none() {
+                keeper = tokio::time::timeout(every, c.lease_keep_alive(id)).await.ok().and_then(Result::ok);
+            }
+            let mut ok = false;
+            if let Some((k, stream)) = keeper.as_mut() {
+                let round = async {
+                    k.keep_alive().await?;
+                    stream.message().await
+                };
+                match tokio::time::timeout(every, round).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                        let ttl = Duration::from_secs(u64::try_from(r.ttl()).unwrap_or(0));
+                        tx.send_modify(|s| s.valid_until = sent + ttl - margin);
+                        ok = true;
+                    }
+                    Ok(Ok(Some(_))) => {
+                        tx.send_modify(|s| s.lost = true);
+                        tracing::error!(lease = id, "etcd says the lease is gone: ownership lost");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            if !ok {
+                keeper = None;
+                tracing::warn!(lease = id, "lease keepalive failed; still owner until the lease would expire");
+            }
+            tokio::time::sleep(if ok { every } else { Duration::from_millis(300) }).await;
+        }
+    });
+    Ok((id, rx, task))
+}
+
+/// Registers (or refreshes) a worker under its lease.
+pub async fn register(client: &Client, keys: &Keys, info: &WorkerInfo, lease: i64) -> anyhow::Result<()> {
+    let mut c = client.clone();
+    let value = serde_json::to_vec(info)?;
+    c.put(keys.worker(&info.id), value, Some(PutOptions::new().with_lease(lease)))
+        .await
+        .context("registering the worker")?;
+    Ok(())
+}
+
+/// Live workers; values that do not parse are reported and skipped.
+pub async fn workers(client: &Client, keys: &Keys) -> anyhow::Result<(Vec<WorkerInfo>, Vec<String>)> {
+    let mut c = client.clone();
+    let resp = c.get(keys.workers(), Some(GetOptions::new().with_prefix())).await.context("listing workers")?;
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for kv in resp.kvs() {
+        match serde_json::from_slice::<WorkerInfo>(kv.value()) {
+            Ok(w) => out.push(w),
+            Err(e) => bad.push(format!("{}: {e}", String::from_utf8_lossy(kv.key()))),
+        }
+    }
+    Ok((out, bad))
+}
+
+/// Reads the assignment; garbage is an error naming the key.
+pub async fn assignment(client: &Client, keys: &Keys) -> anyhow::Result<Option<AssignmentDoc>> {
+    let mut c = client.clone();
+    let resp = c.get(keys.assignment(), None).await.context("reading the assignment")?;
+    match resp.kvs().first() {
+        None => Ok(None),
+        Some(kv) => serde_json::from_slice(kv.value())
+            .map(Some)
+            .with_context(|| format!("{} holds an invalid assignment", keys.assignment())),
+    }
+}
+
+/// Tries to become the owner of a partition: succeeds if nobody owns it (or we already do).
+/// Returns the current owner otherwise.
+pub async fn acquire(
+    client: &Client,
+    keys: &Keys,
+    tp: &Tp,
+    me: &str,
+    lease: i64,
+) -> anyhow::Result<Result<(), String>> {
+    let mut c = client.clone();
+    let key = keys.owner(tp);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key.clone(), me, Some(PutOptions::new().with_lease(lease)))])
+        .or_else([TxnOp::get(key.clone(), None)]);
+    let resp = c.txn(txn).await.with_context(|| format!("acquiring {key}"))?;
+    if resp.succeeded() {
+        return Ok(Ok(()));
+    }
+    let owner = resp
+        .op_responses()
+        .into_iter()
+        .find_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => {
+                g.kvs().first().map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease()))
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    if owner.0 == me && owner.1 == lease { Ok(Ok(())) } else { Ok(Err(owner.0)) }
+}
+
+/// Gives up ownership, if still ours.
+pub async fn release(client: &Client, keys: &Keys, tp: &Tp, me: &str) -> anyhow::Result<()> {
+    let mut c = client.clone();
+    let key = keys.owner(tp);
+    let txn = Txn::new().when([Compare::value(key.clone(), CompareOp::Equal, me)]).and_then([TxnOp::delete(key, None)]);
+    c.txn(txn).await.context("releasing a partition")?;
+    Ok(())
+}
+
+/// The committed offset (next to read), if any; a garbage value is an error naming the key.
+pub async fn committed(client: &Client, keys: &Keys, tp: &Tp) -> anyhow::Result<Option<i64>> {
+    let mut c = client.clone();
+    let key = keys.offset(tp);
+    let resp = c.get(key.clone(), None).await.with_context(|| format!("reading {key}"))?;
+    match resp.kvs().first() {
+        None => Ok(None),
+        Some(kv) => {
+            let text = String::from_utf8_lossy(kv.value());
+            match text.trim().parse::<i64>() {
+                Ok(v) if v >= 0 => Ok(Some(v)),
+                _ => bail!("{key} holds {text:?}, not an offset"),
+            }
+        }
+    }
+}
+
+/// Commits `next` for a partition, only if this worker still owns it under this lease.
+/// Returns false when fenced out.
+pub async fn commit(client: &Client, keys: &Keys, tp: &Tp, me: &str, lease: i64, next: i64) -> anyhow::Result<bool> {
+    let mut c = client.clone();
+    let owner = keys.owner(tp);
+    let txn = Txn::new()
+        .when([Compare::value(owner.clone(), CompareOp::Equal, me), Compare::lease(owner, CompareOp::Equal, lease)])
+        .and_then([TxnOp::put(keys.offset(tp), next.to_string(), None)]);
+    let resp = c.txn(txn).await.context("committing an offset")?;
+    Ok(resp.succeeded())
+}
+
+/// Owners of every partition (`topic/partition` -> worker id).
+pub async fn owners(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut c = client.clone();
+    let resp = c.get(keys.owners(), Some(GetOptions::new().with_prefix())).await.context("listing owners")?;
+    let prefix = keys.owners();
+    Ok(resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            let k = String::from_utf8_lossy(kv.key());
+            (k.strip_prefix(&prefix).unwrap_or(&k).to_owned(), String::from_utf8_lossy(kv.value()).into_owned())
+        })
+        .collect())
+}
+
+/// Committed offsets of every partition (`topic/partition` -> value as stored).
+pub async fn offsets(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut c = client.clone();
+    let prefix = keys.offsets();
+    let resp = c.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await.context("listing offsets")?;
+    Ok(resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            let k = String::from_utf8_lossy(kv.key());
+            (k.strip_prefix(&prefix).unwrap_or(&k).to_owned(), String::from_utf8_lossy(kv.value()).into_owned())
+        })
+        .collect())
+}

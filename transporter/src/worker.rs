@@ -1,0 +1,469 @@
+//! A worker: follows the assignment, owns partitions through fenced etcd keys, and moves each
+//! owned partition's records to S3 exactly once.
+//!
+//! ```text
+//!  assignment (etcd) ──control loop──> desired partitions
+//!      new: acquire /owners/<tp> (waits for the old owner's release or lease expiry)
+//!           ──> committed offset ──> split partition queue + incremental_assign
+//!           ──> records ──> Buffer ──roll (bytes | records | age timer)──> S3 object
+//!           ──> commit offset in etcd (txn: still owner) ──> mirror to the Kafka group
+//!      gone: flush (upload + commit) ──> unassign ──> release the owner key
+//!  lease lost: every partition task stops at once, buffers are discarded (re-read later)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use az_core::{BrokerTraffic, Zone};
+use etcd_client::Client;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::assign::Tp;
+use crate::buffer::{self, Buffer, Rec};
+use crate::config::TransporterConfig;
+use crate::coord::{self, AssignmentDoc, Keys, LeaseState};
+use crate::metrics::{Metrics, TpLabel};
+use crate::naming::{self, ObjectName};
+
+/// Consumer context: statistics feed cross-zone accounting and per-partition lag.
+#[derive(Default)]
+pub struct WorkerContext {
+    /// Bytes per broker.
+    pub traffic: BrokerTraffic,
+    /// Lag per partition from the latest statistics.
+    pub lag: Mutex<BTreeMap<Tp, i64>>,
+}
+
+#[derive(Deserialize)]
+struct Stats {
+    #[serde(default)]
+    topics: BTreeMap<String, TopicStats>,
+}
+#[derive(Deserialize)]
+struct TopicStats {
+    #[serde(default)]
+    partitions: BTreeMap<String, PartStats>,
+}
+#[derive(Deserialize)]
+struct PartStats {
+    #[serde(default)]
+    consumer_lag: i64,
+}
+
+impl ClientContext for WorkerContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Err(e) = self.traffic.ingest(statistics) {
+            tracing::warn!(error = %e, "ignoring librdkafka statistics");
+        }
+        if let Ok(s) = serde_json::from_slice::<Stats>(statistics) {
+            let mut lag = self.lag.lock().unwrap_or_else(PoisonError::into_inner);
+            lag.clear();
+            for (t, ts) in s.topics {
+                for (p, ps) in ts.partitions {
+                    if let Ok(p) = p.parse::<i32>()
+                        && p >= 0
+                    {
+                        lag.insert(Tp { topic: t.clone(), partition: p }, ps.consumer_lag.max(0));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WorkerContext {}
+
+/// What `/status` shows of an owned partition.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OwnedStatus {
+    /// Next offset to commit from (everything before is in S3 and committed).
+    pub committed: i64,
+    /// Last offset read.
+    pub position: i64,
+    /// Objects uploaded since taking ownership.
+    pub uploads: u64,
+    /// Records in the open buffer.
+    pub buffered: u64,
+}
+
+/// Everything a worker's tasks share.
+pub struct Worker {
+    /// Configuration.
+    pub cfg: TransporterConfig,
+    /// Worker id.
+    pub id: String,
+    /// etcd keys.
+    pub keys: Keys,
+    /// etcd client.
+    pub etcd: Client,
+    /// S3 client.
+    pub s3: aws_sdk_s3::Client,
+    /// The one consumer; each owned partition reads its own split queue.
+    pub consumer: Arc<StreamConsumer<WorkerContext>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Owned partitions.
+    pub owned: Mutex<BTreeMap<Tp, OwnedStatus>>,
+    /// The latest assignment seen.
+    pub assignment: RwLock<Option<AssignmentDoc>>,
+    /// Bytes per second per owned partition, for the master's weights.
+    pub rates: Mutex<BTreeMap<String, f64>>,
+}
+
+/// How a partition task should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep running.
+    Run,
+    /// Upload and commit what is buffered, then release (handoff, shutdown).
+    Flush,
+    /// Stop at once, discard the buffer (ownership lost).
+    Abandon,
+}
+
+struct Running {
+    stop: watch::Sender<Stop>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// Creates the worker's consumer: manual assignment, no auto commit, the group for mirrored
+/// offsets, `client.rack` when follower fetching is on, passthrough options on top.
+pub fn consumer(cfg: &TransporterConfig, zone: Option<&Zone>) -> anyhow::Result<StreamConsumer<WorkerContext>> {
+    let mut cc = rdkafka::ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &cfg.kafka.start_from)
+        .set("statistics.interval.ms", "5000")
+        .set("fetch.wait.max.ms", "100");
+    if cfg.kafka.follower_fetching
+        && let Some(z) = zone
+    {
+        cc.set("client.rack", z.display_label());
+    }
+    for (k, v) in &cfg.kafka.options {
+        cc.set(k, v);
+    }
+    cc.create_with_context(WorkerContext::default()).context("creating the Kafka consumer")
+}
+
+impl Worker {
+    fn label(tp: &Tp) -> TpLabel {
+        TpLabel { topic: tp.topic.clone(), partition: tp.partition.to_string() }
+    }
+
+    /// Follows the assignment until the lease is lost (error) or `shutdown` fires (Ok). On
+    /// shutdown every partition is flushed and released.
+    pub async fn control(
+        self: &Arc<Self>,
+        lease: watch::Receiver<LeaseState>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let mut running: BTreeMap<Tp, Running> = BTreeMap::new();
+        let result = loop {
+            let state = *lease.borrow();
+            if state.lost {
+                break Err(anyhow::anyhow!("lease {} lost", state.id));
+            }
+            match coord::assignment(&self.etcd, &self.keys).await {
+                Ok(doc) => *self.assignment.write().unwrap_or_else(PoisonError::into_inner) = doc,
+                Err(e) => {
+                    self.metrics.error("etcd");
+                    tracing::warn!(error = %format!("{e:#}"), "reading the assignment failed; keeping what is owned");
+                }
+            }
+            let desired: Vec<Tp> = self
+                .assignment
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|d| d.owners.iter().filter(|(_, w)| **w == self.id).filter_map(|(k, _)| Tp::parse(k)).collect())
+                .unwrap_or_default();
+            // Finished tasks (fenced, failed, or flushed) leave; still-desired ones restart.
+            running.retain(|_, r| !r.handle.is_finished());
+            for (tp, r) in &running {
+                if !desired.contains(tp) && *r.stop.borrow() == Stop::Run {
+                    tracing::info!(partition = %tp.key(), "partition reassigned: flushing and handing off");
+                    let _ = r.stop.send(Stop::Flush);
+                }
+            }
+            for tp in desired {
+                if !running.contains_key(&tp) {
+                    let (tx, rx) = watch::channel(Stop::Run);
+                    let me = self.clone();
+                    let lease = lease.clone();
+                    let t = tp.clone();
+                    let handle = tokio::spawn(async move {
+                        if let Err(e) = me.partition(&t, lease, rx).await {
+                            me.metrics.error("partition");
+                            tracing::warn!(partition = %t.key(), error = %format!("{e:#}"), "partition task ended");
+                        }
+                        me.owned.lock().unwrap_or_else(PoisonError::into_inner).remove(&t);
+                    });
+                    running.insert(tp, Running { stop: tx, handle });
+                }
+            }
+            self.metrics.owned.set(self.owned.lock().unwrap_or_else(PoisonError::into_inner).len() as u64);
+            self.update_lag_metrics();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                _ = shutdown.changed() => break Ok(()),
+            }
+        };
+        let mode = if result.is_ok() { Stop::Flush } else { Stop::Abandon };
+        for r in running.values() {
+            let _ = r.stop.send(mode);
+        }
+        for (_, r) in running {
+            let _ = r.handle.await;
+        }
+        result
+    }
+
+    fn update_lag_metrics(&self) {
+        let lag =
+            Consumer::client(&*self.consumer).context().lag.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
+        for tp in owned.keys() {
+            if let Some(l) = lag.get(tp) {
+                self.metrics.lag.get_or_create(&Self::label(tp)).set(*l);
+            }
+        }
+    }
+
+    /// Owns one partition until told to stop or fenced.
+    async fn partition(
+        self: &Arc<Self>,
+        tp: &Tp,
+        lease: watch::Receiver<LeaseState>,
+        mut stop: watch::Receiver<Stop>,
+    ) -> anyhow::Result<()> {
+        // Fencing: wait until the previous owner released or its lease expired.
+        let mut waited = false;
+        loop {
+            if *stop.borrow() != Stop::Run {
+                return Ok(());
+            }
+            let l = *lease.borrow();
+            if !l.valid() {
+                return Ok(());
+            }
+            match coord::acquire(&self.etcd, &self.keys, tp, &self.id, l.id).await {
+                Ok(Ok(())) => break,
+                Ok(Err(owner)) => {
+                    if !waited {
+                        tracing::info!(partition = %tp.key(), owner, "waiting for the previous owner to release or expire");
+                        waited = true;
+                    }
+                }
+                Err(e) => tracing::warn!(partition = %tp.key(), error = %format!("{e:#}"), "acquire failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let start = match coord::committed(&self.etcd, &self.keys, tp).await {
+            Ok(c) => c,
+            Err(e) => {
+                // A garbage offset is reported and skipped: start as if none was committed.
+                self.metrics.error("etcd-value");
+                tracing::error!(partition = %tp.key(), error = %format!("{e:#}"), "ignoring an invalid committed offset");
+                None
+            }
+        };
+        let offset = match start {
+            Some(o) => Offset::Offset(o),
+            None if self.cfg.kafka.start_from == "latest" => Offset::End,
+            None => Offset::Beginning,
+        };
+        tracing::info!(partition = %tp.key(), ?offset, "owning partition");
+        let queue = self
+            .consumer
+            .split_partition_queue(&tp.topic, tp.partition)
+            .with_context(|| format!("splitting the queue of {}", tp.key()))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&tp.topic, tp.partition, offset)?;
+        self.consumer.incremental_assign(&tpl).with_context(|| format!("assigning {}", tp.key()))?;
+        self.owned.lock().unwrap_or_else(PoisonError::into_inner).insert(
+            tp.clone(),
+            OwnedStatus { committed: start.unwrap_or(-1), position: start.unwrap_or(0) - 1, ..Default::default() },
+        );
+
+        let result = self.pump(tp, &queue, &lease, &mut stop).await;
+
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.topic, tp.partition);
+        if let Err(e) = self.consumer.incremental_unassign(&tpl) {
+            tracing::warn!(partition = %tp.key(), error = %e, "unassign failed");
+        }
+        drop(queue);
+        if lease.borrow().valid()
+            && let Err(e) = coord::release(&self.etcd, &self.keys, tp, &self.id).await
+        {
+            tracing::warn!(partition = %tp.key(), error = %format!("{e:#}"), "release failed; the owner key expires with the lease");
+        }
+        result
+    }
+
+    async fn pump(
+        self: &Arc<Self>,
+        tp: &Tp,
+        queue: &rdkafka::consumer::stream_consumer::StreamPartitionQueue<WorkerContext>,
+        lease: &watch::Receiver<LeaseState>,
+        stop: &mut watch::Receiver<Stop>,
+    ) -> anyhow::Result<()> {
+        let max_age = Duration::from_millis(self.cfg.roll.max_age_ms);
+        let dir = self.cfg.worker.buffer_dir.join(&self.id);
+        let mut buf: Option<Buffer> = None;
+        let mut window = (Instant::now(), 0u64);
+        loop {
+            let deadline = buf.as_ref().map(|b| b.opened + max_age);
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    let mode = *stop.borrow();
+                    match (mode, buf.take()) {
+                        (Stop::Flush, Some(b)) => { self.roll(tp, b, lease).await?; }
+                        (Stop::Abandon, Some(b)) => b.discard(),
+                        _ => {}
+                    }
+                    if mode != Stop::Run {
+                        return Ok(());
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    if let Some(b) = buf.take() {
+                        self.roll(tp, b, lease).await?;
+                    }
+                }
+                msg = queue.recv() => {
+                    let m = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.metrics.error("kafka");
+                            tracing::warn!(partition = %tp.key(), error = %e, "consume error");
+                            continue;
+                        }
+                    };
+                    let rec = Rec {
+                        topic: &tp.topic,
+                        partition: tp.partition,
+                        offset: m.offset(),
+                        timestamp_ms: match m.timestamp() { Timestamp::NotAvailable => None, t => t.to_millis() },
+                        key: m.key(),
+                        value: m.payload(),
+                    };
+                    if buf.is_none() {
+                        buf = Some(Buffer::create(&dir, self.cfg.s3.format, &rec).with_context(|| format!("creating a buffer in {}", dir.display()))?);
+                    }
+                    if let Some(b) = buf.as_mut() {
+                        b.append(&rec).context("appending to the buffer")?;
+                        window.1 += m.payload_len() as u64;
+                        if let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp) {
+                            s.position = m.offset();
+                            s.buffered = b.records;
+                        }
+                    }
+                    drop(m);
+                    if buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll))
+                        && let Some(b) = buf.take()
+                    {
+                        self.roll(tp, b, lease).await?;
+                    }
+                    let elapsed = window.0.elapsed();
+                    if elapsed >= Duration::from_secs(5) {
+                        let rate = window.1 as f64 / elapsed.as_secs_f64();
+                        self.rates.lock().unwrap_or_else(PoisonError::into_inner).insert(tp.key(), rate);
+                        window = (Instant::now(), 0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Uploads a buffer and commits past it. Errors mean ownership is gone or cannot be proven.
+    async fn roll(self: &Arc<Self>, tp: &Tp, b: Buffer, lease: &watch::Receiver<LeaseState>) -> anyhow::Result<()> {
+        let compression = self.cfg.s3.compression;
+        let f = tokio::task::spawn_blocking(move || b.finish(compression))
+            .await
+            .context("compress task")?
+            .context("compressing a buffer")?;
+        let ext = buffer::extension(self.cfg.s3.format, compression);
+        let key = naming::render(
+            &self.cfg.s3.key_template,
+            &ObjectName {
+                prefix: &self.cfg.s3.prefix,
+                topic: &tp.topic,
+                partition: tp.partition,
+                first_offset: f.first_offset,
+                last_offset: f.last_offset,
+                timestamp_ms: f.first_timestamp_ms,
+                ext,
+            },
+        )?;
+        let l = *lease.borrow();
+        if !l.valid() {
+            anyhow::bail!("lease no longer valid; not uploading {key}");
+        }
+        let started = Instant::now();
+        crate::upload::upload(&self.s3, &self.cfg.s3, &key, &f.body, l.valid_until)
+            .await
+            .inspect_err(|_| self.metrics.error("upload"))?;
+        self.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
+        let next = f.last_offset + 1;
+        // Commit under the same fence; while etcd does not answer, retry until the lease would
+        // have expired.
+        loop {
+            let l = *lease.borrow();
+            if !l.valid() {
+                anyhow::bail!("lease lost before committing {} at {next}; the next owner re-uploads {key}", tp.key());
+            }
+            let left = l.valid_until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, coord::commit(&self.etcd, &self.keys, tp, &self.id, l.id, next)).await {
+                Ok(Ok(true)) => break,
+                Ok(Ok(false)) => {
+                    self.metrics.error("fenced");
+                    anyhow::bail!("fenced: {} is no longer ours", tp.key());
+                }
+                Ok(Err(e)) => {
+                    self.metrics.error("etcd");
+                    tracing::warn!(partition = %tp.key(), error = %format!("{e:#}"), "commit failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => {}
+            }
+        }
+        self.metrics.uploads.inc();
+        self.metrics.records.inc_by(f.records);
+        self.metrics.bytes.inc_by(f.bytes);
+        if let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp) {
+            s.committed = next;
+            s.uploads += 1;
+            s.buffered = 0;
+        }
+        // Mirror to the Kafka group so standard lag tools see progress; etcd stays the truth.
+        let mut tpl = TopicPartitionList::new();
+        if tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next)).is_ok()
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::debug!(partition = %tp.key(), error = %e, "mirroring the offset to Kafka failed");
+        }
+        tracing::debug!(partition = %tp.key(), key, records = f.records, next, "uploaded and committed");
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

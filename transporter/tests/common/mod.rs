@@ -1,0 +1,333 @@
+//! Shared helpers of the transporter's integration tests: a fleet of real `zonal-transporter`
+//! processes against the testkit world (mock Kafka with racks, real etcd, embedded S3), a
+//! producer, and an exactly-once check that reads S3 back.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use testkit::{World, WorldSpec};
+
+pub type Res<T = ()> = anyhow::Result<T>;
+
+pub const BUCKET: &str = "zonal";
+
+/// The world every transporter test uses.
+pub fn world() -> Res<World> {
+    let w = World::start(&WorldSpec::default())?;
+    if let Some(s3) = &w.s3 {
+        s3.create_bucket(BUCKET)?;
+    }
+    Ok(w)
+}
+
+/// One worker process, killed on drop.
+pub struct Worker {
+    pub id: String,
+    pub zone: usize,
+    child: Option<Child>,
+    pub http: String,
+    config: PathBuf,
+    pub log: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+fn free_port() -> Res<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Fleet settings.
+#[derive(Clone)]
+pub struct FleetSpec {
+    pub topics: Vec<String>,
+    pub grace_secs: u64,
+    pub lease_ttl_secs: u64,
+    pub max_age_ms: u64,
+    pub max_records: u64,
+    pub extra: String,
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        FleetSpec {
+            topics: vec!["logs".into()],
+            grace_secs: 3,
+            lease_ttl_secs: 3,
+            max_age_ms: 400,
+            max_records: 300,
+            extra: String::new(),
+        }
+    }
+}
+
+impl Worker {
+    /// Starts worker `id` in `zone` (index into the world's zones; `None`: unknown zone).
+    pub fn start(world: &World, dir: &std::path::Path, id: &str, zone: Option<usize>, spec: &FleetSpec) -> Res<Worker> {
+        let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("no etcd"))?;
+        let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+        let port = free_port()?;
+        let zone_toml = match zone {
+            Some(z) => format!("providers = [\"ec2\"]\nec2-endpoint = \"{}\"", world.metadata[z].endpoint()),
+            None => "providers = []".to_owned(),
+        };
+        let topics = spec.topics.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            r#"[kafka]
+bootstrap-servers = "{bootstrap}"
+topics = [{topics}]
+topology-refresh-secs = 1
+[kafka.options]
+"statistics.interval.ms" = "200"
+[etcd]
+endpoints = ["{etcd}"]
+cluster = "test"
+lease-ttl-secs = {ttl}
+[zone]
+{zone_toml}
+[worker]
+id = "{id}"
+grace-period-secs = {grace}
+buffer-dir = "{dir}/buffers"
+[s3]
+bucket = "{BUCKET}"
+prefix = "out"
+endpoint = "{s3}"
+path-style = true
+format = "json"
+[roll]
+max-age-ms = {age}
+max-records = {records}
+[http]
+listen = "127.0.0.1:{port}"
+{extra}
+"#,
+            bootstrap = world.kafka.bootstrap(),
+            etcd = etcd.endpoint(),
+            ttl = spec.lease_ttl_secs,
+            grace = spec.grace_secs,
+            dir = dir.display(),
+            s3 = s3.endpoint(),
+            age = spec.max_age_ms,
+            records = spec.max_records,
+            extra = spec.extra,
+        );
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join(format!("{id}.toml"));
+        std::fs::write(&config, text)?;
+        let env = vec![
+            ("AWS_ACCESS_KEY_ID".to_owned(), s3.access_key().to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), s3.secret_key().to_owned()),
+            ("AWS_REGION".to_owned(), s3.region().to_owned()),
+        ];
+        let mut w = Worker {
+            id: id.to_owned(),
+            zone: zone.unwrap_or(usize::MAX),
+            child: None,
+            http: format!("127.0.0.1:{port}"),
+            config,
+            log: dir.join(format!("{id}.log")),
+            env,
+        };
+        w.spawn()?;
+        Ok(w)
+    }
+
+    fn spawn(&mut self) -> Res {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zonal-transporter"));
+        cmd.args(["run", "-c"]).arg(&self.config).env("RUST_LOG", "info,rdkafka=warn").env_remove("ZONAL_ZONE");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        // No credentials from the developer's own AWS profile.
+        cmd.env("AWS_CONFIG_FILE", "/nonexistent").env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        self.child = Some(cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?);
+        Ok(())
+    }
+
+    pub fn kill9(&mut self) -> Res {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn stop(&mut self) -> Res<Option<i32>> {
+        let Some(mut c) = self.child.take() else { return Ok(None) };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let status = testkit::wait_until("worker to exit", Duration::from_secs(30), || c.try_wait().ok().flatten())?;
+        Ok(status.code())
+    }
+
+    pub fn restart(&mut self) -> Res {
+        self.spawn()
+    }
+
+    pub fn get(&self, path: &str) -> Res<(u16, String)> {
+        http_get(&self.http, path)
+    }
+
+    pub fn status(&self) -> Res<serde_json::Value> {
+        Ok(serde_json::from_str(&self.get("/status")?.1)?)
+    }
+
+    pub fn owned(&self) -> Vec<String> {
+        self.status().ok().and_then(|s| s["owned"].as_object().map(|o| o.keys().cloned().collect())).unwrap_or_default()
+    }
+
+    pub fn metric(&self, name: &str, labels: &[&str]) -> Res<f64> {
+        let text = self.get("/metrics")?.1;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+            .filter(|l| labels.iter().all(|f| l.contains(f)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn http_get(host: &str, path: &str) -> Res<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
+
+/// Six workers, two per zone: ids `w<zone>-<k>`.
+pub fn fleet(world: &World, dir: &std::path::Path, spec: &FleetSpec) -> Res<Vec<Worker>> {
+    let mut out = Vec::new();
+    for z in 0..3 {
+        for k in 0..2 {
+            out.push(Worker::start(world, dir, &format!("w{z}-{k}"), Some(z), spec)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Produces `per_partition` records to every partition; values are `<tag>-p<partition>-<i>`
+/// padded to ~210 bytes, so payload dominates protocol overhead in byte counts.
+pub fn produce(world: &World, topic: &str, partitions: i32, per_partition: usize, tag: &str) -> Res {
+    let p: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", world.kafka.bootstrap()).set("linger.ms", "5").create()?;
+    for part in 0..partitions {
+        for i in 0..per_partition {
+            let v = format!("{tag}-p{part}-{i} {}", "x".repeat(200));
+            let mut rec = BaseRecord::<(), String>::to(topic).payload(&v).partition(part);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        p.poll(Duration::from_millis(10));
+                        rec = r;
+                    }
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Every record in S3: (topic, partition, offset) -> times seen, plus the object count.
+pub fn s3_records(world: &World) -> Res<(BTreeMap<(String, i64, i64), usize>, usize)> {
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let keys = s3.list_keys(BUCKET)?;
+    let mut out = BTreeMap::new();
+    for k in &keys {
+        let body = std::fs::read(s3.root().join(BUCKET).join(k))?;
+        let text = zstd::stream::decode_all(&body[..])?;
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line)?;
+            let key = (
+                v["topic"].as_str().unwrap_or_default().to_owned(),
+                v["partition"].as_i64().unwrap_or(-1),
+                v["offset"].as_i64().unwrap_or(-1),
+            );
+            *out.entry(key).or_insert(0) += 1;
+        }
+    }
+    Ok((out, keys.len()))
+}
+
+/// Waits until S3 holds `expected` distinct records, then checks none is there twice.
+pub fn wait_exactly_once(
+    world: &World,
+    expected: usize,
+    workers: &[&Worker],
+) -> Res<BTreeMap<(String, i64, i64), usize>> {
+    let got = testkit::wait_until("every record in S3", Duration::from_secs(90), || {
+        let (recs, _) = s3_records(world).ok()?;
+        (recs.len() >= expected).then_some(recs)
+    })
+    .map_err(|e| {
+        let (recs, n) = s3_records(world).unwrap_or_default();
+        let logs: Vec<String> = workers.iter().map(|w| format!("--- {}\n{}", w.id, w.log_tail())).collect();
+        anyhow::anyhow!("{e}: {} of {expected} records in {n} objects\n{}", recs.len(), logs.join("\n"))
+    })?;
+    let dups: Vec<_> = got.iter().filter(|(_, c)| **c > 1).collect();
+    anyhow::ensure!(dups.is_empty(), "{} records duplicated in S3, e.g. {:?}", dups.len(), dups.first());
+    anyhow::ensure!(got.len() == expected, "{} records in S3, expected {expected}", got.len());
+    Ok(got)
+}
+
+/// The assignment as the master serves it.
+pub fn assignment(workers: &[&Worker]) -> Option<serde_json::Value> {
+    workers.iter().find_map(|w| {
+        let (code, body) = w.get("/assignment").ok()?;
+        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    })
+}
+
+/// Partition -> worker from an assignment view.
+pub fn owners_of(view: &serde_json::Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(zones) = view["zones"].as_object() {
+        for workers in zones.values() {
+            for (w, parts) in workers.as_object().into_iter().flatten() {
+                for p in parts.as_array().into_iter().flatten() {
+                    out.insert(p["partition"].as_str().unwrap_or_default().to_owned(), w.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the master's assignment covers `partitions` partitions over `workers` workers
+/// with no cross-zone partition: the fleet has converged.
+pub fn wait_converged(fleet: &[&Worker], partitions: usize, workers: usize) -> Res<serde_json::Value> {
+    testkit::wait_until("the assignment to converge in zone", Duration::from_secs(30), || {
+        let v = assignment(fleet)?;
+        let owners = owners_of(&v);
+        let distinct: std::collections::BTreeSet<&String> = owners.values().collect();
+        (v["cross_zone"] == 0 && owners.len() == partitions && distinct.len() == workers && v["waiting"] == 0)
+            .then_some(v)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: last view {:?}", assignment(fleet)))
+}

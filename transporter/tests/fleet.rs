@@ -1,0 +1,138 @@
+//! Six workers in three zones move a 12-partition topic to S3: every record exactly once, every
+//! partition read in its leader's zone, cross-zone consume bytes ~0; then the fleet's failure
+//! modes: a worker killed (returns within grace / does not), the master killed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn six_workers_three_zones_exactly_once_in_zone() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 12)?;
+    let tmp = tempfile::tempdir()?;
+    let workers = fleet(&world, tmp.path(), &FleetSpec::default())?;
+    let refs: Vec<&Worker> = workers.iter().collect();
+    wait_converged(&refs, 12, 6)?;
+    produce(&world, "logs", 12, 500, "a")?;
+    wait_exactly_once(&world, 12 * 500, &refs)?;
+
+    // Every partition is read by a worker in its leader's zone.
+    let view = assignment(&refs).ok_or_else(|| anyhow::anyhow!("no assignment"))?;
+    assert_eq!(view["cross_zone"], 0);
+    let owners = owners_of(&view);
+    assert_eq!(owners.len(), 12);
+    let leaders = world.kafka.leaders("logs")?;
+    for (tp, w) in &owners {
+        let p: i32 = tp.rsplit('/').next().unwrap_or_default().parse()?;
+        let leader_zone = world.kafka.rack_of(leaders[&p]).unwrap_or_default().to_owned();
+        let worker_zone = &world.zones[w[1..2].parse::<usize>()?].id;
+        assert_eq!(&leader_zone, worker_zone, "{tp} read by {w}");
+    }
+    // Balanced: two partitions per worker.
+    let mut per: BTreeMap<&String, usize> = BTreeMap::new();
+    for w in owners.values() {
+        *per.entry(w).or_default() += 1;
+    }
+    assert!(per.values().all(|&c| c == 2), "{per:?}");
+
+    // Cross-zone consume bytes ~0, from each worker's statistics.
+    for w in &workers {
+        let (cross, same) = testkit::wait_until("consumer statistics", Duration::from_secs(20), || {
+            let same = w.metric("zonal_transporter_kafka_bytes", &["same-zone", "rx"]).ok()?;
+            let cross = w.metric("zonal_transporter_kafka_bytes", &["cross-zone", "rx"]).ok()?;
+            (same > 150_000.0).then_some((cross, same))
+        })?;
+        assert!(cross / (cross + same) < 0.05, "{}: cross-zone {cross} of {}", w.id, cross + same);
+    }
+
+    // The HTML view renders zones and workers.
+    let (code, html) = workers[0].get("/assignment?format=html")?;
+    assert_eq!(code, 200);
+    assert!(html.contains("zone use1-az1") && html.contains("w2-1"), "{html}");
+
+    // Offsets are mirrored to the Kafka consumer group.
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", world.kafka.bootstrap())
+        .set("group.id", "zonal-transporter")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..12 {
+        tpl.add_partition("logs", p);
+    }
+    let committed = testkit::wait_until("offsets mirrored to the group", Duration::from_secs(20), || {
+        let c = rdkafka::consumer::Consumer::committed_offsets(&consumer, tpl.clone(), Duration::from_secs(5)).ok()?;
+        c.elements().iter().all(|e| e.offset() == rdkafka::Offset::Offset(500)).then_some(c)
+    })?;
+    assert_eq!(committed.count(), 12);
+    Ok(())
+}
+
+#[test]
+fn killed_worker_gets_its_partitions_back_within_grace_else_zone_peer_takes_them() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 12)?;
+    let tmp = tempfile::tempdir()?;
+    let spec = FleetSpec { grace_secs: 8, ..Default::default() };
+    let mut workers = fleet(&world, tmp.path(), &spec)?;
+    wait_converged(&workers.iter().collect::<Vec<_>>(), 12, 6)?;
+    produce(&world, "logs", 12, 200, "a")?;
+    wait_exactly_once(&world, 12 * 200, &workers.iter().collect::<Vec<_>>())?;
+    let before = owners_of(&assignment(&workers.iter().collect::<Vec<_>>()).ok_or_else(|| anyhow::anyhow!("no view"))?);
+    let mine: Vec<String> = before.iter().filter(|(_, w)| *w == "w0-0").map(|(t, _)| t.clone()).collect();
+    assert_eq!(mine.len(), 2);
+
+    // Killed and back within the grace period: the same partitions come back to it.
+    workers[0].kill9()?;
+    produce(&world, "logs", 12, 100, "b")?;
+    workers[0].restart()?;
+    testkit::wait_until("w0-0 to own its partitions again", Duration::from_secs(30), || {
+        let mut owned = workers[0].owned();
+        owned.sort();
+        (owned == mine).then_some(())
+    })?;
+    wait_exactly_once(&world, 12 * 300, &workers.iter().collect::<Vec<_>>())?;
+
+    // Killed for good: after the grace period its partitions go to w0-1, the other zone-0 worker.
+    workers[0].kill9()?;
+    produce(&world, "logs", 12, 100, "c")?;
+    let rest: Vec<&Worker> = workers[1..].iter().collect();
+    testkit::wait_until("w0-1 to take over", Duration::from_secs(40), || {
+        let owned = workers[1].owned();
+        mine.iter().all(|t| owned.contains(t)).then_some(())
+    })?;
+    let view = assignment(&rest).ok_or_else(|| anyhow::anyhow!("no view"))?;
+    assert_eq!(view["cross_zone"], 0, "the takeover stays in zone");
+    wait_exactly_once(&world, 12 * 400, &rest)?;
+    Ok(())
+}
+
+#[test]
+fn killed_master_is_replaced_and_the_run_completes_exactly_once() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 12)?;
+    let tmp = tempfile::tempdir()?;
+    let mut workers = fleet(&world, tmp.path(), &FleetSpec { grace_secs: 2, ..Default::default() })?;
+    wait_converged(&workers.iter().collect::<Vec<_>>(), 12, 6)?;
+    produce(&world, "logs", 12, 200, "a")?;
+    wait_exactly_once(&world, 12 * 200, &workers.iter().collect::<Vec<_>>())?;
+    let master = testkit::wait_until("a master", Duration::from_secs(20), || {
+        workers.iter().position(|w| w.status().ok().is_some_and(|s| s["role"] == "master"))
+    })?;
+    let old = workers[master].id.clone();
+    workers[master].kill9()?;
+    produce(&world, "logs", 12, 200, "b")?;
+    let rest: Vec<&Worker> = workers.iter().enumerate().filter(|(i, _)| *i != master).map(|(_, w)| w).collect();
+    let new = testkit::wait_until("a new master", Duration::from_secs(30), || {
+        rest.iter().find(|w| w.status().ok().is_some_and(|s| s["role"] == "master")).map(|w| w.id.clone())
+    })?;
+    assert_ne!(new, old);
+    wait_exactly_once(&world, 12 * 400, &rest)?;
+    let view = assignment(&rest).ok_or_else(|| anyhow::anyhow!("no view"))?;
+    assert_eq!(view["master"], new.as_str());
+    assert!(!owners_of(&view).values().any(|w| *w == old), "the dead master's partitions moved");
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! `cargo xtask bench [CASE]`: performance as ratios against a reference measured in the same
+//! run on the same cluster and data, never as absolute timings. Writes
+//! `target/zonal-bench/results.json` (case, metric, value, reference, ratio).
+//!
+//! ```text
+//!  generate input file (cached) ──> testkit world (mock Kafka, racks, IMDS)
+//!     ├─ reference: kcat -P -l FILE ──────────────> topic bench-kcat   (time, peak RSS)
+//!     └─ zonal-agent (release) tailing FILE ──────> topic bench-agent  (time, peak RSS)
+//!  ratio = agent MB/s / kcat MB/s
+//! ```
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::json;
+use testkit::{World, WorldSpec};
+
+/// Options of the benchmarks.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// One case: agent (others arrive with the transporter and demo).
+    case: Option<String>,
+    /// Lines in the agent benchmark's input file.
+    #[arg(long, default_value_t = 5_000_000)]
+    lines: usize,
+    /// Average bytes per line.
+    #[arg(long, default_value_t = 200)]
+    line_bytes: usize,
+}
+
+/// One row of results.json.
+struct Row {
+    case: &'static str,
+    metric: &'static str,
+    value: f64,
+    reference: f64,
+}
+
+const PENDING: [(&str, &str); 3] = [
+    ("transporter", "the transporter (issue 4)"),
+    ("assignment", "the transporter's assignment (issue 4)"),
+    ("cross-zone", "the full pipeline demo (issue 5)"),
+];
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = crate::target_dir().join("zonal-bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut rows = Vec::new();
+    match args.case.as_deref() {
+        None | Some("agent") => rows.extend(bench_agent(args, &dir)?),
+        Some(c) => match PENDING.iter().find(|(name, _)| *name == c) {
+            Some((_, what)) => bail!("bench case {c:?} measures {what}, which is not built yet"),
+            None => bail!("unknown bench case {c:?}; cases: agent, transporter, assignment, cross-zone"),
+        },
+    }
+    if args.case.is_none() {
+        for (name, what) in PENDING {
+            eprintln!("skipped {name}: it measures {what}, which is not built yet");
+        }
+    }
+    println!();
+    println!("{:<12} {:<22} {:>14} {:>14} {:>8}", "case", "metric", "value", "reference", "ratio");
+    for r in &rows {
+        let ratio = if r.reference == 0.0 { f64::NAN } else { r.value / r.reference };
+        println!("{:<12} {:<22} {:>14.2} {:>14.2} {:>8.3}", r.case, r.metric, r.value, r.reference, ratio);
+    }
+    let doc: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let ratio = if r.reference == 0.0 { None } else { Some(r.value / r.reference) };
+            json!({ "case": r.case, "metric": r.metric, "value": r.value, "reference": r.reference, "ratio": ratio })
+        })
+        .collect();
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("writing {}", path.display()))?;
+    println!("\nresults written to {}", path.display());
+    Ok(())
+}
+
+/// A synthetic but realistic access-log line of about `bytes` bytes.
+fn log_line(n: usize, bytes: usize, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = write!(
+        out,
+        "2026-11-22T{:02}:{:02}:{:02}.{:03}Z INFO [worker-{}] method=GET path=/api/v1/items/{} status={} latency_ms={} user=u{} req={:016x} ",
+        (n / 3_600_000) % 24,
+        (n / 60_000) % 60,
+        (n / 1000) % 60,
+        n % 1000,
+        n % 32,
+        n % 100_003,
+        [200, 200, 200, 404, 500][n % 5],
+        (n * 7) % 250,
+        n % 9973,
+        (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    let mut x = (n as u64).wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    while out.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(b'a' + (x % 26) as u8);
+    }
+    out.push(b'\n');
+}
+
+fn input_file(dir: &Path, lines: usize, bytes: usize) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("agent-input-{lines}x{bytes}.log"));
+    if path.exists() {
+        return Ok(path);
+    }
+    let tmp = path.with_extension("partial");
+    let mut w = BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    let bar = bar(lines as u64, "generating input");
+    let mut line = Vec::with_capacity(bytes + 64);
+    for n in 0..lines {
+        log_line(n, bytes, &mut line);
+        w.write_all(&line)?;
+        if n % 100_000 == 0 {
+            bar.set_position(n as u64);
+        }
+    }
+    w.flush()?;
+    drop(w);
+    std::fs::rename(&tmp, &path)?;
+    bar.finish_and_clear();
+    Ok(path)
+}
+
+fn bar(len: u64, msg: &'static str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>20} [{bar:40}] {percent:>3}% {binary_bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}
+
+/// Waits for a child with wait4(2) to get its own peak RSS (ru_maxrss, KiB).
+fn wait_with_rusage(child: &std::process::Child) -> anyhow::Result<(i32, u64)> {
+    let pid = libc::pid_t::try_from(child.id())?;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: plain wait4 on our child's pid with valid out-pointers.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if r != pid {
+        bail!("wait4({pid}) failed: {}", std::io::Error::last_os_error());
+    }
+    Ok((status, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
+}
+
+fn high_watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<i64> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "bench").create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut total = 0;
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        total += c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?.1;
+    }
+    Ok(total)
+}
+
+fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
+    crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[2]])?;
+    crate::run(
+        "cargo build --release -p zonal-agent",
+        crate::cargo().args(["build", "--release", "-p", "zonal-agent"]),
+    )?;
+    let agent_bin = crate::target_dir().join("release/zonal-agent");
+    let input = input_file(dir, args.lines, args.line_bytes)?;
+    let size = std::fs::metadata(&input)?.len();
+    let mb = size as f64 / 1e6;
+    eprintln!("==> input: {} ({mb:.0} MB, {} lines)", input.display(), args.lines);
+
+    let world = World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?;
+    for t in ["bench-kcat", "bench-agent"] {
+        world.kafka.create_topic(t, 12)?;
+    }
+    let bootstrap = world.kafka.bootstrap();
+
+    // Reference: kcat with the agent's producer settings (acks=all, idempotence, lz4, linger 10 ms).
+    let spinner = bar(size, "kcat -P");
+    let start = Instant::now();
+    let kcat = Command::new("kcat")
+        .args(["-P", "-b", &bootstrap, "-t", "bench-kcat", "-z", "lz4"])
+        .args(["-X", "enable.idempotence=true", "-X", "acks=all", "-X", "linger.ms=10"])
+        .arg("-l")
+        .arg(&input)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting kcat")?;
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    let (status, kcat_rss) = wait_with_rusage(&kcat)?;
+    let kcat_secs = start.elapsed().as_secs_f64();
+    spinner.finish_and_clear();
+    if status != 0 {
+        bail!("kcat exited with status {status}");
+    }
+    let kcat_count = high_watermarks(&bootstrap, "bench-kcat")?;
+
+    // Zonal agent, release build, tailing the same file.
+    let work = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = work.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "checkpoint-dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[kafka]\nbootstrap-servers = \"{bootstrap}\"\n\
+             [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{}\"\n[[streams]]\nname = \"bench\"\npaths = [\"{}\"]\ntopic = \"bench-agent\"\n",
+            work.path().join("ckpt").display(),
+            world.metadata[0].endpoint(),
+            input.display()
+        ),
+    )?;
+    let progress = bar(size, "zonal-agent");
+    let start = Instant::now();
+    let agent = Command::new(&agent_bin)
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", agent_bin.display()))?;
+    let status_url = format!("127.0.0.1:{port}");
+    let acked = || -> Option<u64> {
+        let body = http_get(&status_url, "/status").ok()?;
+        let s: serde_json::Value = serde_json::from_str(&body).ok()?;
+        s["streams"][0]["files"].as_array()?.iter().filter_map(|f| f["acked_offset"].as_u64()).max()
+    };
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let done = acked().unwrap_or(0);
+        progress.set_position(done);
+        if done >= size {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the agent did not ship {} within 30 minutes", input.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let agent_secs = start.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(libc::pid_t::try_from(agent.id())?, libc::SIGTERM) };
+    let (_, agent_rss) = wait_with_rusage(&agent)?;
+    let agent_count = high_watermarks(&bootstrap, "bench-agent")?;
+    if agent_count < args.lines as i64 || kcat_count < args.lines as i64 {
+        bail!("records in Kafka: agent {agent_count}, kcat {kcat_count}; expected {} each", args.lines);
+    }
+
+    let lines = args.lines as f64;
+    eprintln!(
+        "kcat:  {kcat_secs:.1} s, {:.1} MB/s, {:.0} lines/s, peak RSS {:.1} MB",
+        mb / kcat_secs,
+        lines / kcat_secs,
+        kcat_rss as f64 / 1024.0
+    );
+    eprintln!(
+        "agent: {agent_secs:.1} s, {:.1} MB/s, {:.0} lines/s, peak RSS {:.1} MB",
+        mb / agent_secs,
+        lines / agent_secs,
+        agent_rss as f64 / 1024.0
+    );
+    Ok(vec![
+        Row { case: "agent", metric: "MB/s", value: mb / agent_secs, reference: mb / kcat_secs },
+        Row { case: "agent", metric: "lines/s", value: lines / agent_secs, reference: lines / kcat_secs },
+        Row {
+            case: "agent",
+            metric: "peak RSS MB",
+            value: agent_rss as f64 / 1024.0,
+            reference: kcat_rss as f64 / 1024.0,
+        },
+    ])
+}
+
+fn http_get(host: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
