@@ -180,7 +180,6 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         };
         let refresh = {
             let w = worker.clone();
-            let info = info.clone();
             let l = lease_rx.clone();
             let base = info();
             tokio::spawn(async move {

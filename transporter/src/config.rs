@@ -27,7 +27,7 @@ pub const DEFAULT_KEY_TEMPLATE: &str =
     "{prefix}/{topic}/dt={date}/hr={hour}/{topic}-{partition}-{first_offset:020}.{ext}";
 
 /// The whole transporter configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct TransporterConfig {
     /// Kafka settings.
@@ -44,20 +44,6 @@ pub struct TransporterConfig {
     pub roll: RollConfig,
     /// HTTP server for metrics, health, status and the assignment view.
     pub http: HttpConfig,
-}
-
-impl Default for TransporterConfig {
-    fn default() -> Self {
-        TransporterConfig {
-            kafka: KafkaConfig::default(),
-            etcd: EtcdConfig::default(),
-            zone: ZoneSettings::default(),
-            worker: WorkerConfig::default(),
-            s3: S3Config::default(),
-            roll: RollConfig::default(),
-            http: HttpConfig::default(),
-        }
-    }
 }
 
 /// Kafka settings.
@@ -307,7 +293,7 @@ impl TransporterConfig {
         if self.etcd.password.is_some() && self.etcd.username.is_none() {
             bail!("etcd.password: set etcd.username too");
         }
-        if !(self.worker.capacity > 0.0) {
+        if self.worker.capacity.is_nan() || self.worker.capacity <= 0.0 {
             bail!("worker.capacity: must be positive, got {}", self.worker.capacity);
         }
         if self.worker.id.as_deref().is_some_and(|i| i.is_empty() || i.contains('/')) {

@@ -45,7 +45,10 @@ pub enum TemplateError {
 
 const NAMES: [&str; 9] = ["prefix", "topic", "partition", "first_offset", "last_offset", "date", "hour", "ext", "zone"];
 
-fn placeholders(template: &str) -> Result<Vec<(usize, usize, &str, Option<usize>)>, TemplateError> {
+/// A placeholder: start and end byte, name, zero-padding width.
+type Placeholder<'a> = (usize, usize, &'a str, Option<usize>);
+
+fn placeholders(template: &str) -> Result<Vec<Placeholder<'_>>, TemplateError> {
     let mut out = Vec::new();
     let mut i = 0;
     while let Some(open) = template[i..].find('{') {

@@ -195,7 +195,7 @@ impl Worker {
                 }
             }
             for tp in desired {
-                if !running.contains_key(&tp) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = running.entry(tp.clone()) {
                     let (tx, rx) = watch::channel(Stop::Run);
                     let me = self.clone();
                     let lease = lease.clone();
@@ -207,7 +207,7 @@ impl Worker {
                         }
                         me.owned.lock().unwrap_or_else(PoisonError::into_inner).remove(&t);
                     });
-                    running.insert(tp, Running { stop: tx, handle });
+                    slot.insert(Running { stop: tx, handle });
                 }
             }
             self.metrics.owned.set(self.owned.lock().unwrap_or_else(PoisonError::into_inner).len() as u64);

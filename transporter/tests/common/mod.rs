@@ -255,7 +255,10 @@ pub fn produce(world: &World, topic: &str, partitions: i32, per_partition: usize
 }
 
 /// Every record in S3: (topic, partition, offset) -> times seen, plus the object count.
-pub fn s3_records(world: &World) -> Res<(BTreeMap<(String, i64, i64), usize>, usize)> {
+/// (topic, partition, offset) -> times seen in S3.
+pub type Seen = BTreeMap<(String, i64, i64), usize>;
+
+pub fn s3_records(world: &World) -> Res<(Seen, usize)> {
     let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
     let keys = s3.list_keys(BUCKET)?;
     let mut out = BTreeMap::new();

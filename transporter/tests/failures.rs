@@ -1,0 +1,159 @@
+//! Failure modes: a zone without workers and a partition without rack (assigned elsewhere and
+//! counted), etcd unreachable for a while, a leader move, and bad input (config, etcd values).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn zone_without_workers_and_partition_without_rack_are_assigned_elsewhere_and_counted() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 12)?;
+    // Broker 1 (zone 1) loses its rack: the partitions it leads have no zone.
+    world.kafka.mock().broker_rack(1, "")?;
+    let norack: Vec<i32> = world.kafka.leaders("logs")?.into_iter().filter(|(_, l)| *l == 1).map(|(p, _)| p).collect();
+    assert!(!norack.is_empty());
+    let tmp = tempfile::tempdir()?;
+    let spec = FleetSpec::default();
+    // Workers in zones 1 and 2 only: zone 3 has none.
+    let workers = [
+        Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?,
+        Worker::start(&world, tmp.path(), "w1-0", Some(1), &spec)?,
+    ];
+    let refs: Vec<&Worker> = workers.iter().collect();
+    let zone3 = 4; // partitions 2, 5, 8, 11
+    let expected_cross = zone3 + norack.len();
+    let view = testkit::wait_until("the assignment", Duration::from_secs(30), || {
+        let v = assignment(&refs)?;
+        (owners_of(&v).len() == 12 && v["cross_zone"] == expected_cross).then_some(v)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: {:?}", assignment(&refs)))?;
+    let master = workers
+        .iter()
+        .find(|w| w.status().ok().is_some_and(|s| s["role"] == "master"))
+        .ok_or_else(|| anyhow::anyhow!("no master"))?;
+    assert_eq!(master.metric("zonal_transporter_cross_zone_partitions", &[])?, expected_cross as f64);
+    assert_eq!(view["cross_zone"], expected_cross);
+    produce(&world, "logs", 12, 100, "a")?;
+    wait_exactly_once(&world, 1200, &refs)?;
+    Ok(())
+}
+
+#[test]
+fn etcd_unreachable_for_a_while_recovers_without_loss_or_duplicates() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 12)?;
+    let tmp = tempfile::tempdir()?;
+    let workers = fleet(&world, tmp.path(), &FleetSpec::default())?;
+    let refs: Vec<&Worker> = workers.iter().collect();
+    wait_converged(&refs, 12, 6)?;
+    produce(&world, "logs", 12, 100, "a")?;
+    wait_exactly_once(&world, 1200, &refs)?;
+    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
+
+    // A short outage (under the lease TTL): workers keep their partitions; uploads wait.
+    etcd.pause()?;
+    produce(&world, "logs", 12, 100, "b")?;
+    let owned_during: usize = workers.iter().map(|w| w.owned().len()).sum();
+    etcd.resume()?;
+    assert_eq!(owned_during, 12, "partitions stay owned during a short outage");
+    wait_exactly_once(&world, 2400, &refs)?;
+
+    // A long outage (beyond the lease TTL): leases expire, buffers are dropped, ownership is
+    // taken again after recovery; everything still lands exactly once.
+    etcd.pause()?;
+    produce(&world, "logs", 12, 100, "c")?;
+    let lost = testkit::wait_until("workers to notice the lease is gone", Duration::from_secs(20), || {
+        workers.iter().all(|w| w.owned().is_empty()).then_some(())
+    });
+    etcd.resume()?;
+    lost?;
+    produce(&world, "logs", 12, 100, "d")?;
+    wait_exactly_once(&world, 4800, &refs)?;
+    Ok(())
+}
+
+#[test]
+fn leader_move_reassigns_in_the_new_zone_without_loss_or_duplicates() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 12)?;
+    let tmp = tempfile::tempdir()?;
+    let workers = fleet(&world, tmp.path(), &FleetSpec::default())?;
+    let refs: Vec<&Worker> = workers.iter().collect();
+    wait_converged(&refs, 12, 6)?;
+    produce(&world, "logs", 12, 150, "a")?;
+    // Partition 0 (zone 1) moves to its replica in zone 2 while records are flowing.
+    let target = world.kafka.replicas("logs")?[&0]
+        .iter()
+        .copied()
+        .find(|&b| world.kafka.rack_of(b) == Some("use1-az2"))
+        .ok_or_else(|| anyhow::anyhow!("no zone-2 replica"))?;
+    world.kafka.move_leader("logs", 0, target)?;
+    produce(&world, "logs", 12, 150, "b")?;
+    let view = testkit::wait_until("partition 0 to move to zone 2", Duration::from_secs(30), || {
+        let v = assignment(&refs)?;
+        let owner = owners_of(&v).get("logs/0")?.clone();
+        (owner.starts_with("w1-") && v["cross_zone"] == 0).then_some(v)
+    })?;
+    assert_eq!(view["cross_zone"], 0);
+    produce(&world, "logs", 12, 150, "c")?;
+    wait_exactly_once(&world, 12 * 450, &refs)?;
+    Ok(())
+}
+
+#[test]
+fn invalid_config_names_the_field() -> Res {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.toml");
+    for (text, field) in [
+        (
+            "[kafka]\nbootstrap-servers = \"k\"\ntopics = [\"t\"]\n[etcd]\nendpoints = [\"http://e\"]\n[s3]\nbucket = \"b\"\nformat = \"xml\"\n",
+            "format",
+        ),
+        (
+            "[kafka]\nbootstrap-servers = \"k\"\ntopics = [\"t\"]\n[etcd]\nendpoints = []\n[s3]\nbucket = \"b\"\n",
+            "etcd.endpoints",
+        ),
+        ("[kafka]\nbootstrap-servers = \"k\"\ntopicz = [\"t\"]\n", "topicz"),
+    ] {
+        std::fs::write(&path, text)?;
+        let out = Command::new(env!("CARGO_BIN_EXE_zonal-transporter")).args(["check", "-c"]).arg(&path).output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(field), "{err}");
+    }
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/transporter/transporter.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_zonal-transporter")).args(["check", "-c"]).arg(&example).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_etcd_is_reported_and_skipped() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 6)?;
+    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    client.put("/test/workers/bogus", "{not json", None).await?;
+    client.put("/test/offsets/logs/3", "minus seven", None).await?;
+    client.put("/test/assignment", "\u{0}garbage", None).await?;
+    let tmp = tempfile::tempdir()?;
+    let w = tokio::task::block_in_place(|| Worker::start(&world, tmp.path(), "w0-0", Some(0), &FleetSpec::default()))?;
+    tokio::task::block_in_place(|| -> Res {
+        produce(&world, "logs", 6, 50, "a")?;
+        wait_exactly_once(&world, 300, &[&w])?;
+        assert!(w.metric("zonal_transporter_errors_total", &["etcd-value"])? >= 2.0);
+        let out = Command::new(env!("CARGO_BIN_EXE_zonal-transporter"))
+            .args(["status", "-c"])
+            .arg(tmp.path().join("w0-0.toml"))
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("master: w0-0") && text.contains("invalid worker registration skipped"), "{text}");
+        Ok(())
+    })?;
+    Ok(())
+}
