@@ -42,8 +42,25 @@ pub struct TransporterConfig {
     pub s3: S3Config,
     /// When a buffer becomes an object.
     pub roll: RollConfig,
+    /// How the master assigns partitions.
+    pub assignment: AssignmentConfig,
     /// HTTP server for metrics, health, status and the assignment view.
     pub http: HttpConfig,
+}
+
+/// Master settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AssignmentConfig {
+    /// Assign partitions to workers in their zone. `false` balances without regard to zones
+    /// (the baseline the demo compares against).
+    pub zone_aware: bool,
+}
+
+impl Default for AssignmentConfig {
+    fn default() -> Self {
+        AssignmentConfig { zone_aware: true }
+    }
 }
 
 /// Kafka settings.

@@ -151,7 +151,27 @@ async fn lead(
                 .iter()
                 .map(|w| WorkerSpec { id: w.id.clone(), zone: zone_label(w), capacity: w.capacity })
                 .collect();
-            let a = assign::assign(&specs, &wspecs, &prev_owners, &in_grace);
+            // Zone-unaware (baseline) mode balances over every worker; the zones stay in the
+            // document so the view still shows what crosses zones.
+            let placed: Vec<PartitionSpec> = if cfg.assignment.zone_aware {
+                specs.clone()
+            } else {
+                specs.iter().map(|s| PartitionSpec { zones: vec![], ..s.clone() }).collect()
+            };
+            let mut a = assign::assign(&placed, &wspecs, &prev_owners, &in_grace);
+            if !cfg.assignment.zone_aware {
+                a.cross_zone = specs
+                    .iter()
+                    .filter(|s| {
+                        let z = a
+                            .owners
+                            .get(&s.tp)
+                            .and_then(|w| wspecs.iter().find(|x| &x.id == w))
+                            .and_then(|w| w.zone.clone());
+                        !z.is_some_and(|z| s.zones.contains(&z))
+                    })
+                    .count();
+            }
             worker.metrics.cross_zone_partitions.set(a.cross_zone as u64);
             worker.metrics.waiting_partitions.set(a.waiting as u64);
             let owners: BTreeMap<String, String> = a.owners.iter().map(|(tp, w)| (tp.key(), w.clone())).collect();

@@ -1,239 +1,714 @@
-//! `cargo xtask demo`: producers in every zone of the testkit world write the same workload
-//! twice, zone-unaware (all partitions) and zone-aware (partitions led in their own zone, chosen
-//! by az-core), and the cross-zone bytes measured from librdkafka statistics are compared.
+//! `cargo xtask demo`: the whole pipeline on the testkit world, run twice on the same workload:
+//! zone-unaware (agents write random partitions, the master ignores zones) and zone-aware (the
+//! defaults). It reads S3 back to prove every line is there exactly once, measures cross-zone
+//! bytes from the clients' own statistics, computes replication from RF and racks, and writes a
+//! report with a chart.
 //!
 //! ```text
-//!  World (zones x brokers, racks) ──> per zone: fake IMDS ──discover──> Zone
-//!                                      TopologyWatcher ──select──> partitions
-//!  phase 1: all partitions  ─┐  ThreadedProducer<StatsContext> ──> BrokerTraffic ──> report
-//!  phase 2: local partitions ┘                                   target/zonal-demo/summary.json
+//!  World: zones x 2 brokers (racks), etcd, S3, one IMDS per zone
+//!  per phase: 2 transporters per zone ──(etcd: master assigns)──┐
+//!             1 agent per zone <── generator (rate lines/s, rotation by rename)
+//!             agent ──produce──> Kafka ──consume──> transporters ──> S3 (prefix = phase)
+//!  S3 read back ──> lost / duplicated;  /metrics ──> producer and consumer bytes by zone
+//!  target/zonal-demo/summary.json, report.html (SVG chart rendered by plotters)
 //! ```
-//!
-//! This is the demonstration of what exists today (az-core and the testkit); the full pipeline
-//! demo with agents, transporters and S3 replaces it when those land.
 
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use az_core::zone::{DiscoveryConfig, Env};
-use az_core::{Provider, Purpose, StatsContext, TopologyWatcher, WatchOptions, Zone, ZoneMatcher, ZoneTraffic};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use serde_json::json;
 use testkit::{World, WorldSpec};
 
-const TOPIC: &str = "zonal-demo-logs";
+const BUCKET: &str = "zonal-demo";
 
 /// Options of the demo.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Number of zones.
+    /// Seconds each phase generates logs for.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Lines per second per agent.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u64,
+    /// Number of zones (one agent and two transporters each).
     #[arg(long, default_value_t = 3)]
-    zones: usize,
-    /// Lines each zone's producer writes per phase.
-    #[arg(long, default_value_t = 20_000)]
-    lines: usize,
-    /// Bytes per line.
-    #[arg(long, default_value_t = 256)]
-    line_bytes: usize,
-    /// Partitions of the demo topic.
+    pub zones: usize,
+    /// Partitions of each phase's topic.
     #[arg(long, default_value_t = 12)]
-    partitions: i32,
+    pub partitions: i32,
+    /// Bytes per generated line.
+    #[arg(long, default_value_t = 200)]
+    pub line_bytes: usize,
+    /// Daily log volume (GB produced) for the monthly estimate.
+    #[arg(long, default_value_t = 1000.0)]
+    pub volume_gb_per_day: f64,
+    /// Price per GB crossing zones (AWS: $0.01 out + $0.01 in).
+    #[arg(long, default_value_t = 0.02)]
+    pub price_per_gb: f64,
+    /// Where summary.json and report.html go (default target/zonal-demo).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
-/// One phase of the demo: its name, total traffic, and traffic per zone.
-type Phase = (&'static str, ZoneTraffic, Vec<(String, ZoneTraffic)>);
+/// What one phase measured.
+#[derive(Debug, Default, Clone)]
+pub struct Phase {
+    pub lines_generated: u64,
+    pub lines_in_s3: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub producer_bytes: u64,
+    pub producer_cross_zone_bytes: u64,
+    pub consumer_bytes: u64,
+    pub consumer_cross_zone_bytes: u64,
+    pub replication_cross_zone_bytes: u64,
+    pub partition_skew: f64,
+    pub cross_zone_partitions: u64,
+}
 
-struct ZoneClient {
-    zone: Zone,
-    source: String,
-    local: Vec<i32>,
+impl Phase {
+    fn cross_total(&self) -> u64 {
+        self.producer_cross_zone_bytes + self.consumer_cross_zone_bytes + self.replication_cross_zone_bytes
+    }
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "lines_generated": self.lines_generated,
+            "lines_in_s3": self.lines_in_s3,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "producer_bytes": self.producer_bytes,
+            "producer_cross_zone_bytes": self.producer_cross_zone_bytes,
+            "consumer_bytes": self.consumer_bytes,
+            "consumer_cross_zone_bytes": self.consumer_cross_zone_bytes,
+            "replication_cross_zone_bytes": self.replication_cross_zone_bytes,
+            "cross_zone_bytes": self.cross_total(),
+            "partition_skew": self.partition_skew,
+            "cross_zone_partitions": self.cross_zone_partitions,
+        })
+    }
+}
+
+struct Proc {
+    child: Option<Child>,
+    http: String,
+    name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(
+        bin: &Path,
+        config: &Path,
+        http: String,
+        name: String,
+        log: PathBuf,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Proc> {
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "-c"]).arg(config).env("RUST_LOG", "info,rdkafka=warn").env_remove("ZONAL_ZONE");
+        cmd.env("AWS_CONFIG_FILE", "/nonexistent").env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Proc { child: Some(child), http, name, log })
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<String> {
+        let mut s = std::net::TcpStream::connect(&self.http)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.http)?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    }
+
+    fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = self.get("/metrics").unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .filter(|l| labels.iter().all(|f| l.contains(f)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(pid) = libc::pid_t::try_from(c.id()) {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    if args.zones < 2 || args.zones > 26 {
-        bail!("--zones must be between 2 and 26, got {}", args.zones);
+    if !(2..=6).contains(&args.zones) {
+        bail!("--zones must be between 2 and 6, got {}", args.zones);
     }
-    if args.partitions < 1 {
-        bail!("--partitions must be at least 1");
+    if args.partitions < 1 || args.rate == 0 || args.duration == 0 || args.line_bytes < 40 {
+        bail!("--partitions, --rate and --duration must be positive and --line-bytes at least 40");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(demo(args))
-}
+    crate::run(
+        "cargo build -p zonal-agent -p zonal-transporter",
+        crate::cargo().args(["build", "-p", "zonal-agent", "-p", "zonal-transporter"]),
+    )?;
+    let bins = crate::target_dir().join("debug");
+    let out = args.out.clone().unwrap_or_else(|| crate::target_dir().join("zonal-demo"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
-    eprintln!("==> starting the testkit world: {} zones x 2 brokers, RF 3", args.zones);
-    let world = World::start(&WorldSpec { zones: args.zones, brokers_per_zone: 2, etcd: false, s3: false })
-        .context("starting the testkit world")?;
-    world.kafka.create_topic(TOPIC, args.partitions).context("creating the demo topic")?;
-    let bootstrap = world.kafka.bootstrap();
-
-    let meta: Arc<rdkafka::consumer::BaseConsumer> =
-        Arc::new(ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", "zonal-demo").create()?);
-    let watcher = TopologyWatcher::start(meta, WatchOptions { topics: vec![TOPIC.into()], ..Default::default() });
-    let topo = watcher.wait_for(Duration::from_secs(20), |t| t.is_fetched()).await;
-    if !topo.is_fetched() {
-        bail!("could not read the cluster topology: {:?}", watcher.status());
-    }
-    let matcher = ZoneMatcher::default();
-
-    let mut clients = Vec::new();
-    for server in &world.metadata {
-        let cfg = DiscoveryConfig {
-            providers: vec![Provider::Ec2],
-            ec2_endpoint: Some(server.endpoint()),
-            ..Default::default()
-        };
-        let info = az_core::discover(&cfg, &Env::fixed::<&str, &str>([])).await;
-        let zone = info
-            .zone
-            .with_context(|| format!("zone discovery from {} failed: {:?}", server.endpoint(), info.failures))?;
-        let sel = az_core::select(&topo, TOPIC, Some(&zone), &matcher, Purpose::Produce);
-        eprintln!(
-            "    zone {zone} (from {}): local partitions {:?}{}",
-            info.source,
-            sel.partitions,
-            sel.fallback.map(|r| format!(" — fallback: {r}")).unwrap_or_default()
-        );
-        clients.push(ZoneClient { zone, source: info.source.to_string(), local: sel.partitions });
-    }
-    let all: Vec<i32> = (0..args.partitions).collect();
+    eprintln!("==> starting the testkit world: {} zones x 2 brokers (RF 3), etcd, S3", args.zones);
+    let world = World::start(&WorldSpec { zones: args.zones, brokers_per_zone: 2, etcd: true, s3: true })?;
+    let s3 = world.s3.as_ref().context("no S3 server")?;
+    s3.create_bucket(BUCKET)?;
+    let work = tempfile::Builder::new().prefix("zonal-demo-").tempdir()?;
 
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:>24} [{bar:40}] {pos}/{len} lines {per_sec}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    let mut phases: Vec<Phase> = Vec::new();
-    for (name, zone_aware) in [("zone-unaware", false), ("zone-aware", true)] {
-        let mut total = ZoneTraffic::default();
-        let mut per_zone = Vec::new();
-        for c in &clients {
-            let bar = multi.add(ProgressBar::new(args.lines as u64));
-            bar.set_style(style.clone());
-            bar.set_prefix(format!("{name} {}", c.zone.display_label()));
-            let parts = if zone_aware { &c.local } else { &all };
-            let traffic = produce(&bootstrap, parts, args, &bar).await?;
-            let report = traffic.report(&watcher.current(), Some(&c.zone), &matcher);
-            bar.finish();
-            total.add(&report);
-            per_zone.push((c.zone.display_label().to_owned(), report));
-        }
-        phases.push((name, total, per_zone));
+    let mut phases = Vec::new();
+    for (name, zone_aware) in [("baseline", false), ("zone-aware", true)] {
+        let p = phase(args, &world, &bins, &work.path().join(name), name, zone_aware, &multi)?;
+        phases.push(p);
     }
     drop(multi);
-
-    print_report(args, &clients, &phases);
-    write_summary(args, &phases)?;
+    let [base, aware] = [&phases[0], &phases[1]];
+    report(args, base, aware, &out)?;
+    if base.lost + aware.lost + base.duplicated + aware.duplicated > 0 {
+        bail!("the demo found lost or duplicated lines: see the report");
+    }
     Ok(())
 }
 
-async fn produce(
-    bootstrap: &str,
-    partitions: &[i32],
+#[allow(clippy::too_many_arguments)]
+fn phase(
     args: &DemoArgs,
-    bar: &ProgressBar,
-) -> anyhow::Result<az_core::BrokerTraffic> {
-    let context = StatsContext::default();
-    let traffic = context.traffic.clone();
-    let producer: ThreadedProducer<StatsContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("statistics.interval.ms", "100")
-        .set("linger.ms", "5")
-        .set("acks", "all")
-        .create_with_context(context)
-        .context("creating a demo producer")?;
-    let mut line = vec![b'.'; args.line_bytes.max(1)];
-    for i in 0..args.lines {
-        let text = format!("{i:>12} ");
-        let n = text.len().min(line.len());
-        line[..n].copy_from_slice(&text.as_bytes()[..n]);
-        // Microbatches of 100 lines stick to one partition, as the agent's do.
-        let p = partitions[(i / 100) % partitions.len()];
-        let mut record = BaseRecord::<(), [u8]>::to(TOPIC).payload(&line[..]).partition(p);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
-                    producer.poll(Duration::from_millis(5));
-                    record = r;
+    world: &World,
+    bins: &Path,
+    dir: &Path,
+    name: &'static str,
+    zone_aware: bool,
+    multi: &MultiProgress,
+) -> anyhow::Result<Phase> {
+    std::fs::create_dir_all(dir)?;
+    let topic = format!("demo-{name}");
+    world.kafka.create_topic(&topic, args.partitions)?;
+    let etcd = world.etcd.as_ref().context("no etcd")?;
+    let s3 = world.s3.as_ref().context("no S3")?;
+    let env = [
+        ("AWS_ACCESS_KEY_ID", s3.access_key().to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_owned()),
+        ("AWS_REGION", s3.region().to_owned()),
+    ];
+    let style = ProgressStyle::with_template("{prefix:>12} {spinner} [{bar:40}] {pos}/{len} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+
+    // Transporters: two per zone.
+    let mut transporters = Vec::new();
+    for (z, imds) in world.metadata.iter().enumerate() {
+        for k in 0..2 {
+            let id = format!("t{z}-{k}");
+            let port = free_port()?;
+            let config = dir.join(format!("{id}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[kafka]\nbootstrap-servers = \"{b}\"\ntopics = [\"{topic}\"]\ntopology-refresh-secs = 2\n\
+                     [kafka.options]\n\"statistics.interval.ms\" = \"500\"\n\
+                     [etcd]\nendpoints = [\"{e}\"]\ncluster = \"{name}\"\nlease-ttl-secs = 5\n\
+                     [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{imds}\"\n\
+                     [worker]\nid = \"{id}\"\nbuffer-dir = \"{dir}/buffers\"\n\
+                     [s3]\nbucket = \"{BUCKET}\"\nprefix = \"{name}\"\nendpoint = \"{s}\"\npath-style = true\n\
+                     [roll]\nmax-age-ms = 1000\n[assignment]\nzone-aware = {zone_aware}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+                    b = world.kafka.bootstrap(),
+                    e = etcd.endpoint(),
+                    imds = imds.endpoint(),
+                    dir = dir.display(),
+                    s = s3.endpoint(),
+                ),
+            )?;
+            let bin = bins.join("zonal-transporter");
+            transporters.push(Proc::spawn(
+                &bin,
+                &config,
+                format!("127.0.0.1:{port}"),
+                id.clone(),
+                dir.join(format!("{id}.log")),
+                &env,
+            )?);
+        }
+    }
+    let setup = multi.add(ProgressBar::new_spinner());
+    setup.set_prefix(name);
+    setup.set_message("waiting for the transporter fleet to assign every partition");
+    setup.enable_steady_tick(Duration::from_millis(120));
+    let cross_zone_partitions = wait("the fleet's assignment", Duration::from_secs(60), || {
+        transporters.iter().find_map(|t| {
+            let v: serde_json::Value = serde_json::from_str(&t.get("/assignment").ok()?).ok()?;
+            let owned: usize = v["zones"]
+                .as_object()?
+                .values()
+                .flat_map(|ws| ws.as_object().into_iter().flatten())
+                .map(|(_, ps)| ps.as_array().map_or(0, Vec::len))
+                .sum();
+            let workers: usize = v["zones"].as_object()?.values().map(|ws| ws.as_object().map_or(0, |o| o.len())).sum();
+            (owned == args.partitions as usize && workers == transporters.len())
+                .then(|| v["cross_zone"].as_u64().unwrap_or(0))
+        })
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n{}",
+            transporters.iter().map(|t| format!("--- {}\n{}", t.name, t.log_tail())).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    setup.finish_and_clear();
+
+    // Agents: one per zone.
+    let mut agents = Vec::new();
+    for (z, imds) in world.metadata.iter().enumerate() {
+        let adir = dir.join(format!("agent{z}"));
+        std::fs::create_dir_all(adir.join("logs"))?;
+        let port = free_port()?;
+        let config = adir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "checkpoint-dir = \"{d}/ckpt\"\npoll-interval-ms = 100\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [kafka]\nbootstrap-servers = \"{b}\"\ntopology-refresh-secs = 2\n[kafka.options]\n\"statistics.interval.ms\" = \"500\"\n\
+                 [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{imds}\"\n\
+                 [[streams]]\nname = \"app\"\npaths = [\"{d}/logs/*.log\"]\ntopic = \"{topic}\"\npartitioning = \"{p}\"\nbatch-lines = 100\n",
+                d = adir.display(),
+                b = world.kafka.bootstrap(),
+                imds = imds.endpoint(),
+                p = if zone_aware { "zone-aware" } else { "random" },
+            ),
+        )?;
+        let bin = bins.join("zonal-agent");
+        agents.push((
+            adir.clone(),
+            Proc::spawn(&bin, &config, format!("127.0.0.1:{port}"), format!("agent{z}"), adir.join("agent.log"), &env)?,
+        ));
+    }
+    for (_, a) in &agents {
+        wait("an agent to become ready", Duration::from_secs(30), || {
+            a.get("/readyz").ok().filter(|b| b.starts_with("ready"))
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", a.log_tail()))?;
+    }
+
+    // Generators: `rate` lines/s per agent for `duration` s, rotating by rename every 5 s.
+    let total = args.rate * args.duration * agents.len() as u64;
+    let gen_bar = multi.add(ProgressBar::new(total));
+    gen_bar.set_style(style.clone());
+    gen_bar.set_prefix(name);
+    gen_bar.set_message("lines written");
+    let written = Arc::new(AtomicU64::new(0));
+    let mut generators = Vec::new();
+    for (z, (adir, _)) in agents.iter().enumerate() {
+        let (adir, written, a) = (adir.clone(), written.clone(), args.clone());
+        let tag = name;
+        generators.push(std::thread::spawn(move || generate(&adir.join("logs"), z, tag, &a, &written)));
+    }
+    while generators.iter().any(|g| !g.is_finished()) {
+        gen_bar.set_position(written.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for g in generators {
+        g.join().map_err(|_| anyhow::anyhow!("a generator panicked"))??;
+    }
+    gen_bar.finish();
+
+    // Wait until S3 holds every line.
+    let ship_bar = multi.add(ProgressBar::new(total));
+    ship_bar.set_style(style);
+    ship_bar.set_prefix(name);
+    ship_bar.set_message("lines in S3");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut contents = read_back(s3.root(), name)?;
+    while contents.distinct < total && Instant::now() < deadline {
+        ship_bar.set_position(contents.distinct);
+        std::thread::sleep(Duration::from_millis(500));
+        contents = read_back(s3.root(), name)?;
+    }
+    ship_bar.set_position(contents.distinct);
+    ship_bar.finish();
+
+    // Let one more statistics interval land, then read the clients' byte counters.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut p = Phase { lines_generated: total, cross_zone_partitions, ..Default::default() };
+    for (_, a) in &agents {
+        let m = |zone: &str| {
+            (a.metric("zonal_agent_kafka_bytes", &[zone, "\"tx\""])
+                + a.metric("zonal_agent_kafka_bytes", &[zone, "\"rx\""])) as u64
+        };
+        p.producer_cross_zone_bytes += m("cross-zone");
+        p.producer_bytes += m("cross-zone") + m("same-zone") + m("unknown");
+    }
+    for t in &transporters {
+        let m = |zone: &str| {
+            (t.metric("zonal_transporter_kafka_bytes", &[zone, "\"tx\""])
+                + t.metric("zonal_transporter_kafka_bytes", &[zone, "\"rx\""])) as u64
+        };
+        p.consumer_cross_zone_bytes += m("cross-zone");
+        p.consumer_bytes += m("cross-zone") + m("same-zone") + m("unknown");
+    }
+    // Replication: each partition's bytes travel to every follower outside the leader's zone.
+    let leaders = world.kafka.leaders(&topic)?;
+    let replicas = world.kafka.replicas(&topic)?;
+    let total_records: u64 = contents.per_partition.values().sum();
+    let mut factor = 0.0;
+    for (part, n) in &contents.per_partition {
+        let leader = leaders.get(part).copied().unwrap_or(-1);
+        let lz = world.kafka.rack_of(leader);
+        let cross = replicas
+            .get(part)
+            .map_or(0, |r| r.iter().filter(|&&b| b != leader && world.kafka.rack_of(b) != lz).count());
+        factor += *n as f64 / total_records.max(1) as f64 * cross as f64;
+    }
+    p.replication_cross_zone_bytes = (p.producer_bytes as f64 * factor) as u64;
+    p.lines_in_s3 = contents.distinct;
+    p.lost = total.saturating_sub(contents.distinct);
+    p.duplicated = contents.total - contents.distinct;
+    let counts: Vec<f64> = (0..args.partitions).map(|i| *contents.per_partition.get(&i).unwrap_or(&0) as f64).collect();
+    let mean = counts.iter().sum::<f64>() / counts.len().max(1) as f64;
+    p.partition_skew = if mean > 0.0 { counts.iter().cloned().fold(0.0, f64::max) / mean } else { 0.0 };
+
+    for (_, a) in &mut agents {
+        a.stop();
+    }
+    for t in &mut transporters {
+        t.stop();
+    }
+    Ok(p)
+}
+
+fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes lines at the configured rate, rotating `app.log` to `app.log.N` every 5 seconds.
+fn generate(dir: &Path, zone: usize, tag: &str, args: &DemoArgs, written: &AtomicU64) -> anyhow::Result<()> {
+    let path = dir.join("app.log");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let start = Instant::now();
+    let total = args.rate * args.duration;
+    let mut rotation = 0;
+    let mut line = Vec::with_capacity(args.line_bytes + 1);
+    for n in 0..total {
+        // Pace: line n is due at n / rate seconds.
+        let due = start + Duration::from_secs_f64(n as f64 / args.rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            file.flush()?;
+            std::thread::sleep(wait);
+        }
+        if n > 0 && n % (args.rate * 5) == 0 {
+            rotation += 1;
+            std::fs::rename(&path, dir.join(format!("app.log.{rotation}")))?;
+            file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        }
+        line.clear();
+        write!(line, "{tag} zone{zone} line {n:09} ")?;
+        while line.len() < args.line_bytes {
+            line.push(b'a' + ((n as usize * 7 + line.len()) % 26) as u8);
+        }
+        line.push(b'\n');
+        file.write_all(&line)?;
+        written.fetch_add(1, Ordering::Relaxed);
+    }
+    file.flush()?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Contents {
+    total: u64,
+    distinct: u64,
+    per_partition: BTreeMap<i32, u64>,
+}
+
+/// Reads every object of a phase back from the S3 server's storage and counts lines.
+fn read_back(root: &Path, prefix: &str) -> anyhow::Result<Contents> {
+    let base = root.join(BUCKET).join(prefix);
+    let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    let mut c = Contents::default();
+    let mut stack = vec![base];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".zst") {
+                continue;
+            }
+            // <topic>-<partition>-<first offset>.log.zst
+            let stem = name.split('.').next().unwrap_or_default();
+            let partition: i32 = stem.rsplitn(3, '-').nth(1).and_then(|p| p.parse().ok()).unwrap_or(-1);
+            let text = zstd::stream::decode_all(std::fs::File::open(&path)?)?;
+            for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                c.total += 1;
+                *c.per_partition.entry(partition).or_default() += 1;
+                if seen.insert(l.to_vec()) {
+                    c.distinct += 1;
                 }
-                Err((e, _)) => return Err(e).context("producing a demo line"),
             }
         }
-        if i % 500 == 0 {
-            bar.set_position(i as u64);
-        }
     }
-    producer.flush(Duration::from_secs(60)).context("flushing demo lines")?;
-    bar.set_position(args.lines as u64);
-    // Wait for a statistics document that covers everything produced.
-    let want = (args.lines * args.line_bytes) as u64;
-    testkit::wait_until_async("statistics covering the produced bytes", Duration::from_secs(20), || {
-        let sent: u64 = traffic.per_broker().values().map(|b| b.tx).sum();
-        async move { (sent >= want).then_some(()) }
-    })
-    .await?;
-    Ok(traffic)
+    Ok(c)
 }
 
-fn mib(b: u64) -> f64 {
-    b as f64 / (1024.0 * 1024.0)
+fn mb(b: u64) -> f64 {
+    b as f64 / 1e6
 }
 
-fn print_report(args: &DemoArgs, clients: &[ZoneClient], phases: &[Phase]) {
+fn report(args: &DemoArgs, base: &Phase, aware: &Phase, out: &Path) -> anyhow::Result<()> {
+    let saving = if base.cross_total() == 0 {
+        0.0
+    } else {
+        100.0 * (1.0 - aware.cross_total() as f64 / base.cross_total() as f64)
+    };
+    // Cross-zone GB per GB produced, times the configured volume and price.
+    let per_gb = |p: &Phase| if p.producer_bytes == 0 { 0.0 } else { p.cross_total() as f64 / p.producer_bytes as f64 };
+    let monthly = |p: &Phase| per_gb(p) * args.volume_gb_per_day * 30.0 * args.price_per_gb;
     println!();
     println!(
-        "Cross-zone producer traffic, {} zones, {} lines x {} B per zone and phase",
-        args.zones, args.lines, args.line_bytes
+        "Zonal demo: {} zones, RF 3, {} partitions, {} lines/s per agent for {} s per phase",
+        args.zones, args.partitions, args.rate, args.duration
     );
-    for c in clients {
-        println!("  {} learned from {}; local partitions {:?}", c.zone, c.source, c.local);
-    }
     println!();
-    println!("{:<14} {:>12} {:>12} {:>8}  cross-zone share", "phase", "same MiB", "cross MiB", "share");
-    let max = phases.iter().map(|(_, t, _)| t.cross_zone.total()).max().unwrap_or(1).max(1);
-    for (name, t, _) in phases {
-        let bar = "#".repeat(((t.cross_zone.total() as f64 / max as f64) * 40.0).round() as usize);
-        println!(
-            "{:<14} {:>12.2} {:>12.2} {:>7.1}%  |{bar:<40}|",
-            name,
-            mib(t.same_zone.total()),
-            mib(t.cross_zone.total()),
-            t.cross_zone_share() * 100.0
-        );
-    }
-    if let [(_, base, _), (_, aware, _)] = phases {
-        let saved = base.cross_zone.total().saturating_sub(aware.cross_zone.total());
-        let pct =
-            if base.cross_zone.total() == 0 { 0.0 } else { saved as f64 * 100.0 / base.cross_zone.total() as f64 };
-        println!();
-        println!("Producer cross-zone bytes saved: {:.2} MiB ({pct:.1}%)", mib(saved));
-    }
+    println!("{:<28} {:>14} {:>14}", "", "zone-unaware", "zone-aware");
+    let row = |label: &str, a: String, b: String| println!("{label:<28} {a:>14} {b:>14}");
+    row("lines generated", base.lines_generated.to_string(), aware.lines_generated.to_string());
+    row("lines in S3 (distinct)", base.lines_in_s3.to_string(), aware.lines_in_s3.to_string());
+    row("lost", base.lost.to_string(), aware.lost.to_string());
+    row("duplicated", base.duplicated.to_string(), aware.duplicated.to_string());
+    row("partition skew (max/mean)", format!("{:.2}", base.partition_skew), format!("{:.2}", aware.partition_skew));
+    row("cross-zone partitions", base.cross_zone_partitions.to_string(), aware.cross_zone_partitions.to_string());
+    row("producer MB", format!("{:.2}", mb(base.producer_bytes)), format!("{:.2}", mb(aware.producer_bytes)));
+    let share = |c: u64, t: u64| if t == 0 { 0.0 } else { 100.0 * c as f64 / t as f64 };
+    row(
+        "  cross-zone MB (share)",
+        format!(
+            "{:.2} ({:.0}%)",
+            mb(base.producer_cross_zone_bytes),
+            share(base.producer_cross_zone_bytes, base.producer_bytes)
+        ),
+        format!(
+            "{:.2} ({:.0}%)",
+            mb(aware.producer_cross_zone_bytes),
+            share(aware.producer_cross_zone_bytes, aware.producer_bytes)
+        ),
+    );
+    row("consumer MB", format!("{:.2}", mb(base.consumer_bytes)), format!("{:.2}", mb(aware.consumer_bytes)));
+    row(
+        "  cross-zone MB (share)",
+        format!(
+            "{:.2} ({:.0}%)",
+            mb(base.consumer_cross_zone_bytes),
+            share(base.consumer_cross_zone_bytes, base.consumer_bytes)
+        ),
+        format!(
+            "{:.2} ({:.0}%)",
+            mb(aware.consumer_cross_zone_bytes),
+            share(aware.consumer_cross_zone_bytes, aware.consumer_bytes)
+        ),
+    );
+    row(
+        "replication cross-zone MB",
+        format!("{:.2}", mb(base.replication_cross_zone_bytes)),
+        format!("{:.2}", mb(aware.replication_cross_zone_bytes)),
+    );
+    row("total cross-zone MB", format!("{:.2}", mb(base.cross_total())), format!("{:.2}", mb(aware.cross_total())));
+    row("cross-zone GB per GB produced", format!("{:.2}", per_gb(base)), format!("{:.2}", per_gb(aware)));
+    row(
+        &format!("$/month at {} GB/day", args.volume_gb_per_day),
+        format!("${:.0}", monthly(base)),
+        format!("${:.0}", monthly(aware)),
+    );
+    println!();
+    println!(
+        "Cross-zone bytes saved: {saving:.1}% (limit with RF 3 over 3 zones: 40%); ${:.0} per month at ${}/GB",
+        monthly(base) - monthly(aware),
+        args.price_per_gb
+    );
+
+    let summary = json!({
+        "zones": args.zones,
+        "partitions": args.partitions,
+        "lines_generated": base.lines_generated + aware.lines_generated,
+        "lines_in_s3": base.lines_in_s3 + aware.lines_in_s3,
+        "lost": base.lost + aware.lost,
+        "duplicated": base.duplicated + aware.duplicated,
+        "baseline": base.json(),
+        "zone_aware": aware.json(),
+        "saving_pct": saving,
+        "monthly_usd": { "volume_gb_per_day": args.volume_gb_per_day, "price_per_gb": args.price_per_gb, "baseline": monthly(base), "zone_aware": monthly(aware) },
+    });
+    let sp = out.join("summary.json");
+    std::fs::write(&sp, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", sp.display()))?;
+    let hp = out.join("report.html");
+    std::fs::write(&hp, html(args, base, aware, saving, monthly(base), monthly(aware))?)
+        .with_context(|| format!("writing {}", hp.display()))?;
+    println!("Written: {} and {}", sp.display(), hp.display());
+    Ok(())
 }
 
-fn write_summary(args: &DemoArgs, phases: &[Phase]) -> anyhow::Result<()> {
-    let dir = crate::target_dir().join("zonal-demo");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let phase_json = |t: &ZoneTraffic, zones: &[(String, ZoneTraffic)]| {
-        serde_json::json!({
-            "producer_bytes": t.total(),
-            "producer_cross_zone_bytes": t.cross_zone.total(),
-            "producer_cross_zone_share": t.cross_zone_share(),
-            "per_zone": zones.iter().map(|(z, t)| serde_json::json!({
-                "zone": z, "same_zone_bytes": t.same_zone.total(), "cross_zone_bytes": t.cross_zone.total(),
-            })).collect::<Vec<_>>(),
-        })
-    };
-    let mut summary =
-        serde_json::json!({ "zones": args.zones, "lines_per_zone": args.lines, "line_bytes": args.line_bytes });
-    for (name, t, zones) in phases {
-        let key = if *name == "zone-aware" { "zone_aware" } else { "baseline" };
-        summary[key] = phase_json(t, zones);
+/// A stacked bar chart (producer, consumer, replication cross-zone MB per run) as SVG.
+fn chart(base: &Phase, aware: &Phase) -> anyhow::Result<String> {
+    use plotters::prelude::*;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max = mb(base.cross_total().max(aware.cross_total())).max(0.001) * 1.15;
+        let mut c = ChartBuilder::on(&root)
+            .caption("Cross-zone MB by traffic type", ("sans-serif", 20))
+            .margin(20)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0f64..2.0f64, 0.0f64..max)?;
+        c.configure_mesh().disable_x_mesh().x_labels(0).y_desc("MB crossing zones").draw()?;
+        let colors = [RGBColor(231, 111, 81), RGBColor(42, 157, 143), RGBColor(38, 70, 83)];
+        let names = ["producer", "consumer", "replication"];
+        for (i, p) in [base, aware].iter().enumerate() {
+            let x0 = i as f64 + 0.25;
+            let x1 = i as f64 + 0.75;
+            let mut y = 0.0;
+            for (k, v) in [p.producer_cross_zone_bytes, p.consumer_cross_zone_bytes, p.replication_cross_zone_bytes]
+                .iter()
+                .enumerate()
+            {
+                let h = mb(*v);
+                let series =
+                    c.draw_series(std::iter::once(Rectangle::new([(x0, y), (x1, y + h)], colors[k].filled())))?;
+                if i == 0 {
+                    series
+                        .label(names[k])
+                        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colors[k].filled()));
+                }
+                y += h;
+            }
+            let label = if i == 0 { "zone-unaware" } else { "zone-aware" };
+            c.draw_series(std::iter::once(Text::new(
+                format!("{label}: {:.1} MB", y),
+                (x0, y + max * 0.03),
+                ("sans-serif", 15),
+            )))?;
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+        root.present()?;
     }
-    let path = dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("Summary written to {}", path.display());
-    Ok(())
+    Ok(svg)
+}
+
+fn html(
+    args: &DemoArgs,
+    base: &Phase,
+    aware: &Phase,
+    saving: f64,
+    mb_base: f64,
+    mb_aware: f64,
+) -> anyhow::Result<String> {
+    let svg = chart(base, aware)?;
+    let row = |label: &str, a: String, b: String| format!("<tr><td>{label}</td><td>{a}</td><td>{b}</td></tr>");
+    let rows = [
+        row("lines generated", base.lines_generated.to_string(), aware.lines_generated.to_string()),
+        row("lines in S3", base.lines_in_s3.to_string(), aware.lines_in_s3.to_string()),
+        row(
+            "lost / duplicated",
+            format!("{} / {}", base.lost, base.duplicated),
+            format!("{} / {}", aware.lost, aware.duplicated),
+        ),
+        row(
+            "producer cross-zone / total MB",
+            format!("{:.2} / {:.2}", mb(base.producer_cross_zone_bytes), mb(base.producer_bytes)),
+            format!("{:.2} / {:.2}", mb(aware.producer_cross_zone_bytes), mb(aware.producer_bytes)),
+        ),
+        row(
+            "consumer cross-zone / total MB",
+            format!("{:.2} / {:.2}", mb(base.consumer_cross_zone_bytes), mb(base.consumer_bytes)),
+            format!("{:.2} / {:.2}", mb(aware.consumer_cross_zone_bytes), mb(aware.consumer_bytes)),
+        ),
+        row(
+            "replication cross-zone MB",
+            format!("{:.2}", mb(base.replication_cross_zone_bytes)),
+            format!("{:.2}", mb(aware.replication_cross_zone_bytes)),
+        ),
+        row("partition skew (max/mean)", format!("{:.2}", base.partition_skew), format!("{:.2}", aware.partition_skew)),
+        row(
+            &format!("$/month at {} GB/day, ${}/GB", args.volume_gb_per_day, args.price_per_gb),
+            format!("${mb_base:.0}"),
+            format!("${mb_aware:.0}"),
+        ),
+    ]
+    .join("");
+    Ok(format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>Zonal demo report</title>\
+         <style>body{{font:15px sans-serif;max-width:800px;margin:2em auto}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>\
+         <h1>Zonal: cross-zone traffic, zone-unaware vs zone-aware</h1>\
+         <p>{zones} zones, RF 3, {parts} partitions, {rate} lines/s per agent for {dur} s per run. Bytes measured from the clients' librdkafka statistics; replication computed from RF and rack layout.</p>\
+         <p><b>Saving: {saving:.1}%</b> of cross-zone bytes (limit 40% with RF 3 over 3 zones).</p>{svg}\
+         <table><tr><th></th><th>zone-unaware</th><th>zone-aware</th></tr>{rows}</table></body></html>",
+        zones = args.zones,
+        parts = args.partitions,
+        rate = args.rate,
+        dur = args.duration,
+    ))
 }

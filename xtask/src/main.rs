@@ -28,7 +28,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run the end-to-end demonstration on the testkit world and print a cross-zone report.
+    /// Run the whole pipeline twice (zone-unaware, zone-aware) on the testkit world and report
+    /// cross-zone traffic, loss and duplicates.
     Demo(demo::DemoArgs),
     /// Benchmarks as ratios against a reference run in the same invocation (kcat).
     Bench(bench::BenchArgs),
