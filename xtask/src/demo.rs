@@ -496,7 +496,7 @@ fn read_back(root: &Path, prefix: &str) -> anyhow::Result<Contents> {
             }
             // <topic>-<partition>-<first offset>.log.zst
             let stem = name.split('.').next().unwrap_or_default();
-            let partition: i32 = stem.rsplitn(3, '-').nth(1).and_then(|p| p.parse().ok()).unwrap_or(-1);
+            let partition: i32 = stem.rsplit('-').nth(1).and_then(|p| p.parse().ok()).unwrap_or(-1);
             let text = zstd::stream::decode_all(std::fs::File::open(&path)?)?;
             for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 c.total += 1;
