@@ -1,14 +1,17 @@
 //! az-core: what both Zonal programs need to know about zones. Zone discovery, rack-aware
-//! topology of a Kafka cluster, partition selection, and cross-zone accounting.
+//! topology of a Kafka cluster, partition selection, cross-zone accounting, and the assignment
+//! of partitions to transporter workers.
 //!
 //! ```text
 //!  zone::discover ──> Zone ─┐
 //!  topology::TopologyWatcher ──> Topology ─┼─> selection::select ──> local partitions (+ fallback reason)
 //!  accounting::BrokerTraffic (librdkafka stats) ─┴─> same-zone / cross-zone bytes
+//!  assign::assign (partitions, workers, previous) ──> partition -> worker, in zone, balanced
 //! ```
 
 pub mod accounting;
 mod admin;
+pub mod assign;
 pub mod selection;
 pub mod topology;
 pub mod zone;

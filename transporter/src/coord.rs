@@ -18,7 +18,7 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOpt
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::assign::Tp;
+use az_core::assign::Tp;
 use crate::config::EtcdConfig;
 
 /// What a worker registers.

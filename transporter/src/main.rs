@@ -2,7 +2,6 @@
 //! partition's zone, coordinated through etcd, exactly once. Commands: `run`, `check`, `status`.
 
 mod app;
-mod assign;
 mod buffer;
 mod config;
 mod coord;

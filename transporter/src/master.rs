@@ -17,7 +17,7 @@ use az_core::{Topology, TopologyWatcher, WatchOptions, Zone, ZoneMatcher};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use tokio::sync::watch;
 
-use crate::assign::{self, PartitionSpec, Tp, WorkerSpec};
+use az_core::assign::{self, PartitionSpec, Tp, WorkerSpec};
 use crate::coord::{self, AssignmentDoc, LeaseState, WorkerInfo};
 use crate::worker::Worker;
 

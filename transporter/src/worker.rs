@@ -24,7 +24,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::assign::Tp;
+use az_core::assign::Tp;
 use crate::buffer::{self, Buffer, Rec};
 use crate::config::TransporterConfig;
 use crate::coord::{self, AssignmentDoc, Keys, LeaseState};

@@ -32,37 +32,43 @@ pub struct BenchArgs {
     /// Average bytes per line.
     #[arg(long, default_value_t = 200)]
     line_bytes: usize,
+    /// MiB moved by the transporter benchmark.
+    #[arg(long, default_value_t = 1024)]
+    transporter_mib: u64,
 }
 
 /// One row of results.json.
-struct Row {
-    case: &'static str,
-    metric: &'static str,
-    value: f64,
-    reference: f64,
+pub struct Row {
+    /// Bench case.
+    pub case: &'static str,
+    /// What is measured.
+    pub metric: &'static str,
+    /// Zonal's figure.
+    pub value: f64,
+    /// The reference's figure in the same run.
+    pub reference: f64,
 }
 
-const PENDING: [(&str, &str); 3] = [
-    ("transporter", "the transporter (issue 4)"),
-    ("assignment", "the transporter's assignment (issue 4)"),
-    ("cross-zone", "the full pipeline demo (issue 5)"),
-];
+/// Every case, in the order `cargo xtask bench` runs them.
+pub const CASES: [&str; 4] = ["agent", "transporter", "assignment", "cross-zone"];
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = crate::target_dir().join("zonal-bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cases: Vec<&str> = match args.case.as_deref() {
+        None => CASES.to_vec(),
+        Some(c) if CASES.contains(&c) => vec![c],
+        Some(c) => bail!("unknown bench case {c:?}; cases: {}", CASES.join(", ")),
+    };
     let mut rows = Vec::new();
-    match args.case.as_deref() {
-        None | Some("agent") => rows.extend(bench_agent(args, &dir)?),
-        Some(c) => match PENDING.iter().find(|(name, _)| *name == c) {
-            Some((_, what)) => bail!("bench case {c:?} measures {what}, which is not built yet"),
-            None => bail!("unknown bench case {c:?}; cases: agent, transporter, assignment, cross-zone"),
-        },
-    }
-    if args.case.is_none() {
-        for (name, what) in PENDING {
-            eprintln!("skipped {name}: it measures {what}, which is not built yet");
-        }
+    for case in cases {
+        eprintln!("==> bench {case}");
+        rows.extend(match case {
+            "agent" => bench_agent(args, &dir)?,
+            "transporter" => crate::bench_transporter::run(args.transporter_mib, &dir)?,
+            "assignment" => bench_assignment(),
+            _ => bench_cross_zone(&dir)?,
+        });
     }
     println!();
     println!("{:<12} {:<22} {:>14} {:>14} {:>8}", "case", "metric", "value", "reference", "ratio");
@@ -136,7 +142,7 @@ fn input_file(dir: &Path, lines: usize, bytes: usize) -> anyhow::Result<PathBuf>
     Ok(path)
 }
 
-fn bar(len: u64, msg: &'static str) -> ProgressBar {
+pub fn bar(len: u64, msg: &'static str) -> ProgressBar {
     let b = ProgressBar::new(len);
     b.set_style(
         ProgressStyle::with_template("{msg:>20} [{bar:40}] {percent:>3}% {binary_bytes_per_sec} eta {eta}")
@@ -147,8 +153,78 @@ fn bar(len: u64, msg: &'static str) -> ProgressBar {
     b
 }
 
+/// Assignment of 100,000 partitions over 1,000 workers in 3 zones, fresh and sticky, against a
+/// reference that only hashes each partition to a worker of its zone (the least any assignment
+/// must do).
+fn bench_assignment() -> Vec<Row> {
+    use az_core::assign::{PartitionSpec, Tp, WorkerSpec, assign};
+    use std::collections::BTreeMap;
+    let zones = ["use1-az1", "use1-az2", "use1-az3"];
+    let parts: Vec<PartitionSpec> = (0..100_000)
+        .map(|p| PartitionSpec {
+            tp: Tp { topic: format!("t{}", p % 50), partition: p / 50 },
+            zones: vec![zones[p as usize % 3].to_owned()],
+            weight: 1.0 + (p % 7) as f64,
+        })
+        .collect();
+    let workers: Vec<WorkerSpec> =
+        (0..1000).map(|w| WorkerSpec { id: format!("w{w}"), zone: Some(zones[w % 3].to_owned()), capacity: 1.0 }).collect();
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        f();
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+    let mut first = Default::default();
+    let fresh = time(&mut || first = assign(&parts, &workers, &BTreeMap::new(), &[]));
+    let sticky = time(&mut || {
+        let _ = assign(&parts, &workers, &first.owners, &[]);
+    });
+    let by_zone: BTreeMap<&str, Vec<&str>> = zones
+        .iter()
+        .map(|z| (*z, workers.iter().filter(|w| w.zone.as_deref() == Some(z)).map(|w| w.id.as_str()).collect()))
+        .collect();
+    let mut naive: BTreeMap<&Tp, &str> = BTreeMap::new();
+    let reference = time(&mut || {
+        naive.clear();
+        for (i, p) in parts.iter().enumerate() {
+            let ws = &by_zone[p.zones[0].as_str()];
+            naive.insert(&p.tp, ws[i % ws.len()]);
+        }
+    });
+    eprintln!("assign 100k x 1k: fresh {fresh:.0} ms, sticky {sticky:.0} ms; reference (hash into zone) {reference:.0} ms; cross-zone {}", first.cross_zone);
+    vec![
+        Row { case: "assignment", metric: "fresh ms", value: fresh, reference },
+        Row { case: "assignment", metric: "sticky ms", value: sticky, reference },
+    ]
+}
+
+/// The demo at a fixed rate: cross-zone bytes of the zone-aware run against the zone-unaware
+/// run of the same invocation.
+fn bench_cross_zone(dir: &Path) -> anyhow::Result<Vec<Row>> {
+    let out = dir.join("cross-zone");
+    let args = crate::demo::DemoArgs {
+        duration: 10,
+        rate: 300,
+        zones: 3,
+        partitions: 12,
+        line_bytes: 200,
+        volume_gb_per_day: 1000.0,
+        price_per_gb: 0.02,
+        out: Some(out.clone()),
+    };
+    crate::demo::run(&args)?;
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json"))?)?;
+    let f = |run: &str, k: &str| s[run][k].as_f64().unwrap_or(0.0);
+    let per = |run: &str| f(run, "cross_zone_bytes") / f(run, "producer_bytes").max(1.0);
+    Ok(vec![
+        Row { case: "cross-zone", metric: "producer cross-zone B", value: f("zone_aware", "producer_cross_zone_bytes"), reference: f("baseline", "producer_cross_zone_bytes") },
+        Row { case: "cross-zone", metric: "consumer cross-zone B", value: f("zone_aware", "consumer_cross_zone_bytes"), reference: f("baseline", "consumer_cross_zone_bytes") },
+        Row { case: "cross-zone", metric: "total per produced B", value: per("zone_aware"), reference: per("baseline") },
+    ])
+}
+
 /// Waits for a child with wait4(2) to get its own peak RSS (ru_maxrss, KiB).
-fn wait_with_rusage(child: &std::process::Child) -> anyhow::Result<(i32, u64)> {
+pub fn wait_with_rusage(child: &std::process::Child) -> anyhow::Result<(i32, u64)> {
     let pid = libc::pid_t::try_from(child.id())?;
     let mut status = 0;
     // SAFETY: zeroed rusage is a valid value; wait4 fills it for our own child.
@@ -161,7 +237,7 @@ fn wait_with_rusage(child: &std::process::Child) -> anyhow::Result<(i32, u64)> {
     Ok((status, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
 }
 
-fn high_watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<i64> {
+pub fn high_watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<i64> {
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "bench").create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut total = 0;
@@ -172,6 +248,7 @@ fn high_watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<i64> {
 }
 
 fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
+    // The reference client.
     crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[2]])?;
     crate::run(
         "cargo build --release -p zonal-agent",
@@ -285,7 +362,7 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-fn http_get(host: &str, path: &str) -> anyhow::Result<String> {
+pub fn http_get(host: &str, path: &str) -> anyhow::Result<String> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;

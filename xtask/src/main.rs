@@ -2,6 +2,7 @@
 //! and test; `demo` runs Zonal on the local multi-zone world and reports cross-zone traffic.
 
 mod bench;
+mod bench_transporter;
 mod demo;
 mod tools;
 

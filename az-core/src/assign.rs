@@ -1,4 +1,4 @@
-//! Assignment of partitions to workers: a pure function of the partitions' zones, the live and
+//! Assignment of partitions to transporter workers: a pure function of the partitions' zones, the live and
 //! recently departed workers, and the previous assignment. No I/O; the master calls it.
 //!
 //! ```text

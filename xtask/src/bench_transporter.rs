@@ -1,0 +1,178 @@
+//! `cargo xtask bench transporter`: move about 1 GiB from the testkit cluster to the testkit S3
+//! with a release transporter fleet (one worker per zone), and read the same data with
+//! `kcat -C -e` into a file in the same run.
+//!
+//! ```text
+//!  produce N MiB into 256 partitions (each under the mock broker's 5 MB per-partition log limit)
+//!     ├─ reference: kcat -C -e -o beginning ──> file          (time, peak RSS)
+//!     └─ 3 x zonal-transporter (release) ──> S3 (zstd objects) (time until every offset is
+//!                                                               committed, peak RSS per worker)
+//! ```
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use testkit::{World, WorldSpec};
+
+use crate::bench::{Row, bar, high_watermarks, http_get, wait_with_rusage};
+
+const PARTITIONS: i32 = 256;
+const VALUE: usize = 1000;
+
+pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
+    crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[2], crate::tools::TEST_PACKAGES[0]])?;
+    crate::run(
+        "cargo build --release -p zonal-transporter",
+        crate::cargo().args(["build", "--release", "-p", "zonal-transporter"]),
+    )?;
+    let bin = crate::target_dir().join("release/zonal-transporter");
+    // The mock broker keeps at most 5 MB per partition; stay under it.
+    let per_partition = (mib * 1024 * 1024 / PARTITIONS as u64 / VALUE as u64).min(4500);
+    let total_records = per_partition * PARTITIONS as u64;
+    let bytes = total_records * VALUE as u64;
+    let mb = bytes as f64 / 1e6;
+
+    let world = World::start(&WorldSpec::default())?;
+    let s3 = world.s3.as_ref().context("no S3")?;
+    let etcd = world.etcd.as_ref().context("no etcd")?;
+    s3.create_bucket("bench")?;
+    world.kafka.create_topic("bench-transporter", PARTITIONS)?;
+    let bootstrap = world.kafka.bootstrap();
+
+    let produce_bar = bar(bytes, "producing");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "262144")
+        .create()?;
+    let mut value = vec![0u8; VALUE];
+    for i in 0..total_records {
+        // Log-like, compressible but not trivially so.
+        let head = format!("2026-11-22T00:00:{:02}Z INFO req={i:012} path=/api/items/{} ", i % 60, i % 9973);
+        value[..head.len()].copy_from_slice(head.as_bytes());
+        for (k, b) in value[head.len()..].iter_mut().enumerate() {
+            *b = b'a' + ((i as usize * 31 + k * 7) % 26) as u8;
+        }
+        let p = (i % PARTITIONS as u64) as i32;
+        let mut rec = BaseRecord::<(), [u8]>::to("bench-transporter").payload(&value[..]).partition(p);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    producer.poll(Duration::from_millis(5));
+                    rec = r;
+                }
+            }
+        }
+        if i % 10_000 == 0 {
+            produce_bar.set_position(i * VALUE as u64);
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    produce_bar.finish_and_clear();
+    let in_kafka = high_watermarks(&bootstrap, "bench-transporter")?;
+    if in_kafka != total_records as i64 {
+        bail!("{in_kafka} records in Kafka, expected {total_records}");
+    }
+    eprintln!("==> {mb:.0} MB in {PARTITIONS} partitions");
+
+    // Reference: kcat reads everything to a file.
+    let out = dir.join("kcat-out.txt");
+    let spinner = bar(bytes, "kcat -C -e");
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    let start = Instant::now();
+    let kcat = Command::new("kcat")
+        .args(["-C", "-b", &bootstrap, "-t", "bench-transporter", "-o", "beginning", "-e", "-q", "-f", "%s\\n"])
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting kcat")?;
+    let (status, kcat_rss) = wait_with_rusage(&kcat)?;
+    let kcat_secs = start.elapsed().as_secs_f64();
+    spinner.finish_and_clear();
+    let kcat_bytes = std::fs::metadata(&out)?.len();
+    let _ = std::fs::remove_file(&out);
+    if status != 0 || kcat_bytes < bytes {
+        bail!("kcat exited with {status} after {kcat_bytes} of {bytes} bytes");
+    }
+
+    // Zonal: one worker per zone, release build.
+    let work = tempfile::tempdir()?;
+    let mut workers = Vec::new();
+    let start = Instant::now();
+    for (z, imds) in world.metadata.iter().enumerate() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let config = work.path().join(format!("w{z}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbootstrap-servers = \"{bootstrap}\"\ntopics = [\"bench-transporter\"]\n[etcd]\nendpoints = [\"{}\"]\ncluster = \"bench\"\n\
+                 [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{}\"\n[worker]\nid = \"w{z}\"\nbuffer-dir = \"{}\"\n\
+                 [s3]\nbucket = \"bench\"\nendpoint = \"{}\"\npath-style = true\n[roll]\nmax-age-ms = 1000\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+                etcd.endpoint(),
+                imds.endpoint(),
+                work.path().join("buffers").display(),
+                s3.endpoint()
+            ),
+        )?;
+        let child = Command::new(&bin)
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .env("AWS_ACCESS_KEY_ID", s3.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
+            .env("AWS_REGION", s3.region())
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.path().join(format!("w{z}.log")))?)
+            .spawn()
+            .context("starting a transporter")?;
+        workers.push((child, format!("127.0.0.1:{port}")));
+    }
+    let progress = bar(bytes, "zonal-transporter");
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let committed: u64 = workers
+            .iter()
+            .filter_map(|(_, http)| {
+                let s: serde_json::Value = serde_json::from_str(&http_get(http, "/status").ok()?).ok()?;
+                Some(s["owned"].as_object()?.values().filter_map(|o| o["committed"].as_i64()).map(|c| c.max(0) as u64).sum::<u64>())
+            })
+            .sum();
+        progress.set_position(committed * VALUE as u64);
+        if committed >= total_records {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the transporters did not move {mb:.0} MB within 30 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let zonal_secs = start.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    let mut rss = Vec::new();
+    for (child, _) in &workers {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(libc::pid_t::try_from(child.id())?, libc::SIGTERM) };
+    }
+    for (child, _) in &workers {
+        rss.push(wait_with_rusage(child)?.1 as f64 / 1024.0);
+    }
+    let objects = s3.list_keys("bench")?.len();
+    let max_rss = rss.iter().cloned().fold(0.0, f64::max);
+    eprintln!("kcat:        {kcat_secs:.1} s, {:.1} MB/s, peak RSS {:.1} MB", mb / kcat_secs, kcat_rss as f64 / 1024.0);
+    eprintln!(
+        "transporter: {zonal_secs:.1} s (from process start, incl. election and assignment), {:.1} MB/s, {objects} objects, peak RSS per worker {:?} MB",
+        mb / zonal_secs,
+        rss.iter().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>()
+    );
+    Ok(vec![
+        Row { case: "transporter", metric: "MB/s", value: mb / zonal_secs, reference: mb / kcat_secs },
+        Row { case: "transporter", metric: "peak RSS MB (max)", value: max_rss, reference: kcat_rss as f64 / 1024.0 },
+    ])
+}
