@@ -55,6 +55,45 @@ fn the_shipped_example_config_is_valid() -> Res {
     Ok(())
 }
 
+/// Every key of the effective configuration (all struct fields, via `check`) is documented in
+/// the README's configuration reference, so the reference cannot drift from the struct.
+#[test]
+fn readme_documents_every_config_key() -> Res {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO_BIN_EXE_zonal-agent"))
+        .args(["check", "-c"])
+        .arg(root.join("deploy/agent/agent.example.toml"))
+        .output()?;
+    assert!(out.status.success());
+    let effective: toml::Table = toml::from_str(&String::from_utf8(out.stdout)?)?;
+    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    let section = readme
+        .split("### zonal-agent")
+        .nth(1)
+        .and_then(|s| s.split("### zonal-transporter").next())
+        .unwrap_or_default();
+    let mut keys = Vec::new();
+    for (k, v) in &effective {
+        match v {
+            toml::Value::Table(t) => keys.extend(t.keys().map(|c| format!("{k}.{c}"))),
+            toml::Value::Array(a) => {
+                for item in a {
+                    if let toml::Value::Table(t) = item {
+                        keys.extend(t.keys().map(|c| format!("{k}[].{c}")));
+                    }
+                }
+            }
+            _ => keys.push(k.clone()),
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    assert!(keys.len() > 25, "{keys:?}");
+    let missing: Vec<&String> = keys.iter().filter(|k| !section.contains(&format!("`{k}`"))).collect();
+    assert!(missing.is_empty(), "README's agent configuration reference lacks {missing:?}");
+    Ok(())
+}
+
 #[test]
 fn garbage_huge_lines_and_corrupt_checkpoints_do_not_stop_it() -> Res {
     let world = World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?;

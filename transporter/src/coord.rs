@@ -18,8 +18,8 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOpt
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use az_core::assign::Tp;
 use crate::config::EtcdConfig;
+use az_core::assign::Tp;
 
 /// What a worker registers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

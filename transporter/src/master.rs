@@ -17,9 +17,9 @@ use az_core::{Topology, TopologyWatcher, WatchOptions, Zone, ZoneMatcher};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use tokio::sync::watch;
 
-use az_core::assign::{self, PartitionSpec, Tp, WorkerSpec};
 use crate::coord::{self, AssignmentDoc, LeaseState, WorkerInfo};
 use crate::worker::Worker;
+use az_core::assign::{self, PartitionSpec, Tp, WorkerSpec};
 
 fn worker_zone(w: &WorkerInfo) -> Option<Zone> {
     (w.zone_id.is_some() || w.zone_name.is_some()).then(|| Zone { id: w.zone_id.clone(), name: w.zone_name.clone() })

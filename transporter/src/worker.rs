@@ -24,12 +24,12 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use az_core::assign::Tp;
 use crate::buffer::{self, Buffer, Rec};
 use crate::config::TransporterConfig;
 use crate::coord::{self, AssignmentDoc, Keys, LeaseState};
 use crate::metrics::{Metrics, TpLabel};
 use crate::naming::{self, ObjectName};
+use az_core::assign::Tp;
 
 /// Consumer context: statistics feed cross-zone accounting and per-partition lag.
 #[derive(Default)]

@@ -131,6 +131,46 @@ fn invalid_config_names_the_field() -> Res {
     Ok(())
 }
 
+/// Every key of the effective configuration is documented in the README's reference.
+#[test]
+fn readme_documents_every_config_key() -> Res {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let example = root.join("deploy/transporter/transporter.example.toml");
+    // Fill every optional key so that `check` prints it too.
+    let text = std::fs::read_to_string(&example)?;
+    let dir = tempfile::tempdir()?;
+    let full = dir.path().join("full.toml");
+    let text = text
+        .replace("# region = \"us-east-1\"", "region = \"us-east-1\"")
+        .replace("# endpoint = \"http://minio:9000\"", "endpoint = \"http://minio:9000\"")
+        .replace("# username = \"zonal\"", "username = \"zonal\"")
+        .replace("# password = \"...\"", "password = \"x\"")
+        .replace("# id = \"transporter-a\"", "id = \"transporter-a\"");
+    std::fs::write(&full, text)?;
+    let out = Command::new(env!("CARGO_BIN_EXE_zonal-transporter")).args(["check", "-c"]).arg(&full).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let effective: toml::Table = toml::from_str(&String::from_utf8(out.stdout)?)?;
+    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    let section =
+        readme.split("### zonal-transporter").nth(1).and_then(|s| s.split("## Development").next()).unwrap_or_default();
+    let mut missing = Vec::new();
+    let mut count = 0;
+    for (k, v) in &effective {
+        let toml::Value::Table(t) = v else { continue };
+        for c in t.keys() {
+            count += 1;
+            let key = format!("{k}.{c}");
+            // Zone settings are shared with the agent and documented there.
+            if k != "zone" && !section.contains(&format!("`{key}`")) {
+                missing.push(key);
+            }
+        }
+    }
+    assert!(count > 30, "{count} keys");
+    assert!(missing.is_empty(), "README's transporter configuration reference lacks {missing:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_in_etcd_is_reported_and_skipped() -> Res {
     let world = world()?;

@@ -167,8 +167,9 @@ fn bench_assignment() -> Vec<Row> {
             weight: 1.0 + (p % 7) as f64,
         })
         .collect();
-    let workers: Vec<WorkerSpec> =
-        (0..1000).map(|w| WorkerSpec { id: format!("w{w}"), zone: Some(zones[w % 3].to_owned()), capacity: 1.0 }).collect();
+    let workers: Vec<WorkerSpec> = (0..1000)
+        .map(|w| WorkerSpec { id: format!("w{w}"), zone: Some(zones[w % 3].to_owned()), capacity: 1.0 })
+        .collect();
     let time = |f: &mut dyn FnMut()| {
         let start = Instant::now();
         f();
@@ -191,7 +192,10 @@ fn bench_assignment() -> Vec<Row> {
             naive.insert(&p.tp, ws[i % ws.len()]);
         }
     });
-    eprintln!("assign 100k x 1k: fresh {fresh:.0} ms, sticky {sticky:.0} ms; reference (hash into zone) {reference:.0} ms; cross-zone {}", first.cross_zone);
+    eprintln!(
+        "assign 100k x 1k: fresh {fresh:.0} ms, sticky {sticky:.0} ms; reference (hash into zone) {reference:.0} ms; cross-zone {}",
+        first.cross_zone
+    );
     vec![
         Row { case: "assignment", metric: "fresh ms", value: fresh, reference },
         Row { case: "assignment", metric: "sticky ms", value: sticky, reference },
@@ -217,9 +221,24 @@ fn bench_cross_zone(dir: &Path) -> anyhow::Result<Vec<Row>> {
     let f = |run: &str, k: &str| s[run][k].as_f64().unwrap_or(0.0);
     let per = |run: &str| f(run, "cross_zone_bytes") / f(run, "producer_bytes").max(1.0);
     Ok(vec![
-        Row { case: "cross-zone", metric: "producer cross-zone B", value: f("zone_aware", "producer_cross_zone_bytes"), reference: f("baseline", "producer_cross_zone_bytes") },
-        Row { case: "cross-zone", metric: "consumer cross-zone B", value: f("zone_aware", "consumer_cross_zone_bytes"), reference: f("baseline", "consumer_cross_zone_bytes") },
-        Row { case: "cross-zone", metric: "total per produced B", value: per("zone_aware"), reference: per("baseline") },
+        Row {
+            case: "cross-zone",
+            metric: "producer cross-zone B",
+            value: f("zone_aware", "producer_cross_zone_bytes"),
+            reference: f("baseline", "producer_cross_zone_bytes"),
+        },
+        Row {
+            case: "cross-zone",
+            metric: "consumer cross-zone B",
+            value: f("zone_aware", "consumer_cross_zone_bytes"),
+            reference: f("baseline", "consumer_cross_zone_bytes"),
+        },
+        Row {
+            case: "cross-zone",
+            metric: "total per produced B",
+            value: per("zone_aware"),
+            reference: per("baseline"),
+        },
     ])
 }
 

@@ -141,7 +141,14 @@ pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
             .iter()
             .filter_map(|(_, http)| {
                 let s: serde_json::Value = serde_json::from_str(&http_get(http, "/status").ok()?).ok()?;
-                Some(s["owned"].as_object()?.values().filter_map(|o| o["committed"].as_i64()).map(|c| c.max(0) as u64).sum::<u64>())
+                Some(
+                    s["owned"]
+                        .as_object()?
+                        .values()
+                        .filter_map(|o| o["committed"].as_i64())
+                        .map(|c| c.max(0) as u64)
+                        .sum::<u64>(),
+                )
             })
             .sum();
         progress.set_position(committed * VALUE as u64);

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_transporter;
 mod demo;
+mod deploy;
 mod tools;
 
 use std::process::Command;
@@ -34,7 +35,7 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Benchmarks as ratios against a reference run in the same invocation (kcat).
     Bench(bench::BenchArgs),
-    /// Deployment helpers — not built yet.
+    /// Build release binaries, validate example configs, stage a deployable bundle.
     Deploy,
 }
 
@@ -46,15 +47,16 @@ fn main() -> anyhow::Result<()> {
             demo::run(&args)
         }
         Cmd::Bench(args) => bench::run(&args),
-        Cmd::Deploy => bail!("`cargo xtask deploy` is not implemented yet (issue 5); see deploy/ for what exists"),
+        Cmd::Deploy => deploy::run(),
     }
 }
 
 /// The workspace's target directory.
 fn target_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    dir.canonicalize().unwrap_or(dir)
 }
 
 fn cargo() -> Command {
