@@ -155,3 +155,48 @@ fn leader_move_is_followed_without_loss() -> Res {
     assert_eq!(after.iter().filter(|r| String::from_utf8_lossy(&r.2).starts_with("after")).count(), 2000);
     Ok(())
 }
+
+#[test]
+fn kafka_down_stops_reading_at_the_budget_and_resumes_without_loss() -> Res {
+    const TOTAL: usize = 30_000;
+    let world = world()?;
+    world.kafka.create_topic("down", 3)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "down").imds(&world.metadata[0].endpoint());
+    // The smallest budget the config allows, so the bound is reached quickly.
+    spec.stream_extra = "compression = \"none\"".into();
+    let agent = Agent::start(&spec)?;
+    let config = std::fs::read_to_string(&agent.config)?;
+    drop(agent);
+    std::fs::write(
+        tmp.path().join("agent.toml"),
+        config.replace("poll-interval-ms = 50", "poll-interval-ms = 50\nmax-in-flight-bytes = 65536"),
+    )?;
+    let mut agent = Agent::start_with_config(tmp.path())?;
+
+    for b in world.kafka.broker_racks().keys() {
+        world.kafka.broker_down(*b)?;
+    }
+    let log = tmp.path().join("logs/app.log");
+    append(&log, (0..TOTAL).map(|n| format!("line {n:07} {}", "y".repeat(60))))?;
+    let size = std::fs::metadata(&log)?.len();
+    // Reading stops once the budget is in flight: the agent holds still well short of the end.
+    testkit::wait_until("the in-flight budget to fill", Duration::from_secs(20), || {
+        (agent.metric("zonal_agent_in_flight_bytes", &[]).ok()? >= 30_000.0).then_some(())
+    })?;
+    let read = |a: &Agent| -> Option<u64> { a.status().ok()?["streams"][0]["files"][0]["read_offset"].as_u64() };
+    let first = read(&agent).unwrap_or(0);
+    assert!(first < size / 4, "read {first} of {size} bytes while Kafka is down");
+    assert!(agent.metric("zonal_agent_in_flight_bytes", &[])? <= 65536.0 + 4096.0);
+
+    for b in world.kafka.broker_racks().keys() {
+        world.kafka.broker_up(*b)?;
+    }
+    agent.wait_caught_up(&log, "the agent to resume and ship everything")?;
+    let got = counts(&read_topic(&bootstrap, "down")?);
+    let missing = (0..TOTAL).filter(|n| !got.contains_key(&format!("line {n:07} {}", "y".repeat(60)))).count();
+    assert_eq!(missing, 0);
+    assert_eq!(agent.stop()?, Some(0));
+    Ok(())
+}

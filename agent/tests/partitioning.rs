@@ -100,3 +100,32 @@ fn zone_without_leaders_falls_back_and_says_why() -> Res {
     assert_eq!(read_topic(&bootstrap, "noleader")?.len(), 300);
     Ok(())
 }
+
+#[test]
+fn inspect_shows_zone_racks_and_local_partitions() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("seen", 6)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zonal-agent"))
+        .args([
+            "inspect",
+            "--bootstrap",
+            &world.kafka.bootstrap(),
+            "--topic",
+            "seen",
+            "--ec2-endpoint",
+            &world.metadata[1].endpoint(),
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("zone: use1-az2 (us-east-1b) (source: metadata:ec2)"), "{text}");
+    for (id, rack) in world.kafka.broker_racks() {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(&id.to_string()) && l.contains(&format!("rack={rack}"))),
+            "{text}"
+        );
+    }
+    assert!(text.contains("local partitions: [1, 4]"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.ends_with("local")).count(), 2, "{text}");
+    Ok(())
+}

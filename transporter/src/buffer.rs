@@ -1,10 +1,13 @@
-//! A partition's local buffer: records appended to a file until the roll policy says so, then
-//! compressed into the bytes of one object.
+//! A partition's local buffer: records encoded and compressed as they arrive into a file, until
+//! the roll policy says so; then the file's bytes are the object.
 //!
 //! ```text
-//!  record ──encode (lines | JSON lines)──> <buffer-dir>/<topic>-<partition>-<first>.buf
-//!                      roll on bytes / records / age ──> finish() ──zstd|gzip|none──> Vec<u8>
+//!  record ──encode (lines | JSON lines)──zstd|gzip|none (streaming)──> <buffer-dir>/<topic>-<partition>-<first>.buf
+//!                      roll on bytes / records / age ──> finish() ──> Vec<u8> (the object body)
 //! ```
+//!
+//! Compressing while appending reads every byte once; compressing at roll time would write the
+//! raw buffer to disk and read it back.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -81,11 +84,47 @@ pub fn extension(format: Format, compression: Compression) -> &'static str {
     }
 }
 
+enum Sink {
+    Zstd(zstd::Encoder<'static, BufWriter<File>>),
+    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+    Plain(BufWriter<File>),
+}
+
+impl Sink {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Zstd(w) => w.write_all(b),
+            Sink::Gzip(w) => w.write_all(b),
+            Sink::Plain(w) => w.write_all(b),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        let mut inner = match self {
+            Sink::Zstd(w) => w.finish()?,
+            Sink::Gzip(w) => w.finish()?,
+            Sink::Plain(w) => w,
+        };
+        inner.flush()?;
+        inner.into_inner().map_err(|e| e.into_error())?.sync_data()
+    }
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sink::Zstd(_) => "zstd",
+            Sink::Gzip(_) => "gzip",
+            Sink::Plain(_) => "plain",
+        })
+    }
+}
+
 /// An open buffer.
 #[derive(Debug)]
 pub struct Buffer {
     path: PathBuf,
-    file: BufWriter<File>,
+    file: Sink,
     /// First record's offset.
     pub first_offset: i64,
     /// Last record's offset.
@@ -121,10 +160,23 @@ pub struct Finished {
 
 impl Buffer {
     /// Opens a buffer for a partition, starting with record `first`.
-    pub fn create(dir: &Path, format: Format, first: &Rec<'_>) -> std::io::Result<Buffer> {
+    pub fn create(
+        dir: &Path,
+        format: Format,
+        compression: Compression,
+        level: i32,
+        first: &Rec<'_>,
+    ) -> std::io::Result<Buffer> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}-{}-{}.buf", first.topic, first.partition, first.offset));
-        let file = BufWriter::with_capacity(256 * 1024, File::create(&path)?);
+        let out = BufWriter::with_capacity(128 * 1024, File::create(&path)?);
+        let file = match compression {
+            Compression::Zstd => Sink::Zstd(zstd::Encoder::new(out, level)?),
+            Compression::Gzip => {
+                Sink::Gzip(flate2::write::GzEncoder::new(out, flate2::Compression::new(level.clamp(0, 9) as u32)))
+            }
+            Compression::None => Sink::Plain(out),
+        };
         Ok(Buffer {
             path,
             file,
@@ -155,21 +207,10 @@ impl Buffer {
         self.bytes >= roll.max_bytes || self.records >= roll.max_records
     }
 
-    /// Closes the file and compresses it into the object's bytes; the file is removed.
-    pub fn finish(mut self, compression: Compression) -> std::io::Result<Finished> {
-        self.file.flush()?;
-        let file = self.file.into_inner().map_err(|e| e.into_error())?;
-        drop(file);
-        let raw = std::fs::File::open(&self.path)?;
-        let body = match compression {
-            Compression::Zstd => zstd::stream::encode_all(raw, 3)?,
-            Compression::Gzip => {
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                std::io::copy(&mut std::io::BufReader::new(raw), &mut enc)?;
-                enc.finish()?
-            }
-            Compression::None => std::fs::read(&self.path)?,
-        };
+    /// Completes the compressed stream and returns the object's bytes; the file is removed.
+    pub fn finish(self) -> std::io::Result<Finished> {
+        self.file.finish()?;
+        let body = std::fs::read(&self.path)?;
         std::fs::remove_file(&self.path)?;
         Ok(Finished {
             body,
@@ -228,13 +269,13 @@ mod tests {
     fn roll_and_compress_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
         for compression in [Compression::Zstd, Compression::Gzip, Compression::None] {
-            let mut b = Buffer::create(dir.path(), Format::Lines, &rec(10, b"a")).expect("create");
+            let mut b = Buffer::create(dir.path(), Format::Lines, compression, 3, &rec(10, b"a")).expect("create");
             for o in 10..20 {
                 b.append(&rec(o, format!("line {o}").as_bytes())).expect("append");
             }
             assert!(b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 10 }));
             assert!(!b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 11 }));
-            let f = b.finish(compression).expect("finish");
+            let f = b.finish().expect("finish");
             assert_eq!((f.first_offset, f.last_offset, f.records, f.first_timestamp_ms), (10, 19, 10, 1010));
             let text = decompress(compression, &f.body).expect("decompress");
             assert_eq!(text.iter().filter(|&&c| c == b'\n').count(), 10);

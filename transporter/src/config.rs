@@ -200,6 +200,8 @@ pub struct S3Config {
     pub format: Format,
     /// Compression.
     pub compression: Compression,
+    /// Compression level (zstd 1-19, gzip 0-9).
+    pub compression_level: i32,
     /// Objects above this many bytes are uploaded in parts.
     pub multipart_threshold_bytes: usize,
 }
@@ -215,6 +217,7 @@ impl Default for S3Config {
             key_template: DEFAULT_KEY_TEMPLATE.into(),
             format: Format::Lines,
             compression: Compression::Zstd,
+            compression_level: 3,
             multipart_threshold_bytes: 16 * 1024 * 1024,
         }
     }
@@ -322,6 +325,14 @@ impl TransporterConfig {
         crate::naming::check_template(&self.s3.key_template).context("s3.key-template")?;
         if self.roll.max_bytes == 0 || self.roll.max_age_ms == 0 || self.roll.max_records == 0 {
             bail!("roll.max-bytes, roll.max-age-ms and roll.max-records: must be positive");
+        }
+        let levels = match self.s3.compression {
+            Compression::Zstd => 1..=19,
+            Compression::Gzip => 0..=9,
+            Compression::None => i32::MIN..=i32::MAX,
+        };
+        if !levels.contains(&self.s3.compression_level) {
+            bail!("s3.compression-level: {} is out of range for {:?}", self.s3.compression_level, self.s3.compression);
         }
         if self.s3.multipart_threshold_bytes < 5 * 1024 * 1024 {
             bail!("s3.multipart-threshold-bytes: must be at least 5 MiB (the S3 minimum part size)");

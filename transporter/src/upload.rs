@@ -110,3 +110,52 @@ async fn once(client: &Client, cfg: &S3Config, key: &str, body: &[u8]) -> anyhow
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Bucket names must be 3 to 63 characters; s3s checks that on multipart requests.
+    async fn setup() -> (testkit::S3Server, Client, S3Config) {
+        let s3 = testkit::S3Server::start().expect("s3");
+        s3.create_bucket("uploads").expect("bucket");
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .endpoint_url(s3.endpoint())
+            .region(aws_config::Region::new(s3.region().to_owned()))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                s3.access_key(),
+                s3.secret_key(),
+                None,
+                None,
+                "test",
+            ))
+            .force_path_style(true)
+            .build();
+        let cfg =
+            S3Config { bucket: "uploads".into(), multipart_threshold_bytes: 5 * 1024 * 1024, ..Default::default() };
+        (s3, Client::from_conf(conf), cfg)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_objects_go_in_parts_small_ones_in_one_put() {
+        let (s3, client, cfg) = setup().await;
+        let big: Vec<u8> = (0..19 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        upload(&client, &cfg, "a/big.bin", &big, deadline).await.expect("multipart upload");
+        upload(&client, &cfg, "a/small.bin", b"tiny", deadline).await.expect("put");
+        // Overwriting the same key (a re-upload) replaces the object.
+        upload(&client, &cfg, "a/small.bin", b"tiny again", deadline).await.expect("re-put");
+        let got = client.get_object().bucket("uploads").key("a/big.bin").send().await.expect("get");
+        assert_eq!(got.body.collect().await.expect("body").into_bytes().as_ref(), &big[..]);
+        assert_eq!(std::fs::read(s3.root().join("uploads/a/small.bin")).expect("small"), b"tiny again");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_in_the_past_uploads_nothing() {
+        let (s3, client, cfg) = setup().await;
+        let err = upload(&client, &cfg, "late.bin", b"x", Instant::now()).await.expect_err("too late");
+        assert!(err.to_string().contains("lease deadline"), "{err}");
+        assert!(s3.list_keys("uploads").expect("list").is_empty());
+    }
+}

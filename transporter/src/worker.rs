@@ -362,7 +362,7 @@ impl Worker {
                         value: m.payload(),
                     };
                     if buf.is_none() {
-                        buf = Some(Buffer::create(&dir, self.cfg.s3.format, &rec).with_context(|| format!("creating a buffer in {}", dir.display()))?);
+                        buf = Some(Buffer::create(&dir, self.cfg.s3.format, self.cfg.s3.compression, self.cfg.s3.compression_level, &rec).with_context(|| format!("creating a buffer in {}", dir.display()))?);
                     }
                     if let Some(b) = buf.as_mut() {
                         b.append(&rec).context("appending to the buffer")?;
@@ -391,12 +391,11 @@ impl Worker {
 
     /// Uploads a buffer and commits past it. Errors mean ownership is gone or cannot be proven.
     async fn roll(self: &Arc<Self>, tp: &Tp, b: Buffer, lease: &watch::Receiver<LeaseState>) -> anyhow::Result<()> {
-        let compression = self.cfg.s3.compression;
-        let f = tokio::task::spawn_blocking(move || b.finish(compression))
+        let f = tokio::task::spawn_blocking(move || b.finish())
             .await
-            .context("compress task")?
-            .context("compressing a buffer")?;
-        let ext = buffer::extension(self.cfg.s3.format, compression);
+            .context("buffer task")?
+            .context("finishing a buffer")?;
+        let ext = buffer::extension(self.cfg.s3.format, self.cfg.s3.compression);
         let key = naming::render(
             &self.cfg.s3.key_template,
             &ObjectName {

@@ -242,18 +242,59 @@ fn bench_cross_zone(dir: &Path) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// Waits for a child with wait4(2) to get its own peak RSS (ru_maxrss, KiB).
-pub fn wait_with_rusage(child: &std::process::Child) -> anyhow::Result<(i32, u64)> {
-    let pid = libc::pid_t::try_from(child.id())?;
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid value; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: plain wait4 on our child's pid with valid out-pointers.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if r != pid {
-        bail!("wait4({pid}) failed: {}", std::io::Error::last_os_error());
+/// Peak RSS of a running process, sampled from `/proc/<pid>/status` (VmHWM, the high-water mark
+/// of its own address space). `ru_maxrss` from wait4 is not usable: Rust spawns children with
+/// vfork, and the kernel then charges the parent's memory to the child's maximum.
+pub struct PeakRss {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+impl PeakRss {
+    /// Starts sampling every 20 ms.
+    pub fn watch(pid: u32) -> PeakRss {
+        use std::sync::atomic::Ordering;
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match vm_hwm_kib(pid) {
+                    Some(k) => {
+                        p.fetch_max(k, Ordering::Relaxed);
+                    }
+                    None => return,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        PeakRss { peak, stop, thread: Some(thread) }
     }
-    Ok((status, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
+
+    /// Takes one more sample (call before the process exits) and returns the peak in MB.
+    pub fn finish(mut self, pid: u32) -> f64 {
+        use std::sync::atomic::Ordering;
+        if let Some(k) = vm_hwm_kib(pid) {
+            self.peak.fetch_max(k, Ordering::Relaxed);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+/// Waits for a child; returns its exit status.
+pub fn wait_child(child: &mut std::process::Child) -> anyhow::Result<i32> {
+    let status = child.wait().context("waiting for a child process")?;
+    Ok(status.code().unwrap_or(-1))
 }
 
 pub fn high_watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<i64> {
@@ -296,8 +337,11 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
         .stdout(Stdio::null())
         .spawn()
         .context("starting kcat")?;
+    let mut kcat = kcat;
+    let kcat_peak = PeakRss::watch(kcat.id());
     spinner.enable_steady_tick(Duration::from_millis(200));
-    let (status, kcat_rss) = wait_with_rusage(&kcat)?;
+    let status = wait_child(&mut kcat)?;
+    let kcat_rss = kcat_peak.finish(kcat.id());
     let kcat_secs = start.elapsed().as_secs_f64();
     spinner.finish_and_clear();
     if status != 0 {
@@ -328,6 +372,8 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", agent_bin.display()))?;
+    let mut agent = agent;
+    let agent_peak = PeakRss::watch(agent.id());
     let status_url = format!("127.0.0.1:{port}");
     let acked = || -> Option<u64> {
         let body = http_get(&status_url, "/status").ok()?;
@@ -348,9 +394,10 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
     }
     let agent_secs = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
+    let agent_rss = agent_peak.finish(agent.id());
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(libc::pid_t::try_from(agent.id())?, libc::SIGTERM) };
-    let (_, agent_rss) = wait_with_rusage(&agent)?;
+    wait_child(&mut agent)?;
     let agent_count = high_watermarks(&bootstrap, "bench-agent")?;
     if agent_count < args.lines as i64 || kcat_count < args.lines as i64 {
         bail!("records in Kafka: agent {agent_count}, kcat {kcat_count}; expected {} each", args.lines);

@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use testkit::{World, WorldSpec};
 
-use crate::bench::{Row, bar, high_watermarks, http_get, wait_with_rusage};
+use crate::bench::{PeakRss, Row, bar, high_watermarks, http_get, wait_child};
 
 const PARTITIONS: i32 = 256;
 const VALUE: usize = 1000;
@@ -91,7 +91,10 @@ pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting kcat")?;
-    let (status, kcat_rss) = wait_with_rusage(&kcat)?;
+    let mut kcat = kcat;
+    let kcat_peak = PeakRss::watch(kcat.id());
+    let status = wait_child(&mut kcat)?;
+    let kcat_rss = kcat_peak.finish(kcat.id());
     let kcat_secs = start.elapsed().as_secs_f64();
     spinner.finish_and_clear();
     let kcat_bytes = std::fs::metadata(&out)?.len();
@@ -132,14 +135,15 @@ pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
             .stderr(std::fs::File::create(work.path().join(format!("w{z}.log")))?)
             .spawn()
             .context("starting a transporter")?;
-        workers.push((child, format!("127.0.0.1:{port}")));
+        let peak = PeakRss::watch(child.id());
+        workers.push((child, format!("127.0.0.1:{port}"), peak));
     }
     let progress = bar(bytes, "zonal-transporter");
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let committed: u64 = workers
             .iter()
-            .filter_map(|(_, http)| {
+            .filter_map(|(_, http, _)| {
                 let s: serde_json::Value = serde_json::from_str(&http_get(http, "/status").ok()?).ok()?;
                 Some(
                     s["owned"]
@@ -163,16 +167,19 @@ pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     let zonal_secs = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let mut rss = Vec::new();
-    for (child, _) in &workers {
+    let mut children = Vec::new();
+    for (child, _, peak) in workers {
+        rss.push(peak.finish(child.id()));
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(libc::pid_t::try_from(child.id())?, libc::SIGTERM) };
+        children.push(child);
     }
-    for (child, _) in &workers {
-        rss.push(wait_with_rusage(child)?.1 as f64 / 1024.0);
+    for mut child in children {
+        wait_child(&mut child)?;
     }
     let objects = s3.list_keys("bench")?.len();
     let max_rss = rss.iter().cloned().fold(0.0, f64::max);
-    eprintln!("kcat:        {kcat_secs:.1} s, {:.1} MB/s, peak RSS {:.1} MB", mb / kcat_secs, kcat_rss as f64 / 1024.0);
+    eprintln!("kcat:        {kcat_secs:.1} s, {:.1} MB/s, peak RSS {kcat_rss:.1} MB", mb / kcat_secs);
     eprintln!(
         "transporter: {zonal_secs:.1} s (from process start, incl. election and assignment), {:.1} MB/s, {objects} objects, peak RSS per worker {:?} MB",
         mb / zonal_secs,
@@ -180,6 +187,6 @@ pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     );
     Ok(vec![
         Row { case: "transporter", metric: "MB/s", value: mb / zonal_secs, reference: mb / kcat_secs },
-        Row { case: "transporter", metric: "peak RSS MB (max)", value: max_rss, reference: kcat_rss as f64 / 1024.0 },
+        Row { case: "transporter", metric: "peak RSS MB (max)", value: max_rss, reference: kcat_rss },
     ])
 }

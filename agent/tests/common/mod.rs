@@ -98,6 +98,22 @@ linger-ms = 5
         Ok(agent)
     }
 
+    /// Starts an agent from an `agent.toml` already in `dir` (written by [`Agent::start`] and
+    /// edited by the test).
+    pub fn start_with_config(dir: &Path) -> Res<Agent> {
+        let config = dir.join("agent.toml");
+        let text = std::fs::read_to_string(&config)?;
+        let listen = text
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .ok_or_else(|| anyhow::anyhow!("no listen address in {}", config.display()))?
+            .to_owned();
+        let mut agent = Agent { child: None, http: format!("http://{listen}"), config, log: dir.join("agent.log") };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
     fn spawn(&mut self) -> Res {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_zonal-agent"))
