@@ -262,7 +262,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTP listening");
     let server = tokio::spawn(axum::serve(listener, crate::http::router(state.clone())).into_future());
 
-    wait_for_signal().await?;
+    az_core::program::wait_for_signal().await.context("installing signal handlers")?;
     tracing::info!("stopping: flushing in-flight records and writing checkpoints");
     state.running.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
@@ -287,16 +287,5 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     .context("final flush")?;
     server.abort();
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

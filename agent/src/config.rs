@@ -240,10 +240,8 @@ impl AgentConfig {
 
     /// Loads and validates; errors name the file and the field.
     pub fn load(file: Option<&Path>) -> anyhow::Result<AgentConfig> {
-        let config: AgentConfig = Self::figment(file).extract().map_err(|e| {
-            let where_ = file.map(|f| format!(" {}", f.display())).unwrap_or_default();
-            anyhow::anyhow!("invalid configuration{where_}: {}", figment_errors(e))
-        })?;
+        let config: AgentConfig =
+            Self::figment(file).extract().map_err(|e| anyhow::anyhow!(az_core::program::config_error(e, file)))?;
         config.validate()?;
         Ok(config)
     }
@@ -309,17 +307,6 @@ impl AgentConfig {
     pub fn to_toml(&self) -> anyhow::Result<String> {
         toml::to_string_pretty(self).context("rendering the configuration as TOML")
     }
-}
-
-fn figment_errors(e: figment::Error) -> String {
-    e.into_iter()
-        .map(|e| {
-            let path = e.path.join(".");
-            let text = e.kind.to_string();
-            if path.is_empty() { text } else { format!("{path}: {text}") }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 pub mod accounting;
 mod admin;
 pub mod assign;
+pub mod program;
 pub mod selection;
 pub mod topology;
 pub mod zone;

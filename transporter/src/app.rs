@@ -125,7 +125,7 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let signals = tokio::spawn(async move {
-        if wait_for_signal().await.is_ok() {
+        if az_core::program::wait_for_signal().await.is_ok() {
             tracing::info!("stopping: flushing owned partitions");
             let _ = shutdown_tx.send(true);
         }
@@ -213,16 +213,5 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
     main_queue.abort();
     server.abort();
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

@@ -1,13 +1,14 @@
-//! A partition's local buffer: records encoded and compressed as they arrive into a file, until
-//! the roll policy says so; then the file's bytes are the object.
+//! A partition's local buffer: records appended to a file until the roll policy says so, then
+//! compressed into the bytes of one object.
 //!
 //! ```text
-//!  record ──encode (lines | JSON lines)──zstd|gzip|none (streaming)──> <buffer-dir>/<topic>-<partition>-<first>.buf
-//!                      roll on bytes / records / age ──> finish() ──> Vec<u8> (the object body)
+//!  record ──encode (lines | JSON lines)──> <buffer-dir>/<topic>-<partition>-<first>.buf
+//!                      roll on bytes / records / age ──> finish() ──zstd|gzip|none──> Vec<u8>
 //! ```
 //!
-//! Compressing while appending reads every byte once; compressing at roll time would write the
-//! raw buffer to disk and read it back.
+//! Compression happens at roll time, on a blocking thread, one buffer at a time: a streaming
+//! encoder per open partition would hold its compression state (about 1 MB for zstd level 3)
+//! for every owned partition at once; the raw file is read back from the page cache.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -84,47 +85,13 @@ pub fn extension(format: Format, compression: Compression) -> &'static str {
     }
 }
 
-enum Sink {
-    Zstd(zstd::Encoder<'static, BufWriter<File>>),
-    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
-    Plain(BufWriter<File>),
-}
-
-impl Sink {
-    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::Zstd(w) => w.write_all(b),
-            Sink::Gzip(w) => w.write_all(b),
-            Sink::Plain(w) => w.write_all(b),
-        }
-    }
-
-    fn finish(self) -> std::io::Result<()> {
-        let mut inner = match self {
-            Sink::Zstd(w) => w.finish()?,
-            Sink::Gzip(w) => w.finish()?,
-            Sink::Plain(w) => w,
-        };
-        inner.flush()?;
-        inner.into_inner().map_err(|e| e.into_error())?.sync_data()
-    }
-}
-
-impl std::fmt::Debug for Sink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Sink::Zstd(_) => "zstd",
-            Sink::Gzip(_) => "gzip",
-            Sink::Plain(_) => "plain",
-        })
-    }
-}
-
 /// An open buffer.
 #[derive(Debug)]
 pub struct Buffer {
     path: PathBuf,
-    file: Sink,
+    file: BufWriter<File>,
+    compression: Compression,
+    level: i32,
     /// First record's offset.
     pub first_offset: i64,
     /// Last record's offset.
@@ -169,17 +136,12 @@ impl Buffer {
     ) -> std::io::Result<Buffer> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}-{}-{}.buf", first.topic, first.partition, first.offset));
-        let out = BufWriter::with_capacity(128 * 1024, File::create(&path)?);
-        let file = match compression {
-            Compression::Zstd => Sink::Zstd(zstd::Encoder::new(out, level)?),
-            Compression::Gzip => {
-                Sink::Gzip(flate2::write::GzEncoder::new(out, flate2::Compression::new(level.clamp(0, 9) as u32)))
-            }
-            Compression::None => Sink::Plain(out),
-        };
+        let file = BufWriter::with_capacity(128 * 1024, File::create(&path)?);
         Ok(Buffer {
             path,
             file,
+            compression,
+            level,
             first_offset: first.offset,
             last_offset: first.offset,
             first_timestamp_ms: first.timestamp_ms.unwrap_or(0),
@@ -207,10 +169,27 @@ impl Buffer {
         self.bytes >= roll.max_bytes || self.records >= roll.max_records
     }
 
-    /// Completes the compressed stream and returns the object's bytes; the file is removed.
-    pub fn finish(self) -> std::io::Result<Finished> {
-        self.file.finish()?;
-        let body = std::fs::read(&self.path)?;
+    /// Closes the file and compresses it into the object's bytes; the file is removed.
+    /// Blocking: call it on a blocking thread.
+    pub fn finish(mut self) -> std::io::Result<Finished> {
+        self.file.flush()?;
+        drop(self.file.into_inner().map_err(|e| e.into_error())?);
+        let raw = std::io::BufReader::with_capacity(256 * 1024, File::open(&self.path)?);
+        let body = match self.compression {
+            Compression::Zstd => {
+                let mut out = Vec::with_capacity((self.bytes / 4) as usize);
+                zstd::stream::copy_encode(raw, &mut out, self.level)?;
+                out
+            }
+            Compression::Gzip => {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(self.level.clamp(0, 9) as u32));
+                let mut raw = raw;
+                std::io::copy(&mut raw, &mut enc)?;
+                enc.finish()?
+            }
+            Compression::None => std::fs::read(&self.path)?,
+        };
         std::fs::remove_file(&self.path)?;
         Ok(Finished {
             body,

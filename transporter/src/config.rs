@@ -268,18 +268,8 @@ impl TransporterConfig {
 
     /// Loads and validates; errors name the file and the field.
     pub fn load(file: Option<&Path>) -> anyhow::Result<TransporterConfig> {
-        let config: TransporterConfig = Self::figment(file).extract().map_err(|e| {
-            let where_ = file.map(|f| format!(" {}", f.display())).unwrap_or_default();
-            let text = e
-                .into_iter()
-                .map(|e| {
-                    let path = e.path.join(".");
-                    if path.is_empty() { e.kind.to_string() } else { format!("{path}: {}", e.kind) }
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            anyhow::anyhow!("invalid configuration{where_}: {text}")
-        })?;
+        let config: TransporterConfig =
+            Self::figment(file).extract().map_err(|e| anyhow::anyhow!(az_core::program::config_error(e, file)))?;
         config.validate()?;
         Ok(config)
     }

@@ -303,11 +303,13 @@ pub async fn commit(client: &Client, keys: &Keys, tp: &Tp, me: &str, lease: i64,
     Ok(resp.succeeded())
 }
 
-/// Owners of every partition (`topic/partition` -> worker id).
-pub async fn owners(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<String, String>> {
+/// Every key under `prefix`, with the prefix stripped, and its value as text.
+async fn list(client: &Client, prefix: String, what: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let mut c = client.clone();
-    let resp = c.get(keys.owners(), Some(GetOptions::new().with_prefix())).await.context("listing owners")?;
-    let prefix = keys.owners();
+    let resp = c
+        .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+        .await
+        .with_context(|| format!("listing {what}"))?;
     Ok(resp
         .kvs()
         .iter()
@@ -318,17 +320,12 @@ pub async fn owners(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<Str
         .collect())
 }
 
+/// Owners of every partition (`topic/partition` -> worker id).
+pub async fn owners(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<String, String>> {
+    list(client, keys.owners(), "owners").await
+}
+
 /// Committed offsets of every partition (`topic/partition` -> value as stored).
 pub async fn offsets(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut c = client.clone();
-    let prefix = keys.offsets();
-    let resp = c.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await.context("listing offsets")?;
-    Ok(resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            let k = String::from_utf8_lossy(kv.key());
-            (k.strip_prefix(&prefix).unwrap_or(&k).to_owned(), String::from_utf8_lossy(kv.value()).into_owned())
-        })
-        .collect())
+    list(client, keys.offsets(), "offsets").await
 }

@@ -142,7 +142,11 @@ pub fn consumer(cfg: &TransporterConfig, zone: Option<&Zone>) -> anyhow::Result<
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &cfg.kafka.start_from)
         .set("statistics.interval.ms", "5000")
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // Prefetch is per partition with split queues; bound it so memory does not grow with
+        // the number of owned partitions (override through kafka.options).
+        .set("queued.min.messages", "20000")
+        .set("queued.max.messages.kbytes", "32768");
     if cfg.kafka.follower_fetching
         && let Some(z) = zone
     {
@@ -367,7 +371,10 @@ impl Worker {
                     if let Some(b) = buf.as_mut() {
                         b.append(&rec).context("appending to the buffer")?;
                         window.1 += m.payload_len() as u64;
-                        if let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp) {
+                        // Status is for humans: refresh it every 1024 records, not per record.
+                        if b.records % 1024 == 1
+                            && let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp)
+                        {
                             s.position = m.offset();
                             s.buffered = b.records;
                         }
@@ -445,6 +452,7 @@ impl Worker {
         self.metrics.bytes.inc_by(f.bytes);
         if let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp) {
             s.committed = next;
+            s.position = f.last_offset;
             s.uploads += 1;
             s.buffered = 0;
         }
