@@ -356,8 +356,21 @@ topic = "logs"
         });
     }
 
+    /// Runs `f` under figment's Jail: tests that read the environment must not overlap with the
+    /// layering test, which sets variables in the (shared) process environment.
+    fn isolated(f: impl FnOnce()) {
+        figment::Jail::expect_with(|_| {
+            f();
+            Ok(())
+        });
+    }
+
     #[test]
     fn errors_name_the_field() {
+        isolated(errors_name_the_field_inner);
+    }
+
+    fn errors_name_the_field_inner() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cases = [
             (MINIMAL.replace("topic = \"logs\"", "topic = \"logs\"\npartitioning = \"sideways\""), "partitioning"),
@@ -386,6 +399,10 @@ topic = "logs"
 
     #[test]
     fn effective_config_round_trips() {
+        isolated(effective_config_round_trips_inner);
+    }
+
+    fn effective_config_round_trips_inner() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write(&dir, MINIMAL);
         let c = AgentConfig::load(Some(&path)).expect("valid");

@@ -389,8 +389,21 @@ bucket = "b"
         });
     }
 
+    /// Runs `f` under figment's Jail: tests that read the environment must not overlap with the
+    /// layering test, which sets variables in the (shared) process environment.
+    fn isolated(f: impl FnOnce()) {
+        figment::Jail::expect_with(|_| {
+            f();
+            Ok(())
+        });
+    }
+
     #[test]
     fn errors_name_the_field() {
+        isolated(errors_name_the_field_inner);
+    }
+
+    fn errors_name_the_field_inner() {
         let dir = tempfile::tempdir().expect("tempdir");
         for (text, field) in [
             (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\ncompression = \"lzma\""), "compression"),
@@ -408,6 +421,10 @@ bucket = "b"
 
     #[test]
     fn password_is_hidden() {
+        isolated(password_is_hidden_inner);
+    }
+
+    fn password_is_hidden_inner() {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = MINIMAL.replace("[etcd]", "[etcd]\nusername = \"u\"\npassword = \"hunter2\"");
         let c = TransporterConfig::load(Some(&write(&dir, &text))).expect("valid");
