@@ -408,13 +408,13 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
         "kcat:  {kcat_secs:.1} s, {:.1} MB/s, {:.0} lines/s, peak RSS {:.1} MB",
         mb / kcat_secs,
         lines / kcat_secs,
-        kcat_rss as f64 / 1024.0
+        kcat_rss
     );
     eprintln!(
         "agent: {agent_secs:.1} s, {:.1} MB/s, {:.0} lines/s, peak RSS {:.1} MB",
         mb / agent_secs,
         lines / agent_secs,
-        agent_rss as f64 / 1024.0
+        agent_rss
     );
     Ok(vec![
         Row { case: "agent", metric: "MB/s", value: mb / agent_secs, reference: mb / kcat_secs },
@@ -422,8 +422,8 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
         Row {
             case: "agent",
             metric: "peak RSS MB",
-            value: agent_rss as f64 / 1024.0,
-            reference: kcat_rss as f64 / 1024.0,
+            value: agent_rss,
+            reference: kcat_rss,
         },
     ])
 }
