@@ -419,12 +419,7 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
     Ok(vec![
         Row { case: "agent", metric: "MB/s", value: mb / agent_secs, reference: mb / kcat_secs },
         Row { case: "agent", metric: "lines/s", value: lines / agent_secs, reference: lines / kcat_secs },
-        Row {
-            case: "agent",
-            metric: "peak RSS MB",
-            value: agent_rss,
-            reference: kcat_rss,
-        },
+        Row { case: "agent", metric: "peak RSS MB", value: agent_rss, reference: kcat_rss },
     ])
 }
 

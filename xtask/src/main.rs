@@ -39,7 +39,17 @@ enum Cmd {
     Deploy,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::Demo(args) => {
