@@ -358,6 +358,7 @@ topic = "logs"
 
     /// Runs `f` under figment's Jail: tests that read the environment must not overlap with the
     /// layering test, which sets variables in the (shared) process environment.
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type.
     fn isolated(f: impl FnOnce()) {
         figment::Jail::expect_with(|_| {
             f();
