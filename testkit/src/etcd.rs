@@ -15,6 +15,68 @@ pub struct Etcd {
     client_port: u16,
     _dir: tempfile::TempDir,
     log: PathBuf,
+    tls: Option<TlsFiles>,
+}
+
+/// Certificates of a TLS etcd: a throwaway CA and a server certificate for 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// CA certificate (PEM): what clients trust.
+    pub ca: PathBuf,
+    /// Server certificate (PEM).
+    pub cert: PathBuf,
+    /// Server key (PEM).
+    pub key: PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().map_err(|e| TestkitError::Start {
+        server: "etcd",
+        reason: format!("running openssl ({e}); install Debian's openssl to test TLS"),
+    })?;
+    if !out.status.success() {
+        return Err(TestkitError::Start {
+            server: "etcd",
+            reason: format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)),
+        });
+    }
+    Ok(())
+}
+
+/// Generates a CA and a server certificate (SAN 127.0.0.1 and localhost) with EC P-256 keys.
+fn make_certs(dir: &std::path::Path) -> Result<TlsFiles> {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=testkit-ca"]);
+    openssl(dir, &ca)?;
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    openssl(dir, &csr)?;
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        .map_err(io_err("write san.cnf"))?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+        ],
+    )?;
+    Ok(TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") })
 }
 
 impl std::fmt::Debug for Etcd {
@@ -38,9 +100,19 @@ pub fn etcd_binary() -> String {
 impl Etcd {
     /// Starts etcd and waits until it accepts connections.
     pub fn start() -> Result<Etcd> {
+        Self::start_with(false)
+    }
+
+    /// Starts etcd serving clients over TLS only, with certificates from a throwaway CA
+    /// (see [`Etcd::tls_files`]).
+    pub fn start_tls() -> Result<Etcd> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Etcd> {
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(tls) {
                 Ok(e) => return Ok(e),
                 Err(e) => last = Some(e),
             }
@@ -48,11 +120,13 @@ impl Etcd {
         Err(last.unwrap_or(TestkitError::Start { server: "etcd", reason: "no attempt made".into() }))
     }
 
-    fn try_start() -> Result<Etcd> {
+    fn try_start(tls: bool) -> Result<Etcd> {
         let dir = tempfile::Builder::new().prefix("zonal-etcd-").tempdir().map_err(io_err("create etcd temp dir"))?;
+        let files = if tls { Some(make_certs(dir.path())?) } else { None };
         let client_port = free_port()?;
         let peer_port = free_port()?;
-        let client = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = dir.path().join("etcd.log");
         let log_file = std::fs::File::create(&log).map_err(io_err("create etcd log"))?;
@@ -67,6 +141,11 @@ impl Etcd {
             .arg(format!("--initial-cluster=testkit={peer}"))
             .arg("--initial-cluster-state=new")
             .arg("--logger=zap")
+            .args(
+                files.iter().flat_map(|f| {
+                    [format!("--cert-file={}", f.cert.display()), format!("--key-file={}", f.key.display())]
+                }),
+            )
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);
@@ -86,7 +165,7 @@ impl Etcd {
                 etcd_binary()
             ),
         })?;
-        let mut etcd = Etcd { child, client_port, _dir: dir, log };
+        let mut etcd = Etcd { child, client_port, _dir: dir, log, tls: files };
         let ready = wait_until("etcd to accept connections", Duration::from_secs(20), || {
             if let Ok(Some(status)) = etcd.child.try_wait() {
                 return Some(Err(status));
@@ -103,9 +182,15 @@ impl Etcd {
         }
     }
 
-    /// The client URL, `http://127.0.0.1:PORT`.
+    /// The client URL, `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The certificates, when started with TLS.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The last lines of etcd's log, for error messages.

@@ -18,7 +18,7 @@ pub mod wait;
 
 use std::time::Duration;
 
-pub use etcd::Etcd;
+pub use etcd::{Etcd, TlsFiles};
 pub use kafka::{KafkaCluster, KafkaSpec};
 pub use metadata::{MetadataBehaviour, MetadataServer, ZoneSpec};
 pub use s3::S3Server;

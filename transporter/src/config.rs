@@ -112,6 +112,8 @@ pub struct EtcdConfig {
     pub username: Option<String>,
     /// Password for `username`.
     pub password: Option<String>,
+    /// TLS to etcd (endpoints then use `https://`).
+    pub tls: Option<EtcdTls>,
     /// Lease TTL in seconds: how long a dead worker keeps its partitions fenced.
     pub lease_ttl_secs: i64,
 }
@@ -123,9 +125,27 @@ impl Default for EtcdConfig {
             cluster: "zonal".into(),
             username: None,
             password: None,
+            tls: None,
             lease_ttl_secs: 10,
         }
     }
+}
+
+/// TLS settings for etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EtcdTls {
+    /// PEM file of the CA that signed etcd's server certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate, when etcd requires client certificates.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert-file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Server name to verify, when it differs from the endpoint's host.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// This worker.
@@ -299,6 +319,14 @@ impl TransporterConfig {
         }
         if !(2..=3600).contains(&self.etcd.lease_ttl_secs) {
             bail!("etcd.lease-ttl-secs: must be between 2 and 3600, got {}", self.etcd.lease_ttl_secs);
+        }
+        if let Some(t) = &self.etcd.tls {
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                bail!("etcd.tls: cert-file and key-file go together");
+            }
+            if let Some(e) = self.etcd.endpoints.iter().find(|e| e.starts_with("http://")) {
+                bail!("etcd.endpoints: {e:?} is plain http while etcd.tls is set; use https://");
+            }
         }
         if self.etcd.password.is_some() && self.etcd.username.is_none() {
             bail!("etcd.password: set etcd.username too");

@@ -108,7 +108,7 @@ impl Keys {
     }
 }
 
-/// Connects to etcd with optional user/password.
+/// Connects to etcd with optional user/password and TLS.
 pub async fn connect(cfg: &EtcdConfig) -> anyhow::Result<Client> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
@@ -116,6 +116,20 @@ pub async fn connect(cfg: &EtcdConfig) -> anyhow::Result<Client> {
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         opts = opts.with_user(u.clone(), p.clone());
+    }
+    if let Some(t) = &cfg.tls {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).with_context(|| format!("reading etcd.tls.{what} {}", p.display()))
+        };
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&t.ca_file, "ca-file")?));
+        if let (Some(c), Some(k)) = (&t.cert_file, &t.key_file) {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(c, "cert-file")?, read(k, "key-file")?));
+        }
+        if let Some(d) = &t.domain {
+            tls = tls.domain_name(d.clone());
+        }
+        opts = opts.with_tls(tls);
     }
     Client::connect(cfg.endpoints.clone(), Some(opts))
         .await
@@ -209,7 +223,7 @@ pub async fn register(client: &Client, keys: &Keys, info: &WorkerInfo, lease: i6
 /// Live workers; values that do not parse are reported and skipped.
 pub async fn workers(client: &Client, keys: &Keys) -> anyhow::Result<(Vec<WorkerInfo>, Vec<String>)> {
     let mut c = client.clone();
-    let resp = c.get(keys.workers(), Some(GetOptions::new().with_prefix())).await.context("listing workers")?;
+    let resp = c.get(keys.workers(), Some(GetOptions::new().with_prefix())).await.context("listing workers in etcd")?;
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for kv in resp.kvs() {
@@ -224,7 +238,7 @@ pub async fn workers(client: &Client, keys: &Keys) -> anyhow::Result<(Vec<Worker
 /// Reads the assignment; garbage is an error naming the key.
 pub async fn assignment(client: &Client, keys: &Keys) -> anyhow::Result<Option<AssignmentDoc>> {
     let mut c = client.clone();
-    let resp = c.get(keys.assignment(), None).await.context("reading the assignment")?;
+    let resp = c.get(keys.assignment(), None).await.context("reading the assignment from etcd")?;
     match resp.kvs().first() {
         None => Ok(None),
         Some(kv) => serde_json::from_slice(kv.value())

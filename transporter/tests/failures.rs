@@ -145,7 +145,12 @@ fn readme_documents_every_config_key() -> Res {
         .replace("# endpoint = \"http://minio:9000\"", "endpoint = \"http://minio:9000\"")
         .replace("# username = \"zonal\"", "username = \"zonal\"")
         .replace("# password = \"...\"", "password = \"x\"")
-        .replace("# id = \"transporter-a\"", "id = \"transporter-a\"");
+        .replace("# id = \"transporter-a\"", "id = \"transporter-a\"")
+        .replace("http://etcd-1.internal:2379", "https://etcd-1.internal:2379")
+        .replace("# [etcd.tls]", "[etcd.tls]")
+        .replace("# ca-file", "ca-file")
+        .replace("# cert-file", "cert-file")
+        .replace("# key-file", "key-file");
     std::fs::write(&full, text)?;
     let out = Command::new(env!("CARGO_BIN_EXE_zonal-transporter")).args(["check", "-c"]).arg(&full).output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -195,5 +200,35 @@ async fn garbage_in_etcd_is_reported_and_skipped() -> Res {
         assert!(text.contains("master: w0-0") && text.contains("invalid worker registration skipped"), "{text}");
         Ok(())
     })?;
+    Ok(())
+}
+
+#[test]
+fn etcd_over_tls() -> Res {
+    let etcd = testkit::Etcd::start_tls()?;
+    let files = etcd.tls_files().ok_or_else(|| anyhow::anyhow!("no certificates"))?.clone();
+    let dir = tempfile::tempdir()?;
+    let base = format!(
+        "[kafka]\nbootstrap-servers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n[s3]\nbucket = \"b\"\n[etcd]\nendpoints = [\"{}\"]\ncluster = \"tls\"\n",
+        etcd.endpoint()
+    );
+    let status = |text: &str| -> Res<(bool, String)> {
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, text)?;
+        let out = Command::new(env!("CARGO_BIN_EXE_zonal-transporter")).args(["status", "-c"]).arg(&path).output()?;
+        Ok((
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        ))
+    };
+    // Trusting the CA: connected, and the (empty) fleet is reported.
+    let (ok, out) = status(&format!("{base}[etcd.tls]\nca-file = \"{}\"\n", files.ca.display()))?;
+    assert!(ok && out.contains("master: (none)"), "{out}");
+    // Without trusting it: refused, and the error says so.
+    let (ok, out) = status(&base)?;
+    assert!(!ok && out.contains("etcd") && out.contains("UnknownIssuer"), "{out}");
+    // A missing CA file is named.
+    let (ok, out) = status(&format!("{base}[etcd.tls]\nca-file = \"/nonexistent/ca.pem\"\n"))?;
+    assert!(!ok && out.contains("etcd.tls.ca-file /nonexistent/ca.pem"), "{out}");
     Ok(())
 }
