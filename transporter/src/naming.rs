@@ -43,7 +43,7 @@ pub enum TemplateError {
     Missing(&'static str),
 }
 
-const NAMES: [&str; 9] = ["prefix", "topic", "partition", "first_offset", "last_offset", "date", "hour", "ext", "zone"];
+const NAMES: [&str; 8] = ["prefix", "topic", "partition", "first_offset", "last_offset", "date", "hour", "ext"];
 
 /// A placeholder: start and end byte, name, zero-padding width.
 type Placeholder<'a> = (usize, usize, &'a str, Option<usize>);
@@ -82,9 +82,8 @@ pub fn check_template(template: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
-/// Renders a key. An empty prefix leaves no leading or doubled `/`. `{zone}` is not deterministic
-/// across owners and is rejected by [`check_template`] users who need exact-once overwrites; it
-/// renders as `unknown` here.
+/// Renders a key. An empty prefix leaves no leading or doubled `/`. Every placeholder is a
+/// function of the records, never of the worker, so any owner renders the same key.
 pub fn render(template: &str, n: &ObjectName<'_>) -> Result<String, TemplateError> {
     let ps = placeholders(template)?;
     let time: DateTime<Utc> = DateTime::from_timestamp_millis(n.timestamp_ms.max(0)).unwrap_or_default();
@@ -100,8 +99,7 @@ pub fn render(template: &str, n: &ObjectName<'_>) -> Result<String, TemplateErro
             "last_offset" => n.last_offset.to_string(),
             "date" => time.format("%Y-%m-%d").to_string(),
             "hour" => time.format("%H").to_string(),
-            "ext" => n.ext.to_owned(),
-            _ => "unknown".to_owned(),
+            _ => n.ext.to_owned(),
         };
         match width {
             Some(w) => out.push_str(&format!("{value:0>w$}")),
