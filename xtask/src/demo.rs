@@ -613,7 +613,7 @@ fn chart(base: &Phase, aware: &Phase) -> anyhow::Result<String> {
     {
         let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
         root.fill(&WHITE)?;
-        let max = mb(base.cross_total().max(aware.cross_total())).max(0.001) * 1.15;
+        let max = mb(base.cross_total().max(aware.cross_total())).max(0.001) * 1.3;
         let mut c = ChartBuilder::on(&root)
             .caption("Cross-zone MB by traffic type", ("sans-serif", 20))
             .margin(20)
@@ -644,7 +644,7 @@ fn chart(base: &Phase, aware: &Phase) -> anyhow::Result<String> {
             let label = if i == 0 { "zone-unaware" } else { "zone-aware" };
             c.draw_series(std::iter::once(Text::new(
                 format!("{label}: {:.1} MB", y),
-                (x0, y + max * 0.03),
+                (x0, y + max * 0.1),
                 ("sans-serif", 15),
             )))?;
         }
