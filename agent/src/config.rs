@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use az_core::zone::ZoneSettings;
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Environment prefix of overrides: `ZONAL_AGENT__KAFKA__BOOTSTRAP_SERVERS`.
@@ -231,11 +230,7 @@ fn default_linger_ms() -> u64 {
 impl AgentConfig {
     /// Layers defaults, the file (when given) and the environment.
     pub fn figment(file: Option<&Path>) -> Figment {
-        let mut f = Figment::from(Serialized::defaults(AgentConfig::default()));
-        if let Some(file) = file {
-            f = f.merge(Toml::file_exact(file));
-        }
-        f.merge(Env::prefixed(ENV_PREFIX).split("__").map(|k| k.as_str().replace('_', "-").into()))
+        az_core::program::layered::<AgentConfig>(ENV_PREFIX, file)
     }
 
     /// Loads and validates; errors name the file and the field.

@@ -1,7 +1,11 @@
-//! What both Zonal programs do the same way around their work: log setup, waiting for a stop
-//! signal, and turning configuration errors into one line that names the file and the field.
+//! What both Zonal programs do the same way around their work: log setup, the exit status,
+//! waiting for a stop signal, configuration layering, and configuration errors in one line that
+//! names the file and the field.
 
 use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: info, librdkafka's own warnings only).
 pub fn init_tracing() {
@@ -11,6 +15,29 @@ pub fn init_tracing() {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Runs a program's body: logs set up first, then an error becomes one line on stderr, with its
+/// causes, and a failure exit status.
+pub fn main<E: std::fmt::Display>(name: &str, body: impl FnOnce() -> Result<(), E>) -> std::process::ExitCode {
+    init_tracing();
+    match body() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Configuration layers, later ones winning: `T::default()`, the TOML file (when given), then
+/// environment variables `<prefix>SECTION__KEY` (`__` separates levels, `_` stands for `-`).
+pub fn layered<T: serde::Serialize + Default>(env_prefix: &str, file: Option<&Path>) -> Figment {
+    let mut f = Figment::from(Serialized::defaults(T::default()));
+    if let Some(file) = file {
+        f = f.merge(Toml::file_exact(file));
+    }
+    f.merge(Env::prefixed(env_prefix).split("__").map(|k| k.as_str().replace('_', "-").into()))
 }
 
 /// Resolves on SIGTERM or SIGINT.

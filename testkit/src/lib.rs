@@ -10,6 +10,7 @@
 //! Every server binds 127.0.0.1 only and stops when its handle is dropped.
 
 pub mod etcd;
+pub mod http;
 pub mod kafka;
 pub mod metadata;
 mod runtime;
@@ -22,7 +23,7 @@ pub use etcd::{Etcd, TlsFiles};
 pub use kafka::{KafkaCluster, KafkaSpec};
 pub use metadata::{MetadataBehaviour, MetadataServer, ZoneSpec};
 pub use s3::S3Server;
-pub use wait::{wait_until, wait_until_async};
+pub use wait::{wait_until, wait_until_async, wait_until_every};
 
 /// Errors of the testkit.
 #[derive(Debug, thiserror::Error)]

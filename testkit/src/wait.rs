@@ -8,7 +8,18 @@ use crate::{Result, TestkitError};
 const POLL: Duration = Duration::from_millis(20);
 
 /// Polls `cond` until it returns `Some`, or fails after `deadline` naming `what`.
-pub fn wait_until<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> Result<T> {
+pub fn wait_until<T>(what: &str, deadline: Duration, cond: impl FnMut() -> Option<T>) -> Result<T> {
+    wait_until_every(what, deadline, POLL, cond)
+}
+
+/// [`wait_until`] with a chosen polling interval, for conditions that are costly to check
+/// (reading a bucket back) or that drive a progress bar.
+pub fn wait_until_every<T>(
+    what: &str,
+    deadline: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = cond() {
@@ -17,7 +28,7 @@ pub fn wait_until<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> O
         if start.elapsed() >= deadline {
             return Err(TestkitError::Timeout { what: what.to_owned(), after: deadline });
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(every);
     }
 }
 

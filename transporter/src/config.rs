@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use az_core::zone::ZoneSettings;
 use figment::Figment;
-use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Environment prefix of overrides.
@@ -279,11 +278,7 @@ impl Default for HttpConfig {
 impl TransporterConfig {
     /// Layers defaults, the file and the environment.
     pub fn figment(file: Option<&Path>) -> Figment {
-        let mut f = Figment::from(Serialized::defaults(TransporterConfig::default()));
-        if let Some(file) = file {
-            f = f.merge(Toml::file_exact(file));
-        }
-        f.merge(Env::prefixed(ENV_PREFIX).split("__").map(|k| k.as_str().replace('_', "-").into()))
+        az_core::program::layered::<TransporterConfig>(ENV_PREFIX, file)
     }
 
     /// Loads and validates; errors name the file and the field.

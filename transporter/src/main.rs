@@ -54,14 +54,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    az_core::program::init_tracing();
-    match real_main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("zonal-transporter: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    az_core::program::main("zonal-transporter", real_main)
 }
 
 fn real_main() -> anyhow::Result<()> {

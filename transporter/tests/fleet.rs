@@ -16,7 +16,6 @@ fn six_workers_three_zones_exactly_once_in_zone() -> Res {
     let tmp = tempfile::tempdir()?;
     let workers = fleet(&world, tmp.path(), &FleetSpec::default())?;
     let refs: Vec<&Worker> = workers.iter().collect();
-    wait_converged(&refs, 12, 6)?;
     produce(&world, "logs", 12, 500, "a")?;
     wait_exactly_once(&world, 12 * 500, &refs)?;
 
@@ -78,7 +77,6 @@ fn killed_worker_gets_its_partitions_back_within_grace_else_zone_peer_takes_them
     let tmp = tempfile::tempdir()?;
     let spec = FleetSpec { grace_secs: 8, ..Default::default() };
     let mut workers = fleet(&world, tmp.path(), &spec)?;
-    wait_converged(&workers.iter().collect::<Vec<_>>(), 12, 6)?;
     produce(&world, "logs", 12, 200, "a")?;
     wait_exactly_once(&world, 12 * 200, &workers.iter().collect::<Vec<_>>())?;
     let before = owners_of(&assignment(&workers.iter().collect::<Vec<_>>()).ok_or_else(|| anyhow::anyhow!("no view"))?);
@@ -116,7 +114,6 @@ fn killed_master_is_replaced_and_the_run_completes_exactly_once() -> Res {
     world.kafka.create_topic("logs", 12)?;
     let tmp = tempfile::tempdir()?;
     let mut workers = fleet(&world, tmp.path(), &FleetSpec { grace_secs: 2, ..Default::default() })?;
-    wait_converged(&workers.iter().collect::<Vec<_>>(), 12, 6)?;
     produce(&world, "logs", 12, 200, "a")?;
     wait_exactly_once(&world, 12 * 200, &workers.iter().collect::<Vec<_>>())?;
     let master = testkit::wait_until("a master", Duration::from_secs(20), || {

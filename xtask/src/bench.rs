@@ -376,22 +376,21 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let agent_peak = PeakRss::watch(agent.id());
     let status_url = format!("127.0.0.1:{port}");
     let acked = || -> Option<u64> {
-        let body = http_get(&status_url, "/status").ok()?;
+        let (_, body) = testkit::http::get(&status_url, "/status").ok()?;
         let s: serde_json::Value = serde_json::from_str(&body).ok()?;
         s["streams"][0]["files"].as_array()?.iter().filter_map(|f| f["acked_offset"].as_u64()).max()
     };
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let done = acked().unwrap_or(0);
-        progress.set_position(done);
-        if done >= size {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the agent did not ship {} within 30 minutes", input.display());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Poll every 100 ms: often enough for the figure, rarely enough not to load the agent.
+    testkit::wait_until_every(
+        "the agent to ship the whole file",
+        Duration::from_secs(1800),
+        Duration::from_millis(100),
+        || {
+            let done = acked().unwrap_or(0);
+            progress.set_position(done);
+            (done >= size).then_some(())
+        },
+    )?;
     let agent_secs = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let agent_rss = agent_peak.finish(agent.id());
@@ -421,14 +420,4 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
         Row { case: "agent", metric: "lines/s", value: lines / agent_secs, reference: lines / kcat_secs },
         Row { case: "agent", metric: "peak RSS MB", value: agent_rss, reference: kcat_rss },
     ])
-}
-
-pub fn http_get(host: &str, path: &str) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }

@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use testkit::{World, WorldSpec};
 
-use crate::bench::{PeakRss, Row, bar, high_watermarks, http_get, wait_child};
+use crate::bench::{PeakRss, Row, bar, high_watermarks, wait_child};
 
 const PARTITIONS: i32 = 256;
 const VALUE: usize = 1000;
@@ -139,30 +139,29 @@ pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         workers.push((child, format!("127.0.0.1:{port}"), peak));
     }
     let progress = bar(bytes, "zonal-transporter");
-    let deadline = Instant::now() + Duration::from_secs(1800);
     let mut all_owned: Option<Instant> = None;
-    loop {
-        let (committed, owned) = workers
-            .iter()
-            .filter_map(|(_, http, _)| {
-                let s: serde_json::Value = serde_json::from_str(&http_get(http, "/status").ok()?).ok()?;
-                let o = s["owned"].as_object()?;
-                let c = o.values().filter_map(|o| o["committed"].as_i64()).map(|c| c.max(0) as u64).sum::<u64>();
-                Some((c, o.len()))
-            })
-            .fold((0u64, 0usize), |a, b| (a.0 + b.0, a.1 + b.1));
-        if all_owned.is_none() && owned >= PARTITIONS as usize {
-            all_owned = Some(Instant::now());
-        }
-        progress.set_position(committed * VALUE as u64);
-        if committed >= total_records {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the transporters did not move {mb:.0} MB within 30 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    testkit::wait_until_every(
+        "the transporters to commit every record",
+        Duration::from_secs(1800),
+        Duration::from_millis(100),
+        || {
+            let (committed, owned) = workers
+                .iter()
+                .filter_map(|(_, http, _)| {
+                    let s: serde_json::Value =
+                        serde_json::from_str(&testkit::http::get(http, "/status").ok()?.1).ok()?;
+                    let o = s["owned"].as_object()?;
+                    let c = o.values().filter_map(|o| o["committed"].as_i64()).map(|c| c.max(0) as u64).sum::<u64>();
+                    Some((c, o.len()))
+                })
+                .fold((0u64, 0usize), |a, b| (a.0 + b.0, a.1 + b.1));
+            if all_owned.is_none() && owned >= PARTITIONS as usize {
+                all_owned = Some(Instant::now());
+            }
+            progress.set_position(committed * VALUE as u64);
+            (committed >= total_records).then_some(())
+        },
+    )?;
     let zonal_secs = start.elapsed().as_secs_f64();
     let transfer_secs = all_owned.map_or(zonal_secs, |t| t.elapsed().as_secs_f64());
     progress.finish_and_clear();

@@ -14,7 +14,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -128,21 +128,16 @@ impl Proc {
     }
 
     fn get(&self, path: &str) -> anyhow::Result<String> {
-        let mut s = std::net::TcpStream::connect(&self.http)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.http)?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+        Ok(testkit::http::get(&self.http, path)?.1)
     }
 
     fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        let text = self.get("/metrics").unwrap_or_default();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-            .filter(|l| labels.iter().all(|f| l.contains(f)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        testkit::http::metric(&self.get("/metrics").unwrap_or_default(), name, labels)
+    }
+
+    /// Bytes this client exchanged with Kafka in the given zone relation, both directions.
+    fn kafka_bytes(&self, metric: &str, zone: &str) -> u64 {
+        (self.metric(metric, &[zone, "\"tx\""]) + self.metric(metric, &[zone, "\"rx\""])) as u64
     }
 
     fn stop(&mut self) {
@@ -151,15 +146,11 @@ impl Proc {
                 // SAFETY: kill(2) on our own child.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if testkit::wait_until("a graceful exit", Duration::from_secs(30), || c.try_wait().ok().flatten()).is_err()
+            {
+                let _ = c.kill();
+                let _ = c.wait();
             }
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 
@@ -282,7 +273,7 @@ fn phase(
     setup.set_prefix(name);
     setup.set_message("waiting for the transporter fleet to assign every partition");
     setup.enable_steady_tick(Duration::from_millis(120));
-    let cross_zone_partitions = wait("the fleet's assignment", Duration::from_secs(60), || {
+    let cross_zone_partitions = testkit::wait_until("the fleet's assignment", Duration::from_secs(60), || {
         transporters.iter().find_map(|t| {
             let v: serde_json::Value = serde_json::from_str(&t.get("/assignment").ok()?).ok()?;
             let owned: usize = v["zones"]
@@ -331,7 +322,7 @@ fn phase(
         ));
     }
     for (_, a) in &agents {
-        wait("an agent to become ready", Duration::from_secs(30), || {
+        testkit::wait_until("an agent to become ready", Duration::from_secs(30), || {
             a.get("/readyz").ok().filter(|b| b.starts_with("ready"))
         })
         .map_err(|e| anyhow::anyhow!("{e}\n{}", a.log_tail()))?;
@@ -350,10 +341,15 @@ fn phase(
         let tag = name;
         generators.push(std::thread::spawn(move || generate(&adir.join("logs"), z, tag, &a, &written)));
     }
-    while generators.iter().any(|g| !g.is_finished()) {
-        gen_bar.set_position(written.load(Ordering::Relaxed));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    testkit::wait_until_every(
+        "the generators",
+        Duration::from_secs(args.duration * 2 + 60),
+        Duration::from_millis(100),
+        || {
+            gen_bar.set_position(written.load(Ordering::Relaxed));
+            generators.iter().all(|g| g.is_finished()).then_some(())
+        },
+    )?;
     for g in generators {
         g.join().map_err(|_| anyhow::anyhow!("a generator panicked"))??;
     }
@@ -364,32 +360,46 @@ fn phase(
     ship_bar.set_style(style);
     ship_bar.set_prefix(name);
     ship_bar.set_message("lines in S3");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut contents = read_back(s3.root(), name)?;
-    while contents.distinct < total && Instant::now() < deadline {
-        ship_bar.set_position(contents.distinct);
-        std::thread::sleep(Duration::from_millis(500));
-        contents = read_back(s3.root(), name)?;
-    }
-    ship_bar.set_position(contents.distinct);
+    // Reading the bucket back decompresses every object: check twice a second, not faster.
+    let mut contents = Contents::default();
+    let shipped =
+        testkit::wait_until_every("every line in S3", Duration::from_secs(180), Duration::from_millis(500), || {
+            match read_back(s3, name) {
+                Ok(c) => contents = c,
+                Err(e) => return Some(Err(e)),
+            }
+            ship_bar.set_position(contents.distinct);
+            (contents.distinct >= total).then_some(Ok(()))
+        });
     ship_bar.finish();
+    match shipped {
+        Ok(r) => r?,
+        // Not everything arrived: report what did (the report counts the lost lines).
+        Err(e) => eprintln!("warning: {e}"),
+    }
 
-    // Let one more statistics interval land, then read the clients' byte counters.
-    std::thread::sleep(Duration::from_millis(1200));
+    // The clients' byte counters come from librdkafka statistics, emitted periodically: wait
+    // until every client has reported once more after the last line landed.
+    let clients: Vec<(&Proc, &str)> = agents
+        .iter()
+        .map(|(_, a)| (a, "zonal_agent_kafka_bytes"))
+        .chain(transporters.iter().map(|t| (t, "zonal_transporter_kafka_bytes")))
+        .collect();
+    let total_bytes = |(c, m): &(&Proc, &str)| {
+        ["same-zone", "cross-zone", "unknown"].iter().map(|z| c.kafka_bytes(m, z)).sum::<u64>()
+    };
+    let before: Vec<u64> = clients.iter().map(total_bytes).collect();
+    testkit::wait_until("statistics after the last delivery", Duration::from_secs(15), || {
+        clients.iter().zip(&before).all(|(c, b)| total_bytes(c) > *b).then_some(())
+    })?;
     let mut p = Phase { lines_generated: total, cross_zone_partitions, ..Default::default() };
     for (_, a) in &agents {
-        let m = |zone: &str| {
-            (a.metric("zonal_agent_kafka_bytes", &[zone, "\"tx\""])
-                + a.metric("zonal_agent_kafka_bytes", &[zone, "\"rx\""])) as u64
-        };
+        let m = |zone: &str| a.kafka_bytes("zonal_agent_kafka_bytes", zone);
         p.producer_cross_zone_bytes += m("cross-zone");
         p.producer_bytes += m("cross-zone") + m("same-zone") + m("unknown");
     }
     for t in &transporters {
-        let m = |zone: &str| {
-            (t.metric("zonal_transporter_kafka_bytes", &[zone, "\"tx\""])
-                + t.metric("zonal_transporter_kafka_bytes", &[zone, "\"rx\""])) as u64
-        };
+        let m = |zone: &str| t.kafka_bytes("zonal_transporter_kafka_bytes", zone);
         p.consumer_cross_zone_bytes += m("cross-zone");
         p.consumer_bytes += m("cross-zone") + m("same-zone") + m("unknown");
     }
@@ -421,19 +431,6 @@ fn phase(
         t.stop();
     }
     Ok(p)
-}
-
-fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Writes lines at the configured rate, rotating `app.log` to `app.log.N` every 5 seconds.
@@ -477,33 +474,19 @@ struct Contents {
 }
 
 /// Reads every object of a phase back from the S3 server's storage and counts lines.
-fn read_back(root: &Path, prefix: &str) -> anyhow::Result<Contents> {
-    let base = root.join(BUCKET).join(prefix);
+fn read_back(s3: &testkit::S3Server, prefix: &str) -> anyhow::Result<Contents> {
     let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     let mut c = Contents::default();
-    let mut stack = vec![base];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !name.ends_with(".zst") {
-                continue;
-            }
-            // <topic>-<partition>-<first offset>.log.zst
-            let stem = name.split('.').next().unwrap_or_default();
-            let partition: i32 = stem.rsplit('-').nth(1).and_then(|p| p.parse().ok()).unwrap_or(-1);
-            let text = zstd::stream::decode_all(std::fs::File::open(&path)?)?;
-            for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                c.total += 1;
-                *c.per_partition.entry(partition).or_default() += 1;
-                if seen.insert(l.to_vec()) {
-                    c.distinct += 1;
-                }
+    for key in s3.list_keys(BUCKET)?.iter().filter(|k| k.starts_with(&format!("{prefix}/")) && k.ends_with(".zst")) {
+        // .../<topic>-<partition>-<first offset>.log.zst
+        let stem = key.rsplit('/').next().and_then(|f| f.split('.').next()).unwrap_or_default();
+        let partition: i32 = stem.rsplit('-').nth(1).and_then(|p| p.parse().ok()).unwrap_or(-1);
+        let text = zstd::stream::decode_all(std::fs::File::open(s3.root().join(BUCKET).join(key))?)?;
+        for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            c.total += 1;
+            *c.per_partition.entry(partition).or_default() += 1;
+            if seen.insert(l.to_vec()) {
+                c.distinct += 1;
             }
         }
     }

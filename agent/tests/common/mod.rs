@@ -179,13 +179,7 @@ linger-ms = 5
 
     /// Sum of a metric's samples whose label text contains every given fragment.
     pub fn metric(&self, name: &str, labels: &[&str]) -> Res<f64> {
-        let text = self.metrics()?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
-            .filter(|l| labels.iter().all(|f| l.contains(f)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(testkit::http::metric(&self.metrics()?, name, labels))
     }
 
     /// Waits until the stream tails `path` and every file it tails is acknowledged up to its
@@ -229,36 +223,11 @@ impl Drop for Agent {
     }
 }
 
-/// A minimal HTTP/1.1 GET over loopback, enough for the agent's own endpoints.
+/// GETs a URL of the agent's own server (`http://127.0.0.1:PORT/path`).
 pub fn http_get(url: &str) -> Res<(u16, String)> {
-    use std::io::Read;
     let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("not http: {url}"))?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut s = std::net::TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    // Bodies may be chunked; the agent's are small, so de-chunk naively.
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
-    Ok((code, body))
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
+    Ok(testkit::http::get(host, &path)?)
 }
 
 /// Appends lines to a file, creating it.

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -184,13 +183,7 @@ listen = "127.0.0.1:{port}"
     }
 
     pub fn metric(&self, name: &str, labels: &[&str]) -> Res<f64> {
-        let text = self.get("/metrics")?.1;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
-            .filter(|l| labels.iter().all(|f| l.contains(f)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(testkit::http::metric(&self.get("/metrics")?.1, name, labels))
     }
 
     pub fn log_tail(&self) -> String {
@@ -210,16 +203,11 @@ impl Drop for Worker {
 }
 
 pub fn http_get(host: &str, path: &str) -> Res<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let code = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((code, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+    Ok(testkit::http::get(host, path)?)
 }
 
-/// Six workers, two per zone: ids `w<zone>-<k>`.
+/// Six workers, two per zone (ids `w<zone>-<k>`), returned once the master has assigned every
+/// partition of the spec's topics in zone over all six.
 pub fn fleet(world: &World, dir: &std::path::Path, spec: &FleetSpec) -> Res<Vec<Worker>> {
     let mut out = Vec::new();
     for z in 0..3 {
@@ -227,6 +215,11 @@ pub fn fleet(world: &World, dir: &std::path::Path, spec: &FleetSpec) -> Res<Vec<
             out.push(Worker::start(world, dir, &format!("w{z}-{k}"), Some(z), spec)?);
         }
     }
+    let mut partitions = 0;
+    for t in &spec.topics {
+        partitions += world.kafka.leaders(t)?.len();
+    }
+    wait_converged(&out.iter().collect::<Vec<_>>(), partitions, out.len())?;
     Ok(out)
 }
 
