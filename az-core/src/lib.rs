@@ -12,6 +12,7 @@
 pub mod accounting;
 mod admin;
 pub mod assign;
+pub mod kafka_options;
 pub mod program;
 pub mod selection;
 pub mod topology;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::tls::{TlsFiles, make_certs};
 use crate::{Result, TestkitError, io_err, wait_until};
 
 /// A running etcd server.
@@ -16,67 +17,6 @@ pub struct Etcd {
     _dir: tempfile::TempDir,
     log: PathBuf,
     tls: Option<TlsFiles>,
-}
-
-/// Certificates of a TLS etcd: a throwaway CA and a server certificate for 127.0.0.1.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// CA certificate (PEM): what clients trust.
-    pub ca: PathBuf,
-    /// Server certificate (PEM).
-    pub cert: PathBuf,
-    /// Server key (PEM).
-    pub key: PathBuf,
-}
-
-fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().map_err(|e| TestkitError::Start {
-        server: "etcd",
-        reason: format!("running openssl ({e}); install Debian's openssl to test TLS"),
-    })?;
-    if !out.status.success() {
-        return Err(TestkitError::Start {
-            server: "etcd",
-            reason: format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)),
-        });
-    }
-    Ok(())
-}
-
-/// Generates a CA and a server certificate (SAN 127.0.0.1 and localhost) with EC P-256 keys.
-fn make_certs(dir: &std::path::Path) -> Result<TlsFiles> {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=testkit-ca"]);
-    openssl(dir, &ca)?;
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
-    openssl(dir, &csr)?;
-    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        .map_err(io_err("write san.cnf"))?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.cnf",
-        ],
-    )?;
-    Ok(TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") })
 }
 
 impl std::fmt::Debug for Etcd {

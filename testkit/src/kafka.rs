@@ -14,9 +14,11 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 
-use crate::{Result, TestkitError};
+use crate::kafka_front::{Front, Security};
+use crate::tls::{CLIENT_KEY_PASSWORD, TlsFiles, make_certs};
+use crate::{Result, TestkitError, io_err};
 
 /// Shape of the cluster.
 #[derive(Debug, Clone)]
@@ -27,23 +29,19 @@ pub struct KafkaSpec {
     pub brokers_per_zone: usize,
 }
 
-/// The mock cluster owns raw librdkafka pointers and so is neither `Send` nor `Sync` in Rust's
-/// eyes. librdkafka's mock API is thread-safe: every call is marshalled as an op onto the
-/// cluster's own thread and waited for, so sharing the handle between threads is sound.
-struct SharedMock(MockCluster<'static, DefaultProducerContext>);
-
-// SAFETY: see the type's comment; rd_kafka_mock_* functions only enqueue ops and wait for replies.
-unsafe impl Send for SharedMock {}
-// SAFETY: as above; no method takes `&mut self`.
-unsafe impl Sync for SharedMock {}
-
 /// A running multi-zone mock Kafka cluster.
+///
+/// The cluster lives inside a client created with `test.mock.num.brokers` (the host), so that
+/// the raw cluster handle is reachable for what rdkafka does not wrap (advertised listeners).
 pub struct KafkaCluster {
-    mock: SharedMock,
+    host: BaseProducer,
     bootstrap: String,
     racks: BTreeMap<i32, String>,
     zones: Vec<String>,
     admin: BaseConsumer,
+    client_options: Vec<(String, String)>,
+    tls: Option<TlsFiles>,
+    _front: Option<(Front, tempfile::TempDir)>,
 }
 
 impl std::fmt::Debug for KafkaCluster {
@@ -61,6 +59,13 @@ impl KafkaCluster {
     /// Starts `racks.len() * brokers_per_zone` brokers with racks assigned round-robin, so that
     /// the mock's consecutive replica lists put one replica of each partition in each zone.
     pub fn start(spec: &KafkaSpec) -> Result<Self> {
+        Self::start_secured(spec, &Security::default())
+    }
+
+    /// Like [`KafkaCluster::start`], but clients must connect as `security` says: every broker
+    /// is advertised at a front that terminates TLS and SASL (see `kafka_front`).
+    /// [`KafkaCluster::client_options`] are the librdkafka properties a client needs.
+    pub fn start_secured(spec: &KafkaSpec, security: &Security) -> Result<Self> {
         if spec.racks.is_empty() || spec.brokers_per_zone == 0 {
             return Err(TestkitError::Start {
                 server: "kafka",
@@ -69,20 +74,120 @@ impl KafkaCluster {
         }
         let n = i32::try_from(spec.racks.len() * spec.brokers_per_zone)
             .map_err(|_| TestkitError::Start { server: "kafka", reason: "too many brokers".into() })?;
-        let mock = MockCluster::new(n).map_err(kafka_err("create mock cluster"))?;
-        let mut racks = BTreeMap::new();
+        let host: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", n.to_string())
+            // The host client never produces; keep it from refreshing metadata through fronts it
+            // has no credentials for.
+            .set("topic.metadata.refresh.interval.ms", "-1")
+            .create()
+            .map_err(kafka_err("create mock cluster"))?;
+        let mut cluster = KafkaCluster {
+            host,
+            bootstrap: String::new(),
+            racks: BTreeMap::new(),
+            zones: spec.racks.clone(),
+            admin: ClientConfig::new().create().map_err(kafka_err("create placeholder client"))?,
+            client_options: Vec::new(),
+            tls: None,
+            _front: None,
+        };
+        let plain = cluster.mock()?.bootstrap_servers();
         for id in 1..=n {
             let rack = spec.racks[(id as usize - 1) % spec.racks.len()].clone();
-            mock.broker_rack(id, &rack).map_err(kafka_err(format!("set rack of broker {id}")))?;
-            racks.insert(id, rack);
+            cluster.mock()?.broker_rack(id, &rack).map_err(kafka_err(format!("set rack of broker {id}")))?;
+            cluster.racks.insert(id, rack);
         }
-        let bootstrap = mock.bootstrap_servers();
-        let admin: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", "testkit-admin")
-            .create()
-            .map_err(kafka_err("create testkit metadata client"))?;
-        Ok(KafkaCluster { mock: SharedMock(mock), bootstrap, racks, zones: spec.racks.clone(), admin })
+        cluster.bootstrap = if security.tls || !security.sasl_users.is_empty() {
+            // The mock's own bootstrap string is computed once at creation and keeps the plain
+            // ports; clients must start at the fronts.
+            cluster.secure(security, &plain)?
+        } else {
+            plain
+        };
+        let mut admin = ClientConfig::new();
+        admin.set("bootstrap.servers", &cluster.bootstrap).set("group.id", "testkit-admin");
+        for (k, v) in &cluster.client_options {
+            admin.set(k, v);
+        }
+        cluster.admin = admin.create().map_err(kafka_err("create testkit metadata client"))?;
+        Ok(cluster)
+    }
+
+    /// Starts the fronts and makes every broker advertise its front.
+    fn secure(&mut self, security: &Security, plain_bootstrap: &str) -> Result<String> {
+        let dir = tempfile::Builder::new().prefix("zonal-kafka-tls-").tempdir().map_err(io_err("create TLS dir"))?;
+        let files = if security.tls { Some(make_certs(dir.path())?) } else { None };
+        // The mock lists brokers 1..=N in bootstrap order.
+        let upstreams = plain_bootstrap
+            .split(',')
+            .enumerate()
+            .map(|(i, a)| {
+                let addr = a.parse().map_err(|e| TestkitError::Start {
+                    server: "kafka",
+                    reason: format!("mock broker address {a:?}: {e}"),
+                })?;
+                Ok((i as i32 + 1, addr))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (front, ports) = Front::start(security, files.as_ref(), &upstreams)?;
+        // SAFETY: the host client is alive; the call only reads its mock cluster pointer.
+        let cluster = unsafe { rdkafka_sys::rd_kafka_handle_mock_cluster(self.host.client().native_ptr()) };
+        if cluster.is_null() {
+            return Err(TestkitError::Start { server: "kafka", reason: "the host client has no mock cluster".into() });
+        }
+        let host = c"127.0.0.1";
+        let bootstrap = ports.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
+        for (id, port) in ports {
+            // SAFETY: the cluster pointer comes from the live host client, which owns the cluster
+            // for as long as `self` lives; the function copies the host string under the
+            // cluster's lock.
+            unsafe { rdkafka_sys::rd_kafka_mock_broker_set_host_port(cluster, id, host.as_ptr(), i32::from(port)) };
+        }
+        let protocol = match (security.tls, security.sasl_users.is_empty()) {
+            (true, true) => "SSL",
+            (true, false) => "SASL_SSL",
+            (false, false) => "SASL_PLAINTEXT",
+            (false, true) => "PLAINTEXT",
+        };
+        let mut options = vec![("security.protocol".to_owned(), protocol.to_owned())];
+        if let Some(f) = &files {
+            options.push(("ssl.ca.location".into(), f.ca.display().to_string()));
+            if security.client_certs {
+                options.push(("ssl.certificate.location".into(), f.client_cert.display().to_string()));
+                options.push(("ssl.key.location".into(), f.client_key.display().to_string()));
+                options.push(("ssl.key.password".into(), CLIENT_KEY_PASSWORD.to_owned()));
+            }
+        }
+        if let Some((user, password)) = security.sasl_users.first() {
+            options.push(("sasl.mechanism".into(), "SCRAM-SHA-512".into()));
+            options.push(("sasl.username".into(), user.clone()));
+            options.push(("sasl.password".into(), password.clone()));
+        }
+        self.client_options = options;
+        self.tls = files;
+        self._front = Some((front, dir));
+        Ok(bootstrap)
+    }
+
+    /// The librdkafka properties a client needs besides `bootstrap.servers` (empty for a
+    /// plaintext cluster): `security.protocol`, CA, client certificate and SASL login.
+    pub fn client_options(&self) -> &[(String, String)] {
+        &self.client_options
+    }
+
+    /// A client configuration with `bootstrap.servers` and [`KafkaCluster::client_options`].
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.client_options {
+            cc.set(k, v);
+        }
+        cc
+    }
+
+    /// The certificates of a TLS cluster.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The `bootstrap.servers` string.
@@ -101,15 +206,18 @@ impl KafkaCluster {
     }
 
     /// The underlying mock cluster, for error injection the testkit does not wrap.
-    pub fn mock(&self) -> &MockCluster<'static, DefaultProducerContext> {
-        &self.mock.0
+    pub fn mock(&self) -> Result<MockCluster<'_, DefaultProducerContext>> {
+        self.host.client().mock_cluster().ok_or_else(|| TestkitError::Start {
+            server: "kafka",
+            reason: "the host client has no mock cluster".into(),
+        })
     }
 
     /// Creates a topic with RF 3 (or fewer brokers) and pins leaders round-robin over the zones:
     /// partition p is led by its replica in zone `p % zones`.
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         let rf = 3.min(self.racks.len() as i32);
-        self.mock.0.create_topic(topic, partitions, rf).map_err(kafka_err(format!("create topic {topic}")))?;
+        self.mock()?.create_topic(topic, partitions, rf).map_err(kafka_err(format!("create topic {topic}")))?;
         let replicas = self.replicas(topic)?;
         for p in 0..partitions {
             let zone = &self.zones[p as usize % self.zones.len()];
@@ -157,8 +265,7 @@ impl KafkaCluster {
     /// Makes `broker` the leader of a partition, as a real cluster would after a failover or a
     /// preferred-leader election.
     pub fn move_leader(&self, topic: &str, partition: i32, broker: i32) -> Result<()> {
-        self.mock
-            .0
+        self.mock()?
             .partition_leader(topic, partition, Some(broker))
             .map_err(kafka_err(format!("move leader of {topic}/{partition} to {broker}")))
     }
@@ -166,20 +273,19 @@ impl KafkaCluster {
     /// Sets the follower a fetch for the partition is redirected to (the mock ignores
     /// `client.rack` and uses this instead).
     pub fn set_follower(&self, topic: &str, partition: i32, broker: i32) -> Result<()> {
-        self.mock
-            .0
+        self.mock()?
             .partition_follower(topic, partition, broker)
             .map_err(kafka_err(format!("set follower of {topic}/{partition} to {broker}")))
     }
 
     /// Disconnects a broker and refuses new connections. Leadership does not move by itself.
     pub fn broker_down(&self, broker: i32) -> Result<()> {
-        self.mock.0.broker_down(broker).map_err(kafka_err(format!("take broker {broker} down")))
+        self.mock()?.broker_down(broker).map_err(kafka_err(format!("take broker {broker} down")))
     }
 
     /// Lets a downed broker accept connections again.
     pub fn broker_up(&self, broker: i32) -> Result<()> {
-        self.mock.0.broker_up(broker).map_err(kafka_err(format!("bring broker {broker} up")))
+        self.mock()?.broker_up(broker).map_err(kafka_err(format!("bring broker {broker} up")))
     }
 
     /// The rack of a broker.

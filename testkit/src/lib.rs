@@ -12,17 +12,21 @@
 pub mod etcd;
 pub mod http;
 pub mod kafka;
+pub mod kafka_front;
 pub mod metadata;
 mod runtime;
 pub mod s3;
+pub mod tls;
 pub mod wait;
 
 use std::time::Duration;
 
-pub use etcd::{Etcd, TlsFiles};
+pub use etcd::Etcd;
 pub use kafka::{KafkaCluster, KafkaSpec};
+pub use kafka_front::Security;
 pub use metadata::{MetadataBehaviour, MetadataServer, ZoneSpec};
 pub use s3::S3Server;
+pub use tls::TlsFiles;
 pub use wait::{wait_until, wait_until_async, wait_until_every};
 
 /// Errors of the testkit.

@@ -13,7 +13,7 @@ fn zone_without_workers_and_partition_without_rack_are_assigned_elsewhere_and_co
     let world = world()?;
     world.kafka.create_topic("logs", 12)?;
     // Broker 1 (zone 1) loses its rack: the partitions it leads have no zone.
-    world.kafka.mock().broker_rack(1, "")?;
+    world.kafka.mock()?.broker_rack(1, "")?;
     let norack: Vec<i32> = world.kafka.leaders("logs")?.into_iter().filter(|(_, l)| *l == 1).map(|(p, _)| p).collect();
     assert!(!norack.is_empty());
     let tmp = tempfile::tempdir()?;

@@ -15,17 +15,23 @@ pub struct Package {
 }
 
 /// What `cargo xtask test` needs: etcd for the transporter's coordination tests, protoc for
-/// etcd-client's build, kcat as the benchmarks' reference client.
-pub const TEST_PACKAGES: [Package; 4] = [
+/// etcd-client's build, OpenSSL's headers and pkg-config for librdkafka's TLS build, the openssl
+/// command for throwaway certificates, kcat as the reference client, logrotate for rotation tests.
+pub const TEST_PACKAGES: [Package; 8] = [
     Package { binary: "etcd", debian: "etcd-server" },
     Package { binary: "protoc", debian: "protobuf-compiler" },
-    Package { binary: "kcat", debian: "kcat" },
     // libprotobuf-dev carries the well-known .proto files protoc includes.
     Package { binary: "/usr/include/google/protobuf/empty.proto", debian: "libprotobuf-dev" },
+    Package { binary: "/usr/include/openssl/ssl.h", debian: "libssl-dev" },
+    Package { binary: "pkg-config", debian: "pkg-config" },
+    Package { binary: "kcat", debian: "kcat" },
+    Package { binary: "openssl", debian: "openssl" },
+    Package { binary: "logrotate", debian: "logrotate" },
 ];
 
 /// What `cargo xtask demo` needs.
-pub const DEMO_PACKAGES: [Package; 3] = [TEST_PACKAGES[0], TEST_PACKAGES[1], TEST_PACKAGES[3]];
+pub const DEMO_PACKAGES: [Package; 5] =
+    [TEST_PACKAGES[0], TEST_PACKAGES[1], TEST_PACKAGES[2], TEST_PACKAGES[3], TEST_PACKAGES[4]];
 
 fn present(binary: &str) -> bool {
     if binary.starts_with('/') {
