@@ -165,12 +165,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     metrics.register(&mut registry);
     let budget = Arc::new(Budget::new(config.max_in_flight_bytes));
     let stop = Arc::new(AtomicBool::new(false));
+    let auth = Arc::new(az_core::kafka_options::AuthFailure::default());
+    let options = config.kafka.client_options()?;
 
     let mut streams = Vec::new();
     let mut runners = Vec::new();
     for sc in &config.streams {
         let (tx, rx) = std::sync::mpsc::channel();
-        let producer = Arc::new(kafka::producer(&config, sc, metrics.clone(), budget.clone(), tx)?);
+        let producer = Arc::new(kafka::producer(&config, sc, metrics.clone(), budget.clone(), tx, auth.clone())?);
         let store = Store::open(&config.checkpoint_dir, &sc.name)
             .with_context(|| format!("opening checkpoint directory {}", config.checkpoint_dir.display()))?;
         let shared = Arc::new(StreamShared {
@@ -262,7 +264,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTP listening");
     let server = tokio::spawn(axum::serve(listener, crate::http::router(state.clone())).into_future());
 
-    az_core::program::wait_for_signal().await.context("installing signal handlers")?;
+    // A refused login is fatal: librdkafka would retry it forever while nothing moves.
+    let refused = tokio::select! {
+        signal = az_core::program::wait_for_signal() => {
+            signal.context("installing signal handlers")?;
+            None
+        }
+        reason = auth.wait() => Some(az_core::kafka_options::AuthFailure::explain(&reason, &options)),
+    };
     tracing::info!("stopping: flushing in-flight records and writing checkpoints");
     state.running.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
@@ -286,6 +295,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     .await
     .context("final flush")?;
     server.abort();
+    if let Some(refused) = refused {
+        anyhow::bail!(refused);
+    }
     tracing::info!("stopped");
     Ok(())
 }

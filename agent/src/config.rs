@@ -12,12 +12,38 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use az_core::kafka_options::{ClientOptions, Guard};
 use az_core::zone::ZoneSettings;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Environment prefix of overrides: `ZONAL_AGENT__KAFKA__BOOTSTRAP_SERVERS`.
 pub const ENV_PREFIX: &str = "ZONAL_AGENT__";
+
+/// librdkafka properties the agent sets itself because at-least-once delivery depends on them.
+pub const GUARDS: &[Guard] = &[
+    Guard {
+        key: "acks",
+        allowed: &["all", "-1"],
+        reason: "a checkpoint may only pass lines every in-sync replica has (at-least-once)",
+    },
+    Guard {
+        key: "request.required.acks",
+        allowed: &["all", "-1"],
+        reason: "a checkpoint may only pass lines every in-sync replica has (at-least-once)",
+    },
+    Guard {
+        key: "enable.idempotence",
+        allowed: &["true"],
+        reason: "retries without idempotence reorder and duplicate lines within a partition",
+    },
+    Guard {
+        key: "delivery.report.only.error",
+        allowed: &["false"],
+        reason: "checkpoints advance only on delivery reports of successful sends",
+    },
+    Guard { key: "bootstrap.servers", allowed: &[], reason: "set kafka.bootstrap-servers instead" },
+];
 
 /// The whole agent configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,13 +90,23 @@ pub struct KafkaConfig {
     /// `bootstrap.servers`: comma-separated host:port list.
     pub bootstrap_servers: String,
     /// librdkafka properties passed through unchanged (TLS, SASL, tuning), e.g.
-    /// `"security.protocol" = "SASL_SSL"`. They override the agent's own defaults.
+    /// `"security.protocol" = "SASL_SSL"`. They override the agent's own defaults, except those
+    /// its guarantees depend on (`acks`, `enable.idempotence`, `delivery.report.only.error`).
+    /// A key ending in `-file` (`"sasl.password-file"`) reads the property from a file, one
+    /// ending in `-env` from an environment variable; secrets are shown as `***`.
     pub options: BTreeMap<String, String>,
     /// Seconds between topology refreshes (leaders and racks); errors that mean leadership
     /// moved trigger an immediate refresh.
     pub topology_refresh_secs: u64,
     /// Timeout of metadata and admin requests, in milliseconds.
     pub request_timeout_ms: u64,
+}
+
+impl KafkaConfig {
+    /// The passthrough options with secrets read from their files and variables.
+    pub fn client_options(&self) -> anyhow::Result<ClientOptions> {
+        Ok(ClientOptions::resolve(&self.options)?)
+    }
 }
 
 impl Default for KafkaConfig {
@@ -249,6 +285,9 @@ impl AgentConfig {
         if self.streams.is_empty() {
             bail!("streams: at least one stream is required");
         }
+        let options = self.kafka.client_options()?;
+        options.check_guards(GUARDS)?;
+        options.validate()?;
         if self.max_in_flight_bytes < 64 * 1024 {
             bail!("max-in-flight-bytes: must be at least 65536, got {}", self.max_in_flight_bytes);
         }
@@ -298,9 +337,11 @@ impl AgentConfig {
         Ok(())
     }
 
-    /// The effective configuration as TOML, for `check`.
+    /// The effective configuration as TOML, for `check`, with secrets shown as `***`.
     pub fn to_toml(&self) -> anyhow::Result<String> {
-        toml::to_string_pretty(self).context("rendering the configuration as TOML")
+        let mut value = toml::Value::try_from(self).context("rendering the configuration as TOML")?;
+        az_core::kafka_options::redact_toml(&mut value, &[]);
+        toml::to_string_pretty(&value).context("rendering the configuration as TOML")
     }
 }
 

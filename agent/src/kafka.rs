@@ -14,6 +14,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use az_core::kafka_options::{AuthFailure, ClientOptions};
 use az_core::{BrokerTraffic, TopologyWatcher};
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
@@ -182,6 +183,8 @@ pub struct AgentContext {
     retries: Mutex<Sender<Retry>>,
     /// Set once the topology watcher exists, so leadership errors can trigger a refresh.
     pub topology: OnceLock<TopologyWatcher>,
+    /// Where a refused login is reported (shared by every stream).
+    auth: Arc<AuthFailure>,
 }
 
 impl ClientContext for AgentContext {
@@ -192,7 +195,11 @@ impl ClientContext for AgentContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(stream = %self.stream, error = %error, reason, "kafka client error");
+        if self.auth.observe(&error, reason) {
+            tracing::error!(stream = %self.stream, error = %error, reason, "Kafka refused the login");
+        } else {
+            tracing::warn!(stream = %self.stream, error = %error, reason, "kafka client error");
+        }
     }
 }
 
@@ -264,16 +271,10 @@ impl ProducerContext for AgentContext {
     }
 }
 
-/// Creates the producer of a stream: idempotent, acks=all, the stream's linger and compression,
-/// librdkafka queues sized to the budget, then the passthrough options on top.
-pub fn producer(
-    config: &AgentConfig,
-    stream: &StreamConfig,
-    metrics: Arc<Metrics>,
-    budget: Arc<Budget>,
-    retries: Sender<Retry>,
-) -> anyhow::Result<ThreadedProducer<AgentContext>> {
-    use anyhow::Context;
+/// The librdkafka configuration of a stream's producer: idempotent, acks=all, the stream's linger
+/// and compression, librdkafka queues sized to the budget, then the passthrough options on top
+/// (guarded ones were refused when the configuration was loaded).
+pub fn producer_config(config: &AgentConfig, stream: &StreamConfig, options: &ClientOptions) -> ClientConfig {
     let mut cc = ClientConfig::new();
     let queue_kb = (config.max_in_flight_bytes / 1024 * 2).max(16 * 1024);
     cc.set("bootstrap.servers", &config.kafka.bootstrap_servers)
@@ -286,9 +287,22 @@ pub fn producer(
         .set("queue.buffering.max.kbytes", queue_kb.to_string())
         .set("queue.buffering.max.messages", "2000000")
         .set("statistics.interval.ms", "5000");
-    for (k, v) in &config.kafka.options {
-        cc.set(k, v);
-    }
+    options.apply(&mut cc);
+    cc
+}
+
+/// Creates the producer of a stream (see [`producer_config`]).
+pub fn producer(
+    config: &AgentConfig,
+    stream: &StreamConfig,
+    metrics: Arc<Metrics>,
+    budget: Arc<Budget>,
+    retries: Sender<Retry>,
+    auth: Arc<AuthFailure>,
+) -> anyhow::Result<ThreadedProducer<AgentContext>> {
+    use anyhow::Context;
+    let options = config.kafka.client_options()?;
+    let cc = producer_config(config, stream, &options);
     let context = AgentContext {
         traffic: BrokerTraffic::new(),
         stream: stream.name.clone(),
@@ -296,6 +310,9 @@ pub fn producer(
         budget,
         retries: Mutex::new(retries),
         topology: OnceLock::new(),
+        auth,
     };
-    cc.create_with_context(context).with_context(|| format!("creating the Kafka producer of stream {}", stream.name))
+    cc.create_with_context(context)
+        .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))
+        .with_context(|| format!("creating the Kafka producer of stream {}", stream.name))
 }

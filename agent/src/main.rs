@@ -81,6 +81,19 @@ fn real_main() -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let config = AgentConfig::load(Some(&config))?;
+            // Build every stream's producer the way `run` does, so whatever librdkafka refuses
+            // as a whole (a missing certificate file, a mechanism without its settings) fails
+            // here too.
+            let options = config.kafka.client_options()?;
+            for stream in &config.streams {
+                let cc = kafka::producer_config(&config, stream, &options);
+                az_core::kafka_options::try_create::<rdkafka::producer::BaseProducer>(
+                    &cc,
+                    "producer",
+                    &options.redactor(),
+                )
+                .with_context(|| format!("streams.{}", stream.name))?;
+            }
             print!("{}", config.to_toml()?);
             Ok(())
         }
@@ -102,11 +115,17 @@ async fn inspect(
     let info = az_core::discover(&discovery, &Env::Process).await;
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &bootstrap).set("group.id", "zonal-agent-inspect");
+    let mut raw = std::collections::BTreeMap::new();
     for o in &options {
-        let Some((k, v)) = o.split_once('=') else { bail!("-X {o:?}: expected KEY=VALUE") };
-        cc.set(k, v);
+        let Some((k, v)) = o.split_once('=') else { bail!("-X {:?}: expected KEY=VALUE", o.split('=').next()) };
+        raw.insert(k.to_owned(), v.to_owned());
     }
-    let consumer: BaseConsumer = cc.create().context("creating a Kafka client")?;
+    let options = az_core::kafka_options::ClientOptions::resolve(&raw)?;
+    options.apply(&mut cc);
+    let consumer: BaseConsumer = cc
+        .create()
+        .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))
+        .context("creating a Kafka client")?;
     let topics = vec![topic.clone()];
     let topo = tokio::task::spawn_blocking(move || {
         az_core::topology::fetch(consumer.client(), &topics, Duration::from_secs(10), 1)

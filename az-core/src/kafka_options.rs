@@ -305,6 +305,54 @@ pub fn redact_toml(value: &mut toml::Value, secret_fields: &[&str]) {
     walk(value, "", secret_fields);
 }
 
+/// The first authentication failure a client reported (a SASL login refused). librdkafka
+/// retries such a connection forever; the programs treat it as fatal instead, so a wrong password
+/// fails fast with a message that says so rather than leaving a process that looks healthy.
+#[derive(Debug, Default)]
+pub struct AuthFailure {
+    message: std::sync::Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl AuthFailure {
+    /// Records `error` if it is an authentication failure; returns whether it was.
+    pub fn observe(&self, error: &KafkaError, reason: &str) -> bool {
+        let auth = matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Authentication));
+        if auth {
+            let mut m = self.message.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if m.is_none() {
+                *m = Some(reason.to_owned());
+                self.notify.notify_one();
+            }
+        }
+        auth
+    }
+
+    /// The recorded failure.
+    pub fn get(&self) -> Option<String> {
+        self.message.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Resolves with the first failure.
+    pub async fn wait(&self) -> String {
+        loop {
+            if let Some(m) = self.get() {
+                return m;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// The operator-facing message: librdkafka's reason, the user name and what to check.
+    pub fn explain(reason: &str, options: &ClientOptions) -> String {
+        let user = options.get("sasl.username").unwrap_or("(unset)");
+        let mechanism = options.get("sasl.mechanism").or(options.get("sasl.mechanisms")).unwrap_or("GSSAPI");
+        options.redactor().redact(&format!(
+            "Kafka refused the login of sasl.username {user:?} ({mechanism}): {reason}; check kafka.options \"sasl.username\" and \"sasl.password\" (or sasl.password-file / -env)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,11 +96,13 @@ pub struct WorldSpec {
     pub etcd: bool,
     /// Start the S3 server.
     pub s3: bool,
+    /// How Kafka clients must connect (plaintext by default).
+    pub security: Security,
 }
 
 impl Default for WorldSpec {
     fn default() -> Self {
-        WorldSpec { zones: 3, brokers_per_zone: 2, etcd: true, s3: true }
+        WorldSpec { zones: 3, brokers_per_zone: 2, etcd: true, s3: true, security: Security::default() }
     }
 }
 
@@ -128,10 +130,10 @@ impl World {
     /// Starts everything the spec asks for.
     pub fn start(spec: &WorldSpec) -> Result<World> {
         let zones = zone_specs(spec.zones);
-        let kafka = KafkaCluster::start(&KafkaSpec {
-            racks: zones.iter().map(|z| z.id.clone()).collect(),
-            brokers_per_zone: spec.brokers_per_zone,
-        })?;
+        let kafka = KafkaCluster::start_secured(
+            &KafkaSpec { racks: zones.iter().map(|z| z.id.clone()).collect(), brokers_per_zone: spec.brokers_per_zone },
+            &spec.security,
+        )?;
         let etcd = if spec.etcd { Some(Etcd::start()?) } else { None };
         let s3 = if spec.s3 { Some(S3Server::start()?) } else { None };
         let metadata = zones
@@ -144,6 +146,9 @@ impl World {
     /// `KEY=value` lines describing every endpoint, as `testkit up` prints them.
     pub fn endpoints(&self) -> Vec<(String, String)> {
         let mut out = vec![("KAFKA_BOOTSTRAP".to_owned(), self.kafka.bootstrap())];
+        for (k, v) in self.kafka.client_options() {
+            out.push((format!("KAFKA_OPTION_{}", k.to_uppercase().replace('.', "_")), v.clone()));
+        }
         for (id, rack) in self.kafka.broker_racks() {
             out.push((format!("KAFKA_BROKER_{id}_RACK"), rack));
         }

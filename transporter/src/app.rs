@@ -76,7 +76,9 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
     metrics.register(&mut registry);
     let etcd = coord::connect(&cfg.etcd).await?;
     let s3 = crate::upload::client(&cfg.s3).await;
-    let consumer = Arc::new(worker::consumer(&cfg, zone.zone.as_ref())?);
+    let auth = Arc::new(az_core::kafka_options::AuthFailure::default());
+    let options = cfg.kafka.client_options()?;
+    let consumer = Arc::new(worker::consumer(&cfg, zone.zone.as_ref(), auth.clone())?);
     std::fs::create_dir_all(cfg.worker.buffer_dir.join(&id))
         .with_context(|| format!("creating worker.buffer-dir {}", cfg.worker.buffer_dir.display()))?;
     // Buffers left by a crash are not committed; their records are read again from Kafka.
@@ -124,12 +126,23 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
     let server = tokio::spawn(axum::serve(listener, crate::http::router(state.clone())).into_future());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let signals = tokio::spawn(async move {
-        if az_core::program::wait_for_signal().await.is_ok() {
+    // A refused login is fatal: librdkafka would retry it forever while nothing moves.
+    let refused: Arc<Mutex<Option<String>>> = Arc::default();
+    let signals = {
+        let auth = auth.clone();
+        let refused = refused.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                signal = az_core::program::wait_for_signal() => if signal.is_err() { return },
+                reason = auth.wait() => {
+                    let why = az_core::kafka_options::AuthFailure::explain(&reason, &options);
+                    *refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+                }
+            }
             tracing::info!("stopping: flushing owned partitions");
             let _ = shutdown_tx.send(true);
-        }
-    });
+        })
+    };
 
     let info = || WorkerInfo {
         id: id.clone(),
@@ -212,6 +225,9 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
     signals.abort();
     main_queue.abort();
     server.abort();
+    if let Some(why) = refused.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        anyhow::bail!(why);
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -14,12 +14,34 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use az_core::kafka_options::{ClientOptions, Guard};
 use az_core::zone::ZoneSettings;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Environment prefix of overrides.
 pub const ENV_PREFIX: &str = "ZONAL_TRANSPORTER__";
+
+/// librdkafka properties the transporter sets itself because exactly-once depends on them.
+pub const GUARDS: &[Guard] = &[
+    Guard {
+        key: "enable.auto.commit",
+        allowed: &["false"],
+        reason: "offsets are committed in etcd after the upload; an automatic commit would skip records",
+    },
+    Guard {
+        key: "enable.auto.offset.store",
+        allowed: &["false"],
+        reason: "offsets are stored only after the object holding them is in S3",
+    },
+    Guard {
+        key: "auto.offset.reset",
+        allowed: &[],
+        reason: "where a partition without a committed offset starts is kafka.start-from; a silent reset would lose or repeat records",
+    },
+    Guard { key: "group.id", allowed: &[], reason: "set kafka.group-id instead" },
+    Guard { key: "bootstrap.servers", allowed: &[], reason: "set kafka.bootstrap-servers instead" },
+];
 
 /// Default object key template.
 pub const DEFAULT_KEY_TEMPLATE: &str =
@@ -68,7 +90,10 @@ impl Default for AssignmentConfig {
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
-    /// librdkafka properties passed through unchanged (TLS, SASL, tuning).
+    /// librdkafka properties passed through unchanged (TLS, SASL, tuning), except those
+    /// exactly-once depends on (`enable.auto.commit`, `auto.offset.reset`). A key ending in
+    /// `-file` (`"sasl.password-file"`) reads the property from a file, one ending in `-env` from
+    /// an environment variable; secrets are shown as `***`.
     pub options: BTreeMap<String, String>,
     /// Topics to move.
     pub topics: Vec<String>,
@@ -82,6 +107,13 @@ pub struct KafkaConfig {
     pub topology_refresh_secs: u64,
     /// Where a partition without a committed offset starts: `earliest` or `latest`.
     pub start_from: String,
+}
+
+impl KafkaConfig {
+    /// The passthrough options with secrets read from their files and variables.
+    pub fn client_options(&self) -> anyhow::Result<ClientOptions> {
+        Ok(ClientOptions::resolve(&self.options)?)
+    }
 }
 
 impl Default for KafkaConfig {
@@ -109,8 +141,10 @@ pub struct EtcdConfig {
     pub cluster: String,
     /// User name, when etcd authentication is on.
     pub username: Option<String>,
-    /// Password for `username`.
+    /// Password for `username` (prefer `password-file`, or `ZONAL_TRANSPORTER__ETCD__PASSWORD`).
     pub password: Option<String>,
+    /// File holding the password for `username` (a Kubernetes Secret, a systemd credential).
+    pub password_file: Option<PathBuf>,
     /// TLS to etcd (endpoints then use `https://`).
     pub tls: Option<EtcdTls>,
     /// Lease TTL in seconds: how long a dead worker keeps its partitions fenced.
@@ -124,8 +158,25 @@ impl Default for EtcdConfig {
             cluster: "zonal".into(),
             username: None,
             password: None,
+            password_file: None,
             tls: None,
             lease_ttl_secs: 10,
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// The password, from `password` or read from `password-file` (a trailing newline is not
+    /// part of it).
+    pub fn resolved_password(&self) -> anyhow::Result<Option<String>> {
+        match (&self.password, &self.password_file) {
+            (Some(p), _) => Ok(Some(p.clone())),
+            (None, Some(f)) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("etcd.password-file: reading {}", f.display()))?;
+                Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+            }
+            (None, None) => Ok(None),
         }
     }
 }
@@ -323,9 +374,16 @@ impl TransporterConfig {
                 bail!("etcd.endpoints: {e:?} is plain http while etcd.tls is set; use https://");
             }
         }
-        if self.etcd.password.is_some() && self.etcd.username.is_none() {
+        if self.etcd.password.is_some() && self.etcd.password_file.is_some() {
+            bail!("etcd.password and etcd.password-file: set one");
+        }
+        if (self.etcd.password.is_some() || self.etcd.password_file.is_some()) && self.etcd.username.is_none() {
             bail!("etcd.password: set etcd.username too");
         }
+        self.etcd.resolved_password()?;
+        let options = self.kafka.client_options()?;
+        options.check_guards(GUARDS)?;
+        options.validate()?;
         if self.worker.capacity.is_nan() || self.worker.capacity <= 0.0 {
             bail!("worker.capacity: must be positive, got {}", self.worker.capacity);
         }
@@ -353,13 +411,11 @@ impl TransporterConfig {
         Ok(())
     }
 
-    /// The effective configuration as TOML, with the etcd password hidden.
+    /// The effective configuration as TOML, with secrets shown as `***`.
     pub fn to_toml(&self) -> anyhow::Result<String> {
-        let mut shown = self.clone();
-        if shown.etcd.password.is_some() {
-            shown.etcd.password = Some("<hidden>".into());
-        }
-        toml::to_string_pretty(&shown).context("rendering the configuration as TOML")
+        let mut value = toml::Value::try_from(self).context("rendering the configuration as TOML")?;
+        az_core::kafka_options::redact_toml(&mut value, &["etcd.password"]);
+        toml::to_string_pretty(&value).context("rendering the configuration as TOML")
     }
 
     /// This worker's id.

@@ -114,8 +114,8 @@ pub async fn connect(cfg: &EtcdConfig) -> anyhow::Result<Client> {
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-        opts = opts.with_user(u.clone(), p.clone());
+    if let (Some(u), Some(p)) = (&cfg.username, cfg.resolved_password()?) {
+        opts = opts.with_user(u.clone(), p);
     }
     if let Some(t) = &cfg.tls {
         let read = |p: &std::path::Path, what: &str| {

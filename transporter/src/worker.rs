@@ -11,6 +11,7 @@
 //!  lease lost: every partition task stops at once, buffers are discarded (re-read later)
 //! ```
 
+use az_core::kafka_options::{AuthFailure, ClientOptions};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ pub struct WorkerContext {
     pub traffic: BrokerTraffic,
     /// Lag per partition from the latest statistics.
     pub lag: Mutex<BTreeMap<Tp, i64>>,
+    /// Where a refused login is reported.
+    pub auth: Arc<AuthFailure>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +60,14 @@ struct PartStats {
 }
 
 impl ClientContext for WorkerContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if self.auth.observe(&error, reason) {
+            tracing::error!(error = %error, reason, "Kafka refused the login");
+        } else {
+            tracing::warn!(error = %error, reason, "kafka client error");
+        }
+    }
+
     fn stats_raw(&self, statistics: &[u8]) {
         if let Err(e) = self.traffic.ingest(statistics) {
             tracing::warn!(error = %e, "ignoring librdkafka statistics");
@@ -132,9 +143,10 @@ struct Running {
     handle: tokio::task::JoinHandle<()>,
 }
 
-/// Creates the worker's consumer: manual assignment, no auto commit, the group for mirrored
-/// offsets, `client.rack` when follower fetching is on, passthrough options on top.
-pub fn consumer(cfg: &TransporterConfig, zone: Option<&Zone>) -> anyhow::Result<StreamConsumer<WorkerContext>> {
+/// The worker's consumer configuration: manual assignment, no auto commit, the group for
+/// mirrored offsets, `client.rack` when follower fetching is on, passthrough options on top
+/// (guarded ones were refused when the configuration was loaded).
+pub fn consumer_config(cfg: &TransporterConfig, zone: Option<&Zone>, options: &ClientOptions) -> rdkafka::ClientConfig {
     let mut cc = rdkafka::ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
         .set("group.id", &cfg.kafka.group_id)
@@ -152,10 +164,21 @@ pub fn consumer(cfg: &TransporterConfig, zone: Option<&Zone>) -> anyhow::Result<
     {
         cc.set("client.rack", z.display_label());
     }
-    for (k, v) in &cfg.kafka.options {
-        cc.set(k, v);
-    }
-    cc.create_with_context(WorkerContext::default()).context("creating the Kafka consumer")
+    options.apply(&mut cc);
+    cc
+}
+
+/// Creates the worker's consumer (see [`consumer_config`]); a refused login is reported to `auth`.
+pub fn consumer(
+    cfg: &TransporterConfig,
+    zone: Option<&Zone>,
+    auth: Arc<AuthFailure>,
+) -> anyhow::Result<StreamConsumer<WorkerContext>> {
+    let options = cfg.kafka.client_options()?;
+    let cc = consumer_config(cfg, zone, &options);
+    cc.create_with_context(WorkerContext { auth, ..WorkerContext::default() })
+        .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))
+        .context("creating the Kafka consumer")
 }
 
 impl Worker {

@@ -309,7 +309,7 @@ pub fn high_watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<i64> {
 
 fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
     // The reference client.
-    crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[2]])?;
+    crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[5]])?;
     crate::run(
         "cargo build --release -p zonal-agent",
         crate::cargo().args(["build", "--release", "-p", "zonal-agent"]),

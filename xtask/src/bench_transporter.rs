@@ -23,7 +23,7 @@ const PARTITIONS: i32 = 256;
 const VALUE: usize = 1000;
 
 pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
-    crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[2], crate::tools::TEST_PACKAGES[0]])?;
+    crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[5], crate::tools::TEST_PACKAGES[0]])?;
     crate::run(
         "cargo build --release -p zonal-transporter",
         crate::cargo().args(["build", "--release", "-p", "zonal-transporter"]),

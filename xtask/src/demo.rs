@@ -190,7 +190,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     eprintln!("==> starting the testkit world: {} zones x 2 brokers (RF 3), etcd, S3", args.zones);
-    let world = World::start(&WorldSpec { zones: args.zones, brokers_per_zone: 2, etcd: true, s3: true })?;
+    let world = World::start(&WorldSpec { zones: args.zones, brokers_per_zone: 2, ..WorldSpec::default() })?;
     let s3 = world.s3.as_ref().context("no S3 server")?;
     s3.create_bucket(BUCKET)?;
     let work = tempfile::Builder::new().prefix("zonal-demo-").tempdir()?;

@@ -27,12 +27,26 @@ enum Command {
         /// Skip etcd (when it is not installed).
         #[arg(long)]
         no_etcd: bool,
+        /// How Kafka clients must connect: plaintext, tls, mtls (client certificate) or
+        /// sasl-ssl (SCRAM/PLAIN over TLS as user `zonal`, password from --sasl-password).
+        #[arg(long, default_value = "plaintext")]
+        security: String,
+        /// The SASL password with --security sasl-ssl.
+        #[arg(long, default_value = "zonal-secret")]
+        sasl_password: String,
     },
 }
 
 fn main() -> anyhow::Result<()> {
-    let Command::Up { zones, brokers_per_zone, topics, no_etcd } = Cli::parse().command;
-    let spec = testkit::WorldSpec { zones, brokers_per_zone, etcd: !no_etcd, s3: true };
+    let Command::Up { zones, brokers_per_zone, topics, no_etcd, security, sasl_password } = Cli::parse().command;
+    let security = match security.as_str() {
+        "plaintext" => testkit::Security::default(),
+        "tls" => testkit::Security::tls(),
+        "mtls" => testkit::Security::mutual_tls(),
+        "sasl-ssl" => testkit::Security::sasl_ssl("zonal", &sasl_password),
+        other => anyhow::bail!("--security {other:?}: expected plaintext, tls, mtls or sasl-ssl"),
+    };
+    let spec = testkit::WorldSpec { zones, brokers_per_zone, etcd: !no_etcd, s3: true, security };
     let world = testkit::World::start(&spec).context("starting the testkit world")?;
     for t in &topics {
         let (name, parts) = t.split_once(':').with_context(|| format!("--topic {t:?}: expected NAME:PARTITIONS"))?;

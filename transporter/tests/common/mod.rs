@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use testkit::{World, WorldSpec};
 
@@ -50,6 +49,10 @@ pub struct FleetSpec {
     pub max_age_ms: u64,
     pub max_records: u64,
     pub extra: String,
+    /// More `[kafka.options]` entries (TLS, SASL).
+    pub kafka_options: Vec<(String, String)>,
+    /// More environment variables of the worker process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for FleetSpec {
@@ -61,6 +64,8 @@ impl Default for FleetSpec {
             max_age_ms: 400,
             max_records: 300,
             extra: String::new(),
+            kafka_options: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -83,6 +88,7 @@ topics = [{topics}]
 topology-refresh-secs = 1
 [kafka.options]
 "statistics.interval.ms" = "200"
+{options}
 [etcd]
 endpoints = ["{etcd}"]
 cluster = "test"
@@ -115,15 +121,17 @@ listen = "127.0.0.1:{port}"
             age = spec.max_age_ms,
             records = spec.max_records,
             extra = spec.extra,
+            options = spec.kafka_options.iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect::<String>(),
         );
         std::fs::create_dir_all(dir)?;
         let config = dir.join(format!("{id}.toml"));
         std::fs::write(&config, text)?;
-        let env = vec![
+        let mut env = vec![
             ("AWS_ACCESS_KEY_ID".to_owned(), s3.access_key().to_owned()),
             ("AWS_SECRET_ACCESS_KEY".to_owned(), s3.secret_key().to_owned()),
             ("AWS_REGION".to_owned(), s3.region().to_owned()),
         ];
+        env.extend(spec.env.iter().cloned());
         let mut w = Worker {
             id: id.to_owned(),
             zone: zone.unwrap_or(usize::MAX),
@@ -226,8 +234,7 @@ pub fn fleet(world: &World, dir: &std::path::Path, spec: &FleetSpec) -> Res<Vec<
 /// Produces `per_partition` records to every partition; values are `<tag>-p<partition>-<i>`
 /// padded to ~210 bytes, so payload dominates protocol overhead in byte counts.
 pub fn produce(world: &World, topic: &str, partitions: i32, per_partition: usize, tag: &str) -> Res {
-    let p: BaseProducer =
-        ClientConfig::new().set("bootstrap.servers", world.kafka.bootstrap()).set("linger.ms", "5").create()?;
+    let p: BaseProducer = world.kafka.client_config().set("linger.ms", "5").create()?;
     for part in 0..partitions {
         for i in 0..per_partition {
             let v = format!("{tag}-p{part}-{i} {}", "x".repeat(200));

@@ -1,0 +1,243 @@
+//! The whole pipeline against listeners that really require TLS (with a client certificate whose
+//! key has a password) and SASL/SCRAM over TLS: agent -> Kafka (zstd) -> transporter fleet -> S3,
+//! every line once. Secrets come from files and environment variables and appear in no output;
+//! a wrong password stops both programs at once with a message that names the login.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{BUCKET, FleetSpec, Res, Worker};
+use testkit::{Security, World, WorldSpec};
+
+const PASSWORD: &str = "Zonal-SCRAM-pw-93f1";
+
+/// The agent binary, built beside this package's binary by the workspace build.
+fn agent_bin() -> Res<PathBuf> {
+    let p = Path::new(env!("CARGO_BIN_EXE_zonal-transporter")).with_file_name("zonal-agent");
+    anyhow::ensure!(p.exists(), "{} is missing: build the workspace (cargo build --workspace)", p.display());
+    Ok(p)
+}
+
+fn world(security: Security) -> Res<World> {
+    let w = World::start(&WorldSpec { security, ..WorldSpec::default() })?;
+    if let Some(s3) = &w.s3 {
+        s3.create_bucket(BUCKET)?;
+    }
+    w.kafka.create_topic("logs", 6)?;
+    Ok(w)
+}
+
+/// The cluster's client options with `secret` replaced by an indirection (`-file` or `-env`).
+fn options_with(world: &World, secret: &str, indirection: (&str, &str)) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> =
+        world.kafka.client_options().iter().filter(|(k, _)| k != secret).cloned().collect();
+    out.push((format!("{secret}{}", indirection.0), indirection.1.to_owned()));
+    out
+}
+
+fn toml_options(options: &[(String, String)]) -> String {
+    options.iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect()
+}
+
+fn write_agent_config(world: &World, dir: &Path, options: &[(String, String)], port: u16) -> Res<PathBuf> {
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let text = format!(
+        r#"checkpoint-dir = "{dir}/checkpoints"
+poll-interval-ms = 50
+checkpoint-interval-ms = 100
+[http]
+listen = "127.0.0.1:{port}"
+[kafka]
+bootstrap-servers = "{bootstrap}"
+[kafka.options]
+{options}
+[zone]
+providers = ["ec2"]
+ec2-endpoint = "{imds}"
+[[streams]]
+name = "app"
+paths = ["{dir}/logs/*.log"]
+topic = "logs"
+compression = "zstd"
+batch-lines = 100
+linger-ms = 5
+"#,
+        dir = dir.display(),
+        bootstrap = world.kafka.bootstrap(),
+        options = toml_options(options),
+        imds = world.metadata[0].endpoint(),
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_agent(config: &Path, log: &Path, env: &[(&str, &str)]) -> Res<Proc> {
+    let out = std::fs::File::create(log)?;
+    let mut cmd = Command::new(agent_bin()?);
+    cmd.args(["run", "-c"]).arg(config).env("RUST_LOG", "info,rdkafka=warn").env_remove("ZONAL_ZONE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Ok(Proc(cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).spawn()?))
+}
+
+/// Every value in the bucket, counted.
+fn values_in_s3(world: &World) -> Res<BTreeMap<String, usize>> {
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let mut out = BTreeMap::new();
+    for k in s3.list_keys(BUCKET)? {
+        let body = zstd::stream::decode_all(&std::fs::read(s3.root().join(BUCKET).join(&k))?[..])?;
+        for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line)?;
+            *out.entry(v["value"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Runs agent and a fleet of three through the secured cluster and checks every line arrives
+/// once; returns everything the programs printed or served, for the secret checks.
+fn pipeline(world: &World, dir: &Path, agent_options: &[(String, String)], fleet: &FleetSpec) -> Res<String> {
+    let port = testkit::etcd::free_port()?;
+    let config = write_agent_config(world, dir, agent_options, port)?;
+    let check = Command::new(agent_bin()?).args(["check", "-c"]).arg(&config).output()?;
+    let mut printed = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    anyhow::ensure!(check.status.success(), "zonal-agent check failed: {printed}");
+    let agent_log = dir.join("agent.log");
+    let _agent = spawn_agent(&config, &agent_log, &[])?;
+    let http = format!("127.0.0.1:{port}");
+    testkit::wait_until("the agent to be ready through the secured listener", Duration::from_secs(30), || {
+        testkit::http::get(&http, "/readyz").ok().filter(|(c, _)| *c == 200)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: {}", std::fs::read_to_string(&agent_log).unwrap_or_default()))?;
+
+    let workers = (0..3)
+        .map(|z| Worker::start(world, &dir.join("fleet"), &format!("w{z}"), Some(z), fleet))
+        .collect::<Res<Vec<_>>>()?;
+    let refs: Vec<&Worker> = workers.iter().collect();
+    common::wait_converged(&refs, 6, 3)?;
+
+    let lines: Vec<String> = (0..3000).map(|i| format!("secure line {i:05} {}", "z".repeat(120))).collect();
+    for chunk in lines.chunks(500) {
+        let mut text = chunk.join("\n");
+        text.push('\n');
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("logs/app.log"))?
+            .write_all(text.as_bytes())?;
+    }
+    let seen = testkit::wait_until("every line in S3", Duration::from_secs(90), || {
+        values_in_s3(world).ok().filter(|v| lines.iter().all(|l| v.contains_key(l)))
+    })
+    .map_err(|e| {
+        let logs: Vec<String> = workers.iter().map(|w| format!("--- {}\n{}", w.id, w.log_tail())).collect();
+        anyhow::anyhow!("{e}\n{}", logs.join("\n"))
+    })?;
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    anyhow::ensure!(twice.is_empty(), "{} lines twice in S3, e.g. {:?}", twice.len(), twice.first());
+    assert_eq!(seen.len(), lines.len());
+
+    for path in ["/status", "/metrics", "/readyz"] {
+        printed.push_str(&testkit::http::get(&http, path)?.1);
+    }
+    printed.push_str(&std::fs::read_to_string(&agent_log)?);
+    for w in &workers {
+        for path in ["/status", "/metrics", "/assignment"] {
+            printed.push_str(&w.get(path)?.1);
+        }
+        printed.push_str(&std::fs::read_to_string(&w.log)?);
+        let check = Command::new(env!("CARGO_BIN_EXE_zonal-transporter"))
+            .args(["check", "-c"])
+            .arg(dir.join("fleet").join(format!("{}.toml", w.id)))
+            .envs(fleet.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()?;
+        printed.push_str(&String::from_utf8_lossy(&check.stdout));
+        printed.push_str(&String::from_utf8_lossy(&check.stderr));
+        anyhow::ensure!(check.status.success(), "zonal-transporter check failed: {printed}");
+    }
+    Ok(printed)
+}
+
+#[test]
+fn sasl_scram_over_tls_end_to_end_with_zstd_and_no_secret_in_any_output() -> Res {
+    let world = world(Security::sasl_ssl("zonal", PASSWORD))?;
+    let dir = tempfile::tempdir()?;
+    // The agent reads the password from a file (a Kubernetes Secret), the fleet from a variable.
+    let pw_file = dir.path().join("kafka-password");
+    std::fs::write(&pw_file, format!("{PASSWORD}\n"))?;
+    let agent_options = options_with(&world, "sasl.password", ("-file", &pw_file.display().to_string()));
+    let fleet = FleetSpec {
+        kafka_options: options_with(&world, "sasl.password", ("-env", "ZONAL_TEST_KAFKA_PASSWORD")),
+        env: vec![("ZONAL_TEST_KAFKA_PASSWORD".into(), PASSWORD.into())],
+        ..FleetSpec::default()
+    };
+    let printed = pipeline(&world, dir.path(), &agent_options, &fleet)?;
+    assert!(!printed.contains(PASSWORD), "the password appears in an output");
+    assert!(printed.contains("sasl.password-file"), "check shows where the secret comes from");
+    Ok(())
+}
+
+#[test]
+fn mutual_tls_end_to_end_with_a_password_protected_key() -> Res {
+    let world = world(Security::mutual_tls())?;
+    let dir = tempfile::tempdir()?;
+    let key_pw = testkit::tls::CLIENT_KEY_PASSWORD;
+    let pw_file = dir.path().join("key-password");
+    std::fs::write(&pw_file, key_pw)?;
+    let agent_options = options_with(&world, "ssl.key.password", ("-file", &pw_file.display().to_string()));
+    let fleet = FleetSpec {
+        kafka_options: options_with(&world, "ssl.key.password", ("-env", "ZONAL_TEST_KEY_PASSWORD")),
+        env: vec![("ZONAL_TEST_KEY_PASSWORD".into(), key_pw.into())],
+        ..FleetSpec::default()
+    };
+    let printed = pipeline(&world, dir.path(), &agent_options, &fleet)?;
+    assert!(!printed.contains(key_pw), "the key password appears in an output");
+    Ok(())
+}
+
+#[test]
+fn a_wrong_password_stops_both_programs_with_a_clear_message() -> Res {
+    let world = world(Security::sasl_ssl("zonal", PASSWORD))?;
+    let dir = tempfile::tempdir()?;
+    let wrong = "wrong-pw-5e2a";
+    let options = options_with(&world, "sasl.password", ("-env", "ZONAL_TEST_KAFKA_PASSWORD"));
+    let config = write_agent_config(&world, dir.path(), &options, testkit::etcd::free_port()?)?;
+    let log = dir.path().join("agent.log");
+    let mut agent = spawn_agent(&config, &log, &[("ZONAL_TEST_KAFKA_PASSWORD", wrong)])?;
+    let status =
+        testkit::wait_until("the agent to exit", Duration::from_secs(30), || agent.0.try_wait().ok().flatten())?;
+    let text = std::fs::read_to_string(&log)?;
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("refused the login of sasl.username \"zonal\""), "{text}");
+    assert!(!text.contains(wrong), "{text}");
+
+    let fleet = FleetSpec {
+        kafka_options: options,
+        env: vec![("ZONAL_TEST_KAFKA_PASSWORD".into(), wrong.into())],
+        ..FleetSpec::default()
+    };
+    let worker = Worker::start(&world, &dir.path().join("fleet"), "w0", Some(0), &fleet)?;
+    testkit::wait_until("the worker to stop", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&worker.log).ok()?;
+        text.contains("refused the login of sasl.username \"zonal\"").then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: {}", worker.log_tail()))?;
+    let text = std::fs::read_to_string(&worker.log)?;
+    assert!(!text.contains(wrong), "{text}");
+    Ok(())
+}
