@@ -87,12 +87,8 @@ fn real_main() -> anyhow::Result<()> {
             let options = config.kafka.client_options()?;
             for stream in &config.streams {
                 let cc = kafka::producer_config(&config, stream, &options);
-                az_core::kafka_options::try_create::<rdkafka::producer::BaseProducer>(
-                    &cc,
-                    "producer",
-                    &options.redactor(),
-                )
-                .with_context(|| format!("streams.{}", stream.name))?;
+                az_core::kafka_options::try_create::<rdkafka::producer::BaseProducer>(&cc, "producer", &options)
+                    .with_context(|| format!("streams.{}", stream.name))?;
             }
             print!("{}", config.to_toml()?);
             Ok(())

@@ -228,13 +228,26 @@ fn describe(e: &KafkaError) -> String {
 }
 
 /// Creates a client of type `T` from `cc` the way `run` would, turning librdkafka's refusal
-/// into an error with secrets redacted. The client is dropped at once.
+/// into an error with secrets redacted. librdkafka's messages at this stage do not always name
+/// the property ("Unsupported SASL mechanism: X"), so an option whose value the message quotes
+/// is named. The client is dropped at once.
 pub fn try_create<T: rdkafka::config::FromClientConfig>(
     cc: &ClientConfig,
     what: &'static str,
-    redactor: &Redactor,
+    options: &ClientOptions,
 ) -> Result<(), OptionsError> {
-    T::from_config(cc).map(drop).map_err(|e| OptionsError::Client { what, message: redactor.redact(&describe(&e)) })
+    T::from_config(cc).map(drop).map_err(|e| {
+        let text = describe(&e);
+        let culprit = options
+            .properties
+            .iter()
+            .find(|(k, v)| !is_secret_key(k) && v.len() > 1 && text.contains(v.as_str()) && !text.contains(k.as_str()));
+        let text = match culprit {
+            Some((k, _)) => format!("kafka.options.\"{k}\": {text}"),
+            None => text,
+        };
+        OptionsError::Client { what, message: options.redactor().redact(&text) }
+    })
 }
 
 /// Replaces secret values in text with `***`.
@@ -413,8 +426,19 @@ mod tests {
         let r = ClientOptions::resolve_with(&map(&[("no.such.property", "1")]), &|_| None).expect("resolves");
         let e = r.validate().expect_err("unknown").to_string();
         assert!(e.contains("no.such.property"), "{e}");
-        let r = ClientOptions::resolve_with(&map(&[("sasl.mechanism", "HUNTER2-MECH")]), &|_| None).expect("resolves");
-        r.validate().expect_err("bad mechanism");
+        let r = ClientOptions::resolve_with(&map(&[("compression.type", "hunter2")]), &|_| None).expect("resolves");
+        let e = r.validate().expect_err("bad codec").to_string();
+        assert!(e.contains("compression.type"), "{e}");
+        // A mechanism is only checked when a client is created, which `check` does too.
+        let r = ClientOptions::resolve_with(
+            &map(&[("security.protocol", "SASL_SSL"), ("sasl.mechanism", "NOPE")]),
+            &|_| None,
+        )
+        .expect("resolves");
+        let mut cc = ClientConfig::new();
+        r.apply(&mut cc);
+        let e = try_create::<rdkafka::producer::BaseProducer>(&cc, "producer", &r).expect_err("bad mechanism");
+        assert!(e.to_string().contains("sasl.mechanism"), "{e}");
         // This build links OpenSSL and zstd: what issue #8 found refused is accepted now.
         let r = ClientOptions::resolve_with(
             &map(&[

@@ -166,7 +166,59 @@ async fn nothing_reachable_is_unknown_and_fast() -> anyhow::Result<()> {
     let took = start.elapsed();
     assert_eq!(info.zone, None);
     assert_eq!(info.source, ZoneSource::Unknown);
-    assert_eq!(info.failures.len(), 3, "{:?}", info.failures);
+    assert_eq!(info.failures.len(), Provider::ALL.len(), "{:?}", info.failures);
     assert!(took < Duration::from_secs(3), "took {took:?}");
+    Ok(())
+}
+
+/// The environment a pod sees: the downward API's node name and the API server's address, with
+/// the fake server's token and CA in place of the kubelet's mounts.
+fn pod(api: &testkit::KubeApi, node: &str) -> (DiscoveryConfig, Env) {
+    let port = api.endpoint().rsplit(':').next().unwrap_or_default().to_owned();
+    let cfg = DiscoveryConfig {
+        providers: vec![Provider::Kubernetes, Provider::Ec2],
+        kubernetes_token_file: Some(api.token_file().to_owned()),
+        kubernetes_ca_file: Some(api.ca_file().to_owned()),
+        ..Default::default()
+    };
+    let env = Env::fixed([
+        (az_core::zone::kubernetes::NODE_NAME_ENV, node.to_owned()),
+        (az_core::zone::kubernetes::SERVICE_HOST_ENV, "127.0.0.1".to_owned()),
+        (az_core::zone::kubernetes::SERVICE_PORT_ENV, port),
+        (az_core::zone::EC2_DISABLED_ENV, "true".to_owned()),
+    ]);
+    (cfg, env)
+}
+
+#[tokio::test]
+async fn kubernetes_node_labels_through_the_api_server() -> anyhow::Result<()> {
+    let api = testkit::KubeApi::start([("node-b".to_owned(), zone(2))])?;
+    let (cfg, env) = pod(&api, "node-b");
+    let info = discover(&cfg, &env).await;
+    assert_eq!(info.source, ZoneSource::Metadata(Provider::Kubernetes), "{:?}", info.failures);
+    assert_eq!(info.zone, Some(Zone { id: Some("use1-az2".into()), name: Some("us-east-1b".into()) }));
+    assert_eq!(api.requests(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubernetes_refusals_are_reported_per_provider() -> anyhow::Result<()> {
+    let api = testkit::KubeApi::start([("node-b".to_owned(), zone(2))])?;
+    // A node the server does not know.
+    let (cfg, env) = pod(&api, "node-x");
+    let info = discover(&cfg, &env).await;
+    assert_eq!(info.source, ZoneSource::Unknown);
+    assert!(info.failures[0].error.contains("404"), "{:?}", info.failures);
+    // A token the server refuses.
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("token");
+    std::fs::write(&bad, "not-the-token")?;
+    let (mut cfg, env) = pod(&api, "node-b");
+    cfg.kubernetes_token_file = Some(bad);
+    let info = discover(&cfg, &env).await;
+    assert!(info.failures[0].error.contains("401"), "{:?}", info.failures);
+    // Outside a pod the provider says why it does not apply, without a request.
+    let info = discover(&cfg, &empty_env()).await;
+    assert!(info.failures[0].error.contains("NODE_NAME"), "{:?}", info.failures);
     Ok(())
 }

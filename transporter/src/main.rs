@@ -73,7 +73,7 @@ fn real_main() -> anyhow::Result<()> {
             az_core::kafka_options::try_create::<rdkafka::consumer::BaseConsumer>(
                 &cc,
                 "consumer",
-                &options.redactor(),
+                &options,
             )?;
             if let Some(t) = &cfg.etcd.tls {
                 for f in [Some(&t.ca_file), t.cert_file.as_ref(), t.key_file.as_ref()].into_iter().flatten() {

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod kubernetes;
+
 /// Environment variable that overrides every provider, as an explicit zone would.
 pub const ZONAL_ZONE_ENV: &str = "ZONAL_ZONE";
 /// The aws-config variable that moves the IMDS endpoint (honoured here explicitly).
@@ -35,6 +37,8 @@ const AZURE_DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
+    /// The node's zone labels through the Kubernetes API server (pods).
+    Kubernetes,
     /// AWS EC2 instance metadata service, version 2 (session tokens).
     Ec2,
     /// Google Compute Engine metadata server.
@@ -45,12 +49,13 @@ pub enum Provider {
 
 impl Provider {
     /// Every provider, in the order the chain tries them.
-    pub const ALL: [Provider; 3] = [Provider::Ec2, Provider::Gcp, Provider::Azure];
+    pub const ALL: [Provider; 4] = [Provider::Kubernetes, Provider::Ec2, Provider::Gcp, Provider::Azure];
 }
 
 impl fmt::Display for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Provider::Kubernetes => "kubernetes",
             Provider::Ec2 => "ec2",
             Provider::Gcp => "gcp",
             Provider::Azure => "azure",
@@ -174,6 +179,14 @@ pub struct DiscoveryConfig {
     pub gcp_endpoint: Option<String>,
     /// Azure IMDS endpoint; defaults to the link-local address.
     pub azure_endpoint: Option<String>,
+    /// Kubernetes API server; defaults to `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    pub kubernetes_api: Option<String>,
+    /// Node name; defaults to `$NODE_NAME` (the downward API's `spec.nodeName`).
+    pub kubernetes_node: Option<String>,
+    /// Service account token file; defaults to the kubelet's mount.
+    pub kubernetes_token_file: Option<std::path::PathBuf>,
+    /// Cluster CA file; defaults to the kubelet's mount.
+    pub kubernetes_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for DiscoveryConfig {
@@ -185,6 +198,10 @@ impl Default for DiscoveryConfig {
             ec2_endpoint: None,
             gcp_endpoint: None,
             azure_endpoint: None,
+            kubernetes_api: None,
+            kubernetes_node: None,
+            kubernetes_token_file: None,
+            kubernetes_ca_file: None,
         }
     }
 }
@@ -207,6 +224,17 @@ pub struct ZoneSettings {
     pub gcp_endpoint: Option<String>,
     /// Azure IMDS endpoint override.
     pub azure_endpoint: Option<String>,
+    /// Kubernetes API server override (default: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`).
+    pub kubernetes_api: Option<String>,
+    /// Node name override (default: `$NODE_NAME`, from the downward API's `spec.nodeName`).
+    pub kubernetes_node: Option<String>,
+    /// Service account token file (default: the kubelet's mount).
+    pub kubernetes_token_file: Option<std::path::PathBuf>,
+    /// Cluster CA file (default: the kubelet's mount).
+    pub kubernetes_ca_file: Option<std::path::PathBuf>,
+    /// While the zone is unknown, how often discovery is tried again, in seconds; once a zone is
+    /// found, routing switches to it without a restart.
+    pub retry_secs: u64,
 }
 
 impl Default for ZoneSettings {
@@ -220,6 +248,11 @@ impl Default for ZoneSettings {
             ec2_endpoint: None,
             gcp_endpoint: None,
             azure_endpoint: None,
+            kubernetes_api: None,
+            kubernetes_node: None,
+            kubernetes_token_file: None,
+            kubernetes_ca_file: None,
+            retry_secs: 30,
         }
     }
 }
@@ -234,6 +267,10 @@ impl ZoneSettings {
             ec2_endpoint: self.ec2_endpoint.clone(),
             gcp_endpoint: self.gcp_endpoint.clone(),
             azure_endpoint: self.azure_endpoint.clone(),
+            kubernetes_api: self.kubernetes_api.clone(),
+            kubernetes_node: self.kubernetes_node.clone(),
+            kubernetes_token_file: self.kubernetes_token_file.clone(),
+            kubernetes_ca_file: self.kubernetes_ca_file.clone(),
         }
     }
 
@@ -372,6 +409,7 @@ pub async fn discover(config: &DiscoveryConfig, env: &Env) -> ZoneInfo {
 
 async fn probe(provider: Provider, config: &DiscoveryConfig, env: &Env, timeout: Duration) -> Result<Zone, ProbeError> {
     match provider {
+        Provider::Kubernetes => kubernetes::probe(config, env, timeout).await,
         Provider::Ec2 => probe_ec2(config, env, timeout).await,
         Provider::Gcp => probe_gcp(config, env, timeout).await,
         Provider::Azure => probe_azure(config, timeout).await,
@@ -420,7 +458,12 @@ async fn probe_ec2(config: &DiscoveryConfig, env: &Env, timeout: Duration) -> Re
 }
 
 fn http_client(timeout: Duration) -> Result<reqwest::Client, ProbeError> {
+    // Metadata services speak plain HTTP; the TLS configuration only has to exist (reqwest would
+    // otherwise look for a process-wide crypto provider).
+    let tls = kubernetes::tls_config(rustls::RootCertStore::empty())
+        .map_err(|e| ProbeError::Http { url: String::new(), reason: e.to_string() })?;
     reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .connect_timeout(timeout)
         .timeout(timeout)
         // Metadata services are link-local; a proxy from the environment would only break them.
