@@ -33,7 +33,8 @@ pub struct AgentState {
     /// The metrics registry.
     pub registry: Registry,
     metrics: Arc<Metrics>,
-    zone: ZoneInfo,
+    /// Rediscovered in the background while unknown, so it can change once.
+    zone: RwLock<ZoneInfo>,
     matcher: ZoneMatcher,
     streams: Vec<Arc<StreamShared>>,
     topology: TopologyWatcher,
@@ -56,10 +57,11 @@ impl AgentState {
     /// Updates the gauges that are computed rather than counted.
     pub fn refresh_gauges(&self) {
         let topo = self.topology.current();
+        let zone = self.zone();
         self.metrics.in_flight_bytes.set(self.budget.used());
         for s in &self.streams {
             let name = &s.config.name;
-            let t = s.producer.context().traffic.report(&topo, self.zone.zone.as_ref(), &self.matcher);
+            let t = s.producer.context().traffic.report(&topo, zone.zone.as_ref(), &self.matcher);
             for (zone, bytes) in [("same-zone", t.same_zone), ("cross-zone", t.cross_zone), ("unknown", t.unknown)] {
                 for (dir, v) in [("tx", bytes.tx), ("rx", bytes.rx)] {
                     let label = TrafficLabel { stream: name.clone(), zone: zone.into(), direction: dir.into() };
@@ -74,8 +76,14 @@ impl AgentState {
         }
     }
 
+    /// The zone as currently known.
+    pub fn zone(&self) -> ZoneInfo {
+        self.zone.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// The `/status` document.
     pub fn status(&self) -> Status {
+        let zone = self.zone();
         let streams = self
             .streams
             .iter()
@@ -109,8 +117,8 @@ impl AgentState {
             })
             .collect();
         Status {
-            zone: self.zone.zone.as_ref().map(|z| z.display_label().to_owned()),
-            zone_source: self.zone.source.to_string(),
+            zone: zone.zone.as_ref().map(|z| z.display_label().to_owned()),
+            zone_source: zone.source.to_string(),
             topology_generation: self.topology.current().generation,
             in_flight_bytes: self.budget.used(),
             streams,
@@ -124,9 +132,10 @@ fn update_routing(state: &AgentState) {
     if !topo.is_fetched() {
         return;
     }
+    let zone = state.zone();
     for s in &state.streams {
         let c = &s.config;
-        let selection = az_core::select(&topo, &c.topic, state.zone.zone.as_ref(), &state.matcher, Purpose::Produce);
+        let selection = az_core::select(&topo, &c.topic, zone.zone.as_ref(), &state.matcher, Purpose::Produce);
         let all = az_core::select(&topo, &c.topic, None, &state.matcher, Purpose::Produce).partitions;
         let count = topo.partitions(&c.topic).map_or(0, |p| p.len() as i32);
         let label = crate::metrics::Metrics::stream(&c.name);
@@ -212,7 +221,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let state = Arc::new(AgentState {
         registry,
         metrics: metrics.clone(),
-        zone,
+        zone: RwLock::new(zone),
         matcher,
         streams: streams.clone(),
         topology: topology.clone(),
@@ -228,6 +237,25 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             update_routing(&state);
             while rx.changed().await.is_ok() {
                 update_routing(&state);
+            }
+        })
+    };
+
+    // An unknown zone is asked again in the background (metadata services that were slow at
+    // boot, a node label added later); the first answer switches routing without a restart.
+    let rediscovery = {
+        let state = state.clone();
+        let settings = config.zone.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs(settings.retry_secs.max(1));
+            while state.zone().zone.is_none() {
+                tokio::time::sleep(every).await;
+                let info = az_core::discover(&settings.discovery(), &Env::Process).await;
+                if let Some(z) = &info.zone {
+                    tracing::info!(zone = %z, source = %info.source, "zone discovered on retry; routing follows it");
+                    *state.zone.write().unwrap_or_else(PoisonError::into_inner) = info;
+                    update_routing(&state);
+                }
             }
         })
     };
@@ -281,6 +309,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         tracing::error!("a stream thread panicked");
     }
     routing_task.abort();
+    rediscovery.abort();
     checkpointer.abort();
     let streams_final = streams.clone();
     let metrics_final = metrics.clone();

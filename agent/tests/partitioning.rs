@@ -129,3 +129,31 @@ fn inspect_shows_zone_racks_and_local_partitions() -> Res {
     assert_eq!(text.lines().filter(|l| l.ends_with("local")).count(), 2, "{text}");
     Ok(())
 }
+
+#[test]
+fn a_zone_found_later_switches_routing_without_a_restart() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("late", 6)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    // The metadata service does not answer at start (IMDS hop limit, a slow boot).
+    world.metadata[0].set_silent(true);
+    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "late").imds(&world.metadata[0].endpoint());
+    spec.zone.push_str("\nretry-secs = 1");
+    let agent = Agent::start(&spec)?;
+    assert_eq!(agent.status()?["streams"][0]["fallback_reason"], "unknown-zone");
+    world.metadata[0].set_silent(false);
+    let s = testkit::wait_until("the zone to be found on retry", Duration::from_secs(20), || {
+        let s = agent.status().ok()?;
+        (s["zone"] == "use1-az1" && s["streams"][0]["fallback_reason"].is_null()).then_some(s)
+    })?;
+    let local: std::collections::BTreeSet<i64> =
+        s["streams"][0]["local_partitions"].as_array().into_iter().flatten().filter_map(|p| p.as_i64()).collect();
+    let log = tmp.path().join("logs/app.log");
+    append(&log, (0..500).map(|n| format!("line {n}")))?;
+    agent.wait_caught_up(&log, "lines shipped")?;
+    let parts: std::collections::BTreeSet<i64> =
+        read_topic(&bootstrap, "late")?.iter().map(|r| i64::from(r.0)).collect();
+    assert!(parts.is_subset(&local) && !local.is_empty(), "wrote {parts:?}, local {local:?}");
+    Ok(())
+}

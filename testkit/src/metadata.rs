@@ -48,6 +48,8 @@ pub enum MetadataBehaviour {
 struct Shared {
     zone: ZoneSpec,
     behaviour: MetadataBehaviour,
+    /// While set, every request is answered 404 (a metadata service not reachable yet).
+    silent: std::sync::atomic::AtomicBool,
     tokens: AtomicU64,
     requests: AtomicU64,
 }
@@ -70,7 +72,13 @@ const TOKEN_PREFIX: &str = "testkit-imds-token-";
 impl MetadataServer {
     /// Starts a server for `zone` on a free loopback port.
     pub fn start(zone: ZoneSpec, behaviour: MetadataBehaviour) -> Result<MetadataServer> {
-        let shared = Arc::new(Shared { zone, behaviour, tokens: AtomicU64::new(0), requests: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            zone,
+            behaviour,
+            silent: std::sync::atomic::AtomicBool::new(false),
+            tokens: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        });
         let rt = ServerRuntime::new("testkit-metadata")?;
         let (std_listener, port) = crate::runtime::bind_loopback("metadata")?;
         let app = Router::new()
@@ -106,6 +114,12 @@ impl MetadataServer {
         &self.shared.zone
     }
 
+    /// While `silent`, every request is answered 404, as a metadata service that is not reachable
+    /// yet; clearing it makes the server answer again.
+    pub fn set_silent(&self, silent: bool) {
+        self.shared.silent.store(silent, Ordering::Relaxed);
+    }
+
     /// Requests answered so far (any path).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
@@ -114,7 +128,7 @@ impl MetadataServer {
 
 fn serves(s: &Shared, which: MetadataBehaviour) -> bool {
     s.requests.fetch_add(1, Ordering::Relaxed);
-    s.behaviour == MetadataBehaviour::Answer || s.behaviour == which
+    !s.silent.load(Ordering::Relaxed) && (s.behaviour == MetadataBehaviour::Answer || s.behaviour == which)
 }
 
 async fn ec2_token(State(s): State<Arc<Shared>>, headers: HeaderMap) -> axum::response::Response {

@@ -144,15 +144,42 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         })
     };
 
-    let info = || WorkerInfo {
-        id: id.clone(),
-        zone_id: zone.zone.as_ref().and_then(|z| z.id.clone()),
-        zone_name: zone.zone.as_ref().and_then(|z| z.name.clone()),
-        host: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-        capacity: cfg.worker.capacity,
-        http: http_addr.clone(),
-        rates: worker.rates.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+    // The zone as known now: an unknown zone is asked again in the background, and the next
+    // registration refresh tells the master, which then assigns in-zone.
+    let current_zone = Arc::new(RwLock::new(zone.clone()));
+    let rediscovery = {
+        let current = current_zone.clone();
+        let settings = cfg.zone.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs(settings.retry_secs.max(1));
+            while current.read().unwrap_or_else(PoisonError::into_inner).zone.is_none() {
+                tokio::time::sleep(every).await;
+                let info = az_core::discover(&settings.discovery(), &Env::Process).await;
+                if let Some(z) = &info.zone {
+                    tracing::info!(zone = %z, source = %info.source, "zone discovered on retry; registering it (client.rack needs a restart)");
+                    *current.write().unwrap_or_else(PoisonError::into_inner) = info;
+                }
+            }
+        })
     };
+    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let make_info = {
+        let (id, current, host, capacity, http) =
+            (id.clone(), current_zone.clone(), host, cfg.worker.capacity, http_addr.clone());
+        move |rates| {
+            let zone = current.read().unwrap_or_else(PoisonError::into_inner).zone.clone();
+            WorkerInfo {
+                id: id.clone(),
+                zone_id: zone.as_ref().and_then(|z| z.id.clone()),
+                zone_name: zone.as_ref().and_then(|z| z.name.clone()),
+                host: host.clone(),
+                capacity,
+                http: http.clone(),
+                rates,
+            }
+        }
+    };
+    let info = || make_info(worker.rates.lock().unwrap_or_else(PoisonError::into_inner).clone());
     let mut backoff = Duration::from_millis(200);
     loop {
         if *shutdown_rx.borrow() {
@@ -194,12 +221,11 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         let refresh = {
             let w = worker.clone();
             let l = lease_rx.clone();
-            let base = info();
+            let make_info = make_info.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(5)).await;
-                    let mut i = base.clone();
-                    i.rates = w.rates.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    let i = make_info(w.rates.lock().unwrap_or_else(PoisonError::into_inner).clone());
                     if l.borrow().valid() {
                         let _ = coord::register(&w.etcd, &w.keys, &i, lease_id).await;
                     }
@@ -223,6 +249,7 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         }
     }
     signals.abort();
+    rediscovery.abort();
     main_queue.abort();
     server.abort();
     if let Some(why) = refused.lock().unwrap_or_else(PoisonError::into_inner).take() {
