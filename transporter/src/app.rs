@@ -201,6 +201,9 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
             continue;
         }
         backoff = Duration::from_millis(200);
+        if let Err(e) = coord::clear_left(&worker.etcd, &worker.keys, &id).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not clear an old clean-stop mark");
+        }
         tracing::info!(worker = %id, lease = lease_id, "registered");
         state.registered.store(true, Ordering::Relaxed);
         let master = {
@@ -239,6 +242,12 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         keepalive.abort();
         match outcome {
             Ok(()) => {
+                // Everything was flushed and released: tell the master so peers take the
+                // partitions now, then drop the registration.
+                let ttl = i64::try_from(cfg.worker.grace_period_secs).unwrap_or(i64::MAX).saturating_add(30);
+                if let Err(e) = coord::mark_left(&worker.etcd, &worker.keys, &id, ttl).await {
+                    tracing::warn!(error = %format!("{e:#}"), "could not mark the clean stop; peers wait for the grace period");
+                }
                 let mut c = worker.etcd.clone();
                 let _ = c.lease_revoke(lease_id).await;
                 break;

@@ -10,7 +10,7 @@
 //!  /<cluster>/offsets/<topic>/<p>   next offset to read, written by txn "owner = me, my lease"
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -81,6 +81,14 @@ impl Keys {
     /// One worker.
     pub fn worker(&self, id: &str) -> String {
         format!("{}/workers/{id}", self.root)
+    }
+    /// Marks of workers that stopped cleanly (their partitions need no grace period).
+    pub fn left(&self) -> String {
+        format!("{}/left/", self.root)
+    }
+    /// One worker's clean-stop mark.
+    pub fn left_mark(&self, id: &str) -> String {
+        format!("{}/left/{id}", self.root)
     }
     /// Election name.
     pub fn election(&self) -> String {
@@ -218,6 +226,45 @@ pub async fn register(client: &Client, keys: &Keys, info: &WorkerInfo, lease: i6
         .await
         .context("registering the worker")?;
     Ok(())
+}
+
+/// Marks this worker as stopped cleanly: it flushed and released everything, so the master gives
+/// its partitions to peers at once instead of holding them for the grace period (which is for
+/// crashes). The mark lives on its own lease of `ttl_secs` (at least the grace period), so it
+/// cannot outlive its purpose; registering again removes it.
+pub async fn mark_left(client: &Client, keys: &Keys, id: &str, ttl_secs: i64) -> anyhow::Result<()> {
+    let mut c = client.clone();
+    let lease = c.lease_grant(ttl_secs.max(5), None).await.context("granting the clean-stop lease")?.id();
+    c.put(
+        keys.left_mark(id),
+        chrono::Utc::now().timestamp_millis().to_string(),
+        Some(PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .context("marking the clean stop")?;
+    Ok(())
+}
+
+/// Removes this worker's clean-stop mark (it is back; a later crash deserves its grace period).
+pub async fn clear_left(client: &Client, keys: &Keys, id: &str) -> anyhow::Result<()> {
+    let mut c = client.clone();
+    c.delete(keys.left_mark(id), None).await.context("clearing the clean-stop mark")?;
+    Ok(())
+}
+
+/// Ids of workers that stopped cleanly.
+pub async fn left(client: &Client, keys: &Keys) -> anyhow::Result<BTreeSet<String>> {
+    let mut c = client.clone();
+    let prefix = keys.left();
+    let resp = c
+        .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
+        .await
+        .context("listing clean stops")?;
+    Ok(resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| String::from_utf8_lossy(kv.key()).strip_prefix(prefix.as_str()).map(str::to_owned))
+        .collect())
 }
 
 /// Live workers; values that do not parse are reported and skipped.

@@ -70,11 +70,7 @@ fn real_main() -> anyhow::Result<()> {
             // here too; and read the etcd TLS files `run` would read.
             let options = cfg.kafka.client_options()?;
             let cc = worker::consumer_config(&cfg, None, &options);
-            az_core::kafka_options::try_create::<rdkafka::consumer::BaseConsumer>(
-                &cc,
-                "consumer",
-                &options,
-            )?;
+            az_core::kafka_options::try_create::<rdkafka::consumer::BaseConsumer>(&cc, "consumer", &options)?;
             if let Some(t) = &cfg.etcd.tls {
                 for f in [Some(&t.ca_file), t.cert_file.as_ref(), t.key_file.as_ref()].into_iter().flatten() {
                     std::fs::metadata(f).with_context(|| format!("etcd.tls: {}", f.display()))?;

@@ -125,6 +125,7 @@ async fn lead(
         }
         let topo = watcher.current();
         let (workers, bad) = coord::workers(&worker.etcd, &worker.keys).await?;
+        let left = coord::left(&worker.etcd, &worker.keys).await?;
         for b in bad {
             worker.metrics.error("etcd-value");
             tracing::error!(value = %b, "skipping an invalid worker registration");
@@ -142,7 +143,9 @@ async fn lead(
                     departed.entry(w.clone()).or_insert_with(Instant::now);
                 }
             }
-            departed.retain(|w, _| !live.contains(w.as_str()) && prev_owners.values().any(|o| o == w));
+            // A worker that stopped cleanly released its partitions: no grace for it.
+            departed
+                .retain(|w, _| !live.contains(w.as_str()) && !left.contains(w) && prev_owners.values().any(|o| o == w));
             let in_grace: Vec<String> =
                 departed.iter().filter(|(_, t)| t.elapsed() < grace).map(|(w, _)| w.clone()).collect();
             let rates: BTreeMap<String, f64> = workers.iter().flat_map(|w| w.rates.clone()).collect();

@@ -133,3 +133,37 @@ fn killed_master_is_replaced_and_the_run_completes_exactly_once() -> Res {
     assert!(!owners_of(&view).values().any(|w| *w == old), "the dead master's partitions moved");
     Ok(())
 }
+
+#[test]
+fn sigterm_hands_partitions_over_at_once_without_the_grace_period() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 12)?;
+    let tmp = tempfile::tempdir()?;
+    // A grace period far longer than the wait below: only a clean handover can pass.
+    let spec = FleetSpec { grace_secs: 300, ..Default::default() };
+    let mut workers = fleet(&world, tmp.path(), &spec)?;
+    produce(&world, "logs", 12, 200, "a")?;
+    wait_exactly_once(&world, 12 * 200, &workers.iter().collect::<Vec<_>>())?;
+    let before = owners_of(&assignment(&workers.iter().collect::<Vec<_>>()).ok_or_else(|| anyhow::anyhow!("no view"))?);
+    let leaving = if before.values().any(|w| w == "w0-0") { 0 } else { 1 };
+    let id = workers[leaving].id.clone();
+    let mine: Vec<String> = before.iter().filter(|(_, w)| **w == id).map(|(t, _)| t.clone()).collect();
+    assert!(!mine.is_empty());
+    let started = std::time::Instant::now();
+    assert_eq!(workers[leaving].stop()?, Some(0), "a clean stop exits 0");
+    produce(&world, "logs", 12, 100, "b")?;
+    let peer = 1 - leaving;
+    testkit::wait_until("the zone peer to take over", Duration::from_secs(30), || {
+        let owned = workers[peer].owned();
+        mine.iter().all(|t| owned.contains(t)).then_some(())
+    })?;
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+    let rest: Vec<&Worker> = workers.iter().enumerate().filter(|(i, _)| *i != leaving).map(|(_, w)| w).collect();
+    wait_exactly_once(&world, 12 * 300, &rest)?;
+    // Back again, it registers and takes work like any worker; a later crash would get grace.
+    workers[leaving].restart()?;
+    testkit::wait_until("the returning worker to get partitions", Duration::from_secs(30), || {
+        (!workers[leaving].owned().is_empty()).then_some(())
+    })?;
+    Ok(())
+}
