@@ -230,3 +230,39 @@ fn etcd_over_tls() -> Res {
     assert!(!ok && out.contains("etcd.tls.ca-file /nonexistent/ca.pem"), "{out}");
     Ok(())
 }
+
+#[test]
+fn check_refuses_options_that_break_exactly_once_and_hides_secrets() -> Res {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.toml");
+    let pw = dir.path().join("etcd-pw");
+    std::fs::write(&pw, "etcd-secret-71\n")?;
+    let base = format!(
+        "[kafka]\nbootstrap-servers = \"k:9092\"\ntopics = [\"t\"]\n[kafka.options]\n{{}}\n[etcd]\nendpoints = [\"http://e:2379\"]\nusername = \"zonal\"\npassword-file = \"{}\"\n[s3]\nbucket = \"b\"\n",
+        pw.display()
+    );
+    let run = |options: &str| -> Res<(bool, String)> {
+        std::fs::write(&path, base.replace("{}", options))?;
+        let out = Command::new(env!("CARGO_BIN_EXE_zonal-transporter")).args(["check", "-c"]).arg(&path).output()?;
+        Ok((
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        ))
+    };
+    let (ok, out) = run(
+        "\"sasl.password\" = \"kafka-secret-93\"\n\"sasl.username\" = \"u\"\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-256\"",
+    )?;
+    assert!(ok, "{out}");
+    assert!(!out.contains("kafka-secret-93") && !out.contains("etcd-secret-71"), "{out}");
+    for (options, named) in [
+        ("\"enable.auto.commit\" = \"true\"", "enable.auto.commit"),
+        ("\"auto.offset.reset\" = \"latest\"", "kafka.start-from"),
+        ("\"group.id\" = \"other\"", "kafka.group-id"),
+        ("\"fetch.max.bytes\" = \"lots\"", "fetch.max.bytes"),
+    ] {
+        let (ok, out) = run(options)?;
+        assert!(!ok, "accepted: {options}");
+        assert!(out.contains(named), "{out:?} does not name {named}");
+    }
+    Ok(())
+}
