@@ -51,12 +51,12 @@ pub fn run() -> anyhow::Result<()> {
         ("deploy/transporter/transporter.example.toml", "config/transporter.toml"),
         ("deploy/agent/zonal-agent.service", "systemd/zonal-agent.service"),
         ("deploy/transporter/zonal-transporter.service", "systemd/zonal-transporter.service"),
-        ("deploy/k8s/agent-daemonset.yaml", "k8s/agent-daemonset.yaml"),
-        ("deploy/k8s/transporter-deployment.yaml", "k8s/transporter-deployment.yaml"),
+        ("deploy/zonal-sysusers.conf", "systemd/zonal-sysusers.conf"),
         ("deploy/grafana/zonal-dashboard.json", "grafana/zonal-dashboard.json"),
     ] {
         copy(&root.join(from), to)?;
     }
+    crate::k8s::render(None, &out.join("k8s")).context("rendering the Kubernetes manifests")?;
     let sums = Command::new("sh")
         .current_dir(&out)
         .args(["-c", "find . -type f ! -name SHA256SUMS | sort | xargs sha256sum > SHA256SUMS"])
@@ -69,6 +69,17 @@ pub fn run() -> anyhow::Result<()> {
     println!(
         "hosts: copy bin/* to /usr/local/bin, config/* to /etc/zonal, systemd/* to /etc/systemd/system, then `systemctl enable --now zonal-agent`"
     );
-    println!("kubernetes: build images from bin/, then `kubectl apply -f k8s/`; import grafana/zonal-dashboard.json");
+    println!(
+        "kubernetes: `cargo xtask deploy image`, push it, `cargo xtask deploy kubernetes --values mine.toml`, then `kubectl apply -f k8s/`; import grafana/zonal-dashboard.json"
+    );
     Ok(())
+}
+
+/// Builds the container image with docker or podman, whichever is installed.
+pub fn image(tag: &str) -> anyhow::Result<()> {
+    let Some(tool) = ["docker", "podman"].into_iter().find(|t| crate::tools::present(t)) else {
+        bail!("neither docker nor podman is installed; the Dockerfile at the repository root builds the image");
+    };
+    let root = crate::target_dir().join("..");
+    crate::run(&format!("{tool} build -t {tag}"), Command::new(tool).current_dir(&root).args(["build", "-t", tag, "."]))
 }

@@ -5,6 +5,7 @@ mod bench;
 mod bench_transporter;
 mod demo;
 mod deploy;
+mod k8s;
 mod tools;
 
 use std::process::Command;
@@ -35,8 +36,28 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Benchmarks as ratios against a reference run in the same invocation (kcat).
     Bench(bench::BenchArgs),
-    /// Build release binaries, validate example configs, stage a deployable bundle.
-    Deploy,
+    /// Build release binaries, validate example configs, stage a deployable bundle; or render
+    /// the Kubernetes manifests, or build the container image.
+    Deploy {
+        #[command(subcommand)]
+        target: Option<DeployTarget>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeployTarget {
+    /// Render deploy/k8s/ with its parameters into target/zonal-deploy/k8s/ and check them.
+    Kubernetes {
+        /// Parameters layered over deploy/k8s/values.toml.
+        #[arg(long)]
+        values: Option<std::path::PathBuf>,
+    },
+    /// Build the container image (Dockerfile) with docker or podman.
+    Image {
+        /// Image name and tag.
+        #[arg(long, default_value = "ghcr.io/zonal/zonal:0.1.0")]
+        tag: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,7 +78,9 @@ fn real_main() -> anyhow::Result<()> {
             demo::run(&args)
         }
         Cmd::Bench(args) => bench::run(&args),
-        Cmd::Deploy => deploy::run(),
+        Cmd::Deploy { target: None } => deploy::run(),
+        Cmd::Deploy { target: Some(DeployTarget::Kubernetes { values }) } => k8s::run(values.as_deref()),
+        Cmd::Deploy { target: Some(DeployTarget::Image { tag }) } => deploy::image(&tag),
     }
 }
 
@@ -84,6 +107,7 @@ fn run(step: &str, cmd: &mut Command) -> anyhow::Result<()> {
 
 fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     tools::ensure_installed(&tools::TEST_PACKAGES)?;
+    tools::ensure_pip(&tools::TEST_PIP)?;
     if !no_lint {
         run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
         run(

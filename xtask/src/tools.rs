@@ -17,7 +17,7 @@ pub struct Package {
 /// What `cargo xtask test` needs: etcd for the transporter's coordination tests, protoc for
 /// etcd-client's build, OpenSSL's headers and pkg-config for librdkafka's TLS build, the openssl
 /// command for throwaway certificates, kcat as the reference client, logrotate for rotation tests.
-pub const TEST_PACKAGES: [Package; 8] = [
+pub const TEST_PACKAGES: [Package; 9] = [
     Package { binary: "etcd", debian: "etcd-server" },
     Package { binary: "protoc", debian: "protobuf-compiler" },
     // libprotobuf-dev carries the well-known .proto files protoc includes.
@@ -27,13 +27,40 @@ pub const TEST_PACKAGES: [Package; 8] = [
     Package { binary: "kcat", debian: "kcat" },
     Package { binary: "openssl", debian: "openssl" },
     Package { binary: "logrotate", debian: "logrotate" },
+    // systemd-analyze rates the units' sandboxing.
+    Package { binary: "systemd-analyze", debian: "systemd" },
 ];
+
+/// Python tools the tests need, as (command, pip requirement): the Kubernetes schema validator
+/// carries the 1.30 schema offline.
+pub const TEST_PIP: [(&str, &str); 1] = [("kubernetes-validate", "kubernetes-validate==1.37.0")];
+
+/// Installs missing Python tools with pip (user site when not root).
+pub fn ensure_pip(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (command, requirement) in tools {
+        if present(command) {
+            continue;
+        }
+        eprintln!("==> pip install {requirement}");
+        let ok = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", requirement])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok || !present(command) {
+            bail!(
+                "installing {requirement} failed; run `python3 -m pip install {requirement}` and make sure {command} is on PATH"
+            );
+        }
+    }
+    Ok(())
+}
 
 /// What `cargo xtask demo` needs.
 pub const DEMO_PACKAGES: [Package; 5] =
     [TEST_PACKAGES[0], TEST_PACKAGES[1], TEST_PACKAGES[2], TEST_PACKAGES[3], TEST_PACKAGES[4]];
 
-fn present(binary: &str) -> bool {
+/// Whether a binary is on PATH (or, for an absolute path, the file exists).
+pub fn present(binary: &str) -> bool {
     if binary.starts_with('/') {
         return std::path::Path::new(binary).exists();
     }
