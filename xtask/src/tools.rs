@@ -42,10 +42,17 @@ pub fn ensure_pip(tools: &[(&str, &str)]) -> anyhow::Result<()> {
             continue;
         }
         eprintln!("==> pip install {requirement}");
-        let ok = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", requirement])
-            .status()
-            .is_ok_and(|s| s.success());
+        let pip = |extra: &[&str]| {
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(extra)
+                .arg(requirement)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // Debian's own Python refuses installs outside a virtualenv (PEP 668); the tool is a
+        // test dependency, so installing beside the system packages is what is wanted.
+        let ok = pip(&[]) || pip(&["--break-system-packages"]);
         if !ok || !present(command) {
             bail!(
                 "installing {requirement} failed; run `python3 -m pip install {requirement}` and make sure {command} is on PATH"
