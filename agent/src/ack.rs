@@ -50,14 +50,6 @@ impl AckTracker {
         (self.acked != before).then_some(self.acked)
     }
 
-    /// The file was truncated: forget in-flight batches, restart the checkpoint at 0.
-    pub fn truncate(&mut self) {
-        self.generation += 1;
-        self.first_seq = 0;
-        self.pending.clear();
-        self.acked = 0;
-    }
-
     /// Every byte before this offset is acknowledged.
     pub fn acked(&self) -> u64 {
         self.acked
@@ -86,17 +78,6 @@ mod tests {
         assert_eq!(t.complete(b.0, b.1), Some(260));
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.complete(b.0, b.1), None, "double completion is ignored");
-    }
-
-    #[test]
-    fn truncation_ignores_old_generation() {
-        let mut t = AckTracker::new(0);
-        let a = t.dispatch(100);
-        t.truncate();
-        let b = t.dispatch(20);
-        assert_eq!(t.complete(a.0, a.1), None);
-        assert_eq!(t.acked(), 0);
-        assert_eq!(t.complete(b.0, b.1), Some(20));
     }
 
     proptest::proptest! {

@@ -97,8 +97,8 @@ impl AgentState {
                     .map(|t| {
                         t.with(|st| FileStatus {
                             path: st.path.display().to_string(),
-                            dev: t.id.dev,
-                            ino: t.id.ino,
+                            dev: st.id.dev,
+                            ino: st.id.ino,
                             read_offset: st.read_offset,
                             acked_offset: st.acks.acked(),
                             size: st.size,
@@ -198,6 +198,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             rx,
             stop.clone(),
             Duration::from_millis(config.poll_interval_ms),
+            Duration::from_millis(config.rotate_wait_ms),
         )?;
         streams.push(shared);
         runners.push(runner);

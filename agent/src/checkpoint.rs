@@ -237,6 +237,27 @@ impl Store {
         Ok(())
     }
 
+    /// Every checkpoint in the store, with the files that could not be read as errors.
+    pub fn list(&self) -> (Vec<Checkpoint>, Vec<CheckpointError>) {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(source) => return (good, vec![CheckpointError::Io { op: "list", path: self.dir.clone(), source }]),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((dev, ino)) = name.strip_suffix(".json").and_then(|n| n.split_once('-')) else { continue };
+            let (Ok(dev), Ok(ino)) = (dev.parse(), ino.parse()) else { continue };
+            match self.load(FileId { dev, ino }) {
+                Ok(Some(c)) => good.push(c),
+                Ok(None) => {}
+                Err(e) => bad.push(e),
+            }
+        }
+        (good, bad)
+    }
+
     /// Removes the checkpoint of a file that is gone and fully shipped.
     pub fn remove(&self, id: FileId) -> Result<(), CheckpointError> {
         let path = self.path_of(id);

@@ -64,6 +64,10 @@ pub struct AgentConfig {
     pub poll_interval_ms: u64,
     /// How often acknowledged offsets are written to checkpoint files, in milliseconds.
     pub checkpoint_interval_ms: u64,
+    /// How long a file that left the globs (renamed by rotation, deleted) is kept open after its
+    /// last growth, in milliseconds: writers that keep their descriptor (until a reopen signal)
+    /// still append to it, and a partial last line waits this long for its newline.
+    pub rotate_wait_ms: u64,
     /// The log streams to ship.
     pub streams: Vec<StreamConfig>,
 }
@@ -78,6 +82,7 @@ impl Default for AgentConfig {
             max_in_flight_bytes: 16 * 1024 * 1024,
             poll_interval_ms: 250,
             checkpoint_interval_ms: 1000,
+            rotate_wait_ms: 30_000,
             streams: Vec::new(),
         }
     }

@@ -83,14 +83,15 @@ impl Budget {
 /// complete them, the checkpointer reads the acknowledged offset.
 #[derive(Debug)]
 pub struct FileTrack {
-    /// Device and inode.
-    pub id: FileId,
     state: Mutex<TrackState>,
 }
 
 /// What the checkpointer and `/status` read of a file.
 #[derive(Debug, Clone)]
 pub struct TrackState {
+    /// Device and inode of the file the track reads (changes when a copytruncate moves the
+    /// track to the copy).
+    pub id: FileId,
     /// Current path (updated on rename).
     pub path: std::path::PathBuf,
     /// Fingerprint of the head.
@@ -111,8 +112,8 @@ impl FileTrack {
     /// A track starting at `offset`.
     pub fn new(id: FileId, path: std::path::PathBuf, fingerprint: Fingerprint, offset: u64) -> FileTrack {
         FileTrack {
-            id,
             state: Mutex::new(TrackState {
+                id,
                 path,
                 fingerprint,
                 acks: AckTracker::new(offset),

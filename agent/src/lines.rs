@@ -61,17 +61,6 @@ impl Splitter {
         }
     }
 
-    /// Forgets any partial line or pending event (after a truncation of the file).
-    pub fn reset(&mut self) {
-        self.partial.clear();
-        self.partial_truncated = false;
-        if let Some(m) = &mut self.multiline {
-            m.pending.clear();
-            m.has_pending = false;
-            m.pending_truncated = false;
-        }
-    }
-
     /// Bytes held back: a partial line and a pending multi-line event.
     pub fn buffered(&self) -> usize {
         self.partial.len() + self.multiline.as_ref().map_or(0, |m| m.pending.len())

@@ -10,6 +10,7 @@ mod kafka;
 mod lines;
 mod metrics;
 mod partition;
+mod rotation;
 mod stream;
 
 use std::path::PathBuf;

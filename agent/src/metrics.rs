@@ -73,6 +73,11 @@ pub struct Metrics {
     pub truncations: Family<StreamLabel, Counter>,
     /// Rename rotations detected.
     pub renames: Family<StreamLabel, Counter>,
+    /// Rotated files found again and finished (after a restart, or the copy of a copytruncate).
+    pub recovered_files: Family<StreamLabel, Counter>,
+    /// Bytes that could not be read because their file was gone (compressed or deleted before
+    /// the agent read them, or truncated without a copy beside it).
+    pub unrecoverable_bytes: Family<StreamLabel, Counter>,
     /// Bytes of each file not yet acknowledged (size minus checkpoint offset).
     pub lag_bytes: Family<FileLabel, U64Gauge>,
     /// Number of partitions the stream writes to.
@@ -97,6 +102,16 @@ impl Metrics {
         r.register("errors", "Errors by kind", self.errors.clone());
         r.register("truncations", "Copytruncate rotations detected", self.truncations.clone());
         r.register("renames", "Rename rotations detected", self.renames.clone());
+        r.register(
+            "recovered_files",
+            "Rotated files found again by inode or head and finished",
+            self.recovered_files.clone(),
+        );
+        r.register(
+            "unrecoverable_bytes",
+            "Bytes lost because their file was gone before they were read",
+            self.unrecoverable_bytes.clone(),
+        );
         r.register("lag_bytes", "Bytes of a file not yet acknowledged by Kafka", self.lag_bytes.clone());
         r.register("local_partitions", "Partitions the stream writes to", self.local_partitions.clone());
         r.register("fallback", "1 when the stream is not zone-local, by reason", self.fallback.clone());

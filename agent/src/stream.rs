@@ -2,9 +2,12 @@
 //! split lines, cut batches, choose a partition per batch, send, and re-send failed records.
 //!
 //! ```text
+//!  start: checkpoints of files not in the globs ──rotation::find──> finish the renamed file or copy
 //!  glob rescan ──> files by (dev, ino) ──read chunk──> Splitter ──events──> Batch
-//!     │ rename: follow the inode         copytruncate: size shrank or head changed -> restart at 0
-//!     │ gone: finish to EOF, then drop   Batch ──groups of batch-lines──> Routing (az-core selection)
+//!     │ rename: follow the inode         copytruncate: size shrank or head changed ->
+//!     │ gone: keep reading until idle       the track moves to the copy beside it (same head),
+//!     │   for rotate-wait, then drop        the file restarts at 0; no copy: counted as lost
+//!     │                                  Batch ──groups of batch-lines──> Routing (az-core selection)
 //!                                              ──budget──> producer.send (opaque: BatchAck)
 //!  Retry queue (failed deliveries) ──> sent again, partition chosen afresh
 //! ```
@@ -29,6 +32,7 @@ use crate::kafka::{AgentContext, BatchAck, Budget, FileTrack, PER_MESSAGE_OVERHE
 use crate::lines::Splitter;
 use crate::metrics::{FileLabel, Metrics};
 use crate::partition::{Chooser, keyed_partition};
+use crate::rotation;
 
 const CHUNK: usize = 256 * 1024;
 /// Bytes read from one file before the loop moves on to the next, for fairness.
@@ -74,9 +78,9 @@ impl StreamShared {
     pub fn write_checkpoints(&self, metrics: &Metrics) {
         let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
         for t in tracks.values() {
-            let snapshot = t.with(|s| s.dirty.then(|| (s.path.clone(), s.fingerprint, s.acks.acked())));
-            let Some((path, fp, acked)) = snapshot else { continue };
-            match self.store.save(&Checkpoint::new(&path, t.id, fp, acked)) {
+            let snapshot = t.with(|s| s.dirty.then(|| (s.id, s.path.clone(), s.fingerprint, s.acks.acked())));
+            let Some((id, path, fp, acked)) = snapshot else { continue };
+            match self.store.save(&Checkpoint::new(&path, id, fp, acked)) {
                 Ok(()) => t.with(|s| s.dirty = s.acks.acked() != acked),
                 Err(e) => {
                     metrics.error(&self.config.name, "checkpoint");
@@ -149,6 +153,7 @@ pub struct StreamRunner {
     retry_after: Instant,
     stop: Arc<AtomicBool>,
     poll: Duration,
+    rotate_wait: Duration,
     files: BTreeMap<FileId, Tailed>,
     first_scan: bool,
     exclude: Vec<glob::Pattern>,
@@ -168,6 +173,7 @@ impl StreamRunner {
         retries: Receiver<Retry>,
         stop: Arc<AtomicBool>,
         poll: Duration,
+        rotate_wait: Duration,
     ) -> anyhow::Result<StreamRunner> {
         let c = &shared.config;
         let exclude = c.exclude.iter().map(|p| glob::Pattern::new(p)).collect::<Result<_, _>>()?;
@@ -182,6 +188,7 @@ impl StreamRunner {
             retry_after: Instant::now(),
             stop,
             poll,
+            rotate_wait,
             files: BTreeMap::new(),
             first_scan: true,
             exclude,
@@ -286,9 +293,12 @@ impl StreamRunner {
         }
         let ids: Vec<FileId> = self.files.keys().copied().collect();
         for id in ids {
-            self.check_truncation(id);
+            self.check_truncation(id, &seen);
         }
         self.release_finished_orphans();
+        if self.first_scan {
+            self.recover_checkpoints(&seen);
+        }
 
         // New files.
         let known: BTreeSet<FileId> = self.files.keys().copied().collect();
@@ -296,6 +306,47 @@ impl StreamRunner {
             self.open(id, path);
         }
         self.first_scan = false;
+    }
+
+    /// Directories where a rotated file of this stream may be.
+    fn search_dirs(&self, seen: &BTreeMap<FileId, PathBuf>, extra: Option<&std::path::Path>) -> BTreeSet<PathBuf> {
+        rotation::search_dirs(&self.shared.config.paths, seen.values().map(PathBuf::as_path), extra)
+    }
+
+    /// At start: every checkpoint whose file is not among the glob matches describes a file
+    /// rotated (renamed, copied) while the agent was down. Find it by inode or head and finish
+    /// it from the checkpoint, so no line written before the rotation is lost.
+    fn recover_checkpoints(&mut self, seen: &BTreeMap<FileId, PathBuf>) {
+        let name = self.name().to_owned();
+        let (checkpoints, errors) = self.shared.store.list();
+        for e in errors {
+            self.metrics.error(&name, "checkpoint");
+            tracing::error!(stream = %name, error = %e, "unreadable checkpoint skipped");
+        }
+        for c in checkpoints {
+            if seen.contains_key(&c.id) || self.files.contains_key(&c.id) {
+                continue;
+            }
+            let dirs = self.search_dirs(seen, Some(std::path::Path::new(&c.path)));
+            let tailed: BTreeSet<FileId> = self.files.keys().chain(seen.keys()).copied().collect();
+            match rotation::find(c.id, c.fingerprint(), c.offset, &dirs, &|id| tailed.contains(&id)) {
+                Some(found) => {
+                    tracing::info!(stream = %name, was = %c.path, now = %found.path.display(), offset = c.offset,
+                        same_inode = found.same_inode, "finishing a file rotated while the agent was down");
+                    self.metrics.recovered_files.get_or_create(&Metrics::stream(&name)).inc();
+                    if !found.same_inode {
+                        let _ = self.shared.store.remove(c.id);
+                    }
+                    self.start(found.id, found.path, found.file, c.offset, c.fingerprint(), true);
+                }
+                None => {
+                    self.metrics.error(&name, "rotated-file-gone");
+                    tracing::warn!(stream = %name, path = %c.path, offset = c.offset,
+                        "the file of a checkpoint is gone (compressed or deleted while the agent was down); what it held past the offset cannot be read");
+                    let _ = self.shared.store.remove(c.id);
+                }
+            }
+        }
     }
 
     fn open(&mut self, id: FileId, path: PathBuf) {
@@ -316,7 +367,15 @@ impl StreamRunner {
         let size = meta.len();
         let fingerprint = Fingerprint::read(&file).unwrap_or_default();
         let offset = match self.shared.store.load(id) {
-            Ok(Some(c)) => checkpoint::resume_offset(&c, &mut file, size).unwrap_or(0),
+            Ok(Some(c)) => {
+                let offset = checkpoint::resume_offset(&c, &mut file, size).unwrap_or(0);
+                if offset == 0 && c.offset > 0 {
+                    // Truncated (copytruncate) or replaced while the agent was down: the copy
+                    // beside it, if logrotate kept one, holds the rest of the old content.
+                    self.finish_copy_of(&c, id, &path);
+                }
+                offset
+            }
             Ok(None) if self.first_scan && self.shared.config.start_at == StartAt::End => size,
             Ok(None) => 0,
             Err(e) => {
@@ -329,14 +388,46 @@ impl StreamRunner {
                 0
             }
         };
+        self.start(id, path, file, offset, fingerprint, false);
+    }
+
+    /// Finds and finishes the copy of a file whose checkpoint no longer matches it.
+    fn finish_copy_of(&mut self, c: &Checkpoint, id: FileId, path: &std::path::Path) {
+        let name = self.name().to_owned();
+        let dirs = self.search_dirs(&BTreeMap::new(), Some(path));
+        let tailed: BTreeSet<FileId> = self.files.keys().copied().chain([id]).collect();
+        match rotation::find(c.id, c.fingerprint(), c.offset, &dirs, &|f| tailed.contains(&f)) {
+            Some(found) if found.id != id => {
+                tracing::info!(stream = %name, path = %path.display(), copy = %found.path.display(), offset = c.offset,
+                    "truncated while the agent was down; finishing the copy");
+                self.metrics.recovered_files.get_or_create(&Metrics::stream(&name)).inc();
+                self.start(found.id, found.path, found.file, c.offset, c.fingerprint(), true);
+            }
+            _ => {
+                let lost = c.offset.saturating_sub(0);
+                tracing::warn!(stream = %name, path = %path.display(), offset = lost,
+                    "truncated or replaced while the agent was down and no copy beside it; unread lines of the old content cannot be recovered");
+                self.metrics.error(&name, "rotated-file-gone");
+            }
+        }
+    }
+
+    /// Starts tailing an open file at `offset`. An `orphan` is a file outside the globs (a
+    /// rotated file found again): it is finished and released once idle.
+    fn start(&mut self, id: FileId, path: PathBuf, mut file: File, offset: u64, fingerprint: Fingerprint, orphan: bool) {
+        let name = self.name().to_owned();
+        let size = file.metadata().map(|m| m.len()).unwrap_or(offset);
         if let Err(e) = file.seek(SeekFrom::Start(offset)) {
             self.metrics.error(&name, "read");
             tracing::error!(stream = %name, path = %path.display(), error = %e, "seek failed");
             return;
         }
-        tracing::info!(stream = %name, path = %path.display(), offset, size, "tailing");
+        tracing::info!(stream = %name, path = %path.display(), offset, size, orphan, "tailing");
         let track = Arc::new(FileTrack::new(id, path, fingerprint, offset));
-        track.with(|s| s.size = size);
+        track.with(|s| {
+            s.size = size;
+            s.orphan = orphan;
+        });
         self.shared.tracks.lock().unwrap_or_else(PoisonError::into_inner).insert(id, track.clone());
         let splitter = Splitter::new(self.shared.config.max_message_bytes, self.multiline.clone());
         self.files.insert(
@@ -347,14 +438,18 @@ impl StreamRunner {
                 splitter,
                 offset,
                 last_data: Instant::now(),
-                unseen_scans: 0,
+                unseen_scans: u32::from(orphan),
                 batch: Batch::default(),
             },
         );
     }
 
-    /// Copytruncate: the file shrank below what was read, or its head changed.
-    fn check_truncation(&mut self, id: FileId) {
+    /// Copytruncate: the file shrank below what was read, or its head changed. logrotate keeps
+    /// the copy beside the file: the track (its read position, unsent lines and in-flight
+    /// batches) moves to the copy, which is finished like a renamed file, and the file itself
+    /// starts again at 0. Without a copy, what was read is still sent and what was not is
+    /// counted as lost.
+    fn check_truncation(&mut self, id: FileId, seen: &BTreeMap<FileId, PathBuf>) {
         let name = self.name().to_owned();
         let Some(t) = self.files.get_mut(&id) else { return };
         let size = match t.file.metadata() {
@@ -363,25 +458,77 @@ impl StreamRunner {
         };
         let fp = t.track.with(|s| s.fingerprint);
         let same = fp.same_file(&t.file).unwrap_or(true);
-        if size < t.offset || !same {
-            self.metrics.truncations.get_or_create(&Metrics::stream(&name)).inc();
-            tracing::info!(stream = %name, path = %t.track.with(|s| s.path.display().to_string()), size, read = t.offset,
-                "file truncated (copytruncate); reading from the start");
-            t.offset = 0;
-            let _ = t.file.seek(SeekFrom::Start(0));
-            t.splitter.reset();
-            t.batch = Batch::default();
-            let new_fp = Fingerprint::read(&t.file).unwrap_or_default();
-            t.track.with(|s| {
-                s.acks.truncate();
-                s.fingerprint = new_fp;
-                s.read_offset = 0;
-                s.size = size;
-                s.dirty = true;
-            });
-        } else if (fp.len as usize) < checkpoint::FINGERPRINT_BYTES && size > u64::from(fp.len) {
-            let new_fp = Fingerprint::read(&t.file).unwrap_or(fp);
-            t.track.with(|s| s.fingerprint = new_fp);
+        if size >= t.offset && same {
+            if (fp.len as usize) < checkpoint::FINGERPRINT_BYTES && size > u64::from(fp.len) {
+                let new_fp = Fingerprint::read(&t.file).unwrap_or(fp);
+                t.track.with(|s| s.fingerprint = new_fp);
+            }
+            return;
+        }
+        let (path, read, last_size) = (t.track.with(|s| s.path.clone()), t.offset, t.track.with(|s| s.size));
+        self.metrics.truncations.get_or_create(&Metrics::stream(&name)).inc();
+        let dirs = self.search_dirs(seen, Some(&path));
+        let tailed: BTreeSet<FileId> = self.files.keys().chain(seen.keys()).copied().collect();
+        let copy = rotation::find(id, fp, read, &dirs, &|f| tailed.contains(&f)).filter(|f| f.id != id);
+        let Some(old) = self.files.remove(&id) else { return };
+        self.shared.tracks.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        match copy {
+            Some(found) => {
+                tracing::info!(stream = %name, path = %path.display(), copy = %found.path.display(), read,
+                    "file truncated (copytruncate); finishing the copy, then the file from the start");
+                self.metrics.recovered_files.get_or_create(&Metrics::stream(&name)).inc();
+                let Tailed { track, splitter, batch, last_data, .. } = old;
+                let mut file = found.file;
+                let _ = file.seek(SeekFrom::Start(read));
+                let copy_size = file.metadata().map(|m| m.len()).unwrap_or(read);
+                track.with(|s| {
+                    s.id = found.id;
+                    s.path = found.path.clone();
+                    s.orphan = true;
+                    s.size = copy_size;
+                    s.dirty = true;
+                });
+                self.shared.tracks.lock().unwrap_or_else(PoisonError::into_inner).insert(found.id, track.clone());
+                self.files.insert(
+                    found.id,
+                    Tailed { file, track, splitter, offset: read, last_data, unseen_scans: 1, batch },
+                );
+            }
+            None => {
+                let lost = last_size.saturating_sub(read);
+                tracing::warn!(stream = %name, path = %path.display(), read, lost_bytes = lost,
+                    "file truncated (copytruncate) with no copy beside it; lines not read before the truncation are lost");
+                self.metrics.unrecoverable_bytes.get_or_create(&Metrics::stream(&name)).inc_by(lost);
+                // What was read is sent all the same: the track stays alive while its batches
+                // are in flight, under a key no file uses.
+                let Tailed { file, track, mut splitter, mut batch, offset, .. } = old;
+                splitter.flush_partial(offset, &mut |d: &[u8], e: u64, _tr: bool| push_event(&mut batch, d, e));
+                splitter.flush_pending(&mut |d: &[u8], e: u64, _tr: bool| push_event(&mut batch, d, e));
+                self.send_leftover(&track, batch);
+                drop(file);
+            }
+        }
+        // The file itself starts again from 0.
+        match File::open(&path) {
+            Ok(file) if file.metadata().is_ok_and(|m| FileId::of(&m) == id) => {
+                let fingerprint = Fingerprint::read(&file).unwrap_or_default();
+                let _ = self.shared.store.remove(id);
+                self.start(id, path, file, 0, fingerprint, false);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the lines of a file that is no longer tailed.
+    fn send_leftover(&mut self, track: &Arc<FileTrack>, batch: Batch) {
+        let max_lines = self.shared.config.batch_lines.max(1);
+        let mut start = 0;
+        while start < batch.spans.len() {
+            let end = (start + max_lines).min(batch.spans.len());
+            if !self.send_group(track, &batch, start, end) {
+                return;
+            }
+            start = end;
         }
     }
 
@@ -390,7 +537,10 @@ impl StreamRunner {
             .files
             .iter()
             .filter(|(_, t)| {
-                t.unseen_scans >= 2
+                // Writers may keep their descriptor after a rename (until a reopen signal), so a
+                // file outside the globs is read until it has been idle for rotate-wait.
+                t.unseen_scans >= 1
+                    && t.last_data.elapsed() >= self.rotate_wait
                     && t.batch.spans.is_empty()
                     && t.track.with(|s| s.acks.in_flight() == 0)
                     && t.file.metadata().is_ok_and(|m| m.len() <= t.offset)
@@ -450,7 +600,7 @@ impl StreamRunner {
                 t.track.with(|s| s.size = size);
                 let sent = !t.batch.spans.is_empty();
                 if size < t.offset {
-                    self.check_truncation(id);
+                    // Noticed at the next rescan, which also knows the glob matches.
                     return true;
                 }
                 self.send_batch(id, true);

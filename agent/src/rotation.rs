@@ -1,0 +1,135 @@
+//! Finding a tailed file again after rotation: where a rotated file may be, and which file a
+//! checkpoint (or a truncated file's old head) describes. Used when the agent starts (rotation
+//! while it was down) and when a copytruncate is noticed (finish the copy).
+//!
+//! ```text
+//!  checkpoint {dev, ino, head CRC, offset} ──search dirs (glob dirs, recorded path's dir)──┐
+//!     same dev+ino and same head ───────────────> the renamed file: finish it from offset  │
+//!     other inode, same head, size >= offset ───> a copy (copytruncate): finish it          │
+//!     nothing ──────────────────────────────────> gone (compressed, deleted): counted <────┘
+//! ```
+//!
+//! The head fingerprint covers the first 256 bytes, as Vector's does: files that begin with the
+//! same 256 bytes cannot be told apart, which is why a same-inode match is preferred.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{FileId, Fingerprint};
+
+/// The directory a glob pattern lists: its leading components without glob metacharacters.
+pub fn pattern_dir(pattern: &str) -> PathBuf {
+    let mut dir = PathBuf::new();
+    let path = Path::new(pattern);
+    let components: Vec<_> = path.components().collect();
+    for (i, c) in components.iter().enumerate() {
+        let text = c.as_os_str().to_string_lossy();
+        if text.contains(['*', '?', '[', '{']) || i + 1 == components.len() {
+            break;
+        }
+        dir.push(c);
+    }
+    dir
+}
+
+/// Where rotated files of a stream may be: the directories of its patterns and of the files
+/// they matched, plus `extra` (a checkpoint's recorded path's directory).
+pub fn search_dirs<'a>(
+    patterns: &[String],
+    matches: impl IntoIterator<Item = &'a Path>,
+    extra: Option<&Path>,
+) -> BTreeSet<PathBuf> {
+    let mut dirs: BTreeSet<PathBuf> = patterns.iter().map(|p| pattern_dir(p)).collect();
+    dirs.extend(matches.into_iter().filter_map(|p| p.parent().map(Path::to_path_buf)));
+    dirs.extend(extra.and_then(Path::parent).map(Path::to_path_buf));
+    dirs.retain(|d| !d.as_os_str().is_empty());
+    dirs
+}
+
+/// A file found for a checkpoint or a truncated file's old head.
+#[derive(Debug)]
+pub struct Found {
+    /// Where it is now.
+    pub path: PathBuf,
+    /// Opened.
+    pub file: File,
+    /// Its device and inode.
+    pub id: FileId,
+    /// The same inode as before (renamed), rather than a copy.
+    pub same_inode: bool,
+}
+
+/// Looks in `dirs` for the file with inode `id` and head `head`, or else a copy of it: another
+/// file with the same head and at least `min_size` bytes, not rejected by `skip`.
+pub fn find(id: FileId, head: Fingerprint, min_size: u64, dirs: &BTreeSet<PathBuf>, skip: &dyn Fn(FileId) -> bool) -> Option<Found> {
+    let mut copy: Option<Found> = None;
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let found = FileId::of(&meta);
+            let same_inode = found == id;
+            if !same_inode && (skip(found) || copy.is_some() || head.len == 0 || meta.len() < min_size) {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else { continue };
+            // The descriptor must still be the file that was stat-ed, with the same head.
+            let still = file.metadata().is_ok_and(|m| FileId::of(&m) == found);
+            if !still || !head.same_file(&file).unwrap_or(false) {
+                continue;
+            }
+            let f = Found { path, file, id: found, same_inode };
+            if same_inode {
+                return Some(f);
+            }
+            copy = Some(f);
+        }
+    }
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_dirs_stop_at_the_first_glob() {
+        assert_eq!(pattern_dir("/var/log/app/*.log"), PathBuf::from("/var/log/app"));
+        assert_eq!(pattern_dir("/var/log/*/x.log"), PathBuf::from("/var/log"));
+        assert_eq!(pattern_dir("/var/log/app.log"), PathBuf::from("/var/log"));
+        assert_eq!(pattern_dir("app.log"), PathBuf::new());
+        let dirs = search_dirs(&["/a/*.log".into()], [Path::new("/b/c.log")], Some(Path::new("/d/e.log")));
+        assert_eq!(dirs.into_iter().collect::<Vec<_>>(), vec![PathBuf::from("/a"), "/b".into(), "/d".into()]);
+    }
+
+    #[test]
+    fn finds_the_renamed_file_before_a_copy() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let orig = dir.path().join("app.log");
+        std::fs::File::create(&orig).and_then(|mut f| f.write_all(b"first line\nsecond line\n")).expect("write");
+        let meta = std::fs::metadata(&orig).expect("stat");
+        let id = FileId::of(&meta);
+        let head = Fingerprint::of(b"first line\nsecond line\n");
+        std::fs::copy(&orig, dir.path().join("app.log.0")).expect("copy");
+        std::fs::rename(&orig, dir.path().join("app.log.1")).expect("rename");
+        let dirs = BTreeSet::from([dir.path().to_path_buf()]);
+        let f = find(id, head, 0, &dirs, &|_| false).expect("found");
+        assert!(f.same_inode && f.path.ends_with("app.log.1"), "{f:?}");
+        // The renamed file gone (compressed): the copy with the same head is found.
+        std::fs::remove_file(dir.path().join("app.log.1")).expect("rm");
+        let f = find(id, head, 10, &dirs, &|_| false).expect("copy found");
+        assert!(!f.same_inode && f.path.ends_with("app.log.0"), "{f:?}");
+        // Too short to hold what was acknowledged, or skipped: not it.
+        assert!(find(id, head, 1000, &dirs, &|_| false).is_none());
+        assert!(find(id, head, 0, &dirs, &|_| true).is_none());
+        // A different head is never taken for it.
+        assert!(find(id, Fingerprint::of(b"other"), 0, &dirs, &|_| false).is_none());
+    }
+}
