@@ -176,6 +176,14 @@ impl Store {
             path: dir.clone(),
             source,
         })?;
+        // Temp files of writes a crash interrupted are never read; clear them.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().contains(".json.tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(Store { dir })
     }
 
@@ -222,7 +230,11 @@ impl Store {
     /// Writes atomically: temp file, fsync, rename over the old one, fsync the directory.
     pub fn save(&self, c: &Checkpoint) -> Result<(), CheckpointError> {
         let path = self.path_of(c.id);
-        let tmp = path.with_extension("json.tmp");
+        // A name of its own per write: the stream thread (a file it starts tailing) and the
+        // checkpointer may save the same checkpoint at once, and must not share a temp file.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("json.tmp{n}"));
         let io = |op, p: &Path| {
             let p = p.to_path_buf();
             move |source| CheckpointError::Io { op, path: p, source }
@@ -293,7 +305,8 @@ mod tests {
         let c = Checkpoint::new(Path::new("/var/log/a.log"), id, Fingerprint::of(b"hello\n"), 6);
         store.save(&c).expect("save");
         assert_eq!(store.load(id).expect("load"), Some(c.clone()));
-        assert!(!store.path_of(id).with_extension("json.tmp").exists());
+        let leftovers = std::fs::read_dir(dir.path().join("app")).expect("dir").count();
+        assert_eq!(leftovers, 1, "no temp file stays behind");
         store.remove(id).expect("remove");
         assert!(store.load(id).expect("load").is_none());
     }

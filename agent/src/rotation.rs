@@ -62,7 +62,13 @@ pub struct Found {
 
 /// Looks in `dirs` for the file with inode `id` and head `head`, or else a copy of it: another
 /// file with the same head and at least `min_size` bytes, not rejected by `skip`.
-pub fn find(id: FileId, head: Fingerprint, min_size: u64, dirs: &BTreeSet<PathBuf>, skip: &dyn Fn(FileId) -> bool) -> Option<Found> {
+pub fn find(
+    id: FileId,
+    head: Fingerprint,
+    min_size: u64,
+    dirs: &BTreeSet<PathBuf>,
+    skip: &dyn Fn(FileId) -> bool,
+) -> Option<Found> {
     let mut copy: Option<Found> = None;
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };

@@ -342,7 +342,7 @@ impl StreamRunner {
                 None => {
                     self.metrics.error(&name, "rotated-file-gone");
                     tracing::warn!(stream = %name, path = %c.path, offset = c.offset,
-                        "the file of a checkpoint is gone (compressed or deleted while the agent was down); what it held past the offset cannot be read");
+                        "the file of a checkpoint is gone (compressed or deleted while the agent was down); anything it held past the offset could not be read");
                     let _ = self.shared.store.remove(c.id);
                 }
             }
@@ -369,7 +369,8 @@ impl StreamRunner {
         let offset = match self.shared.store.load(id) {
             Ok(Some(c)) => {
                 let offset = checkpoint::resume_offset(&c, &mut file, size).unwrap_or(0);
-                if offset == 0 && c.offset > 0 {
+                let replaced = c.fingerprint().len > 0 && !c.fingerprint().same_file(&file).unwrap_or(true);
+                if replaced || c.offset > size {
                     // Truncated (copytruncate) or replaced while the agent was down: the copy
                     // beside it, if logrotate kept one, holds the rest of the old content.
                     self.finish_copy_of(&c, id, &path);
@@ -414,7 +415,15 @@ impl StreamRunner {
 
     /// Starts tailing an open file at `offset`. An `orphan` is a file outside the globs (a
     /// rotated file found again): it is finished and released once idle.
-    fn start(&mut self, id: FileId, path: PathBuf, mut file: File, offset: u64, fingerprint: Fingerprint, orphan: bool) {
+    fn start(
+        &mut self,
+        id: FileId,
+        path: PathBuf,
+        mut file: File,
+        offset: u64,
+        fingerprint: Fingerprint,
+        orphan: bool,
+    ) {
         let name = self.name().to_owned();
         let size = file.metadata().map(|m| m.len()).unwrap_or(offset);
         if let Err(e) = file.seek(SeekFrom::Start(offset)) {
@@ -428,6 +437,14 @@ impl StreamRunner {
             s.size = size;
             s.orphan = orphan;
         });
+        // The checkpoint exists from the first moment: a crash before the first periodic write
+        // must still leave what identifies this file (its inode and head) for the restart.
+        if let Err(e) =
+            self.shared.store.save(&Checkpoint::new(&track.with(|s| s.path.clone()), id, fingerprint, offset))
+        {
+            self.metrics.error(&name, "checkpoint");
+            tracing::error!(stream = %name, error = %e, "writing a checkpoint failed");
+        }
         self.shared.tracks.lock().unwrap_or_else(PoisonError::into_inner).insert(id, track.clone());
         let splitter = Splitter::new(self.shared.config.max_message_bytes, self.multiline.clone());
         self.files.insert(
@@ -460,8 +477,12 @@ impl StreamRunner {
         let same = fp.same_file(&t.file).unwrap_or(true);
         if size >= t.offset && same {
             if (fp.len as usize) < checkpoint::FINGERPRINT_BYTES && size > u64::from(fp.len) {
+                // A longer head identifies the file better after a restart: save it.
                 let new_fp = Fingerprint::read(&t.file).unwrap_or(fp);
-                t.track.with(|s| s.fingerprint = new_fp);
+                t.track.with(|s| {
+                    s.dirty |= s.fingerprint != new_fp;
+                    s.fingerprint = new_fp;
+                });
             }
             return;
         }
@@ -512,10 +533,13 @@ impl StreamRunner {
         match File::open(&path) {
             Ok(file) if file.metadata().is_ok_and(|m| FileId::of(&m) == id) => {
                 let fingerprint = Fingerprint::read(&file).unwrap_or_default();
-                let _ = self.shared.store.remove(id);
                 self.start(id, path, file, 0, fingerprint, false);
             }
-            _ => {}
+            // Gone or replaced meanwhile: the next scan opens whatever is at the path.
+            other => {
+                tracing::info!(stream = %name, path = %path.display(), error = ?other.err(), "truncated file not reopened");
+                let _ = self.shared.store.remove(id);
+            }
         }
     }
 
@@ -615,10 +639,31 @@ impl StreamRunner {
             *offset += n as u64;
             t.last_data = Instant::now();
             let off = *offset;
-            t.track.with(|s| {
+            let (fp, head_grew) = t.track.with(|s| {
                 s.read_offset = off;
                 s.size = s.size.max(off);
+                (
+                    s.fingerprint,
+                    (s.fingerprint.len as usize) < checkpoint::FINGERPRINT_BYTES && off > u64::from(s.fingerprint.len),
+                )
             });
+            if head_grew {
+                // The head identifies the file after a restart (a copytruncate while the agent
+                // was down is told by it). A file first seen empty gets its head now, and the
+                // checkpoint has it before any of these lines is sent.
+                let new_fp = Fingerprint::read(&t.file).unwrap_or(fp);
+                let (path, acked) = t.track.with(|s| {
+                    s.dirty |= s.fingerprint != new_fp;
+                    s.fingerprint = new_fp;
+                    (s.path.clone(), s.acks.acked())
+                });
+                if fp.len == 0 && new_fp.len > 0 {
+                    let id = t.track.with(|s| s.id);
+                    if let Err(e) = self.shared.store.save(&Checkpoint::new(&path, id, new_fp, acked)) {
+                        tracing::error!(stream = %name, error = %e, "writing a checkpoint failed");
+                    }
+                }
+            }
             if truncated > 0 {
                 self.metrics.truncated_lines.get_or_create(&Metrics::stream(&name)).inc_by(truncated);
             }

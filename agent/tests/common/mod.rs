@@ -37,6 +37,8 @@ pub struct AgentSpec {
     pub zone: String,
     /// Extra TOML inside the stream table.
     pub stream_extra: String,
+    /// Extra top-level TOML (before any table).
+    pub top_extra: String,
 }
 
 impl AgentSpec {
@@ -48,6 +50,7 @@ impl AgentSpec {
             topic: topic.to_owned(),
             zone: "providers = []".to_owned(),
             stream_extra: String::new(),
+            top_extra: String::new(),
         }
     }
 
@@ -67,6 +70,7 @@ impl Agent {
             r#"checkpoint-dir = "{dir}/checkpoints"
 poll-interval-ms = 50
 checkpoint-interval-ms = 100
+{top}
 [http]
 listen = "127.0.0.1:{port}"
 [kafka]
@@ -90,6 +94,7 @@ linger-ms = 5
             glob = spec.glob,
             topic = spec.topic,
             extra = spec.stream_extra,
+            top = spec.top_extra,
         );
         std::fs::write(&config, text)?;
         let log = spec.dir.join("agent.log");
@@ -161,6 +166,14 @@ linger-ms = 5
             c.try_wait().ok().flatten()
         })?;
         Ok(status.code())
+    }
+
+    /// Sends a signal (SIGSTOP / SIGCONT to stall and resume it).
+    pub fn signal(&self, sig: i32) -> Res {
+        let Some(c) = &self.child else { anyhow::bail!("agent not running") };
+        // SAFETY: kill(2) on our own child.
+        anyhow::ensure!(unsafe { libc::kill(c.id() as i32, sig) } == 0, "kill({sig}) failed");
+        Ok(())
     }
 
     pub fn restart(&mut self) -> Res {
