@@ -51,6 +51,15 @@ impl AgentState {
         if !self.topology.current().is_fetched() {
             return Some(format!("no topology yet: {:?}", self.topology.status().last_error));
         }
+        for s in &self.streams {
+            let last = s.producer.context().last_error.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if let Some(e) = last {
+                return Some(format!(
+                    "stream {}: Kafka refuses its records ({e}); they are kept and retried",
+                    s.config.name
+                ));
+            }
+        }
         None
     }
 

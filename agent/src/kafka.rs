@@ -48,11 +48,12 @@ impl Budget {
     }
 
     /// Takes `n` bytes, waiting while the budget is full; an oversized request goes through
-    /// alone once everything else is acknowledged. Returns false if `stop` was set meanwhile.
-    pub fn acquire(&self, n: u64, stop: &AtomicBool) -> bool {
+    /// alone once everything else is acknowledged. Returns false if `stop` was set meanwhile, or
+    /// when `interrupt` says the caller has other work that frees budget (records to retry).
+    pub fn acquire(&self, n: u64, stop: &AtomicBool, interrupt: &dyn Fn() -> bool) -> bool {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         while *used > 0 && *used + n > self.max {
-            if stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) || interrupt() {
                 return false;
             }
             used = self.freed.wait_timeout(used, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner).0;
@@ -182,6 +183,11 @@ pub struct AgentContext {
     metrics: Arc<Metrics>,
     budget: Arc<Budget>,
     retries: Mutex<Sender<Retry>>,
+    /// Records in the retry channel not yet taken by the stream thread: while there are any,
+    /// the thread must not wait for budget that only their re-sending can free.
+    pub retries_waiting: Arc<AtomicUsize>,
+    /// The last refusal that needs an operator, until a record is accepted again.
+    pub last_error: Mutex<Option<String>>,
     /// Set once the topology watcher exists, so leadership errors can trigger a refresh.
     pub topology: OnceLock<TopologyWatcher>,
     /// Where a refused login is reported (shared by every stream).
@@ -204,15 +210,18 @@ impl ClientContext for AgentContext {
     }
 }
 
-/// Errors after which re-sending the same record cannot succeed.
-fn permanent(code: RDKafkaErrorCode) -> bool {
+/// Errors an operator has to fix (an ACL, a topic setting): the records wait and are retried, the
+/// stream shows red in `/readyz`, and nothing is dropped.
+fn needs_operator(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
-        RDKafkaErrorCode::MessageSizeTooLarge
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::MessageSizeTooLarge
             | RDKafkaErrorCode::InvalidMessageSize
             | RDKafkaErrorCode::InvalidMessage
-            | RDKafkaErrorCode::TopicAuthorizationFailed
             | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::Authentication
     )
 }
 
@@ -236,6 +245,9 @@ impl ProducerContext for AgentContext {
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<BatchAck>) {
         match result {
             Ok(msg) => {
+                if self.last_error.lock().unwrap_or_else(PoisonError::into_inner).take().is_some() {
+                    tracing::info!(stream = %self.stream, "Kafka accepts this stream's records again");
+                }
                 self.budget.release(msg.payload_len() as u64 + PER_MESSAGE_OVERHEAD);
                 self.metrics.acked_lines.get_or_create(&Metrics::stream(&self.stream)).inc();
                 ack.settle_one();
@@ -247,12 +259,14 @@ impl ProducerContext for AgentContext {
                 {
                     t.refresh_now();
                 }
-                if permanent(code) {
-                    tracing::error!(stream = %self.stream, error = %err, bytes = msg.payload_len(), "dropping a record Kafka refuses for good");
-                    self.metrics.error(&self.stream, "dropped");
-                    self.budget.release(msg.payload_len() as u64 + PER_MESSAGE_OVERHEAD);
-                    ack.settle_one();
-                    return;
+                if needs_operator(code) {
+                    self.metrics.error(&self.stream, "refused");
+                    let mut last = self.last_error.lock().unwrap_or_else(PoisonError::into_inner);
+                    if last.is_none() {
+                        tracing::error!(stream = %self.stream, error = %err,
+                            "Kafka refuses this stream's records; they are kept and retried until it accepts them");
+                    }
+                    *last = Some(err.to_string());
                 }
                 self.metrics.error(&self.stream, "delivery");
                 tracing::debug!(stream = %self.stream, error = %err, "delivery failed, will retry");
@@ -262,6 +276,7 @@ impl ProducerContext for AgentContext {
                     ack,
                 };
                 let tx = self.retries.lock().unwrap_or_else(PoisonError::into_inner);
+                self.retries_waiting.fetch_add(1, Ordering::AcqRel);
                 if tx.send(retry).is_err() {
                     // The stream has stopped; the record stays unacknowledged, so the
                     // checkpoint stays before it and it is read again after restart.
@@ -310,6 +325,8 @@ pub fn producer(
         metrics,
         budget,
         retries: Mutex::new(retries),
+        retries_waiting: Arc::new(AtomicUsize::new(0)),
+        last_error: Mutex::new(None),
         topology: OnceLock::new(),
         auth,
     };

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use az_core::Selection;
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use regex::bytes::Regex;
 
@@ -38,6 +38,7 @@ const CHUNK: usize = 256 * 1024;
 /// Bytes read from one file before the loop moves on to the next, for fairness.
 const PER_FILE_PASS: usize = 4 * 1024 * 1024;
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Where a stream may write, recomputed whenever the topology changes.
 #[derive(Debug, Clone, Default)]
@@ -151,6 +152,8 @@ pub struct StreamRunner {
     retries: Receiver<Retry>,
     pending_retries: Vec<Retry>,
     retry_after: Instant,
+    /// Consecutive rounds of re-sending (reset when nothing waits for a retry).
+    retry_rounds: u32,
     stop: Arc<AtomicBool>,
     poll: Duration,
     rotate_wait: Duration,
@@ -186,6 +189,7 @@ impl StreamRunner {
             retries,
             pending_retries: Vec::new(),
             retry_after: Instant::now(),
+            retry_rounds: 0,
             stop,
             poll,
             rotate_wait,
@@ -225,6 +229,7 @@ impl StreamRunner {
             if !progressed {
                 // Idle: wait for the next poll, waking early when a retry arrives.
                 if let Ok(r) = self.retries.recv_timeout(self.poll.min(Duration::from_millis(50))) {
+                    self.shared.producer.context().retries_waiting.fetch_sub(1, Ordering::AcqRel);
                     self.pending_retries.push(r);
                 }
             }
@@ -547,12 +552,16 @@ impl StreamRunner {
     fn send_leftover(&mut self, track: &Arc<FileTrack>, batch: Batch) {
         let max_lines = self.shared.config.batch_lines.max(1);
         let mut start = 0;
-        while start < batch.spans.len() {
+        while start < batch.spans.len() && !self.stop.load(Ordering::Relaxed) {
             let end = (start + max_lines).min(batch.spans.len());
-            if !self.send_group(track, &batch, start, end) {
-                return;
+            if self.send_group(track, &batch, start, end) {
+                start = end;
+            } else {
+                // Budget is held by records to retry: send those, then try again.
+                self.retry_after = Instant::now();
+                self.process_retries();
+                std::thread::sleep(Duration::from_millis(20));
             }
-            start = end;
         }
     }
 
@@ -604,8 +613,17 @@ impl StreamRunner {
         let name = self.name().to_owned();
         let multiline_timeout = Duration::from_millis(self.shared.config.multiline_timeout_ms);
         let mut read_total = 0usize;
+        // Lines read and not yet sent are bounded: while the budget is exhausted, reading stops.
+        let unsent_cap = self.shared.config.batch_bytes.max(CHUNK) * 2;
         loop {
             let Some(t) = self.files.get_mut(&id) else { return false };
+            if t.batch.data.len() >= unsent_cap {
+                self.send_batch(id, false);
+                if self.files.get(&id).is_some_and(|t| t.batch.data.len() >= unsent_cap) {
+                    return read_total > 0;
+                }
+                continue;
+            }
             let n = match t.file.read(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) => {
@@ -739,7 +757,13 @@ impl StreamRunner {
         let strategy = self.shared.config.partitioning;
         let spans = &batch.spans[start..end];
         let charge: u64 = spans.iter().map(|s| s.1 as u64 + PER_MESSAGE_OVERHEAD).sum();
-        if !self.wait_for_routing() || !self.budget.acquire(charge, &self.stop) {
+        // Records waiting for a retry hold budget that only this thread can free by sending
+        // them again: never wait for budget while there are any (a long outage would otherwise
+        // stall the stream for good).
+        let waiting = self.shared.producer.context().retries_waiting.clone();
+        let has_retries = !self.pending_retries.is_empty();
+        let interrupt = move || has_retries || waiting.load(Ordering::Acquire) > 0;
+        if !self.wait_for_routing() || !self.budget.acquire(charge, &self.stop, &interrupt) {
             return false;
         }
         let routing = self.shared.routing.read().unwrap_or_else(PoisonError::into_inner).clone();
@@ -808,10 +832,18 @@ impl StreamRunner {
     }
 
     fn process_retries(&mut self) {
+        let waiting = self.shared.producer.context().retries_waiting.clone();
         while let Ok(r) = self.retries.try_recv() {
+            waiting.fetch_sub(1, Ordering::AcqRel);
             self.pending_retries.push(r);
         }
-        if self.pending_retries.is_empty() || Instant::now() < self.retry_after {
+        if self.pending_retries.is_empty() {
+            if waiting.load(Ordering::Acquire) == 0 {
+                self.retry_rounds = 0;
+            }
+            return;
+        }
+        if Instant::now() < self.retry_after {
             return;
         }
         if !self.wait_for_routing() {
@@ -835,7 +867,10 @@ impl StreamRunner {
             };
             self.send_one(&topic, &r.payload, r.key.as_deref(), p, r.ack);
         }
-        self.retry_after = Instant::now() + RETRY_BACKOFF;
+        // Back off while records keep failing (an outage, a refusal), up to a few seconds.
+        self.retry_rounds = self.retry_rounds.saturating_add(1);
+        let backoff = RETRY_BACKOFF.saturating_mul(1 << self.retry_rounds.min(5)).min(MAX_RETRY_BACKOFF);
+        self.retry_after = Instant::now() + backoff;
     }
 }
 

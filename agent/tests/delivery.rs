@@ -200,3 +200,76 @@ fn kafka_down_stops_reading_at_the_budget_and_resumes_without_loss() -> Res {
     assert_eq!(agent.stop()?, Some(0));
     Ok(())
 }
+
+#[test]
+fn an_outage_longer_than_message_timeout_ends_with_every_line_delivered() -> Res {
+    const TOTAL: usize = 20_000;
+    let world = world()?;
+    world.kafka.create_topic("outage", 3)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "outage").imds(&world.metadata[0].endpoint());
+    spec.stream_extra = "compression = \"none\"".into();
+    // A small budget fills at once; records time out in librdkafka after 1.5 s and come back
+    // for a retry while the budget is exhausted: the retry path must not wait for budget.
+    spec.top_extra = "max-in-flight-bytes = 65536".into();
+    let mut agent = Agent::start(&spec)?;
+    let config = std::fs::read_to_string(&agent.config)?;
+    agent.kill9()?;
+    std::fs::write(
+        &agent.config,
+        config.replace("[kafka.options]", "[kafka.options]\n\"message.timeout.ms\" = \"1500\""),
+    )?;
+    agent.restart()?;
+    for b in world.kafka.broker_racks().keys() {
+        world.kafka.broker_down(*b)?;
+    }
+    let log = tmp.path().join("logs/app.log");
+    append(&log, (0..TOTAL).map(|n| format!("line {n:07} {}", "o".repeat(60))))?;
+    // Several message timeouts pass while Kafka is down.
+    testkit::wait_until("records to time out and wait for a retry", Duration::from_secs(30), || {
+        (agent.metric("zonal_agent_errors_total", &["delivery"]).ok()? >= 50.0).then_some(())
+    })?;
+    std::thread::sleep(Duration::from_secs(4));
+    for b in world.kafka.broker_racks().keys() {
+        world.kafka.broker_up(*b)?;
+    }
+    agent.wait_caught_up(&log, "the agent to resume by itself after the outage")?;
+    let got = counts(&read_topic(&bootstrap, "outage")?);
+    let missing = (0..TOTAL).filter(|n| !got.contains_key(&format!("line {n:07} {}", "o".repeat(60)))).count();
+    assert_eq!(missing, 0, "lines lost after the outage");
+    Ok(())
+}
+
+#[test]
+fn an_authorization_error_keeps_lines_and_turns_readyz_red_until_fixed() -> Res {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let world = world()?;
+    world.kafka.create_topic("acl", 3)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let agent = Agent::start(&AgentSpec::new(&bootstrap, tmp.path(), "acl").imds(&world.metadata[0].endpoint()))?;
+    // The ACL is missing for a while: the next produce requests are refused (the agent backs
+    // off up to 5 s between rounds of retries, so a few refusals already take a while).
+    world
+        .kafka
+        .mock()?
+        .request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 6]);
+    let log = tmp.path().join("logs/app.log");
+    append(&log, (0..3000).map(|n| format!("acl line {n}")))?;
+    let http = agent.http.clone();
+    testkit::wait_until("/readyz to turn red with the refusal", Duration::from_secs(30), || {
+        let (code, body) = http_get(&format!("{http}/readyz")).ok()?;
+        (code != 200 && body.contains("refuses")).then_some(())
+    })?;
+    // The operator fixes the ACL (the injected errors run out): everything arrives.
+    agent.wait_caught_up(&log, "every line after the ACL is fixed")?;
+    testkit::wait_until("/readyz to turn green again", Duration::from_secs(20), || {
+        (http_get(&format!("{http}/readyz")).ok()?.0 == 200).then_some(())
+    })?;
+    let got = counts(&read_topic(&bootstrap, "acl")?);
+    let missing = (0..3000).filter(|n| !got.contains_key(&format!("acl line {n}"))).count();
+    assert_eq!(missing, 0, "lines dropped on an authorization error");
+    assert!(agent.metric("zonal_agent_errors_total", &["refused"])? > 0.0);
+    Ok(())
+}
