@@ -314,25 +314,41 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     state.running.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     budget.wake();
+    // Everything below shares one budget, inside what systemd and Kubernetes allow before they
+    // kill (60 s by default): stream threads stop, every producer flushes at the same time, and
+    // the checkpointer keeps writing while they do; the final checkpoints are written last.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.shutdown_timeout_secs);
     let joined = tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok())).await;
     if !matches!(joined, Ok(true)) {
         tracing::error!("a stream thread panicked");
     }
     routing_task.abort();
     rediscovery.abort();
+    let flushes: Vec<_> = streams
+        .iter()
+        .map(|s| {
+            let s = s.clone();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = s.producer.flush(left) {
+                    tracing::warn!(stream = %s.config.name, error = %e, "flush incomplete; unacknowledged lines are read again on restart");
+                }
+            })
+        })
+        .collect();
+    for f in flushes {
+        let _ = f.await;
+    }
     checkpointer.abort();
     let streams_final = streams.clone();
     let metrics_final = metrics.clone();
     tokio::task::spawn_blocking(move || {
         for s in &streams_final {
-            if let Err(e) = s.producer.flush(Duration::from_secs(30)) {
-                tracing::warn!(stream = %s.config.name, error = %e, "flush incomplete; unacknowledged lines are re-read on restart");
-            }
             s.write_checkpoints(&metrics_final);
         }
     })
     .await
-    .context("final flush")?;
+    .context("final checkpoints")?;
     server.abort();
     if let Some(refused) = refused {
         anyhow::bail!(refused);

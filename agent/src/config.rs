@@ -68,6 +68,9 @@ pub struct AgentConfig {
     /// last growth, in milliseconds: writers that keep their descriptor (until a reopen signal)
     /// still append to it, and a partial last line waits this long for its newline.
     pub rotate_wait_ms: u64,
+    /// On SIGTERM, how long in all the agent may take to flush in-flight lines (every stream at
+    /// once) and write its checkpoints, in seconds; below the 60 s systemd and Kubernetes give.
+    pub shutdown_timeout_secs: u64,
     /// The log streams to ship.
     pub streams: Vec<StreamConfig>,
 }
@@ -83,6 +86,7 @@ impl Default for AgentConfig {
             poll_interval_ms: 250,
             checkpoint_interval_ms: 1000,
             rotate_wait_ms: 30_000,
+            shutdown_timeout_secs: 45,
             streams: Vec::new(),
         }
     }

@@ -204,6 +204,8 @@ impl ClientContext for AgentContext {
     fn error(&self, error: KafkaError, reason: &str) {
         if self.auth.observe(&error, reason) {
             tracing::error!(stream = %self.stream, error = %error, reason, "Kafka refused the login");
+        } else if self.auth.observe_fatal(&error, reason) {
+            tracing::error!(stream = %self.stream, error = %error, reason, "fatal producer error; stopping");
         } else {
             tracing::warn!(stream = %self.stream, error = %error, reason, "kafka client error");
         }

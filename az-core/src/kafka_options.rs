@@ -318,7 +318,9 @@ pub fn redact_toml(value: &mut toml::Value, secret_fields: &[&str]) {
     walk(value, "", secret_fields);
 }
 
-/// The first authentication failure a client reported (a SASL login refused). librdkafka
+const FATAL_PREFIX: &str = "fatal: ";
+
+/// The first authentication failure (or fatal error) a client reported (a SASL login refused). librdkafka
 /// retries such a connection forever; the programs treat it as fatal instead, so a wrong password
 /// fails fast with a message that says so rather than leaving a process that looks healthy.
 #[derive(Debug, Default)]
@@ -341,6 +343,21 @@ impl AuthFailure {
         auth
     }
 
+    /// Records a fatal client error (librdkafka's `_FATAL`: an idempotent producer fenced or
+    /// desynchronised); every later send would fail, so the program stops and its supervisor
+    /// restarts it from the last checkpoint. Returns whether `error` was fatal.
+    pub fn observe_fatal(&self, error: &KafkaError, reason: &str) -> bool {
+        let fatal = matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Fatal));
+        if fatal {
+            let mut m = self.message.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if m.is_none() {
+                *m = Some(format!("{FATAL_PREFIX}{reason}"));
+                self.notify.notify_one();
+            }
+        }
+        fatal
+    }
+
     /// The recorded failure.
     pub fn get(&self) -> Option<String> {
         self.message.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -358,6 +375,11 @@ impl AuthFailure {
 
     /// The operator-facing message: librdkafka's reason, the user name and what to check.
     pub fn explain(reason: &str, options: &ClientOptions) -> String {
+        if let Some(fatal) = reason.strip_prefix(FATAL_PREFIX) {
+            return options.redactor().redact(&format!(
+                "librdkafka reported a fatal error ({fatal}); stopping so that a restart resumes from the checkpoints"
+            ));
+        }
         let user = options.get("sasl.username").unwrap_or("(unset)");
         let mechanism = options.get("sasl.mechanism").or(options.get("sasl.mechanisms")).unwrap_or("GSSAPI");
         options.redactor().redact(&format!(
