@@ -263,7 +263,7 @@ pub struct S3Config {
     /// Path-style addressing (most S3-compatible stores need it).
     pub path_style: bool,
     /// Object key template: `{prefix} {topic} {partition} {first_offset} {first_offset:020}
-    /// {last_offset} {date} {hour} {ext}`; date and hour come from the first record's timestamp
+    /// {date} {hour} {ext}` (`{last_offset}` is refused: a re-read roll could end elsewhere); date and hour come from the first record's timestamp
     /// (UTC), so a re-upload lands on the same key.
     pub key_template: String,
     /// Record format.

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -336,20 +336,40 @@ pub async fn release(client: &Client, keys: &Keys, tp: &Tp, me: &str) -> anyhow:
 }
 
 /// The committed offset (next to read), if any; a garbage value is an error naming the key.
-pub async fn committed(client: &Client, keys: &Keys, tp: &Tp) -> anyhow::Result<Option<i64>> {
+pub async fn committed(client: &Client, keys: &Keys, tp: &Tp) -> Result<Option<i64>, CommittedError> {
     let mut c = client.clone();
     let key = keys.offset(tp);
-    let resp = c.get(key.clone(), None).await.with_context(|| format!("reading {key}"))?;
+    let resp = c
+        .get(key.clone(), None)
+        .await
+        .map_err(|e| CommittedError::Unreachable(anyhow::Error::new(e).context(format!("reading {key}"))))?;
     match resp.kvs().first() {
         None => Ok(None),
         Some(kv) => {
             let text = String::from_utf8_lossy(kv.value());
             match text.trim().parse::<i64>() {
                 Ok(v) if v >= 0 => Ok(Some(v)),
-                _ => bail!("{key} holds {text:?}, not an offset"),
+                _ => Err(CommittedError::Invalid { key, value: text.into_owned() }),
             }
         }
     }
+}
+
+/// Why a committed offset could not be read. Neither is ever taken for "no offset": that would
+/// restart the partition from `start-from` (duplicates or loss).
+#[derive(Debug, thiserror::Error)]
+pub enum CommittedError {
+    /// etcd did not answer (timeout, leader change): try again.
+    #[error("{0:#}")]
+    Unreachable(anyhow::Error),
+    /// The value is not an offset: an operator must set it.
+    #[error("{key} holds {value:?}, not an offset; set it with `etcdctl put {key} <next offset>`")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// What it holds.
+        value: String,
+    },
 }
 
 /// Commits `next` for a partition, only if this worker still owns it under this lease.

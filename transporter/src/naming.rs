@@ -21,8 +21,6 @@ pub struct ObjectName<'a> {
     pub partition: i32,
     /// `{first_offset}`.
     pub first_offset: i64,
-    /// `{last_offset}`.
-    pub last_offset: i64,
     /// First record's timestamp (ms since the epoch), for `{date}` and `{hour}` in UTC.
     pub timestamp_ms: i64,
     /// `{ext}`, e.g. `jsonl.zst`.
@@ -38,12 +36,15 @@ pub enum TemplateError {
     /// An unclosed `{`.
     #[error("unclosed '{{' at byte {0}")]
     Unclosed(usize),
+    /// A placeholder whose value a restart does not reproduce.
+    #[error("{{{0}}} is not allowed: an object re-read after a crash can end at another offset, get another key and duplicate records")]
+    NotReproducible(&'static str),
     /// A placeholder every key needs is absent.
     #[error("must contain {{{0}}} so that keys are unique and re-uploads overwrite")]
     Missing(&'static str),
 }
 
-const NAMES: [&str; 8] = ["prefix", "topic", "partition", "first_offset", "last_offset", "date", "hour", "ext"];
+const NAMES: [&str; 7] = ["prefix", "topic", "partition", "first_offset", "date", "hour", "ext"];
 
 /// A placeholder: start and end byte, name, zero-padding width.
 type Placeholder<'a> = (usize, usize, &'a str, Option<usize>);
@@ -62,6 +63,9 @@ fn placeholders(template: &str) -> Result<Vec<Placeholder<'_>>, TemplateError> {
             }
             None => (inner, None),
         };
+        if name == "last_offset" {
+            return Err(TemplateError::NotReproducible("last_offset"));
+        }
         if !NAMES.contains(&name) {
             return Err(TemplateError::Unknown(inner.to_owned()));
         }
@@ -96,7 +100,6 @@ pub fn render(template: &str, n: &ObjectName<'_>) -> Result<String, TemplateErro
             "topic" => n.topic.to_owned(),
             "partition" => n.partition.to_string(),
             "first_offset" => n.first_offset.to_string(),
-            "last_offset" => n.last_offset.to_string(),
             "date" => time.format("%Y-%m-%d").to_string(),
             "hour" => time.format("%H").to_string(),
             _ => n.ext.to_owned(),
@@ -130,7 +133,6 @@ mod tests {
             topic: "logs",
             partition: 3,
             first_offset: 42,
-            last_offset: 99,
             timestamp_ms: 1_795_337_700_000, // 2026-11-22T08:15:00Z
             ext: "jsonl.zst",
         }
@@ -156,6 +158,10 @@ mod tests {
             Err(TemplateError::Unknown("first_offset:x".into()))
         );
         assert!(matches!(check_template("{topic}/{partition}/{first_offset"), Err(TemplateError::Unclosed(_))));
+        assert_eq!(
+            check_template("{topic}/{partition}/{first_offset}-{last_offset}"),
+            Err(TemplateError::NotReproducible("last_offset"))
+        );
         assert!(check_template(DEFAULT_KEY_TEMPLATE).is_ok());
     }
 

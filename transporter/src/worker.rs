@@ -297,13 +297,35 @@ impl Worker {
                 _ = stop.changed() => {}
             }
         }
-        let start = match coord::committed(&self.etcd, &self.keys, tp).await {
-            Ok(c) => c,
-            Err(e) => {
-                // A garbage offset is reported and skipped: start as if none was committed.
-                self.metrics.error("etcd-value");
-                tracing::error!(partition = %tp.key(), error = %format!("{e:#}"), "ignoring an invalid committed offset");
-                None
+        // Never guess an offset: a read that failed is tried again, a value that is not an offset
+        // holds the partition (owned, not read) until an operator sets it.
+        let mut reported = false;
+        let start = loop {
+            let wait = match coord::committed(&self.etcd, &self.keys, tp).await {
+                Ok(c) => break c,
+                Err(coord::CommittedError::Unreachable(e)) => {
+                    self.metrics.error("offset-read");
+                    if !reported {
+                        tracing::warn!(partition = %tp.key(), error = %format!("{e:#}"), "reading the committed offset failed; the partition waits");
+                    }
+                    Duration::from_millis(500)
+                }
+                Err(e @ coord::CommittedError::Invalid { .. }) => {
+                    self.metrics.error("etcd-value");
+                    if !reported {
+                        tracing::error!(partition = %tp.key(), error = %e, "invalid committed offset; the partition is held until it is fixed");
+                    }
+                    Duration::from_secs(2)
+                }
+            };
+            reported = true;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() != Stop::Run || !lease.borrow().valid() {
+                let _ = coord::release(&self.etcd, &self.keys, tp, &self.id).await;
+                return Ok(());
             }
         };
         let offset = match start {
@@ -433,7 +455,6 @@ impl Worker {
                 topic: &tp.topic,
                 partition: tp.partition,
                 first_offset: f.first_offset,
-                last_offset: f.last_offset,
                 timestamp_ms: f.first_timestamp_ms,
                 ext,
             },
