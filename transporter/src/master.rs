@@ -96,10 +96,21 @@ async fn lead(
     let mut watcher = start_watcher(worker, &topics);
     let mut topics_checked = Instant::now() - Duration::from_secs(3600);
     let mut departed: BTreeMap<String, Instant> = BTreeMap::new();
-    let mut previous: Option<AssignmentDoc> = coord::assignment(&worker.etcd, &worker.keys).await.unwrap_or_else(|e| {
-        tracing::error!(error = %format!("{e:#}"), "ignoring an invalid assignment document");
-        None
-    });
+    // The previous assignment carries stickiness: an etcd error reading it stops this term
+    // (the campaign starts again) instead of starting from nothing; only a document that is not
+    // an assignment at all is replaced.
+    let mut previous: Option<AssignmentDoc> = match coord::assignment(&worker.etcd, &worker.keys).await {
+        Ok(doc) => doc,
+        Err(e) if e.root_cause().is::<serde_json::Error>() => {
+            tracing::error!(error = %format!("{e:#}"), "replacing an invalid assignment document");
+            None
+        }
+        Err(e) => return Err(e.context("reading the previous assignment")),
+    };
+    // With a topic pattern, the topics are known only once the cluster has been listed: until
+    // then (a Kafka blip when this master starts) nothing is written, rather than an empty
+    // assignment that would make every worker drop its partitions.
+    let mut listed = pattern.is_none();
     loop {
         if !lease.borrow().valid() {
             anyhow::bail!("lease lost while master");
@@ -109,12 +120,13 @@ async fn lead(
         {
             topics_checked = Instant::now();
             let consumer = worker.consumer.clone();
-            let listed = tokio::task::spawn_blocking(move || {
+            let listing = tokio::task::spawn_blocking(move || {
                 rdkafka::consumer::Consumer::fetch_metadata(&*consumer, None, Duration::from_secs(10))
                     .map(|md| md.topics().iter().map(|t| t.name().to_owned()).collect::<Vec<_>>())
             })
             .await?;
-            if let Ok(cluster) = listed {
+            if let Ok(cluster) = listing {
+                listed = true;
                 let next = crate::topics::select(&cfg.kafka.topics, Some(re), &cluster);
                 if next != topics {
                     tracing::info!(?next, "topics to move changed");
@@ -130,7 +142,10 @@ async fn lead(
             worker.metrics.error("etcd-value");
             tracing::error!(value = %b, "skipping an invalid worker registration");
         }
-        if topo.is_fetched() {
+        // A topology whose every partition is missing (the fetch failed for all topics) is not
+        // a reason to unassign: wait for a real answer.
+        let answered = topics.is_empty() || topics.iter().any(|t| topo.partitions(t).is_some_and(|p| !p.is_empty()));
+        if topo.is_fetched() && listed && answered {
             let live: BTreeSet<&str> = workers.iter().map(|w| w.id.as_str()).collect();
             let prev_owners: BTreeMap<Tp, String> = previous
                 .as_ref()

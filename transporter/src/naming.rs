@@ -37,7 +37,9 @@ pub enum TemplateError {
     #[error("unclosed '{{' at byte {0}")]
     Unclosed(usize),
     /// A placeholder whose value a restart does not reproduce.
-    #[error("{{{0}}} is not allowed: an object re-read after a crash can end at another offset, get another key and duplicate records")]
+    #[error(
+        "{{{0}}} is not allowed: an object re-read after a crash can end at another offset, get another key and duplicate records"
+    )]
     NotReproducible(&'static str),
     /// A placeholder every key needs is absent.
     #[error("must contain {{{0}}} so that keys are unique and re-uploads overwrite")]

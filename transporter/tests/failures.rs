@@ -286,3 +286,63 @@ fn check_refuses_options_that_break_exactly_once_and_hides_secrets() -> Res {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_starting_during_a_kafka_outage_keeps_the_assignment() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs.app", 6)?;
+    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let tmp = tempfile::tempdir()?;
+    // Topics only by pattern, as the shipped manifests do.
+    let spec = FleetSpec { topics: vec![], topic_pattern: Some("logs\\..*".into()), ..FleetSpec::default() };
+    let mut w = tokio::task::block_in_place(|| Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec))?;
+    let owners = |doc: &[u8]| -> usize {
+        serde_json::from_slice::<serde_json::Value>(doc)
+            .ok()
+            .and_then(|v| v["owners"].as_object().map(|o| o.len()))
+            .unwrap_or(0)
+    };
+    let read = |mut c: etcd_client::Client| async move {
+        let r = c.get("/test/assignment", None).await.ok()?;
+        r.kvs().first().map(|kv| kv.value().to_vec())
+    };
+    let mut converged = false;
+    for _ in 0..100 {
+        if read(client.clone()).await.is_some_and(|d| owners(&d) == 6) {
+            converged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(converged, "no assignment of 6 partitions: {}", w.log_tail());
+    // The master stops; Kafka goes down; a new master term starts during the outage.
+    tokio::task::block_in_place(|| w.stop())?;
+    for b in world.kafka.broker_racks().keys() {
+        world.kafka.broker_down(*b)?;
+    }
+    tokio::task::block_in_place(|| w.restart())?;
+    let mut became_master = false;
+    for _ in 0..40 {
+        let doc = read(client.clone()).await.unwrap_or_default();
+        assert_eq!(
+            owners(&doc),
+            6,
+            "the assignment was rewritten from a failed read: {}",
+            String::from_utf8_lossy(&doc)
+        );
+        became_master |= w.status().ok().is_some_and(|s| s["role"] == "master");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(became_master, "the restarted worker did not lead during the outage");
+    for b in world.kafka.broker_racks().keys() {
+        world.kafka.broker_up(*b)?;
+    }
+    tokio::task::block_in_place(|| -> Res {
+        produce(&world, "logs.app", 6, 50, "a")?;
+        wait_exactly_once(&world, 300, &[&w])?;
+        Ok(())
+    })?;
+    client.delete("/test/nothing", None).await?;
+    Ok(())
+}

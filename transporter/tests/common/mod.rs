@@ -49,6 +49,8 @@ pub struct FleetSpec {
     pub max_age_ms: u64,
     pub max_records: u64,
     pub extra: String,
+    /// `kafka.topic-pattern`, when set.
+    pub topic_pattern: Option<String>,
     /// More `[kafka.options]` entries (TLS, SASL).
     pub kafka_options: Vec<(String, String)>,
     /// More environment variables of the worker process.
@@ -64,6 +66,7 @@ impl Default for FleetSpec {
             max_age_ms: 400,
             max_records: 300,
             extra: String::new(),
+            topic_pattern: None,
             kafka_options: Vec::new(),
             env: Vec::new(),
         }
@@ -85,6 +88,7 @@ impl Worker {
             r#"[kafka]
 bootstrap-servers = "{bootstrap}"
 topics = [{topics}]
+{pattern}
 topology-refresh-secs = 1
 [kafka.options]
 "statistics.interval.ms" = "200"
@@ -121,6 +125,7 @@ listen = "127.0.0.1:{port}"
             age = spec.max_age_ms,
             records = spec.max_records,
             extra = spec.extra,
+            pattern = spec.topic_pattern.as_ref().map(|p| format!("topic-pattern = {p:?}")).unwrap_or_default(),
             options = spec.kafka_options.iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect::<String>(),
         );
         std::fs::create_dir_all(dir)?;
