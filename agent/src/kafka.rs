@@ -199,6 +199,14 @@ impl ClientContext for AgentContext {
         if let Err(e) = self.traffic.ingest(statistics) {
             tracing::warn!(stream = %self.stream, error = %e, "ignoring librdkafka statistics");
         }
+        // librdkafka follows a leader move on its own (NOT_LEADER, then new metadata); its
+        // statistics show the new leader, so routing follows within one statistics interval
+        // instead of the periodic topology refresh.
+        if let Some(topology) = self.topology.get()
+            && leaders_moved(statistics, &topology.current())
+        {
+            topology.refresh_now();
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -210,6 +218,36 @@ impl ClientContext for AgentContext {
             tracing::warn!(stream = %self.stream, error = %error, reason, "kafka client error");
         }
     }
+}
+
+/// Whether librdkafka's statistics name a partition leader other than the topology's.
+fn leaders_moved(statistics: &[u8], topology: &az_core::Topology) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        #[serde(default)]
+        topics: std::collections::BTreeMap<String, TopicStats>,
+    }
+    #[derive(serde::Deserialize)]
+    struct TopicStats {
+        #[serde(default)]
+        partitions: std::collections::BTreeMap<String, PartitionStats>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PartitionStats {
+        #[serde(default = "no_leader")]
+        leader: i32,
+    }
+    fn no_leader() -> i32 {
+        -1
+    }
+    let Ok(stats) = serde_json::from_slice::<Stats>(statistics) else { return false };
+    stats.topics.iter().any(|(topic, t)| {
+        let Some(known) = topology.partitions(topic) else { return false };
+        t.partitions.iter().any(|(p, ps)| {
+            let Ok(p) = p.parse::<i32>() else { return false };
+            ps.leader >= 0 && known.iter().any(|k| k.id == p && k.leader.is_some_and(|l| l != ps.leader))
+        })
+    })
 }
 
 /// Errors an operator has to fix (an ACL, a topic setting): the records wait and are retried, the
@@ -304,7 +342,9 @@ pub fn producer_config(config: &AgentConfig, stream: &StreamConfig, options: &Cl
         .set("message.max.bytes", (stream.max_message_bytes + 4096).max(1_000_000).to_string())
         .set("queue.buffering.max.kbytes", queue_kb.to_string())
         .set("queue.buffering.max.messages", "2000000")
-        .set("statistics.interval.ms", "5000");
+        // Statistics carry the bytes per broker (cross-zone accounting) and the leaders librdkafka
+        // currently uses (routing follows a leader move within this interval).
+        .set("statistics.interval.ms", "1000");
     options.apply(&mut cc);
     cc
 }

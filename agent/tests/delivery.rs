@@ -273,3 +273,44 @@ fn an_authorization_error_keeps_lines_and_turns_readyz_red_until_fixed() -> Res 
     assert!(agent.metric("zonal_agent_errors_total", &["refused"])? > 0.0);
     Ok(())
 }
+
+#[test]
+fn a_leader_move_is_followed_from_librdkafka_statistics_not_the_periodic_refresh() -> Res {
+    const TOTAL: usize = 60_000;
+    let world = world()?;
+    world.kafka.create_topic("follow", 6)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let mut agent =
+        Agent::start(&AgentSpec::new(&bootstrap, tmp.path(), "follow").imds(&world.metadata[0].endpoint()))?;
+    // The periodic refresh is out of the picture.
+    let config = std::fs::read_to_string(&agent.config)?;
+    agent.kill9()?;
+    std::fs::write(&agent.config, config.replace("topology-refresh-secs = 1", "topology-refresh-secs = 3600"))?;
+    agent.restart()?;
+    let local = |a: &Agent| -> Option<Vec<i64>> {
+        Some(a.status().ok()?["streams"][0]["local_partitions"].as_array()?.iter().filter_map(|v| v.as_i64()).collect())
+    };
+    assert_eq!(local(&agent), Some(vec![0, 3]));
+    let w = writer(tmp.path().join("logs/app.log"), TOTAL, agent.http.clone());
+    testkit::wait_until("some lines acknowledged", Duration::from_secs(30), || {
+        (agent.metric("zonal_agent_acked_lines_total", &[]).ok()? > 2000.0).then_some(())
+    })?;
+    let replicas = world.kafka.replicas("follow")?;
+    let target = replicas[&3]
+        .iter()
+        .copied()
+        .find(|&b| world.kafka.rack_of(b) == Some("use1-az2"))
+        .ok_or_else(|| anyhow::anyhow!("no az2 replica"))?;
+    world.kafka.move_leader("follow", 3, target)?;
+    // librdkafka learns the new leader from its own NOT_LEADER handling; its statistics (every
+    // second) show it, and routing follows well before any periodic refresh.
+    testkit::wait_until("the agent to drop partition 3", Duration::from_secs(10), || {
+        (local(&agent)? == vec![0]).then_some(())
+    })?;
+    w.handle.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    let got = counts(&read_topic(&bootstrap, "follow")?);
+    let missing = (0..TOTAL).filter(|n| !got.contains_key(&format!("line {n:07}"))).count();
+    assert_eq!(missing, 0);
+    Ok(())
+}
