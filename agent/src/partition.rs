@@ -65,19 +65,50 @@ pub fn keyed_partition(key: &[u8], partitions: i32) -> i32 {
 #[derive(Debug, Clone, Default)]
 pub struct Chooser {
     cursor: usize,
+    /// Bytes recently sent to each partition (zone-aware), halved whenever the total passes
+    /// [`BALANCE_WINDOW`], so the balance follows the recent past.
+    sent: std::collections::BTreeMap<i32, u64>,
 }
 
+/// Bytes after which the zone-aware byte counts are halved.
+pub const BALANCE_WINDOW: u64 = 256 * 1024 * 1024;
+
 impl Chooser {
-    /// The partition for the next batch, from `candidates` (ascending, non-empty for an existing
-    /// topic). Zone-aware and round-robin take the candidates in turn; random picks one.
-    /// `None` when there is no candidate.
-    pub fn for_batch(&mut self, strategy: Partitioning, candidates: &[i32], rng: &mut impl Rng) -> Option<i32> {
+    /// The partition for the next batch of `bytes`, from `candidates` (ascending, non-empty for
+    /// an existing topic). Zone-aware sends it to the local partition that received the fewest
+    /// bytes lately (bursty files do not lock onto the same partitions, as a per-batch cursor
+    /// would); round-robin takes the candidates in turn; random picks one. `None` when there is no
+    /// candidate.
+    pub fn for_batch(
+        &mut self,
+        strategy: Partitioning,
+        candidates: &[i32],
+        bytes: u64,
+        rng: &mut impl Rng,
+    ) -> Option<i32> {
         if candidates.is_empty() {
             return None;
         }
         match strategy {
             Partitioning::Random => Some(candidates[rng.random_range(0..candidates.len())]),
-            Partitioning::ZoneAware | Partitioning::RoundRobin | Partitioning::Keyed => {
+            Partitioning::ZoneAware => {
+                // Least loaded; ties go to the next one after the previous choice, so equal
+                // batches still rotate.
+                let n = candidates.len();
+                let start = self.cursor % n;
+                let p = (0..n)
+                    .map(|i| candidates[(start + i) % n])
+                    .min_by_key(|p| self.sent.get(p).copied().unwrap_or(0))?;
+                self.cursor = candidates.iter().position(|c| *c == p).map_or(0, |i| i + 1);
+                *self.sent.entry(p).or_insert(0) += bytes;
+                if self.sent.values().sum::<u64>() > BALANCE_WINDOW {
+                    for v in self.sent.values_mut() {
+                        *v /= 2;
+                    }
+                }
+                Some(p)
+            }
+            Partitioning::RoundRobin | Partitioning::Keyed => {
                 let p = candidates[self.cursor % candidates.len()];
                 self.cursor = self.cursor.wrapping_add(1);
                 Some(p)
@@ -89,6 +120,29 @@ impl Chooser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Mixed bursty batches (single lines and full batches, in any order) end balanced by
+        /// bytes over the local partitions: max/mean <= 1.1 once a minute's worth has gone.
+        #[test]
+        fn zone_aware_balances_bytes(
+            partitions in 1usize..7,
+            batches in proptest::collection::vec(proptest::prop_oneof![1u64..200, 50_000u64..1_000_000], 2_000..3_000),
+        ) {
+            let candidates: Vec<i32> = (0..partitions as i32).map(|p| p * 3).collect();
+            let mut c = Chooser::default();
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+            let mut per: std::collections::BTreeMap<i32, u64> = std::collections::BTreeMap::new();
+            for b in &batches {
+                let p = c.for_batch(Partitioning::ZoneAware, &candidates, *b, &mut rng).expect("a partition");
+                proptest::prop_assert!(candidates.contains(&p));
+                *per.entry(p).or_insert(0) += b;
+            }
+            let max = *per.values().max().unwrap_or(&0) as f64;
+            let mean = per.values().sum::<u64>() as f64 / partitions as f64;
+            proptest::prop_assert!(max / mean <= 1.1, "max/mean {} over {per:?}", max / mean);
+        }
+    }
 
     /// Vectors from Kafka's own `UtilsTest.testMurmur2`.
     #[test]
@@ -123,11 +177,11 @@ mod tests {
         let mut c = Chooser::default();
         let mut rng = rand::rng();
         let got: Vec<i32> =
-            (0..7).filter_map(|_| c.for_batch(Partitioning::ZoneAware, &[0, 3, 6, 9], &mut rng)).collect();
+            (0..7).filter_map(|_| c.for_batch(Partitioning::ZoneAware, &[0, 3, 6, 9], 100, &mut rng)).collect();
         assert_eq!(got, vec![0, 3, 6, 9, 0, 3, 6]);
-        assert_eq!(c.for_batch(Partitioning::ZoneAware, &[], &mut rng), None);
+        assert_eq!(c.for_batch(Partitioning::ZoneAware, &[], 100, &mut rng), None);
         for _ in 0..100 {
-            let p = c.for_batch(Partitioning::Random, &[2, 5], &mut rng);
+            let p = c.for_batch(Partitioning::Random, &[2, 5], 100, &mut rng);
             assert!(matches!(p, Some(2 | 5)));
         }
     }
@@ -141,7 +195,7 @@ mod tests {
             let mut rng = rand::rng();
             let mut counts = vec![0usize; n];
             for _ in 0..batches {
-                if let Some(p) = c.for_batch(Partitioning::RoundRobin, &candidates, &mut rng) {
+                if let Some(p) = c.for_batch(Partitioning::RoundRobin, &candidates, 100, &mut rng) {
                     counts[p as usize] += 1;
                 }
             }

@@ -768,7 +768,8 @@ impl StreamRunner {
         }
         let routing = self.shared.routing.read().unwrap_or_else(PoisonError::into_inner).clone();
         let candidates = routing.candidates(strategy);
-        let Some(partition) = self.chooser.for_batch(strategy, candidates, &mut self.rng) else {
+        let group_bytes: u64 = spans.iter().map(|s| s.1 as u64).sum();
+        let Some(partition) = self.chooser.for_batch(strategy, candidates, group_bytes, &mut self.rng) else {
             self.budget.release(charge);
             return false;
         };
@@ -857,7 +858,12 @@ impl StreamRunner {
             let routing = self.shared.routing.read().unwrap_or_else(PoisonError::into_inner).clone();
             let p = match (&r.key, strategy) {
                 (Some(k), Partitioning::Keyed) => keyed_partition(k, routing.count),
-                _ => match self.chooser.for_batch(strategy, routing.candidates(strategy), &mut self.rng) {
+                _ => match self.chooser.for_batch(
+                    strategy,
+                    routing.candidates(strategy),
+                    r.payload.len() as u64,
+                    &mut self.rng,
+                ) {
                     Some(p) => p,
                     None => {
                         self.pending_retries.push(r);
