@@ -40,6 +40,7 @@ pub struct AgentState {
     topology: TopologyWatcher,
     budget: Arc<Budget>,
     running: AtomicBool,
+    stall_timeout: Duration,
 }
 
 impl AgentState {
@@ -57,6 +58,28 @@ impl AgentState {
                 return Some(format!(
                     "stream {}: Kafka refuses its records ({e}); they are kept and retried",
                     s.config.name
+                ));
+            }
+        }
+        None
+    }
+
+    /// Why the agent is stuck, if it is: a stream with unacknowledged lines and no
+    /// acknowledgement for `stall-timeout-secs`.
+    pub fn stalled(&self) -> Option<String> {
+        for s in &self.streams {
+            let waiting = s
+                .tracks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .any(|t| t.with(|st| st.read_offset > st.acks.acked()));
+            let since = s.producer.context().last_ack.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
+            if waiting && since > self.stall_timeout {
+                return Some(format!(
+                    "stream {}: lines waiting and none acknowledged for {}s",
+                    s.config.name,
+                    since.as_secs()
                 ));
             }
         }
@@ -237,6 +260,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         topology: topology.clone(),
         budget: budget.clone(),
         running: AtomicBool::new(true),
+        stall_timeout: Duration::from_secs(config.stall_timeout_secs),
     });
 
     // Routing follows every new topology snapshot.

@@ -71,6 +71,9 @@ pub struct AgentConfig {
     /// On SIGTERM, how long in all the agent may take to flush in-flight lines (every stream at
     /// once) and write its checkpoints, in seconds; below the 60 s systemd and Kubernetes give.
     pub shutdown_timeout_secs: u64,
+    /// `/healthz` fails when a stream has lines waiting and none was acknowledged for this long,
+    /// in seconds, so a supervisor restarts a stuck agent from its checkpoints.
+    pub stall_timeout_secs: u64,
     /// The log streams to ship.
     pub streams: Vec<StreamConfig>,
 }
@@ -87,6 +90,7 @@ impl Default for AgentConfig {
             checkpoint_interval_ms: 1000,
             rotate_wait_ms: 30_000,
             shutdown_timeout_secs: 45,
+            stall_timeout_secs: 300,
             streams: Vec::new(),
         }
     }

@@ -16,10 +16,19 @@ use crate::app::AgentState;
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .with_state(state)
+}
+
+/// Unhealthy (so a supervisor restarts it from its checkpoints) when a stream has lines waiting
+/// and has not had one acknowledged for `stall-timeout-secs`.
+async fn healthz(State(state): State<Arc<AgentState>>) -> Response {
+    match state.stalled() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> Response {

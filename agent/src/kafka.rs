@@ -186,6 +186,8 @@ pub struct AgentContext {
     /// Records in the retry channel not yet taken by the stream thread: while there are any,
     /// the thread must not wait for budget that only their re-sending can free.
     pub retries_waiting: Arc<AtomicUsize>,
+    /// When a record of this stream was last acknowledged (or the producer created).
+    pub last_ack: Mutex<std::time::Instant>,
     /// The last refusal that needs an operator, until a record is accepted again.
     pub last_error: Mutex<Option<String>>,
     /// Set once the topology watcher exists, so leadership errors can trigger a refresh.
@@ -289,6 +291,7 @@ impl ProducerContext for AgentContext {
                     tracing::info!(stream = %self.stream, "Kafka accepts this stream's records again");
                 }
                 self.budget.release(msg.payload_len() as u64 + PER_MESSAGE_OVERHEAD);
+                *self.last_ack.lock().unwrap_or_else(PoisonError::into_inner) = std::time::Instant::now();
                 self.metrics.acked_lines.get_or_create(&Metrics::stream(&self.stream)).inc();
                 ack.settle_one();
             }
@@ -369,6 +372,7 @@ pub fn producer(
         retries: Mutex::new(retries),
         retries_waiting: Arc::new(AtomicUsize::new(0)),
         last_error: Mutex::new(None),
+        last_ack: Mutex::new(std::time::Instant::now()),
         topology: OnceLock::new(),
         auth,
     };

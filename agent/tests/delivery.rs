@@ -212,7 +212,7 @@ fn an_outage_longer_than_message_timeout_ends_with_every_line_delivered() -> Res
     spec.stream_extra = "compression = \"none\"".into();
     // A small budget fills at once; records time out in librdkafka after 1.5 s and come back
     // for a retry while the budget is exhausted: the retry path must not wait for budget.
-    spec.top_extra = "max-in-flight-bytes = 65536".into();
+    spec.top_extra = "max-in-flight-bytes = 65536\nstall-timeout-secs = 2".into();
     let mut agent = Agent::start(&spec)?;
     let config = std::fs::read_to_string(&agent.config)?;
     agent.kill9()?;
@@ -230,11 +230,18 @@ fn an_outage_longer_than_message_timeout_ends_with_every_line_delivered() -> Res
     testkit::wait_until("records to time out and wait for a retry", Duration::from_secs(30), || {
         (agent.metric("zonal_agent_errors_total", &["delivery"]).ok()? >= 50.0).then_some(())
     })?;
-    std::thread::sleep(Duration::from_secs(4));
+    // No progress with lines waiting: /healthz says so (a supervisor would restart it).
+    let http = agent.http.clone();
+    testkit::wait_until("/healthz to report the stall", Duration::from_secs(20), || {
+        let (code, body) = http_get(&format!("{http}/healthz")).ok()?;
+        (code == 503 && body.contains("none acknowledged")).then_some(())
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
     for b in world.kafka.broker_racks().keys() {
         world.kafka.broker_up(*b)?;
     }
     agent.wait_caught_up(&log, "the agent to resume by itself after the outage")?;
+    assert_eq!(http_get(&format!("{http}/healthz"))?.0, 200);
     let got = counts(&read_topic(&bootstrap, "outage")?);
     let missing = (0..TOTAL).filter(|n| !got.contains_key(&format!("line {n:07} {}", "o".repeat(60)))).count();
     assert_eq!(missing, 0, "lines lost after the outage");
