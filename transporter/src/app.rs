@@ -78,7 +78,8 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
     let s3 = crate::upload::client(&cfg.s3).await;
     let auth = Arc::new(az_core::kafka_options::AuthFailure::default());
     let options = cfg.kafka.client_options()?;
-    let consumer = Arc::new(worker::consumer(&cfg, zone.zone.as_ref(), auth.clone())?);
+    // Creating the consumer may ask the cluster for its racks (follower fetching): blocking.
+    let consumer = Arc::new(tokio::task::block_in_place(|| worker::consumer(&cfg, zone.zone.as_ref(), auth.clone()))?);
     std::fs::create_dir_all(cfg.worker.buffer_dir.join(&id))
         .with_context(|| format!("creating worker.buffer-dir {}", cfg.worker.buffer_dir.display()))?;
     // Buffers left by a crash are not committed; their records are read again from Kafka.

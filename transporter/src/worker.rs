@@ -146,7 +146,7 @@ struct Running {
 /// The worker's consumer configuration: manual assignment, no auto commit, the group for
 /// mirrored offsets, `client.rack` when follower fetching is on, passthrough options on top
 /// (guarded ones were refused when the configuration was loaded).
-pub fn consumer_config(cfg: &TransporterConfig, zone: Option<&Zone>, options: &ClientOptions) -> rdkafka::ClientConfig {
+pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &ClientOptions) -> rdkafka::ClientConfig {
     let mut cc = rdkafka::ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
         .set("group.id", &cfg.kafka.group_id)
@@ -160,12 +160,36 @@ pub fn consumer_config(cfg: &TransporterConfig, zone: Option<&Zone>, options: &C
         .set("queued.min.messages", "20000")
         .set("queued.max.messages.kbytes", "32768");
     if cfg.kafka.follower_fetching
-        && let Some(z) = zone
+        && let Some(r) = rack
     {
-        cc.set("client.rack", z.display_label());
+        cc.set("client.rack", r);
     }
     options.apply(&mut cc);
     cc
+}
+
+/// `client.rack` in the form the brokers' racks use: brokers compare it with their own
+/// `broker.rack` literally, so a zone known by id must be written as a name when racks are
+/// names (or through an alias). Asked of the cluster once; without an answer, the zone's id.
+fn client_rack(cfg: &TransporterConfig, zone: &Zone, options: &ClientOptions) -> String {
+    let probe: anyhow::Result<Vec<String>> = (|| {
+        let consumer: rdkafka::consumer::BaseConsumer = consumer_config(cfg, None, options).create()?;
+        let topo = az_core::topology::fetch(consumer.client(), &[], Duration::from_secs(10), 0)?;
+        Ok(topo.brokers.values().filter_map(|b| b.rack.clone()).collect())
+    })();
+    match probe {
+        Ok(racks) => match cfg.zone.matcher().rack_label(zone, racks.iter().map(String::as_str)) {
+            Some(r) => r.to_owned(),
+            None => {
+                tracing::warn!(zone = %zone, ?racks, "no broker rack in this zone; follower fetching reads from leaders");
+                zone.display_label().to_owned()
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "could not read broker racks; client.rack is the zone's id");
+            zone.display_label().to_owned()
+        }
+    }
 }
 
 /// Creates the worker's consumer (see [`consumer_config`]); a refused login is reported to `auth`.
@@ -175,7 +199,11 @@ pub fn consumer(
     auth: Arc<AuthFailure>,
 ) -> anyhow::Result<StreamConsumer<WorkerContext>> {
     let options = cfg.kafka.client_options()?;
-    let cc = consumer_config(cfg, zone, &options);
+    let rack = match zone {
+        Some(z) if cfg.kafka.follower_fetching => Some(client_rack(cfg, z, &options)),
+        _ => None,
+    };
+    let cc = consumer_config(cfg, rack.as_deref(), &options);
     cc.create_with_context(WorkerContext { auth, ..WorkerContext::default() })
         .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))
         .context("creating the Kafka consumer")

@@ -346,3 +346,20 @@ async fn a_master_starting_during_a_kafka_outage_keeps_the_assignment() -> Res {
     client.delete("/test/nothing", None).await?;
     Ok(())
 }
+
+#[test]
+fn follower_fetching_writes_client_rack_as_the_brokers_racks_are_written() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 6)?;
+    let tmp = tempfile::tempdir()?;
+    let spec = FleetSpec {
+        env: vec![("ZONAL_TRANSPORTER__KAFKA__FOLLOWER_FETCHING".into(), "true".into())],
+        ..FleetSpec::default()
+    };
+    let w = Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?;
+    produce(&world, "logs", 6, 50, "a")?;
+    wait_exactly_once(&world, 300, &[&w])?;
+    let log = std::fs::read_to_string(&w.log)?;
+    assert!(!log.contains("could not read broker racks") && !log.contains("no broker rack in this zone"), "{log}");
+    Ok(())
+}

@@ -157,6 +157,12 @@ impl ZoneMatcher {
         self.aliases.get(&rack.trim().to_ascii_lowercase()).map(String::as_str).unwrap_or(rack)
     }
 
+    /// The label brokers use for `zone`, among their `racks` (an AZ id, a name or an alias), so
+    /// that a client's `client.rack` is written the way the brokers compare it.
+    pub fn rack_label<'a>(&self, zone: &Zone, racks: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+        racks.into_iter().find(|r| self.matches(zone, r))
+    }
+
     /// Whether two racks are in the same zone.
     pub fn same_zone(&self, a: &str, b: &str) -> bool {
         self.canonical(a).eq_ignore_ascii_case(self.canonical(b))
@@ -558,6 +564,16 @@ mod tests {
         assert!(!m.matches(&z, ""));
         assert!(!m.matches(&Zone::default(), "use1-az1"));
         assert!(m.same_zone("rack-a", "USE1-AZ1"));
+    }
+
+    #[test]
+    fn rack_label_takes_the_brokers_form() {
+        let m = ZoneMatcher::new(BTreeMap::from([("rack-b".to_owned(), "use1-az2".to_owned())]));
+        let z = zone("use1-az1", "us-east-1a");
+        assert_eq!(m.rack_label(&z, ["us-east-1b", "us-east-1a"]), Some("us-east-1a"));
+        assert_eq!(m.rack_label(&z, ["use1-az1"]), Some("use1-az1"));
+        assert_eq!(m.rack_label(&zone("use1-az2", "x"), ["rack-a", "rack-b"]), Some("rack-b"));
+        assert_eq!(m.rack_label(&z, ["elsewhere"]), None);
     }
 
     #[test]
