@@ -107,6 +107,21 @@ pub struct KafkaConfig {
     pub topology_refresh_secs: u64,
     /// Where a partition without a committed offset starts: `earliest` or `latest`.
     pub start_from: String,
+    /// When the committed offset is no longer in Kafka (retention passed it): `earliest` reads
+    /// what is still kept, `fail` holds the partition until an operator sets its offset. Either
+    /// way it is counted (`errors{kind="offset-out-of-range"}`).
+    pub on_offset_out_of_range: OutOfRange,
+}
+
+/// The policy for a committed offset Kafka no longer has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutOfRange {
+    /// Read from the earliest offset still kept.
+    #[default]
+    Earliest,
+    /// Hold the partition until an operator acts.
+    Fail,
 }
 
 impl KafkaConfig {
@@ -127,6 +142,7 @@ impl Default for KafkaConfig {
             follower_fetching: false,
             topology_refresh_secs: 30,
             start_from: "earliest".into(),
+            on_offset_out_of_range: OutOfRange::Earliest,
         }
     }
 }

@@ -11,22 +11,23 @@
 //!  lease lost: every partition task stops at once, buffers are discarded (re-read later)
 //! ```
 
-use az_core::kafka_options::{AuthFailure, ClientOptions};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use az_core::kafka_options::{AuthFailure, ClientOptions};
 use az_core::{BrokerTraffic, Zone};
 use etcd_client::Client;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Message, Timestamp};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::buffer::{self, Buffer, Rec};
-use crate::config::TransporterConfig;
+use crate::config::{OutOfRange, TransporterConfig};
 use crate::coord::{self, AssignmentDoc, Keys, LeaseState};
 use crate::metrics::{Metrics, TpLabel};
 use crate::naming::{self, ObjectName};
@@ -152,7 +153,9 @@ pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &Cl
         .set("group.id", &cfg.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", &cfg.kafka.start_from)
+        // Never reset silently: an offset out of range reaches `pump`, which applies
+        // kafka.on-offset-out-of-range and counts it.
+        .set("auto.offset.reset", "error")
         .set("statistics.interval.ms", "5000")
         .set("fetch.wait.max.ms", "100")
         // Prefetch is per partition with split queues; bound it so memory does not grow with
@@ -374,7 +377,7 @@ impl Worker {
             OwnedStatus { committed: start.unwrap_or(-1), position: start.unwrap_or(0) - 1, ..Default::default() },
         );
 
-        let result = self.pump(tp, &queue, &lease, &mut stop).await;
+        let result = self.pump(tp, &queue, &lease, &mut stop, start).await;
 
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&tp.topic, tp.partition);
@@ -396,8 +399,12 @@ impl Worker {
         queue: &rdkafka::consumer::stream_consumer::StreamPartitionQueue<WorkerContext>,
         lease: &watch::Receiver<LeaseState>,
         stop: &mut watch::Receiver<Stop>,
+        committed: Option<i64>,
     ) -> anyhow::Result<()> {
         let max_age = Duration::from_millis(self.cfg.roll.max_age_ms);
+        // The first record must be the one asked for; anything else is a gap, counted.
+        let mut expected = committed;
+        let mut held = false;
         let dir = self.cfg.worker.buffer_dir.join(&self.id);
         let mut buf: Option<Buffer> = None;
         let mut window = (Instant::now(), 0u64);
@@ -421,15 +428,45 @@ impl Worker {
                         self.roll(tp, b, lease).await?;
                     }
                 }
-                msg = queue.recv() => {
+                msg = queue.recv(), if !held => {
                     let m = match msg {
                         Ok(m) => m,
+                        Err(e) if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)) => {
+                            self.metrics.error("offset-out-of-range");
+                            match self.cfg.kafka.on_offset_out_of_range {
+                                OutOfRange::Earliest => {
+                                    // Retention passed the committed offset: what is still kept
+                                    // is read from its start (what retention deleted is gone).
+                                    tracing::warn!(partition = %tp.key(), ?committed, error = %e, "offset out of range; reading from the earliest kept offset");
+                                    // A partition in this error state refuses a seek: assign it
+                                    // again from its beginning.
+                                    let mut tpl = TopicPartitionList::new();
+                                    tpl.add_partition(&tp.topic, tp.partition);
+                                    self.consumer.incremental_unassign(&tpl).with_context(|| format!("unassigning {}", tp.key()))?;
+                                    let mut tpl = TopicPartitionList::new();
+                                    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Beginning)?;
+                                    self.consumer.incremental_assign(&tpl).with_context(|| format!("assigning {} from its start", tp.key()))?;
+                                    expected = None;
+                                }
+                                OutOfRange::Fail => {
+                                    tracing::error!(partition = %tp.key(), ?committed, error = %e, "offset out of range; the partition is held until an operator sets its offset");
+                                    held = true;
+                                }
+                            }
+                            continue;
+                        }
                         Err(e) => {
                             self.metrics.error("kafka");
                             tracing::warn!(partition = %tp.key(), error = %e, "consume error");
                             continue;
                         }
                     };
+                    if let Some(want) = expected.take()
+                        && m.offset() != want
+                    {
+                        self.metrics.error("offset-gap");
+                        tracing::warn!(partition = %tp.key(), asked = want, got = m.offset(), "the first record is not the one asked for; offsets between are not in Kafka");
+                    }
                     let rec = Rec {
                         topic: &tp.topic,
                         partition: tp.partition,

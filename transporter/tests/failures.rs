@@ -363,3 +363,36 @@ fn follower_fetching_writes_client_rack_as_the_brokers_racks_are_written() -> Re
     assert!(!log.contains("could not read broker racks") && !log.contains("no broker rack in this zone"), "{log}");
     Ok(())
 }
+
+/// A committed offset Kafka no longer has (retention passed it, here: set beyond the end) is
+/// never reset silently: `earliest` reads what is kept and counts it, `fail` holds the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_out_of_range_follow_the_policy_and_are_counted() -> Res {
+    for policy in ["earliest", "fail"] {
+        let world = world()?;
+        world.kafka.create_topic("logs", 3)?;
+        let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
+        let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+        client.put("/test/offsets/logs/2", "1000000", None).await?;
+        let tmp = tempfile::tempdir()?;
+        let spec = FleetSpec {
+            env: vec![("ZONAL_TRANSPORTER__KAFKA__ON_OFFSET_OUT_OF_RANGE".into(), policy.into())],
+            ..FleetSpec::default()
+        };
+        let w = tokio::task::block_in_place(|| Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec))?;
+        tokio::task::block_in_place(|| -> Res {
+            produce(&world, "logs", 3, 50, policy)?;
+            let expected = if policy == "earliest" { 150 } else { 100 };
+            wait_exactly_once(&world, expected, &[&w])?;
+            testkit::wait_until("the out-of-range offset to be counted", Duration::from_secs(20), || {
+                (w.metric("zonal_transporter_errors_total", &["offset-out-of-range"]).ok()? >= 1.0).then_some(())
+            })?;
+            if policy == "fail" {
+                let (seen, _) = s3_records(&world)?;
+                assert!(!seen.keys().any(|(_, p, _)| *p == 2), "a held partition was read");
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
