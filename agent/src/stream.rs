@@ -410,8 +410,7 @@ impl StreamRunner {
                 self.start(found.id, found.path, found.file, c.offset, c.fingerprint(), true);
             }
             _ => {
-                let lost = c.offset.saturating_sub(0);
-                tracing::warn!(stream = %name, path = %path.display(), offset = lost,
+                tracing::warn!(stream = %name, path = %path.display(), offset = c.offset,
                     "truncated or replaced while the agent was down and no copy beside it; unread lines of the old content cannot be recovered");
                 self.metrics.error(&name, "rotated-file-gone");
             }
@@ -514,6 +513,13 @@ impl StreamRunner {
                     s.size = copy_size;
                     s.dirty = true;
                 });
+                // The copy's checkpoint is written before the file's own is reset below: a crash
+                // in between must still find the copy and where to finish it.
+                let (fp, acked) = track.with(|s| (s.fingerprint, s.acks.acked()));
+                if let Err(e) = self.shared.store.save(&Checkpoint::new(&found.path, found.id, fp, acked)) {
+                    self.metrics.error(&name, "checkpoint");
+                    tracing::error!(stream = %name, error = %e, "writing a checkpoint failed");
+                }
                 self.shared.tracks.lock().unwrap_or_else(PoisonError::into_inner).insert(found.id, track.clone());
                 self.files.insert(
                     found.id,
@@ -530,8 +536,8 @@ impl StreamRunner {
                 let Tailed { file, track, mut splitter, mut batch, offset, .. } = old;
                 splitter.flush_partial(offset, &mut |d: &[u8], e: u64, _tr: bool| push_event(&mut batch, d, e));
                 splitter.flush_pending(&mut |d: &[u8], e: u64, _tr: bool| push_event(&mut batch, d, e));
-                self.send_leftover(&track, batch);
                 drop(file);
+                self.send_leftover(&track, batch);
             }
         }
         // The file itself starts again from 0.
@@ -557,10 +563,14 @@ impl StreamRunner {
             if self.send_group(track, &batch, start, end) {
                 start = end;
             } else {
-                // Budget is held by records to retry: send those, then try again.
+                // Budget is held by records to retry: send those, then wait for the next
+                // delivery report (a retry or a release of budget) before trying again.
                 self.retry_after = Instant::now();
                 self.process_retries();
-                std::thread::sleep(Duration::from_millis(20));
+                if let Ok(r) = self.retries.recv_timeout(Duration::from_millis(20)) {
+                    self.shared.producer.context().retries_waiting.fetch_sub(1, Ordering::AcqRel);
+                    self.pending_retries.push(r);
+                }
             }
         }
     }

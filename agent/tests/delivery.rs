@@ -236,7 +236,11 @@ fn an_outage_longer_than_message_timeout_ends_with_every_line_delivered() -> Res
         let (code, body) = http_get(&format!("{http}/healthz")).ok()?;
         (code == 503 && body.contains("none acknowledged")).then_some(())
     })?;
-    std::thread::sleep(Duration::from_secs(2));
+    // The outage goes on through more rounds of timeouts and retries.
+    let failed = agent.metric("zonal_agent_errors_total", &["delivery"])?;
+    testkit::wait_until("more rounds of timed-out records", Duration::from_secs(30), || {
+        (agent.metric("zonal_agent_errors_total", &["delivery"]).ok()? >= failed + 50.0).then_some(())
+    })?;
     for b in world.kafka.broker_racks().keys() {
         world.kafka.broker_up(*b)?;
     }

@@ -37,36 +37,41 @@ fn logrotate(dir: &Path, body: &str) -> Res {
     Ok(())
 }
 
-/// A writer thread appending numbered lines to `logs/app.log`. `reopen` makes it open the path
-/// again (after a `create` rotation); `gate` pauses it (held by the test around a copytruncate,
-/// whose copy-then-truncate window loses lines whatever reads the file).
+/// A writer thread appending numbered lines to `logs/app.log`, 20 every 2 ms (the load; the
+/// scenarios below are paced by lines written, not by time). `reopen_after` makes it open the
+/// path again after some more lines (after a `create` rotation it keeps appending to the renamed
+/// file until then, as nginx does until USR1); `gate` pauses it (held by the test around a
+/// copytruncate, whose copy-then-truncate window loses lines whatever reads the file).
 struct Writer {
     written: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    reopen: Arc<AtomicBool>,
+    /// Reopen once this many lines are written (0: no reopen pending).
+    reopen_at: Arc<AtomicUsize>,
     gate: Arc<Mutex<()>>,
     handle: Option<std::thread::JoinHandle<Res>>,
 }
 
 impl Writer {
     fn start(path: PathBuf, tag: &'static str) -> Writer {
-        let (written, stop, reopen, gate) = (
+        let (written, stop, reopen_at, gate) = (
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
             Arc::new(Mutex::new(())),
         );
-        let (w, s, r, g) = (written.clone(), stop.clone(), reopen.clone(), gate.clone());
+        let (w, s, r, g) = (written.clone(), stop.clone(), reopen_at.clone(), gate.clone());
         let handle = std::thread::spawn(move || -> Res {
             let open = || std::fs::OpenOptions::new().create(true).append(true).open(&path);
             let mut file = open()?;
             while !s.load(Ordering::Relaxed) {
                 {
                     let _held = g.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if r.swap(false, Ordering::Relaxed) {
-                        file = open()?;
-                    }
                     let n = w.load(Ordering::Relaxed);
+                    let at = r.load(Ordering::Relaxed);
+                    if at > 0 && n >= at {
+                        file = open()?;
+                        r.store(0, Ordering::Relaxed);
+                    }
                     let mut text = String::new();
                     for i in n..n + 20 {
                         text.push_str(&format!("{tag} {i:07} {}\n", "x".repeat(60)));
@@ -74,11 +79,34 @@ impl Writer {
                     file.write_all(text.as_bytes())?;
                     w.store(n + 20, Ordering::Relaxed);
                 }
+                // The write rate of the load, not a wait for anything.
                 std::thread::sleep(Duration::from_millis(2));
             }
             Ok(())
         });
-        Writer { written, stop, reopen, gate, handle: Some(handle) }
+        Writer { written, stop, reopen_at, gate, handle: Some(handle) }
+    }
+
+    /// Waits until `n` more lines are written.
+    fn wait_lines(&self, n: usize, what: &str) -> Res {
+        let target = self.written.load(Ordering::Relaxed) + n;
+        testkit::wait_until(what, Duration::from_secs(60), || {
+            (self.written.load(Ordering::Relaxed) >= target).then_some(())
+        })?;
+        Ok(())
+    }
+
+    /// The writer reopens the path after `n` more lines.
+    fn reopen_after(&self, n: usize) {
+        self.reopen_at.store(self.written.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    /// Waits until a pending reopen happened.
+    fn wait_reopened(&self) -> Res {
+        testkit::wait_until("the writer to reopen the log", Duration::from_secs(60), || {
+            (self.reopen_at.load(Ordering::Relaxed) == 0).then_some(())
+        })?;
+        Ok(())
     }
 
     fn finish(mut self) -> Res<usize> {
@@ -145,58 +173,50 @@ fn create_rotation_with_kills_before_after_and_during_writer_reopen_loses_nothin
     let writer = Writer::start(tmp.path().join("logs/app.log"), "create");
     let mut agent = Agent::start(&spec)?;
     let rotate = "rotate 10\ncreate\ncompress\ndelaycompress\nmissingok";
-    // The writer keeps the renamed file for a while after each rotation, then reopens.
-    let reopen_later = |w: &Writer| {
-        let r = w.reopen.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1500));
-            r.store(true, Ordering::Relaxed);
-        })
-    };
+    // After each rotation the writer keeps appending to the renamed file for 15,000 lines
+    // (about 1.5 s), then reopens.
+    const KEEP: usize = 15_000;
     for cycle in 0..4 {
-        std::thread::sleep(Duration::from_millis(700));
+        writer.wait_lines(7_000, "lines before the rotation")?;
         match cycle {
             // Killed before the rotation, restarted after it: the renamed file is found by its
             // checkpoint's inode and finished.
             0 => {
                 agent.kill9()?;
                 logrotate(tmp.path(), rotate)?;
-                let t = reopen_later(&writer);
-                std::thread::sleep(Duration::from_millis(300));
+                writer.reopen_after(KEEP);
+                writer.wait_lines(3_000, "lines into the renamed file while the agent is down")?;
                 agent.restart()?;
-                let _ = t.join();
             }
             // Rotated while running; killed while the writer still appends to the renamed file,
             // restarted before it reopens.
             1 => {
                 logrotate(tmp.path(), rotate)?;
-                let t = reopen_later(&writer);
-                std::thread::sleep(Duration::from_millis(400));
+                writer.reopen_after(KEEP);
+                writer.wait_lines(4_000, "lines into the renamed file")?;
                 agent.kill9()?;
-                std::thread::sleep(Duration::from_millis(300));
+                writer.wait_lines(3_000, "lines into the renamed file while the agent is down")?;
                 agent.restart()?;
-                let _ = t.join();
             }
             // Killed right after the rotation.
             2 => {
                 logrotate(tmp.path(), rotate)?;
                 agent.kill9()?;
-                let t = reopen_later(&writer);
-                std::thread::sleep(Duration::from_millis(200));
+                writer.reopen_after(KEEP);
+                writer.wait_lines(2_000, "lines into the renamed file while the agent is down")?;
                 agent.restart()?;
-                let _ = t.join();
             }
             // Rotated while running, no kill.
             _ => {
                 logrotate(tmp.path(), rotate)?;
-                let _ = reopen_later(&writer).join();
+                writer.reopen_after(KEEP);
             }
         }
+        writer.wait_reopened()?;
         // The next rotation compresses the previous one: let the agent finish it first, as it
         // would have long before a real rotation interval.
         wait_caught_up_with_writer(&agent, &tmp.path().join("logs/app.log"))?;
     }
-    std::thread::sleep(Duration::from_millis(500));
     let written = writer.finish()?;
     agent.wait_caught_up(&tmp.path().join("logs/app.log"), "the last lines")?;
     let dups = check_complete(&bootstrap, "rot", "create", written)?;
@@ -227,7 +247,7 @@ fn copytruncate_with_kills_loses_nothing() -> Res {
         } else {
             agent.signal(libc::SIGSTOP)?;
         }
-        std::thread::sleep(Duration::from_millis(700));
+        writer.wait_lines(7_000, "unread lines to pile up")?;
         {
             // copytruncate's own window (between the copy and the truncate) loses whatever is
             // written in it, whoever reads the file; the writer waits it out.
@@ -247,7 +267,6 @@ fn copytruncate_with_kills_loses_nothing() -> Res {
         // agent has not refreshed): a second rotation while it lags would compress the copy.
         wait_caught_up_with_writer(&agent, &tmp.path().join("logs/app.log"))?;
     }
-    std::thread::sleep(Duration::from_millis(500));
     let written = writer.finish()?;
     agent.wait_caught_up(&tmp.path().join("logs/app.log"), "the last lines")?;
     let dups = check_complete(&bootstrap, "ct", "ct", written)

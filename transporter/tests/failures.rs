@@ -307,34 +307,31 @@ async fn a_master_starting_during_a_kafka_outage_keeps_the_assignment() -> Res {
         let r = c.get("/test/assignment", None).await.ok()?;
         r.kvs().first().map(|kv| kv.value().to_vec())
     };
-    let mut converged = false;
-    for _ in 0..100 {
-        if read(client.clone()).await.is_some_and(|d| owners(&d) == 6) {
-            converged = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(converged, "no assignment of 6 partitions: {}", w.log_tail());
+    testkit::wait_until_async("an assignment of 6 partitions", Duration::from_secs(20), || {
+        let c = client.clone();
+        async move { read(c).await.filter(|d| owners(d) == 6).map(|_| ()) }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}: {}", w.log_tail()))?;
     // The master stops; Kafka goes down; a new master term starts during the outage.
     tokio::task::block_in_place(|| w.stop())?;
     for b in world.kafka.broker_racks().keys() {
         world.kafka.broker_down(*b)?;
     }
     tokio::task::block_in_place(|| w.restart())?;
-    let mut became_master = false;
-    for _ in 0..40 {
-        let doc = read(client.clone()).await.unwrap_or_default();
-        assert_eq!(
-            owners(&doc),
-            6,
-            "the assignment was rewritten from a failed read: {}",
-            String::from_utf8_lossy(&doc)
-        );
-        became_master |= w.status().ok().is_some_and(|s| s["role"] == "master");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(became_master, "the restarted worker did not lead during the outage");
+    // Until it leads, and once it does, the document keeps its 6 owners.
+    let w_ref = &w;
+    testkit::wait_until_async("the restarted worker to lead during the outage", Duration::from_secs(30), || {
+        let c = client.clone();
+        async move {
+            let doc = read(c).await.unwrap_or_default();
+            assert_eq!(owners(&doc), 6, "the assignment was rewritten: {}", String::from_utf8_lossy(&doc));
+            w_ref.status().ok().filter(|s| s["role"] == "master").map(|_| ())
+        }
+    })
+    .await?;
+    let doc = read(client.clone()).await.unwrap_or_default();
+    assert_eq!(owners(&doc), 6, "the assignment was rewritten from a failed read: {}", String::from_utf8_lossy(&doc));
     for b in world.kafka.broker_racks().keys() {
         world.kafka.broker_up(*b)?;
     }
