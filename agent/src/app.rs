@@ -26,7 +26,8 @@ use crate::config::AgentConfig;
 use crate::http::{FileStatus, Status, StreamStatus};
 use crate::kafka::{self, AgentContext, Budget};
 use crate::metrics::{FileLabel, Metrics, ReasonLabel, TrafficLabel};
-use crate::stream::{Routing, StreamRunner, StreamShared};
+use crate::partition::Routing;
+use crate::stream::{StreamRunner, StreamShared};
 
 /// State shared by the HTTP handlers and background tasks.
 pub struct AgentState {
@@ -219,7 +220,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         let shared = Arc::new(StreamShared {
             config: sc.clone(),
             routing: RwLock::new(Routing::default()),
-            tracks: Mutex::new(BTreeMap::new()),
+            tracks: Arc::new(Mutex::new(BTreeMap::new())),
             store,
             producer,
         });

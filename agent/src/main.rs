@@ -3,6 +3,7 @@
 
 mod ack;
 mod app;
+mod batch;
 mod checkpoint;
 mod config;
 mod http;
@@ -12,6 +13,8 @@ mod metrics;
 mod partition;
 mod rotation;
 mod stream;
+mod tail;
+mod track;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,15 +1,136 @@
-//! Partition choice per batch or per line: zone-aware (az-core's local partitions, a batch each
-//! in turn), keyed (Java-compatible murmur2), round-robin and random. Pure logic, no I/O.
+//! Partition choice, every strategy in one place (`Partitioner`): zone-aware (az-core's local
+//! partitions, balanced by bytes), keyed (Java-compatible murmur2), round-robin and random. Pure
+//! logic, no I/O.
 //!
 //! ```text
-//!  Selection (from az-core, recomputed on each topology change) ─┐
-//!  batch ──> Chooser::for_batch() ──> partition for the whole batch │ zone-aware / round-robin / random
-//!  line key ──> keyed_partition(murmur2(key), n) ──> partition      │ keyed
+//!  Routing (az-core Selection, recomputed on each topology change) ─┐
+//!  group of lines ──> Partitioner::for_group() ──> partition of the group │ zone-aware / round-robin / random
+//!  each line ──> Partitioner::for_event() ──> key (keyed streams) ──> keyed_partition(murmur2(key), n)
+//!  failed record ──> Partitioner::for_retry() ──> its key's partition, or chosen afresh
 //! ```
 
 use rand::Rng;
+use regex::bytes::Regex;
 
-use crate::config::Partitioning;
+use crate::config::{KeyConfig, Partitioning, StreamConfig};
+
+/// Where a stream may write, recomputed whenever the topology changes.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// az-core's zone-aware selection.
+    pub selection: Option<az_core::Selection>,
+    /// Every partition with a leader (all partitions when none has).
+    pub all: Vec<i32>,
+    /// Number of partitions of the topic (for keyed hashing).
+    pub count: i32,
+}
+
+impl Routing {
+    /// The partitions a strategy may choose from.
+    pub fn candidates(&self, strategy: Partitioning) -> &[i32] {
+        match strategy {
+            Partitioning::ZoneAware => self.selection.as_ref().map_or(&[][..], |s| &s.partitions),
+            _ => &self.all,
+        }
+    }
+}
+
+/// How a keyed stream finds the key of a line.
+#[derive(Debug)]
+enum KeyExtractor {
+    None,
+    Regex(Regex),
+    Json(String),
+}
+
+impl KeyExtractor {
+    fn key(&self, line: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            KeyExtractor::None => None,
+            KeyExtractor::Regex(re) => {
+                let caps = re.captures(line)?;
+                caps.name("key").or_else(|| caps.get(1)).map(|m| m.as_bytes().to_vec())
+            }
+            KeyExtractor::Json(field) => {
+                let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+                match v.get(field)? {
+                    serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
+                    serde_json::Value::Null => None,
+                    other => Some(other.to_string().into_bytes()),
+                }
+            }
+        }
+    }
+}
+
+/// Where one line goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Its partition.
+    pub partition: i32,
+    /// Its key (keyed streams).
+    pub key: Option<Vec<u8>>,
+    /// A keyed stream's line without a key (it goes with its group).
+    pub key_missing: bool,
+}
+
+/// Every partitioning strategy of one stream.
+#[derive(Debug)]
+pub struct Partitioner {
+    strategy: Partitioning,
+    chooser: Chooser,
+    keys: KeyExtractor,
+    rng: rand::rngs::StdRng,
+}
+
+impl Partitioner {
+    /// The partitioner of a stream; fails only on an invalid key regex (refused by validation
+    /// already).
+    pub fn new(config: &StreamConfig) -> Result<Partitioner, regex::Error> {
+        let keys = match (&config.partitioning, &config.key) {
+            (Partitioning::Keyed, Some(KeyConfig::Regex(r))) => KeyExtractor::Regex(Regex::new(r)?),
+            (Partitioning::Keyed, Some(KeyConfig::JsonField(f))) => KeyExtractor::Json(f.clone()),
+            _ => KeyExtractor::None,
+        };
+        Ok(Partitioner {
+            strategy: config.partitioning,
+            chooser: Chooser::default(),
+            keys,
+            rng: rand::SeedableRng::from_os_rng(),
+        })
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> Partitioning {
+        self.strategy
+    }
+
+    /// The partition of a group of `bytes`; `None` while the routing has no candidate.
+    pub fn for_group(&mut self, routing: &Routing, bytes: u64) -> Option<i32> {
+        self.chooser.for_batch(self.strategy, routing.candidates(self.strategy), bytes, &mut self.rng)
+    }
+
+    /// Where a line of a group sent to `group` goes: keyed streams hash its key over all
+    /// partitions, as the Java client does; a line without a key stays with its group.
+    pub fn for_event(&self, routing: &Routing, group: i32, line: &[u8]) -> Placement {
+        if self.strategy != Partitioning::Keyed {
+            return Placement { partition: group, key: None, key_missing: false };
+        }
+        match self.keys.key(line) {
+            Some(k) => Placement { partition: keyed_partition(&k, routing.count), key: Some(k), key_missing: false },
+            None => Placement { partition: group, key: None, key_missing: true },
+        }
+    }
+
+    /// The partition of a record sent again: its key's, or chosen afresh (the one it failed
+    /// on may have moved out of the zone).
+    pub fn for_retry(&mut self, routing: &Routing, key: Option<&[u8]>, bytes: u64) -> Option<i32> {
+        match (key, self.strategy) {
+            (Some(k), Partitioning::Keyed) => Some(keyed_partition(k, routing.count)),
+            _ => self.for_group(routing, bytes),
+        }
+    }
+}
 
 /// Kafka's murmur2, exactly as `org.apache.kafka.common.utils.Utils.murmur2` computes it.
 pub fn murmur2(data: &[u8]) -> i32 {
@@ -120,6 +241,34 @@ impl Chooser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stream(partitioning: &str, key: &str) -> StreamConfig {
+        let toml = format!("name = \"s\"\npaths = [\"/x\"]\ntopic = \"t\"\npartitioning = \"{partitioning}\"\n{key}");
+        use figment::providers::Format as _;
+        figment::Figment::from(figment::providers::Toml::string(&toml)).extract().expect("a stream config")
+    }
+
+    #[test]
+    fn the_partitioner_owns_keys_groups_and_retries() {
+        let routing = Routing { selection: None, all: vec![0, 1, 2, 3], count: 4 };
+        let mut keyed = Partitioner::new(&stream("keyed", "key = { regex = 'user=(\\w+)' }")).expect("valid");
+        let line = b"user=42 did something";
+        let placed = keyed.for_event(&routing, 3, line);
+        assert_eq!(placed.key.as_deref(), Some(&b"42"[..]));
+        assert_eq!(placed.partition, keyed_partition(b"42", 4));
+        assert_eq!(keyed.for_retry(&routing, Some(b"42"), 10), Some(placed.partition));
+        let missing = keyed.for_event(&routing, 3, b"no key here");
+        assert_eq!(missing, Placement { partition: 3, key: None, key_missing: true });
+
+        // Zone-aware has no candidate without a selection: it waits rather than crossing zones.
+        let mut zone = Partitioner::new(&stream("zone-aware", "")).expect("valid");
+        assert_eq!(zone.for_group(&routing, 10), None);
+        assert_eq!(zone.for_retry(&routing, None, 10), None);
+        let mut rr = Partitioner::new(&stream("round-robin", "")).expect("valid");
+        let got: Vec<_> = (0..5).filter_map(|_| rr.for_group(&routing, 10)).collect();
+        assert_eq!(got, vec![0, 1, 2, 3, 0]);
+        assert_eq!(rr.for_event(&routing, 2, line).partition, 2);
+    }
 
     proptest::proptest! {
         /// Mixed bursty batches (single lines and full batches, in any order) end balanced by

@@ -100,6 +100,23 @@ pub fn find(
     copy
 }
 
+/// Looks in `dirs` for the file with inode `id`, whatever it holds now: a file truncated by a
+/// copytruncate and then renamed away still has new lines to finish.
+pub fn find_inode(id: FileId, dirs: &BTreeSet<PathBuf>) -> Option<(PathBuf, File)> {
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for path in entries.flatten().map(|e| e.path()) {
+            if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && FileId::of(&m) == id)
+                && let Ok(file) = File::open(&path)
+                && file.metadata().is_ok_and(|m| FileId::of(&m) == id)
+            {
+                return Some((path, file));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,119 @@
+//! One tailed file's shared state and the acknowledgement of its batches: the tailer dispatches
+//! batches, delivery reports complete them, the checkpointer writes the acknowledged offset.
+//!
+//! ```text
+//!  Tailer ──BatchAck::dispatch(end offset, records)──> FileTrack.acks (AckTracker)
+//!  delivery report ──settle_one()── last record of the batch ──> FileTrack.complete
+//!  checkpointer ──write_checkpoints()──> Store.save(acked offset) when dirty
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::ack::AckTracker;
+use crate::checkpoint::{Checkpoint, FileId, Fingerprint, Store};
+use crate::metrics::Metrics;
+
+/// The tracks of one stream by file, shared by its tailer, the checkpointer and `/status`.
+pub type Tracks = Arc<Mutex<BTreeMap<FileId, Arc<FileTrack>>>>;
+
+/// One tailed file's shared state: the stream thread dispatches batches, delivery callbacks
+/// complete them, the checkpointer reads the acknowledged offset.
+#[derive(Debug)]
+pub struct FileTrack {
+    state: Mutex<TrackState>,
+}
+
+/// What the checkpointer and `/status` read of a file.
+#[derive(Debug, Clone)]
+pub struct TrackState {
+    /// Device and inode of the file the track reads (changes when a copytruncate moves the
+    /// track to the copy).
+    pub id: FileId,
+    /// Current path (updated on rename).
+    pub path: std::path::PathBuf,
+    /// Fingerprint of the head.
+    pub fingerprint: Fingerprint,
+    /// Acknowledgements.
+    pub acks: AckTracker,
+    /// Bytes read so far.
+    pub read_offset: u64,
+    /// Size at the last look.
+    pub size: u64,
+    /// The acknowledged offset changed since the last checkpoint write.
+    pub dirty: bool,
+    /// The file no longer matches any glob (renamed away or deleted).
+    pub orphan: bool,
+}
+
+impl FileTrack {
+    /// A track starting at `offset`.
+    pub fn new(id: FileId, path: std::path::PathBuf, fingerprint: Fingerprint, offset: u64) -> FileTrack {
+        FileTrack {
+            state: Mutex::new(TrackState {
+                id,
+                path,
+                fingerprint,
+                acks: AckTracker::new(offset),
+                read_offset: offset,
+                size: offset,
+                dirty: true,
+                orphan: false,
+            }),
+        }
+    }
+
+    /// Runs `f` on the state under the lock.
+    pub fn with<R>(&self, f: impl FnOnce(&mut TrackState) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn complete(&self, generation: u64, seq: u64) {
+        self.with(|s| {
+            if s.acks.complete(generation, seq).is_some() {
+                s.dirty = true;
+            }
+        });
+    }
+}
+
+/// The shared acknowledgement of one batch; every record of the batch carries a reference.
+#[derive(Debug)]
+pub struct BatchAck {
+    track: Arc<FileTrack>,
+    generation: u64,
+    seq: u64,
+    remaining: AtomicUsize,
+}
+
+impl BatchAck {
+    /// Registers a batch of `records` records ending at `end_offset` of the file.
+    pub fn dispatch(track: &Arc<FileTrack>, end_offset: u64, records: usize) -> Arc<BatchAck> {
+        let (generation, seq) = track.with(|s| s.acks.dispatch(end_offset));
+        Arc::new(BatchAck { track: track.clone(), generation, seq, remaining: AtomicUsize::new(records) })
+    }
+
+    /// One record is settled (acknowledged, or dropped for good).
+    pub fn settle_one(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.track.complete(self.generation, self.seq);
+        }
+    }
+}
+
+/// Writes the checkpoint of every track of `stream` whose acknowledged offset moved.
+pub fn write_checkpoints(stream: &str, store: &Store, tracks: &Tracks, metrics: &Metrics) {
+    let tracks = tracks.lock().unwrap_or_else(PoisonError::into_inner);
+    for t in tracks.values() {
+        let snapshot = t.with(|s| s.dirty.then(|| (s.id, s.path.clone(), s.fingerprint, s.acks.acked())));
+        let Some((id, path, fp, acked)) = snapshot else { continue };
+        match store.save(&Checkpoint::new(&path, id, fp, acked)) {
+            Ok(()) => t.with(|s| s.dirty = s.acks.acked() != acked),
+            Err(e) => {
+                metrics.error(stream, "checkpoint");
+                tracing::error!(stream, error = %e, "writing a checkpoint failed");
+            }
+        }
+    }
+}
