@@ -262,7 +262,7 @@ pub fn producer_config(config: &AgentConfig, stream: &StreamConfig, options: &Cl
         .set("queue.buffering.max.messages", "2000000")
         // Statistics carry the bytes per broker (cross-zone accounting) and the leaders librdkafka
         // currently uses (routing follows a leader move within this interval).
-        .set("statistics.interval.ms", "1000");
+        .set("statistics.interval.ms", "500");
     options.apply(&mut cc);
     cc
 }
