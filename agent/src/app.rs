@@ -276,6 +276,28 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         })
     };
 
+    // A fatal producer error (idempotent producer fenced or refused an id) makes every later
+    // send fail: each stream's producer is asked when an error may have been one, and once a
+    // second in case a report was missed; the agent then stops with the reason.
+    let fatal_watches: Vec<_> = streams
+        .iter()
+        .map(|s| {
+            let s = s.clone();
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let wake = s.producer.context().fatal_check.clone();
+                loop {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                    if let Some((code, reason)) = s.producer.client().fatal_error() {
+                        tracing::error!(stream = %s.config.name, code = ?code, reason, "fatal producer error; stopping");
+                        auth.fatal(&format!("stream {}: {reason}", s.config.name));
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+
     // An unknown zone is asked again in the background (metadata services that were slow at
     // boot, a node label added later); the first answer switches routing without a restart.
     let rediscovery = {
@@ -349,6 +371,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     routing_task.abort();
     rediscovery.abort();
+    for w in fatal_watches {
+        w.abort();
+    }
     let flushes: Vec<_> = streams
         .iter()
         .map(|s| {

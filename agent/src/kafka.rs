@@ -109,6 +109,8 @@ pub struct AgentContext {
     pub topology: OnceLock<TopologyWatcher>,
     /// Where a refused login is reported (shared by every stream).
     auth: Arc<AuthFailure>,
+    /// Woken when an error may have been fatal.
+    pub fatal_check: Arc<tokio::sync::Notify>,
 }
 
 impl ClientContext for AgentContext {
@@ -127,6 +129,11 @@ impl ClientContext for AgentContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if reason.contains("Fatal error") || matches!(error, KafkaError::Global(_)) {
+            // Whether this error made the client unusable is only known by asking it; the
+            // stream's fatal-error watch does (see `app`), this makes it look now.
+            self.fatal_check.notify_one();
+        }
         if self.auth.observe(&error, reason) {
             tracing::error!(stream = %self.stream, error = %error, reason, "Kafka refused the login");
         } else if self.auth.observe_fatal(&error, reason) {
@@ -290,6 +297,7 @@ pub fn producer(
         last_ack: Mutex::new(std::time::Instant::now()),
         topology: OnceLock::new(),
         auth,
+        fatal_check: Arc::new(tokio::sync::Notify::new()),
     };
     cc.create_with_context(context)
         .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))

@@ -286,6 +286,36 @@ fn an_authorization_error_keeps_lines_and_turns_readyz_red_until_fixed() -> Res 
 }
 
 #[test]
+/// A fatal producer error (here the cluster refuses the idempotent producer an id) stops the
+/// agent with a non-zero exit and the reason, checkpoints untouched; restarted by its supervisor,
+/// it ships every line.
+fn a_fatal_producer_error_exits_non_zero_and_the_restart_loses_nothing() -> Res {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let world = world()?;
+    world.kafka.create_topic("fatal", 3)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let log = tmp.path().join("logs/app.log");
+    std::fs::create_dir_all(tmp.path().join("logs"))?;
+    append(&log, (0..2000).map(|n| format!("fatal line {n}")))?;
+    world
+        .kafka
+        .mock()?
+        .request_errors(RDKafkaApiKey::InitProducerId, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED]);
+    let mut agent = Agent::launch(&AgentSpec::new(&bootstrap, tmp.path(), "fatal").imds(&world.metadata[0].endpoint()))?;
+    let code = agent.wait_exit(Duration::from_secs(30)).map_err(|e| anyhow::anyhow!("{e}; log:\n{}", agent.log_tail()))?;
+    assert!(code.is_some_and(|c| c != 0), "exit code {code:?}");
+    let text = std::fs::read_to_string(&agent.log)?;
+    assert!(text.contains("fatal error"), "the reason is not logged:\n{text}");
+    agent.restart()?;
+    agent.wait_caught_up(&log, "every line after the restart")?;
+    let got = counts(&read_topic(&bootstrap, "fatal")?);
+    let missing = (0..2000).filter(|n| !got.contains_key(&format!("fatal line {n}"))).count();
+    assert_eq!(missing, 0, "lines lost across a fatal producer error");
+    Ok(())
+}
+
+#[test]
 /// A rolling broker restart moves leaders under steady writing: routing follows librdkafka's own
 /// view (its statistics), not the periodic refresh, and what went to the moved partition after
 /// the move (so across zones) stays under 1% of the bytes of the run.

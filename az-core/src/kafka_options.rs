@@ -349,13 +349,20 @@ impl AuthFailure {
     pub fn observe_fatal(&self, error: &KafkaError, reason: &str) -> bool {
         let fatal = matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Fatal));
         if fatal {
-            let mut m = self.message.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if m.is_none() {
-                *m = Some(format!("{FATAL_PREFIX}{reason}"));
-                self.notify.notify_one();
-            }
+            self.fatal(reason);
         }
         fatal
+    }
+
+    /// Records a fatal error found by asking the client (`rd_kafka_fatal_error`): rust-rdkafka
+    /// hands the error callback the underlying code (e.g. `ClusterAuthorizationFailed`) rather
+    /// than `_FATAL`, so the callback alone cannot tell.
+    pub fn fatal(&self, reason: &str) {
+        let mut m = self.message.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.is_none() {
+            *m = Some(format!("{FATAL_PREFIX}{reason}"));
+            self.notify.notify_one();
+        }
     }
 
     /// The recorded failure.

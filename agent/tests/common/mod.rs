@@ -61,8 +61,15 @@ impl AgentSpec {
 }
 
 impl Agent {
-    /// Writes the config and starts the agent.
+    /// Writes the config and starts the agent; returns once it is ready.
     pub fn start(spec: &AgentSpec) -> Res<Agent> {
+        let agent = Agent::launch(spec)?;
+        agent.wait_ready()?;
+        Ok(agent)
+    }
+
+    /// Writes the config and starts the agent without waiting for it to be ready (it may exit).
+    pub fn launch(spec: &AgentSpec) -> Res<Agent> {
         std::fs::create_dir_all(spec.dir.join("logs"))?;
         let port = free_port()?;
         let config = spec.dir.join("agent.toml");
@@ -99,7 +106,7 @@ linger-ms = 5
         std::fs::write(&config, text)?;
         let log = spec.dir.join("agent.log");
         let mut agent = Agent { child: None, http: format!("http://127.0.0.1:{port}"), config, log };
-        agent.spawn()?;
+        agent.launch_process()?;
         Ok(agent)
     }
 
@@ -120,6 +127,11 @@ linger-ms = 5
     }
 
     fn spawn(&mut self) -> Res {
+        self.launch_process()?;
+        self.wait_ready()
+    }
+
+    fn launch_process(&mut self) -> Res {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_zonal-agent"))
             .args(["run", "-c"])
@@ -131,7 +143,14 @@ linger-ms = 5
             .stderr(log)
             .spawn()?;
         self.child = Some(child);
-        self.wait_ready()
+        Ok(())
+    }
+
+    /// Waits for the agent to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Res<Option<i32>> {
+        let Some(mut c) = self.child.take() else { return Ok(None) };
+        let status = testkit::wait_until("the agent to exit", within, || c.try_wait().ok().flatten())?;
+        Ok(status.code())
     }
 
     pub fn wait_ready(&self) -> Res {
