@@ -339,9 +339,7 @@ impl Tailer {
         });
         // The checkpoint exists from the first moment: a crash before the first periodic write
         // must still leave what identifies this file (its inode and head) for the restart.
-        if let Err(e) =
-            self.store.save(&Checkpoint::new(&track.with(|s| s.path.clone()), id, fingerprint, offset))
-        {
+        if let Err(e) = self.store.save(&Checkpoint::new(&track.with(|s| s.path.clone()), id, fingerprint, offset)) {
             self.metrics.error(&name, "checkpoint");
             tracing::error!(stream = %name, error = %e, "writing a checkpoint failed");
         }
@@ -774,7 +772,10 @@ mod model {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Write { lines: usize, unfinished: bool },
+        Write {
+            lines: usize,
+            unfinished: bool,
+        },
         Rename,
         Reopen,
         CopyTruncate,
@@ -894,8 +895,16 @@ mod model {
     fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         let mut world = World::new();
         let logs = world.logs();
-        let mut app =
-            App { fd: App::open(&logs), dir: logs, seq: 0, unfinished: None, lines: BTreeSet::new(), renamed: false, unseen: true, seen_empty: true };
+        let mut app = App {
+            fd: App::open(&logs),
+            dir: logs,
+            seq: 0,
+            unfinished: None,
+            lines: BTreeSet::new(),
+            renamed: false,
+            unseen: true,
+            seen_empty: true,
+        };
         for op in ops {
             world.apply(&mut app, op);
         }

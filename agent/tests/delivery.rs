@@ -298,12 +298,14 @@ fn a_fatal_producer_error_exits_non_zero_and_the_restart_loses_nothing() -> Res 
     let log = tmp.path().join("logs/app.log");
     std::fs::create_dir_all(tmp.path().join("logs"))?;
     append(&log, (0..2000).map(|n| format!("fatal line {n}")))?;
-    world
-        .kafka
-        .mock()?
-        .request_errors(RDKafkaApiKey::InitProducerId, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED]);
-    let mut agent = Agent::launch(&AgentSpec::new(&bootstrap, tmp.path(), "fatal").imds(&world.metadata[0].endpoint()))?;
-    let code = agent.wait_exit(Duration::from_secs(30)).map_err(|e| anyhow::anyhow!("{e}; log:\n{}", agent.log_tail()))?;
+    world.kafka.mock()?.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let mut agent =
+        Agent::launch(&AgentSpec::new(&bootstrap, tmp.path(), "fatal").imds(&world.metadata[0].endpoint()))?;
+    let code =
+        agent.wait_exit(Duration::from_secs(30)).map_err(|e| anyhow::anyhow!("{e}; log:\n{}", agent.log_tail()))?;
     assert!(code.is_some_and(|c| c != 0), "exit code {code:?}");
     let text = std::fs::read_to_string(&agent.log)?;
     assert!(text.contains("fatal error"), "the reason is not logged:\n{text}");

@@ -1,22 +1,36 @@
-//! Uploading objects to S3: one PUT, or a multipart upload above the threshold; retried with
-//! exponential backoff; never past a deadline (the lease's), so that an owner that may have lost
-//! its partition cannot land an object after the next owner started.
+//! Uploading objects to S3 so that a stale owner cannot corrupt them: every write is
+//! conditional (`If-None-Match: *` on the PUT and on the multipart completion), so S3 itself
+//! refuses to replace an object; the object's metadata names its offsets, so whoever meets an
+//! existing object knows where it ends. Retried with backoff for as long as the lease is valid,
+//! following its renewals; multipart uploads are aborted on every failure.
 //!
 //! ```text
 //!  Finished { body } ──key──> put_object | create_multipart → upload_part* → complete
-//!                              (abort on failure)     retry with backoff until `deadline`
+//!       (If-None-Match: *, x-amz-meta-zonal-first-offset/-last-offset/-records)
+//!    200 ──> Written
+//!    412 ──> HEAD ──> Exists { last_offset } (a previous owner's object, or our own earlier try)
+//!    error ──> retry with backoff while the lease holds; lease lost ──> stop (abort multipart)
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::sync::watch;
 
 use crate::config::S3Config;
+use crate::coord::LeaseState;
 
 const PART: usize = 8 * 1024 * 1024;
+/// Object metadata keys (sent as `x-amz-meta-…`).
+pub const META_FIRST_OFFSET: &str = "zonal-first-offset";
+/// The offset of the object's last record.
+pub const META_LAST_OFFSET: &str = "zonal-last-offset";
+/// Records in the object.
+pub const META_RECORDS: &str = "zonal-records";
 
 /// Builds the S3 client: credentials from aws-config's default chain (environment, profile,
 /// web identity, instance role), region and endpoint from the config when set.
@@ -36,79 +50,191 @@ pub async fn client(cfg: &S3Config) -> Client {
     Client::from_conf(b.build())
 }
 
-/// Uploads `body` under `key`, retrying until it succeeds or `deadline` passes.
-pub async fn upload(client: &Client, cfg: &S3Config, key: &str, body: &[u8], deadline: Instant) -> anyhow::Result<()> {
+/// What an object holds, written as its metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Offset of the first record.
+    pub first_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// Number of records.
+    pub records: u64,
+}
+
+/// How an upload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The object was written.
+    Written,
+    /// An object was already at the key (S3 refused to replace it); it ends at `last_offset`
+    /// when its metadata says so.
+    Exists {
+        /// The existing object's last offset, from its metadata.
+        last_offset: Option<i64>,
+    },
+}
+
+/// Uploads `body` under `key` unless an object is already there, retrying while `lease` is
+/// valid (its renewals extend the time allowed; its loss stops the upload at once).
+pub async fn upload(
+    client: &Client,
+    cfg: &S3Config,
+    key: &str,
+    body: &[u8],
+    span: Span,
+    lease: &watch::Receiver<LeaseState>,
+) -> anyhow::Result<Outcome> {
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            bail!("upload of {key} not done before the lease deadline ({attempt} attempts)");
+        if !lease.borrow().valid() {
+            bail!("upload of {key} stopped: the lease is no longer valid ({attempt} attempts)");
         }
-        let result = tokio::time::timeout(left, once(client, cfg, key, body)).await;
+        let result = tokio::select! {
+            r = once(client, cfg, key, body, span) => r,
+            () = lease_lost(lease.clone()) => bail!("upload of {key} stopped: the lease was lost while it ran"),
+        };
         match result {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => tracing::warn!(key, attempt, error = %format!("{e:#}"), "upload failed; retrying"),
-            Err(_) => bail!("upload of {key} not done before the lease deadline"),
+            Ok(outcome) => return Ok(outcome),
+            Err(e) => tracing::warn!(key, attempt, error = %format!("{e:#}"), "upload failed; retrying"),
         }
-        tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = lease_lost(lease.clone()) => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-async fn once(client: &Client, cfg: &S3Config, key: &str, body: &[u8]) -> anyhow::Result<()> {
-    if body.len() <= cfg.multipart_threshold_bytes {
-        client
-            .put_object()
-            .bucket(&cfg.bucket)
-            .key(key)
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await
-            .with_context(|| format!("PUT s3://{}/{key}", cfg.bucket))?;
-        return Ok(());
+/// Resolves when the lease is lost or expires without renewal.
+async fn lease_lost(mut lease: watch::Receiver<LeaseState>) {
+    loop {
+        let state = *lease.borrow_and_update();
+        if !state.valid() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(state.valid_until.into()) => {}
+            changed = lease.changed() => {
+                if changed.is_err() {
+                    // The keepalive task is gone: nothing renews the lease any more.
+                    tokio::time::sleep_until(state.valid_until.into()).await;
+                    return;
+                }
+            }
+        }
     }
-    let created = client
-        .create_multipart_upload()
+}
+
+fn precondition_failed<E: ProvideErrorMetadata>(e: &aws_sdk_s3::error::SdkError<E>) -> bool {
+    e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("PreconditionFailed")
+        || e.raw_response().is_some_and(|r| r.status().as_u16() == 412)
+}
+
+/// The last offset of the object at `key`, from its metadata.
+async fn existing(client: &Client, cfg: &S3Config, key: &str) -> anyhow::Result<Outcome> {
+    let head = client
+        .head_object()
         .bucket(&cfg.bucket)
         .key(key)
         .send()
         .await
-        .with_context(|| format!("starting multipart upload of s3://{}/{key}", cfg.bucket))?;
-    let upload_id = created.upload_id().context("S3 returned no upload id")?.to_owned();
-    let result = async {
-        let mut parts = Vec::new();
-        for (i, chunk) in body.chunks(PART).enumerate() {
-            let n = i32::try_from(i + 1)?;
-            let part = client
-                .upload_part()
-                .bucket(&cfg.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .part_number(n)
-                .body(ByteStream::from(chunk.to_vec()))
-                .send()
-                .await
-                .with_context(|| format!("uploading part {n} of {key}"))?;
-            parts.push(CompletedPart::builder().part_number(n).set_e_tag(part.e_tag().map(str::to_owned)).build());
+        .with_context(|| format!("HEAD s3://{}/{key} after S3 refused to replace it", cfg.bucket))?;
+    let last_offset = head.metadata().and_then(|m| m.get(META_LAST_OFFSET)).and_then(|v| v.parse().ok());
+    Ok(Outcome::Exists { last_offset })
+}
+
+async fn once(client: &Client, cfg: &S3Config, key: &str, body: &[u8], span: Span) -> anyhow::Result<Outcome> {
+    let meta = [
+        (META_FIRST_OFFSET, span.first_offset.to_string()),
+        (META_LAST_OFFSET, span.last_offset.to_string()),
+        (META_RECORDS, span.records.to_string()),
+    ];
+    if body.len() <= cfg.multipart_threshold_bytes {
+        let mut put =
+            client.put_object().bucket(&cfg.bucket).key(key).if_none_match("*").body(ByteStream::from(body.to_vec()));
+        for (k, v) in &meta {
+            put = put.metadata(*k, v);
         }
-        client
-            .complete_multipart_upload()
+        return match put.send().await {
+            Ok(_) => Ok(Outcome::Written),
+            Err(e) if precondition_failed(&e) => existing(client, cfg, key).await,
+            Err(e) => Err(e).with_context(|| format!("PUT s3://{}/{key}", cfg.bucket)),
+        };
+    }
+    let mut create = client.create_multipart_upload().bucket(&cfg.bucket).key(key);
+    for (k, v) in &meta {
+        create = create.metadata(*k, v);
+    }
+    let created =
+        create.send().await.with_context(|| format!("starting multipart upload of s3://{}/{key}", cfg.bucket))?;
+    let upload_id = created.upload_id().context("S3 returned no upload id")?.to_owned();
+    // Aborted on every way out but success, including this future being dropped (the lease
+    // was lost): the guard spawns the abort.
+    let mut guard = AbortGuard {
+        client: client.clone(),
+        bucket: cfg.bucket.clone(),
+        key: key.to_owned(),
+        upload_id: Some(upload_id.clone()),
+    };
+    let mut parts = Vec::new();
+    for (i, chunk) in body.chunks(PART).enumerate() {
+        let n = i32::try_from(i + 1)?;
+        let part = client
+            .upload_part()
             .bucket(&cfg.bucket)
             .key(key)
             .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .part_number(n)
+            .body(ByteStream::from(chunk.to_vec()))
             .send()
             .await
-            .with_context(|| format!("completing multipart upload of {key}"))?;
-        anyhow::Ok(())
+            .with_context(|| format!("uploading part {n} of {key}"))?;
+        parts.push(CompletedPart::builder().part_number(n).set_e_tag(part.e_tag().map(str::to_owned)).build());
     }
-    .await;
-    if result.is_err() {
-        let _ = client.abort_multipart_upload().bucket(&cfg.bucket).key(key).upload_id(&upload_id).send().await;
+    let completed = client
+        .complete_multipart_upload()
+        .bucket(&cfg.bucket)
+        .key(key)
+        .upload_id(&upload_id)
+        .if_none_match("*")
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await;
+    match completed {
+        Ok(_) => {
+            guard.upload_id = None;
+            Ok(Outcome::Written)
+        }
+        Err(e) if precondition_failed(&e) => existing(client, cfg, key).await,
+        Err(e) => Err(e).with_context(|| format!("completing multipart upload of {key}")),
     }
-    result
+}
+
+/// Aborts a multipart upload that did not complete (S3 keeps and bills unfinished parts until a
+/// lifecycle rule removes them).
+struct AbortGuard {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: Option<String>,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else { return };
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) =
+                    client.abort_multipart_upload().bucket(&bucket).key(&key).upload_id(&upload_id).send().await
+                {
+                    tracing::warn!(key, error = %e, "aborting a multipart upload failed; a lifecycle rule removes it");
+                }
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -137,25 +263,89 @@ mod tests {
         (s3, Client::from_conf(conf), cfg)
     }
 
+    fn lease(valid_for: Duration) -> (watch::Sender<LeaseState>, watch::Receiver<LeaseState>) {
+        watch::channel(LeaseState { id: 1, valid_until: std::time::Instant::now() + valid_for, lost: false })
+    }
+
+    fn span(first: i64, last: i64) -> Span {
+        Span { first_offset: first, last_offset: last, records: (last - first + 1) as u64 }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn large_objects_go_in_parts_small_ones_in_one_put() {
+    async fn large_objects_go_in_parts_small_ones_in_one_put_and_neither_replaces() {
         let (s3, client, cfg) = setup().await;
+        let (_keep, lease) = lease(Duration::from_secs(60));
         let big: Vec<u8> = (0..19 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        upload(&client, &cfg, "a/big.bin", &big, deadline).await.expect("multipart upload");
-        upload(&client, &cfg, "a/small.bin", b"tiny", deadline).await.expect("put");
-        // Overwriting the same key (a re-upload) replaces the object.
-        upload(&client, &cfg, "a/small.bin", b"tiny again", deadline).await.expect("re-put");
+        let up = |key: &'static str, body: Vec<u8>, span: Span| {
+            let (client, cfg, lease) = (client.clone(), cfg.clone(), lease.clone());
+            async move { upload(&client, &cfg, key, &body, span, &lease).await.expect("upload") }
+        };
+        assert_eq!(up("a/big.bin", big.clone(), span(0, 99)).await, Outcome::Written);
+        assert_eq!(up("a/small.bin", b"tiny".to_vec(), span(100, 109)).await, Outcome::Written);
+        // A second writer of the same keys (a stale owner, a retry whose first try landed) is
+        // refused by S3 and learns where the existing object ends; nothing is replaced.
+        assert_eq!(
+            up("a/small.bin", b"tiny again".to_vec(), span(100, 120)).await,
+            Outcome::Exists { last_offset: Some(109) }
+        );
+        let other: Vec<u8> = big.iter().map(|b| b ^ 0xff).collect();
+        assert_eq!(up("a/big.bin", other, span(0, 50)).await, Outcome::Exists { last_offset: Some(99) });
         let got = client.get_object().bucket("uploads").key("a/big.bin").send().await.expect("get");
+        assert_eq!(got.metadata().and_then(|m| m.get(META_RECORDS)).map(String::as_str), Some("100"));
         assert_eq!(got.body.collect().await.expect("body").into_bytes().as_ref(), &big[..]);
-        assert_eq!(std::fs::read(s3.root().join("uploads/a/small.bin")).expect("small"), b"tiny again");
+        assert_eq!(std::fs::read(s3.root().join("uploads/a/small.bin")).expect("small"), b"tiny");
+        // The refused multipart upload was aborted, not left to be billed (s3s-fs keeps an
+        // upload's state and parts as `.upload*` files at its root until then).
+        let root = s3.root().to_path_buf();
+        testkit::wait_until_async("the refused multipart upload to be aborted", Duration::from_secs(10), || {
+            let root = root.clone();
+            async move {
+                let left = std::fs::read_dir(&root)
+                    .ok()?
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".upload"));
+                (!left).then_some(())
+            }
+        })
+        .await
+        .expect("aborted");
     }
 
     #[tokio::test]
-    async fn a_deadline_in_the_past_uploads_nothing() {
+    async fn a_lost_lease_uploads_nothing() {
         let (s3, client, cfg) = setup().await;
-        let err = upload(&client, &cfg, "late.bin", b"x", Instant::now()).await.expect_err("too late");
-        assert!(err.to_string().contains("lease deadline"), "{err}");
+        let (_keep, lease) = lease(Duration::ZERO);
+        let err = upload(&client, &cfg, "late.bin", b"x", span(0, 0), &lease).await.expect_err("too late");
+        assert!(err.to_string().contains("lease"), "{err}");
         assert!(s3.list_keys("uploads").expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn renewals_extend_the_time_allowed_and_a_loss_stops_retries() {
+        let (_s3, _, cfg) = setup().await;
+        // Nothing listens on port 1 of the loopback: every attempt fails and is retried.
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .endpoint_url("http://127.0.0.1:1")
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("a", "b", None, None, "test"))
+            .force_path_style(true)
+            .build();
+        let client = Client::from_conf(conf);
+        let (tx, lease) = lease(Duration::from_millis(300));
+        let renew = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                tx.send_modify(|l| l.valid_until = std::time::Instant::now() + Duration::from_millis(300));
+            }
+            tx.send_modify(|l| l.lost = true);
+            tx
+        });
+        let started = std::time::Instant::now();
+        let err = upload(&client, &cfg, "x.bin", b"x", span(0, 0), &lease).await.expect_err("fails");
+        let _tx = renew.await.expect("renewer");
+        assert!(err.to_string().contains("lease"), "{err}");
+        // It kept trying past the first deadline because the lease was renewed.
+        assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
     }
 }

@@ -31,6 +31,7 @@ use crate::config::{OutOfRange, TransporterConfig};
 use crate::coord::{self, AssignmentDoc, Keys, LeaseState};
 use crate::metrics::{Metrics, TpLabel};
 use crate::naming::{self, ObjectName};
+use crate::upload::{Outcome, Span};
 use az_core::assign::Tp;
 
 /// Consumer context: statistics feed cross-zone accounting and per-partition lag.
@@ -126,6 +127,15 @@ pub struct Worker {
     pub assignment: RwLock<Option<AssignmentDoc>>,
     /// Bytes per second per owned partition, for the master's weights.
     pub rates: Mutex<BTreeMap<String, f64>>,
+}
+
+/// Where reading goes on after a roll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rolled {
+    /// After the records just uploaded.
+    Next,
+    /// At this offset: an existing object covered a different range than the buffer.
+    ResumeAt(i64),
 }
 
 /// How a partition task should stop.
@@ -424,8 +434,11 @@ impl Worker {
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    if let Some(b) = buf.take() {
-                        self.roll(tp, b, lease).await?;
+                    if let Some(b) = buf.take()
+                        && let Rolled::ResumeAt(at) = self.roll(tp, b, lease).await?
+                    {
+                        self.seek(tp, Offset::Offset(at))?;
+                        expected = Some(at);
                     }
                 }
                 msg = queue.recv(), if !held => {
@@ -438,14 +451,7 @@ impl Worker {
                                     // Retention passed the committed offset: what is still kept
                                     // is read from its start (what retention deleted is gone).
                                     tracing::warn!(partition = %tp.key(), ?committed, error = %e, "offset out of range; reading from the earliest kept offset");
-                                    // A partition in this error state refuses a seek: assign it
-                                    // again from its beginning.
-                                    let mut tpl = TopicPartitionList::new();
-                                    tpl.add_partition(&tp.topic, tp.partition);
-                                    self.consumer.incremental_unassign(&tpl).with_context(|| format!("unassigning {}", tp.key()))?;
-                                    let mut tpl = TopicPartitionList::new();
-                                    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Beginning)?;
-                                    self.consumer.incremental_assign(&tpl).with_context(|| format!("assigning {} from its start", tp.key()))?;
+                                    self.seek(tp, Offset::Beginning)?;
                                     expected = None;
                                 }
                                 OutOfRange::Fail => {
@@ -492,8 +498,10 @@ impl Worker {
                     drop(m);
                     if buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll))
                         && let Some(b) = buf.take()
+                        && let Rolled::ResumeAt(at) = self.roll(tp, b, lease).await?
                     {
-                        self.roll(tp, b, lease).await?;
+                        self.seek(tp, Offset::Offset(at))?;
+                        expected = Some(at);
                     }
                     let elapsed = window.0.elapsed();
                     if elapsed >= Duration::from_secs(5) {
@@ -506,8 +514,21 @@ impl Worker {
         }
     }
 
-    /// Uploads a buffer and commits past it. Errors mean ownership is gone or cannot be proven.
-    async fn roll(self: &Arc<Self>, tp: &Tp, b: Buffer, lease: &watch::Receiver<LeaseState>) -> anyhow::Result<()> {
+    /// Reads `tp` again from `offset`. A partition in an error state refuses a seek, and records
+    /// already fetched must not be read: it is assigned again.
+    fn seek(&self, tp: &Tp, offset: Offset) -> anyhow::Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.topic, tp.partition);
+        self.consumer.incremental_unassign(&tpl).with_context(|| format!("unassigning {}", tp.key()))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&tp.topic, tp.partition, offset)?;
+        self.consumer.incremental_assign(&tpl).with_context(|| format!("assigning {} at {offset:?}", tp.key()))?;
+        Ok(())
+    }
+
+    /// Uploads a buffer and commits past it (or past the object S3 already holds at its key).
+    /// Errors mean ownership is gone or cannot be proven.
+    async fn roll(self: &Arc<Self>, tp: &Tp, b: Buffer, lease: &watch::Receiver<LeaseState>) -> anyhow::Result<Rolled> {
         let f = tokio::task::spawn_blocking(move || b.finish())
             .await
             .context("buffer task")?
@@ -524,16 +545,35 @@ impl Worker {
                 ext,
             },
         )?;
-        let l = *lease.borrow();
-        if !l.valid() {
+        if !lease.borrow().valid() {
             anyhow::bail!("lease no longer valid; not uploading {key}");
         }
         let started = Instant::now();
-        crate::upload::upload(&self.s3, &self.cfg.s3, &key, &f.body, l.valid_until)
+        let span = Span { first_offset: f.first_offset, last_offset: f.last_offset, records: f.records };
+        let outcome = crate::upload::upload(&self.s3, &self.cfg.s3, &key, &f.body, span, lease)
             .await
             .inspect_err(|_| self.metrics.error("upload"))?;
         self.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
-        let next = f.last_offset + 1;
+        // S3 refused to replace an object already at this key: a previous owner (stalled, or
+        // crashed before committing) wrote the same first offset. Its records are in S3; go on
+        // after its last one instead of writing them again.
+        let (next, rolled) = match outcome {
+            Outcome::Written => (f.last_offset + 1, Rolled::Next),
+            Outcome::Exists { last_offset: Some(last) } if last == f.last_offset => (last + 1, Rolled::Next),
+            Outcome::Exists { last_offset: Some(last) } if last >= f.first_offset => {
+                self.metrics.error("object-exists");
+                tracing::warn!(partition = %tp.key(), key, ours = f.last_offset, theirs = last,
+                    "an object of a previous owner is at this key; resuming after its last offset");
+                (last + 1, Rolled::ResumeAt(last + 1))
+            }
+            Outcome::Exists { last_offset } => {
+                self.metrics.error("object-exists");
+                anyhow::bail!(
+                    "s3://{}/{key} exists and its metadata does not say where it ends ({last_offset:?}); the partition stops until an operator looks",
+                    self.cfg.s3.bucket
+                );
+            }
+        };
         // Commit under the same fence; while etcd does not answer, retry until the lease would
         // have expired.
         loop {
@@ -573,7 +613,7 @@ impl Worker {
             tracing::debug!(partition = %tp.key(), error = %e, "mirroring the offset to Kafka failed");
         }
         tracing::debug!(partition = %tp.key(), key, records = f.records, next, "uploaded and committed");
-        Ok(())
+        Ok(rolled)
     }
 }
 
