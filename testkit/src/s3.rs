@@ -1,11 +1,21 @@
 //! An embedded S3-compatible server (s3s + s3s-fs) on a free loopback port, with real SigV4
-//! credential checks, serving buckets as directories of a temporary folder.
+//! credential checks, serving buckets as directories of a temporary folder. Faults an operator
+//! meets are injected in front of s3s: object writes held until released (an upload in flight
+//! while its writer is stopped) and request bodies read at a limited rate (a slow link).
 //!
 //! ```text
-//!  aws-sdk-s3 (path-style, endpoint override) ──HTTP──> hyper ──> s3s (auth) ──> s3s-fs ──> temp dir
+//!  aws-sdk-s3 (path-style, endpoint override) ──HTTP──> hyper ──> Faults ──> s3s (auth) ──> s3s-fs ──> temp dir
+//!                                                                  │ hold: PUT object / complete multipart wait for release
+//!                                                                  └ rate: body frames paced to bytes/s
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use http_body_util::{BodyStream, StreamBody};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -21,7 +31,77 @@ pub struct S3Server {
     root: tempfile::TempDir,
     access_key: String,
     secret_key: String,
+    faults: Arc<Faults>,
     _rt: ServerRuntime,
+}
+
+/// Faults injected in front of s3s.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Object writes still to hold.
+    to_hold: AtomicUsize,
+    /// Object writes being held now.
+    held: AtomicUsize,
+    /// Bumped by [`S3Server::release_writes`].
+    released: tokio::sync::Notify,
+    /// Request body bytes per second (0: unlimited).
+    rate: AtomicU64,
+}
+
+impl Faults {
+    /// Whether a request writes an object: a PUT of a key (not a copy, not a part), or the
+    /// completion of a multipart upload.
+    fn is_object_write(req: &hyper::Request<hyper::body::Incoming>) -> bool {
+        let query = req.uri().query().unwrap_or("");
+        let key_path = req.uri().path().trim_start_matches('/').contains('/');
+        match *req.method() {
+            hyper::Method::PUT => {
+                key_path && !query.contains("partNumber=") && !req.headers().contains_key("x-amz-copy-source")
+            }
+            hyper::Method::POST => query.contains("uploadId="),
+            _ => false,
+        }
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        service: s3s::service::S3Service,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> std::result::Result<s3s::HttpResponse, s3s::HttpError> {
+        if Faults::is_object_write(&req)
+            && self.to_hold.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            // The whole request is received first: S3 has it, and serves it late (as a request
+            // delayed in the network would be), whatever its writer does meanwhile.
+            let (parts, body) = req.into_parts();
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(|e| s3s::HttpError::new(Box::new(e)))?
+                .to_bytes();
+            let released = self.released.notified();
+            self.held.fetch_add(1, Ordering::SeqCst);
+            released.await;
+            self.held.fetch_sub(1, Ordering::SeqCst);
+            return service.call(hyper::Request::from_parts(parts, s3s::Body::from(body))).await;
+        }
+        let rate = self.rate.load(Ordering::SeqCst);
+        let req = if rate == 0 {
+            req.map(s3s::Body::from)
+        } else {
+            req.map(|incoming| {
+                let paced = BodyStream::new(incoming).then(move |frame| async move {
+                    if let Ok(f) = &frame
+                        && let Some(data) = f.data_ref()
+                    {
+                        tokio::time::sleep(Duration::from_secs_f64(data.len() as f64 / rate as f64)).await;
+                    }
+                    frame
+                });
+                s3s::Body::http_body_unsync(StreamBody::new(paced))
+            })
+        };
+        service.call(req).await
+    }
 }
 
 impl std::fmt::Debug for S3Server {
@@ -47,18 +127,46 @@ impl S3Server {
         };
         let rt = ServerRuntime::new("testkit-s3")?;
         let (std_listener, port) = crate::runtime::bind_loopback("s3")?;
+        let faults = Arc::new(Faults::default());
+        let serving = faults.clone();
         rt.handle().spawn(async move {
             let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
             let http = ConnBuilder::new(TokioExecutor::new());
             loop {
                 let Ok((socket, _)) = listener.accept().await else { continue };
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                let (faults, service) = (serving.clone(), service.clone());
+                let handler = hyper::service::service_fn(move |req| faults.clone().serve(service.clone(), req));
+                let conn = http.serve_connection(TokioIo::new(socket), handler).into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
             }
         });
-        Ok(S3Server { port, root, access_key, secret_key, _rt: rt })
+        Ok(S3Server { port, root, access_key, secret_key, faults, _rt: rt })
+    }
+
+    /// Holds the next `n` object writes (PUT of an object, completion of a multipart upload),
+    /// received whole, until [`S3Server::release_writes`]: the writer sees an upload in flight,
+    /// and S3 applies it late.
+    pub fn hold_next_writes(&self, n: usize) {
+        self.faults.to_hold.store(n, Ordering::SeqCst);
+    }
+
+    /// Object writes held right now.
+    pub fn held_writes(&self) -> usize {
+        self.faults.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets every held write go on (it is then served as if it had just arrived) and holds no
+    /// more.
+    pub fn release_writes(&self) {
+        self.faults.to_hold.store(0, Ordering::SeqCst);
+        self.faults.released.notify_waiters();
+    }
+
+    /// Reads request bodies at `bytes_per_sec` (0: as fast as they come), as over a slow link.
+    pub fn set_upload_rate(&self, bytes_per_sec: u64) {
+        self.faults.rate.store(bytes_per_sec, Ordering::SeqCst);
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -103,6 +103,53 @@ fn leader_move_reassigns_in_the_new_zone_without_loss_or_duplicates() -> Res {
 }
 
 #[test]
+/// A worker stopped (SIGSTOP: a VM pause, CPU starvation) while its upload is in flight and
+/// resumed after a peer took its partition over: S3 refuses the late write instead of replacing
+/// the peer's longer object, and every record is in S3 once.
+fn a_worker_stopped_mid_upload_and_resumed_after_a_takeover_replaces_nothing() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 1)?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let leader = world.kafka.leaders("logs")?[&0];
+    let rack = world.kafka.rack_of(leader).unwrap_or_default().to_owned();
+    let zone = world.kafka.zones().iter().position(|z| *z == rack).ok_or_else(|| anyhow::anyhow!("leader rack"))?;
+    // Rolls by age only, so the stalled owner's object and the peer's differ in length.
+    let spec = FleetSpec { max_age_ms: 1000, max_records: 1_000_000, grace_secs: 1, ..FleetSpec::default() };
+    let tmp = tempfile::tempdir()?;
+    let workers = [
+        Worker::start(&world, tmp.path(), "a", Some(zone), &spec)?,
+        Worker::start(&world, tmp.path(), "b", Some(zone), &spec)?,
+    ];
+    let refs: Vec<&Worker> = workers.iter().collect();
+    let view = wait_converged(&refs, 1, 1)?;
+    let owner_id = owners_of(&view).get("logs/0").cloned().ok_or_else(|| anyhow::anyhow!("no owner"))?;
+    let (owner, peer) = if owner_id == "a" { (&workers[0], &workers[1]) } else { (&workers[1], &workers[0]) };
+
+    s3.hold_next_writes(1);
+    produce(&world, "logs", 1, 300, "first")?;
+    testkit::wait_until("the owner's upload to be in flight", Duration::from_secs(30), || {
+        (s3.held_writes() == 1).then_some(())
+    })?;
+    owner.signal(libc::SIGSTOP)?;
+    produce(&world, "logs", 1, 300, "second")?;
+    // The owner's lease runs out; the peer takes the partition over and uploads from the last
+    // commit, a longer object under the same key.
+    testkit::wait_until("the peer to upload", Duration::from_secs(60), || {
+        (peer.metric("zonal_transporter_uploads_total", &[]).ok()? >= 1.0).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", peer.log_tail()))?;
+    // The stalled write reaches S3 now.
+    s3.release_writes();
+    testkit::wait_until("the late write to be answered", Duration::from_secs(30), || {
+        (s3.held_writes() == 0).then_some(())
+    })?;
+    owner.signal(libc::SIGCONT)?;
+    produce(&world, "logs", 1, 300, "third")?;
+    wait_exactly_once(&world, 900, &refs)?;
+    Ok(())
+}
+
+#[test]
 fn invalid_config_names_the_field() -> Res {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("t.toml");

@@ -183,6 +183,14 @@ listen = "127.0.0.1:{port}"
         self.spawn()
     }
 
+    /// Sends a signal (SIGSTOP / SIGCONT to stall and resume it).
+    pub fn signal(&self, sig: i32) -> Res {
+        let Some(c) = &self.child else { anyhow::bail!("worker {} not running", self.id) };
+        // SAFETY: kill(2) on our own child.
+        anyhow::ensure!(unsafe { libc::kill(c.id() as i32, sig) } == 0, "kill({sig}) failed");
+        Ok(())
+    }
+
     pub fn get(&self, path: &str) -> Res<(u16, String)> {
         http_get(&self.http, path)
     }
