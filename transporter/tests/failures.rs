@@ -150,6 +150,34 @@ fn a_worker_stopped_mid_upload_and_resumed_after_a_takeover_replaces_nothing() -
 }
 
 #[test]
+/// S3 at a few hundred KB/s: an object takes longer to upload than a lease lasts. The upload
+/// goes on for as long as the lease is renewed, so every object lands, once.
+fn s3_at_a_few_hundred_kb_per_second_still_gets_every_record_once() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 1)?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    s3.set_upload_rate(200 * 1024);
+    let leader = world.kafka.leaders("logs")?[&0];
+    let rack = world.kafka.rack_of(leader).unwrap_or_default().to_owned();
+    let zone = world.kafka.zones().iter().position(|z| *z == rack).ok_or_else(|| anyhow::anyhow!("leader rack"))?;
+    // Uncompressed objects of ~630 KB: over 3 s each at this rate, past a 3 s lease.
+    let spec = FleetSpec {
+        max_age_ms: 60_000,
+        max_records: 3000,
+        env: vec![("ZONAL_TRANSPORTER__S3__COMPRESSION".into(), "none".into())],
+        ..FleetSpec::default()
+    };
+    let tmp = tempfile::tempdir()?;
+    let worker = Worker::start(&world, tmp.path(), "slow", Some(zone), &spec)?;
+    wait_converged(&[&worker], 1, 1)?;
+    produce(&world, "logs", 1, 6000, "slow")?;
+    let got = wait_exactly_once(&world, 6000, &[&worker])?;
+    assert_eq!(got.len(), 6000);
+    assert!(worker.metric("zonal_transporter_upload_seconds_sum", &[])? >= 5.0, "uploads were not slow");
+    Ok(())
+}
+
+#[test]
 fn invalid_config_names_the_field() -> Res {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("t.toml");

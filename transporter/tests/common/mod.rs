@@ -277,7 +277,7 @@ pub fn s3_records(world: &World) -> Res<(Seen, usize)> {
     let mut out = BTreeMap::new();
     for k in &keys {
         let body = std::fs::read(s3.root().join(BUCKET).join(k))?;
-        let text = zstd::stream::decode_all(&body[..])?;
+        let text = if k.ends_with(".zst") { zstd::stream::decode_all(&body[..])? } else { body };
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let v: serde_json::Value = serde_json::from_slice(line)?;
             let key = (
