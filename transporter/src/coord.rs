@@ -384,6 +384,53 @@ pub async fn commit(client: &Client, keys: &Keys, tp: &Tp, me: &str, lease: i64,
     Ok(resp.succeeded())
 }
 
+/// What `set_offset` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetOffset {
+    /// The offset was written.
+    Done,
+    /// Not written: a worker owns the partition and would overwrite it with its own progress.
+    Owned(String),
+}
+
+/// An operator sets the next offset of a partition. Refused while a worker owns it (its next
+/// commit would overwrite the value), unless `while_owned`: for a partition held on an invalid or
+/// out-of-range offset, whose owner reads the value again until it can use it.
+pub async fn set_offset(
+    client: &Client,
+    keys: &Keys,
+    tp: &Tp,
+    next: i64,
+    while_owned: bool,
+) -> anyhow::Result<SetOffset> {
+    let mut c = client.clone();
+    let owner = keys.owner(tp);
+    let put = TxnOp::put(keys.offset(tp), next.to_string(), None);
+    let txn = if while_owned {
+        Txn::new().and_then([put])
+    } else {
+        Txn::new()
+            .when([Compare::version(owner.clone(), CompareOp::Equal, 0)])
+            .and_then([put])
+            .or_else([TxnOp::get(owner, None)])
+    };
+    let resp = c.txn(txn).await.with_context(|| format!("setting the offset of {}", tp.key()))?;
+    if resp.succeeded() {
+        return Ok(SetOffset::Done);
+    }
+    let holder = resp
+        .op_responses()
+        .into_iter()
+        .find_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => {
+                g.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(SetOffset::Owned(holder))
+}
+
 /// Every key under `prefix`, with the prefix stripped, and its value as text.
 async fn list(client: &Client, prefix: String, what: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let mut c = client.clone();

@@ -1,5 +1,6 @@
 //! `zonal-transporter`: moves Kafka to S3 with each partition read by a worker in that
-//! partition's zone, coordinated through etcd, exactly once. Commands: `run`, `check`, `status`.
+//! partition's zone, coordinated through etcd, exactly once. Commands: `run`, `check`, `status`,
+//! `offsets`.
 
 mod app;
 mod buffer;
@@ -51,6 +52,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the committed offsets (next offset to read per partition), or set them.
+    Offsets {
+        /// Configuration file (its etcd section is used).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Set a partition's next offset, as `TOPIC/PARTITION=OFFSET` (repeatable).
+        #[arg(long, value_name = "TOPIC/PARTITION=OFFSET")]
+        set: Vec<String>,
+        /// Also set partitions a worker owns: for one held on an invalid or out-of-range offset,
+        /// which its owner reads again until it can use it.
+        #[arg(long)]
+        while_owned: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,7 +100,58 @@ fn real_main() -> anyhow::Result<()> {
             let cfg = TransporterConfig::load(Some(&config))?;
             rt().context("starting the runtime")?.block_on(status(cfg, json))
         }
+        Command::Offsets { config, set, while_owned, json } => {
+            let cfg = TransporterConfig::load(Some(&config))?;
+            let changes = set.iter().map(|s| parse_set(s)).collect::<anyhow::Result<Vec<_>>>()?;
+            rt().context("starting the runtime")?.block_on(offsets(cfg, changes, while_owned, json))
+        }
     }
+}
+
+/// `TOPIC/PARTITION=OFFSET`.
+fn parse_set(text: &str) -> anyhow::Result<(az_core::assign::Tp, i64)> {
+    let (tp, offset) =
+        text.rsplit_once('=').with_context(|| format!("--set {text:?}: expected TOPIC/PARTITION=OFFSET"))?;
+    let tp =
+        az_core::assign::Tp::parse(tp).with_context(|| format!("--set {text:?}: {tp:?} is not TOPIC/PARTITION"))?;
+    let offset: i64 = offset
+        .trim()
+        .parse()
+        .ok()
+        .filter(|o| *o >= 0)
+        .with_context(|| format!("--set {text:?}: {offset:?} is not an offset (a number >= 0)"))?;
+    Ok((tp, offset))
+}
+
+async fn offsets(
+    cfg: TransporterConfig,
+    changes: Vec<(az_core::assign::Tp, i64)>,
+    while_owned: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = coord::connect(&cfg.etcd).await?;
+    let keys = coord::Keys::new(&cfg.etcd.cluster);
+    let mut refused = Vec::new();
+    for (tp, next) in &changes {
+        match coord::set_offset(&client, &keys, tp, *next, while_owned).await? {
+            coord::SetOffset::Done => eprintln!("{}: next offset set to {next}", tp.key()),
+            coord::SetOffset::Owned(owner) => refused.push(format!(
+                "{} is owned by worker {owner:?}, whose next commit would overwrite it; stop that worker or pass --while-owned for a held partition",
+                tp.key()
+            )),
+        }
+    }
+    let offsets = coord::offsets(&client, &keys).await?;
+    let owners = coord::owners(&client, &keys).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "offsets": offsets, "owners": owners }))?);
+    } else {
+        for (tp, next) in &offsets {
+            println!("{tp:<28} next offset {next:<12} owner {}", owners.get(tp).map_or("-", String::as_str));
+        }
+    }
+    anyhow::ensure!(refused.is_empty(), "{}", refused.join("; "));
+    Ok(())
 }
 
 async fn status(cfg: TransporterConfig, json: bool) -> anyhow::Result<()> {

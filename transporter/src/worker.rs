@@ -409,7 +409,7 @@ impl Worker {
         queue: &rdkafka::consumer::stream_consumer::StreamPartitionQueue<WorkerContext>,
         lease: &watch::Receiver<LeaseState>,
         stop: &mut watch::Receiver<Stop>,
-        committed: Option<i64>,
+        mut committed: Option<i64>,
     ) -> anyhow::Result<()> {
         let max_age = Duration::from_millis(self.cfg.roll.max_age_ms);
         // The first record must be the one asked for; anything else is a gap, counted.
@@ -439,6 +439,19 @@ impl Worker {
                     {
                         self.seek(tp, Offset::Offset(at))?;
                         expected = Some(at);
+                    }
+                }
+                // A partition held on an out-of-range offset reads its committed offset again
+                // until an operator sets one (`zonal-transporter offsets --set … --while-owned`).
+                _ = tokio::time::sleep(Duration::from_secs(2)), if held => {
+                    if let Ok(Some(set)) = coord::committed(&self.etcd, &self.keys, tp).await
+                        && Some(set) != committed
+                    {
+                        tracing::info!(partition = %tp.key(), offset = set, "offset set by an operator; reading again");
+                        self.seek(tp, Offset::Offset(set))?;
+                        committed = Some(set);
+                        expected = Some(set);
+                        held = false;
                     }
                 }
                 msg = queue.recv(), if !held => {

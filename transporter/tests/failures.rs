@@ -462,6 +462,25 @@ async fn offsets_out_of_range_follow_the_policy_and_are_counted() -> Res {
             if policy == "fail" {
                 let (seen, _) = s3_records(&world)?;
                 assert!(!seen.keys().any(|(_, p, _)| *p == 2), "a held partition was read");
+                // The operator sets the offset with the CLI: refused while owned unless asked
+                // for a held partition; the owner then reads from there.
+                let offsets = |extra: &[&str]| -> Res<std::process::Output> {
+                    Ok(Command::new(env!("CARGO_BIN_EXE_zonal-transporter"))
+                        .args(["offsets", "-c"])
+                        .arg(tmp.path().join("w0-0.toml"))
+                        .args(extra)
+                        .output()?)
+                };
+                let out = offsets(&["--set", "logs/2=0"])?;
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(!out.status.success() && err.contains("owned by worker \"w0-0\""), "{err}");
+                let out = offsets(&["--set", "logs/2=zero"])?;
+                assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not an offset"));
+                let out = offsets(&["--set", "logs/2=0", "--while-owned"])?;
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let shown = String::from_utf8_lossy(&out.stdout);
+                assert!(shown.lines().any(|l| l.starts_with("logs/2") && l.contains("next offset 0")), "{shown}");
+                wait_exactly_once(&world, 150, &[&w])?;
             }
             Ok(())
         })?;
