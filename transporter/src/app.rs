@@ -186,7 +186,8 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         if *shutdown_rx.borrow() {
             break;
         }
-        let (lease_id, lease_rx, keepalive) = match coord::lease(&worker.etcd, cfg.etcd.lease_ttl_secs).await {
+        let (lease_id, lease_rx, keepalive) = match coord::lease(&worker.etcd, &cfg.etcd, cfg.etcd.lease_ttl_secs).await
+        {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "etcd unavailable; retrying");
@@ -207,10 +208,12 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         }
         tracing::info!(worker = %id, lease = lease_id, "registered");
         state.registered.store(true, Ordering::Relaxed);
+        // The master candidate runs on a thread of its own, so the workers' records and rolls
+        // never delay the election or the assignment (and the reverse).
         let master = {
             let w = worker.clone();
             let l = lease_rx.clone();
-            tokio::spawn(async move {
+            coord::OwnThread::spawn("zonal-master", move || async move {
                 loop {
                     if !l.borrow().valid() {
                         return;
@@ -221,6 +224,13 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             })
+        };
+        let master = match master {
+            Ok(m) => m,
+            Err(e) => {
+                keepalive.abort();
+                return Err(e);
+            }
         };
         let refresh = {
             let w = worker.clone();

@@ -11,6 +11,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -116,12 +117,24 @@ impl Keys {
     }
 }
 
-/// Connects to etcd with optional user/password and TLS.
+/// Connects to etcd with optional user/password and TLS; every request times out after 5 s.
 pub async fn connect(cfg: &EtcdConfig) -> anyhow::Result<Client> {
+    connect_with(cfg, Some(Duration::from_secs(5))).await
+}
+
+/// Connects to etcd for requests that wait by design (a campaign blocks until elected): a
+/// request timeout would cut every standby's campaign and churn the election.
+pub async fn connect_untimed(cfg: &EtcdConfig) -> anyhow::Result<Client> {
+    connect_with(cfg, None).await
+}
+
+async fn connect_with(cfg: &EtcdConfig, request_timeout: Option<Duration>) -> anyhow::Result<Client> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    if let Some(t) = request_timeout {
+        opts = opts.with_timeout(t);
+    }
     if let (Some(u), Some(p)) = (&cfg.username, cfg.resolved_password()?) {
         opts = opts.with_user(u.clone(), p);
     }
@@ -163,11 +176,14 @@ impl LeaseState {
     }
 }
 
-/// Grants a lease and keeps it alive in the background; the watch channel carries its state.
+/// Grants a lease and keeps it alive on a thread of its own, with its own runtime and etcd
+/// connection: no amount of work on the main runtime (records, rolls, the assignment) can delay a
+/// keepalive and lose the lease while etcd is healthy. The watch channel carries its state.
 pub async fn lease(
     client: &Client,
+    cfg: &EtcdConfig,
     ttl_secs: i64,
-) -> anyhow::Result<(i64, watch::Receiver<LeaseState>, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<(i64, watch::Receiver<LeaseState>, OwnThread)> {
     let mut c = client.clone();
     let granted = Instant::now();
     let resp = c.lease_grant(ttl_secs, None).await.context("granting an etcd lease")?;
@@ -175,47 +191,102 @@ pub async fn lease(
     let ttl = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(1));
     let margin = ttl / 5;
     let (tx, rx) = watch::channel(LeaseState { id, valid_until: granted + ttl - margin, lost: false });
-    let task = tokio::spawn(async move {
-        let every = ttl / 3;
-        let mut keeper = None;
-        loop {
-            if tx.borrow().valid_until <= Instant::now() {
-                tx.send_modify(|s| s.lost = true);
-                tracing::error!(lease = id, "lease expired without a keepalive answer: ownership lost");
-                return;
-            }
-            let sent = Instant::now();
-            if keeper.is_none() {
-                keeper = tokio::time::timeout(every, c.lease_keep_alive(id)).await.ok().and_then(Result::ok);
-            }
-            let mut ok = false;
-            if let Some((k, stream)) = keeper.as_mut() {
-                let round = async {
-                    k.keep_alive().await?;
-                    stream.message().await
-                };
-                match tokio::time::timeout(every, round).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                        let ttl = Duration::from_secs(u64::try_from(r.ttl()).unwrap_or(0));
-                        tx.send_modify(|s| s.valid_until = sent + ttl - margin);
-                        ok = true;
-                    }
-                    Ok(Ok(Some(_))) => {
-                        tx.send_modify(|s| s.lost = true);
-                        tracing::error!(lease = id, "etcd says the lease is gone: ownership lost");
-                        return;
-                    }
-                    _ => {}
-                }
-            }
-            if !ok {
-                keeper = None;
-                tracing::warn!(lease = id, "lease keepalive failed; still owner until the lease would expire");
-            }
-            tokio::time::sleep(if ok { every } else { Duration::from_millis(300) }).await;
+    let cfg = cfg.clone();
+    let thread = OwnThread::spawn("zonal-lease", move || keep_alive(cfg, id, ttl, margin, tx))?;
+    Ok((id, rx, thread))
+}
+
+async fn keep_alive(cfg: EtcdConfig, id: i64, ttl: Duration, margin: Duration, tx: watch::Sender<LeaseState>) {
+    let every = ttl / 3;
+    let mut client: Option<Client> = None;
+    let mut keeper = None;
+    loop {
+        if tx.borrow().valid_until <= Instant::now() {
+            tx.send_modify(|s| s.lost = true);
+            tracing::error!(lease = id, "lease expired without a keepalive answer: ownership lost");
+            return;
         }
-    });
-    Ok((id, rx, task))
+        let sent = Instant::now();
+        if client.is_none() {
+            client = tokio::time::timeout(every, connect(&cfg)).await.ok().and_then(Result::ok);
+        }
+        if keeper.is_none()
+            && let Some(c) = client.as_mut()
+        {
+            keeper = tokio::time::timeout(every, c.lease_keep_alive(id)).await.ok().and_then(Result::ok);
+        }
+        let mut ok = false;
+        if let Some((k, stream)) = keeper.as_mut() {
+            let round = async {
+                k.keep_alive().await?;
+                stream.message().await
+            };
+            match tokio::time::timeout(every, round).await {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                    let ttl = Duration::from_secs(u64::try_from(r.ttl()).unwrap_or(0));
+                    tx.send_modify(|s| s.valid_until = sent + ttl - margin);
+                    ok = true;
+                }
+                Ok(Ok(Some(_))) => {
+                    tx.send_modify(|s| s.lost = true);
+                    tracing::error!(lease = id, "etcd says the lease is gone: ownership lost");
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if !ok {
+            keeper = None;
+            tracing::warn!(lease = id, "lease keepalive failed; still owner until the lease would expire");
+        }
+        tokio::time::sleep(if ok { every } else { Duration::from_millis(300) }).await;
+    }
+}
+
+/// A task on a thread of its own with a single-threaded runtime, stopped when aborted or dropped.
+/// For the work no other work may delay: the lease keepalive and the master.
+pub struct OwnThread {
+    stop: Arc<tokio::sync::Notify>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl OwnThread {
+    /// Runs the future `make()` returns on thread `name` until it ends or [`OwnThread::abort`].
+    pub fn spawn<F, Fut>(name: &str, make: F) -> anyhow::Result<OwnThread>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting the runtime of {name}"))?;
+        let handle = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        () = make() => {}
+                        () = stopped.notified() => {}
+                    }
+                });
+            })
+            .with_context(|| format!("starting thread {name}"))?;
+        Ok(OwnThread { stop, _thread: handle })
+    }
+
+    /// Stops the task (at its next await) without waiting for the thread.
+    pub fn abort(&self) {
+        self.stop.notify_one();
+    }
+}
+
+impl Drop for OwnThread {
+    fn drop(&mut self) {
+        self.abort();
+    }
 }
 
 /// Registers (or refreshes) a worker under its lease.
@@ -456,4 +527,35 @@ pub async fn owners(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<Str
 /// Committed offsets of every partition (`topic/partition` -> value as stored).
 pub async fn offsets(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<String, String>> {
     list(client, keys.offsets(), "offsets").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both threads of the main runtime blocked for longer than the lease lasts (a busy worker:
+    /// compression, a huge roll): the keepalive runs on its own thread, so the lease lives on in
+    /// etcd and the worker still knows itself owner.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_starved_runtime_does_not_lose_the_lease() {
+        let etcd = testkit::Etcd::start().expect("etcd");
+        let cfg = EtcdConfig { endpoints: vec![etcd.endpoint()], ..EtcdConfig::default() };
+        let client = connect(&cfg).await.expect("connect");
+        let (id, state, _keepalive) = lease(&client, &cfg, 2).await.expect("lease");
+        let hogs: Vec<_> = (0..2)
+            .map(|_| {
+                tokio::spawn(async {
+                    // Deliberately blocking the runtime thread: this is the fault under test.
+                    std::thread::sleep(Duration::from_secs(4));
+                })
+            })
+            .collect();
+        for h in hogs {
+            h.await.expect("hog");
+        }
+        assert!(state.borrow().valid(), "the worker thinks its lease is gone: {:?}", *state.borrow());
+        let mut c = client.clone();
+        let ttl = c.lease_time_to_live(id, None).await.expect("ttl").ttl();
+        assert!(ttl > 0, "etcd expired the lease (ttl {ttl})");
+    }
 }

@@ -68,15 +68,19 @@ pub fn partition_specs(
 
 /// Campaigns for mastership and, while master, keeps the assignment current. Returns when the
 /// lease is lost.
+/// It runs on a thread of its own (see `app`), with connections of its own: the campaign's has no
+/// request timeout (it blocks until elected; a timeout would churn the election key), the
+/// master's work uses the usual one.
 pub async fn run(worker: Arc<Worker>, lease: watch::Receiver<LeaseState>) -> anyhow::Result<()> {
-    let mut election = worker.etcd.election_client();
+    let etcd = coord::connect(&worker.cfg.etcd).await?;
+    let mut election = coord::connect_untimed(&worker.cfg.etcd).await?.election_client();
     let lease_id = lease.borrow().id;
     let name = worker.keys.election();
     let resp = election.campaign(name.clone(), worker.id.clone(), lease_id).await.context("campaigning for master")?;
     let leader = resp.leader().context("campaign answered without a leader key")?.clone();
     tracing::info!(worker = %worker.id, "elected master");
     worker.metrics.is_master.set(1);
-    let result = lead(&worker, &lease, leader.key().to_vec(), leader.rev()).await;
+    let result = lead(&worker, &etcd, &lease, leader.key().to_vec(), leader.rev()).await;
     worker.metrics.is_master.set(0);
     let _ = election.resign(Some(etcd_client::ResignOptions::new().with_leader(leader))).await;
     result
@@ -84,6 +88,7 @@ pub async fn run(worker: Arc<Worker>, lease: watch::Receiver<LeaseState>) -> any
 
 async fn lead(
     worker: &Arc<Worker>,
+    etcd: &etcd_client::Client,
     lease: &watch::Receiver<LeaseState>,
     leader_key: Vec<u8>,
     leader_rev: i64,
@@ -99,7 +104,7 @@ async fn lead(
     // The previous assignment carries stickiness: an etcd error reading it stops this term
     // (the campaign starts again) instead of starting from nothing; only a document that is not
     // an assignment at all is replaced.
-    let mut previous: Option<AssignmentDoc> = match coord::assignment(&worker.etcd, &worker.keys).await {
+    let mut previous: Option<AssignmentDoc> = match coord::assignment(etcd, &worker.keys).await {
         Ok(doc) => doc,
         Err(e) if e.root_cause().is::<serde_json::Error>() => {
             tracing::error!(error = %format!("{e:#}"), "replacing an invalid assignment document");
@@ -136,8 +141,8 @@ async fn lead(
             }
         }
         let topo = watcher.current();
-        let (workers, bad) = coord::workers(&worker.etcd, &worker.keys).await?;
-        let left = coord::left(&worker.etcd, &worker.keys).await?;
+        let (workers, bad) = coord::workers(etcd, &worker.keys).await?;
+        let left = coord::left(etcd, &worker.keys).await?;
         for b in bad {
             worker.metrics.error("etcd-value");
             tracing::error!(value = %b, "skipping an invalid worker registration");
@@ -222,7 +227,7 @@ async fn lead(
                 let txn = Txn::new()
                     .when([Compare::create_revision(leader_key.clone(), CompareOp::Equal, leader_rev)])
                     .and_then([TxnOp::put(worker.keys.assignment(), serde_json::to_vec(&doc)?, None)]);
-                let mut c = worker.etcd.clone();
+                let mut c = etcd.clone();
                 let resp = c.txn(txn).await.context("writing the assignment")?;
                 if !resp.succeeded() {
                     anyhow::bail!("no longer the leader; stepping down");
