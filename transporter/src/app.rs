@@ -236,12 +236,16 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
             let w = worker.clone();
             let l = lease_rx.clone();
             let make_info = make_info.clone();
+            let mut written = info();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     let i = make_info(w.rates.lock().unwrap_or_else(PoisonError::into_inner).clone());
-                    if l.borrow().valid() {
-                        let _ = coord::register(&w.etcd, &w.keys, &i, lease_id).await;
+                    if l.borrow().valid()
+                        && written.differs_materially(&i)
+                        && coord::register(&w.etcd, &w.keys, &i, lease_id).await.is_ok()
+                    {
+                        written = i;
                     }
                 }
             })

@@ -42,6 +42,25 @@ pub struct WorkerInfo {
     pub rates: BTreeMap<String, f64>,
 }
 
+impl WorkerInfo {
+    /// Whether `next` says something the master acts on that `self` (the registration in etcd)
+    /// does not: another zone, capacity or address, partitions gained or lost, or a rate that
+    /// moved by more than a fifth. Registrations are rewritten only then, so the etcd keyspace
+    /// (and its history until compaction) does not grow by one revision per worker every few
+    /// seconds.
+    pub fn differs_materially(&self, next: &WorkerInfo) -> bool {
+        let rate_moved = |a: f64, b: f64| (a - b).abs() > 0.2 * a.abs().max(b.abs()).max(1.0);
+        self.id != next.id
+            || self.zone_id != next.zone_id
+            || self.zone_name != next.zone_name
+            || self.host != next.host
+            || self.capacity != next.capacity
+            || self.http != next.http
+            || self.rates.len() != next.rates.len()
+            || self.rates.iter().zip(&next.rates).any(|((ka, a), (kb, b))| ka != kb || rate_moved(*a, *b))
+    }
+}
+
 /// The master's assignment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AssignmentDoc {
@@ -532,6 +551,39 @@ pub async fn offsets(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registrations_change_only_for_what_the_master_uses() {
+        let base = WorkerInfo {
+            id: "w".into(),
+            zone_id: Some("use1-az1".into()),
+            zone_name: None,
+            host: "h".into(),
+            capacity: 1.0,
+            http: "127.0.0.1:1".into(),
+            rates: BTreeMap::from([("logs/0".into(), 1000.0), ("logs/1".into(), 0.0)]),
+        };
+        let with = |f: &dyn Fn(&mut WorkerInfo)| {
+            let mut w = base.clone();
+            f(&mut w);
+            w
+        };
+        assert!(!base.differs_materially(&base));
+        assert!(!base.differs_materially(&with(&|w| {
+            w.rates.insert("logs/0".into(), 1150.0);
+        })));
+        assert!(!base.differs_materially(&with(&|w| {
+            w.rates.insert("logs/1".into(), 0.9);
+        })));
+        assert!(base.differs_materially(&with(&|w| {
+            w.rates.insert("logs/0".into(), 1300.0);
+        })));
+        assert!(base.differs_materially(&with(&|w| {
+            w.rates.insert("logs/2".into(), 0.0);
+        })));
+        assert!(base.differs_materially(&with(&|w| w.zone_id = Some("use1-az2".into()))));
+        assert!(base.differs_materially(&with(&|w| w.capacity = 2.0)));
+    }
 
     /// Both threads of the main runtime blocked for longer than the lease lasts (a busy worker:
     /// compression, a huge roll): the keepalive runs on its own thread, so the lease lives on in
