@@ -45,11 +45,11 @@ pub struct WorkerInfo {
 impl WorkerInfo {
     /// Whether `next` says something the master acts on that `self` (the registration in etcd)
     /// does not: another zone, capacity or address, partitions gained or lost, or a rate that
-    /// moved by more than a fifth. Registrations are rewritten only then, so the etcd keyspace
+    /// moved by more than a fifth (rates under 1 KiB/s are noise). Registrations are rewritten only then, so the etcd keyspace
     /// (and its history until compaction) does not grow by one revision per worker every few
     /// seconds.
     pub fn differs_materially(&self, next: &WorkerInfo) -> bool {
-        let rate_moved = |a: f64, b: f64| (a - b).abs() > 0.2 * a.abs().max(b.abs()).max(1.0);
+        let rate_moved = |a: f64, b: f64| (a - b).abs() > 0.2 * a.abs().max(b.abs()).max(1024.0);
         self.id != next.id
             || self.zone_id != next.zone_id
             || self.zone_name != next.zone_name
