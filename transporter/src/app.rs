@@ -96,7 +96,7 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         consumer: consumer.clone(),
         metrics: metrics.clone(),
         owned: Mutex::new(Default::default()),
-        assignment: RwLock::new(None),
+        share: RwLock::new(None),
         rates: Mutex::new(Default::default()),
         cfg: cfg.clone(),
     });

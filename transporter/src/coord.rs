@@ -5,7 +5,8 @@
 //! ```text
 //!  /<cluster>/workers/<id>          WorkerInfo JSON, bound to the worker's lease
 //!  /<cluster>/master                election (etcd's election API), value = worker id
-//!  /<cluster>/assignment            AssignmentDoc JSON, written by the master (txn: still leader)
+//!  /<cluster>/assignment            assignment summary, written by the master (txn: still leader)
+//!  /<cluster>/assignment/<worker>   that worker's share of the assignment (see `shares`)
 //!  /<cluster>/owners/<topic>/<p>    worker id, bound to its lease: the fence
 //!  /<cluster>/offsets/<topic>/<p>   next offset to read, written by txn "owner = me, my lease"
 //! ```
@@ -81,6 +82,9 @@ pub struct AssignmentDoc {
     pub waiting: usize,
     /// Unix ms when written.
     pub written_at_ms: i64,
+    /// Departed workers whose partitions wait for them -> Unix ms when they were noticed gone.
+    #[serde(default)]
+    pub departed_ms: BTreeMap<String, i64>,
 }
 
 /// Key layout under `/<cluster>/`.
@@ -114,9 +118,17 @@ impl Keys {
     pub fn election(&self) -> String {
         format!("{}/master", self.root)
     }
-    /// Assignment document.
+    /// Assignment summary (see `shares`).
     pub fn assignment(&self) -> String {
         format!("{}/assignment", self.root)
+    }
+    /// Prefix of the workers' assignment shares.
+    pub fn shares(&self) -> String {
+        format!("{}/assignment/", self.root)
+    }
+    /// One worker's assignment share.
+    pub fn share(&self, worker: &str) -> String {
+        format!("{}/assignment/{worker}", self.root)
     }
     /// Owner of a partition.
     pub fn owner(&self, tp: &Tp) -> String {
@@ -370,18 +382,6 @@ pub async fn workers(client: &Client, keys: &Keys) -> anyhow::Result<(Vec<Worker
         }
     }
     Ok((out, bad))
-}
-
-/// Reads the assignment; garbage is an error naming the key.
-pub async fn assignment(client: &Client, keys: &Keys) -> anyhow::Result<Option<AssignmentDoc>> {
-    let mut c = client.clone();
-    let resp = c.get(keys.assignment(), None).await.context("reading the assignment from etcd")?;
-    match resp.kvs().first() {
-        None => Ok(None),
-        Some(kv) => serde_json::from_slice(kv.value())
-            .map(Some)
-            .with_context(|| format!("{} holds an invalid assignment", keys.assignment())),
-    }
 }
 
 /// Tries to become the owner of a partition: succeeds if nobody owns it (or we already do).

@@ -35,9 +35,7 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    if s.registered.load(Ordering::Relaxed)
-        && s.worker.assignment.read().unwrap_or_else(PoisonError::into_inner).is_some()
-    {
+    if s.registered.load(Ordering::Relaxed) && s.worker.share.read().unwrap_or_else(PoisonError::into_inner).is_some() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: not registered or no assignment yet\n").into_response()
@@ -52,13 +50,15 @@ struct Status {
     zone: Option<String>,
     zone_source: String,
     registered: bool,
-    assignment_generation: Option<u64>,
+    /// Partitions in this worker's share of the assignment (`None` before it was read).
+    assigned: Option<usize>,
     owned: BTreeMap<String, crate::worker::OwnedStatus>,
 }
 
 async fn status(State(s): State<Arc<AppState>>) -> Json<impl Serialize> {
     let w = &s.worker;
-    let doc = w.assignment.read().unwrap_or_else(PoisonError::into_inner).clone();
+    // Only local state: `/status` must answer while etcd does not.
+    let assigned = w.share.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|s| s.len());
     let is_master = w.metrics.is_master.get() == 1;
     Json(Status {
         id: w.id.clone(),
@@ -66,7 +66,7 @@ async fn status(State(s): State<Arc<AppState>>) -> Json<impl Serialize> {
         zone: s.zone.zone.as_ref().map(|z| z.display_label().to_owned()),
         zone_source: s.zone.source.to_string(),
         registered: s.registered.load(Ordering::Relaxed),
-        assignment_generation: doc.map(|d| d.generation),
+        assigned,
         owned: w
             .owned
             .lock()
@@ -128,8 +128,11 @@ fn escape(s: &str) -> String {
 }
 
 async fn assignment(State(s): State<Arc<AppState>>, Query(f): Query<Fmt>) -> Response {
-    let Some(doc) = s.worker.assignment.read().unwrap_or_else(PoisonError::into_inner).clone() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no assignment yet\n").into_response();
+    // Assembled from etcd on demand: workers only keep their own share.
+    let doc = match crate::shares::full(&s.worker.etcd, &s.worker.keys).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return (StatusCode::SERVICE_UNAVAILABLE, "no assignment yet\n").into_response(),
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("reading the assignment: {e:#}\n")).into_response(),
     };
     let v = view(&doc);
     if f.format.as_deref() != Some("html") {

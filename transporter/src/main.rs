@@ -10,6 +10,7 @@ mod http;
 mod master;
 mod metrics;
 mod naming;
+mod shares;
 mod topics;
 mod upload;
 mod worker;
@@ -163,7 +164,7 @@ async fn status(cfg: TransporterConfig, json: bool) -> anyhow::Result<()> {
         Err(_) => None,
     };
     let (workers, bad) = coord::workers(&client, &keys).await?;
-    let doc = coord::assignment(&client, &keys).await?;
+    let doc = shares::full(&client, &keys).await?;
     let owners = coord::owners(&client, &keys).await?;
     let mut by_zone: BTreeMap<String, Vec<&coord::WorkerInfo>> = BTreeMap::new();
     for w in &workers {

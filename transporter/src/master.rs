@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use az_core::{Topology, TopologyWatcher, WatchOptions, Zone, ZoneMatcher};
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use tokio::sync::watch;
 
 use crate::coord::{self, AssignmentDoc, LeaseState, WorkerInfo};
@@ -41,13 +40,23 @@ pub fn partition_specs(
     follower_fetching: bool,
     rates: &BTreeMap<String, f64>,
 ) -> Vec<PartitionSpec> {
-    let zones: Vec<(Zone, String)> = workers.iter().filter_map(|w| Some((worker_zone(w)?, zone_label(w)?))).collect();
-    let label_of_rack = |rack: &str| -> String {
-        zones
-            .iter()
-            .find(|(z, _)| matcher.matches(z, rack))
-            .map(|(_, l)| l.clone())
-            .unwrap_or_else(|| matcher.canonical(rack).to_owned())
+    // A few zones among many workers, a few racks among many partitions: match each rack once.
+    let mut zones: Vec<(Zone, String)> =
+        workers.iter().filter_map(|w| Some((worker_zone(w)?, zone_label(w)?))).collect();
+    zones.sort_by(|a, b| (&a.0.id, &a.0.name, &a.1).cmp(&(&b.0.id, &b.0.name, &b.1)));
+    zones.dedup();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let mut label_of_rack = |rack: &str| -> String {
+        labels
+            .entry(rack.to_owned())
+            .or_insert_with(|| {
+                zones
+                    .iter()
+                    .find(|(z, _)| matcher.matches(z, rack))
+                    .map(|(_, l)| l.clone())
+                    .unwrap_or_else(|| matcher.canonical(rack).to_owned())
+            })
+            .clone()
     };
     let known: Vec<f64> = rates.values().copied().filter(|r| *r > 0.0).collect();
     let mean = if known.is_empty() { 1.0 } else { known.iter().sum::<f64>() / known.len() as f64 };
@@ -56,7 +65,7 @@ pub fn partition_specs(
         for p in topo.partitions(t).unwrap_or_default() {
             let tp = Tp { topic: t.clone(), partition: p.id };
             let brokers: Vec<i32> = if follower_fetching { p.isr.clone() } else { p.leader.into_iter().collect() };
-            let mut zs: Vec<String> = brokers.iter().filter_map(|&b| topo.rack_of(b)).map(label_of_rack).collect();
+            let mut zs: Vec<String> = brokers.iter().filter_map(|&b| topo.rack_of(b)).map(&mut label_of_rack).collect();
             zs.sort();
             zs.dedup();
             let weight = rates.get(&tp.key()).filter(|r| **r > 0.0).map_or(1.0, |r| (r / mean).max(0.01));
@@ -100,11 +109,10 @@ async fn lead(
     let mut topics = crate::topics::select(&cfg.kafka.topics, None, &[]);
     let mut watcher = start_watcher(worker, &topics);
     let mut topics_checked = Instant::now() - Duration::from_secs(3600);
-    let mut departed: BTreeMap<String, Instant> = BTreeMap::new();
     // The previous assignment carries stickiness: an etcd error reading it stops this term
     // (the campaign starts again) instead of starting from nothing; only a document that is not
     // an assignment at all is replaced.
-    let mut previous: Option<AssignmentDoc> = match coord::assignment(etcd, &worker.keys).await {
+    let mut previous: Option<AssignmentDoc> = match crate::shares::full(etcd, &worker.keys).await {
         Ok(doc) => doc,
         Err(e) if e.root_cause().is::<serde_json::Error>() => {
             tracing::error!(error = %format!("{e:#}"), "replacing an invalid assignment document");
@@ -151,92 +159,35 @@ async fn lead(
         // a reason to unassign: wait for a real answer.
         let answered = topics.is_empty() || topics.iter().any(|t| topo.partitions(t).is_some_and(|p| !p.is_empty()));
         if topo.is_fetched() && listed && answered {
-            let live: BTreeSet<&str> = workers.iter().map(|w| w.id.as_str()).collect();
-            let prev_owners: BTreeMap<Tp, String> = previous
-                .as_ref()
-                .map(|d| d.owners.iter().filter_map(|(k, w)| Some((Tp::parse(k)?, w.clone()))).collect())
-                .unwrap_or_default();
-            // Workers that held partitions and are gone: in grace from when this master first
-            // noticed.
-            for w in prev_owners.values() {
-                if !live.contains(w.as_str()) {
-                    departed.entry(w.clone()).or_insert_with(Instant::now);
-                }
-            }
-            // A worker that stopped cleanly released its partitions: no grace for it.
-            departed
-                .retain(|w, _| !live.contains(w.as_str()) && !left.contains(w) && prev_owners.values().any(|o| o == w));
-            let in_grace: Vec<String> =
-                departed.iter().filter(|(_, t)| t.elapsed() < grace).map(|(w, _)| w.clone()).collect();
-            let rates: BTreeMap<String, f64> = workers.iter().flat_map(|w| w.rates.clone()).collect();
-            let specs = partition_specs(&topo, &topics, &workers, &matcher, cfg.kafka.follower_fetching, &rates);
-            let wspecs: Vec<WorkerSpec> = workers
-                .iter()
-                .map(|w| WorkerSpec { id: w.id.clone(), zone: zone_label(w), capacity: w.capacity })
-                .collect();
-            // Zone-unaware (baseline) mode balances over every worker; the zones stay in the
-            // document so the view still shows what crosses zones.
-            let placed: Vec<PartitionSpec> = if cfg.assignment.zone_aware {
-                specs.clone()
-            } else {
-                specs.iter().map(|s| PartitionSpec { zones: vec![], ..s.clone() }).collect()
+            let input = PlanInput {
+                topo: &topo,
+                topics: &topics,
+                workers: &workers,
+                left: &left,
+                previous: previous.as_ref(),
+                master: &worker.id,
+                matcher: &matcher,
+                follower_fetching: cfg.kafka.follower_fetching,
+                zone_aware: cfg.assignment.zone_aware,
+                grace_ms: i64::try_from(grace.as_millis()).unwrap_or(i64::MAX),
+                now_ms: chrono::Utc::now().timestamp_millis(),
             };
-            let mut a = assign::assign(&placed, &wspecs, &prev_owners, &in_grace);
-            if !cfg.assignment.zone_aware {
-                a.cross_zone = specs
-                    .iter()
-                    .filter(|s| {
-                        let z = a
-                            .owners
-                            .get(&s.tp)
-                            .and_then(|w| wspecs.iter().find(|x| &x.id == w))
-                            .and_then(|w| w.zone.clone());
-                        !z.is_some_and(|z| s.zones.contains(&z))
-                    })
-                    .count();
-            }
-            worker.metrics.cross_zone_partitions.set(a.cross_zone as u64);
-            worker.metrics.waiting_partitions.set(a.waiting as u64);
-            let owners: BTreeMap<String, String> = a.owners.iter().map(|(tp, w)| (tp.key(), w.clone())).collect();
-            let zones: BTreeMap<String, String> =
-                specs.iter().filter_map(|s| Some((s.tp.key(), s.zones.first()?.clone()))).collect();
-            let mut worker_zones: BTreeMap<String, String> =
-                workers.iter().map(|w| (w.id.clone(), zone_label(w).unwrap_or_else(|| "unknown".into()))).collect();
-            for w in &in_grace {
-                let z = previous.as_ref().and_then(|d| d.workers.get(w).cloned()).unwrap_or_else(|| "unknown".into());
-                worker_zones.entry(w.clone()).or_insert(z);
-            }
-            let changed = previous.as_ref().is_none_or(|p| {
-                p.owners != owners
-                    || p.zones != zones
-                    || p.cross_zone != a.cross_zone
-                    || p.waiting != a.waiting
-                    || p.master != worker.id
-            });
-            if changed {
-                let doc = AssignmentDoc {
-                    generation: previous.as_ref().map_or(1, |p| p.generation + 1),
-                    master: worker.id.clone(),
-                    owners,
-                    zones,
-                    workers: worker_zones,
-                    cross_zone: a.cross_zone,
-                    waiting: a.waiting,
-                    written_at_ms: chrono::Utc::now().timestamp_millis(),
-                };
-                let txn = Txn::new()
-                    .when([Compare::create_revision(leader_key.clone(), CompareOp::Equal, leader_rev)])
-                    .and_then([TxnOp::put(worker.keys.assignment(), serde_json::to_vec(&doc)?, None)]);
-                let mut c = etcd.clone();
-                let resp = c.txn(txn).await.context("writing the assignment")?;
-                if !resp.succeeded() {
+            let (doc, moved) = plan(&input);
+            worker.metrics.cross_zone_partitions.set(doc.cross_zone as u64);
+            worker.metrics.waiting_partitions.set(doc.waiting as u64);
+            if previous.as_ref().is_none_or(|p| changed(p, &doc)) {
+                let writes = crate::shares::diff(&worker.keys, previous.as_ref(), &doc)?;
+                let Some(stats) = crate::shares::write(etcd, writes, &leader_key, leader_rev).await? else {
                     anyhow::bail!("no longer the leader; stepping down");
-                }
+                };
                 tracing::info!(
                     generation = doc.generation,
                     cross_zone = doc.cross_zone,
                     waiting = doc.waiting,
-                    moved = a.moved,
+                    moved,
+                    keys = stats.keys,
+                    txns = stats.txns,
+                    bytes = stats.bytes,
                     "assignment written"
                 );
                 previous = Some(doc);
@@ -244,6 +195,112 @@ async fn lead(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// What the master plans from.
+pub struct PlanInput<'a> {
+    /// Partitions and their replicas' racks.
+    pub topo: &'a Topology,
+    /// Topics to move.
+    pub topics: &'a [String],
+    /// Registered workers.
+    pub workers: &'a [WorkerInfo],
+    /// Workers that stopped cleanly (no grace for them).
+    pub left: &'a BTreeSet<String>,
+    /// The assignment in force (stickiness, departed workers and their grace clocks).
+    pub previous: Option<&'a AssignmentDoc>,
+    /// This master's id.
+    pub master: &'a str,
+    /// How racks are matched to zones.
+    pub matcher: &'a ZoneMatcher,
+    /// Any in-sync replica's zone is eligible, not only the leader's.
+    pub follower_fetching: bool,
+    /// Zone-aware (off: the baseline that balances over every worker).
+    pub zone_aware: bool,
+    /// How long a departed worker's partitions wait for it.
+    pub grace_ms: i64,
+    /// Wall-clock now (grace clocks are wall-clock so a new master keeps them).
+    pub now_ms: i64,
+}
+
+/// The next assignment: pure, no I/O. Returns it with the number of partitions that moved.
+pub fn plan(input: &PlanInput<'_>) -> (AssignmentDoc, usize) {
+    let live: BTreeSet<&str> = input.workers.iter().map(|w| w.id.as_str()).collect();
+    let prev_owners: BTreeMap<Tp, String> = input
+        .previous
+        .map(|d| d.owners.iter().filter_map(|(k, w)| Some((Tp::parse(k)?, w.clone()))).collect())
+        .unwrap_or_default();
+    // Workers that held partitions and are gone are in grace from when a master first noticed
+    // (kept in the document, so a new master does not restart their clocks); a worker that
+    // stopped cleanly released its partitions: no grace for it.
+    let mut departed: BTreeMap<String, i64> = input.previous.map(|d| d.departed_ms.clone()).unwrap_or_default();
+    for w in prev_owners.values() {
+        if !live.contains(w.as_str()) {
+            departed.entry(w.clone()).or_insert(input.now_ms);
+        }
+    }
+    departed
+        .retain(|w, _| !live.contains(w.as_str()) && !input.left.contains(w) && prev_owners.values().any(|o| o == w));
+    let in_grace: Vec<String> =
+        departed.iter().filter(|(_, t)| input.now_ms - **t < input.grace_ms).map(|(w, _)| w.clone()).collect();
+    let rates: BTreeMap<String, f64> = input.workers.iter().flat_map(|w| w.rates.clone()).collect();
+    let specs =
+        partition_specs(input.topo, input.topics, input.workers, input.matcher, input.follower_fetching, &rates);
+    let wspecs: Vec<WorkerSpec> = input
+        .workers
+        .iter()
+        .map(|w| WorkerSpec { id: w.id.clone(), zone: zone_label(w), capacity: w.capacity })
+        .collect();
+    // Zone-unaware (baseline) mode balances over every worker; the zones stay in the document
+    // so the view still shows what crosses zones.
+    let placed: Vec<PartitionSpec> = if input.zone_aware {
+        specs.clone()
+    } else {
+        specs.iter().map(|s| PartitionSpec { zones: vec![], ..s.clone() }).collect()
+    };
+    let mut a = assign::assign(&placed, &wspecs, &prev_owners, &in_grace);
+    if !input.zone_aware {
+        a.cross_zone = specs
+            .iter()
+            .filter(|s| {
+                let z =
+                    a.owners.get(&s.tp).and_then(|w| wspecs.iter().find(|x| &x.id == w)).and_then(|w| w.zone.clone());
+                !z.is_some_and(|z| s.zones.contains(&z))
+            })
+            .count();
+    }
+    let owners: BTreeMap<String, String> = a.owners.iter().map(|(tp, w)| (tp.key(), w.clone())).collect();
+    let zones: BTreeMap<String, String> =
+        specs.iter().filter_map(|s| Some((s.tp.key(), s.zones.first()?.clone()))).collect();
+    let mut workers: BTreeMap<String, String> =
+        input.workers.iter().map(|w| (w.id.clone(), zone_label(w).unwrap_or_else(|| "unknown".into()))).collect();
+    for w in &in_grace {
+        let z = input.previous.and_then(|d| d.workers.get(w).cloned()).unwrap_or_else(|| "unknown".into());
+        workers.entry(w.clone()).or_insert(z);
+    }
+    departed.retain(|w, _| in_grace.contains(w));
+    let doc = AssignmentDoc {
+        generation: input.previous.map_or(1, |p| p.generation + 1),
+        master: input.master.to_owned(),
+        owners,
+        zones,
+        workers,
+        cross_zone: a.cross_zone,
+        waiting: a.waiting,
+        written_at_ms: input.now_ms,
+        departed_ms: departed,
+    };
+    (doc, a.moved)
+}
+
+/// Whether `next` says something `previous` does not (the generation and time aside).
+fn changed(previous: &AssignmentDoc, next: &AssignmentDoc) -> bool {
+    previous.owners != next.owners
+        || previous.zones != next.zones
+        || previous.cross_zone != next.cross_zone
+        || previous.waiting != next.waiting
+        || previous.master != next.master
+        || previous.departed_ms.keys().ne(next.departed_ms.keys())
 }
 
 fn start_watcher(worker: &Arc<Worker>, topics: &[String]) -> TopologyWatcher {
@@ -255,4 +312,144 @@ fn start_watcher(worker: &Arc<Worker>, topics: &[String]) -> TopologyWatcher {
             request_timeout: Duration::from_secs(5),
         },
     )
+}
+
+#[cfg(test)]
+mod scale {
+    use std::time::Instant;
+
+    use az_core::topology::{Broker, PartitionInfo, TopicInfo};
+
+    use super::*;
+    use crate::shares;
+
+    const ZONES: [&str; 3] = ["use1-az1", "use1-az2", "use1-az3"];
+
+    fn topology(topics: usize, partitions: i32) -> Topology {
+        let brokers = (1..=6)
+            .map(|id| {
+                let b = Broker { id, host: "b".into(), port: 9092, rack: Some(ZONES[(id as usize - 1) % 3].into()) };
+                (id, b)
+            })
+            .collect();
+        let topics = (0..topics)
+            .map(|t| {
+                let parts = (0..partitions)
+                    .map(|p| {
+                        let leader = p % 6 + 1;
+                        PartitionInfo { id: p, leader: Some(leader), replicas: vec![leader], isr: vec![leader] }
+                    })
+                    .collect();
+                (format!("t{t:03}"), TopicInfo::Present(parts))
+            })
+            .collect();
+        Topology { brokers, topics, fetched_at: Some(std::time::SystemTime::now()), generation: 1 }
+    }
+
+    fn workers(n: usize) -> Vec<WorkerInfo> {
+        (0..n)
+            .map(|i| WorkerInfo {
+                id: format!("w{i:04}"),
+                zone_id: Some(ZONES[i % 3].into()),
+                zone_name: None,
+                host: "h".into(),
+                capacity: 1.0,
+                http: String::new(),
+                rates: BTreeMap::new(),
+            })
+            .collect()
+    }
+
+    /// 100,000 partitions over 1,000 workers in 3 zones, written to real etcd by the master's own
+    /// path: the first assignment fits etcd's request limit with room, reads back whole, a
+    /// departed worker's grace changes only the summary, and its partitions moving rewrites only
+    /// the shares that receive them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hundred_thousand_partitions_over_a_thousand_workers_fit_etcd() {
+        let etcd = testkit::Etcd::start().expect("etcd");
+        let cfg = crate::config::EtcdConfig { endpoints: vec![etcd.endpoint()], ..Default::default() };
+        let client = coord::connect(&cfg).await.expect("connect");
+        let keys = coord::Keys::new("scale");
+        let lease = client.clone().lease_grant(60, None).await.expect("lease").id();
+        let won = client.election_client().campaign(keys.election(), "m", lease).await.expect("campaign");
+        let leader = won.leader().expect("leader").clone();
+
+        let topo = topology(100, 1000);
+        let topics: Vec<String> = topo.topics.keys().cloned().collect();
+        let mut ws = workers(1000);
+        let matcher = ZoneMatcher::default();
+        let left = BTreeSet::new();
+        let input = |workers: &[WorkerInfo], previous: Option<&AssignmentDoc>, now_ms: i64| {
+            plan(&PlanInput {
+                topo: &topo,
+                topics: &topics,
+                workers,
+                left: &left,
+                previous,
+                master: "m",
+                matcher: &matcher,
+                follower_fetching: false,
+                zone_aware: true,
+                grace_ms: 10_000,
+                now_ms,
+            })
+            .0
+        };
+
+        let started = Instant::now();
+        let first = input(&ws, None, 0);
+        let planned = started.elapsed();
+        let writes = shares::diff(&keys, None, &first).expect("diff");
+        let stats = shares::write(&client, writes, leader.key(), leader.rev()).await.expect("write").expect("leader");
+        let total = started.elapsed();
+        assert_eq!(first.owners.len(), 100_000);
+        assert_eq!(first.cross_zone, 0);
+        assert_eq!(stats.keys, 1001, "a share per worker and the summary");
+        assert!(stats.max_txn_bytes <= shares::MAX_TXN_BYTES, "{stats:?}");
+        eprintln!(
+            "first assignment: planned in {planned:?}, written in {:?}: {} keys in {} transactions, {} bytes, largest transaction {} bytes (etcd allows 1.5 MiB)",
+            total - planned,
+            stats.keys,
+            stats.txns,
+            stats.bytes,
+            stats.max_txn_bytes
+        );
+        let back = shares::full(&client, &keys).await.expect("read").expect("an assignment");
+        assert_eq!(back, first, "the assignment reads back whole");
+        let (share, _) = shares::own(&client, &keys, "w0001").await.expect("share");
+        assert_eq!(share.len(), first.owners.values().filter(|w| *w == "w0001").count());
+
+        // Worker w0007 goes: within its grace its partitions wait for it; only the summary
+        // (the departure and its time) is written.
+        ws.retain(|w| w.id != "w0007");
+        let waiting = input(&ws, Some(&back), 1_000);
+        assert!(waiting.waiting > 0 && waiting.departed_ms.contains_key("w0007"));
+        let writes = shares::diff(&keys, Some(&back), &waiting).expect("diff");
+        let stats = shares::write(&client, writes, leader.key(), leader.rev()).await.expect("write").expect("leader");
+        assert_eq!(stats.keys, 1, "{stats:?}");
+        // A new master reads the grace clock back instead of starting it again.
+        let reread = shares::full(&client, &keys).await.expect("read").expect("an assignment");
+        assert_eq!(reread.departed_ms.get("w0007"), Some(&1_000));
+
+        // The grace is over: its partitions move within its zone; only the shares that changed
+        // are written.
+        let moved = input(&ws, Some(&reread), 20_000);
+        assert_eq!(moved.waiting, 0);
+        assert_eq!(moved.cross_zone, 0);
+        let writes = shares::diff(&keys, Some(&reread), &moved).expect("diff");
+        let stats = shares::write(&client, writes, leader.key(), leader.rev()).await.expect("write").expect("leader");
+        let receivers = moved
+            .owners
+            .iter()
+            .filter(|(tp, w)| reread.owners.get(*tp) != Some(*w))
+            .map(|(_, w)| w)
+            .collect::<BTreeSet<_>>();
+        assert_eq!(
+            stats.keys,
+            receivers.len() + 2,
+            "receivers, the departed share's deletion and the summary: {stats:?}"
+        );
+        assert!(receivers.len() <= 334, "{} shares rewritten for one departure", receivers.len());
+        eprintln!("one departure: {} keys written in {} transactions ({} bytes)", stats.keys, stats.txns, stats.bytes);
+    }
 }

@@ -28,9 +28,10 @@ use tokio::sync::watch;
 
 use crate::buffer::{self, Buffer, Rec};
 use crate::config::{OutOfRange, TransporterConfig};
-use crate::coord::{self, AssignmentDoc, Keys, LeaseState};
+use crate::coord::{self, Keys, LeaseState};
 use crate::metrics::{Metrics, TpLabel};
 use crate::naming::{self, ObjectName};
+use crate::shares::{self, Share};
 use crate::upload::{Outcome, Span};
 use az_core::assign::Tp;
 
@@ -123,8 +124,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Owned partitions.
     pub owned: Mutex<BTreeMap<Tp, OwnedStatus>>,
-    /// The latest assignment seen.
-    pub assignment: RwLock<Option<AssignmentDoc>>,
+    /// This worker's share of the assignment, as last read or watched.
+    pub share: RwLock<Option<Share>>,
     /// Bytes per second per owned partition, for the master's weights.
     pub rates: Mutex<BTreeMap<String, f64>>,
 }
@@ -235,24 +236,43 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let mut running: BTreeMap<Tp, Running> = BTreeMap::new();
+        let mut watch: Option<etcd_client::WatchStream> = None;
+        let mut reread = Instant::now();
         let result = loop {
             let state = *lease.borrow();
             if state.lost {
                 break Err(anyhow::anyhow!("lease {} lost", state.id));
             }
-            match coord::assignment(&self.etcd, &self.keys).await {
-                Ok(doc) => *self.assignment.write().unwrap_or_else(PoisonError::into_inner) = doc,
-                Err(e) => {
-                    self.metrics.error("etcd");
-                    tracing::warn!(error = %format!("{e:#}"), "reading the assignment failed; keeping what is owned");
+            // The worker's own share is read once and then watched; it is read again every
+            // SHARE_REREAD as a safety net, and whenever the watch broke.
+            if watch.is_none() || reread.elapsed() >= SHARE_REREAD {
+                match shares::own(&self.etcd, &self.keys, &self.id).await {
+                    Ok((share, revision)) => {
+                        *self.share.write().unwrap_or_else(PoisonError::into_inner) = Some(share);
+                        reread = Instant::now();
+                        if watch.is_none() {
+                            let opts = etcd_client::WatchOptions::new().with_start_revision(revision + 1);
+                            let mut c = self.etcd.clone();
+                            match c.watch(self.keys.share(&self.id), Some(opts)).await {
+                                Ok(w) => watch = Some(w),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "watching the assignment failed; reading it again")
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.error("etcd");
+                        tracing::warn!(error = %format!("{e:#}"), "reading the assignment failed; keeping what is owned");
+                    }
                 }
             }
             let desired: Vec<Tp> = self
-                .assignment
+                .share
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
-                .map(|d| d.owners.iter().filter(|(_, w)| **w == self.id).filter_map(|(k, _)| Tp::parse(k)).collect())
+                .map(|share| share.keys().filter_map(|k| Tp::parse(k)).collect())
                 .unwrap_or_default();
             // Finished tasks (fenced, failed, or flushed) leave; still-desired ones restart.
             running.retain(|_, r| !r.handle.is_finished());
@@ -282,6 +302,14 @@ impl Worker {
             self.update_lag_metrics();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                changed = next_share(&mut watch) => match changed {
+                    Ok(Some(share)) => *self.share.write().unwrap_or_else(PoisonError::into_inner) = Some(share),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %format!("{e:#}"), "the assignment watch ended; reading it again");
+                        watch = None;
+                    }
+                },
                 _ = shutdown.changed() => break Ok(()),
             }
         };
@@ -628,6 +656,31 @@ impl Worker {
         tracing::debug!(partition = %tp.key(), key, records = f.records, next, "uploaded and committed");
         Ok(rolled)
     }
+}
+
+/// How often a worker reads its share again although it watches it.
+const SHARE_REREAD: Duration = Duration::from_secs(30);
+
+/// The next change of the watched share: `Ok(None)` for events that do not change it, an error
+/// when the watch ended (it is set up again). Pending forever without a watch.
+async fn next_share(watch: &mut Option<etcd_client::WatchStream>) -> anyhow::Result<Option<Share>> {
+    let Some(stream) = watch.as_mut() else { return std::future::pending().await };
+    let resp = stream.message().await.context("the assignment watch failed")?.context("the assignment watch ended")?;
+    if resp.canceled() {
+        anyhow::bail!("etcd cancelled the assignment watch");
+    }
+    let mut latest = None;
+    for event in resp.events() {
+        latest = match (event.event_type(), event.kv()) {
+            (etcd_client::EventType::Put, Some(kv)) => Some(
+                serde_json::from_slice(kv.value())
+                    .with_context(|| format!("{} holds an invalid share", String::from_utf8_lossy(kv.key())))?,
+            ),
+            (etcd_client::EventType::Delete, _) => Some(Share::new()),
+            _ => latest,
+        };
+    }
+    Ok(latest)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

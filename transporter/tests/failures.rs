@@ -372,15 +372,17 @@ async fn a_master_starting_during_a_kafka_outage_keeps_the_assignment() -> Res {
     // Topics only by pattern, as the shipped manifests do.
     let spec = FleetSpec { topics: vec![], topic_pattern: Some("logs\\..*".into()), ..FleetSpec::default() };
     let mut w = tokio::task::block_in_place(|| Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec))?;
-    let owners = |doc: &[u8]| -> usize {
-        serde_json::from_slice::<serde_json::Value>(doc)
-            .ok()
-            .and_then(|v| v["owners"].as_object().map(|o| o.len()))
+    // The assignment as etcd holds it: every worker's share, as JSON text.
+    let owners = |shares: &[u8]| -> usize {
+        serde_json::from_slice::<Vec<serde_json::Value>>(shares)
+            .map(|v| v.iter().filter_map(|s| s.as_object().map(|o| o.len())).sum())
             .unwrap_or(0)
     };
     let read = |mut c: etcd_client::Client| async move {
-        let r = c.get("/test/assignment", None).await.ok()?;
-        r.kvs().first().map(|kv| kv.value().to_vec())
+        let r = c.get("/test/assignment/", Some(etcd_client::GetOptions::new().with_prefix())).await.ok()?;
+        let shares: Vec<serde_json::Value> =
+            r.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect();
+        serde_json::to_vec(&shares).ok()
     };
     testkit::wait_until_async("an assignment of 6 partitions", Duration::from_secs(20), || {
         let c = client.clone();
