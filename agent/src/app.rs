@@ -210,11 +210,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let auth = Arc::new(az_core::kafka_options::AuthFailure::default());
     let options = config.kafka.client_options()?;
 
+    // Records Kafka would refuse for their size are prevented, not retried forever.
+    let limits = crate::limits::topic_limits(&config, &options).await;
+    for (i, sc) in config.streams.iter().enumerate() {
+        crate::limits::check(i, sc, crate::limits::limit_of(&limits, sc))?;
+    }
     let mut streams = Vec::new();
     let mut runners = Vec::new();
     for sc in &config.streams {
         let (tx, rx) = std::sync::mpsc::channel();
-        let producer = Arc::new(kafka::producer(&config, sc, metrics.clone(), budget.clone(), tx, auth.clone())?);
+        let limit = crate::limits::limit_of(&limits, sc);
+        let producer =
+            Arc::new(kafka::producer(&config, sc, metrics.clone(), budget.clone(), tx, auth.clone(), limit)?);
         let store = Store::open(&config.checkpoint_dir, &sc.name)
             .with_context(|| format!("opening checkpoint directory {}", config.checkpoint_dir.display()))?;
         let shared = Arc::new(StreamShared {

@@ -255,7 +255,12 @@ impl ProducerContext for AgentContext {
 /// The librdkafka configuration of a stream's producer: idempotent, acks=all, the stream's linger
 /// and compression, librdkafka queues sized to the budget, then the passthrough options on top
 /// (guarded ones were refused when the configuration was loaded).
-pub fn producer_config(config: &AgentConfig, stream: &StreamConfig, options: &ClientOptions) -> ClientConfig {
+pub fn producer_config(
+    config: &AgentConfig,
+    stream: &StreamConfig,
+    options: &ClientOptions,
+    topic_limit: Option<usize>,
+) -> ClientConfig {
     let mut cc = ClientConfig::new();
     let queue_kb = (config.max_in_flight_bytes / 1024 * 2).max(16 * 1024);
     cc.set("bootstrap.servers", &config.kafka.bootstrap_servers)
@@ -264,12 +269,14 @@ pub fn producer_config(config: &AgentConfig, stream: &StreamConfig, options: &Cl
         .set("acks", "all")
         .set("linger.ms", stream.linger_ms.to_string())
         .set("compression.type", stream.compression.as_librdkafka())
-        .set("message.max.bytes", (stream.max_message_bytes + 4096).max(1_000_000).to_string())
         .set("queue.buffering.max.kbytes", queue_kb.to_string())
         .set("queue.buffering.max.messages", "2000000")
         // Statistics carry the bytes per broker (cross-zone accounting) and the leaders librdkafka
         // currently uses (routing follows a leader move within this interval).
         .set("statistics.interval.ms", "500");
+    for (k, v) in crate::limits::producer_sizes(stream, topic_limit) {
+        cc.set(k, v);
+    }
     options.apply(&mut cc);
     cc
 }
@@ -282,10 +289,11 @@ pub fn producer(
     budget: Arc<Budget>,
     retries: Sender<Retry>,
     auth: Arc<AuthFailure>,
+    topic_limit: Option<usize>,
 ) -> anyhow::Result<ThreadedProducer<AgentContext>> {
     use anyhow::Context;
     let options = config.kafka.client_options()?;
-    let cc = producer_config(config, stream, &options);
+    let cc = producer_config(config, stream, &options, topic_limit);
     let context = AgentContext {
         traffic: BrokerTraffic::new(),
         stream: stream.name.clone(),

@@ -8,6 +8,7 @@ mod checkpoint;
 mod config;
 mod http;
 mod kafka;
+mod limits;
 mod lines;
 mod metrics;
 mod partition;
@@ -90,7 +91,7 @@ fn real_main() -> anyhow::Result<()> {
             // here too.
             let options = config.kafka.client_options()?;
             for stream in &config.streams {
-                let cc = kafka::producer_config(&config, stream, &options);
+                let cc = kafka::producer_config(&config, stream, &options, None);
                 az_core::kafka_options::try_create::<rdkafka::producer::BaseProducer>(&cc, "producer", &options)
                     .with_context(|| format!("streams.{}", stream.name))?;
             }
