@@ -106,7 +106,7 @@ pub fn producer_sizes(stream: &StreamConfig, topic_limit: Option<usize>) -> Vec<
 }
 
 /// The topics' limits as a lookup by stream.
-pub fn limit_of<'a>(limits: &'a BTreeMap<String, usize>, stream: &StreamConfig) -> Option<usize> {
+pub fn limit_of(limits: &BTreeMap<String, usize>, stream: &StreamConfig) -> Option<usize> {
     limits.get(&stream.topic).copied()
 }
 
