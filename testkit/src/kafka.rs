@@ -9,6 +9,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -16,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 
-use crate::kafka_front::{Front, Security};
+use crate::kafka_front::{Front, Security, Wire};
 use crate::tls::{CLIENT_KEY_PASSWORD, TlsFiles, make_certs};
 use crate::{Result, TestkitError, io_err};
 
@@ -41,6 +42,7 @@ pub struct KafkaCluster {
     admin: BaseConsumer,
     client_options: Vec<(String, String)>,
     tls: Option<TlsFiles>,
+    wire: Arc<Wire>,
     _front: Option<(Front, tempfile::TempDir)>,
 }
 
@@ -89,6 +91,7 @@ impl KafkaCluster {
             admin: ClientConfig::new().create().map_err(kafka_err("create placeholder client"))?,
             client_options: Vec::new(),
             tls: None,
+            wire: Arc::default(),
             _front: None,
         };
         let plain = cluster.mock()?.bootstrap_servers();
@@ -97,7 +100,7 @@ impl KafkaCluster {
             cluster.mock()?.broker_rack(id, &rack).map_err(kafka_err(format!("set rack of broker {id}")))?;
             cluster.racks.insert(id, rack);
         }
-        cluster.bootstrap = if security.tls || !security.sasl_users.is_empty() {
+        cluster.bootstrap = if security.needs_front() {
             // The mock's own bootstrap string is computed once at creation and keeps the plain
             // ports; clients must start at the fronts.
             cluster.secure(security, &plain)?
@@ -129,7 +132,7 @@ impl KafkaCluster {
                 Ok((i as i32 + 1, addr))
             })
             .collect::<Result<Vec<_>>>()?;
-        let (front, ports) = Front::start(security, files.as_ref(), &upstreams)?;
+        let (front, ports) = Front::start(security, files.as_ref(), &upstreams, self.wire.clone())?;
         // SAFETY: the host client is alive; the call only reads its mock cluster pointer.
         let cluster = unsafe { rdkafka_sys::rd_kafka_handle_mock_cluster(self.host.client().native_ptr()) };
         if cluster.is_null() {
@@ -167,6 +170,44 @@ impl KafkaCluster {
         self.tls = files;
         self._front = Some((front, dir));
         Ok(bootstrap)
+    }
+
+    /// Shows clients only the first `count` partitions of `topic` (`None`: all of them). Create the
+    /// topic with its final partition count and raise this to make a partition increase as
+    /// clients see it: their next metadata lists the new partitions. Needs fronts
+    /// ([`Security::relay`]).
+    pub fn set_visible_partitions(&self, topic: &str, count: Option<i32>) -> Result<()> {
+        self.require_front("visible partitions")?;
+        let mut v = self.wire.visible.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match count {
+            Some(c) => v.insert(topic.to_owned(), c),
+            None => v.remove(topic),
+        };
+        Ok(())
+    }
+
+    /// Sets a topic configuration entry that DescribeConfigs answers (e.g. `max.message.bytes`).
+    /// Needs fronts ([`Security::relay`]).
+    pub fn set_topic_config(&self, topic: &str, key: &str, value: &str) -> Result<()> {
+        self.require_front("topic configurations")?;
+        self.wire
+            .configs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    fn require_front(&self, what: &str) -> Result<()> {
+        if self._front.is_none() {
+            return Err(TestkitError::Start {
+                server: "kafka",
+                reason: format!("{what} need fronts: start the cluster with Security::relay()"),
+            });
+        }
+        Ok(())
     }
 
     /// The librdkafka properties a client needs besides `bootstrap.servers` (empty for a

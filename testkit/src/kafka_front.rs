@@ -38,6 +38,10 @@ pub struct Security {
     pub client_certs: bool,
     /// Require SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) as one of these (user, password).
     pub sasl_users: Vec<(String, String)>,
+    /// Put fronts before the brokers even without TLS or SASL, for what only the fronts can do:
+    /// partition increases ([`crate::KafkaCluster::set_visible_partitions`]) and topic
+    /// configurations ([`crate::KafkaCluster::set_topic_config`]).
+    pub relay: bool,
 }
 
 impl Security {
@@ -53,13 +57,32 @@ impl Security {
 
     /// SASL over TLS (`security.protocol=SASL_SSL`) with one user.
     pub fn sasl_ssl(user: &str, password: &str) -> Security {
-        Security { tls: true, client_certs: false, sasl_users: vec![(user.to_owned(), password.to_owned())] }
+        Security { tls: true, sasl_users: vec![(user.to_owned(), password.to_owned())], ..Security::default() }
     }
+
+    /// Plaintext, through fronts (see [`Security::relay`]).
+    pub fn relay() -> Security {
+        Security { relay: true, ..Security::default() }
+    }
+
+    /// Whether brokers need fronts.
+    pub fn needs_front(&self) -> bool {
+        self.tls || !self.sasl_users.is_empty() || self.relay
+    }
+}
+
+/// What the fronts add to the cluster, changeable while it runs.
+#[derive(Debug, Default)]
+pub(crate) struct Wire {
+    /// Topic -> partitions clients see (the rest exist, hidden until raised).
+    pub visible: std::sync::Mutex<std::collections::BTreeMap<String, i32>>,
+    /// Topic -> configuration entries DescribeConfigs answers.
+    pub configs: std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
 }
 
 // Kafka API keys and error codes the front speaks.
 const API_SASL_HANDSHAKE: i16 = 17;
-const API_VERSIONS: i16 = 18;
+use crate::kafka_wire::API_VERSIONS;
 const API_SASL_AUTHENTICATE: i16 = 36;
 const ERR_UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 const ERR_ILLEGAL_SASL_STATE: i16 = 34;
@@ -68,6 +91,8 @@ const SCRAM_ITERATIONS: u32 = 4096;
 const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 /// Frames before authentication are small; anything larger is not a Kafka client.
 const MAX_PREAUTH_FRAME: usize = 1 << 20;
+/// Any frame after it (produce requests, fetch responses).
+const MAX_FRAME: usize = 1 << 28;
 
 /// The running listeners; they stop when this is dropped.
 pub(crate) struct Front {
@@ -81,6 +106,7 @@ impl Front {
         security: &Security,
         files: Option<&TlsFiles>,
         upstreams: &[(i32, SocketAddr)],
+        wire: Arc<Wire>,
     ) -> Result<(Front, Vec<(i32, u16)>)> {
         let runtime = ServerRuntime::new("kafka-front")?;
         let acceptor = match (security.tls, files) {
@@ -97,15 +123,17 @@ impl Front {
             ports.push((id, port));
             let acceptor = acceptor.clone();
             let users = users.clone();
+            let wire = wire.clone();
             runtime.handle().spawn(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
                 while let Ok((conn, _)) = listener.accept().await {
                     let acceptor = acceptor.clone();
                     let users = users.clone();
+                    let wire = wire.clone();
                     tokio::spawn(async move {
                         // A failed handshake or a refused login ends the connection, as a broker's
                         // would; the client reports it.
-                        let _ = serve(conn, upstream, acceptor, users).await;
+                        let _ = serve(conn, upstream, acceptor, users, wire).await;
                     });
                 }
             });
@@ -146,11 +174,12 @@ async fn serve(
     upstream: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     users: Arc<Vec<(String, String)>>,
+    wire: Arc<Wire>,
 ) -> std::io::Result<()> {
     conn.set_nodelay(true)?;
     match tls {
-        Some(acceptor) => relay(acceptor.accept(conn).await?, upstream, &users).await,
-        None => relay(conn, upstream, &users).await,
+        Some(acceptor) => relay(acceptor.accept(conn).await?, upstream, &users, wire).await,
+        None => relay(conn, upstream, &users, wire).await,
     }
 }
 
@@ -158,18 +187,91 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     mut client: S,
     upstream: SocketAddr,
     users: &[(String, String)],
+    wire: Arc<Wire>,
 ) -> std::io::Result<()> {
     let mut broker = TcpStream::connect(upstream).await?;
     broker.set_nodelay(true)?;
     if !users.is_empty() && !authenticate(&mut client, &mut broker, users).await? {
         return client.shutdown().await;
     }
-    tokio::io::copy_bidirectional(&mut client, &mut broker).await.map(drop)
+    relay_frames(client, broker, wire).await
+}
+
+/// Relays whole frames, noting each request's API and version by correlation id so that the
+/// answers to Metadata and ApiVersions can be rewritten, and answering DescribeConfigs here.
+async fn relay_frames<S: AsyncRead + AsyncWrite + Unpin>(
+    client: S,
+    broker: TcpStream,
+    wire: Arc<Wire>,
+) -> std::io::Result<()> {
+    use crate::kafka_wire::{self, API_DESCRIBE_CONFIGS, API_METADATA, API_VERSIONS, DESCRIBE_CONFIGS_MAX};
+    let (mut client_rx, client_tx) = tokio::io::split(client);
+    let (mut broker_rx, mut broker_tx) = broker.into_split();
+    let client_tx = Arc::new(tokio::sync::Mutex::new(client_tx));
+    let pending: Arc<std::sync::Mutex<std::collections::HashMap<i32, (i16, i16)>>> = Arc::default();
+    let requests = {
+        let (client_tx, pending, wire) = (client_tx.clone(), pending.clone(), wire.clone());
+        async move {
+            loop {
+                let frame = read_frame_max(&mut client_rx, MAX_FRAME).await?;
+                let Some(h) = parse_header(&frame) else {
+                    write_frame(&mut broker_tx, &frame).await?;
+                    continue;
+                };
+                match h.api_key {
+                    API_DESCRIBE_CONFIGS => {
+                        let table = wire.configs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                        let body = frame.get(h.body..).unwrap_or_default();
+                        match kafka_wire::describe_configs(h.correlation_id, h.api_version, body, &table) {
+                            Some(answer) => write_frame(&mut *client_tx.lock().await, &answer).await?,
+                            None => write_frame(&mut broker_tx, &frame).await?,
+                        }
+                        continue;
+                    }
+                    API_METADATA | API_VERSIONS => {
+                        pending
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(h.correlation_id, (h.api_key, h.api_version));
+                    }
+                    _ => {}
+                }
+                write_frame(&mut broker_tx, &frame).await?;
+            }
+        }
+    };
+    let responses = async move {
+        loop {
+            let frame = read_frame_max(&mut broker_rx, MAX_FRAME).await?;
+            let asked = i32_at(&frame, 0)
+                .and_then(|id| pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id));
+            let rewritten = match asked {
+                Some((API_METADATA, version)) => {
+                    let visible = wire.visible.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                    kafka_wire::rewrite_metadata(&frame, version, &visible)
+                }
+                Some((API_VERSIONS, version)) => {
+                    kafka_wire::advertise(&frame, version, &[(API_DESCRIBE_CONFIGS, 0, DESCRIBE_CONFIGS_MAX)])
+                }
+                _ => None,
+            };
+            write_frame(&mut *client_tx.lock().await, rewritten.as_deref().unwrap_or(&frame)).await?;
+        }
+    };
+    // Either side closing ends the connection.
+    tokio::select! {
+        r = requests => r,
+        r = responses => r,
+    }
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    read_frame_max(r, MAX_PREAUTH_FRAME).await
+}
+
+async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Vec<u8>> {
     let len = r.read_i32().await?;
-    let len = usize::try_from(len).ok().filter(|&l| (8..=MAX_PREAUTH_FRAME).contains(&l));
+    let len = usize::try_from(len).ok().filter(|&l| (4..=max).contains(&l));
     let len = len.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad frame size"))?;
     let mut buf = vec![0; len];
     r.read_exact(&mut buf).await?;
@@ -286,30 +388,14 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Adds SaslHandshake v0-1 and SaslAuthenticate v0-1 to a successful non-flexible ApiVersions
-/// response (v0-2, which is all the mock answers), so clients use the Kafka SASL framing.
-fn advertise_sasl(mut answer: Vec<u8>, request_version: i16) -> Vec<u8> {
-    if request_version > 2 || i16_at(&answer, 4) != Some(0) {
-        return answer;
-    }
-    let Some(count) = i32_at(&answer, 6).and_then(|c| usize::try_from(c).ok()) else { return answer };
-    let end = 10 + count * 6;
-    if answer.len() < end {
-        return answer;
-    }
-    let has = |key: i16| (0..count).any(|i| i16_at(&answer, 10 + i * 6) == Some(key));
-    let mut extra = Vec::new();
-    for key in [API_SASL_HANDSHAKE, API_SASL_AUTHENTICATE] {
-        if !has(key) {
-            extra.extend_from_slice(&key.to_be_bytes());
-            extra.extend_from_slice(&0i16.to_be_bytes());
-            extra.extend_from_slice(&1i16.to_be_bytes());
-        }
-    }
-    let added = extra.len() / 6;
-    answer.splice(end..end, extra);
-    answer[6..10].copy_from_slice(&((count + added) as i32).to_be_bytes());
-    answer
+/// Adds SaslHandshake v0-1, SaslAuthenticate v0-1 and the front's own DescribeConfigs to a
+/// successful non-flexible ApiVersions response (v0-2, which is all the mock answers), so clients
+/// use the Kafka SASL framing; anything else is left as it is.
+fn advertise_sasl(answer: Vec<u8>, request_version: i16) -> Vec<u8> {
+    use crate::kafka_wire::{API_DESCRIBE_CONFIGS, DESCRIBE_CONFIGS_MAX, advertise};
+    let keys =
+        [(API_SASL_HANDSHAKE, 0, 1), (API_SASL_AUTHENTICATE, 0, 1), (API_DESCRIBE_CONFIGS, 0, DESCRIBE_CONFIGS_MAX)];
+    advertise(&answer, request_version, &keys).unwrap_or(answer)
 }
 
 fn read_str(frame: &[u8], at: usize) -> Option<String> {
@@ -438,9 +524,10 @@ mod tests {
         }
         answer.extend_from_slice(&0i32.to_be_bytes());
         let patched = advertise_sasl(answer.clone(), 2);
-        assert_eq!(i32_at(&patched, 6), Some(3));
+        assert_eq!(i32_at(&patched, 6), Some(4));
         assert_eq!(i16_at(&patched, 16), Some(API_SASL_HANDSHAKE));
         assert_eq!(i16_at(&patched, 22), Some(API_SASL_AUTHENTICATE));
+        assert_eq!(i16_at(&patched, 28), Some(crate::kafka_wire::API_DESCRIBE_CONFIGS));
         assert_eq!(i32_at(&patched, patched.len() - 4), Some(0), "throttle time stays last");
         assert_eq!(advertise_sasl(patched.clone(), 2), patched, "idempotent");
         assert_eq!(advertise_sasl(answer.clone(), 3), answer, "flexible answers untouched");

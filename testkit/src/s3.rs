@@ -74,10 +74,8 @@ impl Faults {
             // The whole request is received first: S3 has it, and serves it late (as a request
             // delayed in the network would be), whatever its writer does meanwhile.
             let (parts, body) = req.into_parts();
-            let body = http_body_util::BodyExt::collect(body)
-                .await
-                .map_err(|e| s3s::HttpError::new(Box::new(e)))?
-                .to_bytes();
+            let body =
+                http_body_util::BodyExt::collect(body).await.map_err(|e| s3s::HttpError::new(Box::new(e)))?.to_bytes();
             let released = self.released.notified();
             self.held.fetch_add(1, Ordering::SeqCst);
             released.await;
