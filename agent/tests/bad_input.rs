@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use testkit::{World, WorldSpec};
@@ -178,5 +179,42 @@ fn check_refuses_what_librdkafka_or_the_guarantees_refuse_and_hides_secrets() ->
         assert!(!ok, "accepted: {options}");
         assert!(out.contains(named), "{out:?} does not name {named}");
     }
+    Ok(())
+}
+
+#[test]
+/// A stream whose largest record the topic would refuse does not start (such records could only
+/// be retried forever); within the topic's limit it ships every line, long ones truncated.
+fn a_topic_that_would_refuse_the_largest_record_is_named_at_start() -> Res {
+    let world = testkit::World::start(&testkit::WorldSpec {
+        etcd: false,
+        s3: false,
+        security: testkit::Security::relay(),
+        ..Default::default()
+    })?;
+    world.kafka.create_topic("sized", 3)?;
+    world.kafka.set_topic_config("sized", "max.message.bytes", "200000")?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "sized").imds(&world.metadata[0].endpoint());
+    let mut agent = Agent::launch(&spec)?;
+    let code = agent.wait_exit(Duration::from_secs(30))?;
+    let log = std::fs::read_to_string(&agent.log)?;
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {log}");
+    assert!(
+        log.contains("streams[0].max-message-bytes") && log.contains("max.message.bytes 200000"),
+        "the refusal does not name the field and the limit: {log}"
+    );
+    let mut spec = spec;
+    spec.stream_extra = "max-message-bytes = 150000".into();
+    let agent = Agent::start(&spec)?;
+    let path = tmp.path().join("logs/app.log");
+    append(&path, (0..50).map(|n| format!("big {n:03} {}", "y".repeat(300_000))))?;
+    append(&path, (0..5000).map(|n| format!("small {n:05}")))?;
+    agent.wait_caught_up(&path, "every line")?;
+    let records = read_topic(&bootstrap, "sized")?;
+    assert_eq!(records.len(), 5050);
+    assert!(records.iter().all(|(_, _, v)| v.len() <= 150_000));
+    assert_eq!(agent.metric("zonal_agent_truncated_lines_total", &[])?, 50.0);
     Ok(())
 }

@@ -286,6 +286,47 @@ fn an_authorization_error_keeps_lines_and_turns_readyz_red_until_fixed() -> Res 
 }
 
 #[test]
+/// A partition increase while lines are written: routing takes the new local partition from the
+/// next topology, the producer (which may not know it yet) learns it when it refuses a record,
+/// and every line is delivered, some to the new partition.
+fn a_partition_increase_is_picked_up_with_every_line_delivered() -> Res {
+    const TOTAL: usize = 20_000;
+    let world = World::start(&WorldSpec {
+        etcd: false,
+        s3: false,
+        security: testkit::Security::relay(),
+        ..Default::default()
+    })?;
+    world.kafka.create_topic("grow", 6)?;
+    world.kafka.set_visible_partitions("grow", Some(3))?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let agent = Agent::start(&AgentSpec::new(&bootstrap, tmp.path(), "grow").imds(&world.metadata[0].endpoint()))?;
+    let local = |a: &Agent| -> Option<Vec<i64>> {
+        Some(a.status().ok()?["streams"][0]["local_partitions"].as_array()?.iter().filter_map(|v| v.as_i64()).collect())
+    };
+    assert_eq!(local(&agent), Some(vec![0]));
+    let w = writer(tmp.path().join("logs/app.log"), TOTAL, agent.http.clone());
+    testkit::wait_until("some lines acknowledged", Duration::from_secs(30), || {
+        (agent.metric("zonal_agent_acked_lines_total", &[]).ok()? > 3000.0).then_some(())
+    })?;
+    world.kafka.set_visible_partitions("grow", Some(6))?;
+    testkit::wait_until("the agent to write to partition 3 too", Duration::from_secs(20), || {
+        (local(&agent)? == vec![0, 3]).then_some(())
+    })?;
+    w.handle.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    agent.wait_caught_up(&tmp.path().join("logs/app.log"), "every line")?;
+    let records = read_topic(&bootstrap, "grow")?;
+    let got = counts(&records);
+    let missing = (0..TOTAL).filter(|n| !got.contains_key(&format!("line {n:07}"))).count();
+    assert_eq!(missing, 0, "lines lost across a partition increase");
+    let on_new = records.iter().filter(|(p, _, _)| *p == 3).count();
+    assert!(on_new > 0, "nothing went to the new partition");
+    assert!(records.iter().all(|(p, _, _)| [0, 3].contains(p)), "a line left the zone");
+    Ok(())
+}
+
+#[test]
 /// A fatal producer error (here the cluster refuses the idempotent producer an id) stops the
 /// agent with a non-zero exit and the reason, checkpoints untouched; restarted by its supervisor,
 /// it ships every line.
