@@ -118,6 +118,14 @@ impl Writer {
     }
 }
 
+/// In-flight budget of the agents here: it bounds what a kill can make the agent send twice.
+const IN_FLIGHT: usize = 256 * 1024;
+
+/// The duplicates one kill may cause: the lines in flight (the budget, at the writer's ~75-byte
+/// lines plus librdkafka's per-record charge) and those acknowledged since the last checkpoint
+/// write (100 ms at ~10,000 lines/s), with room.
+const DUPLICATES_PER_KILL: usize = IN_FLIGHT / (75 + 160) + 1000 + 1000;
+
 /// Every line of `tag` in the topic must be there; returns the number of duplicates.
 fn check_complete(bootstrap: &str, topic: &str, tag: &str, written: usize) -> Res<usize> {
     let records = read_topic(bootstrap, topic)?;
@@ -168,7 +176,7 @@ fn create_rotation_with_kills_before_after_and_during_writer_reopen_loses_nothin
     let bootstrap = world.kafka.bootstrap();
     let tmp = tempfile::tempdir()?;
     let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "rot").imds(&world.metadata[0].endpoint());
-    spec.top_extra = "rotate-wait-ms = 3000".into();
+    spec.top_extra = format!("rotate-wait-ms = 3000\nmax-in-flight-bytes = {IN_FLIGHT}");
     std::fs::create_dir_all(tmp.path().join("logs"))?;
     let writer = Writer::start(tmp.path().join("logs/app.log"), "create");
     let mut agent = Agent::start(&spec)?;
@@ -221,6 +229,7 @@ fn create_rotation_with_kills_before_after_and_during_writer_reopen_loses_nothin
     agent.wait_caught_up(&tmp.path().join("logs/app.log"), "the last lines")?;
     let dups = check_complete(&bootstrap, "rot", "create", written)?;
     eprintln!("create rotation: {written} lines, 0 lost, {dups} duplicates");
+    assert!(dups <= 3 * DUPLICATES_PER_KILL, "{dups} duplicates for 3 kills");
     assert!(agent.metric("zonal_agent_recovered_files_total", &[])? >= 1.0, "a rotated file was found again");
     Ok(())
 }
@@ -232,7 +241,7 @@ fn copytruncate_with_kills_loses_nothing() -> Res {
     let bootstrap = world.kafka.bootstrap();
     let tmp = tempfile::tempdir()?;
     let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "ct").imds(&world.metadata[0].endpoint());
-    spec.top_extra = "rotate-wait-ms = 2000".into();
+    spec.top_extra = format!("rotate-wait-ms = 2000\nmax-in-flight-bytes = {IN_FLIGHT}");
     std::fs::create_dir_all(tmp.path().join("logs"))?;
     let writer = Writer::start(tmp.path().join("logs/app.log"), "ct");
     let mut agent = Agent::start(&spec)?;
@@ -272,6 +281,7 @@ fn copytruncate_with_kills_loses_nothing() -> Res {
     let dups = check_complete(&bootstrap, "ct", "ct", written)
         .map_err(|e| anyhow::anyhow!("{e}\n{}", std::fs::read_to_string(&agent.log).unwrap_or_default()))?;
     eprintln!("copytruncate: {written} lines, 0 lost, {dups} duplicates");
+    assert!(dups <= 2 * DUPLICATES_PER_KILL, "{dups} duplicates for 2 kills");
     assert_eq!(agent.metric("zonal_agent_unrecoverable_bytes_total", &[])?, 0.0);
     assert!(agent.metric("zonal_agent_recovered_files_total", &[])? >= 1.0, "the copy was finished");
     Ok(())
