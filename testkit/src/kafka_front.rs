@@ -1,16 +1,19 @@
-//! TLS and SASL in front of the mock cluster, which speaks neither: one listener per mock broker
-//! that terminates TLS (rustls, optionally requiring a client certificate), answers the SASL
+//! Fronts of the mock cluster: one listener per mock broker, for what the mock cannot do itself.
+//! A front terminates TLS (rustls, optionally requiring a client certificate), answers the SASL
 //! exchange itself (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 over SaslHandshake v1 and
-//! SaslAuthenticate) and then relays the connection to the broker byte for byte. The mock
-//! brokers advertise these listeners (`rd_kafka_mock_broker_set_host_port`), so every
-//! connection a client makes, bootstrap or not, goes through a front.
+//! SaslAuthenticate) and then relays frames to the broker (`kafka_relay`), rewriting what
+//! clients must see differently: partitions hidden until a test raises the count (a partition
+//! increase) and topic configurations answered to DescribeConfigs. The mock brokers advertise
+//! these listeners (`rd_kafka_mock_broker_set_host_port`), so every connection a client makes,
+//! bootstrap or not, goes through a front.
 //!
 //! ```text
 //!  client ──TLS──> front (127.0.0.1:P_i) ──ApiVersions──> mock broker i (plaintext)
-//!                    │ <─────────── + SaslHandshake, SaslAuthenticate advertised
+//!                    │ <─────────── + SaslHandshake, SaslAuthenticate, DescribeConfigs advertised
 //!                    ├─ SaslHandshake(mechanism) ─> answered here
 //!                    ├─ SaslAuthenticate(...)    ─> PLAIN / SCRAM checked here; failure: error 58, close
-//!                    └─ authenticated ─────────────> copy_bidirectional(client, broker)
+//!                    └─ authenticated ─────────────> kafka_relay: frames streamed, Metadata rewritten,
+//!                                                    DescribeConfigs answered here
 //! ```
 
 use std::net::SocketAddr;
@@ -25,6 +28,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::kafka_wire::API_VERSIONS;
 use crate::runtime::{ServerRuntime, bind_loopback};
 use crate::tls::TlsFiles;
 use crate::{Result, TestkitError};
@@ -82,7 +86,6 @@ pub(crate) struct Wire {
 
 // Kafka API keys and error codes the front speaks.
 const API_SASL_HANDSHAKE: i16 = 17;
-use crate::kafka_wire::API_VERSIONS;
 const API_SASL_AUTHENTICATE: i16 = 36;
 const ERR_UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 const ERR_ILLEGAL_SASL_STATE: i16 = 34;
@@ -91,8 +94,6 @@ const SCRAM_ITERATIONS: u32 = 4096;
 const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 /// Frames before authentication are small; anything larger is not a Kafka client.
 const MAX_PREAUTH_FRAME: usize = 1 << 20;
-/// Any frame after it (produce requests, fetch responses).
-const MAX_FRAME: usize = 1 << 28;
 
 /// The running listeners; they stop when this is dropped.
 pub(crate) struct Front {
@@ -194,91 +195,20 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     if !users.is_empty() && !authenticate(&mut client, &mut broker, users).await? {
         return client.shutdown().await;
     }
-    relay_frames(client, broker, wire).await
-}
-
-/// Relays whole frames, noting each request's API and version by correlation id so that the
-/// answers to Metadata and ApiVersions can be rewritten, and answering DescribeConfigs here.
-async fn relay_frames<S: AsyncRead + AsyncWrite + Unpin>(
-    client: S,
-    broker: TcpStream,
-    wire: Arc<Wire>,
-) -> std::io::Result<()> {
-    use crate::kafka_wire::{self, API_DESCRIBE_CONFIGS, API_METADATA, API_VERSIONS, DESCRIBE_CONFIGS_MAX};
-    let (mut client_rx, client_tx) = tokio::io::split(client);
-    let (mut broker_rx, mut broker_tx) = broker.into_split();
-    let client_tx = Arc::new(tokio::sync::Mutex::new(client_tx));
-    let pending: Arc<std::sync::Mutex<std::collections::HashMap<i32, (i16, i16)>>> = Arc::default();
-    let requests = {
-        let (client_tx, pending, wire) = (client_tx.clone(), pending.clone(), wire.clone());
-        async move {
-            loop {
-                let frame = read_frame_max(&mut client_rx, MAX_FRAME).await?;
-                let Some(h) = parse_header(&frame) else {
-                    write_frame(&mut broker_tx, &frame).await?;
-                    continue;
-                };
-                match h.api_key {
-                    API_DESCRIBE_CONFIGS => {
-                        let table = wire.configs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                        let body = frame.get(h.body..).unwrap_or_default();
-                        match kafka_wire::describe_configs(h.correlation_id, h.api_version, body, &table) {
-                            Some(answer) => write_frame(&mut *client_tx.lock().await, &answer).await?,
-                            None => write_frame(&mut broker_tx, &frame).await?,
-                        }
-                        continue;
-                    }
-                    API_METADATA | API_VERSIONS => {
-                        pending
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .insert(h.correlation_id, (h.api_key, h.api_version));
-                    }
-                    _ => {}
-                }
-                write_frame(&mut broker_tx, &frame).await?;
-            }
-        }
-    };
-    let responses = async move {
-        loop {
-            let frame = read_frame_max(&mut broker_rx, MAX_FRAME).await?;
-            let asked = i32_at(&frame, 0)
-                .and_then(|id| pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id));
-            let rewritten = match asked {
-                Some((API_METADATA, version)) => {
-                    let visible = wire.visible.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                    kafka_wire::rewrite_metadata(&frame, version, &visible)
-                }
-                Some((API_VERSIONS, version)) => {
-                    kafka_wire::advertise(&frame, version, &[(API_DESCRIBE_CONFIGS, 0, DESCRIBE_CONFIGS_MAX)])
-                }
-                _ => None,
-            };
-            write_frame(&mut *client_tx.lock().await, rewritten.as_deref().unwrap_or(&frame)).await?;
-        }
-    };
-    // Either side closing ends the connection.
-    tokio::select! {
-        r = requests => r,
-        r = responses => r,
-    }
+    crate::kafka_relay::relay_frames(client, broker, &wire).await
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
-    read_frame_max(r, MAX_PREAUTH_FRAME).await
-}
-
-async fn read_frame_max<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Vec<u8>> {
     let len = r.read_i32().await?;
-    let len = usize::try_from(len).ok().filter(|&l| (4..=max).contains(&l));
+    let len = usize::try_from(len).ok().filter(|&l| (4..=MAX_PREAUTH_FRAME).contains(&l));
     let len = len.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad frame size"))?;
     let mut buf = vec![0; len];
     r.read_exact(&mut buf).await?;
     Ok(buf)
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
+/// Writes a whole frame (size, then `body`) and flushes it.
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
     let len = i32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
     let mut out = Vec::with_capacity(body.len() + 4);
     out.extend_from_slice(&len.to_be_bytes());
@@ -288,22 +218,24 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> std::io::
 }
 
 /// A request header (v1: key, version, correlation id, client id) and where its body starts.
-struct Header {
-    api_key: i16,
-    api_version: i16,
-    correlation_id: i32,
-    body: usize,
+/// Only non-flexible requests are read past the header (header v2 of flexible ones has tagged
+/// fields after the client id).
+pub(crate) struct Header {
+    pub(crate) api_key: i16,
+    pub(crate) api_version: i16,
+    pub(crate) correlation_id: i32,
+    pub(crate) body: usize,
 }
 
-fn i16_at(b: &[u8], at: usize) -> Option<i16> {
+pub(crate) fn i16_at(b: &[u8], at: usize) -> Option<i16> {
     Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn i32_at(b: &[u8], at: usize) -> Option<i32> {
+pub(crate) fn i32_at(b: &[u8], at: usize) -> Option<i32> {
     Some(i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn parse_header(frame: &[u8]) -> Option<Header> {
+pub(crate) fn parse_header(frame: &[u8]) -> Option<Header> {
     let client_id = i16_at(frame, 8)?;
     let body = 10 + usize::try_from(client_id.max(0)).ok()?;
     Some(Header { api_key: i16_at(frame, 0)?, api_version: i16_at(frame, 2)?, correlation_id: i32_at(frame, 4)?, body })

@@ -291,11 +291,11 @@ pub fn describe_configs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Builds a Metadata response with one broker and one topic of `partitions` partitions.
-    fn metadata(version: i16, partitions: i32) -> Vec<u8> {
+    pub(crate) fn metadata_response(version: i16, partitions: i32) -> Vec<u8> {
         let flexible = version >= METADATA_FLEXIBLE_FROM;
         let string = |out: &mut Vec<u8>, s: &str| {
             if flexible {
@@ -367,17 +367,17 @@ mod tests {
     fn metadata_lists_only_the_visible_partitions_at_every_version() {
         let visible = BTreeMap::from([("logs".to_owned(), 3)]);
         for version in 0..=12 {
-            let rewritten = rewrite_metadata(&metadata(version, 6), version, &visible).expect("rewritten");
-            assert_eq!(rewritten, metadata(version, 3), "version {version}");
+            let rewritten = rewrite_metadata(&metadata_response(version, 6), version, &visible).expect("rewritten");
+            assert_eq!(rewritten, metadata_response(version, 3), "version {version}");
             // Nothing to hide: left alone.
-            assert_eq!(rewrite_metadata(&metadata(version, 2), version, &visible), None, "version {version}");
+            assert_eq!(rewrite_metadata(&metadata_response(version, 2), version, &visible), None, "version {version}");
         }
     }
 
     #[test]
     fn garbage_is_left_alone() {
         let visible = BTreeMap::from([("logs".to_owned(), 3)]);
-        let mut frame = metadata(12, 6);
+        let mut frame = metadata_response(12, 6);
         frame.truncate(frame.len() / 2);
         assert_eq!(rewrite_metadata(&frame, 12, &visible), None);
         assert_eq!(rewrite_metadata(&[1, 2, 3], 4, &visible), None);

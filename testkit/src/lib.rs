@@ -13,6 +13,7 @@ pub mod etcd;
 pub mod http;
 pub mod kafka;
 pub mod kafka_front;
+mod kafka_relay;
 mod kafka_wire;
 pub mod kube;
 pub mod metadata;

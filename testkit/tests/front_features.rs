@@ -2,6 +2,7 @@
 //! partitions made visible later appear in the clients' next metadata and take records) and topic
 //! configurations answered to DescribeConfigs.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -34,13 +35,17 @@ fn a_partition_increase_is_seen_by_clients_and_the_new_partitions_take_records()
     // Debian's kcat, a separate process, sees the same through the wire.
     let out = Command::new("kcat").args(["-L", "-b", &cluster.bootstrap(), "-t", "grow"]).output()?;
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("with 3 partitions"), "{listing}");
+    assert!(out.status.success() && listing.contains("topic \"grow\" with 3 partitions"), "{listing}");
 
-    // A producer that knows only 3 partitions refuses partition 5 at once.
+    // The visible partitions take records; a producer that knows only them refuses partition 5
+    // at once.
     let mut pc = cc.clone();
     pc.set("linger.ms", "5").set("topic.metadata.refresh.interval.ms", "500");
     let producer: BaseProducer = pc.create()?;
-    producer.send(BaseRecord::<(), str>::to("grow").payload("before").partition(0)).map_err(|(e, _)| e)?;
+    for p in 0..3 {
+        let before = format!("before {p}");
+        producer.send(BaseRecord::<(), str>::to("grow").payload(&before).partition(p)).map_err(|(e, _)| e)?;
+    }
     producer.flush(Duration::from_secs(10))?;
     testkit::wait_until("the producer to know the topic", Duration::from_secs(10), || {
         let refused = producer.send(BaseRecord::<(), str>::to("grow").payload("early").partition(5)).is_err();
@@ -54,16 +59,42 @@ fn a_partition_increase_is_seen_by_clients_and_the_new_partitions_take_records()
         producer.send(BaseRecord::<(), str>::to("grow").payload("after").partition(5)).ok()
     })?;
     producer.flush(Duration::from_secs(10))?;
+    let got = first_records(&cc, "grow", &[0, 1, 2, 5])?;
+    let want = [(0, "before 0"), (1, "before 1"), (2, "before 2"), (5, "after")];
+    assert_eq!(got, want.map(|(p, v)| (p, v.as_bytes().to_vec())).into_iter().collect::<BTreeMap<_, _>>());
+    Ok(())
+}
+
+/// The first record of each of `partitions`, read by a fresh consumer.
+fn first_records(cc: &ClientConfig, topic: &str, partitions: &[i32]) -> anyhow::Result<BTreeMap<i32, Vec<u8>>> {
     let mut c = cc.clone();
-    c.set("group.id", "grow-reader");
+    c.set("group.id", "front-features-reader");
     let consumer: BaseConsumer = c.create()?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("grow", 5, Offset::Beginning)?;
+    for &p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
     consumer.assign(&tpl)?;
-    let got = testkit::wait_until("the record on partition 5", Duration::from_secs(20), || {
-        consumer.poll(Duration::from_millis(100)).and_then(|m| m.ok().map(|m| m.payload().map(<[u8]>::to_vec)))
+    let mut got = BTreeMap::new();
+    testkit::wait_until("the first record of every partition", Duration::from_secs(20), || {
+        while let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.ok()?;
+            got.entry(m.partition()).or_insert_with(|| m.payload().unwrap_or_default().to_vec());
+        }
+        (got.len() == partitions.len()).then_some(())
     })?;
-    assert_eq!(got.as_deref(), Some(&b"after"[..]));
+    Ok(got)
+}
+
+#[test]
+fn visible_partitions_apply_behind_tls_and_sasl_too() -> anyhow::Result<()> {
+    let spec = KafkaSpec { racks: vec!["use1-az1".into(), "use1-az2".into()], brokers_per_zone: 1 };
+    let cluster = KafkaCluster::start_secured(&spec, &Security::sasl_ssl("alice", "secret"))?;
+    cluster.create_topic("grow", 4)?;
+    cluster.set_visible_partitions("grow", Some(1))?;
+    assert_eq!(partitions_seen(&cluster.client_config(), "grow")?, 1);
+    cluster.set_visible_partitions("grow", None)?;
+    assert_eq!(partitions_seen(&cluster.client_config(), "grow")?, 4);
     Ok(())
 }
 
@@ -71,15 +102,23 @@ fn a_partition_increase_is_seen_by_clients_and_the_new_partitions_take_records()
 async fn describe_configs_answers_the_topic_configuration() -> anyhow::Result<()> {
     let cluster = cluster()?;
     cluster.create_topic("sized", 3)?;
-    cluster.set_topic_config("sized", "max.message.bytes", "200000")?;
+    cluster.set_topic_config("sized", "max.message.bytes", "1048588")?;
     let admin: AdminClient<DefaultClientContext> = cluster.client_config().create()?;
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10))).broker_id(1);
-    let results =
-        admin.describe_configs(&[ResourceSpecifier::Topic("sized"), ResourceSpecifier::Topic("other")], &opts).await?;
+    let asked = [ResourceSpecifier::Topic("sized"), ResourceSpecifier::Topic("other"), ResourceSpecifier::Broker(1)];
+    let results = admin.describe_configs(&asked, &opts).await?;
     let sized = results[0].as_ref().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    assert_eq!(sized.get("max.message.bytes").and_then(|e| e.value.as_deref()), Some("200000"));
-    let other = results[1].as_ref().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    assert!(other.entries.is_empty());
+    assert_eq!(sized.get("max.message.bytes").and_then(|e| e.value.as_deref()), Some("1048588"));
+    // A topic without configured entries and a broker: no entries, no error.
+    for other in &results[1..] {
+        assert!(other.as_ref().map_err(|e| anyhow::anyhow!("{e:?}"))?.entries.is_empty());
+    }
+    // Set while clients run: the next request answers it.
+    cluster.set_topic_config("sized", "retention.ms", "3600000")?;
+    let results = admin.describe_configs(&asked[..1], &opts).await?;
+    let sized = results[0].as_ref().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(sized.get("retention.ms").and_then(|e| e.value.as_deref()), Some("3600000"));
+    assert_eq!(sized.entries.len(), 2);
     // Without fronts there is nothing to answer from: refused with a reason.
     let plain = KafkaCluster::start(&KafkaSpec { racks: vec!["z".into()], brokers_per_zone: 1 })?;
     assert!(plain.set_topic_config("sized", "max.message.bytes", "1").is_err());
