@@ -97,6 +97,7 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         owned: Mutex::new(Default::default()),
         share: RwLock::new(None),
+        rolls: tokio::sync::Semaphore::new(cfg.worker.max_concurrent_rolls.max(1)),
         rates: Mutex::new(Default::default()),
         cfg: cfg.clone(),
     });

@@ -1,10 +1,13 @@
 //! A partition's local buffer: records appended to a file until the roll policy says so, then
-//! compressed into the bytes of one object.
+//! compressed into the file of one object, which the upload streams from disk.
 //!
 //! ```text
 //!  record ──encode (lines | JSON lines)──> <buffer-dir>/<topic>-<partition>-<first>.buf
-//!                      roll on bytes / records / age ──> finish() ──zstd|gzip|none──> Vec<u8>
+//!           roll on bytes / records / age ──> finish() ──zstd|gzip|none──> <…>.obj (removed on drop)
 //! ```
+//!
+//! Memory does not grow with object size: records go to disk as they come, the object is
+//! written to disk as it is compressed, and the upload reads it a part at a time.
 //!
 //! Compression happens at roll time, on a blocking thread, one buffer at a time: a streaming
 //! encoder per open partition would hold its compression state (about 1 MB for zstd level 3)
@@ -108,11 +111,14 @@ pub struct Buffer {
     format: Format,
 }
 
-/// A finished buffer: the object's bytes and what they cover.
+/// A finished buffer: the object's file and what it covers. The file is removed when this is
+/// dropped (uploaded, or abandoned to be read again from Kafka).
 #[derive(Debug)]
 pub struct Finished {
-    /// Compressed object bytes.
-    pub body: Vec<u8>,
+    /// The compressed object, on disk.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
     /// First offset.
     pub first_offset: i64,
     /// Last offset.
@@ -123,6 +129,12 @@ pub struct Finished {
     pub records: u64,
     /// Uncompressed bytes.
     pub bytes: u64,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Buffer {
@@ -136,7 +148,7 @@ impl Buffer {
     ) -> std::io::Result<Buffer> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}-{}-{}.buf", first.topic, first.partition, first.offset));
-        let file = BufWriter::with_capacity(128 * 1024, File::create(&path)?);
+        let file = BufWriter::with_capacity(64 * 1024, File::create(&path)?);
         Ok(Buffer {
             path,
             file,
@@ -175,24 +187,36 @@ impl Buffer {
         self.file.flush()?;
         drop(self.file.into_inner().map_err(|e| e.into_error())?);
         let raw = std::io::BufReader::with_capacity(256 * 1024, File::open(&self.path)?);
-        let body = match self.compression {
+        let object = self.path.with_extension("obj");
+        let out = std::io::BufWriter::with_capacity(256 * 1024, File::create(&object)?);
+        let out = match self.compression {
             Compression::Zstd => {
-                let mut out = Vec::with_capacity((self.bytes / 4) as usize);
-                zstd::stream::copy_encode(raw, &mut out, self.level)?;
-                out
-            }
-            Compression::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(self.level.clamp(0, 9) as u32));
+                let mut enc = zstd::stream::write::Encoder::new(out, self.level)?;
                 let mut raw = raw;
                 std::io::copy(&mut raw, &mut enc)?;
                 enc.finish()?
             }
-            Compression::None => std::fs::read(&self.path)?,
+            Compression::Gzip => {
+                let mut enc =
+                    flate2::write::GzEncoder::new(out, flate2::Compression::new(self.level.clamp(0, 9) as u32));
+                let mut raw = raw;
+                std::io::copy(&mut raw, &mut enc)?;
+                enc.finish()?
+            }
+            Compression::None => {
+                let mut out = out;
+                let mut raw = raw;
+                std::io::copy(&mut raw, &mut out)?;
+                out
+            }
         };
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        let size = file.metadata()?.len();
         std::fs::remove_file(&self.path)?;
         Ok(Finished {
-            body,
+            path: object,
+            size,
             first_offset: self.first_offset,
             last_offset: self.last_offset,
             first_timestamp_ms: self.first_timestamp_ms,
@@ -256,7 +280,7 @@ mod tests {
             assert!(!b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 11 }));
             let f = b.finish().expect("finish");
             assert_eq!((f.first_offset, f.last_offset, f.records, f.first_timestamp_ms), (10, 19, 10, 1010));
-            let text = decompress(compression, &f.body).expect("decompress");
+            let text = decompress(compression, &std::fs::read(&f.path).expect("object")).expect("decompress");
             assert_eq!(text.iter().filter(|&&c| c == b'\n').count(), 10);
             assert!(String::from_utf8_lossy(&text).starts_with("line 10\n"));
         }

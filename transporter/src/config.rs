@@ -227,6 +227,9 @@ pub struct WorkerConfig {
     pub grace_period_secs: u64,
     /// Directory for buffer files.
     pub buffer_dir: PathBuf,
+    /// Objects compressed and uploaded at once; each holds a compressor and one upload part
+    /// (8 MiB) in memory, whatever the object's size.
+    pub max_concurrent_rolls: usize,
 }
 
 impl Default for WorkerConfig {
@@ -236,6 +239,7 @@ impl Default for WorkerConfig {
             capacity: 1.0,
             grace_period_secs: 30,
             buffer_dir: PathBuf::from("/var/lib/zonal-transporter"),
+            max_concurrent_rolls: 4,
         }
     }
 }

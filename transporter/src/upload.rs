@@ -24,7 +24,35 @@ use tokio::sync::watch;
 use crate::config::S3Config;
 use crate::coord::LeaseState;
 
-const PART: usize = 8 * 1024 * 1024;
+/// An object's bytes: a file of `size` bytes, streamed from disk (a part at a time for
+/// multipart uploads), so that uploading holds no object in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Body<'a> {
+    /// The file.
+    pub path: &'a std::path::Path,
+    /// Its size.
+    pub size: u64,
+}
+
+impl Body<'_> {
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    /// `len` bytes from `offset`, as a request body.
+    async fn stream(&self, offset: u64, len: u64) -> anyhow::Result<ByteStream> {
+        ByteStream::read_from()
+            .path(self.path)
+            .offset(offset)
+            .length(aws_sdk_s3::primitives::Length::Exact(len))
+            .build()
+            .await
+            .with_context(|| format!("reading {} for upload", self.path.display()))
+    }
+}
+
+/// Multipart part size: the most an upload holds in memory (parts are read from disk).
+pub const PART: usize = 8 * 1024 * 1024;
 /// Object metadata keys (sent as `x-amz-meta-…`).
 pub const META_FIRST_OFFSET: &str = "zonal-first-offset";
 /// The offset of the object's last record.
@@ -80,7 +108,7 @@ pub async fn upload(
     client: &Client,
     cfg: &S3Config,
     key: &str,
-    body: &[u8],
+    body: Body<'_>,
     span: Span,
     lease: &watch::Receiver<LeaseState>,
 ) -> anyhow::Result<Outcome> {
@@ -145,15 +173,16 @@ async fn existing(client: &Client, cfg: &S3Config, key: &str) -> anyhow::Result<
     Ok(Outcome::Exists { last_offset })
 }
 
-async fn once(client: &Client, cfg: &S3Config, key: &str, body: &[u8], span: Span) -> anyhow::Result<Outcome> {
+async fn once(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>, span: Span) -> anyhow::Result<Outcome> {
     let meta = [
         (META_FIRST_OFFSET, span.first_offset.to_string()),
         (META_LAST_OFFSET, span.last_offset.to_string()),
         (META_RECORDS, span.records.to_string()),
     ];
-    if body.len() <= cfg.multipart_threshold_bytes {
-        let mut put =
-            client.put_object().bucket(&cfg.bucket).key(key).if_none_match("*").body(ByteStream::from(body.to_vec()));
+    let size = body.len();
+    if size <= cfg.multipart_threshold_bytes as u64 {
+        let stream = body.stream(0, size).await?;
+        let mut put = client.put_object().bucket(&cfg.bucket).key(key).if_none_match("*").body(stream);
         for (k, v) in &meta {
             put = put.metadata(*k, v);
         }
@@ -179,15 +208,16 @@ async fn once(client: &Client, cfg: &S3Config, key: &str, body: &[u8], span: Spa
         upload_id: Some(upload_id.clone()),
     };
     let mut parts = Vec::new();
-    for (i, chunk) in body.chunks(PART).enumerate() {
+    for (i, offset) in (0..size).step_by(PART).enumerate() {
         let n = i32::try_from(i + 1)?;
+        let stream = body.stream(offset, (size - offset).min(PART as u64)).await?;
         let part = client
             .upload_part()
             .bucket(&cfg.bucket)
             .key(key)
             .upload_id(&upload_id)
             .part_number(n)
-            .body(ByteStream::from(chunk.to_vec()))
+            .body(stream)
             .send()
             .await
             .with_context(|| format!("uploading part {n} of {key}"))?;
@@ -267,6 +297,21 @@ mod tests {
         watch::channel(LeaseState { id: 1, valid_until: std::time::Instant::now() + valid_for, lost: false })
     }
 
+    /// Writes `bytes` to a file in `dir` and uploads it as the worker does.
+    async fn up_file(
+        client: &Client,
+        cfg: &S3Config,
+        key: &str,
+        bytes: &[u8],
+        span: Span,
+        lease: &watch::Receiver<LeaseState>,
+    ) -> anyhow::Result<Outcome> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("object");
+        std::fs::write(&path, bytes)?;
+        upload(client, cfg, key, Body { path: &path, size: bytes.len() as u64 }, span, lease).await
+    }
+
     fn span(first: i64, last: i64) -> Span {
         Span { first_offset: first, last_offset: last, records: (last - first + 1) as u64 }
     }
@@ -278,7 +323,7 @@ mod tests {
         let big: Vec<u8> = (0..19 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
         let up = |key: &'static str, body: Vec<u8>, span: Span| {
             let (client, cfg, lease) = (client.clone(), cfg.clone(), lease.clone());
-            async move { upload(&client, &cfg, key, &body, span, &lease).await.expect("upload") }
+            async move { up_file(&client, &cfg, key, &body, span, &lease).await.expect("upload") }
         };
         assert_eq!(up("a/big.bin", big.clone(), span(0, 99)).await, Outcome::Written);
         assert_eq!(up("a/small.bin", b"tiny".to_vec(), span(100, 109)).await, Outcome::Written);
@@ -315,7 +360,7 @@ mod tests {
     async fn a_lost_lease_uploads_nothing() {
         let (s3, client, cfg) = setup().await;
         let (_keep, lease) = lease(Duration::ZERO);
-        let err = upload(&client, &cfg, "late.bin", b"x", span(0, 0), &lease).await.expect_err("too late");
+        let err = up_file(&client, &cfg, "late.bin", b"x", span(0, 0), &lease).await.expect_err("too late");
         assert!(err.to_string().contains("lease"), "{err}");
         assert!(s3.list_keys("uploads").expect("list").is_empty());
     }
@@ -342,7 +387,7 @@ mod tests {
             tx
         });
         let started = std::time::Instant::now();
-        let err = upload(&client, &cfg, "x.bin", b"x", span(0, 0), &lease).await.expect_err("fails");
+        let err = up_file(&client, &cfg, "x.bin", b"x", span(0, 0), &lease).await.expect_err("fails");
         let _tx = renew.await.expect("renewer");
         assert!(err.to_string().contains("lease"), "{err}");
         // It kept trying past the first deadline because the lease was renewed.

@@ -32,7 +32,7 @@ use crate::coord::{self, Keys, LeaseState};
 use crate::metrics::{Metrics, TpLabel};
 use crate::naming::{self, ObjectName};
 use crate::shares::{self, Share};
-use crate::upload::{Outcome, Span};
+use crate::upload::{Body, Outcome, Span};
 use az_core::assign::Tp;
 
 /// Consumer context: statistics feed cross-zone accounting and per-partition lag.
@@ -124,6 +124,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Owned partitions.
     pub owned: Mutex<BTreeMap<Tp, OwnedStatus>>,
+    /// Rolls (compression and upload) allowed at once.
+    pub rolls: tokio::sync::Semaphore,
     /// This worker's share of the assignment, as last read or watched.
     pub share: RwLock<Option<Share>>,
     /// Bytes per second per owned partition, for the master's weights.
@@ -169,10 +171,12 @@ pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &Cl
         .set("auto.offset.reset", "error")
         .set("statistics.interval.ms", "5000")
         .set("fetch.wait.max.ms", "100")
-        // Prefetch is per partition with split queues; bound it so memory does not grow with
-        // the number of owned partitions (override through kafka.options).
+        // Prefetch is per partition with split queues (librdkafka has no limit for the whole
+        // consumer): 2 MiB each, and fetch responses of at most 16 MiB per broker, so memory is
+        // the README's formula in the partitions owned (override through kafka.options).
         .set("queued.min.messages", "20000")
-        .set("queued.max.messages.kbytes", "32768");
+        .set("queued.max.messages.kbytes", "2048")
+        .set("fetch.max.bytes", "16777216");
     if cfg.kafka.follower_fetching
         && let Some(r) = rack
     {
@@ -570,6 +574,8 @@ impl Worker {
     /// Uploads a buffer and commits past it (or past the object S3 already holds at its key).
     /// Errors mean ownership is gone or cannot be proven.
     async fn roll(self: &Arc<Self>, tp: &Tp, b: Buffer, lease: &watch::Receiver<LeaseState>) -> anyhow::Result<Rolled> {
+        // Rolls at once are capped: each holds a compressor and an upload part in memory.
+        let _slot = self.rolls.acquire().await.context("the roll limiter closed")?;
         let f = tokio::task::spawn_blocking(move || b.finish())
             .await
             .context("buffer task")?
@@ -591,9 +597,10 @@ impl Worker {
         }
         let started = Instant::now();
         let span = Span { first_offset: f.first_offset, last_offset: f.last_offset, records: f.records };
-        let outcome = crate::upload::upload(&self.s3, &self.cfg.s3, &key, &f.body, span, lease)
-            .await
-            .inspect_err(|_| self.metrics.error("upload"))?;
+        let outcome =
+            crate::upload::upload(&self.s3, &self.cfg.s3, &key, Body { path: &f.path, size: f.size }, span, lease)
+                .await
+                .inspect_err(|_| self.metrics.error("upload"))?;
         self.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
         // S3 refused to replace an object already at this key: a previous owner (stalled, or
         // crashed before committing) wrote the same first offset. Its records are in S3; go on

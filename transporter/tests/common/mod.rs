@@ -183,6 +183,11 @@ listen = "127.0.0.1:{port}"
         self.spawn()
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends a signal (SIGSTOP / SIGCONT to stall and resume it).
     pub fn signal(&self, sig: i32) -> Res {
         let Some(c) = &self.child else { anyhow::bail!("worker {} not running", self.id) };

@@ -1,0 +1,56 @@
+//! Memory with 1,000 partitions: one worker owns them all, every record lands once, and its peak
+//! resident memory stays within the README's formula for the configuration.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// The README's bound on a worker's peak RSS, in MiB: 80 + brokers x 16 (fetch responses) +
+/// partitions x (prefetch + 0.1) + concurrent rolls x 24.
+fn bound_mib(brokers: f64, partitions: f64, prefetch_kib: f64, rolls: f64) -> f64 {
+    80.0 + brokers * 16.0 + partitions * (prefetch_kib / 1024.0 + 0.1) + rolls * 24.0
+}
+
+/// Peak resident memory of a process (`VmHWM`), in MiB.
+fn peak_mib(pid: u32) -> Res<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(kb / 1024.0)
+}
+
+#[test]
+fn a_thousand_partitions_stay_within_the_memory_formula() -> Res {
+    const PARTITIONS: usize = 1000;
+    let world = world()?;
+    world.kafka.create_topic("wide", PARTITIONS as i32)?;
+    let prefetch_kib = 256.0;
+    let spec = FleetSpec {
+        topics: vec!["wide".into()],
+        max_age_ms: 1500,
+        max_records: 1_000_000,
+        kafka_options: vec![("queued.max.messages.kbytes".into(), "256".into())],
+        ..FleetSpec::default()
+    };
+    let tmp = tempfile::tempdir()?;
+    // One worker: partitions led in the other zones come to it as the only one anywhere.
+    let w = Worker::start(&world, tmp.path(), "wide", Some(0), &spec)?;
+    testkit::wait_until("the worker to own every partition", Duration::from_secs(60), || {
+        (w.owned().len() == PARTITIONS).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: owns {}\n{}", w.owned().len(), w.log_tail()))?;
+    produce(&world, "wide", PARTITIONS as i32, 40, "m")?;
+    wait_exactly_once(&world, PARTITIONS * 40, &[&w])?;
+    let pid = w.pid().ok_or_else(|| anyhow::anyhow!("worker not running"))?;
+    let peak = peak_mib(pid)?;
+    let brokers = world.kafka.broker_racks().len() as f64;
+    let bound = bound_mib(brokers, PARTITIONS as f64, prefetch_kib, 4.0);
+    eprintln!("1,000 partitions: peak RSS {peak:.0} MiB, formula {bound:.0} MiB");
+    assert!(peak <= bound, "peak RSS {peak:.0} MiB over the formula's {bound:.0} MiB");
+    Ok(())
+}
