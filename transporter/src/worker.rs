@@ -451,7 +451,7 @@ impl Worker {
         let mut buf: Option<Buffer> = None;
         let mut window = (Instant::now(), 0u64);
         loop {
-            let deadline = buf.as_ref().map(|b| b.opened + max_age);
+            let deadline = buf.as_ref().map(|b| b.opened + spread_age(max_age, tp, b.first_offset));
             tokio::select! {
                 biased;
                 _ = stop.changed() => {
@@ -665,6 +665,17 @@ impl Worker {
     }
 }
 
+/// The age at which a buffer rolls: up to a fifth earlier than `roll.max-age-ms`, by partition
+/// and first offset, so that the partitions a worker takes at once (after a restart) do not all
+/// roll, compress and upload in the same instant.
+fn spread_age(max_age: Duration, tp: &Tp, first_offset: i64) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (tp.key(), first_offset).hash(&mut h);
+    let fifths = (h.finish() % 1000) as f64 / 5000.0;
+    max_age.mul_f64(1.0 - fifths)
+}
+
 /// How often a worker reads its share again although it watches it.
 const SHARE_REREAD: Duration = Duration::from_secs(30);
 
@@ -694,5 +705,21 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roll_ages_spread_over_the_last_fifth() {
+        let max = Duration::from_secs(60);
+        let tp = |partition| Tp { topic: "logs".into(), partition };
+        let ages: Vec<Duration> = (0..1000).map(|p| spread_age(max, &tp(p), 0)).collect();
+        assert!(ages.iter().all(|a| *a <= max && *a >= max.mul_f64(0.8)));
+        let distinct: std::collections::BTreeSet<_> = ages.iter().map(|a| a.as_millis() / 100).collect();
+        assert!(distinct.len() > 100, "ages do not spread: {} distinct", distinct.len());
+        assert_eq!(spread_age(max, &tp(7), 5), spread_age(max, &tp(7), 5));
     }
 }

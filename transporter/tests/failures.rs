@@ -257,6 +257,69 @@ fn readme_documents_every_config_key() -> Res {
     Ok(())
 }
 
+/// A committed offset that cannot be read (here: an etcd permission missing on one partition's
+/// offset key, which fails every read of it) is never taken for "no offset": that partition
+/// waits, counted, while the others move, and once the read works it starts from the committed
+/// offset: every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_that_cannot_be_read_is_waited_for_never_guessed() -> Res {
+    use etcd_client::{ConnectOptions, Permission};
+    let world = world()?;
+    world.kafka.create_topic("logs", 6)?;
+    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
+    let tmp = tempfile::tempdir()?;
+    let spec = FleetSpec::default();
+    let mut w = tokio::task::block_in_place(|| Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec))?;
+    tokio::task::block_in_place(|| -> Res {
+        produce(&world, "logs", 6, 50, "a")?;
+        wait_exactly_once(&world, 300, &[&w])?;
+        w.stop()?;
+        Ok(())
+    })?;
+    // etcd authentication on; the worker's role may read and write the fleet's keys except read
+    // partition 3's committed offset.
+    let mut root = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    root.role_add("root").await?;
+    root.user_add("root", "root-pw", None).await?;
+    root.user_grant_role("root", "root").await?;
+    root.role_add("zonal").await?;
+    let hidden = "/test/offsets/logs/3";
+    let mut after = hidden.as_bytes().to_vec();
+    after.push(0);
+    root.role_grant_permission("zonal", Permission::read_write("/test/").with_range_end(hidden)).await?;
+    root.role_grant_permission("zonal", Permission::read_write(after).with_range_end("/test0")).await?;
+    root.role_grant_permission("zonal", Permission::write(hidden)).await?;
+    root.user_add("zonal", "zonal-pw", None).await?;
+    root.user_grant_role("zonal", "zonal").await?;
+    root.auth_enable().await?;
+    let mut root =
+        etcd_client::Client::connect([etcd.endpoint()], Some(ConnectOptions::new().with_user("root", "root-pw")))
+            .await?;
+    let spec = FleetSpec {
+        env: vec![
+            ("ZONAL_TRANSPORTER__ETCD__USERNAME".into(), "zonal".into()),
+            ("ZONAL_TRANSPORTER__ETCD__PASSWORD".into(), "zonal-pw".into()),
+        ],
+        ..FleetSpec::default()
+    };
+    let w = tokio::task::block_in_place(|| Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec))?;
+    tokio::task::block_in_place(|| -> Res {
+        produce(&world, "logs", 6, 50, "b")?;
+        // The five readable partitions move on; partition 3 waits, its failed reads counted.
+        wait_exactly_once(&world, 550, &[&w])?;
+        testkit::wait_until("the failed offset reads to be counted", Duration::from_secs(20), || {
+            (w.metric("zonal_transporter_errors_total", &["offset-read"]).ok()? >= 2.0).then_some(())
+        })?;
+        let (seen, _) = s3_records(&world)?;
+        assert_eq!(seen.keys().filter(|(_, p, _)| *p == 3).count(), 50, "partition 3 read from a guessed offset");
+        Ok(())
+    })?;
+    // The permission is fixed: partition 3 starts at its committed offset.
+    root.role_grant_permission("zonal", Permission::read(hidden)).await?;
+    tokio::task::block_in_place(|| wait_exactly_once(&world, 600, &[&w]))?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_in_etcd_is_reported_and_an_invalid_offset_holds_its_partition_until_fixed() -> Res {
     let world = world()?;
