@@ -29,7 +29,7 @@ fn config(
 
 /// A loopback address where nothing listens: connections are refused at once.
 fn dead_endpoint() -> anyhow::Result<String> {
-    let port = testkit::etcd::free_port()?;
+    let port = testkit::net::free_port()?;
     Ok(format!("http://127.0.0.1:{port}"))
 }
 

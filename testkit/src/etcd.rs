@@ -25,13 +25,6 @@ impl std::fmt::Debug for Etcd {
     }
 }
 
-/// A port that was free a moment ago. etcd binds its own sockets, so the tiny race with another
-/// process is handled by retrying the start.
-pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("bind 127.0.0.1:0"))?;
-    Ok(l.local_addr().map_err(io_err("local_addr"))?.port())
-}
-
 /// The etcd binary: `ZONAL_ETCD_BIN`, else `etcd` on PATH.
 pub fn etcd_binary() -> String {
     std::env::var("ZONAL_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned())
@@ -63,8 +56,8 @@ impl Etcd {
     fn try_start(tls: bool) -> Result<Etcd> {
         let dir = tempfile::Builder::new().prefix("zonal-etcd-").tempdir().map_err(io_err("create etcd temp dir"))?;
         let files = if tls { Some(make_certs(dir.path())?) } else { None };
-        let client_port = free_port()?;
-        let peer_port = free_port()?;
+        let client_port = crate::net::free_port()?;
+        let peer_port = crate::net::free_port()?;
         let scheme = if tls { "https" } else { "http" };
         let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");

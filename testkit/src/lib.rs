@@ -17,6 +17,8 @@ mod kafka_relay;
 mod kafka_wire;
 pub mod kube;
 pub mod metadata;
+pub mod net;
+pub mod process;
 mod runtime;
 pub mod s3;
 pub mod tls;

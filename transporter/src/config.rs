@@ -239,7 +239,7 @@ impl Default for WorkerConfig {
             capacity: 1.0,
             grace_period_secs: 30,
             buffer_dir: PathBuf::from("/var/lib/zonal-transporter"),
-            max_concurrent_rolls: 4,
+            max_concurrent_rolls: 8,
         }
     }
 }

@@ -7,10 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{BUCKET, FleetSpec, Res, Worker};
+use testkit::process::{Process, ProcessSpec};
 use testkit::{Security, World, WorldSpec};
 
 const PASSWORD: &str = "Zonal-SCRAM-pw-93f1";
@@ -76,22 +77,14 @@ linger-ms = 5
     Ok(path)
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_agent(config: &Path, log: &Path, env: &[(&str, &str)]) -> Res<Proc> {
-    let out = std::fs::File::create(log)?;
-    let mut cmd = Command::new(agent_bin()?);
-    cmd.args(["run", "-c"]).arg(config).env("RUST_LOG", "info,rdkafka=warn").env_remove("ZONAL_ZONE");
+fn spawn_agent(config: &Path, log: &Path, env: &[(&str, &str)]) -> Res<Process> {
+    let mut spec = ProcessSpec::new(agent_bin()?, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .env_remove("ZONAL_ZONE");
     for (k, v) in env {
-        cmd.env(k, v);
+        spec = spec.env(k, *v);
     }
-    Ok(Proc(cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).spawn()?))
+    Ok(Process::start(spec)?)
 }
 
 /// Every value in the bucket, counted.
@@ -111,7 +104,7 @@ fn values_in_s3(world: &World) -> Res<BTreeMap<String, usize>> {
 /// Runs agent and a fleet of three through the secured cluster and checks every line arrives
 /// once; returns everything the programs printed or served, for the secret checks.
 fn pipeline(world: &World, dir: &Path, agent_options: &[(String, String)], fleet: &FleetSpec) -> Res<String> {
-    let port = testkit::etcd::free_port()?;
+    let port = testkit::net::free_port()?;
     let config = write_agent_config(world, dir, agent_options, port)?;
     let check = Command::new(agent_bin()?).args(["check", "-c"]).arg(&config).output()?;
     let mut printed = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
@@ -216,13 +209,12 @@ fn a_wrong_password_stops_both_programs_with_a_clear_message() -> Res {
     let dir = tempfile::tempdir()?;
     let wrong = "wrong-pw-5e2a";
     let options = options_with(&world, "sasl.password", ("-env", "ZONAL_TEST_KAFKA_PASSWORD"));
-    let config = write_agent_config(&world, dir.path(), &options, testkit::etcd::free_port()?)?;
+    let config = write_agent_config(&world, dir.path(), &options, testkit::net::free_port()?)?;
     let log = dir.path().join("agent.log");
     let mut agent = spawn_agent(&config, &log, &[("ZONAL_TEST_KAFKA_PASSWORD", wrong)])?;
-    let status =
-        testkit::wait_until("the agent to exit", Duration::from_secs(30), || agent.0.try_wait().ok().flatten())?;
+    let code = agent.wait_exit(Duration::from_secs(30))?;
     let text = std::fs::read_to_string(&log)?;
-    assert!(!status.success(), "{text}");
+    assert!(code.is_some_and(|c| c != 0), "{text}");
     assert!(text.contains("refused the login of sasl.username \"zonal\""), "{text}");
     assert!(!text.contains(wrong), "{text}");
 

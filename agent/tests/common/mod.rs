@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,16 +14,22 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub type Res<T = ()> = anyhow::Result<T>;
 
+use testkit::net::free_port;
+use testkit::process::{Process, ProcessSpec};
+
 /// A running agent process, killed on drop.
 pub struct Agent {
-    child: Option<Child>,
+    process: Process,
     pub http: String,
     pub config: PathBuf,
     pub log: PathBuf,
 }
 
-fn free_port() -> Res<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// The agent's command line, as every test runs it.
+fn command(config: &Path, log: &Path) -> ProcessSpec {
+    ProcessSpec::new(env!("CARGO_BIN_EXE_zonal-agent"), &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .env_remove("ZONAL_ZONE")
 }
 
 /// Settings of one agent in a test.
@@ -105,9 +110,8 @@ linger-ms = 5
         );
         std::fs::write(&config, text)?;
         let log = spec.dir.join("agent.log");
-        let mut agent = Agent { child: None, http: format!("http://127.0.0.1:{port}"), config, log };
-        agent.launch_process()?;
-        Ok(agent)
+        let process = Process::start(command(&config, &log))?;
+        Ok(Agent { process, http: format!("http://127.0.0.1:{port}"), config, log })
     }
 
     /// Starts an agent from an `agent.toml` already in `dir` (written by [`Agent::start`] and
@@ -121,36 +125,16 @@ linger-ms = 5
             .and_then(|l| l.strip_suffix('"'))
             .ok_or_else(|| anyhow::anyhow!("no listen address in {}", config.display()))?
             .to_owned();
-        let mut agent = Agent { child: None, http: format!("http://{listen}"), config, log: dir.join("agent.log") };
-        agent.spawn()?;
+        let log = dir.join("agent.log");
+        let process = Process::start(command(&config, &log))?;
+        let agent = Agent { process, http: format!("http://{listen}"), config, log };
+        agent.wait_ready()?;
         Ok(agent)
-    }
-
-    fn spawn(&mut self) -> Res {
-        self.launch_process()?;
-        self.wait_ready()
-    }
-
-    fn launch_process(&mut self) -> Res {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_zonal-agent"))
-            .args(["run", "-c"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .env_remove("ZONAL_ZONE")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
-        Ok(())
     }
 
     /// Waits for the agent to exit by itself; returns its exit code.
     pub fn wait_exit(&mut self, within: Duration) -> Res<Option<i32>> {
-        let Some(mut c) = self.child.take() else { return Ok(None) };
-        let status = testkit::wait_until("the agent to exit", within, || c.try_wait().ok().flatten())?;
-        Ok(status.code())
+        Ok(self.process.wait_exit(within)?)
     }
 
     pub fn wait_ready(&self) -> Res {
@@ -162,41 +146,28 @@ linger-ms = 5
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        self.process.log_tail(30)
     }
 
     /// SIGKILL, no chance to flush or checkpoint.
     pub fn kill9(&mut self) -> Res {
-        if let Some(mut c) = self.child.take() {
-            c.kill()?;
-            c.wait()?;
-        }
-        Ok(())
+        Ok(self.process.kill9()?)
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn stop(&mut self) -> Res<Option<i32>> {
-        let Some(mut c) = self.child.take() else { return Ok(None) };
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let status = testkit::wait_until("agent to exit after SIGTERM", Duration::from_secs(40), || {
-            c.try_wait().ok().flatten()
-        })?;
-        Ok(status.code())
+        Ok(self.process.stop(Duration::from_secs(40))?)
     }
 
     /// Sends a signal (SIGSTOP / SIGCONT to stall and resume it).
     pub fn signal(&self, sig: i32) -> Res {
-        let Some(c) = &self.child else { anyhow::bail!("agent not running") };
-        // SAFETY: kill(2) on our own child.
-        anyhow::ensure!(unsafe { libc::kill(c.id() as i32, sig) } == 0, "kill({sig}) failed");
-        Ok(())
+        Ok(self.process.signal(sig)?)
     }
 
+    /// Starts the agent again (same config, same log) and waits until it is ready.
     pub fn restart(&mut self) -> Res {
-        self.spawn()
+        self.process.restart()?;
+        self.wait_ready()
     }
 
     pub fn status(&self) -> Res<serde_json::Value> {
@@ -243,15 +214,6 @@ linger-ms = 5
             s["streams"][0]["files"].as_array()?.iter().any(|f| f["path"].as_str() == Some(want.as_str())).then_some(())
         })?;
         Ok(())
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

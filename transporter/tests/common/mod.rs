@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use testkit::net::free_port;
+use testkit::process::{Process, ProcessSpec};
 use testkit::{World, WorldSpec};
 
 pub type Res<T = ()> = anyhow::Result<T>;
@@ -29,15 +30,9 @@ pub fn world() -> Res<World> {
 pub struct Worker {
     pub id: String,
     pub zone: usize,
-    child: Option<Child>,
+    process: Process,
     pub http: String,
-    config: PathBuf,
     pub log: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-fn free_port() -> Res<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Fleet settings.
@@ -137,63 +132,50 @@ listen = "127.0.0.1:{port}"
             ("AWS_REGION".to_owned(), s3.region().to_owned()),
         ];
         env.extend(spec.env.iter().cloned());
-        let mut w = Worker {
+        let log = dir.join(format!("{id}.log"));
+        let mut command = ProcessSpec::new(
+            env!("CARGO_BIN_EXE_zonal-transporter"),
+            &["run".as_ref(), "-c".as_ref(), config.as_os_str()],
+            &log,
+        )
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .env_remove("ZONAL_ZONE")
+        // No credentials from the developer's own AWS profile.
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        for (k, v) in env {
+            command = command.env(&k, v);
+        }
+        let process = Process::start(command)?;
+        Ok(Worker {
             id: id.to_owned(),
             zone: zone.unwrap_or(usize::MAX),
-            child: None,
+            process,
             http: format!("127.0.0.1:{port}"),
-            config,
-            log: dir.join(format!("{id}.log")),
-            env,
-        };
-        w.spawn()?;
-        Ok(w)
-    }
-
-    fn spawn(&mut self) -> Res {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zonal-transporter"));
-        cmd.args(["run", "-c"]).arg(&self.config).env("RUST_LOG", "info,rdkafka=warn").env_remove("ZONAL_ZONE");
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        // No credentials from the developer's own AWS profile.
-        cmd.env("AWS_CONFIG_FILE", "/nonexistent").env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
-        self.child = Some(cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?);
-        Ok(())
+            log,
+        })
     }
 
     pub fn kill9(&mut self) -> Res {
-        if let Some(mut c) = self.child.take() {
-            c.kill()?;
-            c.wait()?;
-        }
-        Ok(())
+        Ok(self.process.kill9()?)
     }
 
     pub fn stop(&mut self) -> Res<Option<i32>> {
-        let Some(mut c) = self.child.take() else { return Ok(None) };
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let status = testkit::wait_until("worker to exit", Duration::from_secs(30), || c.try_wait().ok().flatten())?;
-        Ok(status.code())
+        Ok(self.process.stop(Duration::from_secs(30))?)
     }
 
     pub fn restart(&mut self) -> Res {
-        self.spawn()
+        Ok(self.process.restart()?)
     }
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Sends a signal (SIGSTOP / SIGCONT to stall and resume it).
     pub fn signal(&self, sig: i32) -> Res {
-        let Some(c) = &self.child else { anyhow::bail!("worker {} not running", self.id) };
-        // SAFETY: kill(2) on our own child.
-        anyhow::ensure!(unsafe { libc::kill(c.id() as i32, sig) } == 0, "kill({sig}) failed");
-        Ok(())
+        Ok(self.process.signal(sig)?)
     }
 
     pub fn get(&self, path: &str) -> Res<(u16, String)> {
@@ -213,18 +195,7 @@ listen = "127.0.0.1:{port}"
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.log_tail(20)
     }
 }
 
