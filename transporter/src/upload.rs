@@ -8,7 +8,8 @@
 //!  Finished { body } ──key──> put_object | create_multipart → upload_part* → complete
 //!       (If-None-Match: *, x-amz-meta-zonal-first-offset/-last-offset/-records)
 //!    200 ──> Written
-//!    412 ──> HEAD ──> Exists { last_offset } (a previous owner's object, or our own earlier try)
+//!    412 ──> HEAD ──> Exists { last_offset, etag } (a previous owner's object, or our own earlier try)
+//!    an object without offsets (older version) ──> replaced deliberately: If-Match: <etag>
 //!    error ──> retry with backoff while the lease holds; lease lost ──> stop (abort multipart)
 //! ```
 
@@ -90,7 +91,7 @@ pub struct Span {
 }
 
 /// How an upload ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The object was written.
     Written,
@@ -99,7 +100,19 @@ pub enum Outcome {
     Exists {
         /// The existing object's last offset, from its metadata.
         last_offset: Option<i64>,
+        /// Its ETag, for a deliberate replace ([`Condition::Replace`]).
+        etag: Option<String>,
     },
+}
+
+/// When S3 may write the object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Only if no object is at the key (`If-None-Match: *`).
+    Create,
+    /// Only if the object at the key is still this one (`If-Match: <etag>`): replacing an
+    /// object whose metadata does not say where it ends (written before offsets were kept).
+    Replace(String),
 }
 
 /// Uploads `body` under `key` unless an object is already there, retrying while `lease` is
@@ -110,6 +123,7 @@ pub async fn upload(
     key: &str,
     body: Body<'_>,
     span: Span,
+    condition: &Condition,
     lease: &watch::Receiver<LeaseState>,
 ) -> anyhow::Result<Outcome> {
     let mut backoff = Duration::from_millis(100);
@@ -120,7 +134,7 @@ pub async fn upload(
             bail!("upload of {key} stopped: the lease is no longer valid ({attempt} attempts)");
         }
         let result = tokio::select! {
-            r = once(client, cfg, key, body, span) => r,
+            r = once(client, cfg, key, body, span, condition) => r,
             () = lease_lost(lease.clone()) => bail!("upload of {key} stopped: the lease was lost while it ran"),
         };
         match result {
@@ -170,10 +184,21 @@ async fn existing(client: &Client, cfg: &S3Config, key: &str) -> anyhow::Result<
         .await
         .with_context(|| format!("HEAD s3://{}/{key} after S3 refused to replace it", cfg.bucket))?;
     let last_offset = head.metadata().and_then(|m| m.get(META_LAST_OFFSET)).and_then(|v| v.parse().ok());
-    Ok(Outcome::Exists { last_offset })
+    Ok(Outcome::Exists { last_offset, etag: head.e_tag().map(str::to_owned) })
 }
 
-async fn once(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>, span: Span) -> anyhow::Result<Outcome> {
+async fn once(
+    client: &Client,
+    cfg: &S3Config,
+    key: &str,
+    body: Body<'_>,
+    span: Span,
+    condition: &Condition,
+) -> anyhow::Result<Outcome> {
+    let (if_none_match, if_match) = match condition {
+        Condition::Create => (Some("*".to_owned()), None),
+        Condition::Replace(etag) => (None, Some(etag.clone())),
+    };
     let meta = [
         (META_FIRST_OFFSET, span.first_offset.to_string()),
         (META_LAST_OFFSET, span.last_offset.to_string()),
@@ -182,7 +207,13 @@ async fn once(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>, span: 
     let size = body.len();
     if size <= cfg.multipart_threshold_bytes as u64 {
         let stream = body.stream(0, size).await?;
-        let mut put = client.put_object().bucket(&cfg.bucket).key(key).if_none_match("*").body(stream);
+        let mut put = client
+            .put_object()
+            .bucket(&cfg.bucket)
+            .key(key)
+            .set_if_none_match(if_none_match.clone())
+            .set_if_match(if_match.clone())
+            .body(stream);
         for (k, v) in &meta {
             put = put.metadata(*k, v);
         }
@@ -228,7 +259,8 @@ async fn once(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>, span: 
         .bucket(&cfg.bucket)
         .key(key)
         .upload_id(&upload_id)
-        .if_none_match("*")
+        .set_if_none_match(if_none_match)
+        .set_if_match(if_match)
         .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
         .send()
         .await;
@@ -309,7 +341,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("object");
         std::fs::write(&path, bytes)?;
-        upload(client, cfg, key, Body { path: &path, size: bytes.len() as u64 }, span, lease).await
+        upload(client, cfg, key, Body { path: &path, size: bytes.len() as u64 }, span, &Condition::Create, lease).await
     }
 
     fn span(first: i64, last: i64) -> Span {
@@ -329,12 +361,11 @@ mod tests {
         assert_eq!(up("a/small.bin", b"tiny".to_vec(), span(100, 109)).await, Outcome::Written);
         // A second writer of the same keys (a stale owner, a retry whose first try landed) is
         // refused by S3 and learns where the existing object ends; nothing is replaced.
-        assert_eq!(
-            up("a/small.bin", b"tiny again".to_vec(), span(100, 120)).await,
-            Outcome::Exists { last_offset: Some(109) }
-        );
+        let again = up("a/small.bin", b"tiny again".to_vec(), span(100, 120)).await;
+        assert!(matches!(again, Outcome::Exists { last_offset: Some(109), etag: Some(_) }), "{again:?}");
         let other: Vec<u8> = big.iter().map(|b| b ^ 0xff).collect();
-        assert_eq!(up("a/big.bin", other, span(0, 50)).await, Outcome::Exists { last_offset: Some(99) });
+        let other = up("a/big.bin", other, span(0, 50)).await;
+        assert!(matches!(other, Outcome::Exists { last_offset: Some(99), .. }), "{other:?}");
         let got = client.get_object().bucket("uploads").key("a/big.bin").send().await.expect("get");
         assert_eq!(got.metadata().and_then(|m| m.get(META_RECORDS)).map(String::as_str), Some("100"));
         assert_eq!(got.body.collect().await.expect("body").into_bytes().as_ref(), &big[..]);
@@ -354,6 +385,36 @@ mod tests {
         })
         .await
         .expect("aborted");
+    }
+
+    /// An object written before offsets were kept in metadata is replaced only deliberately:
+    /// with the ETag read back, and only while it is still that object.
+    #[tokio::test]
+    async fn an_object_without_offsets_is_replaced_only_by_its_etag() {
+        let (s3, client, cfg) = setup().await;
+        let (_keep, lease) = lease(Duration::from_secs(60));
+        client
+            .put_object()
+            .bucket("uploads")
+            .key("old.bin")
+            .body(ByteStream::from(b"old".to_vec()))
+            .send()
+            .await
+            .expect("old object");
+        let found = up_file(&client, &cfg, "old.bin", b"new", span(0, 9), &lease).await.expect("upload");
+        let Outcome::Exists { last_offset: None, etag: Some(etag) } = found else { panic!("{found:?}") };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("object");
+        std::fs::write(&path, b"new").expect("write");
+        let body = Body { path: &path, size: 3 };
+        let wrong = Condition::Replace("\"0000\"".into());
+        let refused = upload(&client, &cfg, "old.bin", body, span(0, 9), &wrong, &lease).await.expect("upload");
+        assert!(matches!(refused, Outcome::Exists { .. }), "{refused:?}");
+        let replaced = upload(&client, &cfg, "old.bin", body, span(0, 9), &Condition::Replace(etag), &lease)
+            .await
+            .expect("upload");
+        assert_eq!(replaced, Outcome::Written);
+        assert_eq!(std::fs::read(s3.root().join("uploads/old.bin")).expect("object"), b"new");
     }
 
     #[tokio::test]

@@ -32,7 +32,7 @@ use crate::coord::{self, Keys, LeaseState};
 use crate::metrics::{Metrics, TpLabel};
 use crate::naming::{self, ObjectName};
 use crate::shares::{self, Share};
-use crate::upload::{Body, Outcome, Span};
+use crate::upload::{Body, Condition, Outcome, Span};
 use az_core::assign::Tp;
 
 /// Consumer context: statistics feed cross-zone accounting and per-partition lag.
@@ -597,24 +597,35 @@ impl Worker {
         }
         let started = Instant::now();
         let span = Span { first_offset: f.first_offset, last_offset: f.last_offset, records: f.records };
-        let outcome =
-            crate::upload::upload(&self.s3, &self.cfg.s3, &key, Body { path: &f.path, size: f.size }, span, lease)
+        let body = Body { path: &f.path, size: f.size };
+        let mut outcome = crate::upload::upload(&self.s3, &self.cfg.s3, &key, body, span, &Condition::Create, lease)
+            .await
+            .inspect_err(|_| self.metrics.error("upload"))?;
+        if let Outcome::Exists { last_offset: None, etag: Some(etag) } = &outcome {
+            // Written before objects carried their offsets (an older version that crashed before
+            // committing): its range is unknown but starts at this buffer's first offset, which
+            // is the committed one, so replacing it loses nothing. Only that very object is
+            // replaced (If-Match), never one a peer writes meanwhile.
+            tracing::warn!(partition = %tp.key(), key, "an object without offsets is at this key; replacing it");
+            let replace = Condition::Replace(etag.clone());
+            outcome = crate::upload::upload(&self.s3, &self.cfg.s3, &key, body, span, &replace, lease)
                 .await
                 .inspect_err(|_| self.metrics.error("upload"))?;
+        }
         self.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
         // S3 refused to replace an object already at this key: a previous owner (stalled, or
         // crashed before committing) wrote the same first offset. Its records are in S3; go on
         // after its last one instead of writing them again.
         let (next, rolled) = match outcome {
             Outcome::Written => (f.last_offset + 1, Rolled::Next),
-            Outcome::Exists { last_offset: Some(last) } if last == f.last_offset => (last + 1, Rolled::Next),
-            Outcome::Exists { last_offset: Some(last) } if last >= f.first_offset => {
+            Outcome::Exists { last_offset: Some(last), .. } if last == f.last_offset => (last + 1, Rolled::Next),
+            Outcome::Exists { last_offset: Some(last), .. } if last >= f.first_offset => {
                 self.metrics.error("object-exists");
                 tracing::warn!(partition = %tp.key(), key, ours = f.last_offset, theirs = last,
                     "an object of a previous owner is at this key; resuming after its last offset");
                 (last + 1, Rolled::ResumeAt(last + 1))
             }
-            Outcome::Exists { last_offset } => {
+            Outcome::Exists { last_offset, .. } => {
                 self.metrics.error("object-exists");
                 anyhow::bail!(
                     "s3://{}/{key} exists and its metadata does not say where it ends ({last_offset:?}); the partition stops until an operator looks",
