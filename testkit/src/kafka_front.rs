@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::kafka_wire::API_VERSIONS;
+use crate::kafka_wire::put_str;
 use crate::runtime::{ServerRuntime, bind_loopback};
 use crate::tls::TlsFiles;
 use crate::{Result, TestkitError};
@@ -239,16 +240,6 @@ pub(crate) fn parse_header(frame: &[u8]) -> Option<Header> {
     let client_id = i16_at(frame, 8)?;
     let body = 10 + usize::try_from(client_id.max(0)).ok()?;
     Some(Header { api_key: i16_at(frame, 0)?, api_version: i16_at(frame, 2)?, correlation_id: i32_at(frame, 4)?, body })
-}
-
-fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => {
-            out.extend_from_slice(&(s.len() as i16).to_be_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }
-        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
-    }
 }
 
 /// Runs the SASL exchange. Returns whether the client authenticated.

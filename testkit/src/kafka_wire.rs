@@ -111,7 +111,8 @@ fn put_array_len(out: &mut Vec<u8>, n: usize, flexible: bool) {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
+/// A non-flexible (nullable) string.
+pub(crate) fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => {
             out.extend_from_slice(&(s.len() as i16).to_be_bytes());
