@@ -1,5 +1,6 @@
 //! Real etcd (Debian's `etcd` binary) on free loopback ports with a temporary data directory,
-//! killed when dropped, including during a panic's unwinding.
+//! killed when dropped, including during a panic's unwinding. It can be paused (SIGSTOP, a
+//! network partition as clients see it) and killed and restarted on the same ports and data.
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -17,6 +18,8 @@ pub struct Etcd {
     _dir: tempfile::TempDir,
     log: PathBuf,
     tls: Option<TlsFiles>,
+    /// The command line, for restarts.
+    args: Vec<String>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -62,26 +65,33 @@ impl Etcd {
         let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = dir.path().join("etcd.log");
-        let log_file = std::fs::File::create(&log).map_err(io_err("create etcd log"))?;
+        let mut args = vec![
+            "--name=testkit".to_owned(),
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=testkit={peer}"),
+            "--initial-cluster-state=new".to_owned(),
+            "--logger=zap".to_owned(),
+        ];
+        args.extend(
+            files.iter().flat_map(|f| [format!("--cert-file={}", f.cert.display()), format!("--key-file={}", f.key.display())]),
+        );
+        let child = Self::spawn(&args, &log)?;
+        let mut etcd = Etcd { child, client_port, _dir: dir, log, tls: files, args };
+        etcd.wait_serving()?;
+        Ok(etcd)
+    }
+
+    /// Starts the etcd process, its output appended to `log`.
+    fn spawn(args: &[String], log: &std::path::Path) -> Result<Child> {
+        let log_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(io_err("open etcd log"))?;
         let log_err = log_file.try_clone().map_err(io_err("clone etcd log"))?;
         let mut cmd = Command::new(etcd_binary());
-        cmd.arg("--name=testkit")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=testkit={peer}"))
-            .arg("--initial-cluster-state=new")
-            .arg("--logger=zap")
-            .args(
-                files.iter().flat_map(|f| {
-                    [format!("--cert-file={}", f.cert.display()), format!("--key-file={}", f.key.display())]
-                }),
-            )
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err);
+        cmd.args(args).stdin(Stdio::null()).stdout(log_file).stderr(log_err);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It asks the
         // kernel to kill etcd if the spawning thread dies without running our Drop (for
         // example when a test runner kills the test process).
@@ -91,28 +101,44 @@ impl Etcd {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| TestkitError::Start {
+        cmd.spawn().map_err(|e| TestkitError::Start {
             server: "etcd",
             reason: format!(
                 "spawning {:?} failed ({e}); install Debian's etcd-server or set ZONAL_ETCD_BIN",
                 etcd_binary()
             ),
-        })?;
-        let mut etcd = Etcd { child, client_port, _dir: dir, log, tls: files };
+        })
+    }
+
+    /// Waits until the client port accepts connections, or the process exits.
+    fn wait_serving(&mut self) -> Result<()> {
+        let port = self.client_port;
+        let child = &mut self.child;
         let ready = wait_until("etcd to accept connections", Duration::from_secs(20), || {
-            if let Ok(Some(status)) = etcd.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 return Some(Err(status));
             }
-            TcpStream::connect(("127.0.0.1", client_port)).ok().map(|_| Ok(()))
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| Ok(()))
         });
         match ready {
-            Ok(Ok(())) => Ok(etcd),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(status)) => Err(TestkitError::Start {
                 server: "etcd",
-                reason: format!("exited with {status}; log: {}", etcd.log_tail()),
+                reason: format!("exited with {status}; log: {}", self.log_tail()),
             }),
-            Err(e) => Err(TestkitError::Start { server: "etcd", reason: format!("{e}; log: {}", etcd.log_tail()) }),
+            Err(e) => Err(TestkitError::Start { server: "etcd", reason: format!("{e}; log: {}", self.log_tail()) }),
         }
+    }
+
+    /// Kills etcd (SIGKILL, as a crashed host) and starts it again on the same ports and data
+    /// directory; returns once it accepts connections. Leases it granted survive in its data
+    /// with their remaining time, as after a real restart.
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.args, &self.log)?;
+        self.wait_serving()
     }
 
     /// The client URL, `http://127.0.0.1:PORT` (`https://` with TLS).

@@ -93,6 +93,15 @@ impl Process {
             cmd.env_remove(k);
         }
         let out = log.try_clone().map_err(io_err("duplicate the log descriptor"))?;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. The kernel
+        // kills the child when the thread that started it dies without running our Drop (a
+        // harness killed by a timeout), so no program outlives its test.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out)

@@ -1,10 +1,15 @@
 //! An embedded S3-compatible server (s3s + s3s-fs) on a free loopback port, with real SigV4
 //! credential checks, serving buckets as directories of a temporary folder. Faults an operator
 //! meets are injected in front of s3s: object writes held until released (an upload in flight
-//! while its writer is stopped) and request bodies read at a limited rate (a slow link).
+//! while its writer is stopped), request bodies read at a limited rate (a slow link), requests
+//! answered late, requests answered with a 5xx error, and uploads whose connection is cut
+//! halfway through the body.
 //!
 //! ```text
 //!  aws-sdk-s3 (path-style, endpoint override) ──HTTP──> hyper ──> Faults ──> s3s (auth) ──> s3s-fs ──> temp dir
+//!                                                                  │ latency: every request waits first
+//!                                                                  │ fail: the next n requests get 500/503 with an S3 error body
+//!                                                                  │ cut: the next n writes read half their body, then the connection drops
 //!                                                                  │ hold: PUT object / complete multipart wait for release
 //!                                                                  └ rate: body frames paced to bytes/s
 //! ```
@@ -46,6 +51,31 @@ struct Faults {
     released: tokio::sync::Notify,
     /// Request body bytes per second (0: unlimited).
     rate: AtomicU64,
+    /// Milliseconds every request waits before it is served.
+    latency_ms: AtomicU64,
+    /// Requests still to answer with `fail_status`.
+    to_fail: AtomicUsize,
+    /// The status of failed requests (500 or 503).
+    fail_status: AtomicU64,
+    /// Writes (object or part) whose connection is still to cut mid-body.
+    to_cut: AtomicUsize,
+}
+
+/// Takes one from a countdown; false when it was already 0.
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+/// An S3 error response, as S3 sends for throttling (503 SlowDown) or an internal error (500).
+fn error_response(status: u16) -> s3s::HttpResponse {
+    let code = if status == 503 { "SlowDown" } else { "InternalError" };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by testkit</Message></Error>"
+    );
+    let mut resp = hyper::Response::new(s3s::Body::from(body));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
+    resp
 }
 
 impl Faults {
@@ -68,9 +98,19 @@ impl Faults {
         service: s3s::service::S3Service,
         req: hyper::Request<hyper::body::Incoming>,
     ) -> std::result::Result<s3s::HttpResponse, s3s::HttpError> {
-        if Faults::is_object_write(&req)
-            && self.to_hold.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
-        {
+        let latency = self.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        if take_one(&self.to_fail) {
+            // The body is read first, as a server that fails after receiving the request does.
+            let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+            return Ok(error_response(self.fail_status.load(Ordering::SeqCst) as u16));
+        }
+        if (Faults::is_object_write(&req) || req.method() == hyper::Method::PUT) && take_one(&self.to_cut) {
+            return Err(Self::cut(req).await);
+        }
+        if Faults::is_object_write(&req) && take_one(&self.to_hold) {
             // The whole request is received first: S3 has it, and serves it late (as a request
             // delayed in the network would be), whatever its writer does meanwhile.
             let (parts, body) = req.into_parts();
@@ -99,6 +139,29 @@ impl Faults {
             })
         };
         service.call(req).await
+    }
+
+    /// Reads about half of a request's body, then fails the connection: hyper closes it with no
+    /// response, as a cut link or a dying load balancer would.
+    async fn cut(req: hyper::Request<hyper::body::Incoming>) -> s3s::HttpError {
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let mut body = BodyStream::new(req.into_body());
+        let mut read = 0u64;
+        while read < declared / 2 {
+            match body.next().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+                _ => break,
+            }
+        }
+        s3s::HttpError::new(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            format!("testkit cut the connection after {read} of {declared} body bytes"),
+        )))
     }
 }
 
@@ -165,6 +228,29 @@ impl S3Server {
     /// Reads request bodies at `bytes_per_sec` (0: as fast as they come), as over a slow link.
     pub fn set_upload_rate(&self, bytes_per_sec: u64) {
         self.faults.rate.store(bytes_per_sec, Ordering::SeqCst);
+    }
+
+    /// Answers every request `ms` milliseconds late (0: at once).
+    pub fn set_latency(&self, ms: u64) {
+        self.faults.latency_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` requests, whatever they are, with `status` (500: InternalError,
+    /// 503: SlowDown) and an S3 error body, after reading their body.
+    pub fn fail_next_requests(&self, n: usize, status: u16) {
+        self.faults.fail_status.store(u64::from(status), Ordering::SeqCst);
+        self.faults.to_fail.store(n, Ordering::SeqCst);
+    }
+
+    /// Cuts the connection of the next `n` writes (object PUT, part upload, multipart
+    /// completion) after about half of their body, with no response.
+    pub fn cut_next_writes(&self, n: usize) {
+        self.faults.to_cut.store(n, Ordering::SeqCst);
+    }
+
+    /// Requests still to fail and writes still to cut (faults armed but not yet met).
+    pub fn pending_faults(&self) -> usize {
+        self.faults.to_fail.load(Ordering::SeqCst) + self.faults.to_cut.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT`.

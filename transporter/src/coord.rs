@@ -162,7 +162,9 @@ pub async fn connect_untimed(cfg: &EtcdConfig) -> anyhow::Result<Client> {
 async fn connect_with(cfg: &EtcdConfig, request_timeout: Option<Duration>) -> anyhow::Result<Client> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        // etcd closes the connection of a client pinging more often than its
+        // --grpc-keepalive-min-time (5 s by default): every 10 s, 5 s to answer.
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
     if let Some(t) = request_timeout {
         opts = opts.with_timeout(t);
     }
@@ -609,5 +611,24 @@ mod tests {
         let mut c = client.clone();
         let ttl = c.lease_time_to_live(id, None).await.expect("ttl").ttl();
         assert!(ttl > 0, "etcd expired the lease (ttl {ttl})");
+    }
+
+    /// A standby's campaign waits as long as the master lives. etcd refuses HTTP/2 pings more
+    /// often than every 5 s (`--grpc-keepalive-min-time`) and closes the connection of a client
+    /// that sends them: the campaign must not be cut by our own keepalive.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_standby_campaign_is_not_cut_by_keepalive_pings() {
+        let etcd = testkit::Etcd::start().expect("etcd");
+        let cfg = EtcdConfig { endpoints: vec![etcd.endpoint()], ..EtcdConfig::default() };
+        let client = connect(&cfg).await.expect("connect");
+        let keys = Keys::new("pings");
+        let lease = client.clone().lease_grant(60, None).await.expect("lease").id();
+        let standby_lease = client.clone().lease_grant(60, None).await.expect("lease").id();
+        client.election_client().campaign(keys.election(), "master", lease).await.expect("campaign");
+        let mut standby = connect_untimed(&cfg).await.expect("connect").election_client();
+        let waited =
+            tokio::time::timeout(Duration::from_secs(15), standby.campaign(keys.election(), "standby", standby_lease))
+                .await;
+        assert!(waited.is_err(), "the standby's campaign ended while the master lived: {waited:?}");
     }
 }

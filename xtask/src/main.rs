@@ -3,8 +3,10 @@
 
 mod bench;
 mod bench_transporter;
+mod chaos;
 mod demo;
 mod deploy;
+mod fleet;
 mod k8s;
 mod tools;
 
@@ -34,6 +36,9 @@ enum Cmd {
     /// Run the whole pipeline twice (zone-unaware, zone-aware) on the testkit world and report
     /// cross-zone traffic, loss and duplicates.
     Demo(demo::DemoArgs),
+    /// The whole pipeline under a seeded schedule of faults, then drained and checked: nothing
+    /// lost, nothing duplicated in S3. Exit status 1 when anything was.
+    Chaos(chaos::ChaosArgs),
     /// Benchmarks as ratios against a reference run in the same invocation (kcat).
     Bench(bench::BenchArgs),
     /// Build release binaries, validate example configs, stage a deployable bundle; or render
@@ -77,6 +82,10 @@ fn real_main() -> anyhow::Result<()> {
             tools::ensure_installed(&tools::DEMO_PACKAGES)?;
             demo::run(&args)
         }
+        Cmd::Chaos(args) => {
+            tools::ensure_installed(&tools::CHAOS_PACKAGES)?;
+            chaos::run(&args)
+        }
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Deploy { target: None } => deploy::run(),
         Cmd::Deploy { target: Some(DeployTarget::Kubernetes { values }) } => k8s::run(values.as_deref()),
@@ -92,8 +101,21 @@ fn target_dir() -> std::path::PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
+/// A cargo command without the variables `cargo run` set for xtask itself: build scripts that
+/// watch them (ring's watches `CARGO_PKG_NAME` and `CARGO_MANIFEST_DIR`) would otherwise see
+/// them change between a nested build and a direct one and rebuild everything above them.
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"].contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
 }
 
 fn run(step: &str, cmd: &mut Command) -> anyhow::Result<()> {

@@ -66,6 +66,18 @@ pub fn ensure_pip(tools: &[(&str, &str)]) -> anyhow::Result<()> {
 pub const DEMO_PACKAGES: [Package; 5] =
     [TEST_PACKAGES[0], TEST_PACKAGES[1], TEST_PACKAGES[2], TEST_PACKAGES[3], TEST_PACKAGES[4]];
 
+/// What `cargo xtask chaos` needs: the demo's, logrotate, and chattr (e2fsprogs) to make a
+/// directory unwritable even to root.
+pub const CHAOS_PACKAGES: [Package; 7] = [
+    TEST_PACKAGES[0],
+    TEST_PACKAGES[1],
+    TEST_PACKAGES[2],
+    TEST_PACKAGES[3],
+    TEST_PACKAGES[4],
+    TEST_PACKAGES[7],
+    Package { binary: "chattr", debian: "e2fsprogs" },
+];
+
 /// Whether a binary is on PATH (or, for an absolute path, the file exists).
 pub fn present(binary: &str) -> bool {
     if binary.starts_with('/') {

@@ -1,0 +1,299 @@
+//! `cargo xtask chaos`: the whole pipeline of the demo under a seeded schedule of faults, then
+//! drained and checked: every line written is in S3, every Kafka offset is in S3 exactly once.
+//!
+//! ```text
+//!  World (3 zones x 2 brokers, etcd, S3, IMDS) ── 2 workers per zone ── 1 agent per zone
+//!  writers (rate lines/s per zone) ──> logs/app.log ──logrotate (create | copytruncate)──┐
+//!  schedule::plan(seed, n) ──> for each fault: pause, inject::inject (hold, heal),      │
+//!                              wait until healthy again (recovery time), restart exits  │
+//!  stop writers ──> wait until S3 holds every line ──> stop programs ──> check::tally ──┘
+//!  report: a table per fault kind, target/zonal-chaos/summary.json, exit 1 on loss or duplicates
+//! ```
+
+mod check;
+mod inject;
+mod report;
+mod schedule;
+mod writers;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::fleet::{self, BUCKET, FleetSpec, Node};
+use inject::Pipeline;
+use schedule::Kind;
+
+/// Options of a chaos run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChaosArgs {
+    /// Seed of the fault schedule: the same seed injects the same faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Faults to inject, one after another (every kind at least once from 15 on).
+    #[arg(long, default_value_t = 30)]
+    pub faults: usize,
+    /// Seconds the writers run at least (they run until the last fault has recovered).
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Lines per second each zone's application writes.
+    #[arg(long, default_value_t = 100)]
+    pub rate: u64,
+    /// Bytes per line.
+    #[arg(long, default_value_t = 120)]
+    pub line_bytes: usize,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// Where summary.json goes (default target/zonal-chaos).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// What one injected fault came to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Event {
+    /// The fault's kind.
+    pub kind: Kind,
+    /// What it hit.
+    pub note: String,
+    /// Seconds from healing to a healthy pipeline; `None` when it did not recover in time.
+    pub recovery_seconds: Option<f64>,
+}
+
+/// How long a pipeline may take to be healthy again after a fault is healed.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How often each zone's log is rotated in steady operation.
+const ROTATE_EVERY: Duration = Duration::from_secs(15);
+
+/// Runs a chaos run; an error when anything was lost or duplicated in S3.
+pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rate > 0 && args.partitions > 0 && args.line_bytes >= 40, "--rate, --partitions must be positive and --line-bytes at least 40");
+    crate::run(
+        "cargo build -p zonal-agent -p zonal-transporter",
+        crate::cargo().args(["build", "-p", "zonal-agent", "-p", "zonal-transporter"]),
+    )?;
+    let bins = crate::target_dir().join("debug");
+    let out = args.out.clone().unwrap_or_else(|| crate::target_dir().join("zonal-chaos"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let work = tempfile::Builder::new().prefix("zonal-chaos-").tempdir()?;
+    let faults = schedule::plan(args.seed, args.faults);
+    eprintln!("==> chaos, seed {} ({} faults): reproduce with `cargo xtask chaos --seed {} --faults {}`", args.seed, faults.len(), args.seed, args.faults);
+
+    let mut p = start(args, &bins, work.path())?;
+    let s3 = p.world.s3.as_ref().context("no S3")?;
+    let mut reader = check::Reader::new(s3, BUCKET, "chaos")?;
+    let started = Instant::now();
+    let bar = ProgressBar::new(faults.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} faults {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("chaos");
+    let mut events = Vec::new();
+    let mut exits = Vec::new();
+    let mut last_rotation = vec![Instant::now(); p.writers.len()];
+    for f in &faults {
+        // The pause between faults: part of the schedule.
+        std::thread::sleep(Duration::from_millis(f.pause_ms));
+        rotate_due(&p, &mut last_rotation)?;
+        bar.set_message(format!("{} ...", f.kind.name()));
+        let injected = p.inject(f).with_context(|| format!("injecting {}", f.kind.name()))?;
+        let objects = reader.count()?;
+        let recovered = wait_healthy(&mut p, &reader, objects, &mut exits);
+        let recovery_seconds = recovered.is_ok().then(|| injected.healed_at.elapsed().as_secs_f64());
+        let line = format!(
+            "{:>4}s {:>18} {:<44} {}",
+            started.elapsed().as_secs(),
+            f.kind.name(),
+            injected.note,
+            recovery_seconds.map_or("NOT RECOVERED".to_owned(), |s| format!("recovered in {s:.1} s"))
+        );
+        // Without a terminal the bar is hidden and so is its println.
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+        if let Err(why) = recovered {
+            let tails: Vec<String> = p.agents.iter().chain(p.workers.iter()).map(Node::log_tail).collect();
+            eprintln!("not recovered: {why}; the programs' last lines:\n{}", tails.join("\n"));
+        }
+        events.push(Event { kind: f.kind, note: injected.note, recovery_seconds });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    while started.elapsed() < Duration::from_secs(args.duration) {
+        rotate_due(&p, &mut last_rotation)?;
+        // Steady writing for the rest of --duration.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let written: Vec<u64> = p.writers.iter_mut().map(|w| w.finish()).collect::<anyhow::Result<_>>()?;
+    let cross_zone_share = cross_zone_share(&p.agents);
+    drain(&mut p, &mut reader, &written, &mut exits)?;
+    for n in p.agents.iter_mut().chain(p.workers.iter_mut()) {
+        n.stop();
+    }
+    let records = reader.records()?;
+    let watermarks = watermarks(&p)?;
+    let outcome = check::tally(&records, &written, &watermarks);
+    let summary = report::Summary { seed: args.seed, faults: args.faults, outcome, events, exits, cross_zone_share };
+    report::print(&summary, &out)?;
+    summary.verdict()
+}
+
+/// Starts the world, the transporters (two per zone), the agents and the writers.
+fn start(args: &ChaosArgs, bins: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<Pipeline> {
+    eprintln!("==> starting the testkit world: 3 zones x 2 brokers (RF 3), etcd, S3");
+    let world = testkit::World::start(&testkit::WorldSpec::default())?;
+    world.s3.as_ref().context("no S3")?.create_bucket(BUCKET)?;
+    let topic = "chaos";
+    world.kafka.create_topic(topic, args.partitions)?;
+    let lease_ttl = Duration::from_secs(4);
+    let spec = FleetSpec {
+        world: &world,
+        bins,
+        topic,
+        name: "chaos",
+        zone_aware: true,
+        lease_ttl_secs: lease_ttl.as_secs(),
+        max_age_ms: 1000,
+        batch_lines: 100,
+        agent_extra: String::new(),
+    };
+    let mut workers = Vec::new();
+    for zone in 0..world.zones.len() {
+        for k in 0..2 {
+            workers.push(spec.transporter(zone, k, dir)?);
+        }
+    }
+    eprintln!("==> waiting for the fleet to assign {} partitions", args.partitions);
+    fleet::wait_assigned(&workers, args.partitions as usize, Duration::from_secs(90))?;
+    let agents = (0..world.zones.len()).map(|z| spec.agent(z, dir)).collect::<anyhow::Result<Vec<_>>>()?;
+    for a in &agents {
+        testkit::wait_until("an agent to become ready", Duration::from_secs(60), || a.ready().then_some(()))
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", a.log_tail()))?;
+    }
+    let writers = agents
+        .iter()
+        .map(|a| writers::Writer::start(a.zone, &a.dir.join("logs"), args.rate, args.line_bytes, a.zone == 1))
+        .collect();
+    Ok(Pipeline { world, topic: topic.to_owned(), partitions: args.partitions, agents, workers, writers, lease_ttl })
+}
+
+/// Rotates each zone's log when its turn has come.
+fn rotate_due(p: &Pipeline, last: &mut [Instant]) -> anyhow::Result<()> {
+    for (w, at) in p.writers.iter().zip(last.iter_mut()) {
+        if at.elapsed() >= ROTATE_EVERY {
+            w.rotate()?;
+            *at = Instant::now();
+        }
+    }
+    Ok(())
+}
+
+/// Restarts programs that exited by themselves (as a supervisor would) and remembers them.
+fn supervise(p: &mut Pipeline, exits: &mut Vec<String>) {
+    for n in p.agents.iter_mut().chain(p.workers.iter_mut()) {
+        if !n.process.running() {
+            exits.push(format!("{} exited by itself:\n{}", n.name, n.process.log_tail(6)));
+            let _ = n.process.restart();
+        }
+    }
+}
+
+/// Why the pipeline is not healthy yet: a program not running or not ready, an assignment
+/// that misses a partition or a worker, or no new object in S3 since `objects`. `None` when
+/// healthy.
+fn unhealthy(p: &mut Pipeline, reader: &check::Reader, objects: usize, exits: &mut Vec<String>) -> Option<String> {
+    supervise(p, exits);
+    if let Some(n) = p.agents.iter().chain(p.workers.iter()).find(|n| !n.ready()) {
+        return Some(format!("{} is not ready", n.name));
+    }
+    let assigned = p.workers.iter().any(|w| {
+        fleet::assignment(w).is_some_and(|(owned, named, _)| owned == p.partitions as usize && named == p.workers.len())
+    });
+    if !assigned {
+        return Some("no worker shows every partition assigned to every worker".to_owned());
+    }
+    match reader.count() {
+        Ok(n) if n > objects => None,
+        Ok(_) => Some("no new object in S3".to_owned()),
+        Err(e) => Some(format!("listing S3: {e:#}")),
+    }
+}
+
+/// Waits until the pipeline is healthy; the reason it is not, past the deadline.
+fn wait_healthy(p: &mut Pipeline, reader: &check::Reader, objects: usize, exits: &mut Vec<String>) -> Result<(), String> {
+    let mut why = String::new();
+    testkit::wait_until_every("a healthy pipeline", RECOVERY_DEADLINE, Duration::from_millis(250), || {
+        match unhealthy(p, reader, objects, exits) {
+            None => Some(()),
+            Some(w) => {
+                why = w;
+                None
+            }
+        }
+    })
+    .map_err(|_| why)
+}
+
+/// Waits until S3 holds every line written (or the deadline passes: the check then counts what
+/// is missing).
+fn drain(p: &mut Pipeline, reader: &mut check::Reader, written: &[u64], exits: &mut Vec<String>) -> anyhow::Result<()> {
+    let total: u64 = written.iter().sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} lines in S3")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("drain");
+    let done = testkit::wait_until_every("every line in S3", Duration::from_secs(300), Duration::from_secs(2), || {
+        supervise(p, exits);
+        let records = match reader.records() {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let o = check::tally(&records, written, &Default::default());
+        bar.set_position(o.lines_in_s3);
+        (o.lost == 0).then_some(Ok(()))
+    });
+    bar.finish_and_clear();
+    match done {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("warning: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// The share of the agents' Kafka bytes that crossed zones.
+fn cross_zone_share(agents: &[Node]) -> f64 {
+    let (mut cross, mut all) = (0u64, 0u64);
+    for a in agents {
+        let m = |zone: &str| a.kafka_bytes("zonal_agent_kafka_bytes", zone);
+        cross += m("cross-zone");
+        all += m("cross-zone") + m("same-zone") + m("unknown");
+    }
+    if all == 0 { 0.0 } else { cross as f64 / all as f64 }
+}
+
+/// Each partition's (low, high) watermarks.
+fn watermarks(p: &Pipeline) -> anyhow::Result<std::collections::BTreeMap<i32, (i64, i64)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = p.world.kafka.client_config().create().context("a Kafka client for watermarks")?;
+    (0..p.partitions)
+        .map(|part| {
+            let marks = consumer
+                .fetch_watermarks(&p.topic, part, Duration::from_secs(10))
+                .with_context(|| format!("watermarks of {}/{part}", p.topic))?;
+            Ok((part, marks))
+        })
+        .collect()
+}
