@@ -84,6 +84,8 @@ pub struct FleetSpec<'a> {
     pub batch_lines: usize,
     /// Extra top-level agent settings (TOML lines).
     pub agent_extra: String,
+    /// Object format: `lines` or `json` (with partition and offset per record).
+    pub format: &'a str,
 }
 
 impl FleetSpec<'_> {
@@ -117,7 +119,7 @@ impl FleetSpec<'_> {
              [etcd]\nendpoints = [\"{e}\"]\ncluster = \"{name}\"\nlease-ttl-secs = {ttl}\n\
              [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{imds}\"\n\
              [worker]\nid = \"{id}\"\nbuffer-dir = \"{buffers}\"\n\
-             [s3]\nbucket = \"{BUCKET}\"\nprefix = \"{name}\"\nendpoint = \"{s}\"\npath-style = true\n\
+             [s3]\nbucket = \"{BUCKET}\"\nprefix = \"{name}\"\nendpoint = \"{s}\"\npath-style = true\nformat = \"{format}\"\n\
              [roll]\nmax-age-ms = {age}\n[assignment]\nzone-aware = {aware}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
             b = world.kafka.bootstrap(),
             e = etcd.endpoint(),
@@ -127,6 +129,7 @@ impl FleetSpec<'_> {
             s = s3.endpoint(),
             age = self.max_age_ms,
             aware = self.zone_aware,
+            format = self.format,
         );
         std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         let process = Process::start(self.command("zonal-transporter", &config, wdir.join("transporter.log"))?)?;

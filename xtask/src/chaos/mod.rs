@@ -63,6 +63,9 @@ pub struct Event {
     pub recovery_seconds: Option<f64>,
 }
 
+/// Per partition, the first offset of its newest object in S3.
+type Newest = std::collections::BTreeMap<i32, i64>;
+
 /// How long a pipeline may take to be healthy again after a fault is healed.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -103,8 +106,8 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         rotate_due(&p, &mut last_rotation)?;
         bar.set_message(format!("{} ...", f.kind.name()));
         let injected = p.inject(f).with_context(|| format!("injecting {}", f.kind.name()))?;
-        let objects = reader.count()?;
-        let recovered = wait_healthy(&mut p, &reader, objects, &mut exits);
+        let newest = reader.newest()?;
+        let recovered = wait_healthy(&mut p, &reader, &newest, &mut exits);
         let recovery_seconds = recovered.is_ok().then(|| injected.healed_at.elapsed().as_secs_f64());
         let line = format!(
             "{:>4}s {:>18} {:<44} {}",
@@ -164,6 +167,7 @@ fn start(args: &ChaosArgs, bins: &std::path::Path, dir: &std::path::Path) -> any
         max_age_ms: 1000,
         batch_lines: 100,
         agent_extra: String::new(),
+        format: "json",
     };
     let mut workers = Vec::new();
     for zone in 0..world.zones.len() {
@@ -207,9 +211,10 @@ fn supervise(p: &mut Pipeline, exits: &mut Vec<String>) {
 }
 
 /// Why the pipeline is not healthy yet: a program not running or not ready, an assignment
-/// that misses a partition or a worker, or no new object in S3 since `objects`. `None` when
-/// healthy.
-fn unhealthy(p: &mut Pipeline, reader: &check::Reader, objects: usize, exits: &mut Vec<String>) -> Option<String> {
+/// that misses a partition or a worker, or a partition with no object newer than those in
+/// `newest` (every partition receives lines all the time, so each must flow again). `None`
+/// when healthy.
+fn unhealthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits: &mut Vec<String>) -> Option<String> {
     supervise(p, exits);
     if let Some(n) = p.agents.iter().chain(p.workers.iter()).find(|n| !n.ready()) {
         return Some(format!("{} is not ready", n.name));
@@ -220,18 +225,20 @@ fn unhealthy(p: &mut Pipeline, reader: &check::Reader, objects: usize, exits: &m
     if !assigned {
         return Some("no worker shows every partition assigned to every worker".to_owned());
     }
-    match reader.count() {
-        Ok(n) if n > objects => None,
-        Ok(_) => Some("no new object in S3".to_owned()),
-        Err(e) => Some(format!("listing S3: {e:#}")),
-    }
+    let now = match reader.newest() {
+        Ok(n) => n,
+        Err(e) => return Some(format!("listing S3: {e:#}")),
+    };
+    let stuck: Vec<i32> =
+        (0..p.partitions).filter(|part| now.get(part).copied().unwrap_or(-1) <= newest.get(part).copied().unwrap_or(-1)).collect();
+    (!stuck.is_empty()).then(|| format!("no new object in S3 for partitions {stuck:?}"))
 }
 
 /// Waits until the pipeline is healthy; the reason it is not, past the deadline.
-fn wait_healthy(p: &mut Pipeline, reader: &check::Reader, objects: usize, exits: &mut Vec<String>) -> Result<(), String> {
+fn wait_healthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits: &mut Vec<String>) -> Result<(), String> {
     let mut why = String::new();
     testkit::wait_until_every("a healthy pipeline", RECOVERY_DEADLINE, Duration::from_millis(250), || {
-        match unhealthy(p, reader, objects, exits) {
+        match unhealthy(p, reader, newest, exits) {
             None => Some(()),
             Some(w) => {
                 why = w;
