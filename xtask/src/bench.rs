@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use testkit::process::{Process, ProcessSpec};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::ClientConfig;
@@ -365,15 +366,12 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
     )?;
     let progress = bar(size, "zonal-agent");
     let start = Instant::now();
-    let agent = Command::new(&agent_bin)
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", agent_bin.display()))?;
-    let mut agent = agent;
-    let agent_peak = PeakRss::watch(agent.id());
+    let mut agent = Process::start(
+        ProcessSpec::new(&agent_bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], work.path().join("agent.log"))
+            .env("RUST_LOG", "warn"),
+    )?;
+    let agent_pid = agent.pid().context("the agent is not running")?;
+    let agent_peak = PeakRss::watch(agent_pid);
     let status_url = format!("127.0.0.1:{port}");
     let acked = || -> Option<u64> {
         let (_, body) = testkit::http::get(&status_url, "/status").ok()?;
@@ -393,10 +391,8 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
     )?;
     let agent_secs = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    let agent_rss = agent_peak.finish(agent.id());
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(libc::pid_t::try_from(agent.id())?, libc::SIGTERM) };
-    wait_child(&mut agent)?;
+    let agent_rss = agent_peak.finish(agent_pid);
+    agent.stop(Duration::from_secs(30))?;
     let agent_count = high_watermarks(&bootstrap, "bench-agent")?;
     if agent_count < args.lines as i64 || kcat_count < args.lines as i64 {
         bail!("records in Kafka: agent {agent_count}, kcat {kcat_count}; expected {} each", args.lines);

@@ -12,6 +12,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use testkit::process::{Process, ProcessSpec};
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -122,20 +123,17 @@ pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
                 s3.endpoint()
             ),
         )?;
-        let child = Command::new(&bin)
-            .args(["run", "-c"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .env("AWS_ACCESS_KEY_ID", s3.access_key())
-            .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
-            .env("AWS_REGION", s3.region())
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.path().join(format!("w{z}.log")))?)
-            .spawn()
-            .context("starting a transporter")?;
-        let peak = PeakRss::watch(child.id());
+        let log = work.path().join(format!("w{z}.log"));
+        let child = Process::start(
+            ProcessSpec::new(&bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log)
+                .env("RUST_LOG", "warn")
+                .env("AWS_ACCESS_KEY_ID", s3.access_key())
+                .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
+                .env("AWS_REGION", s3.region())
+                .env("AWS_CONFIG_FILE", "/nonexistent")
+                .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        )?;
+        let peak = PeakRss::watch(child.pid().context("a transporter is not running")?);
         workers.push((child, format!("127.0.0.1:{port}"), peak));
     }
     let progress = bar(bytes, "zonal-transporter");
@@ -166,15 +164,9 @@ pub fn run(mib: u64, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     let transfer_secs = all_owned.map_or(zonal_secs, |t| t.elapsed().as_secs_f64());
     progress.finish_and_clear();
     let mut rss = Vec::new();
-    let mut children = Vec::new();
-    for (child, _, peak) in workers {
-        rss.push(peak.finish(child.id()));
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(libc::pid_t::try_from(child.id())?, libc::SIGTERM) };
-        children.push(child);
-    }
-    for mut child in children {
-        wait_child(&mut child)?;
+    for (mut child, _, peak) in workers {
+        rss.push(peak.finish(child.pid().unwrap_or(0)));
+        child.stop(Duration::from_secs(30))?;
     }
     let objects = s3.list_keys("bench")?.len();
     let max_rss = rss.iter().cloned().fold(0.0, f64::max);

@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 use testkit::{World, WorldSpec};
 
-const BUCKET: &str = "zonal-demo";
+use crate::fleet::{self, BUCKET, FleetSpec, Node};
 
 /// Options of the demo.
 #[derive(Debug, Clone, clap::Args)]
@@ -95,85 +94,6 @@ impl Phase {
     }
 }
 
-struct Proc {
-    child: Option<Child>,
-    http: String,
-    name: String,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(
-        bin: &Path,
-        config: &Path,
-        http: String,
-        name: String,
-        log: PathBuf,
-        env: &[(&str, String)],
-    ) -> anyhow::Result<Proc> {
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(["run", "-c"]).arg(config).env("RUST_LOG", "info,rdkafka=warn").env_remove("ZONAL_ZONE");
-        cmd.env("AWS_CONFIG_FILE", "/nonexistent").env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        Ok(Proc { child: Some(child), http, name, log })
-    }
-
-    fn get(&self, path: &str) -> anyhow::Result<String> {
-        Ok(testkit::http::get(&self.http, path)?.1)
-    }
-
-    fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        testkit::http::metric(&self.get("/metrics").unwrap_or_default(), name, labels)
-    }
-
-    /// Bytes this client exchanged with Kafka in the given zone relation, both directions.
-    fn kafka_bytes(&self, metric: &str, zone: &str) -> u64 {
-        (self.metric(metric, &[zone, "\"tx\""]) + self.metric(metric, &[zone, "\"rx\""])) as u64
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            if let Ok(pid) = libc::pid_t::try_from(c.id()) {
-                // SAFETY: kill(2) on our own child.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            if testkit::wait_until("a graceful exit", Duration::from_secs(30), || c.try_wait().ok().flatten()).is_err()
-            {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     if !(2..=6).contains(&args.zones) {
         bail!("--zones must be between 2 and 6, got {}", args.zones);
@@ -223,109 +143,42 @@ fn phase(
     std::fs::create_dir_all(dir)?;
     let topic = format!("demo-{name}");
     world.kafka.create_topic(&topic, args.partitions)?;
-    let etcd = world.etcd.as_ref().context("no etcd")?;
     let s3 = world.s3.as_ref().context("no S3")?;
-    let env = [
-        ("AWS_ACCESS_KEY_ID", s3.access_key().to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_owned()),
-        ("AWS_REGION", s3.region().to_owned()),
-    ];
     let style = ProgressStyle::with_template("{prefix:>12} {spinner} [{bar:40}] {pos}/{len} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
 
+    let spec = FleetSpec {
+        world,
+        bins,
+        topic: &topic,
+        name,
+        zone_aware,
+        lease_ttl_secs: 5,
+        max_age_ms: 1000,
+        batch_lines: 100,
+        agent_extra: String::new(),
+        format: "lines",
+    };
     // Transporters: two per zone.
     let mut transporters = Vec::new();
-    for (z, imds) in world.metadata.iter().enumerate() {
+    for zone in 0..world.zones.len() {
         for k in 0..2 {
-            let id = format!("t{z}-{k}");
-            let port = free_port()?;
-            let config = dir.join(format!("{id}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "[kafka]\nbootstrap-servers = \"{b}\"\ntopics = [\"{topic}\"]\ntopology-refresh-secs = 2\n\
-                     [kafka.options]\n\"statistics.interval.ms\" = \"500\"\n\
-                     [etcd]\nendpoints = [\"{e}\"]\ncluster = \"{name}\"\nlease-ttl-secs = 5\n\
-                     [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{imds}\"\n\
-                     [worker]\nid = \"{id}\"\nbuffer-dir = \"{dir}/buffers\"\n\
-                     [s3]\nbucket = \"{BUCKET}\"\nprefix = \"{name}\"\nendpoint = \"{s}\"\npath-style = true\n\
-                     [roll]\nmax-age-ms = 1000\n[assignment]\nzone-aware = {zone_aware}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-                    b = world.kafka.bootstrap(),
-                    e = etcd.endpoint(),
-                    imds = imds.endpoint(),
-                    dir = dir.display(),
-                    s = s3.endpoint(),
-                ),
-            )?;
-            let bin = bins.join("zonal-transporter");
-            transporters.push(Proc::spawn(
-                &bin,
-                &config,
-                format!("127.0.0.1:{port}"),
-                id.clone(),
-                dir.join(format!("{id}.log")),
-                &env,
-            )?);
+            transporters.push(spec.transporter(zone, k, dir)?);
         }
     }
     let setup = multi.add(ProgressBar::new_spinner());
     setup.set_prefix(name);
     setup.set_message("waiting for the transporter fleet to assign every partition");
     setup.enable_steady_tick(Duration::from_millis(120));
-    let cross_zone_partitions = testkit::wait_until("the fleet's assignment", Duration::from_secs(60), || {
-        transporters.iter().find_map(|t| {
-            let v: serde_json::Value = serde_json::from_str(&t.get("/assignment").ok()?).ok()?;
-            let owned: usize = v["zones"]
-                .as_object()?
-                .values()
-                .flat_map(|ws| ws.as_object().into_iter().flatten())
-                .map(|(_, ps)| ps.as_array().map_or(0, Vec::len))
-                .sum();
-            let workers: usize = v["zones"].as_object()?.values().map(|ws| ws.as_object().map_or(0, |o| o.len())).sum();
-            (owned == args.partitions as usize && workers == transporters.len())
-                .then(|| v["cross_zone"].as_u64().unwrap_or(0))
-        })
-    })
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "{e}\n{}",
-            transporters.iter().map(|t| format!("--- {}\n{}", t.name, t.log_tail())).collect::<Vec<_>>().join("\n")
-        )
-    })?;
+    let cross_zone_partitions = fleet::wait_assigned(&transporters, args.partitions as usize, Duration::from_secs(60))?;
     setup.finish_and_clear();
 
     // Agents: one per zone.
-    let mut agents = Vec::new();
-    for (z, imds) in world.metadata.iter().enumerate() {
-        let adir = dir.join(format!("agent{z}"));
-        std::fs::create_dir_all(adir.join("logs"))?;
-        let port = free_port()?;
-        let config = adir.join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "checkpoint-dir = \"{d}/ckpt\"\npoll-interval-ms = 100\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
-                 [kafka]\nbootstrap-servers = \"{b}\"\ntopology-refresh-secs = 2\n[kafka.options]\n\"statistics.interval.ms\" = \"500\"\n\
-                 [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{imds}\"\n\
-                 [[streams]]\nname = \"app\"\npaths = [\"{d}/logs/*.log\"]\ntopic = \"{topic}\"\npartitioning = \"{p}\"\nbatch-lines = 100\n",
-                d = adir.display(),
-                b = world.kafka.bootstrap(),
-                imds = imds.endpoint(),
-                p = if zone_aware { "zone-aware" } else { "random" },
-            ),
-        )?;
-        let bin = bins.join("zonal-agent");
-        agents.push((
-            adir.clone(),
-            Proc::spawn(&bin, &config, format!("127.0.0.1:{port}"), format!("agent{z}"), adir.join("agent.log"), &env)?,
-        ));
-    }
-    for (_, a) in &agents {
-        testkit::wait_until("an agent to become ready", Duration::from_secs(30), || {
-            a.get("/readyz").ok().filter(|b| b.starts_with("ready"))
-        })
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", a.log_tail()))?;
+    let agents = (0..world.zones.len()).map(|z| spec.agent(z, dir)).collect::<anyhow::Result<Vec<_>>>()?;
+    for a in &agents {
+        testkit::wait_until("an agent to become ready", Duration::from_secs(30), || a.ready().then_some(()))
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", a.log_tail()))?;
     }
 
     // Generators: `rate` lines/s per agent for `duration` s, rotating by rename every 5 s.
@@ -336,8 +189,8 @@ fn phase(
     gen_bar.set_message("lines written");
     let written = Arc::new(AtomicU64::new(0));
     let mut generators = Vec::new();
-    for (z, (adir, _)) in agents.iter().enumerate() {
-        let (adir, written, a) = (adir.clone(), written.clone(), args.clone());
+    for (z, agent) in agents.iter().enumerate() {
+        let (adir, written, a) = (agent.dir.clone(), written.clone(), args.clone());
         let tag = name;
         generators.push(std::thread::spawn(move || generate(&adir.join("logs"), z, tag, &a, &written)));
     }
@@ -380,12 +233,12 @@ fn phase(
 
     // The clients' byte counters come from librdkafka statistics, emitted periodically: wait
     // until every client has reported once more after the last line landed.
-    let clients: Vec<(&Proc, &str)> = agents
+    let clients: Vec<(&Node, &str)> = agents
         .iter()
-        .map(|(_, a)| (a, "zonal_agent_kafka_bytes"))
+        .map(|a| (a, "zonal_agent_kafka_bytes"))
         .chain(transporters.iter().map(|t| (t, "zonal_transporter_kafka_bytes")))
         .collect();
-    let total_bytes = |(c, m): &(&Proc, &str)| {
+    let total_bytes = |(c, m): &(&Node, &str)| {
         ["same-zone", "cross-zone", "unknown"].iter().map(|z| c.kafka_bytes(m, z)).sum::<u64>()
     };
     let before: Vec<u64> = clients.iter().map(total_bytes).collect();
@@ -393,7 +246,7 @@ fn phase(
         clients.iter().zip(&before).all(|(c, b)| total_bytes(c) > *b).then_some(())
     })?;
     let mut p = Phase { lines_generated: total, cross_zone_partitions, ..Default::default() };
-    for (_, a) in &agents {
+    for a in &agents {
         let m = |zone: &str| a.kafka_bytes("zonal_agent_kafka_bytes", zone);
         p.producer_cross_zone_bytes += m("cross-zone");
         p.producer_bytes += m("cross-zone") + m("same-zone") + m("unknown");
@@ -424,7 +277,8 @@ fn phase(
     let mean = counts.iter().sum::<f64>() / counts.len().max(1) as f64;
     p.partition_skew = if mean > 0.0 { counts.iter().cloned().fold(0.0, f64::max) / mean } else { 0.0 };
 
-    for (_, a) in &mut agents {
+    let mut agents = agents;
+    for a in &mut agents {
         a.stop();
     }
     for t in &mut transporters {

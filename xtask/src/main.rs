@@ -24,11 +24,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install missing system packages, then run fmt, clippy and every test.
+    /// Install missing system packages, then run fmt, clippy, every test and a short chaos run.
     Test {
         /// Skip `cargo fmt --check` and clippy (tests only).
         #[arg(long)]
         no_lint: bool,
+        /// Skip the short chaos run (also skipped when a test filter is given).
+        #[arg(long)]
+        no_chaos: bool,
         /// Extra arguments passed to the test runner (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -77,7 +80,17 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Test { no_lint, args } => test(no_lint, &args),
+        Cmd::Test { no_lint, no_chaos, args } => {
+            test(no_lint, &args)?;
+            if no_chaos || !args.is_empty() {
+                return Ok(());
+            }
+            // Every fault kind once, on a fixed seed: the reliability tests' proof under many
+            // faults in one run (`cargo xtask chaos --faults 100` is the long one).
+            tools::ensure_installed(&tools::CHAOS_PACKAGES)?;
+            eprintln!("==> cargo xtask chaos --seed 1 --faults {}", chaos::schedule::Kind::ALL.len());
+            chaos::run(&chaos::ChaosArgs::short_run())
+        }
         Cmd::Demo(args) => {
             tools::ensure_installed(&tools::DEMO_PACKAGES)?;
             demo::run(&args)

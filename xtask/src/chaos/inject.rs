@@ -149,7 +149,7 @@ impl Pipeline {
                 // Zone 1 rotates with copytruncate anyway; elsewhere it is forced here.
                 let w = &self.writers[z];
                 w.rotate_with("copytruncate")?;
-                format!("{}", self.agents[z].name)
+                self.agents[z].name.clone()
             }
             Kind::LeaderMove => {
                 let p = index(self.partitions as usize, f.variant) as i32;
@@ -206,7 +206,7 @@ impl Pipeline {
             }
             Kind::S3Errors => {
                 let s3 = self.world.s3.as_ref().context("no S3")?;
-                let status = if f.variant % 2 == 0 { 503 } else { 500 };
+                let status = if f.variant.is_multiple_of(2) { 503 } else { 500 };
                 s3.fail_next_requests(f.count, status);
                 hold(held);
                 s3.fail_next_requests(0, status);

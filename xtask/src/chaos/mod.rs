@@ -13,7 +13,7 @@
 mod check;
 mod inject;
 mod report;
-mod schedule;
+pub mod schedule;
 mod writers;
 
 use std::path::PathBuf;
@@ -47,9 +47,28 @@ pub struct ChaosArgs {
     /// Partitions of the topic.
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,
+    /// Only these fault kinds, comma-separated (default: all 15), to study one.
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<String>,
     /// Where summary.json goes (default target/zonal-chaos).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+impl ChaosArgs {
+    /// The run `cargo xtask test` makes: seed 1, every fault kind once.
+    pub fn short_run() -> ChaosArgs {
+        ChaosArgs {
+            seed: 1,
+            faults: schedule::Kind::ALL.len(),
+            duration: 0,
+            rate: 100,
+            line_bytes: 120,
+            partitions: 12,
+            kinds: Vec::new(),
+            out: None,
+        }
+    }
 }
 
 /// What one injected fault came to.
@@ -61,6 +80,8 @@ pub struct Event {
     pub note: String,
     /// Seconds from healing to a healthy pipeline; `None` when it did not recover in time.
     pub recovery_seconds: Option<f64>,
+    /// For a recovery over 5 s, the last thing waited for.
+    pub waited_for: Option<String>,
 }
 
 /// Per partition, the first offset of its newest object in S3.
@@ -83,7 +104,16 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| crate::target_dir().join("zonal-chaos"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let work = tempfile::Builder::new().prefix("zonal-chaos-").tempdir()?;
-    let faults = schedule::plan(args.seed, args.faults);
+    let kinds = if args.kinds.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        let names = Kind::ALL.map(Kind::name).join(", ");
+        args.kinds
+            .iter()
+            .map(|k| Kind::parse(k).with_context(|| format!("--kinds: no fault kind {k:?} (kinds: {names})")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let faults = schedule::plan(args.seed, args.faults, &kinds);
     eprintln!("==> chaos, seed {} ({} faults): reproduce with `cargo xtask chaos --seed {} --faults {}`", args.seed, faults.len(), args.seed, args.faults);
 
     let mut p = start(args, &bins, work.path())?;
@@ -109,12 +139,18 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         let newest = reader.newest()?;
         let recovered = wait_healthy(&mut p, &reader, &newest, &mut exits);
         let recovery_seconds = recovered.is_ok().then(|| injected.healed_at.elapsed().as_secs_f64());
+        // For slow recoveries, what was waited for last.
+        let waited_for = match &recovered {
+            Ok(why) if recovery_seconds.is_some_and(|s| s > 5.0) => Some(why.clone()),
+            _ => None,
+        };
         let line = format!(
-            "{:>4}s {:>18} {:<44} {}",
+            "{:>4}s {:>18} {:<44} {}{}",
             started.elapsed().as_secs(),
             f.kind.name(),
             injected.note,
-            recovery_seconds.map_or("NOT RECOVERED".to_owned(), |s| format!("recovered in {s:.1} s"))
+            recovery_seconds.map_or("NOT RECOVERED".to_owned(), |s| format!("recovered in {s:.1} s")),
+            waited_for.as_deref().map(|w| format!(" (last waited for: {w})")).unwrap_or_default()
         );
         // Without a terminal the bar is hidden and so is its println.
         if bar.is_hidden() {
@@ -126,7 +162,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
             let tails: Vec<String> = p.agents.iter().chain(p.workers.iter()).map(Node::log_tail).collect();
             eprintln!("not recovered: {why}; the programs' last lines:\n{}", tails.join("\n"));
         }
-        events.push(Event { kind: f.kind, note: injected.note, recovery_seconds });
+        events.push(Event { kind: f.kind, note: injected.note, recovery_seconds, waited_for });
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -234,8 +270,9 @@ fn unhealthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits: &
     (!stuck.is_empty()).then(|| format!("no new object in S3 for partitions {stuck:?}"))
 }
 
-/// Waits until the pipeline is healthy; the reason it is not, past the deadline.
-fn wait_healthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits: &mut Vec<String>) -> Result<(), String> {
+/// Waits until the pipeline is healthy; returns what it waited for last (empty when healthy at
+/// once), or the reason it is not, past the deadline.
+fn wait_healthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits: &mut Vec<String>) -> Result<String, String> {
     let mut why = String::new();
     testkit::wait_until_every("a healthy pipeline", RECOVERY_DEADLINE, Duration::from_millis(250), || {
         match unhealthy(p, reader, newest, exits) {
@@ -246,7 +283,8 @@ fn wait_healthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits
             }
         }
     })
-    .map_err(|_| why)
+    .map(|()| why.clone())
+    .map_err(|_| why.clone())
 }
 
 /// Waits until S3 holds every line written (or the deadline passes: the check then counts what

@@ -86,7 +86,13 @@ impl Kind {
             Kind::DirUnwritable => "dir-unwritable",
         }
     }
+
+    /// The kind named `name` (as in reports).
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
+
 
 /// One planned fault. Targets are drawn as raw numbers and reduced modulo the number of
 /// candidates when the fault is injected (the candidates, such as the non-master workers, are
@@ -108,13 +114,14 @@ pub struct Fault {
     pub count: usize,
 }
 
-/// The schedule of `n` faults for `seed`. When `n` is at least the number of kinds, every kind
-/// appears at least `n / kinds` times.
-pub fn plan(seed: u64, n: usize) -> Vec<Fault> {
+
+/// The schedule of `n` faults of the given kinds for `seed`. When `n` is at least the number of
+/// kinds, every kind appears at least `n / kinds` times.
+pub fn plan(seed: u64, n: usize, kinds: &[Kind]) -> Vec<Fault> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let rounds = n / Kind::ALL.len();
-    let mut deck: Vec<Kind> = (0..rounds).flat_map(|_| Kind::ALL).collect();
-    let mut rest = Kind::ALL.to_vec();
+    let rounds = n / kinds.len().max(1);
+    let mut deck: Vec<Kind> = (0..rounds).flat_map(|_| kinds.iter().copied()).collect();
+    let mut rest = kinds.to_vec();
     rest.shuffle(&mut rng);
     deck.extend(rest.into_iter().take(n - deck.len()));
     deck.shuffle(&mut rng);
@@ -136,14 +143,14 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
-        assert_eq!(plan(7, 40), plan(7, 40));
-        assert_ne!(plan(7, 40), plan(8, 40));
+        assert_eq!(plan(7, 40, &Kind::ALL), plan(7, 40, &Kind::ALL));
+        assert_ne!(plan(7, 40, &Kind::ALL), plan(8, 40, &Kind::ALL));
     }
 
     #[test]
     fn every_kind_appears_at_least_n_over_kinds_times() {
         for (seed, n) in [(1, 100), (2, 100), (3, 100), (4, 15), (5, 31), (6, 7)] {
-            let faults = plan(seed, n);
+            let faults = plan(seed, n, &Kind::ALL);
             assert_eq!(faults.len(), n);
             for kind in Kind::ALL {
                 let count = faults.iter().filter(|f| f.kind == kind).count();
@@ -160,7 +167,17 @@ mod tests {
     }
 
     #[test]
-    fn names_are_distinct() {
+    fn a_subset_of_kinds_is_all_a_plan_holds() {
+        let faults = plan(3, 10, &[Kind::BrokerDown, Kind::S3Cut]);
+        assert!(faults.iter().all(|f| matches!(f.kind, Kind::BrokerDown | Kind::S3Cut)));
+        assert_eq!(faults.iter().filter(|f| f.kind == Kind::S3Cut).count(), 5);
+    }
+
+    #[test]
+    fn names_are_distinct_and_parse_back() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.name()), Some(k));
+        }
         let mut names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
         names.sort_unstable();
         names.dedup();
