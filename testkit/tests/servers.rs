@@ -97,3 +97,65 @@ fn world_prints_every_endpoint() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A client that does not retry, so each injected fault meets one request.
+fn s3_client_no_retry(s3: &S3Server) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(s3.endpoint())
+        .region(Region::new(s3.region().to_owned()))
+        .credentials_provider(Credentials::new(s3.access_key(), s3.secret_key(), None, None, "testkit"))
+        .force_path_style(true)
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+#[tokio::test]
+async fn s3_faults_fail_cut_and_delay_requests_then_stop() -> anyhow::Result<()> {
+    let s3 = S3Server::start()?;
+    s3.create_bucket("logs")?;
+    let client = s3_client_no_retry(&s3);
+    let put = |key: &'static str| {
+        client.put_object().bucket("logs").key(key).body(ByteStream::from(vec![b'x'; 64 * 1024])).send()
+    };
+
+    // 5xx: the next two requests, whatever they are, then normal service.
+    s3.fail_next_requests(2, 503);
+    for _ in 0..2 {
+        let err = put("a").await.expect_err("an injected 503");
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        assert_eq!(status, Some(503), "{err:?}");
+    }
+    put("a").await?;
+    assert_eq!(s3.pending_faults(), 0);
+
+    // A cut: the connection drops halfway through the body, with no response; nothing is stored.
+    s3.cut_next_writes(1);
+    let err = put("b").await.expect_err("a cut upload");
+    assert!(err.raw_response().is_none(), "a cut connection has no response: {err:?}");
+    assert!(!s3.list_keys("logs")?.contains(&"b".to_owned()));
+    put("b").await?;
+
+    // Latency: every request waits first.
+    s3.set_latency(300);
+    let started = std::time::Instant::now();
+    client.head_object().bucket("logs").key("a").send().await?;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    s3.set_latency(0);
+    assert_eq!(s3.list_keys("logs")?, vec!["a".to_owned(), "b".to_owned()]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn etcd_restarts_on_its_ports_with_its_data() -> anyhow::Result<()> {
+    let mut etcd = Etcd::start()?;
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    client.put("/zonal/kept", "yes", None).await?;
+    etcd.pause()?;
+    etcd.restart()?;
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let resp = client.get("/zonal/kept", None).await?;
+    assert_eq!(resp.kvs().first().map(|kv| kv.value().to_vec()).as_deref(), Some(&b"yes"[..]));
+    Ok(())
+}
