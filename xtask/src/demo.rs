@@ -159,6 +159,7 @@ fn phase(
         batch_lines: 100,
         agent_extra: String::new(),
         format: "lines",
+        kafka_options: &[],
     };
     // Transporters: two per zone.
     let mut transporters = Vec::new();

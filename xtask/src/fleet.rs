@@ -86,6 +86,19 @@ pub struct FleetSpec<'a> {
     pub agent_extra: String,
     /// Object format: `lines` or `json` (with partition and offset per record).
     pub format: &'a str,
+    /// librdkafka options every program gets (`[kafka.options]`).
+    pub kafka_options: &'a [(&'a str, &'a str)],
+}
+
+impl FleetSpec<'_> {
+    /// The `[kafka.options]` lines: statistics twice a second, then the spec's own.
+    fn options(&self) -> String {
+        let mut text = "\"statistics.interval.ms\" = \"500\"\n".to_owned();
+        for (k, v) in self.kafka_options {
+            text.push_str(&format!("\"{k}\" = \"{v}\"\n"));
+        }
+        text
+    }
 }
 
 impl FleetSpec<'_> {
@@ -115,7 +128,7 @@ impl FleetSpec<'_> {
         let config = wdir.join("transporter.toml");
         let text = format!(
             "[kafka]\nbootstrap-servers = \"{b}\"\ntopics = [\"{topic}\"]\ntopology-refresh-secs = 2\n\
-             [kafka.options]\n\"statistics.interval.ms\" = \"500\"\n\
+             [kafka.options]\n{options}\
              [etcd]\nendpoints = [\"{e}\"]\ncluster = \"{name}\"\nlease-ttl-secs = {ttl}\n\
              [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{imds}\"\n\
              [worker]\nid = \"{id}\"\nbuffer-dir = \"{buffers}\"\n\
@@ -130,6 +143,7 @@ impl FleetSpec<'_> {
             age = self.max_age_ms,
             aware = self.zone_aware,
             format = self.format,
+            options = self.options(),
         );
         std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         let process = Process::start(self.command("zonal-transporter", &config, wdir.join("transporter.log"))?)?;
@@ -147,7 +161,7 @@ impl FleetSpec<'_> {
         let config = adir.join("agent.toml");
         let text = format!(
             "checkpoint-dir = \"{d}/ckpt\"\npoll-interval-ms = 100\n{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
-             [kafka]\nbootstrap-servers = \"{b}\"\ntopology-refresh-secs = 2\n[kafka.options]\n\"statistics.interval.ms\" = \"500\"\n\
+             [kafka]\nbootstrap-servers = \"{b}\"\ntopology-refresh-secs = 2\n[kafka.options]\n{options}\
              [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{imds}\"\n\
              [[streams]]\nname = \"app\"\npaths = [\"{d}/logs/*.log\"]\ntopic = \"{topic}\"\npartitioning = \"{p}\"\nbatch-lines = {lines}\n",
             d = adir.display(),
@@ -157,6 +171,7 @@ impl FleetSpec<'_> {
             topic = self.topic,
             p = if self.zone_aware { "zone-aware" } else { "random" },
             lines = self.batch_lines,
+            options = self.options(),
         );
         std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         let process = Process::start(self.command("zonal-agent", &config, adir.join("agent.log"))?)?;

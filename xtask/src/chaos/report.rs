@@ -20,8 +20,8 @@ use super::schedule::Kind;
 pub struct Summary {
     /// The schedule's seed.
     pub seed: u64,
-    /// Faults asked for.
-    pub faults: usize,
+    /// The command that runs the same faults again.
+    pub reproduce: String,
     /// What S3 and Kafka held at the end.
     pub outcome: Outcome,
     /// Each fault, in order.
@@ -75,6 +75,7 @@ impl Summary {
         let o = &self.outcome;
         json!({
             "seed": self.seed,
+            "reproduce": self.reproduce,
             "faults": faults,
             "lines_generated": o.lines_generated,
             "lines_in_s3": o.lines_in_s3,
@@ -141,6 +142,6 @@ pub fn print(s: &Summary, out: &Path) -> anyhow::Result<()> {
     }
     let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&s.json())?).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("summary: {}\nreproduce: cargo xtask chaos --seed {} --faults {}", path.display(), s.seed, s.faults);
+    eprintln!("summary: {}\nreproduce: {}", path.display(), s.reproduce);
     Ok(())
 }
