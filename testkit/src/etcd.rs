@@ -77,7 +77,9 @@ impl Etcd {
             "--logger=zap".to_owned(),
         ];
         args.extend(
-            files.iter().flat_map(|f| [format!("--cert-file={}", f.cert.display()), format!("--key-file={}", f.key.display())]),
+            files
+                .iter()
+                .flat_map(|f| [format!("--cert-file={}", f.cert.display()), format!("--key-file={}", f.key.display())]),
         );
         let child = Self::spawn(&args, &log)?;
         let mut etcd = Etcd { child, client_port, _dir: dir, log, tls: files, args };

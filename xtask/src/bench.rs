@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::process::{Process, ProcessSpec};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
+use testkit::process::{Process, ProcessSpec};
 use testkit::{World, WorldSpec};
 
 /// Options of the benchmarks.
@@ -367,8 +367,12 @@ fn bench_agent(args: &BenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let progress = bar(size, "zonal-agent");
     let start = Instant::now();
     let mut agent = Process::start(
-        ProcessSpec::new(&agent_bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], work.path().join("agent.log"))
-            .env("RUST_LOG", "warn"),
+        ProcessSpec::new(
+            &agent_bin,
+            &["run".as_ref(), "-c".as_ref(), config.as_os_str()],
+            work.path().join("agent.log"),
+        )
+        .env("RUST_LOG", "warn"),
     )?;
     let agent_pid = agent.pid().context("the agent is not running")?;
     let agent_peak = PeakRss::watch(agent_pid);

@@ -12,10 +12,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::process::{Process, ProcessSpec};
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use testkit::process::{Process, ProcessSpec};
 use testkit::{World, WorldSpec};
 
 use crate::bench::{PeakRss, Row, bar, high_watermarks, wait_child};

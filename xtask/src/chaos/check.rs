@@ -145,14 +145,17 @@ impl Reader {
 
     async fn list(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        let mut pages =
-            self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix).into_paginator().send();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.with_context(|| format!("listing s3://{}/{}", self.bucket, self.prefix))?;
             for o in page.contents() {
                 // The ETag when the server lists it (s3s-fs does not); size and time otherwise.
                 let version = o.e_tag().map(str::to_owned).unwrap_or_else(|| {
-                    format!("{}@{}", o.size().unwrap_or(-1), o.last_modified().map(|t| t.to_string()).unwrap_or_default())
+                    format!(
+                        "{}@{}",
+                        o.size().unwrap_or(-1),
+                        o.last_modified().map(|t| t.to_string()).unwrap_or_default()
+                    )
                 });
                 if let Some(k) = o.key() {
                     out.push((k.to_owned(), version));
@@ -218,12 +221,14 @@ mod tests {
     fn loss_s3_duplicates_gaps_and_kafka_duplicates_are_told_apart() {
         // Line (0,1) lost; offset 0/0 written twice to S3; offset 0/3 never read; line (1,0)
         // produced twice (offsets 1/0 and 1/1).
-        let records =
-            vec![rec(0, 0, 0, 0), rec(0, 0, 0, 0), rec(0, 2, 0, 2), rec(1, 0, 1, 0), rec(1, 1, 1, 0), Record {
-                partition: 1,
-                offset: 2,
-                line: None,
-            }];
+        let records = vec![
+            rec(0, 0, 0, 0),
+            rec(0, 0, 0, 0),
+            rec(0, 2, 0, 2),
+            rec(1, 0, 1, 0),
+            rec(1, 1, 1, 0),
+            Record { partition: 1, offset: 2, line: None },
+        ];
         let marks = BTreeMap::from([(0, (0, 4)), (1, (0, 3))]);
         let o = tally(&records, &[3, 1], &marks);
         assert_eq!(o.lost, 1);
@@ -237,7 +242,10 @@ mod tests {
 
     #[test]
     fn keys_name_partition_and_first_offset() {
-        assert_eq!(key_offsets("chaos/chaos/dt=2026-11-28/hr=11/chaos-10-00000000000000000042.jsonl.zst"), Some((10, 42)));
+        assert_eq!(
+            key_offsets("chaos/chaos/dt=2026-11-28/hr=11/chaos-10-00000000000000000042.jsonl.zst"),
+            Some((10, 42))
+        );
         assert_eq!(key_offsets("p/my-topic-3-00000000000000000007.jsonl.zst"), Some((3, 7)));
         assert_eq!(key_offsets("p/readme.txt"), None);
     }

@@ -95,7 +95,10 @@ const ROTATE_EVERY: Duration = Duration::from_secs(15);
 
 /// Runs a chaos run; an error when anything was lost or duplicated in S3.
 pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.rate > 0 && args.partitions > 0 && args.line_bytes >= 40, "--rate, --partitions must be positive and --line-bytes at least 40");
+    anyhow::ensure!(
+        args.rate > 0 && args.partitions > 0 && args.line_bytes >= 40,
+        "--rate, --partitions must be positive and --line-bytes at least 40"
+    );
     crate::run(
         "cargo build -p zonal-agent -p zonal-transporter",
         crate::cargo().args(["build", "-p", "zonal-agent", "-p", "zonal-transporter"]),
@@ -275,14 +278,20 @@ fn unhealthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits: &
         Ok(n) => n,
         Err(e) => return Some(format!("listing S3: {e:#}")),
     };
-    let stuck: Vec<i32> =
-        (0..p.partitions).filter(|part| now.get(part).copied().unwrap_or(-1) <= newest.get(part).copied().unwrap_or(-1)).collect();
+    let stuck: Vec<i32> = (0..p.partitions)
+        .filter(|part| now.get(part).copied().unwrap_or(-1) <= newest.get(part).copied().unwrap_or(-1))
+        .collect();
     (!stuck.is_empty()).then(|| format!("no new object in S3 for partitions {stuck:?}"))
 }
 
 /// Waits until the pipeline is healthy; returns what it waited for last (empty when healthy at
 /// once), or the reason it is not, past the deadline.
-fn wait_healthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits: &mut Vec<String>) -> Result<String, String> {
+fn wait_healthy(
+    p: &mut Pipeline,
+    reader: &check::Reader,
+    newest: &Newest,
+    exits: &mut Vec<String>,
+) -> Result<String, String> {
     let mut why = String::new();
     testkit::wait_until_every("a healthy pipeline", RECOVERY_DEADLINE, Duration::from_millis(250), || {
         match unhealthy(p, reader, newest, exits) {

@@ -141,7 +141,8 @@ pub fn print(s: &Summary, out: &Path) -> anyhow::Result<()> {
         eprintln!("first lost lines (zone, seq): {:?}", o.lost_examples);
     }
     let path = out.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&s.json())?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&s.json())?)
+        .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("summary: {}\nreproduce: {}", path.display(), s.reproduce);
     Ok(())
 }

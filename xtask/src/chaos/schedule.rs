@@ -93,7 +93,6 @@ impl Kind {
     }
 }
 
-
 /// One planned fault. Targets are drawn as raw numbers and reduced modulo the number of
 /// candidates when the fault is injected (the candidates, such as the non-master workers, are
 /// only known then).
@@ -113,7 +112,6 @@ pub struct Fault {
     /// How many requests or writes a request fault hits.
     pub count: usize,
 }
-
 
 /// The schedule of `n` faults of the given kinds for `seed`. When `n` is at least the number of
 /// kinds, every kind appears at least `n / kinds` times.

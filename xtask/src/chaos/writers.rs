@@ -76,7 +76,8 @@ impl Writer {
     pub fn rotate_with(&self, mode: &str) -> anyhow::Result<()> {
         let dir = self.logs.parent().unwrap_or(&self.logs);
         let conf = dir.join("logrotate.conf");
-        let body = format!("{}/app.log {{\n  rotate 200\n  {mode}\n  nocompress\n  missingok\n}}\n", self.logs.display());
+        let body =
+            format!("{}/app.log {{\n  rotate 200\n  {mode}\n  nocompress\n  missingok\n}}\n", self.logs.display());
         std::fs::write(&conf, body).with_context(|| format!("writing {}", conf.display()))?;
         let _held = (mode == "copytruncate").then(|| self.gate.lock().unwrap_or_else(PoisonError::into_inner));
         let out = std::process::Command::new("logrotate")
@@ -114,7 +115,11 @@ impl Drop for Writer {
 }
 
 fn open(path: &Path) -> anyhow::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 fn write_loop(
