@@ -6,6 +6,7 @@ mod bench_transporter;
 mod chaos;
 mod demo;
 mod deploy;
+mod docs_check;
 mod fleet;
 mod k8s;
 mod tools;
