@@ -153,8 +153,14 @@ impl Pipeline {
             }
             Kind::LeaderMove => {
                 let p = index(self.partitions as usize, f.variant) as i32;
-                let replicas = self.world.kafka.replicas(&self.topic)?;
-                let leader = self.world.kafka.leaders(&self.topic)?.get(&p).copied().unwrap_or(-1);
+                // The harness's own client meets the faults too (a connection to a broker that
+                // was down may hang until its socket timeout): ask again until it answers.
+                let kafka = &self.world.kafka;
+                let (replicas, leaders) =
+                    testkit::wait_until("the topic's metadata", Duration::from_secs(120), || {
+                        Some((kafka.replicas(&self.topic).ok()?, kafka.leaders(&self.topic).ok()?))
+                    })?;
+                let leader = leaders.get(&p).copied().unwrap_or(-1);
                 let others: Vec<i32> =
                     replicas.get(&p).into_iter().flatten().copied().filter(|&b| b != leader).collect();
                 let to = *pick(&others, f.target)?;

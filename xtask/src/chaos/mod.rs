@@ -354,9 +354,10 @@ fn watermarks(p: &Pipeline) -> anyhow::Result<std::collections::BTreeMap<i32, (i
     let consumer: BaseConsumer = p.world.kafka.client_config().create().context("a Kafka client for watermarks")?;
     (0..p.partitions)
         .map(|part| {
-            let marks = consumer
-                .fetch_watermarks(&p.topic, part, Duration::from_secs(10))
-                .with_context(|| format!("watermarks of {}/{part}", p.topic))?;
+            let marks = testkit::wait_until("the partition's watermarks", Duration::from_secs(120), || {
+                consumer.fetch_watermarks(&p.topic, part, Duration::from_secs(10)).ok()
+            })
+            .with_context(|| format!("watermarks of {}/{part}", p.topic))?;
             Ok((part, marks))
         })
         .collect()
