@@ -130,19 +130,6 @@ impl Reader {
         Ok(self.cache.values().flat_map(|(_, r)| r.iter().cloned()).collect())
     }
 
-    /// Per partition, the first offset of its newest object, from a listing only (keys end in
-    /// `<topic>-<partition>-<first offset>.<extension>`).
-    pub fn newest(&self) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let mut out = BTreeMap::new();
-        for (key, _) in self.rt.block_on(self.list())? {
-            if let Some((partition, offset)) = key_offsets(&key) {
-                let e = out.entry(partition).or_insert(offset);
-                *e = (*e).max(offset);
-            }
-        }
-        Ok(out)
-    }
-
     async fn list(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix).into_paginator().send();
@@ -171,16 +158,6 @@ impl Reader {
         let body = resp.body.collect().await.with_context(|| format!("reading the body of {key}"))?;
         Ok(body.into_bytes().to_vec())
     }
-}
-
-/// `(partition, first offset)` from an object key of the default template.
-fn key_offsets(key: &str) -> Option<(i32, i64)> {
-    let file = key.rsplit('/').next()?;
-    let stem = file.split('.').next()?;
-    let mut parts = stem.rsplit('-');
-    let offset = parts.next()?.parse().ok()?;
-    let partition = parts.next()?.parse().ok()?;
-    Some((partition, offset))
 }
 
 /// The records of one `.jsonl.zst` object.
@@ -238,16 +215,6 @@ mod tests {
         assert_eq!(o.kafka_duplicates, 1);
         assert_eq!(o.foreign_records, 1);
         assert_eq!(o.lines_in_s3, 3);
-    }
-
-    #[test]
-    fn keys_name_partition_and_first_offset() {
-        assert_eq!(
-            key_offsets("chaos/chaos/dt=2026-11-28/hr=11/chaos-10-00000000000000000042.jsonl.zst"),
-            Some((10, 42))
-        );
-        assert_eq!(key_offsets("p/my-topic-3-00000000000000000007.jsonl.zst"), Some((3, 7)));
-        assert_eq!(key_offsets("p/readme.txt"), None);
     }
 
     #[test]

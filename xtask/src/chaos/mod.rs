@@ -84,8 +84,27 @@ pub struct Event {
     pub waited_for: Option<String>,
 }
 
-/// Per partition, the first offset of its newest object in S3.
+/// Per partition, the offset committed after its newest object in S3.
 type Newest = std::collections::BTreeMap<i32, i64>;
+
+/// Per partition, the highest committed offset any worker reports in `/status` (a worker
+/// commits only after the object is in S3). Workers that do not answer are skipped.
+fn committed(p: &Pipeline) -> Newest {
+    let mut out = Newest::new();
+    for w in &p.workers {
+        let Some(v) = w.get("/status").ok().and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok()) else {
+            continue;
+        };
+        for (key, owned) in v["owned"].as_object().into_iter().flatten() {
+            let partition = key.rsplit('/').next().and_then(|n| n.parse::<i32>().ok());
+            if let (Some(part), Some(c)) = (partition, owned["committed"].as_i64()) {
+                let e = out.entry(part).or_insert(c);
+                *e = (*e).max(c);
+            }
+        }
+    }
+    out
+}
 
 /// How long a pipeline may take to be healthy again after a fault is healed.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(180);
@@ -145,8 +164,8 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         rotate_due(&p, &mut last_rotation)?;
         bar.set_message(format!("{} ...", f.kind.name()));
         let injected = p.inject(f).with_context(|| format!("injecting {}", f.kind.name()))?;
-        let newest = reader.newest()?;
-        let recovered = wait_healthy(&mut p, &reader, &newest, &mut exits);
+        let newest = committed(&p);
+        let recovered = wait_healthy(&mut p, &newest, &mut exits);
         let recovery_seconds = recovered.is_ok().then(|| injected.healed_at.elapsed().as_secs_f64());
         // For slow recoveries, what was waited for last.
         let waited_for = match &recovered {
@@ -260,10 +279,10 @@ fn supervise(p: &mut Pipeline, exits: &mut Vec<String>) {
 }
 
 /// Why the pipeline is not healthy yet: a program not running or not ready, an assignment
-/// that misses a partition or a worker, or a partition with no object newer than those in
-/// `newest` (every partition receives lines all the time, so each must flow again). `None`
-/// when healthy.
-fn unhealthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits: &mut Vec<String>) -> Option<String> {
+/// that misses a partition or a worker, or a partition whose committed offset has not moved
+/// past `newest` (every partition receives lines all the time, so each must reach S3 again).
+/// `None` when healthy.
+fn unhealthy(p: &mut Pipeline, newest: &Newest, exits: &mut Vec<String>) -> Option<String> {
     supervise(p, exits);
     if let Some(n) = p.agents.iter().chain(p.workers.iter()).find(|n| !n.ready()) {
         return Some(format!("{} is not ready", n.name));
@@ -274,27 +293,19 @@ fn unhealthy(p: &mut Pipeline, reader: &check::Reader, newest: &Newest, exits: &
     if !assigned {
         return Some("no worker shows every partition assigned to every worker".to_owned());
     }
-    let now = match reader.newest() {
-        Ok(n) => n,
-        Err(e) => return Some(format!("listing S3: {e:#}")),
-    };
+    let now = committed(p);
     let stuck: Vec<i32> = (0..p.partitions)
         .filter(|part| now.get(part).copied().unwrap_or(-1) <= newest.get(part).copied().unwrap_or(-1))
         .collect();
-    (!stuck.is_empty()).then(|| format!("no new object in S3 for partitions {stuck:?}"))
+    (!stuck.is_empty()).then(|| format!("no new commit (object in S3) for partitions {stuck:?}"))
 }
 
 /// Waits until the pipeline is healthy; returns what it waited for last (empty when healthy at
 /// once), or the reason it is not, past the deadline.
-fn wait_healthy(
-    p: &mut Pipeline,
-    reader: &check::Reader,
-    newest: &Newest,
-    exits: &mut Vec<String>,
-) -> Result<String, String> {
+fn wait_healthy(p: &mut Pipeline, newest: &Newest, exits: &mut Vec<String>) -> Result<String, String> {
     let mut why = String::new();
     testkit::wait_until_every("a healthy pipeline", RECOVERY_DEADLINE, Duration::from_millis(250), || {
-        match unhealthy(p, reader, newest, exits) {
+        match unhealthy(p, newest, exits) {
             None => Some(()),
             Some(w) => {
                 why = w;
