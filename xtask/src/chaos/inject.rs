@@ -137,6 +137,7 @@ impl Pipeline {
             }
             Kind::RotateWhileDown => {
                 let z = index(self.agents.len(), f.target);
+                self.writers[z].settle();
                 self.agents[z].process.kill9()?;
                 self.writers[z].rotate()?;
                 hold(held);

@@ -21,6 +21,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// The least time between two rotations of one log. Two copytruncates within one poll of the
+/// agent (100 ms here) leave the lines written between them in a copy the agent never saw the
+/// head of, under a name its glob does not match: the README names that window. logrotate
+/// runs hours apart; back-to-back rotations (a periodic one, then a fault) were the harness's
+/// own doing.
+const ROTATION_SPACING: Duration = Duration::from_secs(1);
+
 /// The first word of every generated line.
 pub const TAG: &str = "chaos";
 
@@ -34,6 +41,8 @@ pub struct Writer {
     copytruncate: bool,
     stop: Arc<AtomicBool>,
     gate: Arc<Mutex<()>>,
+    /// When the log was last rotated.
+    rotated: Mutex<Option<Instant>>,
     handle: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -63,7 +72,16 @@ impl Writer {
         let gate = Arc::new(Mutex::new(()));
         let (w, s, g, path) = (written.clone(), stop.clone(), gate.clone(), logs.join("app.log"));
         let handle = std::thread::spawn(move || write_loop(&path, zone, rate, bytes, &w, &s, &g));
-        Writer { zone, written, logs: logs.to_owned(), copytruncate, stop, gate, handle: Some(handle) }
+        Writer {
+            zone,
+            written,
+            logs: logs.to_owned(),
+            copytruncate,
+            stop,
+            gate,
+            rotated: Mutex::new(None),
+            handle: Some(handle),
+        }
     }
 
     /// Rotates the log with logrotate, with this zone's configuration; a copytruncate holds the
@@ -72,8 +90,26 @@ impl Writer {
         self.rotate_with(if self.copytruncate { "copytruncate" } else { "create" })
     }
 
-    /// Rotates the log with logrotate in `mode` (`create` or `copytruncate`).
+    /// Rotates the log with logrotate in `mode` (`create` or `copytruncate`), at least
+    /// [`ROTATION_SPACING`] after the previous rotation.
     pub fn rotate_with(&self, mode: &str) -> anyhow::Result<()> {
+        self.settle();
+        let result = self.run_logrotate(mode);
+        *self.rotated.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        result
+    }
+
+    /// Waits until [`ROTATION_SPACING`] has passed since the last rotation, so the agent has
+    /// polled the log since (call it before stopping the agent for a rotation while it is down).
+    pub fn settle(&self) {
+        let rotated = *self.rotated.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(wait) = rotated.and_then(|at| (at + ROTATION_SPACING).checked_duration_since(Instant::now())) {
+            // Pacing of the scenario, not a wait for a condition.
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn run_logrotate(&self, mode: &str) -> anyhow::Result<()> {
         let dir = self.logs.parent().unwrap_or(&self.logs);
         let conf = dir.join("logrotate.conf");
         let body =
