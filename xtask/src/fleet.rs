@@ -115,6 +115,12 @@ impl FleetSpec<'_> {
             .env_remove("ZONAL_ZONE"))
     }
 
+    /// Writes `config` and starts `bin` with it.
+    fn launch(&self, bin: &str, config: &Path, text: &str, log: PathBuf) -> anyhow::Result<Process> {
+        std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
+        Ok(Process::start(self.command(bin, config, log)?)?)
+    }
+
     /// Starts transporter worker `k` of `zone`, working in `dir/t<zone>-<k>`.
     pub fn transporter(&self, zone: usize, k: usize, dir: &Path) -> anyhow::Result<Node> {
         let (world, name, topic) = (self.world, self.name, self.topic);
@@ -145,8 +151,7 @@ impl FleetSpec<'_> {
             format = self.format,
             options = self.options(),
         );
-        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
-        let process = Process::start(self.command("zonal-transporter", &config, wdir.join("transporter.log"))?)?;
+        let process = self.launch("zonal-transporter", &config, &text, wdir.join("transporter.log"))?;
         Ok(Node { name: id, zone, http: format!("127.0.0.1:{port}"), dir: wdir, process })
     }
 
@@ -173,8 +178,7 @@ impl FleetSpec<'_> {
             lines = self.batch_lines,
             options = self.options(),
         );
-        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
-        let process = Process::start(self.command("zonal-agent", &config, adir.join("agent.log"))?)?;
+        let process = self.launch("zonal-agent", &config, &text, adir.join("agent.log"))?;
         Ok(Node { name, zone, http: format!("127.0.0.1:{port}"), dir: adir, process })
     }
 }
