@@ -22,35 +22,14 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use serde::{Deserialize, Serialize};
 
-/// A topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Tp {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-}
-
-impl Tp {
-    /// `topic/partition`, the form used in etcd keys and JSON maps.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.topic, self.partition)
-    }
-
-    /// Parses `topic/partition` (topics may not contain `/`).
-    pub fn parse(s: &str) -> Option<Tp> {
-        let (topic, p) = s.rsplit_once('/')?;
-        Some(Tp { topic: topic.to_owned(), partition: p.parse().ok()? })
-    }
-}
+pub use crate::topic_partition::TopicPartition;
 
 /// A partition to place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionSpec {
     /// Which partition.
-    pub tp: Tp,
+    pub tp: TopicPartition,
     /// Zones a reader may be in without crossing zones (leader zone; with follower fetching
     /// every ISR zone). Empty when racks are unknown.
     pub zones: Vec<String>,
@@ -73,7 +52,7 @@ pub struct WorkerSpec {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Assignment {
     /// Partition -> worker id (a live worker, or a departed one in its grace period).
-    pub owners: BTreeMap<Tp, String>,
+    pub owners: BTreeMap<TopicPartition, String>,
     /// Partitions assigned outside their eligible zones.
     pub cross_zone: usize,
     /// Partitions held for a departed worker in its grace period.
@@ -104,7 +83,7 @@ impl Ord for Load {
 pub fn assign(
     partitions: &[PartitionSpec],
     workers: &[WorkerSpec],
-    previous: &BTreeMap<Tp, String>,
+    previous: &BTreeMap<TopicPartition, String>,
     departed_in_grace: &[String],
 ) -> Assignment {
     let mut out = Assignment::default();
@@ -282,8 +261,8 @@ mod tests {
 
     use super::*;
 
-    fn tp(p: i32) -> Tp {
-        Tp { topic: "t".into(), partition: p }
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition { topic: "t".into(), partition: p }
     }
 
     fn parts(n: i32, zones: usize) -> Vec<PartitionSpec> {
@@ -337,7 +316,7 @@ mod tests {
         // w0-0 departs: within grace its partitions wait for it.
         let without: Vec<WorkerSpec> = ws.iter().filter(|w| w.id != "w0-0").cloned().collect();
         let waiting = assign(&ps, &without, &first.owners, &["w0-0".into()]);
-        let held: Vec<&Tp> = first.owners.iter().filter(|(_, w)| *w == "w0-0").map(|(t, _)| t).collect();
+        let held: Vec<&TopicPartition> = first.owners.iter().filter(|(_, w)| *w == "w0-0").map(|(t, _)| t).collect();
         assert_eq!(waiting.waiting, held.len());
         for t in &held {
             assert_eq!(waiting.owners[*t], "w0-0");
@@ -406,10 +385,10 @@ mod tests {
 
     #[test]
     fn tp_keys_round_trip() {
-        let t = Tp { topic: "a.b-c".into(), partition: 17 };
-        assert_eq!(Tp::parse(&t.key()), Some(t));
-        assert_eq!(Tp::parse("nopartition"), None);
-        assert_eq!(Tp::parse("t/x"), None);
+        let t = TopicPartition { topic: "a.b-c".into(), partition: 17 };
+        assert_eq!(TopicPartition::parse(&t.key()), Some(t));
+        assert_eq!(TopicPartition::parse("nopartition"), None);
+        assert_eq!(TopicPartition::parse("t/x"), None);
     }
 
     proptest! {

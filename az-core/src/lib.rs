@@ -15,10 +15,12 @@ pub mod assign;
 pub mod kafka_options;
 pub mod program;
 pub mod selection;
+pub mod topic_partition;
 pub mod topology;
 pub mod zone;
 
 pub use accounting::{BrokerTraffic, Bytes, StatsContext, ZoneTraffic};
 pub use selection::{FallbackReason, Purpose, Selection, select};
+pub use topic_partition::TopicPartition;
 pub use topology::{Broker, PartitionInfo, TopicInfo, Topology, TopologyWatcher, WatchOptions};
 pub use zone::{DiscoveryConfig, Provider, Zone, ZoneInfo, ZoneMatcher, ZoneSource, discover};

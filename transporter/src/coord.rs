@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::EtcdConfig;
-use az_core::assign::Tp;
+use az_core::assign::TopicPartition;
 
 /// What a worker registers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,7 +131,7 @@ impl Keys {
         format!("{}/assignment/{worker}", self.root)
     }
     /// Owner of a partition.
-    pub fn owner(&self, tp: &Tp) -> String {
+    pub fn owner(&self, tp: &TopicPartition) -> String {
         format!("{}/owners/{}", self.root, tp.key())
     }
     /// Owners prefix.
@@ -139,7 +139,7 @@ impl Keys {
         format!("{}/owners/", self.root)
     }
     /// Committed offset of a partition.
-    pub fn offset(&self, tp: &Tp) -> String {
+    pub fn offset(&self, tp: &TopicPartition) -> String {
         format!("{}/offsets/{}", self.root, tp.key())
     }
     /// Offsets prefix.
@@ -391,7 +391,7 @@ pub async fn workers(client: &Client, keys: &Keys) -> anyhow::Result<(Vec<Worker
 pub async fn acquire(
     client: &Client,
     keys: &Keys,
-    tp: &Tp,
+    tp: &TopicPartition,
     me: &str,
     lease: i64,
 ) -> anyhow::Result<Result<(), String>> {
@@ -419,7 +419,7 @@ pub async fn acquire(
 }
 
 /// Gives up ownership, if still ours.
-pub async fn release(client: &Client, keys: &Keys, tp: &Tp, me: &str) -> anyhow::Result<()> {
+pub async fn release(client: &Client, keys: &Keys, tp: &TopicPartition, me: &str) -> anyhow::Result<()> {
     let mut c = client.clone();
     let key = keys.owner(tp);
     let txn = Txn::new().when([Compare::value(key.clone(), CompareOp::Equal, me)]).and_then([TxnOp::delete(key, None)]);
@@ -428,7 +428,7 @@ pub async fn release(client: &Client, keys: &Keys, tp: &Tp, me: &str) -> anyhow:
 }
 
 /// The committed offset (next to read), if any; a garbage value is an error naming the key.
-pub async fn committed(client: &Client, keys: &Keys, tp: &Tp) -> Result<Option<i64>, CommittedError> {
+pub async fn committed(client: &Client, keys: &Keys, tp: &TopicPartition) -> Result<Option<i64>, CommittedError> {
     let mut c = client.clone();
     let key = keys.offset(tp);
     let resp = c
@@ -466,7 +466,7 @@ pub enum CommittedError {
 
 /// Commits `next` for a partition, only if this worker still owns it under this lease.
 /// Returns false when fenced out.
-pub async fn commit(client: &Client, keys: &Keys, tp: &Tp, me: &str, lease: i64, next: i64) -> anyhow::Result<bool> {
+pub async fn commit(client: &Client, keys: &Keys, tp: &TopicPartition, me: &str, lease: i64, next: i64) -> anyhow::Result<bool> {
     let mut c = client.clone();
     let owner = keys.owner(tp);
     let txn = Txn::new()
@@ -491,7 +491,7 @@ pub enum SetOffset {
 pub async fn set_offset(
     client: &Client,
     keys: &Keys,
-    tp: &Tp,
+    tp: &TopicPartition,
     next: i64,
     while_owned: bool,
 ) -> anyhow::Result<SetOffset> {

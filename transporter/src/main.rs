@@ -110,11 +110,11 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 /// `TOPIC/PARTITION=OFFSET`.
-fn parse_set(text: &str) -> anyhow::Result<(az_core::assign::Tp, i64)> {
+fn parse_set(text: &str) -> anyhow::Result<(az_core::assign::TopicPartition, i64)> {
     let (tp, offset) =
         text.rsplit_once('=').with_context(|| format!("--set {text:?}: expected TOPIC/PARTITION=OFFSET"))?;
     let tp =
-        az_core::assign::Tp::parse(tp).with_context(|| format!("--set {text:?}: {tp:?} is not TOPIC/PARTITION"))?;
+        az_core::assign::TopicPartition::parse(tp).with_context(|| format!("--set {text:?}: {tp:?} is not TOPIC/PARTITION"))?;
     let offset: i64 = offset
         .trim()
         .parse()
@@ -126,7 +126,7 @@ fn parse_set(text: &str) -> anyhow::Result<(az_core::assign::Tp, i64)> {
 
 async fn offsets(
     cfg: TransporterConfig,
-    changes: Vec<(az_core::assign::Tp, i64)>,
+    changes: Vec<(az_core::assign::TopicPartition, i64)>,
     while_owned: bool,
     json: bool,
 ) -> anyhow::Result<()> {

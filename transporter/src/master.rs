@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::coord::{self, AssignmentDoc, LeaseState, WorkerInfo};
 use crate::worker::Worker;
-use az_core::assign::{self, PartitionSpec, Tp, WorkerSpec};
+use az_core::assign::{self, PartitionSpec, TopicPartition, WorkerSpec};
 
 fn worker_zone(w: &WorkerInfo) -> Option<Zone> {
     (w.zone_id.is_some() || w.zone_name.is_some()).then(|| Zone { id: w.zone_id.clone(), name: w.zone_name.clone() })
@@ -63,7 +63,7 @@ pub fn partition_specs(
     let mut out = Vec::new();
     for t in topics {
         for p in topo.partitions(t).unwrap_or_default() {
-            let tp = Tp { topic: t.clone(), partition: p.id };
+            let tp = TopicPartition { topic: t.clone(), partition: p.id };
             let brokers: Vec<i32> = if follower_fetching { p.isr.clone() } else { p.leader.into_iter().collect() };
             let mut zs: Vec<String> = brokers.iter().filter_map(|&b| topo.rack_of(b)).map(&mut label_of_rack).collect();
             zs.sort();
@@ -226,9 +226,9 @@ pub struct PlanInput<'a> {
 /// The next assignment: pure, no I/O. Returns it with the number of partitions that moved.
 pub fn plan(input: &PlanInput<'_>) -> (AssignmentDoc, usize) {
     let live: BTreeSet<&str> = input.workers.iter().map(|w| w.id.as_str()).collect();
-    let prev_owners: BTreeMap<Tp, String> = input
+    let prev_owners: BTreeMap<TopicPartition, String> = input
         .previous
-        .map(|d| d.owners.iter().filter_map(|(k, w)| Some((Tp::parse(k)?, w.clone()))).collect())
+        .map(|d| d.owners.iter().filter_map(|(k, w)| Some((TopicPartition::parse(k)?, w.clone()))).collect())
         .unwrap_or_default();
     // Workers that held partitions and are gone are in grace from when a master first noticed
     // (kept in the document, so a new master does not restart their clocks); a worker that

@@ -33,7 +33,7 @@ use crate::metrics::{Metrics, TpLabel};
 use crate::naming::{self, ObjectName};
 use crate::shares::{self, Share};
 use crate::upload::{Body, Condition, Outcome, Span};
-use az_core::assign::Tp;
+use az_core::assign::TopicPartition;
 
 /// Consumer context: statistics feed cross-zone accounting and per-partition lag.
 #[derive(Default)]
@@ -41,7 +41,7 @@ pub struct WorkerContext {
     /// Bytes per broker.
     pub traffic: BrokerTraffic,
     /// Lag per partition from the latest statistics.
-    pub lag: Mutex<BTreeMap<Tp, i64>>,
+    pub lag: Mutex<BTreeMap<TopicPartition, i64>>,
     /// Where a refused login is reported.
     pub auth: Arc<AuthFailure>,
 }
@@ -83,7 +83,7 @@ impl ClientContext for WorkerContext {
                     if let Ok(p) = p.parse::<i32>()
                         && p >= 0
                     {
-                        lag.insert(Tp { topic: t.clone(), partition: p }, ps.consumer_lag.max(0));
+                        lag.insert(TopicPartition { topic: t.clone(), partition: p }, ps.consumer_lag.max(0));
                     }
                 }
             }
@@ -123,7 +123,7 @@ pub struct Worker {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Owned partitions.
-    pub owned: Mutex<BTreeMap<Tp, OwnedStatus>>,
+    pub owned: Mutex<BTreeMap<TopicPartition, OwnedStatus>>,
     /// Rolls (compression and upload) allowed at once.
     pub rolls: tokio::sync::Semaphore,
     /// This worker's share of the assignment, as last read or watched.
@@ -228,7 +228,7 @@ pub fn consumer(
 }
 
 impl Worker {
-    fn label(tp: &Tp) -> TpLabel {
+    fn label(tp: &TopicPartition) -> TpLabel {
         TpLabel { topic: tp.topic.clone(), partition: tp.partition.to_string() }
     }
 
@@ -239,7 +239,7 @@ impl Worker {
         lease: watch::Receiver<LeaseState>,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        let mut running: BTreeMap<Tp, Running> = BTreeMap::new();
+        let mut running: BTreeMap<TopicPartition, Running> = BTreeMap::new();
         let mut watch: Option<etcd_client::WatchStream> = None;
         let mut reread = Instant::now();
         let result = loop {
@@ -271,12 +271,12 @@ impl Worker {
                     }
                 }
             }
-            let desired: Vec<Tp> = self
+            let desired: Vec<TopicPartition> = self
                 .share
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
-                .map(|share| share.keys().filter_map(|k| Tp::parse(k)).collect())
+                .map(|share| share.keys().filter_map(|k| TopicPartition::parse(k)).collect())
                 .unwrap_or_default();
             // Finished tasks (fenced, failed, or flushed) leave; still-desired ones restart.
             running.retain(|_, r| !r.handle.is_finished());
@@ -341,7 +341,7 @@ impl Worker {
     /// Owns one partition until told to stop or fenced.
     async fn partition(
         self: &Arc<Self>,
-        tp: &Tp,
+        tp: &TopicPartition,
         lease: watch::Receiver<LeaseState>,
         mut stop: watch::Receiver<Stop>,
     ) -> anyhow::Result<()> {
@@ -437,7 +437,7 @@ impl Worker {
 
     async fn pump(
         self: &Arc<Self>,
-        tp: &Tp,
+        tp: &TopicPartition,
         queue: &rdkafka::consumer::stream_consumer::StreamPartitionQueue<WorkerContext>,
         lease: &watch::Receiver<LeaseState>,
         stop: &mut watch::Receiver<Stop>,
@@ -561,7 +561,7 @@ impl Worker {
 
     /// Reads `tp` again from `offset`. A partition in an error state refuses a seek, and records
     /// already fetched must not be read: it is assigned again.
-    fn seek(&self, tp: &Tp, offset: Offset) -> anyhow::Result<()> {
+    fn seek(&self, tp: &TopicPartition, offset: Offset) -> anyhow::Result<()> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&tp.topic, tp.partition);
         self.consumer.incremental_unassign(&tpl).with_context(|| format!("unassigning {}", tp.key()))?;
@@ -573,7 +573,7 @@ impl Worker {
 
     /// Uploads a buffer and commits past it (or past the object S3 already holds at its key).
     /// Errors mean ownership is gone or cannot be proven.
-    async fn roll(self: &Arc<Self>, tp: &Tp, b: Buffer, lease: &watch::Receiver<LeaseState>) -> anyhow::Result<Rolled> {
+    async fn roll(self: &Arc<Self>, tp: &TopicPartition, b: Buffer, lease: &watch::Receiver<LeaseState>) -> anyhow::Result<Rolled> {
         // Rolls at once are capped: each holds a compressor and an upload part in memory.
         let _slot = self.rolls.acquire().await.context("the roll limiter closed")?;
         let f = tokio::task::spawn_blocking(move || b.finish())
@@ -679,7 +679,7 @@ impl Worker {
 /// The age at which a buffer rolls: up to a fifth earlier than `roll.max-age-ms`, by partition
 /// and first offset, so that the partitions a worker takes at once (after a restart) do not all
 /// roll, compress and upload in the same instant.
-fn spread_age(max_age: Duration, tp: &Tp, first_offset: i64) -> Duration {
+fn spread_age(max_age: Duration, tp: &TopicPartition, first_offset: i64) -> Duration {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (tp.key(), first_offset).hash(&mut h);
@@ -726,7 +726,7 @@ mod tests {
     #[test]
     fn roll_ages_spread_over_the_last_fifth() {
         let max = Duration::from_secs(60);
-        let tp = |partition| Tp { topic: "logs".into(), partition };
+        let tp = |partition| TopicPartition { topic: "logs".into(), partition };
         let ages: Vec<Duration> = (0..1000).map(|p| spread_age(max, &tp(p), 0)).collect();
         assert!(ages.iter().all(|a| *a <= max && *a >= max.mul_f64(0.8)));
         let distinct: std::collections::BTreeSet<_> = ages.iter().map(|a| a.as_millis() / 100).collect();

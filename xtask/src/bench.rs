@@ -158,12 +158,12 @@ pub fn bar(len: u64, msg: &'static str) -> ProgressBar {
 /// reference that only hashes each partition to a worker of its zone (the least any assignment
 /// must do).
 fn bench_assignment() -> Vec<Row> {
-    use az_core::assign::{PartitionSpec, Tp, WorkerSpec, assign};
+    use az_core::assign::{PartitionSpec, TopicPartition, WorkerSpec, assign};
     use std::collections::BTreeMap;
     let zones = ["use1-az1", "use1-az2", "use1-az3"];
     let parts: Vec<PartitionSpec> = (0..100_000)
         .map(|p| PartitionSpec {
-            tp: Tp { topic: format!("t{}", p % 50), partition: p / 50 },
+            tp: TopicPartition { topic: format!("t{}", p % 50), partition: p / 50 },
             zones: vec![zones[p as usize % 3].to_owned()],
             weight: 1.0 + (p % 7) as f64,
         })
@@ -185,7 +185,7 @@ fn bench_assignment() -> Vec<Row> {
         .iter()
         .map(|z| (*z, workers.iter().filter(|w| w.zone.as_deref() == Some(z)).map(|w| w.id.as_str()).collect()))
         .collect();
-    let mut naive: BTreeMap<&Tp, &str> = BTreeMap::new();
+    let mut naive: BTreeMap<&TopicPartition, &str> = BTreeMap::new();
     let reference = time(&mut || {
         naive.clear();
         for (i, p) in parts.iter().enumerate() {
