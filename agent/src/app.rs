@@ -6,7 +6,7 @@
 //!  discover zone ──┐                      ┌─> StreamRunner thread (per stream) ──> producer
 //!  TopologyWatcher ─┴─ routing task ──────┤   (reads Routing, charges Budget, dispatches BatchAcks)
 //!                                          ├─> checkpointer task (every checkpoint-interval-ms)
-//!                                          └─> HTTP (axum): /metrics /healthz /readyz /status
+//!                                          └─> HTTP (shell): /metrics /healthz /readyz /status
 //!  SIGTERM/SIGINT ──> stop threads ──> flush producers ──> final checkpoints ──> exit 0
 //! ```
 
@@ -16,183 +16,20 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use az_core::kafka_options::{AuthFailure, ClientOptions};
 use az_core::zone::Env;
-use az_core::{Purpose, TopologyWatcher, WatchOptions, ZoneInfo, ZoneMatcher};
+use az_core::{TopologyWatcher, WatchOptions, ZoneInfo};
 use prometheus_client::registry::Registry;
 use rdkafka::producer::{Producer, ThreadedProducer};
+use tokio::task::JoinHandle;
 
 use crate::checkpoint::Store;
 use crate::config::AgentConfig;
-use crate::http::{FileStatus, Status, StreamStatus};
 use crate::kafka::{self, AgentContext, Budget};
-use crate::metrics::{FileLabel, Metrics, ReasonLabel, TrafficLabel};
+use crate::metrics::Metrics;
 use crate::partition::Routing;
+use crate::state::{AgentState, update_routing};
 use crate::stream::{StreamRunner, StreamShared};
-
-/// State shared by the HTTP handlers and background tasks.
-pub struct AgentState {
-    /// The metrics registry.
-    pub registry: Registry,
-    metrics: Arc<Metrics>,
-    /// Rediscovered in the background while unknown, so it can change once.
-    zone: RwLock<ZoneInfo>,
-    matcher: ZoneMatcher,
-    streams: Vec<Arc<StreamShared>>,
-    topology: TopologyWatcher,
-    budget: Arc<Budget>,
-    running: AtomicBool,
-    stall_timeout: Duration,
-}
-
-impl AgentState {
-    /// Why the agent is not ready, or `None` when it is.
-    pub fn not_ready(&self) -> Option<String> {
-        if !self.running.load(Ordering::Relaxed) {
-            return Some("stopping or not started".into());
-        }
-        if !self.topology.current().is_fetched() {
-            return Some(format!("no topology yet: {:?}", self.topology.status().last_error));
-        }
-        for s in &self.streams {
-            let last = s.producer.context().last_error.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            if let Some(e) = last {
-                return Some(format!(
-                    "stream {}: Kafka refuses its records ({e}); they are kept and retried",
-                    s.config.name
-                ));
-            }
-        }
-        None
-    }
-
-    /// Why the agent is stuck, if it is: a stream with unacknowledged lines and no
-    /// acknowledgement for `stall-timeout-secs`.
-    pub fn stalled(&self) -> Option<String> {
-        for s in &self.streams {
-            let waiting = s
-                .tracks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .values()
-                .any(|t| t.with(|st| st.read_offset > st.acks.acked()));
-            let since = s.producer.context().last_ack.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
-            if waiting && since > self.stall_timeout {
-                return Some(format!(
-                    "stream {}: lines waiting and none acknowledged for {}s",
-                    s.config.name,
-                    since.as_secs()
-                ));
-            }
-        }
-        None
-    }
-
-    /// Updates the gauges that are computed rather than counted.
-    pub fn refresh_gauges(&self) {
-        let topo = self.topology.current();
-        let zone = self.zone();
-        self.metrics.in_flight_bytes.set(self.budget.used());
-        for s in &self.streams {
-            let name = &s.config.name;
-            let t = s.producer.context().traffic.report(&topo, zone.zone.as_ref(), &self.matcher);
-            for (zone, bytes) in [("same-zone", t.same_zone), ("cross-zone", t.cross_zone), ("unknown", t.unknown)] {
-                for (dir, v) in [("tx", bytes.tx), ("rx", bytes.rx)] {
-                    let label = TrafficLabel { stream: name.clone(), zone: zone.into(), direction: dir.into() };
-                    self.metrics.kafka_bytes.get_or_create(&label).set(v);
-                }
-            }
-            for track in s.tracks.lock().unwrap_or_else(PoisonError::into_inner).values() {
-                let (path, lag) =
-                    track.with(|st| (st.path.display().to_string(), st.size.saturating_sub(st.acks.acked())));
-                self.metrics.lag_bytes.get_or_create(&FileLabel { stream: name.clone(), path }).set(lag);
-            }
-        }
-    }
-
-    /// The zone as currently known.
-    pub fn zone(&self) -> ZoneInfo {
-        self.zone.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// The `/status` document.
-    pub fn status(&self) -> Status {
-        let zone = self.zone();
-        let streams = self
-            .streams
-            .iter()
-            .map(|s| {
-                let routing = s.routing.read().unwrap_or_else(PoisonError::into_inner).clone();
-                let files = s
-                    .tracks
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .values()
-                    .map(|t| {
-                        t.with(|st| FileStatus {
-                            path: st.path.display().to_string(),
-                            dev: st.id.dev,
-                            ino: st.id.ino,
-                            read_offset: st.read_offset,
-                            acked_offset: st.acks.acked(),
-                            size: st.size,
-                            orphan: st.orphan,
-                        })
-                    })
-                    .collect();
-                StreamStatus {
-                    name: s.config.name.clone(),
-                    topic: s.config.topic.clone(),
-                    partitioning: s.config.partitioning,
-                    local_partitions: routing.selection.as_ref().map(|x| x.partitions.clone()).unwrap_or_default(),
-                    fallback_reason: routing.selection.as_ref().and_then(|x| x.fallback).map(|r| r.to_string()),
-                    files,
-                }
-            })
-            .collect();
-        Status {
-            zone: zone.zone.as_ref().map(|z| z.display_label().to_owned()),
-            zone_source: zone.source.to_string(),
-            topology_generation: self.topology.current().generation,
-            in_flight_bytes: self.budget.used(),
-            streams,
-        }
-    }
-}
-
-/// Recomputes every stream's routing from a topology snapshot.
-fn update_routing(state: &AgentState) {
-    let topo = state.topology.current();
-    if !topo.is_fetched() {
-        return;
-    }
-    let zone = state.zone();
-    for s in &state.streams {
-        let c = &s.config;
-        let selection = az_core::select(&topo, &c.topic, zone.zone.as_ref(), &state.matcher, Purpose::Produce);
-        let all = az_core::select(&topo, &c.topic, None, &state.matcher, Purpose::Produce).partitions;
-        let count = topo.partitions(&c.topic).map_or(0, |p| p.len() as i32);
-        let label = crate::metrics::Metrics::stream(&c.name);
-        let mut routing = s.routing.write().unwrap_or_else(PoisonError::into_inner);
-        if routing.selection.as_ref() != Some(&selection) {
-            tracing::info!(stream = %c.name, topic = %c.topic, partitions = ?selection.partitions,
-                fallback = ?selection.fallback.map(|r| r.as_str()), "zone-aware partitions");
-        }
-        let used = match c.partitioning {
-            crate::config::Partitioning::ZoneAware => selection.partitions.len(),
-            _ => all.len(),
-        };
-        state.metrics.local_partitions.get_or_create(&label).set(used as u64);
-        for reason in az_core::FallbackReason::ALL {
-            let on = u64::from(selection.fallback == Some(reason));
-            state
-                .metrics
-                .fallback
-                .get_or_create(&ReasonLabel { stream: c.name.clone(), reason: reason.as_str().into() })
-                .set(on);
-        }
-        *routing = Routing { selection: Some(selection), all, count };
-    }
-}
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
@@ -201,17 +38,71 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         Some(z) => tracing::info!(zone = %z, source = %zone.source, "zone discovered"),
         None => tracing::warn!(failures = ?zone.failures, "zone unknown; streams fall back to all partitions"),
     }
-    let matcher = config.zone.matcher();
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let budget = Arc::new(Budget::new(config.max_in_flight_bytes));
-    let stop = Arc::new(AtomicBool::new(false));
-    let auth = Arc::new(az_core::kafka_options::AuthFailure::default());
+    let shared = Shared {
+        budget: Arc::new(Budget::new(config.max_in_flight_bytes)),
+        stop: Arc::new(AtomicBool::new(false)),
+        auth: Arc::new(AuthFailure::default()),
+        metrics,
+    };
     let options = config.kafka.client_options()?;
+    let (streams, runners) = open_streams(&config, &options, &shared).await?;
+    let topology = watch_topology(&config, &streams)?;
+    let state = Arc::new(AgentState {
+        registry,
+        metrics: shared.metrics.clone(),
+        zone: RwLock::new(zone),
+        matcher: config.zone.matcher(),
+        streams: streams.clone(),
+        topology,
+        budget: shared.budget.clone(),
+        running: AtomicBool::new(true),
+        stall_timeout: Duration::from_secs(config.stall_timeout_secs),
+    });
+    let tasks = Background::start(&config, &state, &shared);
+    let threads: Vec<std::thread::JoinHandle<()>> = runners
+        .into_iter()
+        .map(|r| std::thread::Builder::new().name("zonal-stream".into()).spawn(move || r.run()))
+        .collect::<Result<_, _>>()
+        .context("starting stream threads")?;
+    let server = shell::http::serve(config.http.listen, shell::http::router(state.clone())).await?;
 
+    // A refused login is fatal: librdkafka would retry it forever while nothing moves.
+    let refused = tokio::select! {
+        signal = shell::wait_for_signal() => {
+            signal.context("installing signal handlers")?;
+            None
+        }
+        reason = shared.auth.wait() => Some(AuthFailure::explain(&reason, &options)),
+    };
+    stop(&config, &state, &shared, threads, tasks).await?;
+    server.task.abort();
+    if let Some(refused) = refused {
+        anyhow::bail!(refused);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What every stream shares: the in-flight budget, the stop flag, the fatal-error latch and the
+/// metrics.
+struct Shared {
+    budget: Arc<Budget>,
+    stop: Arc<AtomicBool>,
+    auth: Arc<AuthFailure>,
+    metrics: Arc<Metrics>,
+}
+
+/// Opens every stream: its producer, its checkpoint store and the runner that will tail it.
+async fn open_streams(
+    config: &AgentConfig,
+    options: &ClientOptions,
+    shared: &Shared,
+) -> anyhow::Result<(Vec<Arc<StreamShared>>, Vec<StreamRunner>)> {
     // Records Kafka would refuse for their size are prevented, not retried forever.
-    let limits = crate::limits::topic_limits(&config, &options).await;
+    let limits = crate::limits::topic_limits(config, options).await;
     for (i, sc) in config.streams.iter().enumerate() {
         crate::limits::check(i, sc, crate::limits::limit_of(&limits, sc))?;
     }
@@ -220,11 +111,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     for sc in &config.streams {
         let (tx, rx) = std::sync::mpsc::channel();
         let limit = crate::limits::limit_of(&limits, sc);
-        let producer =
-            Arc::new(kafka::producer(&config, sc, metrics.clone(), budget.clone(), tx, auth.clone(), limit)?);
+        let producer = Arc::new(kafka::producer(
+            config,
+            sc,
+            shared.metrics.clone(),
+            shared.budget.clone(),
+            tx,
+            shared.auth.clone(),
+            limit,
+        )?);
         let store = Store::open(&config.checkpoint_dir, &sc.name)
             .with_context(|| format!("opening checkpoint directory {}", config.checkpoint_dir.display()))?;
-        let shared = Arc::new(StreamShared {
+        let stream = Arc::new(StreamShared {
             config: sc.clone(),
             routing: RwLock::new(Routing::default()),
             tracks: Arc::new(Mutex::new(BTreeMap::new())),
@@ -232,17 +130,23 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             producer,
         });
         let runner = StreamRunner::new(
-            shared.clone(),
-            metrics.clone(),
-            budget.clone(),
+            stream.clone(),
+            shared.metrics.clone(),
+            shared.budget.clone(),
             rx,
-            stop.clone(),
+            shared.stop.clone(),
             Duration::from_millis(config.poll_interval_ms),
             Duration::from_millis(config.rotate_wait_ms),
         )?;
-        streams.push(shared);
+        streams.push(stream);
         runners.push(runner);
     }
+    Ok((streams, runners))
+}
+
+/// Starts the topology watcher on the first stream's producer and hands it to every stream
+/// (their contexts route retries by it).
+fn watch_topology(config: &AgentConfig, streams: &[Arc<StreamShared>]) -> anyhow::Result<TopologyWatcher> {
     let first: Arc<ThreadedProducer<AgentContext>> =
         streams.first().map(|s| s.producer.clone()).context("no streams configured")?;
     let mut topics: Vec<String> = config.streams.iter().map(|s| s.topic.clone()).collect();
@@ -256,132 +160,136 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             request_timeout: Duration::from_millis(config.kafka.request_timeout_ms),
         },
     );
-    for s in &streams {
+    for s in streams {
         let _ = s.producer.context().topology.set(topology.clone());
     }
-    let state = Arc::new(AgentState {
-        registry,
-        metrics: metrics.clone(),
-        zone: RwLock::new(zone),
-        matcher,
-        streams: streams.clone(),
-        topology: topology.clone(),
-        budget: budget.clone(),
-        running: AtomicBool::new(true),
-        stall_timeout: Duration::from_secs(config.stall_timeout_secs),
-    });
+    Ok(topology)
+}
 
-    // Routing follows every new topology snapshot.
-    let routing_task = {
-        let state = state.clone();
-        let mut rx = topology.subscribe();
-        tokio::spawn(async move {
+/// The agent's background tasks; all stop with the agent.
+struct Background {
+    routing: JoinHandle<()>,
+    fatal_watches: Vec<JoinHandle<()>>,
+    rediscovery: JoinHandle<()>,
+    checkpointer: JoinHandle<()>,
+}
+
+impl Background {
+    fn start(config: &AgentConfig, state: &Arc<AgentState>, shared: &Shared) -> Background {
+        Background {
+            routing: follow_topology(state.clone()),
+            fatal_watches: state.streams.iter().map(|s| watch_fatal(s.clone(), shared.auth.clone())).collect(),
+            rediscovery: rediscover_zone(state.clone(), config.zone.clone()),
+            checkpointer: checkpoint_every(
+                state.streams.clone(),
+                shared.metrics.clone(),
+                Duration::from_millis(config.checkpoint_interval_ms),
+            ),
+        }
+    }
+
+    /// Stops everything but the checkpointer, which keeps writing while producers flush.
+    fn stop_all_but_checkpoints(&self) {
+        self.routing.abort();
+        self.rediscovery.abort();
+        for w in &self.fatal_watches {
+            w.abort();
+        }
+    }
+}
+
+/// Routing follows every new topology snapshot.
+fn follow_topology(state: Arc<AgentState>) -> JoinHandle<()> {
+    let mut rx = state.topology.subscribe();
+    tokio::spawn(async move {
+        update_routing(&state);
+        while rx.changed().await.is_ok() {
             update_routing(&state);
-            while rx.changed().await.is_ok() {
+        }
+    })
+}
+
+/// A fatal producer error (idempotent producer fenced or refused an id) makes every later send
+/// fail: the stream's producer is asked when an error may have been one, and once a second in
+/// case a report was missed; the agent then stops with the reason.
+fn watch_fatal(s: Arc<StreamShared>, auth: Arc<AuthFailure>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let wake = s.producer.context().fatal_check.clone();
+        loop {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+            if let Some((code, reason)) = s.producer.client().fatal_error() {
+                tracing::error!(stream = %s.config.name, code = ?code, reason, "fatal producer error; stopping");
+                auth.fatal(&format!("stream {}: {reason}", s.config.name));
+                return;
+            }
+        }
+    })
+}
+
+/// An unknown zone is asked again in the background (metadata services that were slow at boot,
+/// a node label added later); the first answer switches routing without a restart.
+fn rediscover_zone(state: Arc<AgentState>, settings: az_core::zone::ZoneSettings) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = Duration::from_secs(settings.retry_secs.max(1));
+        while state.zone().zone.is_none() {
+            tokio::time::sleep(every).await;
+            let info: ZoneInfo = az_core::discover(&settings.discovery(), &Env::Process).await;
+            if let Some(z) = &info.zone {
+                tracing::info!(zone = %z, source = %info.source, "zone discovered on retry; routing follows it");
+                *state.zone.write().unwrap_or_else(PoisonError::into_inner) = info;
                 update_routing(&state);
             }
-        })
-    };
-
-    // A fatal producer error (idempotent producer fenced or refused an id) makes every later
-    // send fail: each stream's producer is asked when an error may have been one, and once a
-    // second in case a report was missed; the agent then stops with the reason.
-    let fatal_watches: Vec<_> = streams
-        .iter()
-        .map(|s| {
-            let s = s.clone();
-            let auth = auth.clone();
-            tokio::spawn(async move {
-                let wake = s.producer.context().fatal_check.clone();
-                loop {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
-                    if let Some((code, reason)) = s.producer.client().fatal_error() {
-                        tracing::error!(stream = %s.config.name, code = ?code, reason, "fatal producer error; stopping");
-                        auth.fatal(&format!("stream {}: {reason}", s.config.name));
-                        return;
-                    }
-                }
-            })
-        })
-        .collect();
-
-    // An unknown zone is asked again in the background (metadata services that were slow at
-    // boot, a node label added later); the first answer switches routing without a restart.
-    let rediscovery = {
-        let state = state.clone();
-        let settings = config.zone.clone();
-        tokio::spawn(async move {
-            let every = Duration::from_secs(settings.retry_secs.max(1));
-            while state.zone().zone.is_none() {
-                tokio::time::sleep(every).await;
-                let info = az_core::discover(&settings.discovery(), &Env::Process).await;
-                if let Some(z) = &info.zone {
-                    tracing::info!(zone = %z, source = %info.source, "zone discovered on retry; routing follows it");
-                    *state.zone.write().unwrap_or_else(PoisonError::into_inner) = info;
-                    update_routing(&state);
-                }
-            }
-        })
-    };
-
-    let threads: Vec<std::thread::JoinHandle<()>> = runners
-        .into_iter()
-        .map(|r| std::thread::Builder::new().name("zonal-stream".into()).spawn(move || r.run()))
-        .collect::<Result<_, _>>()
-        .context("starting stream threads")?;
-
-    let checkpointer = {
-        let streams = streams.clone();
-        let metrics = metrics.clone();
-        let every = Duration::from_millis(config.checkpoint_interval_ms);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let streams = streams.clone();
-                let metrics = metrics.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    for s in &streams {
-                        s.write_checkpoints(&metrics);
-                    }
-                })
-                .await;
-            }
-        })
-    };
-
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("binding http.listen {}", config.http.listen))?;
-    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTP listening");
-    let server = tokio::spawn(axum::serve(listener, crate::http::router(state.clone())).into_future());
-
-    // A refused login is fatal: librdkafka would retry it forever while nothing moves.
-    let refused = tokio::select! {
-        signal = az_core::program::wait_for_signal() => {
-            signal.context("installing signal handlers")?;
-            None
         }
-        reason = auth.wait() => Some(az_core::kafka_options::AuthFailure::explain(&reason, &options)),
-    };
+    })
+}
+
+/// Writes every stream's checkpoints each `every`, off the runtime (they fsync).
+fn checkpoint_every(streams: Vec<Arc<StreamShared>>, metrics: Arc<Metrics>, every: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let _ = write_checkpoints(&streams, &metrics).await;
+        }
+    })
+}
+
+async fn write_checkpoints(
+    streams: &[Arc<StreamShared>],
+    metrics: &Arc<Metrics>,
+) -> Result<(), tokio::task::JoinError> {
+    let streams = streams.to_vec();
+    let metrics = metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        for s in &streams {
+            s.write_checkpoints(&metrics);
+        }
+    })
+    .await
+}
+
+/// The graceful stop. Everything shares one budget, inside what systemd and Kubernetes allow
+/// before they kill (60 s by default): stream threads stop, every producer flushes at the same
+/// time, and the checkpointer keeps writing while they do; the final checkpoints are written last.
+async fn stop(
+    config: &AgentConfig,
+    state: &AgentState,
+    shared: &Shared,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    tasks: Background,
+) -> anyhow::Result<()> {
     tracing::info!("stopping: flushing in-flight records and writing checkpoints");
     state.running.store(false, Ordering::Relaxed);
-    stop.store(true, Ordering::Relaxed);
-    budget.wake();
-    // Everything below shares one budget, inside what systemd and Kubernetes allow before they
-    // kill (60 s by default): stream threads stop, every producer flushes at the same time, and
-    // the checkpointer keeps writing while they do; the final checkpoints are written last.
+    shared.stop.store(true, Ordering::Relaxed);
+    shared.budget.wake();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(config.shutdown_timeout_secs);
     let joined = tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok())).await;
     if !matches!(joined, Ok(true)) {
         tracing::error!("a stream thread panicked");
     }
-    routing_task.abort();
-    rediscovery.abort();
-    for w in fatal_watches {
-        w.abort();
-    }
-    let flushes: Vec<_> = streams
+    tasks.stop_all_but_checkpoints();
+    let flushes: Vec<_> = state
+        .streams
         .iter()
         .map(|s| {
             let s = s.clone();
@@ -396,20 +304,6 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     for f in flushes {
         let _ = f.await;
     }
-    checkpointer.abort();
-    let streams_final = streams.clone();
-    let metrics_final = metrics.clone();
-    tokio::task::spawn_blocking(move || {
-        for s in &streams_final {
-            s.write_checkpoints(&metrics_final);
-        }
-    })
-    .await
-    .context("final checkpoints")?;
-    server.abort();
-    if let Some(refused) = refused {
-        anyhow::bail!(refused);
-    }
-    tracing::info!("stopped");
-    Ok(())
+    tasks.checkpointer.abort();
+    write_checkpoints(&state.streams, &shared.metrics).await.context("final checkpoints")
 }

@@ -279,13 +279,12 @@ fn default_linger_ms() -> u64 {
 impl AgentConfig {
     /// Layers defaults, the file (when given) and the environment.
     pub fn figment(file: Option<&Path>) -> Figment {
-        az_core::program::layered::<AgentConfig>(ENV_PREFIX, file)
+        shell::config::layered::<AgentConfig>(ENV_PREFIX, file)
     }
 
     /// Loads and validates; errors name the file and the field.
     pub fn load(file: Option<&Path>) -> anyhow::Result<AgentConfig> {
-        let config: AgentConfig =
-            Self::figment(file).extract().map_err(|e| anyhow::anyhow!(az_core::program::config_error(e, file)))?;
+        let config: AgentConfig = shell::config::extract(ENV_PREFIX, file)?;
         config.validate()?;
         Ok(config)
     }
@@ -352,9 +351,7 @@ impl AgentConfig {
 
     /// The effective configuration as TOML, for `check`, with secrets shown as `***`.
     pub fn to_toml(&self) -> anyhow::Result<String> {
-        let mut value = toml::Value::try_from(self).context("rendering the configuration as TOML")?;
-        az_core::kafka_options::redact_toml(&mut value, &[]);
-        toml::to_string_pretty(&value).context("rendering the configuration as TOML")
+        Ok(shell::config::to_toml(self, &[])?)
     }
 }
 

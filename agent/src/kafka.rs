@@ -261,19 +261,20 @@ pub fn producer_config(
     options: &ClientOptions,
     topic_limit: Option<usize>,
 ) -> ClientConfig {
-    let mut cc = ClientConfig::new();
+    // Statistics carry the bytes per broker (cross-zone accounting) and the leaders librdkafka
+    // currently uses (routing follows a leader move within this interval).
+    let mut cc = shell::kafka::base(
+        &config.kafka.bootstrap_servers,
+        &format!("zonal-agent-{}", stream.name),
+        Duration::from_millis(500),
+    );
     let queue_kb = (config.max_in_flight_bytes / 1024 * 2).max(16 * 1024);
-    cc.set("bootstrap.servers", &config.kafka.bootstrap_servers)
-        .set("client.id", format!("zonal-agent-{}", stream.name))
-        .set("enable.idempotence", "true")
+    cc.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", stream.linger_ms.to_string())
         .set("compression.type", stream.compression.as_librdkafka())
         .set("queue.buffering.max.kbytes", queue_kb.to_string())
-        .set("queue.buffering.max.messages", "2000000")
-        // Statistics carry the bytes per broker (cross-zone accounting) and the leaders librdkafka
-        // currently uses (routing follows a leader move within this interval).
-        .set("statistics.interval.ms", "500");
+        .set("queue.buffering.max.messages", "2000000");
     for (k, v) in crate::limits::producer_sizes(stream, topic_limit) {
         cc.set(k, v);
     }

@@ -89,6 +89,19 @@ impl ZoneTraffic {
         if known == 0 { 0.0 } else { self.cross_zone.total() as f64 / known as f64 }
     }
 
+    /// Every figure as `(zone relation, direction, bytes)`, the labels of the programs'
+    /// `kafka_bytes` gauges: relation `same-zone`, `cross-zone` or `unknown`; direction `tx` or `rx`.
+    pub fn rows(&self) -> [(&'static str, &'static str, u64); 6] {
+        [
+            ("same-zone", "tx", self.same_zone.tx),
+            ("same-zone", "rx", self.same_zone.rx),
+            ("cross-zone", "tx", self.cross_zone.tx),
+            ("cross-zone", "rx", self.cross_zone.rx),
+            ("unknown", "tx", self.unknown.tx),
+            ("unknown", "rx", self.unknown.rx),
+        ]
+    }
+
     /// Adds another client's traffic.
     pub fn add(&mut self, other: &ZoneTraffic) {
         self.same_zone.add(other.same_zone);

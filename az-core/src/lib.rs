@@ -13,7 +13,6 @@ pub mod accounting;
 mod admin;
 pub mod assign;
 pub mod kafka_options;
-pub mod program;
 pub mod selection;
 pub mod topic_partition;
 pub mod topology;

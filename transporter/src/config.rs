@@ -349,13 +349,12 @@ impl Default for HttpConfig {
 impl TransporterConfig {
     /// Layers defaults, the file and the environment.
     pub fn figment(file: Option<&Path>) -> Figment {
-        az_core::program::layered::<TransporterConfig>(ENV_PREFIX, file)
+        shell::config::layered::<TransporterConfig>(ENV_PREFIX, file)
     }
 
     /// Loads and validates; errors name the file and the field.
     pub fn load(file: Option<&Path>) -> anyhow::Result<TransporterConfig> {
-        let config: TransporterConfig =
-            Self::figment(file).extract().map_err(|e| anyhow::anyhow!(az_core::program::config_error(e, file)))?;
+        let config: TransporterConfig = shell::config::extract(ENV_PREFIX, file)?;
         config.validate()?;
         Ok(config)
     }
@@ -433,9 +432,7 @@ impl TransporterConfig {
 
     /// The effective configuration as TOML, with secrets shown as `***`.
     pub fn to_toml(&self) -> anyhow::Result<String> {
-        let mut value = toml::Value::try_from(self).context("rendering the configuration as TOML")?;
-        az_core::kafka_options::redact_toml(&mut value, &["etcd.password"]);
-        toml::to_string_pretty(&value).context("rendering the configuration as TOML")
+        Ok(shell::config::to_toml(self, &["etcd.password"])?)
     }
 
     /// This worker's id.

@@ -466,7 +466,14 @@ pub enum CommittedError {
 
 /// Commits `next` for a partition, only if this worker still owns it under this lease.
 /// Returns false when fenced out.
-pub async fn commit(client: &Client, keys: &Keys, tp: &TopicPartition, me: &str, lease: i64, next: i64) -> anyhow::Result<bool> {
+pub async fn commit(
+    client: &Client,
+    keys: &Keys,
+    tp: &TopicPartition,
+    me: &str,
+    lease: i64,
+    next: i64,
+) -> anyhow::Result<bool> {
     let mut c = client.clone();
     let owner = keys.owner(tp);
     let txn = Txn::new()

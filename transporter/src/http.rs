@@ -1,80 +1,22 @@
-//! HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/status` (role, zone, owned partitions)
-//! and `/assignment` (the master's assignment by zone, as JSON, or HTML with `?format=html`).
+//! The transporter's own HTTP endpoint, beside the shell's `/metrics`, `/healthz`, `/readyz` and
+//! `/status`: `/assignment` (the assignment by zone, as JSON, or HTML with `?format=html`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
-/// Builds the router.
+/// The shell's routes (`/metrics`, `/healthz`, `/readyz`, `/status`) and `/assignment`.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .route("/assignment", get(assignment))
-        .with_state(state)
-}
-
-async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    s.refresh_gauges();
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &s.registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics failed: {e}\n")).into_response();
-    }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
-}
-
-async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    if s.registered.load(Ordering::Relaxed) && s.worker.share.read().unwrap_or_else(PoisonError::into_inner).is_some() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: not registered or no assignment yet\n").into_response()
-    }
-}
-
-/// `/status` body.
-#[derive(Serialize)]
-struct Status {
-    id: String,
-    role: &'static str,
-    zone: Option<String>,
-    zone_source: String,
-    registered: bool,
-    /// Partitions in this worker's share of the assignment (`None` before it was read).
-    assigned: Option<usize>,
-    owned: BTreeMap<String, crate::worker::OwnedStatus>,
-}
-
-async fn status(State(s): State<Arc<AppState>>) -> Json<impl Serialize> {
-    let w = &s.worker;
-    // Only local state: `/status` must answer while etcd does not.
-    let assigned = w.share.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|s| s.len());
-    let is_master = w.metrics.is_master.get() == 1;
-    Json(Status {
-        id: w.id.clone(),
-        role: if is_master { "master" } else { "worker" },
-        zone: s.zone.zone.as_ref().map(|z| z.display_label().to_owned()),
-        zone_source: s.zone.source.to_string(),
-        registered: s.registered.load(Ordering::Relaxed),
-        assigned,
-        owned: w
-            .owned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(k, v)| (k.key(), v.clone()))
-            .collect(),
-    })
+    shell::http::router(state.clone()).merge(Router::new().route("/assignment", get(assignment)).with_state(state))
 }
 
 #[derive(Deserialize)]

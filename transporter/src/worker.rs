@@ -161,15 +161,17 @@ struct Running {
 /// mirrored offsets, `client.rack` when follower fetching is on, passthrough options on top
 /// (guarded ones were refused when the configuration was loaded).
 pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &ClientOptions) -> rdkafka::ClientConfig {
-    let mut cc = rdkafka::ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
-        .set("group.id", &cfg.kafka.group_id)
+    let mut cc = shell::kafka::base(
+        &cfg.kafka.bootstrap_servers,
+        &format!("zonal-transporter-{}", cfg.worker_id()),
+        Duration::from_secs(5),
+    );
+    cc.set("group.id", &cfg.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // Never reset silently: an offset out of range reaches `pump`, which applies
         // kafka.on-offset-out-of-range and counts it.
         .set("auto.offset.reset", "error")
-        .set("statistics.interval.ms", "5000")
         .set("fetch.wait.max.ms", "100")
         // Prefetch is per partition with split queues (librdkafka has no limit for the whole
         // consumer): 2 MiB each, and fetch responses of at most 16 MiB per broker, so memory is
@@ -573,7 +575,12 @@ impl Worker {
 
     /// Uploads a buffer and commits past it (or past the object S3 already holds at its key).
     /// Errors mean ownership is gone or cannot be proven.
-    async fn roll(self: &Arc<Self>, tp: &TopicPartition, b: Buffer, lease: &watch::Receiver<LeaseState>) -> anyhow::Result<Rolled> {
+    async fn roll(
+        self: &Arc<Self>,
+        tp: &TopicPartition,
+        b: Buffer,
+        lease: &watch::Receiver<LeaseState>,
+    ) -> anyhow::Result<Rolled> {
         // Rolls at once are capped: each holds a compressor and an upload part in memory.
         let _slot = self.rolls.acquire().await.context("the roll limiter closed")?;
         let f = tokio::task::spawn_blocking(move || b.finish())

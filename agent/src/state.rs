@@ -1,0 +1,206 @@
+//! The running agent's shared state: what the HTTP endpoints answer from (readiness, stalls,
+//! `/status`, computed gauges) and each stream's routing, recomputed from every topology
+//! snapshot.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use az_core::{Purpose, TopologyWatcher, ZoneInfo, ZoneMatcher};
+use prometheus_client::registry::Registry;
+use rdkafka::producer::Producer;
+
+use crate::kafka::Budget;
+use crate::metrics::{FileLabel, Metrics, ReasonLabel, TrafficLabel};
+use crate::partition::Routing;
+use crate::status::{FileStatus, Status, StreamStatus};
+use crate::stream::StreamShared;
+
+/// State shared by the HTTP handlers and background tasks.
+pub struct AgentState {
+    /// The metrics registry.
+    pub registry: Registry,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Rediscovered in the background while unknown, so it can change once.
+    pub(crate) zone: RwLock<ZoneInfo>,
+    pub(crate) matcher: ZoneMatcher,
+    pub(crate) streams: Vec<Arc<StreamShared>>,
+    pub(crate) topology: TopologyWatcher,
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) running: AtomicBool,
+    pub(crate) stall_timeout: Duration,
+}
+
+impl AgentState {
+    /// Why the agent is not ready, or `None` when it is.
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.running.load(Ordering::Relaxed) {
+            return Some("stopping or not started".into());
+        }
+        if !self.topology.current().is_fetched() {
+            return Some(format!("no topology yet: {:?}", self.topology.status().last_error));
+        }
+        for s in &self.streams {
+            let last = s.producer.context().last_error.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if let Some(e) = last {
+                return Some(format!(
+                    "stream {}: Kafka refuses its records ({e}); they are kept and retried",
+                    s.config.name
+                ));
+            }
+        }
+        None
+    }
+
+    /// Why the agent is stuck, if it is: a stream with unacknowledged lines and no
+    /// acknowledgement for `stall-timeout-secs`.
+    pub fn stalled(&self) -> Option<String> {
+        for s in &self.streams {
+            let waiting = s
+                .tracks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .any(|t| t.with(|st| st.read_offset > st.acks.acked()));
+            let since = s.producer.context().last_ack.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
+            if waiting && since > self.stall_timeout {
+                return Some(format!(
+                    "stream {}: lines waiting and none acknowledged for {}s",
+                    s.config.name,
+                    since.as_secs()
+                ));
+            }
+        }
+        None
+    }
+
+    /// Updates the gauges that are computed rather than counted.
+    pub fn refresh_gauges(&self) {
+        let topo = self.topology.current();
+        let zone = self.zone();
+        self.metrics.in_flight_bytes.set(self.budget.used());
+        for s in &self.streams {
+            let name = &s.config.name;
+            let t = s.producer.context().traffic.report(&topo, zone.zone.as_ref(), &self.matcher);
+            for (zone, direction, bytes) in t.rows() {
+                let label = TrafficLabel { stream: name.clone(), zone: zone.into(), direction: direction.into() };
+                self.metrics.kafka_bytes.get_or_create(&label).set(bytes);
+            }
+            for track in s.tracks.lock().unwrap_or_else(PoisonError::into_inner).values() {
+                let (path, lag) =
+                    track.with(|st| (st.path.display().to_string(), st.size.saturating_sub(st.acks.acked())));
+                self.metrics.lag_bytes.get_or_create(&FileLabel { stream: name.clone(), path }).set(lag);
+            }
+        }
+    }
+
+    /// The zone as currently known.
+    pub fn zone(&self) -> ZoneInfo {
+        self.zone.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> Status {
+        let zone = self.zone();
+        let streams = self
+            .streams
+            .iter()
+            .map(|s| {
+                let routing = s.routing.read().unwrap_or_else(PoisonError::into_inner).clone();
+                let files = s
+                    .tracks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .values()
+                    .map(|t| {
+                        t.with(|st| FileStatus {
+                            path: st.path.display().to_string(),
+                            dev: st.id.dev,
+                            ino: st.id.ino,
+                            read_offset: st.read_offset,
+                            acked_offset: st.acks.acked(),
+                            size: st.size,
+                            orphan: st.orphan,
+                        })
+                    })
+                    .collect();
+                StreamStatus {
+                    name: s.config.name.clone(),
+                    topic: s.config.topic.clone(),
+                    partitioning: s.config.partitioning,
+                    local_partitions: routing.selection.as_ref().map(|x| x.partitions.clone()).unwrap_or_default(),
+                    fallback_reason: routing.selection.as_ref().and_then(|x| x.fallback).map(|r| r.to_string()),
+                    files,
+                }
+            })
+            .collect();
+        Status {
+            zone: zone.zone.as_ref().map(|z| z.display_label().to_owned()),
+            zone_source: zone.source.to_string(),
+            topology_generation: self.topology.current().generation,
+            in_flight_bytes: self.budget.used(),
+            streams,
+        }
+    }
+}
+
+impl shell::http::Endpoints for AgentState {
+    type Status = Status;
+
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn refresh_gauges(&self) {
+        AgentState::refresh_gauges(self);
+    }
+
+    /// Unhealthy (so a supervisor restarts it from its checkpoints) when a stream has lines
+    /// waiting and has not had one acknowledged for `stall-timeout-secs`.
+    fn unhealthy(&self) -> Option<String> {
+        self.stalled()
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        AgentState::not_ready(self)
+    }
+
+    fn status(&self) -> Status {
+        AgentState::status(self)
+    }
+}
+
+/// Recomputes every stream's routing from a topology snapshot.
+pub(crate) fn update_routing(state: &AgentState) {
+    let topo = state.topology.current();
+    if !topo.is_fetched() {
+        return;
+    }
+    let zone = state.zone();
+    for s in &state.streams {
+        let c = &s.config;
+        let selection = az_core::select(&topo, &c.topic, zone.zone.as_ref(), &state.matcher, Purpose::Produce);
+        let all = az_core::select(&topo, &c.topic, None, &state.matcher, Purpose::Produce).partitions;
+        let count = topo.partitions(&c.topic).map_or(0, |p| p.len() as i32);
+        let label = crate::metrics::Metrics::stream(&c.name);
+        let mut routing = s.routing.write().unwrap_or_else(PoisonError::into_inner);
+        if routing.selection.as_ref() != Some(&selection) {
+            tracing::info!(stream = %c.name, topic = %c.topic, partitions = ?selection.partitions,
+                fallback = ?selection.fallback.map(|r| r.as_str()), "zone-aware partitions");
+        }
+        let used = match c.partitioning {
+            crate::config::Partitioning::ZoneAware => selection.partitions.len(),
+            _ => all.len(),
+        };
+        state.metrics.local_partitions.get_or_create(&label).set(used as u64);
+        for reason in az_core::FallbackReason::ALL {
+            let on = u64::from(selection.fallback == Some(reason));
+            state
+                .metrics
+                .fallback
+                .get_or_create(&ReasonLabel { stream: c.name.clone(), reason: reason.as_str().into() })
+                .set(on);
+        }
+        *routing = Routing { selection: Some(selection), all, count };
+    }
+}

@@ -1,0 +1,62 @@
+//! Configuration layering (defaults, then the TOML file, then environment variables), errors in
+//! one line that name the file and the field, and the effective configuration printed with its
+//! secrets hidden.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why a configuration could not be read or printed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The layers did not make a valid configuration; the text names the file and each field.
+    #[error("{0}")]
+    Invalid(String),
+    /// The configuration could not be rendered as TOML.
+    #[error("rendering the configuration as TOML: {0}")]
+    Render(String),
+}
+
+/// Configuration layers, later ones winning: `T::default()`, the TOML file (when given), then
+/// environment variables `<prefix>SECTION__KEY` (`__` separates levels, `_` stands for `-`).
+pub fn layered<T: Serialize + Default>(env_prefix: &str, file: Option<&Path>) -> Figment {
+    let mut f = Figment::from(Serialized::defaults(T::default()));
+    if let Some(file) = file {
+        f = f.merge(Toml::file_exact(file));
+    }
+    f.merge(Env::prefixed(env_prefix).split("__").map(|k| k.as_str().replace('_', "-").into()))
+}
+
+/// Reads `T` from its layers (see [`layered`]). What serde cannot check (required values,
+/// ranges) is the program's own validation, after this.
+pub fn extract<T: Serialize + DeserializeOwned + Default>(
+    env_prefix: &str,
+    file: Option<&Path>,
+) -> Result<T, ConfigError> {
+    layered::<T>(env_prefix, file).extract().map_err(|e| ConfigError::Invalid(config_error(e, file)))
+}
+
+/// The effective configuration as TOML, with every librdkafka secret and each of `secrets`
+/// (dotted paths such as `etcd.password`) replaced, so that it can be printed and logged.
+pub fn to_toml<T: Serialize>(config: &T, secrets: &[&str]) -> Result<String, ConfigError> {
+    let mut value = toml::Value::try_from(config).map_err(|e| ConfigError::Render(e.to_string()))?;
+    az_core::kafka_options::redact_toml(&mut value, secrets);
+    toml::to_string_pretty(&value).map_err(|e| ConfigError::Render(e.to_string()))
+}
+
+/// One line for a figment extraction error: every failure with the dotted path of its field.
+pub fn config_error(e: figment::Error, file: Option<&Path>) -> String {
+    let where_ = file.map(|f| format!(" {}", f.display())).unwrap_or_default();
+    let text = e
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() { e.kind.to_string() } else { format!("{path}: {}", e.kind) }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!("invalid configuration{where_}: {text}")
+}

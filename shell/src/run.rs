@@ -1,0 +1,43 @@
+//! A program's life around its work: log set-up, the exit status, the runtime and the stop signal.
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: info, librdkafka's own warnings only).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs a program's body: logs set up first, then an error becomes one line on stderr, with its
+/// causes, and a failure exit status.
+pub fn main<E: std::fmt::Display>(name: &str, body: impl FnOnce() -> Result<(), E>) -> std::process::ExitCode {
+    init_tracing();
+    match body() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The runtime both programs run on. Two workers: the heavy lifting is on librdkafka's threads
+/// and on blocking tasks, and the async side only waits; more workers would only compete with
+/// them on small nodes.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The running worker's state as its HTTP endpoints see it: readiness (registered, with an
+//! assignment read), the `/status` document and the computed traffic gauges. Only local state:
+//! the endpoints must answer while etcd does not.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
+
+use az_core::{TopicPartition, TopologyWatcher, ZoneInfo};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::metrics::TrafficLabel;
+use crate::worker::{OwnedStatus, Worker};
+
+/// State the HTTP handlers read.
+pub struct AppState {
+    /// The worker.
+    pub worker: Arc<Worker>,
+    /// Metrics registry.
+    pub registry: Registry,
+    /// Zone discovery result.
+    pub zone: ZoneInfo,
+    /// Racks for accounting.
+    pub topology: TopologyWatcher,
+    /// Registered with a valid lease.
+    pub registered: AtomicBool,
+}
+
+/// `/status` body.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Worker id.
+    pub id: String,
+    /// `master` or `worker`.
+    pub role: &'static str,
+    /// Zone label, if known.
+    pub zone: Option<String>,
+    /// Where the zone came from.
+    pub zone_source: String,
+    /// Registered with a valid lease.
+    pub registered: bool,
+    /// Partitions in this worker's share of the assignment (`None` before it was read).
+    pub assigned: Option<usize>,
+    /// Partitions this worker owns now, with their offsets.
+    pub owned: BTreeMap<TopicPartition, OwnedStatus>,
+}
+
+impl shell::http::Endpoints for AppState {
+    type Status = Status;
+
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn refresh_gauges(&self) {
+        let topo = self.topology.current();
+        let t = rdkafka::consumer::Consumer::client(&*self.worker.consumer).context().traffic.report(
+            &topo,
+            self.zone.zone.as_ref(),
+            &self.worker.cfg.zone.matcher(),
+        );
+        for (zone, direction, bytes) in t.rows() {
+            let label = TrafficLabel { zone: zone.into(), direction: direction.into() };
+            self.worker.metrics.kafka_bytes.get_or_create(&label).set(bytes);
+        }
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        let assigned = self.worker.share.read().unwrap_or_else(PoisonError::into_inner).is_some();
+        if self.registered.load(Ordering::Relaxed) && assigned {
+            None
+        } else {
+            Some("not registered or no assignment yet".into())
+        }
+    }
+
+    fn status(&self) -> Status {
+        let w = &self.worker;
+        let assigned = w.share.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|s| s.len());
+        let is_master = w.metrics.is_master.get() == 1;
+        Status {
+            id: w.id.clone(),
+            role: if is_master { "master" } else { "worker" },
+            zone: self.zone.zone.as_ref().map(|z| z.display_label().to_owned()),
+            zone_source: self.zone.source.to_string(),
+            registered: self.registered.load(Ordering::Relaxed),
+            assigned,
+            owned: w.owned.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        }
+    }
+}
