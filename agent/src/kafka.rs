@@ -11,11 +11,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use az_core::kafka_options::{AuthFailure, ClientOptions};
 use az_core::{BrokerTraffic, TopologyWatcher};
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
@@ -23,6 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
+pub use crate::budget::{AckClock, Budget};
 use crate::config::{AgentConfig, StreamConfig};
 use crate::metrics::Metrics;
 use crate::track::BatchAck;
@@ -30,54 +32,6 @@ use crate::track::BatchAck;
 /// librdkafka's own bookkeeping per message, charged to the budget on top of the payload so
 /// that many small lines cannot exhaust memory while the byte count looks small.
 pub const PER_MESSAGE_OVERHEAD: u64 = 160;
-
-/// Bytes sent and not yet acknowledged, bounded over all streams. Reading stops while the budget
-/// is exhausted: when Kafka is slow or down, the agent holds still instead of growing.
-#[derive(Debug)]
-pub struct Budget {
-    used: Mutex<u64>,
-    freed: Condvar,
-    max: u64,
-}
-
-impl Budget {
-    /// A budget of `max` bytes.
-    pub fn new(max: u64) -> Budget {
-        Budget { used: Mutex::new(0), freed: Condvar::new(), max }
-    }
-
-    /// Takes `n` bytes, waiting while the budget is full; an oversized request goes through
-    /// alone once everything else is acknowledged. Returns false if `stop` was set meanwhile, or
-    /// when `interrupt` says the caller has other work that frees budget (records to retry).
-    pub fn acquire(&self, n: u64, stop: &AtomicBool, interrupt: &dyn Fn() -> bool) -> bool {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        while *used > 0 && *used + n > self.max {
-            if stop.load(Ordering::Relaxed) || interrupt() {
-                return false;
-            }
-            used = self.freed.wait_timeout(used, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner).0;
-        }
-        *used += n;
-        true
-    }
-
-    /// Returns `n` bytes.
-    pub fn release(&self, n: u64) {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        *used = used.saturating_sub(n);
-        self.freed.notify_all();
-    }
-
-    /// Bytes in use.
-    pub fn used(&self) -> u64 {
-        *self.used.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Wakes waiters (used on shutdown).
-    pub fn wake(&self) {
-        self.freed.notify_all();
-    }
-}
 
 /// A record whose delivery failed and that the stream thread sends again.
 #[derive(Debug)]
@@ -102,9 +56,13 @@ pub struct AgentContext {
     /// the thread must not wait for budget that only their re-sending can free.
     pub retries_waiting: Arc<AtomicUsize>,
     /// When a record of this stream was last acknowledged (or the producer created).
-    pub last_ack: Mutex<std::time::Instant>,
+    pub last_ack: AckClock,
     /// The last refusal that needs an operator, until a record is accepted again.
     pub last_error: Mutex<Option<String>>,
+    /// Whether `last_error` is set: read once per acknowledged record instead of the lock.
+    erroring: AtomicBool,
+    /// The stream's `acked_lines` counter, looked up once rather than per record.
+    acked: Counter,
     /// Set once the topology watcher exists, so leadership errors can trigger a refresh.
     pub topology: OnceLock<TopologyWatcher>,
     /// Where a refused login is reported (shared by every stream).
@@ -209,12 +167,15 @@ impl ProducerContext for AgentContext {
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<BatchAck>) {
         match result {
             Ok(msg) => {
-                if self.last_error.lock().unwrap_or_else(PoisonError::into_inner).take().is_some() {
+                // Once per record, on librdkafka's delivery thread: atomics only, unless the
+                // stream is recovering from a refusal.
+                if self.erroring.load(Ordering::Relaxed) && self.erroring.swap(false, Ordering::AcqRel) {
+                    self.last_error.lock().unwrap_or_else(PoisonError::into_inner).take();
                     tracing::info!(stream = %self.stream, "Kafka accepts this stream's records again");
                 }
                 self.budget.release(msg.payload_len() as u64 + PER_MESSAGE_OVERHEAD);
-                *self.last_ack.lock().unwrap_or_else(PoisonError::into_inner) = std::time::Instant::now();
-                self.metrics.acked_lines.get_or_create(&Metrics::stream(&self.stream)).inc();
+                self.last_ack.tick();
+                self.acked.inc();
                 ack.settle_one();
             }
             Err((err, msg)) => {
@@ -232,6 +193,7 @@ impl ProducerContext for AgentContext {
                             "Kafka refuses this stream's records; they are kept and retried until it accepts them");
                     }
                     *last = Some(err.to_string());
+                    self.erroring.store(true, Ordering::Release);
                 }
                 self.metrics.error(&self.stream, "delivery");
                 tracing::debug!(stream = %self.stream, error = %err, "delivery failed, will retry");
@@ -295,18 +257,21 @@ pub fn producer(
     use anyhow::Context;
     let options = config.kafka.client_options()?;
     let cc = producer_config(config, stream, &options, topic_limit);
+    let acked = metrics.acked_lines.get_or_create(&Metrics::stream(&stream.name)).clone();
     let context = AgentContext {
         traffic: BrokerTraffic::new(),
         stream: stream.name.clone(),
-        metrics,
         budget,
         retries: Mutex::new(retries),
         retries_waiting: Arc::new(AtomicUsize::new(0)),
         last_error: Mutex::new(None),
-        last_ack: Mutex::new(std::time::Instant::now()),
+        erroring: AtomicBool::new(false),
+        acked,
+        last_ack: AckClock::default(),
         topology: OnceLock::new(),
         auth,
         fatal_check: Arc::new(tokio::sync::Notify::new()),
+        metrics,
     };
     cc.create_with_context(context)
         .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))

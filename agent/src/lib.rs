@@ -10,6 +10,7 @@
 pub mod ack;
 pub mod app;
 pub mod batch;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod inspect;

@@ -62,7 +62,7 @@ impl AgentState {
                 .unwrap_or_else(PoisonError::into_inner)
                 .values()
                 .any(|t| t.with(|st| st.read_offset > st.acks.acked()));
-            let since = s.producer.context().last_ack.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
+            let since = s.producer.context().last_ack.elapsed();
             if waiting && since > self.stall_timeout {
                 return Some(format!(
                     "stream {}: lines waiting and none acknowledged for {}s",

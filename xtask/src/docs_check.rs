@@ -7,7 +7,7 @@ mod tests {
 
     /// Backticked words of `text` that name a path under one of the workspace's folders.
     fn named_paths(text: &str) -> Vec<String> {
-        const ROOTS: [&str; 6] = ["agent/", "az-core/", "transporter/", "testkit/", "xtask/", "deploy/"];
+        const ROOTS: [&str; 7] = ["agent/", "az-core/", "shell/", "transporter/", "testkit/", "xtask/", "deploy/"];
         text.split('`')
             .skip(1)
             .step_by(2)

@@ -8,6 +8,7 @@ mod demo;
 mod deploy;
 mod docs_check;
 mod fleet;
+mod size_check;
 mod k8s;
 mod tools;
 
