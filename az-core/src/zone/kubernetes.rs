@@ -12,13 +12,14 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::{DiscoveryConfig, Env, ProbeError, Zone, error_chain, fetch_text};
+use super::http::{error_chain, fetch_text, tls_config};
+use super::provider::ZoneProvider;
+use super::{DiscoveryConfig, Env, ProbeError, Zone};
 
 /// The variable the manifests fill from `spec.nodeName` (the downward API).
 pub const NODE_NAME_ENV: &str = "NODE_NAME";
@@ -37,32 +38,37 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// The deprecated zone label older clusters still carry.
 pub const LEGACY_ZONE_LABEL: &str = "failure-domain.beta.kubernetes.io/zone";
 
-/// Asks the API server for the node's zone labels.
-pub(super) async fn probe(config: &DiscoveryConfig, env: &Env, timeout: Duration) -> Result<Zone, ProbeError> {
-    let node = config
-        .kubernetes_node
-        .clone()
-        .or_else(|| env.var(NODE_NAME_ENV))
-        .ok_or(ProbeError::Disabled("NODE_NAME being unset (set it from spec.nodeName with the downward API)"))?;
-    let api = match &config.kubernetes_api {
-        Some(api) => api.trim_end_matches('/').to_owned(),
-        None => {
-            let host = env.var(SERVICE_HOST_ENV).ok_or(ProbeError::Disabled("KUBERNETES_SERVICE_HOST being unset"))?;
-            let port = env.var(SERVICE_PORT_ENV).unwrap_or_else(|| "443".into());
-            let host = if host.contains(':') { format!("[{host}]") } else { host };
-            format!("https://{host}:{port}")
-        }
-    };
-    let url = format!("{api}/api/v1/nodes/{node}");
-    let token_file = config.kubernetes_token_file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_TOKEN_FILE));
-    let token = std::fs::read_to_string(&token_file).map_err(|e| ProbeError::Http {
-        url: url.clone(),
-        reason: format!("reading the service account token {}: {e}", token_file.display()),
-    })?;
-    let ca_file = config.kubernetes_ca_file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA_FILE));
-    let client = client(&url, &ca_file, timeout)?;
-    let body = fetch_text(client.get(&url).bearer_auth(token.trim()), &url).await?;
-    parse_node(&body).map_err(|reason| ProbeError::Malformed { url, reason })
+/// The node's zone labels through the Kubernetes API server (pods).
+pub(crate) struct Kubernetes;
+
+impl ZoneProvider for Kubernetes {
+    /// Asks the API server for the node's zone labels.
+    async fn probe(&self, config: &DiscoveryConfig, env: &Env, timeout: Duration) -> Result<Zone, ProbeError> {
+        let node =
+            config.kubernetes_node.clone().or_else(|| env.var(NODE_NAME_ENV)).ok_or(ProbeError::Disabled(
+                "NODE_NAME being unset (set it from spec.nodeName with the downward API)",
+            ))?;
+        let api = match &config.kubernetes_api {
+            Some(api) => api.trim_end_matches('/').to_owned(),
+            None => {
+                let host =
+                    env.var(SERVICE_HOST_ENV).ok_or(ProbeError::Disabled("KUBERNETES_SERVICE_HOST being unset"))?;
+                let port = env.var(SERVICE_PORT_ENV).unwrap_or_else(|| "443".into());
+                let host = if host.contains(':') { format!("[{host}]") } else { host };
+                format!("https://{host}:{port}")
+            }
+        };
+        let url = format!("{api}/api/v1/nodes/{node}");
+        let token_file = config.kubernetes_token_file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_TOKEN_FILE));
+        let token = std::fs::read_to_string(&token_file).map_err(|e| ProbeError::Http {
+            url: url.clone(),
+            reason: format!("reading the service account token {}: {e}", token_file.display()),
+        })?;
+        let ca_file = config.kubernetes_ca_file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA_FILE));
+        let client = client(&url, &ca_file, timeout)?;
+        let body = fetch_text(client.get(&url).bearer_auth(token.trim()), &url).await?;
+        parse_node(&body).map_err(|reason| ProbeError::Malformed { url, reason })
+    }
 }
 
 /// An HTTPS client that trusts only the cluster CA (plain HTTP for an `http://` API, as a local
@@ -83,16 +89,6 @@ fn client(url: &str, ca_file: &std::path::Path, timeout: Duration) -> Result<req
         builder
     };
     builder.build().map_err(|e| err(error_chain(&e)))
-}
-
-/// A TLS client configuration trusting `roots`, on the same crypto provider (aws-lc-rs) as the
-/// rest of the process, so nothing depends on a process-wide default provider.
-pub(super) fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// The zone of a Node object: the EKS zone id label and the well-known zone label (or its
