@@ -3,21 +3,46 @@
 //! is acknowledged. Pure logic, no I/O.
 //!
 //! ```text
-//!  dispatch(end) -> seq ──> pending: [seq 7 end 100 ✓][seq 8 end 180 ·][seq 9 end 260 ✓]
-//!  complete(seq 8) ──> pops 7, 8, 9 ──> acked = 260
+//!  dispatch(end) -> Ticket ──> pending: [seq 7 end 100 ✓][seq 8 end 180 ·][seq 9 end 260 ✓]
+//!  complete(Ticket seq 8) ──> pops 7, 8, 9 ──> acked = 260
 //! ```
 //!
-//! A copytruncate starts a new generation: batches of the old generation still complete (their
-//! bytes are released) but can no longer move the checkpoint of the truncated file.
+//! A ticket also carries the tracker's generation, and only tickets of the current generation
+//! complete. Nothing starts a new generation today: a copytruncate moves the whole tracker to the
+//! copy and the truncated file starts with a fresh tracker, so the generation is always 0.
 
 use std::collections::VecDeque;
+
+/// What identifies a dispatched batch to its tracker; the batch's acknowledgement hands it back
+/// to [`AckTracker::complete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    /// The tracker's generation when the batch was dispatched; a ticket of another generation
+    /// completes nothing.
+    pub generation: u64,
+    /// The batch's place in the file's dispatch order: 0 for the tracker's first batch, then
+    /// one more for each batch after it.
+    pub seq: u64,
+}
+
+/// A dispatched batch as the tracker remembers it until every batch before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    /// The file offset just past the batch's last event: where the checkpoint goes once this
+    /// batch and every batch before it are acknowledged.
+    end_offset: u64,
+    /// Whether Kafka has acknowledged (or the agent has settled) every record of the batch.
+    acked: bool,
+}
 
 /// Tracks one file's in-flight batches.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AckTracker {
     generation: u64,
+    /// The sequence number of the front of `pending`.
     first_seq: u64,
-    pending: VecDeque<(u64, bool)>,
+    /// Batches not yet folded into `acked`, in dispatch order.
+    pending: VecDeque<Pending>,
     acked: u64,
 }
 
@@ -27,23 +52,23 @@ impl AckTracker {
         AckTracker { acked: offset, ..Default::default() }
     }
 
-    /// Registers a batch ending at `end_offset`; returns its (generation, sequence).
-    pub fn dispatch(&mut self, end_offset: u64) -> (u64, u64) {
+    /// Registers a batch ending at `end_offset`; returns the ticket that completes it.
+    pub fn dispatch(&mut self, end_offset: u64) -> Ticket {
         let seq = self.first_seq + self.pending.len() as u64;
-        self.pending.push_back((end_offset, false));
-        (self.generation, seq)
+        self.pending.push_back(Pending { end_offset, acked: false });
+        Ticket { generation: self.generation, seq }
     }
 
     /// Marks a batch acknowledged; returns the new checkpoint offset when it moved.
-    pub fn complete(&mut self, generation: u64, seq: u64) -> Option<u64> {
-        if generation != self.generation || seq < self.first_seq {
+    pub fn complete(&mut self, ticket: Ticket) -> Option<u64> {
+        if ticket.generation != self.generation || ticket.seq < self.first_seq {
             return None;
         }
-        let idx = usize::try_from(seq - self.first_seq).ok()?;
-        self.pending.get_mut(idx)?.1 = true;
+        let idx = usize::try_from(ticket.seq - self.first_seq).ok()?;
+        self.pending.get_mut(idx)?.acked = true;
         let before = self.acked;
-        while let Some(&(end, true)) = self.pending.front() {
-            self.acked = end;
+        while let Some(&Pending { end_offset, acked: true }) = self.pending.front() {
+            self.acked = end_offset;
             self.pending.pop_front();
             self.first_seq += 1;
         }
@@ -73,11 +98,11 @@ mod tests {
         let a = t.dispatch(100);
         let b = t.dispatch(180);
         let c = t.dispatch(260);
-        assert_eq!(t.complete(c.0, c.1), None);
-        assert_eq!(t.complete(a.0, a.1), Some(100));
-        assert_eq!(t.complete(b.0, b.1), Some(260));
+        assert_eq!(t.complete(c), None);
+        assert_eq!(t.complete(a), Some(100));
+        assert_eq!(t.complete(b), Some(260));
         assert_eq!(t.in_flight(), 0);
-        assert_eq!(t.complete(b.0, b.1), None, "double completion is ignored");
+        assert_eq!(t.complete(b), None, "double completion is ignored");
     }
 
     proptest::proptest! {
@@ -86,11 +111,11 @@ mod tests {
         #[test]
         fn never_skips_a_gap(order in Just((0..30usize).collect::<Vec<_>>()).prop_shuffle()) {
             let mut t = AckTracker::new(0);
-            let ids: Vec<(u64, u64)> = (0..30u64).map(|i| t.dispatch((i + 1) * 10)).collect();
+            let ids: Vec<Ticket> = (0..30u64).map(|i| t.dispatch((i + 1) * 10)).collect();
             let mut done = [false; 30];
             for i in order {
                 done[i] = true;
-                t.complete(ids[i].0, ids[i].1);
+                t.complete(ids[i]);
                 let prefix = done.iter().take_while(|d| **d).count() as u64;
                 prop_assert_eq!(t.acked(), prefix * 10);
             }

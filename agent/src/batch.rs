@@ -12,9 +12,30 @@ use std::ops::Range;
 /// Events read but not yet sent, from one file, in file order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
+    /// The events' bytes, one after the other, so that a batch is two allocations however many
+    /// events it holds.
     data: Vec<u8>,
-    /// (start in `data`, length, end offset in the file) per event.
-    spans: Vec<(usize, usize, u64)>,
+    /// One span per event, in file order.
+    spans: Vec<Span>,
+}
+
+/// Where one event of a [`Batch`] is, in the batch and in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    /// Index in the batch's `data` of the event's first byte.
+    start: usize,
+    /// Length of the event in bytes (its newline is not part of it).
+    len: usize,
+    /// File offset just past the event (past its newline when it had one): where the file's
+    /// checkpoint may move once the event is acknowledged.
+    end: u64,
+}
+
+impl Span {
+    /// The event's bytes as a range of the batch's `data`.
+    fn bytes(&self) -> Range<usize> {
+        self.start..self.start + self.len
+    }
 }
 
 /// How large a group may be.
@@ -31,7 +52,7 @@ impl Batch {
     pub fn push(&mut self, event: &[u8], end: u64) {
         let start = self.data.len();
         self.data.extend_from_slice(event);
-        self.spans.push((start, event.len(), end));
+        self.spans.push(Span { start, len: event.len(), end });
     }
 
     /// Whether there are no events.
@@ -46,17 +67,17 @@ impl Batch {
 
     /// The events of `range`, with their end offsets.
     pub fn events(&self, range: Range<usize>) -> impl Iterator<Item = (&[u8], u64)> {
-        self.spans[range].iter().map(|&(s, len, end)| (&self.data[s..s + len], end))
+        self.spans[range].iter().map(|s| (&self.data[s.bytes()], s.end))
     }
 
     /// The file offset where the last event of `range` ends.
     pub fn end_offset(&self, range: &Range<usize>) -> Option<u64> {
-        range.end.checked_sub(1).and_then(|i| self.spans.get(i)).map(|s| s.2)
+        range.end.checked_sub(1).and_then(|i| self.spans.get(i)).map(|s| s.end)
     }
 
     /// Payload bytes of `range`.
     pub fn range_bytes(&self, range: &Range<usize>) -> u64 {
-        self.spans[range.clone()].iter().map(|s| s.1 as u64).sum()
+        self.spans[range.clone()].iter().map(|s| s.len as u64).sum()
     }
 
     /// The next group starting at `start`: up to `limits.lines` events and `limits.bytes` bytes.
@@ -67,9 +88,9 @@ impl Batch {
         let mut bytes = 0;
         while end < self.spans.len()
             && end - start < limits.lines.max(1)
-            && (end == start || bytes + self.spans[end].1 <= limits.bytes)
+            && (end == start || bytes + self.spans[end].len <= limits.bytes)
         {
-            bytes += self.spans[end].1;
+            bytes += self.spans[end].len;
             end += 1;
         }
         let full = end - start >= limits.lines.max(1) || end < self.spans.len();
@@ -81,11 +102,11 @@ impl Batch {
         if n == 0 {
             return;
         }
-        let cut = self.spans.get(n).map_or(self.data.len(), |s| s.0);
+        let cut = self.spans.get(n).map_or(self.data.len(), |s| s.start);
         self.data.drain(..cut);
         self.spans.drain(..n.min(self.spans.len()));
         for s in &mut self.spans {
-            s.0 -= cut;
+            s.start -= cut;
         }
     }
 }

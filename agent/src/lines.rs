@@ -173,6 +173,7 @@ mod tests {
 
     use super::*;
 
+    /// The events a sink got, in order: (bytes, end offset, truncated).
     type Got = Vec<(Vec<u8>, u64, bool)>;
 
     fn run(s: &mut Splitter, chunks: &[&[u8]]) -> Got {
@@ -201,7 +202,7 @@ mod tests {
         let mut s = Splitter::new(100, None);
         let got = run(&mut s, &[b"\xff\xfe\x00bin\n\n\xc3\x28\n"]);
         assert_eq!(
-            got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+            got.iter().map(|(data, _end, _truncated)| data.clone()).collect::<Vec<_>>(),
             vec![b"\xff\xfe\x00bin".to_vec(), vec![], b"\xc3\x28".to_vec()]
         );
     }

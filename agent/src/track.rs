@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::ack::AckTracker;
+use crate::ack::{AckTracker, Ticket};
 use crate::checkpoint::{Checkpoint, FileId, Fingerprint, Store};
 use crate::metrics::Metrics;
 
@@ -69,12 +69,20 @@ impl FileTrack {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn complete(&self, generation: u64, seq: u64) {
+    fn complete(&self, ticket: Ticket) {
         self.with(|s| {
-            if s.acks.complete(generation, seq).is_some() {
+            if s.acks.complete(ticket).is_some() {
                 s.dirty = true;
             }
         });
+    }
+}
+
+impl TrackState {
+    /// The checkpoint that records this state: the file as it is now known (identity, path,
+    /// head) and the offset acknowledged so far.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::new(&self.path, self.id, self.fingerprint, self.acks.acked())
     }
 }
 
@@ -82,22 +90,23 @@ impl FileTrack {
 #[derive(Debug)]
 pub struct BatchAck {
     track: Arc<FileTrack>,
-    generation: u64,
-    seq: u64,
+    /// What completes the batch in the track's [`AckTracker`].
+    ticket: Ticket,
+    /// Records of the batch not yet settled; the last one to settle completes the batch.
     remaining: AtomicUsize,
 }
 
 impl BatchAck {
     /// Registers a batch of `records` records ending at `end_offset` of the file.
     pub fn dispatch(track: &Arc<FileTrack>, end_offset: u64, records: usize) -> Arc<BatchAck> {
-        let (generation, seq) = track.with(|s| s.acks.dispatch(end_offset));
-        Arc::new(BatchAck { track: track.clone(), generation, seq, remaining: AtomicUsize::new(records) })
+        let ticket = track.with(|s| s.acks.dispatch(end_offset));
+        Arc::new(BatchAck { track: track.clone(), ticket, remaining: AtomicUsize::new(records) })
     }
 
     /// One record is settled (acknowledged, or dropped for good).
     pub fn settle_one(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.track.complete(self.generation, self.seq);
+            self.track.complete(self.ticket);
         }
     }
 }
@@ -106,10 +115,11 @@ impl BatchAck {
 pub fn write_checkpoints(stream: &str, store: &Store, tracks: &Tracks, metrics: &Metrics) {
     let tracks = tracks.lock().unwrap_or_else(PoisonError::into_inner);
     for t in tracks.values() {
-        let snapshot = t.with(|s| s.dirty.then(|| (s.id, s.path.clone(), s.fingerprint, s.acks.acked())));
-        let Some((id, path, fp, acked)) = snapshot else { continue };
-        match store.save(&Checkpoint::new(&path, id, fp, acked)) {
-            Ok(()) => t.with(|s| s.dirty = s.acks.acked() != acked),
+        let Some(checkpoint) = t.with(|s| s.dirty.then(|| s.checkpoint())) else { continue };
+        match store.save(&checkpoint) {
+            // Acknowledgements that arrived during the write keep the track dirty for the
+            // next round.
+            Ok(()) => t.with(|s| s.dirty = s.acks.acked() != checkpoint.offset),
             Err(e) => {
                 metrics.error(stream, "checkpoint");
                 tracing::error!(stream, error = %e, "writing a checkpoint failed");

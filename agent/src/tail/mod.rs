@@ -1,0 +1,193 @@
+//! Tailing and rotation, without Kafka: find files by glob, follow renames and copytruncates,
+//! finish files rotated while the agent was down, read chunks, split events and hand groups of
+//! them to a [`Dispatch`] (the Kafka sender in production, a model in tests).
+//!
+//! ```text
+//!  start: checkpoints of files not in the globs ──rotation::find──> finish the renamed file or copy
+//!  glob rescan ──> files by (dev, ino) ──read chunk──> Splitter ──events──> Batch
+//!     │ rename: follow the inode         copytruncate: size shrank or head changed ->
+//!     │ gone: keep reading until idle       the track moves to the copy beside it (same head),
+//!     │   for rotate-wait, then drop        the file restarts at 0; no copy: counted as lost
+//!     │                                  Batch ──next_group(batch-lines, batch-bytes)──> Dispatch::send
+//! ```
+//!
+//! One concern per file, all of them methods of the one [`Tailer`]:
+//!
+//! - `discover`: what the globs match; renames of known files; new files opened at their
+//!   checkpoint.
+//! - `recover`: files rotated while the agent was down, found again from their checkpoints.
+//! - `truncate`: a copytruncate noticed while tailing; a growing head saved at once.
+//! - `lifecycle`: a file starting to be tailed (track, first checkpoint) and being let go.
+//! - `read`: chunks to events to groups handed to the [`Dispatch`].
+//! - `model` (tests only): the tailer against a model of file operations and crashes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regex::bytes::Regex;
+
+use crate::batch::{Batch, Limits};
+use crate::checkpoint::{FileId, Store};
+use crate::config::StreamConfig;
+use crate::lines::Splitter;
+use crate::metrics::Metrics;
+use crate::track::{FileTrack, Tracks};
+
+mod discover;
+mod lifecycle;
+#[cfg(test)]
+mod model;
+mod read;
+mod recover;
+mod truncate;
+
+/// Bytes asked of a file per read; one buffer of this size serves every file of the stream.
+const CHUNK: usize = 256 * 1024;
+/// Bytes read from one file before the loop moves on to the next, for fairness.
+const PER_FILE_PASS: usize = 4 * 1024 * 1024;
+
+/// The files the globs matched at one scan, by identity, each with the first path it matched at.
+type Matches = BTreeMap<FileId, PathBuf>;
+
+/// Where the tailer hands the lines it read.
+pub trait Dispatch {
+    /// Sends the events `range` of `batch`, read from the file of `track`, as one group (one
+    /// partition choice, one [`crate::track::BatchAck`]). Returns false when it cannot now:
+    /// the stream is stopping, or the budget is held by records waiting to be sent again.
+    fn send(&mut self, track: &Arc<FileTrack>, batch: &Batch, range: Range<usize>) -> bool;
+    /// A group of a file being let go could not be sent: do the work that makes room (send the
+    /// records waiting for a retry), waiting briefly for a delivery report.
+    fn make_room(&mut self);
+    /// Whether the stream is stopping.
+    fn stopping(&self) -> bool;
+}
+
+/// One file being tailed.
+struct Tailed {
+    /// The open descriptor: a file renamed away or deleted is still read through it.
+    file: File,
+    /// What the checkpointer, `/status` and the delivery reports share of the file.
+    track: Arc<FileTrack>,
+    /// Cuts what is read into events; holds back a partial last line and a multi-line event
+    /// that may still continue.
+    splitter: Splitter,
+    /// Bytes of the file read so far: where the next read starts.
+    offset: u64,
+    /// When bytes were last read, for the multi-line timeout and rotate-wait.
+    last_data: Instant,
+    /// Scans in a row whose globs did not match the file; a file outside the globs from the
+    /// start (one found again after a rotation) begins at 1.
+    unseen_scans: u32,
+    /// Events read and not yet sent.
+    batch: Batch,
+}
+
+impl Tailed {
+    /// Moves a multi-line event still waiting for its continuation into the batch: the
+    /// continuation did not come in time, and the event must not wait for ever.
+    fn flush_pending(&mut self) {
+        let Tailed { splitter, batch, .. } = self;
+        splitter.flush_pending(&mut |d: &[u8], e: u64, _tr: bool| batch.push(d, e));
+    }
+
+    /// Moves everything the splitter holds back into the batch, an unterminated last line
+    /// included: the file will not be read any further, so that line never gets its newline.
+    fn flush_all(&mut self) {
+        let Tailed { splitter, batch, offset, .. } = self;
+        splitter.flush_partial(*offset, &mut |d: &[u8], e: u64, _tr: bool| batch.push(d, e));
+        splitter.flush_pending(&mut |d: &[u8], e: u64, _tr: bool| batch.push(d, e));
+    }
+}
+
+/// The files of one stream.
+pub struct Tailer {
+    /// The stream's name, for logs and metric labels.
+    name: String,
+    config: StreamConfig,
+    /// How large a group may be (`batch-lines`, `batch-bytes`).
+    limits: Limits,
+    store: Store,
+    tracks: Tracks,
+    metrics: Arc<Metrics>,
+    /// How long a file outside the globs is read after its last data before it is let go.
+    rotate_wait: Duration,
+    /// The files being tailed, by identity.
+    files: BTreeMap<FileId, Tailed>,
+    /// No scan has run yet: `start-at = end` applies only then, and only then do checkpoints
+    /// that the globs do not match describe files rotated while the agent was down.
+    first_scan: bool,
+    exclude: Vec<glob::Pattern>,
+    /// The multi-line start pattern, which every file's splitter gets a copy of.
+    multiline: Option<Regex>,
+    /// The read buffer, one for all files since they are read one after the other.
+    buf: Vec<u8>,
+}
+
+impl Tailer {
+    /// A tailer of `config`'s files; fails only on invalid patterns (refused by validation
+    /// already). Files rotated away are read until idle for `rotate_wait`.
+    pub fn new(
+        config: &StreamConfig,
+        store: Store,
+        tracks: Tracks,
+        metrics: Arc<Metrics>,
+        rotate_wait: Duration,
+    ) -> anyhow::Result<Tailer> {
+        let exclude = config.exclude.iter().map(|p| glob::Pattern::new(p)).collect::<Result<_, _>>()?;
+        let multiline = config.multiline_start.as_deref().map(Regex::new).transpose()?;
+        Ok(Tailer {
+            name: config.name.clone(),
+            config: config.clone(),
+            limits: Limits { lines: config.batch_lines, bytes: config.batch_bytes },
+            store,
+            tracks,
+            metrics,
+            rotate_wait,
+            files: BTreeMap::new(),
+            first_scan: true,
+            exclude,
+            multiline,
+            buf: vec![0; CHUNK],
+        })
+    }
+
+    /// Reads every file once (up to a pass each, for fairness); returns whether anything was
+    /// read or sent.
+    pub fn read_all(&mut self, out: &mut impl Dispatch) -> bool {
+        let ids: Vec<FileId> = self.files.keys().copied().collect();
+        let mut progressed = false;
+        for id in ids {
+            if out.stopping() {
+                break;
+            }
+            progressed |= self.read_file(id, out);
+        }
+        progressed
+    }
+
+    /// Lists the globs: follows renames, notices truncations and files that left the globs,
+    /// finishes files rotated while the agent was down (first scan) and opens new files.
+    pub fn scan(&mut self, out: &mut impl Dispatch) {
+        let seen = self.list_globs();
+        self.follow_known(&seen);
+        let ids: Vec<FileId> = self.files.keys().copied().collect();
+        for id in ids {
+            self.check_truncation(id, &seen, out);
+        }
+        self.release_finished_orphans(out);
+        if self.first_scan {
+            self.recover_checkpoints(&seen);
+        }
+        // What the globs match and no track follows is new since the last scan (at the first
+        // scan, everything is), so it is opened where its checkpoint, if any, says.
+        let known: BTreeSet<FileId> = self.files.keys().copied().collect();
+        for (id, path) in seen.into_iter().filter(|(id, _)| !known.contains(id)) {
+            self.open(id, path);
+        }
+        self.first_scan = false;
+    }
+}

@@ -1,0 +1,355 @@
+//! The tailer against a model of everything that happens to log files (writes, partial lines,
+//! rename rotations with writers that keep their descriptor, copytruncate, agent crashes at any
+//! point, acknowledgements in any order), with real files in a temporary directory and a
+//! dispatcher that acknowledges when the model says so. After any sequence, once the writer
+//! reopens and everything is acknowledged, every line written has been delivered.
+//!
+//! ```text
+//!  Op sequence (proptest) ──> App: writes, rename, reopen, copytruncate on real files
+//!                        └──> World: Tick = Tailer::scan + read_all ──groups──> model Kafka
+//!                             Ack / AckAll ──settle──> delivered; Checkpoint; Restart (kill -9)
+//!  end: reopen, tick, acknowledge everything ──> delivered = written: none lost, none foreign,
+//!                                                no duplicates without a restart
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::{Dispatch, Tailer};
+use crate::batch::Batch;
+use crate::checkpoint::Store;
+use crate::config::StreamConfig;
+use crate::metrics::Metrics;
+use crate::track::{BatchAck, FileTrack, Tracks};
+
+/// Groups handed over and not yet acknowledged, and the lines acknowledged.
+#[derive(Default)]
+struct Kafka {
+    pending: Vec<Sent>,
+    delivered: Vec<Vec<u8>>,
+}
+
+/// A group handed over to the model Kafka and not acknowledged yet.
+struct Sent {
+    /// What the group's records settle when the model acknowledges them.
+    ack: Arc<BatchAck>,
+    /// The group's lines, delivered when the model acknowledges them.
+    lines: Vec<Vec<u8>>,
+}
+
+impl Kafka {
+    fn ack(&mut self, i: usize) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Sent { ack, lines } = self.pending.remove(i % self.pending.len());
+        for _ in &lines {
+            ack.settle_one();
+        }
+        self.delivered.extend(lines);
+    }
+}
+
+impl Dispatch for Kafka {
+    fn send(&mut self, track: &Arc<FileTrack>, batch: &Batch, range: Range<usize>) -> bool {
+        let Some(end) = batch.end_offset(&range) else { return true };
+        let ack = BatchAck::dispatch(track, end, range.len());
+        self.pending.push(Sent { ack, lines: batch.events(range).map(|(d, _)| d.to_vec()).collect() });
+        true
+    }
+
+    fn make_room(&mut self) {
+        self.ack(0);
+    }
+
+    fn stopping(&self) -> bool {
+        false
+    }
+}
+
+/// An application writing `app.log` through one descriptor, as nginx does: after a rename
+/// it goes on writing to the renamed file until it reopens.
+struct App {
+    dir: PathBuf,
+    fd: File,
+    seq: u64,
+    /// The rest of a line whose first part was written.
+    unfinished: Option<Vec<u8>>,
+    /// Every complete line written.
+    lines: BTreeSet<Vec<u8>>,
+    /// The descriptor points at a renamed file.
+    renamed: bool,
+    /// The agent has not listed the globs since `app.log` was created. A file rotated away
+    /// before the agent ever saw it cannot be told from an old rotated file (shipping every
+    /// `app.log.N` at start would resend old logs), so the model rotates only seen files.
+    unseen: bool,
+    /// The agent last saw `app.log` empty (or has not looked since the last copytruncate).
+    /// A copytruncate of a file the agent last saw empty leaves nothing to tell it by (same
+    /// inode, size 0 again, no head to look for in the copy), so lines written within one
+    /// poll before such a rotation are a named limit, and the model does not copytruncate
+    /// then.
+    seen_empty: bool,
+}
+
+impl App {
+    fn open(dir: &Path) -> File {
+        OpenOptions::new().create(true).append(true).open(dir.join("app.log")).expect("open app.log")
+    }
+
+    fn write(&mut self, lines: usize, unfinished: bool) {
+        let mut out = self.unfinished.take().unwrap_or_default();
+        for _ in 0..lines {
+            self.seq += 1;
+            let line = format!("line {:06} {}", self.seq, "x".repeat((self.seq % 23) as usize));
+            self.lines.insert(line.clone().into_bytes());
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        if unfinished {
+            self.seq += 1;
+            let line = format!("line {:06} unfinished", self.seq);
+            self.lines.insert(line.clone().into_bytes());
+            let (head, tail) = line.as_bytes().split_at(line.len() / 2);
+            out.extend_from_slice(head);
+            let mut rest = tail.to_vec();
+            rest.push(b'\n');
+            self.unfinished = Some(rest);
+        }
+        self.fd.write_all(&out).expect("write");
+    }
+
+    fn finish_line(&mut self) {
+        if let Some(rest) = self.unfinished.take() {
+            self.fd.write_all(&rest).expect("write");
+        }
+    }
+
+    /// `app.log.N` becomes `app.log.N+1`, as logrotate shifts (nothing is deleted).
+    fn shift(&self) {
+        let mut n = 1;
+        while self.dir.join(format!("app.log.{n}")).exists() {
+            n += 1;
+        }
+        for k in (1..n).rev() {
+            std::fs::rename(self.dir.join(format!("app.log.{k}")), self.dir.join(format!("app.log.{}", k + 1)))
+                .expect("shift");
+        }
+    }
+
+    /// logrotate `create`: rename; the application keeps writing to the renamed file.
+    fn rename(&mut self) {
+        if self.renamed || self.unseen {
+            return;
+        }
+        self.shift();
+        std::fs::rename(self.dir.join("app.log"), self.dir.join("app.log.1")).expect("rename");
+        self.renamed = true;
+    }
+
+    /// The application reopens (SIGUSR1): new lines go to a new `app.log`.
+    fn reopen(&mut self) {
+        self.finish_line();
+        self.fd = App::open(&self.dir);
+        self.unseen |= self.renamed;
+        self.renamed = false;
+    }
+
+    /// logrotate `copytruncate` (copy and truncate with no write in between).
+    fn copytruncate(&mut self) {
+        if self.renamed || self.unseen || self.seen_empty {
+            return;
+        }
+        self.finish_line();
+        self.shift();
+        std::fs::copy(self.dir.join("app.log"), self.dir.join("app.log.1")).expect("copy");
+        self.fd.set_len(0).expect("truncate");
+        // Two rotations within one poll leave the agent the head of only the first copy.
+        self.seen_empty = true;
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write {
+        lines: usize,
+        unfinished: bool,
+    },
+    Rename,
+    Reopen,
+    CopyTruncate,
+    Tick,
+    Ack(usize),
+    AckAll,
+    Checkpoint,
+    /// kill -9 and start again: unacknowledged groups are gone, the checkpoints stay.
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1usize..30, any::<bool>()).prop_map(|(lines, unfinished)| Op::Write { lines, unfinished }),
+        1 => Just(Op::Rename),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::CopyTruncate),
+        5 => Just(Op::Tick),
+        3 => any::<usize>().prop_map(Op::Ack),
+        1 => Just(Op::AckAll),
+        2 => Just(Op::Checkpoint),
+        1 => Just(Op::Restart),
+    ]
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    config: StreamConfig,
+    store: Store,
+    metrics: Arc<Metrics>,
+    tracks: Tracks,
+    tailer: Tailer,
+    kafka: Kafka,
+    delivered: Vec<Vec<u8>>,
+    restarts: usize,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).expect("mkdir");
+        let toml = format!(
+            "name = \"s\"\npaths = [{:?}]\ntopic = \"t\"\nbatch-lines = 7\nbatch-bytes = 300\n",
+            logs.join("app.log").display().to_string()
+        );
+        use figment::providers::Format as _;
+        let config: StreamConfig =
+            figment::Figment::from(figment::providers::Toml::string(&toml)).extract().expect("stream config");
+        let store = Store::open(&dir.path().join("checkpoints"), "s").expect("store");
+        let metrics = Arc::new(Metrics::default());
+        let tracks: Tracks = Arc::new(Mutex::new(BTreeMap::new()));
+        let tailer = World::tailer(&config, &store, &tracks, &metrics);
+        World {
+            _dir: dir,
+            config,
+            store,
+            metrics,
+            tracks,
+            tailer,
+            kafka: Kafka::default(),
+            delivered: Vec::new(),
+            restarts: 0,
+        }
+    }
+
+    fn logs(&self) -> PathBuf {
+        self._dir.path().join("logs")
+    }
+
+    fn tailer(config: &StreamConfig, store: &Store, tracks: &Tracks, metrics: &Arc<Metrics>) -> Tailer {
+        // Writers keep renamed files for as long as the model likes: nothing is released.
+        Tailer::new(config, store.clone(), tracks.clone(), metrics.clone(), Duration::from_secs(3600)).expect("tailer")
+    }
+
+    fn tick(&mut self) {
+        self.tailer.scan(&mut self.kafka);
+        while self.tailer.read_all(&mut self.kafka) {}
+    }
+
+    fn checkpoint(&self) {
+        crate::track::write_checkpoints("s", &self.store, &self.tracks, &self.metrics);
+    }
+
+    fn restart(&mut self) {
+        self.delivered.append(&mut self.kafka.delivered);
+        self.kafka = Kafka::default();
+        self.tracks = Arc::new(Mutex::new(BTreeMap::new()));
+        self.tailer = World::tailer(&self.config, &self.store, &self.tracks, &self.metrics);
+        self.restarts += 1;
+    }
+
+    fn apply(&mut self, app: &mut App, op: &Op) {
+        match op {
+            Op::Write { lines, unfinished } => app.write(*lines, *unfinished),
+            Op::Rename => app.rename(),
+            Op::Reopen => app.reopen(),
+            Op::CopyTruncate => app.copytruncate(),
+            Op::Tick => {
+                self.tick();
+                app.unseen = false;
+                app.seen_empty = app.fd.metadata().map(|m| m.len()).unwrap_or(0) == 0;
+            }
+            Op::Ack(i) => self.kafka.ack(*i),
+            Op::AckAll => {
+                while !self.kafka.pending.is_empty() {
+                    self.kafka.ack(0);
+                }
+            }
+            Op::Checkpoint => self.checkpoint(),
+            Op::Restart => self.restart(),
+        }
+    }
+}
+
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut world = World::new();
+    let logs = world.logs();
+    let mut app = App {
+        fd: App::open(&logs),
+        dir: logs,
+        seq: 0,
+        unfinished: None,
+        lines: BTreeSet::new(),
+        renamed: false,
+        unseen: true,
+        seen_empty: true,
+    };
+    for op in ops {
+        world.apply(&mut app, op);
+    }
+    // The application reopens; everything is read and acknowledged.
+    app.reopen();
+    for _ in 0..4 {
+        world.tick();
+        world.apply(&mut app, &Op::AckAll);
+        world.checkpoint();
+    }
+    world.delivered.append(&mut world.kafka.delivered);
+    let delivered: BTreeSet<Vec<u8>> = world.delivered.iter().cloned().collect();
+    let lost: Vec<String> = app.lines.difference(&delivered).map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+    prop_assert!(lost.is_empty(), "{} lines lost, first {:?}", lost.len(), lost.first());
+    let foreign: Vec<String> =
+        delivered.difference(&app.lines).map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+    prop_assert!(foreign.is_empty(), "lines never written were delivered: {:?}", foreign.first());
+    if world.restarts == 0 {
+        prop_assert_eq!(world.delivered.len(), delivered.len(), "duplicates without a restart");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #[test]
+    fn no_line_is_lost_whatever_happens_to_the_files(ops in proptest::collection::vec(op(), 1..60)) {
+        run(&ops)?;
+    }
+}
+
+/// The moments the issue names, spelled out: a restart between the rename and the reopen
+/// with lines unread; a copytruncate with lines unread; an unfinished line in a renamed file.
+#[test]
+fn named_moments() -> Result<(), TestCaseError> {
+    use Op::*;
+    let w = |lines| Write { lines, unfinished: false };
+    run(&[w(20), Tick, Checkpoint, w(20), Rename, w(5), Restart, Tick])?;
+    run(&[w(20), Tick, AckAll, Checkpoint, w(30), CopyTruncate, w(10), Tick])?;
+    run(&[w(20), Tick, w(3), CopyTruncate, Restart, w(4), Tick])?;
+    run(&[Write { lines: 5, unfinished: true }, Tick, Rename, Tick, Restart, Tick, Reopen, w(2)])?;
+    run(&[w(10), Tick, Rename, Reopen, w(10), Rename, Restart, Reopen, w(3), CopyTruncate, Tick])?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Recovery of files rotated while the agent was down. A checkpoint whose file the globs no
+//! longer match describes a file renamed or copied away; a checkpoint that no longer fits its
+//! file means the file was truncated and its copy holds the rest. Either way the file is found
+//! again through `rotation` and finished from the checkpoint's offset, outside the globs.
+//!
+//! ```text
+//!  first scan: Store::list ──checkpoint not matched──rotation::find──> same inode: finish it
+//!                                  │                                 └ a copy: finish it; the
+//!                                  │                                   truncated file from 0
+//!                                  └ nothing found ──> counted gone, checkpoint removed
+//!  open: checkpoint no longer fits its file ──rotation::find──> the copy: finish it / counted
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::{Matches, Tailer};
+use crate::checkpoint::{Checkpoint, FileId, Fingerprint};
+use crate::metrics::Metrics;
+use crate::rotation;
+
+impl Tailer {
+    /// Directories where a rotated file of this stream may be.
+    pub(super) fn search_dirs(&self, seen: &Matches, extra: Option<&Path>) -> BTreeSet<PathBuf> {
+        rotation::search_dirs(&self.config.paths, seen.values().map(PathBuf::as_path), extra)
+    }
+
+    /// At start: every checkpoint whose file is not among the glob matches describes a file
+    /// rotated (renamed, copied) while the agent was down. Find it by inode or head and finish
+    /// it from the checkpoint, so no line written before the rotation is lost.
+    pub(super) fn recover_checkpoints(&mut self, seen: &Matches) {
+        let (checkpoints, errors) = self.store.list();
+        for e in errors {
+            self.metrics.error(&self.name, "checkpoint");
+            tracing::error!(stream = %self.name, error = %e, "unreadable checkpoint skipped");
+        }
+        for c in checkpoints {
+            if seen.contains_key(&c.id) || self.files.contains_key(&c.id) {
+                continue;
+            }
+            self.recover(&c, seen);
+        }
+    }
+
+    /// Finishes the file of one checkpoint the globs do not match, or counts it as gone.
+    fn recover(&mut self, c: &Checkpoint, seen: &Matches) {
+        let dirs = self.search_dirs(seen, Some(Path::new(&c.path)));
+        let tailed: BTreeSet<FileId> = self.files.keys().chain(seen.keys()).copied().collect();
+        let Some(found) = rotation::find(c.id, c.fingerprint(), c.offset, &dirs, &|id| tailed.contains(&id)) else {
+            self.metrics.error(&self.name, "rotated-file-gone");
+            tracing::warn!(stream = %self.name, path = %c.path, offset = c.offset,
+                "the file of a checkpoint is gone (compressed or deleted while the agent was down); anything it held past the offset could not be read");
+            // Nothing is left to finish, and a checkpoint kept would be searched for again at
+            // every start.
+            let _ = self.store.remove(c.id);
+            return;
+        };
+        tracing::info!(stream = %self.name, was = %c.path, now = %found.path.display(), offset = c.offset,
+            same_inode = found.same_inode, "finishing a file rotated while the agent was down");
+        self.metrics.recovered_files.get_or_create(&Metrics::stream(&self.name)).inc();
+        let same_inode = found.same_inode;
+        self.start(found.id, found.path, found.file, c.offset, c.fingerprint(), true);
+        if !same_inode {
+            self.finish_truncated(c, &dirs);
+        }
+    }
+
+    /// The file of checkpoint `c` was found only as a copy: the file itself was truncated. If
+    /// it still exists outside the globs (renamed after the truncation), what it holds now is
+    /// new lines, finished from the start; otherwise its checkpoint has nothing left to describe.
+    fn finish_truncated(&mut self, c: &Checkpoint, dirs: &BTreeSet<PathBuf>) {
+        match rotation::find_inode(c.id, dirs) {
+            Some((path, file)) if !self.files.contains_key(&c.id) => {
+                tracing::info!(stream = %self.name, path = %path.display(),
+                    "the truncated file was renamed too; finishing it from the start");
+                let fingerprint = Fingerprint::read(&file).unwrap_or_default();
+                self.start(c.id, path, file, 0, fingerprint, true);
+            }
+            _ => {
+                let _ = self.store.remove(c.id);
+            }
+        }
+    }
+
+    /// Finds and finishes the copy of a file whose checkpoint no longer matches it: the file was
+    /// truncated or replaced while the agent was down, and the copy beside it, if logrotate
+    /// kept one, holds the rest of the old content.
+    pub(super) fn finish_copy_of(&mut self, c: &Checkpoint, id: FileId, path: &Path) {
+        let dirs = self.search_dirs(&BTreeMap::new(), Some(path));
+        let tailed: BTreeSet<FileId> = self.files.keys().copied().chain([id]).collect();
+        match rotation::find(c.id, c.fingerprint(), c.offset, &dirs, &|f| tailed.contains(&f)) {
+            Some(found) if found.id != id => {
+                tracing::info!(stream = %self.name, path = %path.display(), copy = %found.path.display(), offset = c.offset,
+                    "truncated while the agent was down; finishing the copy");
+                self.metrics.recovered_files.get_or_create(&Metrics::stream(&self.name)).inc();
+                self.start(found.id, found.path, found.file, c.offset, c.fingerprint(), true);
+            }
+            _ => {
+                tracing::warn!(stream = %self.name, path = %path.display(), offset = c.offset,
+                    "truncated or replaced while the agent was down and no copy beside it; unread lines of the old content cannot be recovered");
+                self.metrics.error(&self.name, "rotated-file-gone");
+            }
+        }
+    }
+}
