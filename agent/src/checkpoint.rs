@@ -161,10 +161,12 @@ pub enum CheckpointError {
     },
 }
 
-/// The checkpoint files of one stream.
+/// The checkpoint files of one stream. Clones share one lock over writes and removals, so a
+/// checkpoint decided before a file was let go is never written after its removal.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    writes: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -184,7 +186,7 @@ impl Store {
                 }
             }
         }
-        Ok(Store { dir })
+        Ok(Store { dir, writes: Default::default() })
     }
 
     /// The checkpoint file of a tailed file.
@@ -229,6 +231,23 @@ impl Store {
 
     /// Writes atomically: temp file, fsync, rename over the old one, fsync the directory.
     pub fn save(&self, c: &Checkpoint) -> Result<(), CheckpointError> {
+        let _writes = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.write(c)
+    }
+
+    /// Decides the checkpoint under the store's write lock (`decide` returns `None` to write
+    /// nothing), then writes it: what `decide` saw cannot be undone by a removal before the write.
+    pub fn save_with(
+        &self,
+        decide: impl FnOnce() -> Option<Checkpoint>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        let _writes = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(c) = decide() else { return Ok(None) };
+        self.write(&c)?;
+        Ok(Some(c))
+    }
+
+    fn write(&self, c: &Checkpoint) -> Result<(), CheckpointError> {
         let path = self.path_of(c.id);
         // A name of its own per write: the stream thread (a file it starts tailing) and the
         // checkpointer may save the same checkpoint at once, and must not share a temp file.
@@ -273,6 +292,7 @@ impl Store {
     /// Removes the checkpoint of a file that is gone and fully shipped.
     pub fn remove(&self, id: FileId) -> Result<(), CheckpointError> {
         let path = self.path_of(id);
+        let _writes = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

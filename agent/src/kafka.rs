@@ -26,7 +26,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 pub use crate::budget::{AckClock, Budget};
 use crate::config::{AgentConfig, StreamConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics};
 use crate::track::BatchAck;
 
 /// librdkafka's own bookkeeping per message, charged to the budget on top of the payload so
@@ -186,7 +186,7 @@ impl ProducerContext for AgentContext {
                     t.refresh_now();
                 }
                 if needs_operator(code) {
-                    self.metrics.error(&self.stream, "refused");
+                    self.metrics.error(&self.stream, ErrorKind::Refused);
                     let mut last = self.last_error.lock().unwrap_or_else(PoisonError::into_inner);
                     if last.is_none() {
                         tracing::error!(stream = %self.stream, error = %err,
@@ -195,7 +195,7 @@ impl ProducerContext for AgentContext {
                     *last = Some(err.to_string());
                     self.erroring.store(true, Ordering::Release);
                 }
-                self.metrics.error(&self.stream, "delivery");
+                self.metrics.error(&self.stream, ErrorKind::Delivery);
                 tracing::debug!(stream = %self.stream, error = %err, "delivery failed, will retry");
                 let retry = Retry {
                     payload: msg.payload().unwrap_or_default().to_vec(),

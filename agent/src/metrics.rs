@@ -32,6 +32,44 @@ pub struct ErrorLabel {
     pub kind: String,
 }
 
+/// What went wrong, as the `kind` label of `zonal_agent_errors` and the `kind` field of the log
+/// line that goes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Reading a tailed file failed; it is read again from the same offset.
+    Read,
+    /// Writing or removing a checkpoint failed; the next round tries again.
+    Checkpoint,
+    /// A rotated file was gone before it was read to the end.
+    RotatedFileGone,
+    /// A keyed stream's line had no key; it went to a partition of its own choosing.
+    KeyMissing,
+    /// librdkafka refused a record at once: the partition or leader is unknown to it yet.
+    UnknownPartition,
+    /// librdkafka refused a record at once for another reason; it is retried.
+    Send,
+    /// Kafka refused a record for a reason an operator must fix (ACL, size); it is retried.
+    Refused,
+    /// A record's delivery failed; it is retried.
+    Delivery,
+}
+
+impl ErrorKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Read => "read",
+            ErrorKind::Checkpoint => "checkpoint",
+            ErrorKind::RotatedFileGone => "rotated-file-gone",
+            ErrorKind::KeyMissing => "key-missing",
+            ErrorKind::UnknownPartition => "unknown-partition",
+            ErrorKind::Send => "send",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Delivery => "delivery",
+        }
+    }
+}
+
 /// Labels of fallback reasons.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -67,7 +105,7 @@ pub struct Metrics {
     pub acked_lines: Family<StreamLabel, Counter>,
     /// Lines truncated to the maximum message size.
     pub truncated_lines: Family<StreamLabel, Counter>,
-    /// Errors by kind (read, checkpoint, delivery, dropped, key-missing).
+    /// Errors by [`ErrorKind`].
     pub errors: Family<ErrorLabel, Counter>,
     /// Copytruncate rotations detected.
     pub truncations: Family<StreamLabel, Counter>,
@@ -120,8 +158,8 @@ impl Metrics {
     }
 
     /// Counts an error of `kind` on `stream`.
-    pub fn error(&self, stream: &str, kind: &str) {
-        self.errors.get_or_create(&ErrorLabel { stream: stream.to_owned(), kind: kind.to_owned() }).inc();
+    pub fn error(&self, stream: &str, kind: ErrorKind) {
+        self.errors.get_or_create(&ErrorLabel { stream: stream.to_owned(), kind: kind.as_str().to_owned() }).inc();
     }
 
     /// The per-stream label.

@@ -23,7 +23,7 @@ use crate::batch::Batch;
 use crate::checkpoint::Store;
 use crate::config::StreamConfig;
 use crate::kafka::{AgentContext, Budget, PER_MESSAGE_OVERHEAD, Retry};
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics};
 use crate::partition::{Partitioner, Routing};
 use crate::tail::{Dispatch, Tailer};
 use crate::track::{BatchAck, FileTrack, Tracks};
@@ -101,8 +101,13 @@ impl StreamRunner {
                 last_scan = Some(Instant::now());
             }
             if !self.tailer.read_all(&mut self.sender) {
-                // Idle: wait for the next poll, waking early when a retry arrives.
-                self.sender.wait_for_retry(self.poll.min(Duration::from_millis(50)));
+                // Idle: wait for the next poll (poll-interval-ms: an idle file costs one look per
+                // interval), waking early when a retry arrives or a waiting one is due.
+                let wait = self
+                    .sender
+                    .next_retry_due()
+                    .map_or(self.poll, |due| due.max(Duration::from_millis(10)).min(self.poll));
+                self.sender.wait_for_retry(wait);
             }
         }
         tracing::info!(stream = %self.sender.name(), "stream stopped");
@@ -152,7 +157,7 @@ impl Dispatch for KafkaSender {
         for (line, _) in batch.events(range.clone()) {
             let placed = self.partitioner.for_event(&routing, partition, line);
             if placed.key_missing {
-                self.metrics.error(&name, "key-missing");
+                self.metrics.error(&name, ErrorKind::KeyMissing);
             }
             // A record is at most max-message-bytes with its key (which the topic's and the
             // producer's limits were checked against at start): the payload gives way.
@@ -189,6 +194,11 @@ impl Dispatch for KafkaSender {
 impl KafkaSender {
     fn name(&self) -> &str {
         &self.shared.config.name
+    }
+
+    /// How long until the records waiting for a retry are due, if any wait.
+    fn next_retry_due(&self) -> Option<Duration> {
+        (!self.pending_retries.is_empty()).then(|| self.retry_after.saturating_duration_since(Instant::now()))
     }
 
     /// Waits up to `timeout` for a failed record to come back for a retry.
@@ -237,8 +247,12 @@ impl KafkaSender {
                 }
                 Err((e, r)) => {
                     let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-                    let kind = if crate::kafka::leadership_moved(code) { "unknown-partition" } else { "send" };
-                    if kind == "unknown-partition" {
+                    let kind = if crate::kafka::leadership_moved(code) {
+                        ErrorKind::UnknownPartition
+                    } else {
+                        ErrorKind::Send
+                    };
+                    if kind == ErrorKind::UnknownPartition {
                         self.learn_partitions(topic);
                     }
                     tracing::debug!(stream = %self.name(), error = %e, partition, "send refused; will retry");

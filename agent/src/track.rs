@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::ack::{AckTracker, Ticket};
 use crate::checkpoint::{Checkpoint, FileId, Fingerprint, Store};
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics};
 
 /// The tracks of one stream by file, shared by its tailer, the checkpointer and `/status`.
 pub type Tracks = Arc<Mutex<BTreeMap<FileId, Arc<FileTrack>>>>;
@@ -112,16 +112,36 @@ impl BatchAck {
 }
 
 /// Writes the checkpoint of every track of `stream` whose acknowledged offset moved.
+///
+/// The map's lock is held only to list the tracks, not across the writes: each write fsyncs,
+/// and `/metrics`, `/status` and the tailer (a new file, a file let go) take that lock. A track
+/// let go or replaced meanwhile is skipped: the check is made under the store's write lock, which
+/// the tailer's removal of its checkpoint also takes, so a removed checkpoint is never written
+/// back.
 pub fn write_checkpoints(stream: &str, store: &Store, tracks: &Tracks, metrics: &Metrics) {
-    let tracks = tracks.lock().unwrap_or_else(PoisonError::into_inner);
-    for t in tracks.values() {
-        let Some(checkpoint) = t.with(|s| s.dirty.then(|| s.checkpoint())) else { continue };
-        match store.save(&checkpoint) {
+    let dirty: Vec<(FileId, Arc<FileTrack>)> = tracks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(_, t)| t.with(|s| s.dirty))
+        .map(|(id, t)| (*id, t.clone()))
+        .collect();
+    for (id, t) in dirty {
+        let saved = store.save_with(|| {
+            let current =
+                tracks.lock().unwrap_or_else(PoisonError::into_inner).get(&id).is_some_and(|x| Arc::ptr_eq(x, &t));
+            if !current {
+                return None;
+            }
+            t.with(|s| s.dirty.then(|| s.checkpoint()))
+        });
+        match saved {
             // Acknowledgements that arrived during the write keep the track dirty for the
             // next round.
-            Ok(()) => t.with(|s| s.dirty = s.acks.acked() != checkpoint.offset),
+            Ok(Some(checkpoint)) => t.with(|s| s.dirty = s.acks.acked() != checkpoint.offset),
+            Ok(None) => {}
             Err(e) => {
-                metrics.error(stream, "checkpoint");
+                metrics.error(stream, ErrorKind::Checkpoint);
                 tracing::error!(stream, error = %e, "writing a checkpoint failed");
             }
         }

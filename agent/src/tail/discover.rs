@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::{Matches, Tailer};
 use crate::checkpoint::{self, FileId, Fingerprint};
 use crate::config::StartAt;
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics};
 
 impl Tailer {
     /// Lists the globs: every regular file they match and `exclude` does not, by identity. A
@@ -42,7 +42,7 @@ impl Tailer {
                     },
                     Ok(_) => {}
                     Err(e) => {
-                        self.metrics.error(name, "read");
+                        self.metrics.error(name, ErrorKind::Read);
                         tracing::warn!(stream = %name, error = %e, "glob entry unreadable");
                     }
                 }
@@ -92,7 +92,7 @@ impl Tailer {
         let mut file = match File::open(&path) {
             Ok(f) => f,
             Err(e) => {
-                self.metrics.error(&self.name, "read");
+                self.metrics.error(&self.name, ErrorKind::Read);
                 tracing::error!(stream = %self.name, path = %path.display(), error = %e, "cannot open file; other files continue");
                 return;
             }
@@ -125,7 +125,7 @@ impl Tailer {
             Ok(None) if self.first_scan && self.config.start_at == StartAt::End => size,
             Ok(None) => 0,
             Err(e) => {
-                self.metrics.error(&self.name, "checkpoint");
+                self.metrics.error(&self.name, ErrorKind::Checkpoint);
                 tracing::error!(stream = %self.name, path = %path.display(), error = %e,
                     "corrupt checkpoint; shipping the file from the start (duplicates rather than loss)");
                 if let Err(e) = self.store.quarantine(id) {

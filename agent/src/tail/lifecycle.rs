@@ -19,7 +19,7 @@ use super::{Dispatch, Tailed, Tailer};
 use crate::batch::Batch;
 use crate::checkpoint::{Checkpoint, FileId, Fingerprint};
 use crate::lines::Splitter;
-use crate::metrics::FileLabel;
+use crate::metrics::{ErrorKind, FileLabel};
 use crate::track::FileTrack;
 
 impl Tailer {
@@ -36,7 +36,7 @@ impl Tailer {
     ) {
         let size = file.metadata().map(|m| m.len()).unwrap_or(offset);
         if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-            self.metrics.error(&self.name, "read");
+            self.metrics.error(&self.name, ErrorKind::Read);
             tracing::error!(stream = %self.name, path = %path.display(), error = %e, "seek failed");
             return;
         }
@@ -69,7 +69,7 @@ impl Tailer {
     /// is dirty, so the checkpointer writes it again at its next round.
     pub(super) fn save_checkpoint(&self, c: &Checkpoint) {
         if let Err(e) = self.store.save(c) {
-            self.metrics.error(&self.name, "checkpoint");
+            self.metrics.error(&self.name, ErrorKind::Checkpoint);
             tracing::error!(stream = %self.name, error = %e, "writing a checkpoint failed");
         }
     }

@@ -16,7 +16,7 @@ use super::truncate::{head_can_grow, save_longer_head};
 use super::{CHUNK, Dispatch, PER_FILE_PASS, Tailed, Tailer};
 use crate::batch::Batch;
 use crate::checkpoint::FileId;
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics};
 use crate::track::FileTrack;
 
 impl Tailer {
@@ -37,7 +37,7 @@ impl Tailer {
             let n = match t.file.read(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.metrics.error(&self.name, "read");
+                    self.metrics.error(&self.name, ErrorKind::Read);
                     tracing::error!(stream = %self.name, error = %e, "read failed; will retry");
                     return false;
                 }

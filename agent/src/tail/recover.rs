@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Matches, Tailer};
 use crate::checkpoint::{Checkpoint, FileId, Fingerprint};
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics};
 use crate::rotation;
 
 impl Tailer {
@@ -31,7 +31,7 @@ impl Tailer {
     pub(super) fn recover_checkpoints(&mut self, seen: &Matches) {
         let (checkpoints, errors) = self.store.list();
         for e in errors {
-            self.metrics.error(&self.name, "checkpoint");
+            self.metrics.error(&self.name, ErrorKind::Checkpoint);
             tracing::error!(stream = %self.name, error = %e, "unreadable checkpoint skipped");
         }
         for c in checkpoints {
@@ -47,7 +47,7 @@ impl Tailer {
         let dirs = self.search_dirs(seen, Some(Path::new(&c.path)));
         let tailed: BTreeSet<FileId> = self.files.keys().chain(seen.keys()).copied().collect();
         let Some(found) = rotation::find(c.id, c.fingerprint(), c.offset, &dirs, &|id| tailed.contains(&id)) else {
-            self.metrics.error(&self.name, "rotated-file-gone");
+            self.metrics.error(&self.name, ErrorKind::RotatedFileGone);
             tracing::warn!(stream = %self.name, path = %c.path, offset = c.offset,
                 "the file of a checkpoint is gone (compressed or deleted while the agent was down); anything it held past the offset could not be read");
             // Nothing is left to finish, and a checkpoint kept would be searched for again at
@@ -98,7 +98,7 @@ impl Tailer {
             _ => {
                 tracing::warn!(stream = %self.name, path = %path.display(), offset = c.offset,
                     "truncated or replaced while the agent was down and no copy beside it; unread lines of the old content cannot be recovered");
-                self.metrics.error(&self.name, "rotated-file-gone");
+                self.metrics.error(&self.name, ErrorKind::RotatedFileGone);
             }
         }
     }
