@@ -8,13 +8,11 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use az_core::kafka_options::{ClientOptions, Guard};
 use az_core::zone::ZoneSettings;
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Environment prefix of overrides: `ZONAL_AGENT__KAFKA__BOOTSTRAP_SERVERS`.
@@ -133,18 +131,15 @@ impl Default for KafkaConfig {
     }
 }
 
-/// HTTP settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Listen address; loopback by default so metrics are not exposed by accident.
-    pub listen: SocketAddr,
-}
+/// HTTP settings (`http.listen`, on loopback port 9464 by default).
+pub type HttpConfig = shell::http::HttpConfig<AgentPort>;
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
-    }
+/// The agent's default HTTP port.
+#[derive(Debug)]
+pub struct AgentPort;
+
+impl shell::http::DefaultPort for AgentPort {
+    const PORT: u16 = 9464;
 }
 
 /// How a stream chooses partitions.
@@ -276,21 +271,11 @@ fn default_linger_ms() -> u64 {
     10
 }
 
-impl AgentConfig {
-    /// Layers defaults, the file (when given) and the environment.
-    pub fn figment(file: Option<&Path>) -> Figment {
-        shell::config::layered::<AgentConfig>(ENV_PREFIX, file)
-    }
-
-    /// Loads and validates; errors name the file and the field.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<AgentConfig> {
-        let config: AgentConfig = shell::config::extract(ENV_PREFIX, file)?;
-        config.validate()?;
-        Ok(config)
-    }
+impl shell::ProgramConfig for AgentConfig {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
 
     /// Checks what serde cannot: required values, patterns, ranges.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             bail!("kafka.bootstrap-servers: must be set");
         }
@@ -348,15 +333,12 @@ impl AgentConfig {
         }
         Ok(())
     }
-
-    /// The effective configuration as TOML, for `check`, with secrets shown as `***`.
-    pub fn to_toml(&self) -> anyhow::Result<String> {
-        Ok(shell::config::to_toml(self, &[])?)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use shell::ProgramConfig;
+
     use super::*;
 
     fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {

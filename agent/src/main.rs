@@ -57,27 +57,21 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let rt = shell::runtime;
     match Cli::parse().command {
-        Command::Run { config } => {
-            let config = AgentConfig::load(Some(&config))?;
-            rt().context("starting the runtime")?.block_on(app::run(config))
-        }
-        Command::Check { config } => {
-            let config = AgentConfig::load(Some(&config))?;
+        Command::Run { config } => shell::run_command(&config, app::run),
+        Command::Check { config } => shell::check_command(&config, |config: &AgentConfig| {
             // Build every stream's producer the way `run` does, so whatever librdkafka refuses
             // as a whole (a missing certificate file, a mechanism without its settings) fails
             // here too.
             let options = config.kafka.client_options()?;
             for stream in &config.streams {
-                let cc = kafka::producer_config(&config, stream, &options, None);
+                let cc = kafka::producer_config(config, stream, &options, None);
                 az_core::kafka_options::try_create::<rdkafka::producer::BaseProducer>(&cc, "producer", &options)
                     .with_context(|| format!("streams.{}", stream.name))?;
             }
-            print!("{}", config.to_toml()?);
             Ok(())
-        }
-        Command::Inspect { bootstrap, topic, zone, ec2_endpoint, options, json } => rt()
+        }),
+        Command::Inspect { bootstrap, topic, zone, ec2_endpoint, options, json } => shell::runtime()
             .context("starting the runtime")?
             .block_on(zonal_agent::inspect::inspect(bootstrap, topic, zone, ec2_endpoint, options, json)),
     }

@@ -20,6 +20,36 @@ pub enum ConfigError {
     Render(String),
 }
 
+/// A program's one configuration struct: where its environment variables start, which of its
+/// fields are secrets, and what serde cannot check. Loading, layering and printing come with it.
+pub trait ProgramConfig: Serialize + DeserializeOwned + Default {
+    /// Prefix of the environment variables that override the file, e.g. `ZONAL_AGENT__`.
+    const ENV_PREFIX: &'static str;
+
+    /// Dotted paths of secret fields beside librdkafka's own (which are always hidden).
+    const SECRETS: &'static [&'static str] = &[];
+
+    /// Checks what serde cannot: required values, patterns, ranges. Errors name the field.
+    fn validate(&self) -> anyhow::Result<()>;
+
+    /// The layers: defaults, the file (when given), the environment.
+    fn figment(file: Option<&Path>) -> Figment {
+        layered::<Self>(Self::ENV_PREFIX, file)
+    }
+
+    /// Loads and validates; errors name the file and the field.
+    fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let config: Self = extract(Self::ENV_PREFIX, file)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective configuration, secrets hidden.
+    fn to_toml(&self) -> Result<String, ConfigError> {
+        to_toml(self, Self::SECRETS)
+    }
+}
+
 /// Configuration layers, later ones winning: `T::default()`, the TOML file (when given), then
 /// environment variables `<prefix>SECTION__KEY` (`__` separates levels, `_` stands for `-`).
 pub fn layered<T: Serialize + Default>(env_prefix: &str, file: Option<&Path>) -> Figment {

@@ -14,6 +14,50 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+/// A program's default HTTP port (on loopback, so that metrics are not exposed by accident).
+pub trait DefaultPort {
+    /// The port.
+    const PORT: u16;
+}
+
+/// The `[http]` section: where the endpoints listen, by default `127.0.0.1:<P::PORT>`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default, bound = "")]
+pub struct HttpConfig<P: DefaultPort> {
+    /// Listen address.
+    pub listen: SocketAddr,
+    #[serde(skip)]
+    port: std::marker::PhantomData<P>,
+}
+
+impl<P: DefaultPort> HttpConfig<P> {
+    /// Endpoints on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        HttpConfig { listen, port: std::marker::PhantomData }
+    }
+}
+
+impl<P: DefaultPort> Default for HttpConfig<P> {
+    fn default() -> Self {
+        HttpConfig::new(SocketAddr::from(([127, 0, 0, 1], P::PORT)))
+    }
+}
+
+// Derived, these would ask `P` for the same traits; the marker holds no value.
+impl<P: DefaultPort> Clone for HttpConfig<P> {
+    fn clone(&self) -> Self {
+        HttpConfig::new(self.listen)
+    }
+}
+
+impl<P: DefaultPort> PartialEq for HttpConfig<P> {
+    fn eq(&self, other: &Self) -> bool {
+        self.listen == other.listen
+    }
+}
+
+impl<P: DefaultPort> Eq for HttpConfig<P> {}
+
 /// What the shell's endpoints ask of a program. Answers come from local state only: the
 /// endpoints must answer while Kafka, etcd or S3 do not.
 pub trait Endpoints: Send + Sync + 'static {

@@ -18,4 +18,5 @@ pub mod http;
 pub mod kafka;
 pub mod run;
 
-pub use run::{main, runtime, wait_for_signal};
+pub use config::ProgramConfig;
+pub use run::{check_command, main, run_command, runtime, wait_for_signal};

@@ -1,5 +1,34 @@
 //! A program's life around its work: log set-up, the exit status, the runtime and the stop signal.
 
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::config::ProgramConfig;
+
+/// `run -c FILE`: loads the configuration and runs `program` on the shell's runtime until it
+/// returns (after SIGTERM or SIGINT, or a fatal error).
+pub fn run_command<C: ProgramConfig, F: Future<Output = anyhow::Result<()>>>(
+    file: &Path,
+    program: impl FnOnce(C) -> F,
+) -> anyhow::Result<()> {
+    let config = C::load(Some(file))?;
+    runtime().context("starting the runtime")?.block_on(program(config))
+}
+
+/// `check -c FILE`: loads the configuration, runs the program's own `check` (what `run` would
+/// refuse: clients librdkafka will not create, files it could not read), and prints the
+/// effective configuration with its secrets hidden.
+pub fn check_command<C: ProgramConfig>(
+    file: &Path,
+    check: impl FnOnce(&C) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let config = C::load(Some(file))?;
+    check(&config)?;
+    print!("{}", config.to_toml()?);
+    Ok(())
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default: info, librdkafka's own warnings only).
 pub fn init_tracing() {
     tracing_subscriber::fmt()
