@@ -124,6 +124,9 @@ pub struct Metrics {
     pub fallback: Family<ReasonLabel, U64Gauge>,
     /// Kafka bytes by zone relation, from librdkafka statistics.
     pub kafka_bytes: Family<TrafficLabel, U64Gauge>,
+    /// The part of `kafka_bytes` on connections that carried no records (metadata, admin,
+    /// handshakes): a zone-aware stream's cross-zone bytes should all be here.
+    pub kafka_protocol_bytes: Family<TrafficLabel, U64Gauge>,
     /// Bytes sent to Kafka and not yet acknowledged.
     pub in_flight_bytes: U64Gauge,
 }
@@ -154,6 +157,11 @@ impl Metrics {
         r.register("local_partitions", "Partitions the stream writes to", self.local_partitions.clone());
         r.register("fallback", "1 when the stream is not zone-local, by reason", self.fallback.clone());
         r.register("kafka_bytes", "Kafka bytes by zone relation and direction", self.kafka_bytes.clone());
+        r.register(
+            "kafka_protocol_bytes",
+            "Kafka bytes on connections that carried no records, by zone relation and direction",
+            self.kafka_protocol_bytes.clone(),
+        );
         r.register("in_flight_bytes", "Bytes sent and not yet acknowledged", self.in_flight_bytes.clone());
     }
 

@@ -81,10 +81,14 @@ impl AgentState {
         self.metrics.in_flight_bytes.set(self.budget.used());
         for s in &self.streams {
             let name = &s.config.name;
-            let t = s.producer.context().traffic.report(&topo, zone.zone.as_ref(), &self.matcher);
-            for (zone, direction, bytes) in t.rows() {
-                let label = TrafficLabel { stream: name.clone(), zone: zone.into(), direction: direction.into() };
-                self.metrics.kafka_bytes.get_or_create(&label).set(bytes);
+            let traffic = &s.producer.context().traffic;
+            let all = traffic.report(&topo, zone.zone.as_ref(), &self.matcher);
+            let protocol = traffic.report_protocol_only(&topo, zone.zone.as_ref(), &self.matcher);
+            for (family, t) in [(&self.metrics.kafka_bytes, all), (&self.metrics.kafka_protocol_bytes, protocol)] {
+                for (zone, direction, bytes) in t.rows() {
+                    let label = TrafficLabel { stream: name.clone(), zone: zone.into(), direction: direction.into() };
+                    family.get_or_create(&label).set(bytes);
+                }
             }
             for track in s.tracks.lock().unwrap_or_else(PoisonError::into_inner).values() {
                 let (path, lag) =

@@ -42,6 +42,25 @@ struct BrokerStats {
     txbytes: u64,
     #[serde(default)]
     rxbytes: u64,
+    /// Requests sent, by request type (`Produce`, `Fetch`, `Metadata`, …).
+    #[serde(default)]
+    req: BTreeMap<String, u64>,
+}
+
+impl BrokerStats {
+    /// Whether records went over this connection (produced or fetched): otherwise its bytes are
+    /// all protocol (metadata, admin, coordinator, handshakes).
+    fn carried_records(&self) -> bool {
+        ["Produce", "Fetch"].iter().any(|r| self.req.get(*r).is_some_and(|n| *n > 0))
+    }
+}
+
+/// What the client exchanged with one broker connection.
+#[derive(Debug, Clone, Copy)]
+struct Connection {
+    nodeid: i32,
+    bytes: Bytes,
+    carried_records: bool,
 }
 
 /// Bytes exchanged with one broker.
@@ -115,7 +134,7 @@ impl ZoneTraffic {
 #[derive(Debug, Clone, Default)]
 pub struct BrokerTraffic {
     // Keyed by librdkafka's broker handle name, which is stable for the client's lifetime.
-    inner: Arc<Mutex<BTreeMap<String, (i32, Bytes)>>>,
+    inner: Arc<Mutex<BTreeMap<String, Connection>>>,
 }
 
 impl BrokerTraffic {
@@ -129,17 +148,25 @@ impl BrokerTraffic {
         let doc: StatsDoc = serde_json::from_slice(json)?;
         let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         for (name, b) in doc.brokers {
-            map.insert(name, (b.nodeid, Bytes { tx: b.txbytes, rx: b.rxbytes }));
+            let carried_records = b.carried_records();
+            map.insert(
+                name,
+                Connection { nodeid: b.nodeid, bytes: Bytes { tx: b.txbytes, rx: b.rxbytes }, carried_records },
+            );
         }
         Ok(())
     }
 
     /// Bytes per broker id; connections not yet tied to a broker id are under -1.
     pub fn per_broker(&self) -> BTreeMap<i32, Bytes> {
+        self.per_broker_where(|_| true)
+    }
+
+    fn per_broker_where(&self, keep: impl Fn(&Connection) -> bool) -> BTreeMap<i32, Bytes> {
         let map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out: BTreeMap<i32, Bytes> = BTreeMap::new();
-        for (id, bytes) in map.values() {
-            out.entry(if *id < 0 { -1 } else { *id }).or_default().add(*bytes);
+        for c in map.values().filter(|c| keep(c)) {
+            out.entry(if c.nodeid < 0 { -1 } else { c.nodeid }).or_default().add(c.bytes);
         }
         out
     }
@@ -147,6 +174,13 @@ impl BrokerTraffic {
     /// Joins the counters with broker racks, from the point of view of a client in `zone`.
     pub fn report(&self, topology: &Topology, zone: Option<&Zone>, matcher: &ZoneMatcher) -> ZoneTraffic {
         classify(&self.per_broker(), topology, zone, matcher)
+    }
+
+    /// Like [`BrokerTraffic::report`], over only the connections that carried no records (no
+    /// produce or fetch request): metadata, admin, group coordinator and handshakes. A
+    /// zone-aware client's cross-zone bytes should all be here.
+    pub fn report_protocol_only(&self, topology: &Topology, zone: Option<&Zone>, matcher: &ZoneMatcher) -> ZoneTraffic {
+        classify(&self.per_broker_where(|c| !c.carried_records), topology, zone, matcher)
     }
 }
 
@@ -223,6 +257,28 @@ mod tests {
         assert!((r.cross_zone_share() - 110.0 / 420.0).abs() < 1e-9);
         let r = traffic.report(&topo, None, &ZoneMatcher::default());
         assert_eq!(r.unknown.total(), r.total());
+    }
+
+    #[test]
+    fn connections_without_records_are_protocol_only() {
+        let traffic = BrokerTraffic::new();
+        let doc = r#"{"brokers":{
+            "b:1/1":{"nodeid":1,"txbytes":1000,"rxbytes":100,"req":{"Produce":9,"Metadata":2}},
+            "b:2/2":{"nodeid":2,"txbytes":40,"rxbytes":400,"req":{"Metadata":3,"ApiVersion":1}},
+            "b:3/3":{"nodeid":3,"txbytes":10,"rxbytes":900,"req":{"Fetch":5}},
+            "b:1/bootstrap":{"nodeid":-1,"txbytes":5,"rxbytes":5}}}"#;
+        traffic.ingest(doc.as_bytes()).expect("valid stats");
+        let mut topo = Topology::default();
+        for (id, rack) in [(1, "a"), (2, "b"), (3, "c")] {
+            topo.brokers.insert(id, Broker { id, host: String::new(), port: 0, rack: Some(rack.into()) });
+        }
+        let zone = Zone::label("a");
+        let all = traffic.report(&topo, Some(&zone), &ZoneMatcher::default());
+        let protocol = traffic.report_protocol_only(&topo, Some(&zone), &ZoneMatcher::default());
+        assert_eq!(all.cross_zone, Bytes { tx: 50, rx: 1300 });
+        assert_eq!(protocol.cross_zone, Bytes { tx: 40, rx: 400 }, "broker 3 carried fetches");
+        assert_eq!(protocol.same_zone, Bytes::default(), "broker 1 carried produce requests");
+        assert_eq!(protocol.unknown, Bytes { tx: 5, rx: 5 });
     }
 
     #[test]
