@@ -222,13 +222,14 @@ async fn serve_one_lease(
     registration: &Registration,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Lease> {
-    let (lease_id, lease_rx, keepalive) = match coord::lease(&worker.etcd, &cfg.etcd, cfg.etcd.lease_ttl_secs).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "etcd unavailable; retrying");
-            return Ok(Lease::NotGranted);
-        }
-    };
+    let coord::Lease { id: lease_id, state: lease_rx, keepalive } =
+        match coord::lease(&worker.etcd, &cfg.etcd, cfg.etcd.lease_ttl_secs).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "etcd unavailable; retrying");
+                return Ok(Lease::NotGranted);
+            }
+        };
     if let Err(e) = coord::register(&worker.etcd, &worker.keys, &registration.info(worker), lease_id).await {
         tracing::warn!(error = %format!("{e:#}"), "registration failed; retrying");
         keepalive.abort();

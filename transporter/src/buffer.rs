@@ -22,9 +22,10 @@ use base64::Engine;
 
 use crate::config::{Compression, Format, RollConfig};
 
-/// One record as the buffer needs it.
+/// One Kafka record as the buffer needs it: borrowed from the consumer's message, so that
+/// appending copies its bytes only once, into the buffer file.
 #[derive(Debug, Clone, Copy)]
-pub struct Rec<'a> {
+pub struct Record<'a> {
     /// Topic.
     pub topic: &'a str,
     /// Partition.
@@ -42,7 +43,7 @@ pub struct Rec<'a> {
 /// Appends the encoding of `r` to `out`. Lines: the value and `\n`. JSON: an object with key,
 /// value, offset, partition, topic and timestamp; bytes that are not UTF-8 are given base64 in
 /// `key_b64` / `value_b64` instead, so nothing is lost.
-pub fn encode(format: Format, r: &Rec<'_>, out: &mut Vec<u8>) {
+pub fn encode(format: Format, r: &Record<'_>, out: &mut Vec<u8>) {
     match format {
         Format::Lines => {
             out.extend_from_slice(r.value.unwrap_or_default());
@@ -144,7 +145,7 @@ impl Buffer {
         format: Format,
         compression: Compression,
         level: i32,
-        first: &Rec<'_>,
+        first: &Record<'_>,
     ) -> std::io::Result<Buffer> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}-{}-{}.buf", first.topic, first.partition, first.offset));
@@ -166,7 +167,7 @@ impl Buffer {
     }
 
     /// Appends a record.
-    pub fn append(&mut self, r: &Rec<'_>) -> std::io::Result<()> {
+    pub fn append(&mut self, r: &Record<'_>) -> std::io::Result<()> {
         self.scratch.clear();
         encode(self.format, r, &mut self.scratch);
         self.file.write_all(&self.scratch)?;
@@ -252,8 +253,15 @@ pub fn decompress(compression: Compression, body: &[u8]) -> std::io::Result<Vec<
 mod tests {
     use super::*;
 
-    fn rec(offset: i64, value: &[u8]) -> Rec<'_> {
-        Rec { topic: "t", partition: 2, offset, timestamp_ms: Some(1000 + offset), key: Some(b"k"), value: Some(value) }
+    fn rec(offset: i64, value: &[u8]) -> Record<'_> {
+        Record {
+            topic: "t",
+            partition: 2,
+            offset,
+            timestamp_ms: Some(1000 + offset),
+            key: Some(b"k"),
+            value: Some(value),
+        }
     }
 
     #[test]

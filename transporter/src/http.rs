@@ -51,7 +51,7 @@ pub fn view(doc: &crate::coord::AssignmentDoc) -> View {
         let wz = doc.workers.get(w).cloned().unwrap_or_else(|| "unknown".into());
         let pz = doc.zones.get(tp).cloned();
         zones.entry(wz.clone()).or_default().entry(w.clone()).or_default().push(ViewPartition {
-            partition: tp.clone(),
+            partition: tp.to_string(),
             cross_zone: pz.as_deref() != Some(wz.as_str()),
             partition_zone: pz,
         });

@@ -1,4 +1,5 @@
-//! The transporter's Prometheus metrics.
+//! The transporter's Prometheus metrics, and the error kinds that logs and the `errors` counter
+//! share.
 
 use std::sync::atomic::AtomicU64;
 
@@ -16,6 +17,56 @@ pub struct TpLabel {
     pub topic: String,
     /// Partition.
     pub partition: String,
+}
+
+/// What went wrong, as counted in `zonal_transporter_errors_total{kind}` and named in the log
+/// line beside the count (`kind = kind.as_str()`), so that a count can be found in the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// An etcd request failed (reading the assignment, committing an offset).
+    Etcd,
+    /// A partition task ended with an error.
+    Partition,
+    /// A committed offset could not be read (etcd did not answer).
+    OffsetRead,
+    /// A value in etcd is not what it should be (a worker registration, a committed offset).
+    EtcdValue,
+    /// The committed offset is no longer in Kafka.
+    OffsetOutOfRange,
+    /// Kafka returned an error for a partition.
+    Kafka,
+    /// The first record read is not the one asked for.
+    OffsetGap,
+    /// An upload to S3 failed for good.
+    Upload,
+    /// An object of a previous owner is already at the key.
+    ObjectExists,
+    /// A commit was refused: another worker owns the partition now.
+    Fenced,
+}
+
+impl ErrorKind {
+    /// The label value, as dashboards and alerts know it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Etcd => "etcd",
+            ErrorKind::Partition => "partition",
+            ErrorKind::OffsetRead => "offset-read",
+            ErrorKind::EtcdValue => "etcd-value",
+            ErrorKind::OffsetOutOfRange => "offset-out-of-range",
+            ErrorKind::Kafka => "kafka",
+            ErrorKind::OffsetGap => "offset-gap",
+            ErrorKind::Upload => "upload",
+            ErrorKind::ObjectExists => "object-exists",
+            ErrorKind::Fenced => "fenced",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Error kind label.
@@ -106,8 +157,37 @@ impl Metrics {
         r.register("kafka_bytes", "Kafka bytes by zone relation and direction", self.kafka_bytes.clone());
     }
 
-    /// Counts an error.
-    pub fn error(&self, kind: &str) {
-        self.errors.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+    /// Counts an error of `kind`.
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.get_or_create(&KindLabel { kind: kind.as_str().to_owned() }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The labels are what dashboards, alerts and the integration tests look for.
+    #[test]
+    fn error_kinds_keep_their_labels() {
+        let kinds = [
+            (ErrorKind::Etcd, "etcd"),
+            (ErrorKind::Partition, "partition"),
+            (ErrorKind::OffsetRead, "offset-read"),
+            (ErrorKind::EtcdValue, "etcd-value"),
+            (ErrorKind::OffsetOutOfRange, "offset-out-of-range"),
+            (ErrorKind::Kafka, "kafka"),
+            (ErrorKind::OffsetGap, "offset-gap"),
+            (ErrorKind::Upload, "upload"),
+            (ErrorKind::ObjectExists, "object-exists"),
+            (ErrorKind::Fenced, "fenced"),
+        ];
+        for (kind, label) in kinds {
+            assert_eq!(kind.as_str(), label);
+            assert_eq!(kind.to_string(), label);
+        }
+        let m = Metrics::default();
+        m.error(ErrorKind::OffsetRead);
+        assert_eq!(m.errors.get_or_create(&KindLabel { kind: "offset-read".into() }).get(), 1);
     }
 }

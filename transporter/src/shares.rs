@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use az_core::TopicPartition;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
@@ -51,12 +52,21 @@ pub struct Summary {
     pub departed_ms: BTreeMap<String, i64>,
 }
 
-/// One worker's partitions: `topic/partition` -> the zone it is read without crossing zones from
-/// (empty when unknown).
-pub type Share = BTreeMap<String, String>;
+/// One worker's partitions: partition (`topic/partition` in JSON) -> the zone it is read without
+/// crossing zones from (empty when unknown).
+pub type Share = BTreeMap<TopicPartition, String>;
+
+/// An assignment as it is stored: its summary and the share of each worker that owns something.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Split {
+    /// The summary.
+    pub summary: Summary,
+    /// Worker id -> its share.
+    pub shares: BTreeMap<String, Share>,
+}
 
 /// Splits a full assignment into its summary and the share of each worker that owns something.
-pub fn split(doc: &AssignmentDoc) -> (Summary, BTreeMap<String, Share>) {
+pub fn split(doc: &AssignmentDoc) -> Split {
     let mut shares: BTreeMap<String, Share> = BTreeMap::new();
     for (tp, w) in &doc.owners {
         shares.entry(w.clone()).or_default().insert(tp.clone(), doc.zones.get(tp).cloned().unwrap_or_default());
@@ -70,7 +80,7 @@ pub fn split(doc: &AssignmentDoc) -> (Summary, BTreeMap<String, Share>) {
         written_at_ms: doc.written_at_ms,
         departed_ms: doc.departed_ms.clone(),
     };
-    (summary, shares)
+    Split { summary, shares }
 }
 
 /// The full assignment from its summary and shares (the inverse of [`split`]).
@@ -120,8 +130,8 @@ impl Write {
 /// What moving from `previous` to `next` writes: the shares that changed (deleted when a worker
 /// owns nothing any more), then the summary. Unchanged shares are not written.
 pub fn diff(keys: &Keys, previous: Option<&AssignmentDoc>, next: &AssignmentDoc) -> anyhow::Result<Vec<Write>> {
-    let (summary, shares) = split(next);
-    let before = previous.map(|p| split(p).1).unwrap_or_default();
+    let Split { summary, shares } = split(next);
+    let before = previous.map(|p| split(p).shares).unwrap_or_default();
     let mut out = Vec::new();
     for (w, share) in &shares {
         if before.get(w) != Some(share) {
@@ -252,8 +262,17 @@ pub async fn full(client: &Client, keys: &Keys) -> anyhow::Result<Option<Assignm
     Ok(Some(join(summary, shares)))
 }
 
+/// A worker's own share as read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OwnShare {
+    /// The share.
+    pub share: Share,
+    /// The etcd revision it was read at: the worker watches it from the next one.
+    pub revision: i64,
+}
+
 /// Reads one worker's share and the revision it was read at (to watch from the next one).
-pub async fn own(client: &Client, keys: &Keys, worker: &str) -> anyhow::Result<(Share, i64)> {
+pub async fn own(client: &Client, keys: &Keys, worker: &str) -> anyhow::Result<OwnShare> {
     let mut c = client.clone();
     let key = keys.share(worker);
     let resp = c.get(key.clone(), None).await.with_context(|| format!("reading {key}"))?;
@@ -262,19 +281,23 @@ pub async fn own(client: &Client, keys: &Keys, worker: &str) -> anyhow::Result<(
         None => Share::new(),
         Some(kv) => serde_json::from_slice(kv.value()).with_context(|| format!("{key} holds an invalid share"))?,
     };
-    Ok((share, revision))
+    Ok(OwnShare { share, revision })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tp(text: &str) -> TopicPartition {
+        text.parse().expect("a partition")
+    }
+
     fn doc(owners: &[(&str, &str)], generation: u64) -> AssignmentDoc {
         AssignmentDoc {
             generation,
             master: "m".into(),
-            owners: owners.iter().map(|(t, w)| ((*t).to_owned(), (*w).to_owned())).collect(),
-            zones: owners.iter().map(|(t, _)| ((*t).to_owned(), "z1".to_owned())).collect(),
+            owners: owners.iter().map(|(t, w)| (tp(t), (*w).to_owned())).collect(),
+            zones: owners.iter().map(|(t, _)| (tp(t), "z1".to_owned())).collect(),
             workers: BTreeMap::from([("a".into(), "z1".into()), ("b".into(), "z1".into())]),
             ..AssignmentDoc::default()
         }
@@ -283,9 +306,9 @@ mod tests {
     #[test]
     fn split_and_join_are_inverse() {
         let d = doc(&[("t/0", "a"), ("t/1", "b"), ("t/2", "a")], 3);
-        let (s, shares) = split(&d);
+        let Split { summary, shares } = split(&d);
         assert_eq!(shares.len(), 2);
-        assert_eq!(join(s, shares), d);
+        assert_eq!(join(summary, shares), d);
     }
 
     #[test]
@@ -319,5 +342,15 @@ mod tests {
         assert_eq!(cut.concat(), writes);
         let big = vec![Write::Put("big".into(), vec![0; MAX_TXN_BYTES * 2]), Write::Delete("x".into())];
         assert_eq!(chunks(big).len(), 2);
+    }
+
+    /// A share is stored as it always was, `{"topic/partition": "zone"}`; a key that is not a
+    /// partition is refused, and the refusal names it (the readers add the etcd key).
+    #[test]
+    fn shares_keep_their_json_and_refuse_keys_that_are_not_partitions() {
+        let share: Share = [(tp("logs.app/3"), "z1".to_owned())].into();
+        assert_eq!(serde_json::to_string(&share).expect("json"), r#"{"logs.app/3":"z1"}"#);
+        let err = serde_json::from_str::<Share>(r#"{"logs.app":"z1"}"#).expect_err("not a partition");
+        assert!(err.to_string().contains("\"logs.app\""), "{err}");
     }
 }

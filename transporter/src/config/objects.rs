@@ -1,0 +1,123 @@
+//! The `[s3]` and `[roll]` sections: where objects go, how their records are encoded and
+//! compressed, how their keys are made, and when a buffer becomes an object.
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Default object key template.
+pub const DEFAULT_KEY_TEMPLATE: &str =
+    "{prefix}/{topic}/dt={date}/hr={hour}/{topic}-{partition}-{first_offset:020}.{ext}";
+
+/// Output format of objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Record values, one per line.
+    #[default]
+    Lines,
+    /// JSON lines with key, value, offset, partition and timestamp.
+    Json,
+}
+
+/// Object compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// Zstandard.
+    #[default]
+    Zstd,
+    /// gzip.
+    Gzip,
+    /// None.
+    None,
+}
+
+/// S3 settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (`{prefix}` in the template).
+    pub prefix: String,
+    /// Region.
+    pub region: Option<String>,
+    /// Endpoint override for S3-compatible stores.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (most S3-compatible stores need it).
+    pub path_style: bool,
+    /// Object key template: `{prefix} {topic} {partition} {first_offset} {first_offset:020}
+    /// {date} {hour} {ext}` (`{last_offset}` is refused: a re-read roll could end elsewhere); date and hour come from the first record's timestamp
+    /// (UTC), so a re-upload lands on the same key.
+    pub key_template: String,
+    /// Record format.
+    pub format: Format,
+    /// Compression.
+    pub compression: Compression,
+    /// Compression level (zstd 1-19, gzip 0-9).
+    pub compression_level: i32,
+    /// Objects above this many bytes are uploaded in parts.
+    pub multipart_threshold_bytes: usize,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            prefix: "zonal".into(),
+            region: None,
+            endpoint: None,
+            path_style: false,
+            key_template: DEFAULT_KEY_TEMPLATE.into(),
+            format: Format::Lines,
+            compression: Compression::Zstd,
+            compression_level: 3,
+            multipart_threshold_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl S3Config {
+    /// Checks the objects' settings: where they go, how they are cut (`roll`), compressed and
+    /// uploaded. One check, so errors keep the order of the fields in the file.
+    pub(super) fn validate(&self, roll: &RollConfig) -> anyhow::Result<()> {
+        if self.bucket.is_empty() {
+            bail!("s3.bucket: must be set");
+        }
+        crate::naming::check_template(&self.key_template).context("s3.key-template")?;
+        if roll.max_bytes == 0 || roll.max_age_ms == 0 || roll.max_records == 0 {
+            bail!("roll.max-bytes, roll.max-age-ms and roll.max-records: must be positive");
+        }
+        let levels = match self.compression {
+            Compression::Zstd => 1..=19,
+            Compression::Gzip => 0..=9,
+            Compression::None => i32::MIN..=i32::MAX,
+        };
+        if !levels.contains(&self.compression_level) {
+            bail!("s3.compression-level: {} is out of range for {:?}", self.compression_level, self.compression);
+        }
+        if self.multipart_threshold_bytes < 5 * 1024 * 1024 {
+            bail!("s3.multipart-threshold-bytes: must be at least 5 MiB (the S3 minimum part size)");
+        }
+        Ok(())
+    }
+}
+
+/// When a buffer is rolled into an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RollConfig {
+    /// Uncompressed bytes.
+    pub max_bytes: u64,
+    /// Age of the buffer's first record, in milliseconds, checked by a timer (an idle
+    /// partition still uploads).
+    pub max_age_ms: u64,
+    /// Records.
+    pub max_records: u64,
+}
+
+impl Default for RollConfig {
+    fn default() -> Self {
+        RollConfig { max_bytes: 64 * 1024 * 1024, max_age_ms: 60_000, max_records: 1_000_000 }
+    }
+}

@@ -1,0 +1,80 @@
+//! The `[worker]`, `[assignment]` and `[http]` sections: this process as a worker (its id,
+//! capacity and buffers), how the master assigns, and where the HTTP endpoints listen.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+/// This worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Worker id; defaults to the host name. Must be stable across restarts for the grace
+    /// period to give partitions back.
+    pub id: Option<String>,
+    /// Relative capacity (1.0 = a standard worker).
+    pub capacity: f64,
+    /// How long a departed worker's partitions wait for it, in seconds.
+    pub grace_period_secs: u64,
+    /// Directory for buffer files.
+    pub buffer_dir: PathBuf,
+    /// Objects compressed and uploaded at once; each holds a compressor and one upload part
+    /// (8 MiB) in memory, whatever the object's size.
+    pub max_concurrent_rolls: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: None,
+            capacity: 1.0,
+            grace_period_secs: 30,
+            buffer_dir: PathBuf::from("/var/lib/zonal-transporter"),
+            max_concurrent_rolls: 8,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks what serde cannot: a positive capacity, an id that can be part of an etcd key.
+    pub(super) fn validate(&self) -> anyhow::Result<()> {
+        if self.capacity.is_nan() || self.capacity <= 0.0 {
+            bail!("worker.capacity: must be positive, got {}", self.capacity);
+        }
+        if self.id.as_deref().is_some_and(|i| i.is_empty() || i.contains('/')) {
+            bail!("worker.id: must be non-empty without '/'");
+        }
+        Ok(())
+    }
+}
+
+/// Master settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AssignmentConfig {
+    /// Assign partitions to workers in their zone. `false` balances without regard to zones
+    /// (the baseline the demo compares against).
+    pub zone_aware: bool,
+}
+
+impl Default for AssignmentConfig {
+    fn default() -> Self {
+        AssignmentConfig { zone_aware: true }
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address (loopback by default).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9465)) }
+    }
+}

@@ -1,0 +1,97 @@
+//! Tests of the configuration: layering, errors that name the field, hidden secrets.
+
+use std::path::PathBuf;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[kafka]
+bootstrap-servers = "k:9092"
+topics = ["logs"]
+[etcd]
+endpoints = ["http://127.0.0.1:2379"]
+[s3]
+bucket = "b"
+"#;
+
+fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let p = dir.path().join("transporter.toml");
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[test]
+#[allow(clippy::result_large_err)]
+fn layering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, MINIMAL);
+    figment::Jail::expect_with(|jail| {
+        let c: TransporterConfig = TransporterConfig::figment(Some(&path)).extract()?;
+        assert_eq!(c.roll.max_age_ms, 60_000);
+        assert_eq!(c.s3.key_template, DEFAULT_KEY_TEMPLATE);
+        jail.set_env("ZONAL_TRANSPORTER__S3__BUCKET", "from-env");
+        jail.set_env("ZONAL_TRANSPORTER__ROLL__MAX_RECORDS", "7");
+        let c: TransporterConfig = TransporterConfig::figment(Some(&path)).extract()?;
+        assert_eq!((c.s3.bucket.as_str(), c.roll.max_records), ("from-env", 7));
+        Ok(())
+    });
+}
+
+/// Runs `f` under figment's Jail: tests that read the environment must not overlap with the
+/// layering test, which sets variables in the (shared) process environment.
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type.
+fn isolated(f: impl FnOnce()) {
+    figment::Jail::expect_with(|_| {
+        f();
+        Ok(())
+    });
+}
+
+#[test]
+fn errors_name_the_field() {
+    isolated(errors_name_the_field_inner);
+}
+
+fn errors_name_the_field_inner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (text, field) in [
+        (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\ncompression = \"lzma\""), "compression"),
+        (MINIMAL.replace("bucket = \"b\"", "bucket = \"\""), "s3.bucket"),
+        (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nkey-template = \"{topic}/{nope}\""), "s3.key-template"),
+        (MINIMAL.replace("[etcd]", "[etcd]\nlease-ttl-secs = 0"), "etcd.lease-ttl-secs"),
+        (MINIMAL.replace("topics = [\"logs\"]", "topics = []"), "kafka.topics"),
+        (MINIMAL.replace("[s3]", "[roll]\nmax-age = 3\n[s3]"), "max-age"),
+        (MINIMAL.replace("[s3]", "[worker]\ncapacity = -1.0\n[s3]"), "worker.capacity"),
+        (MINIMAL.replace("topics = [\"logs\"]", "topics = [\"logs\"]\nstart-from = \"middle\""), "kafka.start-from"),
+    ] {
+        let err = TransporterConfig::load(Some(&write(&dir, &text))).expect_err(field);
+        assert!(format!("{err:#}").contains(field), "{err:#} does not name {field}");
+    }
+}
+
+#[test]
+fn password_is_hidden() {
+    isolated(password_is_hidden_inner);
+}
+
+fn password_is_hidden_inner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = MINIMAL.replace("[etcd]", "[etcd]\nusername = \"u\"\npassword = \"hunter2\"");
+    let c = TransporterConfig::load(Some(&write(&dir, &text))).expect("valid");
+    assert!(!c.to_toml().expect("toml").contains("hunter2"));
+}
+
+#[test]
+fn start_from_keeps_its_toml_values() {
+    isolated(start_from_keeps_its_toml_values_inner);
+}
+
+fn start_from_keeps_its_toml_values_inner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = TransporterConfig::load(Some(&write(&dir, MINIMAL))).expect("valid");
+    assert_eq!(c.kafka.start_from, StartFrom::Earliest, "the default");
+    assert!(c.to_toml().expect("toml").contains("start-from = \"earliest\""));
+    let text = MINIMAL.replace("topics = [\"logs\"]", "topics = [\"logs\"]\nstart-from = \"latest\"");
+    let c = TransporterConfig::load(Some(&write(&dir, &text))).expect("valid");
+    assert_eq!(c.kafka.start_from, StartFrom::Latest);
+}

@@ -1,0 +1,247 @@
+//! Partition ownership, the fence that makes exactly-once hold: a worker owns a partition while
+//! `/owners/<tp>` holds its id under its lease; offsets are committed only by transactions that
+//! re-check that, and operators set them only while nobody owns the partition.
+//!
+//! ```text
+//!  acquire:    txn [owner key absent] ──put id (lease)──> Acquired
+//!                                     └─else get ──────> Owned { by } (or Acquired: ours, same lease)
+//!  committed:  get /offsets/<tp> ──> Some(next) | None | Unreachable (retry) | Invalid (hold)
+//!  commit:     txn [owner = me, lease = mine] ──put /offsets/<tp> = next──> true | false (fenced)
+//!  set_offset: txn [no owner] (unless while_owned) ──put──> Done | Owned { by }
+//!  release:    txn [owner = me] ──delete owner key
+//! ```
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use az_core::TopicPartition;
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
+
+use super::Keys;
+
+/// What [`acquire`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    /// This worker owns the partition under its current lease.
+    Acquired,
+    /// Another owner holds the key: `by` is the id it holds (this worker's own id when the key is
+    /// bound to an older lease of ours, which must expire first).
+    Owned {
+        /// The owner's worker id.
+        by: String,
+    },
+}
+
+/// Tries to become the owner of a partition: succeeds if nobody owns it (or we already do under
+/// this lease), and says who does otherwise.
+pub async fn acquire(
+    client: &Client,
+    keys: &Keys,
+    tp: &TopicPartition,
+    me: &str,
+    lease: i64,
+) -> anyhow::Result<Acquire> {
+    let mut c = client.clone();
+    let key = keys.owner(tp);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key.clone(), me, Some(PutOptions::new().with_lease(lease)))])
+        .or_else([TxnOp::get(key.clone(), None)]);
+    let resp = c.txn(txn).await.with_context(|| format!("acquiring {key}"))?;
+    if resp.succeeded() {
+        return Ok(Acquire::Acquired);
+    }
+    // The comparison and the read are one transaction, so the key exists; were it gone, the
+    // owner is reported as "" and the next attempt takes the key.
+    let holder = holder(resp).unwrap_or_default();
+    if holder.id == me && holder.lease == lease { Ok(Acquire::Acquired) } else { Ok(Acquire::Owned { by: holder.id }) }
+}
+
+/// Who holds an owner key.
+#[derive(Debug, Default)]
+struct Holder {
+    /// The worker id the key holds.
+    id: String,
+    /// The lease the key is bound to.
+    lease: i64,
+}
+
+/// The holder of the owner key the `or_else` branch of a transaction read.
+fn holder(resp: TxnResponse) -> Option<Holder> {
+    resp.op_responses().into_iter().find_map(|r| match r {
+        etcd_client::TxnOpResponse::Get(g) => {
+            g.kvs().first().map(|kv| Holder { id: String::from_utf8_lossy(kv.value()).into_owned(), lease: kv.lease() })
+        }
+        _ => None,
+    })
+}
+
+/// Gives up ownership, if still ours.
+pub async fn release(client: &Client, keys: &Keys, tp: &TopicPartition, me: &str) -> anyhow::Result<()> {
+    let mut c = client.clone();
+    let key = keys.owner(tp);
+    let txn = Txn::new().when([Compare::value(key.clone(), CompareOp::Equal, me)]).and_then([TxnOp::delete(key, None)]);
+    c.txn(txn).await.context("releasing a partition")?;
+    Ok(())
+}
+
+/// The committed offset (next to read), if any; a garbage value is an error naming the key.
+pub async fn committed(client: &Client, keys: &Keys, tp: &TopicPartition) -> Result<Option<i64>, CommittedError> {
+    let mut c = client.clone();
+    let key = keys.offset(tp);
+    let resp = c
+        .get(key.clone(), None)
+        .await
+        .map_err(|e| CommittedError::Unreachable(anyhow::Error::new(e).context(format!("reading {key}"))))?;
+    match resp.kvs().first() {
+        None => Ok(None),
+        Some(kv) => parse_offset(key, &String::from_utf8_lossy(kv.value())).map(Some),
+    }
+}
+
+/// An offset as stored: a number >= 0, surrounding whitespace allowed (`etcdctl put` by hand).
+fn parse_offset(key: String, text: &str) -> Result<i64, CommittedError> {
+    match text.trim().parse::<i64>() {
+        Ok(v) if v >= 0 => Ok(v),
+        _ => Err(CommittedError::Invalid { key, value: text.to_owned() }),
+    }
+}
+
+/// Why a committed offset could not be read. Neither is ever taken for "no offset": that would
+/// restart the partition from `start-from` (duplicates or loss).
+#[derive(Debug, thiserror::Error)]
+pub enum CommittedError {
+    /// etcd did not answer (timeout, leader change): try again.
+    #[error("{0:#}")]
+    Unreachable(anyhow::Error),
+    /// The value is not an offset: an operator must set it.
+    #[error("{key} holds {value:?}, not an offset; set it with `etcdctl put {key} <next offset>`")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// What it holds.
+        value: String,
+    },
+}
+
+/// Commits `next` for a partition, only if this worker still owns it under this lease.
+/// Returns false when fenced out.
+pub async fn commit(
+    client: &Client,
+    keys: &Keys,
+    tp: &TopicPartition,
+    me: &str,
+    lease: i64,
+    next: i64,
+) -> anyhow::Result<bool> {
+    let mut c = client.clone();
+    let owner = keys.owner(tp);
+    let txn = Txn::new()
+        .when([Compare::value(owner.clone(), CompareOp::Equal, me), Compare::lease(owner, CompareOp::Equal, lease)])
+        .and_then([TxnOp::put(keys.offset(tp), next.to_string(), None)]);
+    let resp = c.txn(txn).await.context("committing an offset")?;
+    Ok(resp.succeeded())
+}
+
+/// What `set_offset` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetOffset {
+    /// The offset was written.
+    Done,
+    /// Not written: a worker owns the partition and would overwrite it with its own progress.
+    Owned {
+        /// The owner's worker id.
+        by: String,
+    },
+}
+
+/// An operator sets the next offset of a partition. Refused while a worker owns it (its next
+/// commit would overwrite the value), unless `while_owned`: for a partition held on an invalid or
+/// out-of-range offset, whose owner reads the value again until it can use it.
+pub async fn set_offset(
+    client: &Client,
+    keys: &Keys,
+    tp: &TopicPartition,
+    next: i64,
+    while_owned: bool,
+) -> anyhow::Result<SetOffset> {
+    let mut c = client.clone();
+    let owner = keys.owner(tp);
+    let put = TxnOp::put(keys.offset(tp), next.to_string(), None);
+    let txn = if while_owned {
+        Txn::new().and_then([put])
+    } else {
+        Txn::new()
+            .when([Compare::version(owner.clone(), CompareOp::Equal, 0)])
+            .and_then([put])
+            .or_else([TxnOp::get(owner, None)])
+    };
+    let resp = c.txn(txn).await.with_context(|| format!("setting the offset of {tp}"))?;
+    if resp.succeeded() {
+        return Ok(SetOffset::Done);
+    }
+    Ok(SetOffset::Owned { by: holder(resp).unwrap_or_default().id })
+}
+
+/// Every partition key under `prefix` (`<prefix><topic>/<partition>`) and its value as text. A
+/// key that does not name a partition is an error naming it: the listing is for operators, who
+/// must see it rather than a partial answer.
+async fn by_partition(client: &Client, prefix: String, what: &str) -> anyhow::Result<BTreeMap<TopicPartition, String>> {
+    let mut c = client.clone();
+    let resp = c
+        .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+        .await
+        .with_context(|| format!("listing {what}"))?;
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            let tp = partition_key(&prefix, &String::from_utf8_lossy(kv.key()))?;
+            Ok((tp, String::from_utf8_lossy(kv.value()).into_owned()))
+        })
+        .collect()
+}
+
+/// The partition a key under `prefix` is for.
+fn partition_key(prefix: &str, key: &str) -> anyhow::Result<TopicPartition> {
+    let rest = key.strip_prefix(prefix).with_context(|| format!("etcd key {key:?} is not under {prefix}"))?;
+    rest.parse().with_context(|| format!("etcd key {key:?} does not name a partition ({prefix}<topic>/<partition>)"))
+}
+
+/// Owners of every partition (partition -> worker id).
+pub async fn owners(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<TopicPartition, String>> {
+    by_partition(client, keys.owners(), "owners").await
+}
+
+/// Committed offsets of every partition (partition -> value as stored, which an operator may
+/// have set to something that is not an offset).
+pub async fn offsets(client: &Client, keys: &Keys) -> anyhow::Result<BTreeMap<TopicPartition, String>> {
+    by_partition(client, keys.offsets(), "offsets").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_keys_parse_or_name_the_key() {
+        let keys = Keys::new("c");
+        let tp = TopicPartition::new("logs.app", 3);
+        assert_eq!(partition_key(&keys.owners(), &keys.owner(&tp)).expect("parses"), tp);
+        assert_eq!(keys.offset(&tp), "/c/offsets/logs.app/3", "the layout is unchanged");
+        for bad in ["/c/owners/logs", "/c/owners/logs/x", "/c/owners/logs/-1", "/c/other/logs/1"] {
+            let err = partition_key(&keys.owners(), bad).expect_err(bad);
+            assert!(format!("{err:#}").contains(bad), "{err:#} does not name {bad}");
+        }
+    }
+
+    #[test]
+    fn stored_offsets_are_numbers_or_invalid() {
+        let key = || "/c/offsets/logs/3".to_owned();
+        assert_eq!(parse_offset(key(), " 42\n").expect("offset"), 42);
+        for bad in ["minus seven", "-1", ""] {
+            let err = parse_offset(key(), bad).expect_err(bad);
+            assert!(matches!(&err, CommittedError::Invalid { value, .. } if value == bad), "{err}");
+            assert!(err.to_string().contains("/c/offsets/logs/3"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! One partition task, from taking ownership to giving it back: it waits for the fence, reads
+//! where to start (never guessing), reads the partition's own queue through `pump`, and releases.
+//!
+//! ```text
+//!  acquire /owners/<tp> ──Owned { by }──> wait 200 ms, again (the old owner releases or expires)
+//!      └─Acquired──> committed offset ──Unreachable──> wait 500 ms, again
+//!                                    └──Invalid─────> hold (2 s), until an operator sets it
+//!          ──Some(o) | None (kafka.start-from)──> split queue + incremental_assign ──> pump
+//!  pump ends ──> incremental_unassign ──> release (while the lease is valid)
+//! ```
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use az_core::TopicPartition;
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::{OwnedStatus, Stop, Worker};
+use crate::config::StartFrom;
+use crate::coord::{self, Acquire, LeaseState};
+use crate::metrics::ErrorKind;
+
+/// Where a partition starts, once owned.
+enum Start {
+    /// From this committed offset, or, without one, from `kafka.start-from`.
+    At(Option<i64>),
+    /// Told to stop (or the lease became invalid) before it could start.
+    Stopped,
+}
+
+impl Worker {
+    /// Owns one partition until told to stop or fenced.
+    pub(super) async fn partition(
+        self: &Arc<Self>,
+        tp: &TopicPartition,
+        lease: watch::Receiver<LeaseState>,
+        mut stop: watch::Receiver<Stop>,
+    ) -> anyhow::Result<()> {
+        if !self.acquire(tp, &lease, &mut stop).await {
+            return Ok(());
+        }
+        let Start::At(start) = self.start(tp, &lease, &mut stop).await else {
+            let _ = coord::release(&self.etcd, &self.keys, tp, &self.id).await;
+            return Ok(());
+        };
+        let offset = match (start, self.cfg.kafka.start_from) {
+            (Some(o), _) => Offset::Offset(o),
+            (None, StartFrom::Latest) => Offset::End,
+            (None, StartFrom::Earliest) => Offset::Beginning,
+        };
+        tracing::info!(partition = %tp, ?offset, "owning partition");
+        let queue = self
+            .consumer
+            .split_partition_queue(&tp.topic, tp.partition)
+            .with_context(|| format!("splitting the queue of {tp}"))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&tp.topic, tp.partition, offset)?;
+        self.consumer.incremental_assign(&tpl).with_context(|| format!("assigning {tp}"))?;
+        self.owned.lock().unwrap_or_else(PoisonError::into_inner).insert(
+            tp.clone(),
+            OwnedStatus { committed: start.unwrap_or(-1), position: start.unwrap_or(0) - 1, ..Default::default() },
+        );
+
+        let result = self.pump(tp, &queue, &lease, &mut stop, start).await;
+
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.topic, tp.partition);
+        if let Err(e) = self.consumer.incremental_unassign(&tpl) {
+            tracing::warn!(partition = %tp, error = %e, "unassign failed");
+        }
+        drop(queue);
+        if lease.borrow().valid()
+            && let Err(e) = coord::release(&self.etcd, &self.keys, tp, &self.id).await
+        {
+            tracing::warn!(partition = %tp, error = %format!("{e:#}"), "release failed; the owner key expires with the lease");
+        }
+        result
+    }
+
+    /// Fencing: waits until the previous owner released or its lease expired, and takes the
+    /// owner key. False when told to stop, or the lease became invalid, first.
+    async fn acquire(
+        &self,
+        tp: &TopicPartition,
+        lease: &watch::Receiver<LeaseState>,
+        stop: &mut watch::Receiver<Stop>,
+    ) -> bool {
+        let mut waited = false;
+        loop {
+            if *stop.borrow() != Stop::Run {
+                return false;
+            }
+            let l = *lease.borrow();
+            if !l.valid() {
+                return false;
+            }
+            match coord::acquire(&self.etcd, &self.keys, tp, &self.id, l.id).await {
+                Ok(Acquire::Acquired) => return true,
+                Ok(Acquire::Owned { by }) => {
+                    if !waited {
+                        tracing::info!(partition = %tp, owner = by, "waiting for the previous owner to release or expire");
+                        waited = true;
+                    }
+                }
+                Err(e) => tracing::warn!(partition = %tp, error = %format!("{e:#}"), "acquire failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Never guesses an offset: a read that failed is tried again, a value that is not an offset
+    /// holds the partition (owned, not read) until an operator sets it. Each is reported once.
+    async fn start(
+        &self,
+        tp: &TopicPartition,
+        lease: &watch::Receiver<LeaseState>,
+        stop: &mut watch::Receiver<Stop>,
+    ) -> Start {
+        let mut reported = false;
+        loop {
+            let wait = match coord::committed(&self.etcd, &self.keys, tp).await {
+                Ok(c) => return Start::At(c),
+                Err(coord::CommittedError::Unreachable(e)) => {
+                    let kind = ErrorKind::OffsetRead;
+                    self.metrics.error(kind);
+                    if !reported {
+                        tracing::warn!(kind = kind.as_str(), partition = %tp, error = %format!("{e:#}"), "reading the committed offset failed; the partition waits");
+                    }
+                    Duration::from_millis(500)
+                }
+                Err(e @ coord::CommittedError::Invalid { .. }) => {
+                    let kind = ErrorKind::EtcdValue;
+                    self.metrics.error(kind);
+                    if !reported {
+                        tracing::error!(kind = kind.as_str(), partition = %tp, error = %e, "invalid committed offset; the partition is held until it is fixed");
+                    }
+                    Duration::from_secs(2)
+                }
+            };
+            reported = true;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() != Stop::Run || !lease.borrow().valid() {
+                return Start::Stopped;
+            }
+        }
+    }
+}
