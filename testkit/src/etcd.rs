@@ -1,25 +1,35 @@
 //! Real etcd (Debian's `etcd` binary) on free loopback ports with a temporary data directory,
 //! killed when dropped, including during a panic's unwinding. It can be paused (SIGSTOP, a
 //! network partition as clients see it) and killed and restarted on the same ports and data.
+//!
+//! The process itself is a [`Process`]: it is started, signalled, killed and reaped there, so the
+//! testkit controls child processes in one place.
+//!
+//! ```text
+//!  Etcd::start ──ProcessSpec(etcd --listen-client-urls …, log)──> Process ──TCP connect──> ready
+//!     pause / resume: SIGSTOP / SIGCONT      restart: kill -9, same spec      drop: kill -9
+//! ```
 
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
+use crate::process::{Process, ProcessSpec};
 use crate::tls::{TlsFiles, make_certs};
 use crate::{Result, TestkitError, io_err, wait_until};
 
+/// How many times a start is tried: the ports are free when chosen but another process could
+/// take one before etcd binds it, and a retry on new ports fixes that.
+const START_ATTEMPTS: usize = 3;
+
 /// A running etcd server.
 pub struct Etcd {
-    child: Child,
+    process: Process,
     client_port: u16,
-    _dir: tempfile::TempDir,
-    log: PathBuf,
     tls: Option<TlsFiles>,
-    /// The command line, for restarts.
-    args: Vec<String>,
+    /// The data directory and the log. It is declared after the process so that it is removed
+    /// only once the process is gone.
+    _dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -31,6 +41,10 @@ impl std::fmt::Debug for Etcd {
 /// The etcd binary: `ZONAL_ETCD_BIN`, else `etcd` on PATH.
 pub fn etcd_binary() -> String {
     std::env::var("ZONAL_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned())
+}
+
+fn start_err(reason: String) -> TestkitError {
+    TestkitError::Start { server: "etcd", reason }
 }
 
 impl Etcd {
@@ -47,13 +61,13 @@ impl Etcd {
 
     fn start_with(tls: bool) -> Result<Etcd> {
         let mut last = None;
-        for _ in 0..3 {
+        for _ in 0..START_ATTEMPTS {
             match Self::try_start(tls) {
                 Ok(e) => return Ok(e),
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(TestkitError::Start { server: "etcd", reason: "no attempt made".into() }))
+        Err(last.unwrap_or_else(|| start_err("no attempt made".into())))
     }
 
     fn try_start(tls: bool) -> Result<Etcd> {
@@ -61,13 +75,26 @@ impl Etcd {
         let files = if tls { Some(make_certs(dir.path())?) } else { None };
         let client_port = crate::net::free_port()?;
         let peer_port = crate::net::free_port()?;
-        let scheme = if tls { "https" } else { "http" };
+        let spec = Self::spec(dir.path(), client_port, peer_port, files.as_ref());
+        let process = Process::start(spec).map_err(|e| {
+            start_err(format!(
+                "spawning {:?} failed ({e}); install Debian's etcd-server or set ZONAL_ETCD_BIN",
+                etcd_binary()
+            ))
+        })?;
+        let mut etcd = Etcd { process, client_port, tls: files, _dir: dir };
+        etcd.wait_serving()?;
+        Ok(etcd)
+    }
+
+    /// The command line of a single-member cluster with its data and log in `dir`.
+    fn spec(dir: &Path, client_port: u16, peer_port: u16, files: Option<&TlsFiles>) -> ProcessSpec {
+        let scheme = if files.is_some() { "https" } else { "http" };
         let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        let log = dir.path().join("etcd.log");
         let mut args = vec![
             "--name=testkit".to_owned(),
-            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--data-dir={}", dir.join("data").display()),
             format!("--listen-client-urls={client}"),
             format!("--advertise-client-urls={client}"),
             format!("--listen-peer-urls={peer}"),
@@ -81,54 +108,24 @@ impl Etcd {
                 .iter()
                 .flat_map(|f| [format!("--cert-file={}", f.cert.display()), format!("--key-file={}", f.key.display())]),
         );
-        let child = Self::spawn(&args, &log)?;
-        let mut etcd = Etcd { child, client_port, _dir: dir, log, tls: files, args };
-        etcd.wait_serving()?;
-        Ok(etcd)
-    }
-
-    /// Starts the etcd process, its output appended to `log`.
-    fn spawn(args: &[String], log: &std::path::Path) -> Result<Child> {
-        let log_file =
-            std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(io_err("open etcd log"))?;
-        let log_err = log_file.try_clone().map_err(io_err("clone etcd log"))?;
-        let mut cmd = Command::new(etcd_binary());
-        cmd.args(args).stdin(Stdio::null()).stdout(log_file).stderr(log_err);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It asks the
-        // kernel to kill etcd if the spawning thread dies without running our Drop (for
-        // example when a test runner kills the test process).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        cmd.spawn().map_err(|e| TestkitError::Start {
-            server: "etcd",
-            reason: format!(
-                "spawning {:?} failed ({e}); install Debian's etcd-server or set ZONAL_ETCD_BIN",
-                etcd_binary()
-            ),
-        })
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        ProcessSpec::new(etcd_binary(), &args, dir.join("etcd.log"))
     }
 
     /// Waits until the client port accepts connections, or the process exits.
     fn wait_serving(&mut self) -> Result<()> {
         let port = self.client_port;
-        let child = &mut self.child;
+        let process = &mut self.process;
         let ready = wait_until("etcd to accept connections", Duration::from_secs(20), || {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(status) = process.exited() {
                 return Some(Err(status));
             }
             TcpStream::connect(("127.0.0.1", port)).ok().map(|_| Ok(()))
         });
         match ready {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(status)) => Err(TestkitError::Start {
-                server: "etcd",
-                reason: format!("exited with {status}; log: {}", self.log_tail()),
-            }),
-            Err(e) => Err(TestkitError::Start { server: "etcd", reason: format!("{e}; log: {}", self.log_tail()) }),
+            Ok(Err(status)) => Err(start_err(format!("exited with {status}; log: {}", self.log_tail()))),
+            Err(e) => Err(start_err(format!("{e}; log: {}", self.log_tail()))),
         }
     }
 
@@ -136,10 +133,9 @@ impl Etcd {
     /// directory; returns once it accepts connections. Leases it granted survive in its data
     /// with their remaining time, as after a real restart.
     pub fn restart(&mut self) -> Result<()> {
-        let _ = self.signal(libc::SIGCONT);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Self::spawn(&self.args, &self.log)?;
+        // SIGKILL ends a paused (SIGSTOPped) etcd too, so no SIGCONT is needed first.
+        self.process.kill9()?;
+        self.process.restart()?;
         self.wait_serving()
     }
 
@@ -156,37 +152,24 @@ impl Etcd {
 
     /// The last lines of etcd's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join("\n")
+        self.process.log_tail(5)
     }
 
     /// Stops the server (SIGSTOP): connections hang as they would during a network partition.
     pub fn pause(&self) -> Result<()> {
-        self.signal(libc::SIGSTOP)
+        self.process.signal(libc::SIGSTOP)
     }
 
     /// Resumes a paused server.
     pub fn resume(&self) -> Result<()> {
-        self.signal(libc::SIGCONT)
-    }
-
-    fn signal(&self, sig: libc::c_int) -> Result<()> {
-        let pid = libc::pid_t::try_from(self.child.id())
-            .map_err(|_| TestkitError::Start { server: "etcd", reason: "pid out of range".into() })?;
-        // SAFETY: plain kill(2) on our own child's pid.
-        if unsafe { libc::kill(pid, sig) } != 0 {
-            return Err(io_err(format!("signal {sig} to etcd"))(std::io::Error::last_os_error()));
-        }
-        Ok(())
+        self.process.signal(libc::SIGCONT)
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        // SIGCONT first so a paused server can die; kill is SIGKILL.
-        let _ = self.signal(libc::SIGCONT);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The data directory is removed after this; etcd must be gone before. A paused etcd
+        // dies of SIGKILL as well.
+        let _ = self.process.kill9();
     }
 }

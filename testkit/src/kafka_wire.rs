@@ -9,8 +9,14 @@
 //! ```
 //!
 //! Anything that does not parse is left alone (`None`): the front then relays the original bytes.
+//! The primitive fields are read and written by `kafka_wire/codec.rs`.
+
+mod codec;
 
 use std::collections::BTreeMap;
+
+pub(crate) use codec::put_str;
+use codec::{Cursor, put_array_len};
 
 /// API keys the front looks at.
 pub const API_METADATA: i16 = 3;
@@ -22,106 +28,6 @@ pub const API_VERSIONS: i16 = 18;
 pub const DESCRIBE_CONFIGS_MAX: i16 = 1;
 const METADATA_FLEXIBLE_FROM: i16 = 9;
 
-/// A reader over a frame.
-struct Cursor<'a> {
-    b: &'a [u8],
-    at: usize,
-    flexible: bool,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(s)
-    }
-    fn i8(&mut self) -> Option<i8> {
-        Some(i8::from_be_bytes(self.take(1)?.try_into().ok()?))
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn uvarint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.take(1)?[0];
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    /// An array's element count (`None` for a null array is folded into 0).
-    fn array_len(&mut self) -> Option<usize> {
-        if self.flexible {
-            Some(usize::try_from(self.uvarint()?.saturating_sub(1)).ok()?)
-        } else {
-            Some(usize::try_from(self.i32()?.max(0)).ok()?)
-        }
-    }
-    /// A (nullable) string.
-    fn string(&mut self) -> Option<Option<String>> {
-        let len = if self.flexible {
-            match self.uvarint()? {
-                0 => return Some(None),
-                n => usize::try_from(n - 1).ok()?,
-            }
-        } else {
-            match self.i16()? {
-                n if n < 0 => return Some(None),
-                n => usize::try_from(n).ok()?,
-            }
-        };
-        Some(Some(String::from_utf8_lossy(self.take(len)?).into_owned()))
-    }
-    fn tagged(&mut self) -> Option<()> {
-        if self.flexible {
-            for _ in 0..self.uvarint()? {
-                self.uvarint()?;
-                let size = usize::try_from(self.uvarint()?).ok()?;
-                self.take(size)?;
-            }
-        }
-        Some(())
-    }
-    fn i32_array(&mut self) -> Option<()> {
-        let n = self.array_len()?;
-        self.take(n.checked_mul(4)?)?;
-        Some(())
-    }
-}
-
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_array_len(out: &mut Vec<u8>, n: usize, flexible: bool) {
-    if flexible {
-        put_uvarint(out, n as u64 + 1);
-    } else {
-        out.extend_from_slice(&(n as i32).to_be_bytes());
-    }
-}
-
-/// A non-flexible (nullable) string.
-pub(crate) fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => {
-            out.extend_from_slice(&(s.len() as i16).to_be_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }
-        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
-    }
-}
-
 /// A Metadata response (from its correlation id on) for request `version`, with every topic of
 /// `visible` listing only its partitions below the visible count. `None` when nothing changes
 /// or the frame does not parse.
@@ -130,10 +36,13 @@ pub fn rewrite_metadata(frame: &[u8], version: i16, visible: &BTreeMap<String, i
         return None;
     }
     let flexible = version >= METADATA_FLEXIBLE_FROM;
-    let mut c = Cursor { b: frame, at: 4, flexible };
-    c.tagged()?; // response header v1
+    // Everything before the topics is copied unchanged, so it is only skipped: the response
+    // header's tagged fields, the throttle time (v3+), the brokers (id, host, port, rack from
+    // v1), the cluster id (v2+) and the controller (v1+).
+    let mut c = Cursor::new(frame, 4, flexible);
+    c.tagged()?;
     if version >= 3 {
-        c.i32()?; // throttle
+        c.i32()?;
     }
     for _ in 0..c.array_len()? {
         c.i32()?;
@@ -145,16 +54,17 @@ pub fn rewrite_metadata(frame: &[u8], version: i16, visible: &BTreeMap<String, i
         c.tagged()?;
     }
     if version >= 2 {
-        c.string()?; // cluster id
+        c.string()?;
     }
     if version >= 1 {
-        c.i32()?; // controller
+        c.i32()?;
     }
     let mut out = frame[..c.at].to_vec();
     let topics = c.array_len()?;
     put_array_len(&mut out, topics, flexible);
     let mut changed = false;
     for _ in 0..topics {
+        // A topic's error code, name, id (v10+) and internal flag (v1+) are copied as they are.
         let start = c.at;
         c.i16()?;
         let name = c.string()?;
@@ -168,6 +78,8 @@ pub fn rewrite_metadata(frame: &[u8], version: i16, visible: &BTreeMap<String, i
         let limit = name.as_deref().and_then(|n| visible.get(n)).copied();
         let count = c.array_len()?;
         let mut kept: Vec<&[u8]> = Vec::with_capacity(count);
+        // A partition is its error code, index, leader, leader epoch (v7+), replicas, in-sync
+        // replicas and offline replicas (v5+); it is copied whole or not at all.
         for _ in 0..count {
             let p = c.at;
             c.i16()?;
@@ -191,6 +103,7 @@ pub fn rewrite_metadata(frame: &[u8], version: i16, visible: &BTreeMap<String, i
         for k in kept {
             out.extend_from_slice(k);
         }
+        // The topic's authorized operations (v8+) and tagged fields are copied after them.
         let rest = c.at;
         if version >= 8 {
             c.i32()?;
@@ -208,7 +121,7 @@ pub fn advertise(answer: &[u8], request_version: i16, keys: &[(i16, i16, i16)]) 
     if request_version > 2 {
         return None;
     }
-    let mut c = Cursor { b: answer, at: 4, flexible: false };
+    let mut c = Cursor::new(answer, 4, false);
     if c.i16()? != 0 {
         return None;
     }
@@ -247,7 +160,7 @@ pub fn describe_configs(
     if !(0..=DESCRIBE_CONFIGS_MAX).contains(&version) {
         return None;
     }
-    let mut c = Cursor { b: body, at: 0, flexible: false };
+    let mut c = Cursor::new(body, 0, false);
     let mut resources = Vec::new();
     for _ in 0..c.array_len()? {
         let kind = c.i8()?;
@@ -258,8 +171,10 @@ pub fn describe_configs(
         };
         resources.push((kind, name, names));
     }
+    // The response: correlation id, throttle time 0, then per resource no error, its kind and
+    // name, and its entries.
     let mut out = correlation_id.to_be_bytes().to_vec();
-    out.extend_from_slice(&0i32.to_be_bytes()); // throttle
+    out.extend_from_slice(&0i32.to_be_bytes());
     out.extend_from_slice(&(resources.len() as i32).to_be_bytes());
     for (kind, name, names) in resources {
         out.extend_from_slice(&0i16.to_be_bytes());
@@ -273,18 +188,20 @@ pub fn describe_configs(
             _ => Vec::new(),
         };
         out.extend_from_slice(&(entries.len() as i32).to_be_bytes());
+        // Each entry is a name and value that is not read-only, set on the topic (v0 says "not
+        // a default", v1 names the source), not sensitive, and without synonyms (v1).
         for (k, v) in entries {
             put_str(&mut out, Some(k));
             put_str(&mut out, Some(v));
-            out.push(0); // read-only
+            out.push(0);
             if version == 0 {
-                out.push(0); // is-default
+                out.push(0);
             } else {
                 out.push(CONFIG_SOURCE_DYNAMIC_TOPIC as u8);
             }
-            out.push(0); // sensitive
+            out.push(0);
             if version >= 1 {
-                out.extend_from_slice(&0i32.to_be_bytes()); // synonyms
+                out.extend_from_slice(&0i32.to_be_bytes());
             }
         }
     }
@@ -293,6 +210,7 @@ pub fn describe_configs(
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::codec::put_uvarint;
     use super::*;
 
     /// Builds a Metadata response with one broker and one topic of `partitions` partitions.
@@ -370,7 +288,7 @@ pub(crate) mod tests {
         for version in 0..=12 {
             let rewritten = rewrite_metadata(&metadata_response(version, 6), version, &visible).expect("rewritten");
             assert_eq!(rewritten, metadata_response(version, 3), "version {version}");
-            // Nothing to hide: left alone.
+            // With nothing to hide, the response is left alone.
             assert_eq!(rewrite_metadata(&metadata_response(version, 2), version, &visible), None, "version {version}");
         }
     }
@@ -391,7 +309,8 @@ pub(crate) mod tests {
         answer.extend_from_slice(&0i16.to_be_bytes());
         answer.extend_from_slice(&1i32.to_be_bytes());
         answer.extend_from_slice(&[0, 3, 0, 0, 0, 12]);
-        answer.extend_from_slice(&0i32.to_be_bytes()); // v1 throttle
+        // Version 1 ends with the throttle time.
+        answer.extend_from_slice(&0i32.to_be_bytes());
         let out = advertise(&answer, 1, &[(API_DESCRIBE_CONFIGS, 0, 1)]).expect("advertised");
         assert_eq!(&out[6..10], &2i32.to_be_bytes());
         assert_eq!(&out[16..22], &[0, 32, 0, 0, 0, 1]);
@@ -408,13 +327,14 @@ pub(crate) mod tests {
         body.push(4);
         put_str(&mut body, Some("1"));
         body.extend_from_slice(&(-1i32).to_be_bytes());
-        body.push(0); // include synonyms
+        // Version 1 asks whether to include synonyms.
+        body.push(0);
         let table = BTreeMap::from([(
             "logs".to_owned(),
             BTreeMap::from([("max.message.bytes".to_owned(), "1000".to_owned())]),
         )]);
         let out = describe_configs(9, 1, &body, &table).expect("answered");
-        let mut c = Cursor { b: &out, at: 0, flexible: false };
+        let mut c = Cursor::new(&out, 0, false);
         assert_eq!(c.i32(), Some(9));
         assert_eq!(c.i32(), Some(0));
         assert_eq!(c.i32(), Some(2));

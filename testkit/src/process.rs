@@ -1,7 +1,8 @@
 //! Child processes of tests, the demo and the benchmarks: started with their output appended to
 //! a log file, stopped gracefully (SIGTERM, then a deadline), killed (SIGKILL), stalled and
 //! resumed (SIGSTOP / SIGCONT), restarted with the same command, and killed when dropped. The
-//! one place outside the servers where a signal is sent.
+//! one place in the testkit where a child process is started or signalled with `unsafe`: the
+//! etcd server runs through it too.
 //!
 //! ```text
 //!  ProcessSpec { program, args, env, log } ──start──> Process (child, log appended)
@@ -11,7 +12,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::{Result, TestkitError, io_err};
@@ -129,6 +130,15 @@ impl Process {
         }
     }
 
+    /// Its exit status, if it has exited by itself since it was started; it is reaped then and
+    /// no longer running. A server waited on while it starts uses this to fail at once, with
+    /// the status, instead of at the deadline.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     /// Sends `signal` (SIGSTOP and SIGCONT stall and resume it).
     pub fn signal(&self, signal: i32) -> Result<()> {
         let pid = self.pid().ok_or_else(|| process_err(format!("{} is not running", self.spec.program.display())))?;
@@ -222,6 +232,10 @@ mod tests {
         assert!(!p.running());
         let mut failing = Process::start(ProcessSpec::new("sh", &["-c".as_ref(), "exit 3".as_ref()], &log))?;
         assert_eq!(failing.wait_exit(Duration::from_secs(10))?, Some(3));
+        failing.restart()?;
+        let status = crate::wait_until("the exit", Duration::from_secs(10), || failing.exited())?;
+        assert_eq!(status.code(), Some(3));
+        assert!(failing.exited().is_none() && !failing.running(), "reaped once");
         assert!(p.signal(libc::SIGTERM).is_err(), "no signal to a process that is gone");
         Ok(())
     }

@@ -2,14 +2,13 @@
 //! and test; `demo` runs Zonal on the local multi-zone world and reports cross-zone traffic.
 
 mod bench;
-mod bench_transporter;
 mod chaos;
 mod demo;
 mod deploy;
 mod docs_check;
 mod fleet;
-mod size_check;
 mod k8s;
+mod size_check;
 mod tools;
 
 use std::process::Command;

@@ -1,0 +1,104 @@
+//! `cargo xtask bench [CASE]`: performance as ratios against a reference measured in the same
+//! run on the same cluster and data, never as absolute timings. Writes
+//! `target/zonal-bench/results.json` (case, metric, value, reference, ratio). The cases, in the
+//! order they run, one module each:
+//!
+//! - `agent`: a release `zonal-agent` tails a generated access log (cached between runs) into the
+//!   mock cluster, against `kcat -P` producing the same file with the agent's producer settings:
+//!   MB/s, lines/s and peak RSS.
+//! - `transporter`: about 1 GiB in 256 partitions moved to the testkit S3 by a release
+//!   transporter fleet (one worker per zone), against `kcat -C -e` reading the same records into
+//!   a file: MB/s from process start and once every partition is owned, peak RSS per worker.
+//! - `assignment`: `az_core::assign` of 100,000 partitions over 1,000 workers in 3 zones, fresh
+//!   and sticky, against only hashing each partition to a worker of its zone.
+//! - `cross-zone`: the demo at a fixed rate; the zone-aware run's cross-zone bytes against the
+//!   zone-unaware run's in the same invocation.
+//!
+//! ```text
+//!  agent:        generate FILE (cached) ──> testkit world (mock Kafka, racks, IMDS)
+//!                  ├─ reference: kcat -P -l FILE ─────────> topic bench-kcat   (time, peak RSS)
+//!                  └─ zonal-agent (release) tailing FILE ─> topic bench-agent  (time, peak RSS)
+//!  transporter:  produce N MiB into 256 partitions
+//!                  ├─ reference: kcat -C -e ──> file                           (time, peak RSS)
+//!                  └─ 3 x zonal-transporter (release) ──> S3                   (time, peak RSS)
+//!  assignment:   assign(100k partitions, 1k workers), fresh and sticky   vs   hash into zone
+//!  cross-zone:   cargo xtask demo (10 s, 300 lines/s): zone-aware   vs   zone-unaware bytes
+//!  ratio = Zonal's figure / the reference's figure
+//! ```
+
+mod agent;
+mod assignment;
+mod cross_zone;
+mod probe;
+mod transporter;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+/// Options of the benchmarks.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// One case: agent, transporter, assignment or cross-zone (all of them when absent).
+    case: Option<String>,
+    /// Lines in the agent benchmark's input file.
+    #[arg(long, default_value_t = 5_000_000)]
+    lines: usize,
+    /// Average bytes per line.
+    #[arg(long, default_value_t = 200)]
+    line_bytes: usize,
+    /// MiB moved by the transporter benchmark.
+    #[arg(long, default_value_t = 1024)]
+    transporter_mib: u64,
+}
+
+/// One row of results.json.
+pub struct Row {
+    /// Bench case.
+    pub case: &'static str,
+    /// What is measured.
+    pub metric: &'static str,
+    /// Zonal's figure.
+    pub value: f64,
+    /// The reference's figure in the same run.
+    pub reference: f64,
+}
+
+/// Every case, in the order `cargo xtask bench` runs them.
+pub const CASES: [&str; 4] = ["agent", "transporter", "assignment", "cross-zone"];
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = crate::target_dir().join("zonal-bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cases: Vec<&str> = match args.case.as_deref() {
+        None => CASES.to_vec(),
+        Some(c) if CASES.contains(&c) => vec![c],
+        Some(c) => bail!("unknown bench case {c:?}; cases: {}", CASES.join(", ")),
+    };
+    let mut rows = Vec::new();
+    for case in cases {
+        eprintln!("==> bench {case}");
+        rows.extend(match case {
+            "agent" => agent::run(args.lines, args.line_bytes, &dir)?,
+            "transporter" => transporter::run(args.transporter_mib, &dir)?,
+            "assignment" => assignment::run(),
+            _ => cross_zone::run(&dir)?,
+        });
+    }
+    println!();
+    println!("{:<12} {:<22} {:>14} {:>14} {:>8}", "case", "metric", "value", "reference", "ratio");
+    for r in &rows {
+        let ratio = if r.reference == 0.0 { f64::NAN } else { r.value / r.reference };
+        println!("{:<12} {:<22} {:>14.2} {:>14.2} {:>8.3}", r.case, r.metric, r.value, r.reference, ratio);
+    }
+    let doc: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let ratio = if r.reference == 0.0 { None } else { Some(r.value / r.reference) };
+            json!({ "case": r.case, "metric": r.metric, "value": r.value, "reference": r.reference, "ratio": ratio })
+        })
+        .collect();
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("writing {}", path.display()))?;
+    println!("\nresults written to {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! `cargo xtask bench transporter`: move about 1 GiB from the testkit cluster to the testkit S3
+//! with a release transporter fleet (one worker per zone), and read the same data with
+//! `kcat -C -e` into a file in the same run.
+//!
+//! ```text
+//!  produce N MiB into 256 partitions (each under the mock broker's 5 MB per-partition log limit)
+//!     ├─ reference: kcat -C -e -o beginning ──> file          (time, peak RSS)
+//!     └─ 3 x zonal-transporter (release) ──> S3 (zstd objects) (time until every offset is
+//!                                                               committed, peak RSS per worker)
+//! ```
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use testkit::process::{Process, ProcessSpec};
+use testkit::{World, WorldSpec};
+
+use super::Row;
+use super::probe::{PeakRss, bar, high_watermarks, timed};
+
+const PARTITIONS: i32 = 256;
+const VALUE: usize = 1000;
+const TOPIC: &str = "bench-transporter";
+
+/// How much the benchmark moves.
+struct Volume {
+    records: u64,
+    bytes: u64,
+}
+
+/// A running transporter worker: its process, HTTP address and RSS sampler.
+struct Worker {
+    process: Process,
+    http: String,
+    peak: PeakRss,
+}
+
+pub(super) fn run(mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
+    // kcat is the reference; etcd coordinates the workers.
+    crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[5], crate::tools::TEST_PACKAGES[0]])?;
+    crate::run(
+        "cargo build --release -p zonal-transporter",
+        crate::cargo().args(["build", "--release", "-p", "zonal-transporter"]),
+    )?;
+    let bin = crate::target_dir().join("release/zonal-transporter");
+    // The mock broker keeps at most 5 MB per partition, so the volume stays under it.
+    let per_partition = (mib * 1024 * 1024 / PARTITIONS as u64 / VALUE as u64).min(4500);
+    let records = per_partition * PARTITIONS as u64;
+    let volume = Volume { records, bytes: records * VALUE as u64 };
+    let mb = volume.bytes as f64 / 1e6;
+
+    let world = World::start(&WorldSpec::default())?;
+    let s3 = world.s3.as_ref().context("no S3")?;
+    s3.create_bucket("bench")?;
+    world.kafka.create_topic(TOPIC, PARTITIONS)?;
+    let bootstrap = world.kafka.bootstrap();
+    produce(&bootstrap, &volume)?;
+    eprintln!("==> {mb:.0} MB in {PARTITIONS} partitions");
+
+    // The reference: kcat reads every record into a file.
+    let out = dir.join("kcat-out.txt");
+    let mut cmd = Command::new("kcat");
+    cmd.args(["-C", "-b", &bootstrap, "-t", TOPIC, "-o", "beginning", "-e", "-q", "-f", "%s\\n"])
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(Stdio::null());
+    let kcat = timed(&mut cmd, bar(volume.bytes, "kcat -C -e"))?;
+    let kcat_bytes = std::fs::metadata(&out)?.len();
+    let _ = std::fs::remove_file(&out);
+    if kcat.code != 0 || kcat_bytes < volume.bytes {
+        bail!("kcat exited with {} after {kcat_bytes} of {} bytes", kcat.code, volume.bytes);
+    }
+
+    // Zonal runs one worker per zone, built for release as the reference is.
+    let work = tempfile::tempdir()?;
+    let start = Instant::now();
+    let workers = start_workers(&world, &bin, work.path())?;
+    let all_owned = wait_committed(&workers, &volume)?;
+    let zonal_secs = start.elapsed().as_secs_f64();
+    let transfer_secs = all_owned.map_or(zonal_secs, |t| t.elapsed().as_secs_f64());
+    let mut rss = Vec::new();
+    for Worker { mut process, peak, .. } in workers {
+        rss.push(peak.finish(process.pid().unwrap_or(0)));
+        process.stop(Duration::from_secs(30))?;
+    }
+    let objects = s3.list_keys("bench")?.len();
+    let max_rss = rss.iter().cloned().fold(0.0, f64::max);
+    eprintln!("kcat:        {:.1} s, {:.1} MB/s, peak RSS {:.1} MB", kcat.secs, mb / kcat.secs, kcat.rss_mb);
+    eprintln!(
+        "transporter: {zonal_secs:.1} s from process start ({:.1} MB/s); {transfer_secs:.1} s once every partition was owned ({:.1} MB/s); {objects} objects; peak RSS per worker {:?} MB",
+        mb / zonal_secs,
+        mb / transfer_secs,
+        rss.iter().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>()
+    );
+    Ok(vec![
+        Row { case: "transporter", metric: "MB/s", value: mb / zonal_secs, reference: mb / kcat.secs },
+        Row { case: "transporter", metric: "MB/s after startup", value: mb / transfer_secs, reference: mb / kcat.secs },
+        Row { case: "transporter", metric: "peak RSS MB (max)", value: max_rss, reference: kcat.rss_mb },
+    ])
+}
+
+/// Produces the whole volume round-robin over the partitions and checks that Kafka holds it.
+fn produce(bootstrap: &str, volume: &Volume) -> anyhow::Result<()> {
+    let produce_bar = bar(volume.bytes, "producing");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "262144")
+        .create()?;
+    let mut value = vec![0u8; VALUE];
+    for i in 0..volume.records {
+        // The values look like log lines: compressible, as real logs are, but not trivially so.
+        let head = format!("2026-11-22T00:00:{:02}Z INFO req={i:012} path=/api/items/{} ", i % 60, i % 9973);
+        value[..head.len()].copy_from_slice(head.as_bytes());
+        for (k, b) in value[head.len()..].iter_mut().enumerate() {
+            *b = b'a' + ((i as usize * 31 + k * 7) % 26) as u8;
+        }
+        let p = (i % PARTITIONS as u64) as i32;
+        let mut rec = BaseRecord::<(), [u8]>::to(TOPIC).payload(&value[..]).partition(p);
+        // A full queue empties as deliveries are served: serve them and try the record again.
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    producer.poll(Duration::from_millis(5));
+                    rec = r;
+                }
+            }
+        }
+        if i % 10_000 == 0 {
+            produce_bar.set_position(i * VALUE as u64);
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    produce_bar.finish_and_clear();
+    let in_kafka = high_watermarks(bootstrap, TOPIC)?;
+    if in_kafka != volume.records as i64 {
+        bail!("{in_kafka} records in Kafka, expected {}", volume.records);
+    }
+    Ok(())
+}
+
+/// Starts one release worker per zone, each with its RSS sampled from its start.
+fn start_workers(world: &World, bin: &Path, work: &Path) -> anyhow::Result<Vec<Worker>> {
+    let s3 = world.s3.as_ref().context("no S3")?;
+    let etcd = world.etcd.as_ref().context("no etcd")?;
+    let bootstrap = world.kafka.bootstrap();
+    let mut workers = Vec::new();
+    for (z, imds) in world.metadata.iter().enumerate() {
+        let port = testkit::net::free_port()?;
+        let config = work.join(format!("w{z}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbootstrap-servers = \"{bootstrap}\"\ntopics = [\"{TOPIC}\"]\n[etcd]\nendpoints = [\"{}\"]\ncluster = \"bench\"\n\
+                 [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{}\"\n[worker]\nid = \"w{z}\"\nbuffer-dir = \"{}\"\n\
+                 [s3]\nbucket = \"bench\"\nendpoint = \"{}\"\npath-style = true\n[roll]\nmax-bytes = 4194304\nmax-age-ms = 5000\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+                etcd.endpoint(),
+                imds.endpoint(),
+                work.join("buffers").display(),
+                s3.endpoint()
+            ),
+        )?;
+        let log = work.join(format!("w{z}.log"));
+        let process = Process::start(
+            ProcessSpec::new(bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log)
+                .env("RUST_LOG", "warn")
+                .env("AWS_ACCESS_KEY_ID", s3.access_key())
+                .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
+                .env("AWS_REGION", s3.region())
+                .env("AWS_CONFIG_FILE", "/nonexistent")
+                .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        )?;
+        let peak = PeakRss::watch(process.pid().context("a transporter is not running")?);
+        workers.push(Worker { process, http: format!("127.0.0.1:{port}"), peak });
+    }
+    Ok(workers)
+}
+
+/// Waits until the workers' `/status` shows every record committed; returns when every
+/// partition was first seen owned, the start of the transfer proper.
+fn wait_committed(workers: &[Worker], volume: &Volume) -> anyhow::Result<Option<Instant>> {
+    let progress = bar(volume.bytes, "zonal-transporter");
+    let mut all_owned: Option<Instant> = None;
+    // Poll every 100 ms: often enough for the figure, rarely enough not to load the workers.
+    testkit::wait_until_every(
+        "the transporters to commit every record",
+        Duration::from_secs(1800),
+        Duration::from_millis(100),
+        || {
+            let (committed, owned) = workers
+                .iter()
+                .filter_map(|w| {
+                    let s: serde_json::Value =
+                        serde_json::from_str(&testkit::http::get(&w.http, "/status").ok()?.1).ok()?;
+                    let o = s["owned"].as_object()?;
+                    let c = o.values().filter_map(|o| o["committed"].as_i64()).map(|c| c.max(0) as u64).sum::<u64>();
+                    Some((c, o.len()))
+                })
+                .fold((0u64, 0usize), |a, b| (a.0 + b.0, a.1 + b.1));
+            if all_owned.is_none() && owned >= PARTITIONS as usize {
+                all_owned = Some(Instant::now());
+            }
+            progress.set_position(committed * VALUE as u64);
+            (committed >= volume.records).then_some(())
+        },
+    )?;
+    progress.finish_and_clear();
+    Ok(all_owned)
+}
