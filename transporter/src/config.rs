@@ -20,10 +20,7 @@ mod process;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
-
 use az_core::zone::ZoneSettings;
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use etcd::{EtcdConfig, EtcdTls};
@@ -56,34 +53,22 @@ pub struct TransporterConfig {
     pub http: HttpConfig,
 }
 
-impl TransporterConfig {
-    /// Layers defaults, the file and the environment.
-    pub fn figment(file: Option<&Path>) -> Figment {
-        shell::config::layered::<TransporterConfig>(ENV_PREFIX, file)
-    }
-
-    /// Loads and validates; errors name the file and the field.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<TransporterConfig> {
-        let config: TransporterConfig = shell::config::extract(ENV_PREFIX, file)?;
-        config.validate()?;
-        Ok(config)
-    }
+impl shell::ProgramConfig for TransporterConfig {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    const SECRETS: &'static [&'static str] = &["etcd.password"];
 
     /// Checks what serde cannot. The first invalid field is reported; the sections are checked
     /// in this order so that a configuration with several mistakes always names the same one.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> anyhow::Result<()> {
         self.kafka.validate()?;
         self.etcd.validate()?;
         self.kafka.validate_options()?;
         self.worker.validate()?;
         self.s3.validate(&self.roll)
     }
+}
 
-    /// The effective configuration as TOML, with secrets shown as `***`.
-    pub fn to_toml(&self) -> anyhow::Result<String> {
-        Ok(shell::config::to_toml(self, &["etcd.password"])?)
-    }
-
+impl TransporterConfig {
     /// This worker's id.
     pub fn worker_id(&self) -> String {
         self.worker.id.clone().unwrap_or_else(|| {

@@ -63,35 +63,25 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let rt = shell::runtime;
     match Cli::parse().command {
-        Command::Run { config } => {
-            let cfg = TransporterConfig::load(Some(&config))?;
-            rt().context("starting the runtime")?.block_on(app::run(cfg))
-        }
-        Command::Check { config } => {
-            let cfg = TransporterConfig::load(Some(&config))?;
+        Command::Run { config } => shell::run_command(&config, app::run),
+        Command::Check { config } => shell::check_command(&config, |cfg: &TransporterConfig| {
             // Build the consumer the way `run` does, so what librdkafka refuses as a whole fails
             // here too; and read the etcd TLS files `run` would read.
             let options = cfg.kafka.client_options()?;
-            let cc = worker::consumer_config(&cfg, None, &options);
+            let cc = worker::consumer_config(cfg, None, &options);
             az_core::kafka_options::try_create::<rdkafka::consumer::BaseConsumer>(&cc, "consumer", &options)?;
             if let Some(t) = &cfg.etcd.tls {
                 for f in [Some(&t.ca_file), t.cert_file.as_ref(), t.key_file.as_ref()].into_iter().flatten() {
                     std::fs::metadata(f).with_context(|| format!("etcd.tls: {}", f.display()))?;
                 }
             }
-            print!("{}", cfg.to_toml()?);
             Ok(())
-        }
-        Command::Status { config, json } => {
-            let cfg = TransporterConfig::load(Some(&config))?;
-            rt().context("starting the runtime")?.block_on(status(cfg, json))
-        }
+        }),
+        Command::Status { config, json } => shell::run_command(&config, |cfg| status(cfg, json)),
         Command::Offsets { config, set, while_owned, json } => {
-            let cfg = TransporterConfig::load(Some(&config))?;
             let changes = set.iter().map(|s| parse_set(s)).collect::<anyhow::Result<Vec<_>>>()?;
-            rt().context("starting the runtime")?.block_on(offsets(cfg, changes, while_owned, json))
+            shell::run_command(&config, |cfg| offsets(cfg, changes, while_owned, json))
         }
     }
 }

@@ -112,6 +112,9 @@ pub struct Metrics {
     pub is_master: U64Gauge,
     /// Kafka bytes by zone relation.
     pub kafka_bytes: Family<TrafficLabel, U64Gauge>,
+    /// The part of `kafka_bytes` on connections that carried no records (metadata, the group
+    /// coordinator's offset mirror, handshakes).
+    pub kafka_protocol_bytes: Family<TrafficLabel, U64Gauge>,
 }
 
 impl Default for Metrics {
@@ -128,6 +131,7 @@ impl Default for Metrics {
             waiting_partitions: U64Gauge::default(),
             is_master: U64Gauge::default(),
             kafka_bytes: Family::default(),
+            kafka_protocol_bytes: Family::default(),
         }
     }
 }
@@ -155,6 +159,11 @@ impl Metrics {
         );
         r.register("is_master", "1 on the elected master", self.is_master.clone());
         r.register("kafka_bytes", "Kafka bytes by zone relation and direction", self.kafka_bytes.clone());
+        r.register(
+            "kafka_protocol_bytes",
+            "Kafka bytes on connections that carried no records, by zone relation and direction",
+            self.kafka_protocol_bytes.clone(),
+        );
     }
 
     /// Counts an error of `kind`.

@@ -55,14 +55,16 @@ impl shell::http::Endpoints for AppState {
 
     fn refresh_gauges(&self) {
         let topo = self.topology.current();
-        let t = rdkafka::consumer::Consumer::client(&*self.worker.consumer).context().traffic.report(
-            &topo,
-            self.zone.zone.as_ref(),
-            &self.worker.cfg.zone.matcher(),
-        );
-        for (zone, direction, bytes) in t.rows() {
-            let label = TrafficLabel { zone: zone.into(), direction: direction.into() };
-            self.worker.metrics.kafka_bytes.get_or_create(&label).set(bytes);
+        let traffic = &rdkafka::consumer::Consumer::client(&*self.worker.consumer).context().traffic;
+        let (zone, matcher) = (self.zone.zone.as_ref(), self.worker.cfg.zone.matcher());
+        let metrics = &self.worker.metrics;
+        for (family, t) in [
+            (&metrics.kafka_bytes, traffic.report(&topo, zone, &matcher)),
+            (&metrics.kafka_protocol_bytes, traffic.report_protocol_only(&topo, zone, &matcher)),
+        ] {
+            for (zone, direction, bytes) in t.rows() {
+                family.get_or_create(&TrafficLabel { zone: zone.into(), direction: direction.into() }).set(bytes);
+            }
         }
     }
 

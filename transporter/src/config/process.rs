@@ -1,7 +1,6 @@
 //! The `[worker]`, `[assignment]` and `[http]` sections: this process as a worker (its id,
 //! capacity and buffers), how the master assigns, and where the HTTP endpoints listen.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -65,16 +64,13 @@ impl Default for AssignmentConfig {
     }
 }
 
-/// HTTP settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Listen address (loopback by default).
-    pub listen: SocketAddr,
-}
+/// HTTP settings (`http.listen`, on loopback port 9465 by default).
+pub type HttpConfig = shell::http::HttpConfig<TransporterPort>;
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9465)) }
-    }
+/// The transporter's default HTTP port.
+#[derive(Debug)]
+pub struct TransporterPort;
+
+impl shell::http::DefaultPort for TransporterPort {
+    const PORT: u16 = 9465;
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use shell::ProgramConfig;
+
 use super::*;
 
 const MINIMAL: &str = r#"
