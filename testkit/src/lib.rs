@@ -11,6 +11,7 @@
 
 pub mod etcd;
 pub mod http;
+pub mod jail;
 pub mod kafka;
 pub mod kafka_front;
 mod kafka_relay;
@@ -19,6 +20,7 @@ pub mod kube;
 pub mod metadata;
 pub mod net;
 pub mod process;
+pub mod readme;
 mod runtime;
 pub mod s3;
 pub mod tls;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use shell::ProgramConfig;
 
+use testkit::jail::isolated;
+
 use super::*;
 
 const MINIMAL: &str = r#"
@@ -23,35 +25,23 @@ fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
 }
 
 #[test]
-#[allow(clippy::result_large_err)]
 fn layering() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write(&dir, MINIMAL);
-    figment::Jail::expect_with(|jail| {
-        let c: TransporterConfig = TransporterConfig::figment(Some(&path)).extract()?;
+    isolated(|jail| {
+        let c: TransporterConfig = TransporterConfig::figment(Some(&path)).extract().expect("valid layers");
         assert_eq!(c.roll.max_age_ms, 60_000);
         assert_eq!(c.s3.key_template, DEFAULT_KEY_TEMPLATE);
         jail.set_env("ZONAL_TRANSPORTER__S3__BUCKET", "from-env");
         jail.set_env("ZONAL_TRANSPORTER__ROLL__MAX_RECORDS", "7");
-        let c: TransporterConfig = TransporterConfig::figment(Some(&path)).extract()?;
+        let c: TransporterConfig = TransporterConfig::figment(Some(&path)).extract().expect("valid layers");
         assert_eq!((c.s3.bucket.as_str(), c.roll.max_records), ("from-env", 7));
-        Ok(())
-    });
-}
-
-/// Runs `f` under figment's Jail: tests that read the environment must not overlap with the
-/// layering test, which sets variables in the (shared) process environment.
-#[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type.
-fn isolated(f: impl FnOnce()) {
-    figment::Jail::expect_with(|_| {
-        f();
-        Ok(())
     });
 }
 
 #[test]
 fn errors_name_the_field() {
-    isolated(errors_name_the_field_inner);
+    isolated(|_| errors_name_the_field_inner());
 }
 
 fn errors_name_the_field_inner() {
@@ -73,7 +63,7 @@ fn errors_name_the_field_inner() {
 
 #[test]
 fn password_is_hidden() {
-    isolated(password_is_hidden_inner);
+    isolated(|_| password_is_hidden_inner());
 }
 
 fn password_is_hidden_inner() {
@@ -85,7 +75,7 @@ fn password_is_hidden_inner() {
 
 #[test]
 fn start_from_keeps_its_toml_values() {
-    isolated(start_from_keeps_its_toml_values_inner);
+    isolated(|_| start_from_keeps_its_toml_values_inner());
 }
 
 fn start_from_keeps_its_toml_values_inner() {
