@@ -126,16 +126,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| crate::target_dir().join("zonal-chaos"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let work = tempfile::Builder::new().prefix("zonal-chaos-").tempdir()?;
-    let kinds = if args.kinds.is_empty() {
-        Kind::ALL.to_vec()
-    } else {
-        let names = Kind::ALL.map(Kind::name).join(", ");
-        args.kinds
-            .iter()
-            .map(|k| Kind::parse(k).with_context(|| format!("--kinds: no fault kind {k:?} (kinds: {names})")))
-            .collect::<anyhow::Result<_>>()?
-    };
-    let faults = schedule::plan(args.seed, args.faults, &kinds);
+    let faults = schedule::plan(args.seed, args.faults, &kinds(args)?);
     let reproduce = format!(
         "cargo xtask chaos --seed {} --faults {}{}",
         args.seed,
@@ -163,34 +154,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(f.pause_ms));
         rotate_due(&p, &mut last_rotation)?;
         bar.set_message(format!("{} ...", f.kind.name()));
-        let injected = p.inject(f).with_context(|| format!("injecting {}", f.kind.name()))?;
-        let newest = committed(&p);
-        let recovered = wait_healthy(&mut p, &newest, &mut exits);
-        let recovery_seconds = recovered.is_ok().then(|| injected.healed_at.elapsed().as_secs_f64());
-        // For slow recoveries, what was waited for last.
-        let waited_for = match &recovered {
-            Ok(why) if recovery_seconds.is_some_and(|s| s > 5.0) => Some(why.clone()),
-            _ => None,
-        };
-        let line = format!(
-            "{:>4}s {:>18} {:<44} {}{}",
-            started.elapsed().as_secs(),
-            f.kind.name(),
-            injected.note,
-            recovery_seconds.map_or("NOT RECOVERED".to_owned(), |s| format!("recovered in {s:.1} s")),
-            waited_for.as_deref().map(|w| format!(" (last waited for: {w})")).unwrap_or_default()
-        );
-        // Without a terminal the bar is hidden and so is its println.
-        if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
-        if let Err(why) = recovered {
-            let tails: Vec<String> = p.agents.iter().chain(p.workers.iter()).map(Node::log_tail).collect();
-            eprintln!("not recovered: {why}; the programs' last lines:\n{}", tails.join("\n"));
-        }
-        events.push(Event { kind: f.kind, note: injected.note, recovery_seconds, waited_for });
+        events.push(one_fault(&mut p, f, started, &bar, &mut exits)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -372,4 +336,54 @@ fn watermarks(p: &Pipeline) -> anyhow::Result<std::collections::BTreeMap<i32, (i
             Ok((part, marks))
         })
         .collect()
+}
+
+/// The parsed `--kinds`, or every kind.
+fn kinds(args: &ChaosArgs) -> anyhow::Result<Vec<Kind>> {
+    if args.kinds.is_empty() {
+        return Ok(Kind::ALL.to_vec());
+    }
+    let names = Kind::ALL.map(Kind::name).join(", ");
+    args.kinds
+        .iter()
+        .map(|k| Kind::parse(k).with_context(|| format!("--kinds: no fault kind {k:?} (kinds: {names})")))
+        .collect()
+}
+
+/// Injects one fault, heals it, waits for the pipeline to be healthy again and prints the line.
+fn one_fault(
+    p: &mut Pipeline,
+    f: &schedule::Fault,
+    started: Instant,
+    bar: &ProgressBar,
+    exits: &mut Vec<String>,
+) -> anyhow::Result<Event> {
+    let injected = p.inject(f).with_context(|| format!("injecting {}", f.kind.name()))?;
+    let newest = committed(p);
+    let recovered = wait_healthy(p, &newest, exits);
+    let recovery_seconds = recovered.is_ok().then(|| injected.healed_at.elapsed().as_secs_f64());
+    // For slow recoveries, what was waited for last.
+    let waited_for = match &recovered {
+        Ok(why) if recovery_seconds.is_some_and(|s| s > 5.0) => Some(why.clone()),
+        _ => None,
+    };
+    let line = format!(
+        "{:>4}s {:>18} {:<44} {}{}",
+        started.elapsed().as_secs(),
+        f.kind.name(),
+        injected.note,
+        recovery_seconds.map_or("NOT RECOVERED".to_owned(), |s| format!("recovered in {s:.1} s")),
+        waited_for.as_deref().map(|w| format!(" (last waited for: {w})")).unwrap_or_default()
+    );
+    // Without a terminal the bar is hidden and so is its println.
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+    if let Err(why) = recovered {
+        let tails: Vec<String> = p.agents.iter().chain(p.workers.iter()).map(Node::log_tail).collect();
+        eprintln!("not recovered: {why}; the programs' last lines:\n{}", tails.join("\n"));
+    }
+    Ok(Event { kind: f.kind, note: injected.note, recovery_seconds, waited_for })
 }
