@@ -142,20 +142,7 @@ impl shell::http::DefaultPort for AgentPort {
     const PORT: u16 = 9464;
 }
 
-/// How a stream chooses partitions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Partitioning {
-    /// Only partitions led in the agent's zone, a batch per partition in turn.
-    #[default]
-    ZoneAware,
-    /// Java-compatible murmur2 of the extracted key over all partitions.
-    Keyed,
-    /// Every partition in turn, a batch each.
-    RoundRobin,
-    /// A random partition per batch.
-    Random,
-}
+pub use crate::partition::Partitioning;
 
 /// Compression of produced batches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,24 @@
 use rand::Rng;
 use regex::bytes::Regex;
 
-use crate::config::{KeyConfig, Partitioning, StreamConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{KeyConfig, StreamConfig};
+
+/// How a stream chooses partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partitioning {
+    /// Only partitions led in the agent's zone, a batch per partition in turn.
+    #[default]
+    ZoneAware,
+    /// Java-compatible murmur2 of the extracted key over all partitions.
+    Keyed,
+    /// Every partition in turn, a batch each.
+    RoundRobin,
+    /// A random partition per batch.
+    Random,
+}
 
 /// Where a stream may write, recomputed whenever the topology changes.
 #[derive(Debug, Clone, Default)]

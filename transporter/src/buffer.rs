@@ -20,7 +20,20 @@ use std::time::Instant;
 
 use base64::Engine;
 
-use crate::config::{Compression, Format, RollConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Compression, RollConfig};
+
+/// Output format of objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Record values, one per line.
+    #[default]
+    Lines,
+    /// JSON lines with key, value, offset, partition and timestamp.
+    Json,
+}
 
 /// One Kafka record as the buffer needs it: borrowed from the consumer's message, so that
 /// appending copies its bytes only once, into the buffer file.

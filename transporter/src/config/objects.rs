@@ -8,16 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_KEY_TEMPLATE: &str =
     "{prefix}/{topic}/dt={date}/hr={hour}/{topic}-{partition}-{first_offset:020}.{ext}";
 
-/// Output format of objects.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// Record values, one per line.
-    #[default]
-    Lines,
-    /// JSON lines with key, value, offset, partition and timestamp.
-    Json,
-}
+pub use crate::buffer::Format;
 
 /// Object compression.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
