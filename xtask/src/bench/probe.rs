@@ -34,9 +34,23 @@ pub(super) fn bar(len: u64, msg: &'static str) -> ProgressBar {
 /// vfork, and the kernel then charges the parent's memory to the child's maximum.
 pub(super) struct PeakRss {
     peak: Arc<AtomicU64>,
+    /// CPU centiseconds at the last sample: the process's use up to (at most one period before)
+    /// its exit.
+    cpu: Arc<AtomicU64>,
     /// Dropping the sender stops the sampler at once, between two samples.
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat` (`self` for this
+/// one). Ticks are USER_HZ, 100 on Linux whatever the kernel's own tick.
+pub(super) fn cpu_seconds(pid: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
@@ -48,11 +62,15 @@ impl PeakRss {
     /// Starts sampling every [`RSS_SAMPLE`] until [`PeakRss::finish`] or the process is gone.
     pub(super) fn watch(pid: u32) -> PeakRss {
         let peak = Arc::new(AtomicU64::new(0));
+        let cpu = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = mpsc::channel::<()>();
-        let p = peak.clone();
+        let (p, c) = (peak.clone(), cpu.clone());
         let thread = std::thread::spawn(move || {
             while let Some(k) = vm_hwm_kib(pid) {
                 p.fetch_max(k, Ordering::Relaxed);
+                if let Some(secs) = cpu_seconds(&pid.to_string()) {
+                    c.fetch_max((secs * 100.0) as u64, Ordering::Relaxed);
+                }
                 // The receive is the sampling period; it ends early when `finish` drops the
                 // sender.
                 if !matches!(stopped.recv_timeout(RSS_SAMPLE), Err(mpsc::RecvTimeoutError::Timeout)) {
@@ -60,19 +78,27 @@ impl PeakRss {
                 }
             }
         });
-        PeakRss { peak, stop: Some(stop), thread: Some(thread) }
+        PeakRss { peak, cpu, stop: Some(stop), thread: Some(thread) }
     }
 
     /// Takes one more sample (call before the process exits) and returns the peak in MB.
-    pub(super) fn finish(mut self, pid: u32) -> f64 {
+    pub(super) fn finish(self, pid: u32) -> f64 {
+        self.finish_with_cpu(pid).0
+    }
+
+    /// Like [`PeakRss::finish`], with the CPU seconds the process used.
+    pub(super) fn finish_with_cpu(mut self, pid: u32) -> (f64, f64) {
         if let Some(k) = vm_hwm_kib(pid) {
             self.peak.fetch_max(k, Ordering::Relaxed);
+        }
+        if let Some(secs) = cpu_seconds(&pid.to_string()) {
+            self.cpu.fetch_max((secs * 100.0) as u64, Ordering::Relaxed);
         }
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+        (self.peak.load(Ordering::Relaxed) as f64 / 1024.0, self.cpu.load(Ordering::Relaxed) as f64 / 100.0)
     }
 }
 
@@ -82,6 +108,8 @@ pub(super) struct Timed {
     pub code: i32,
     pub secs: f64,
     pub rss_mb: f64,
+    /// CPU seconds it used.
+    pub cpu_secs: f64,
 }
 
 /// Runs `cmd` to its end with `spinner` turning, timing it from just before the start.
@@ -92,10 +120,10 @@ pub(super) fn timed(cmd: &mut Command, spinner: ProgressBar) -> anyhow::Result<T
     let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
     let peak = PeakRss::watch(child.id());
     let status = child.wait().context("waiting for a child process")?;
-    let rss_mb = peak.finish(child.id());
+    let (rss_mb, cpu_secs) = peak.finish_with_cpu(child.id());
     let secs = start.elapsed().as_secs_f64();
     spinner.finish_and_clear();
-    Ok(Timed { code: status.code().unwrap_or(-1), secs, rss_mb })
+    Ok(Timed { code: status.code().unwrap_or(-1), secs, rss_mb, cpu_secs })
 }
 
 /// The records `topic` holds: the sum of its partitions' high watermarks.

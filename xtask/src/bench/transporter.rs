@@ -20,7 +20,7 @@ use testkit::process::{Process, ProcessSpec};
 use testkit::{World, WorldSpec};
 
 use super::Row;
-use super::probe::{PeakRss, bar, high_watermarks, timed};
+use super::probe::{PeakRss, bar, cpu_seconds, high_watermarks, timed};
 
 const PARTITIONS: i32 = 256;
 const VALUE: usize = 1000;
@@ -67,7 +67,10 @@ pub(super) fn run(mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
     cmd.args(["-C", "-b", &bootstrap, "-t", TOPIC, "-o", "beginning", "-e", "-q", "-f", "%s\\n"])
         .stdout(std::fs::File::create(&out)?)
         .stderr(Stdio::null());
+    // This process hosts the mock brokers and the S3 server: its CPU is the world's.
+    let world_cpu = cpu_seconds("self").unwrap_or(0.0);
     let kcat = timed(&mut cmd, bar(volume.bytes, "kcat -C -e"))?;
+    let world_cpu_kcat = cpu_seconds("self").unwrap_or(0.0) - world_cpu;
     let kcat_bytes = std::fs::metadata(&out)?.len();
     let _ = std::fs::remove_file(&out);
     if kcat.code != 0 || kcat_bytes < volume.bytes {
@@ -77,18 +80,30 @@ pub(super) fn run(mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
     // Zonal runs one worker per zone, built for release as the reference is.
     let work = tempfile::tempdir()?;
     let start = Instant::now();
+    let world_cpu = cpu_seconds("self").unwrap_or(0.0);
     let workers = start_workers(&world, &bin, work.path())?;
     let all_owned = wait_committed(&workers, &volume)?;
     let zonal_secs = start.elapsed().as_secs_f64();
     let transfer_secs = all_owned.map_or(zonal_secs, |t| t.elapsed().as_secs_f64());
+    let world_cpu_zonal = cpu_seconds("self").unwrap_or(0.0) - world_cpu;
     let mut rss = Vec::new();
+    let mut zonal_cpu = 0.0;
     for Worker { mut process, peak, .. } in workers {
-        rss.push(peak.finish(process.pid().unwrap_or(0)));
+        let (mb, cpu) = peak.finish_with_cpu(process.pid().unwrap_or(0));
+        rss.push(mb);
+        zonal_cpu += cpu;
         process.stop(Duration::from_secs(30))?;
     }
     let objects = s3.list_keys("bench")?.len();
     let max_rss = rss.iter().cloned().fold(0.0, f64::max);
-    eprintln!("kcat:        {:.1} s, {:.1} MB/s, peak RSS {:.1} MB", kcat.secs, mb / kcat.secs, kcat.rss_mb);
+    eprintln!(
+        "kcat:        {:.1} s, {:.1} MB/s, peak RSS {:.1} MB; CPU {:.1} s (brokers and S3: {world_cpu_kcat:.1} s)",
+        kcat.secs,
+        mb / kcat.secs,
+        kcat.rss_mb,
+        kcat.cpu_secs
+    );
+    eprintln!("transporter CPU: {zonal_cpu:.1} s over the workers (brokers and S3: {world_cpu_zonal:.1} s)");
     eprintln!(
         "transporter: {zonal_secs:.1} s from process start ({:.1} MB/s); {transfer_secs:.1} s once every partition was owned ({:.1} MB/s); {objects} objects; peak RSS per worker {:?} MB",
         mb / zonal_secs,
@@ -99,6 +114,12 @@ pub(super) fn run(mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
         Row { case: "transporter", metric: "MB/s", value: mb / zonal_secs, reference: mb / kcat.secs },
         Row { case: "transporter", metric: "MB/s after startup", value: mb / transfer_secs, reference: mb / kcat.secs },
         Row { case: "transporter", metric: "peak RSS MB (max)", value: max_rss, reference: kcat.rss_mb },
+        Row {
+            case: "transporter",
+            metric: "CPU s per GB",
+            value: zonal_cpu / mb * 1000.0,
+            reference: kcat.cpu_secs / mb * 1000.0,
+        },
     ])
 }
 
