@@ -14,6 +14,8 @@ use crate::fleet::{BUCKET, Node};
 const RELATIONS: [&str; 3] = ["same-zone", "cross-zone", "unknown"];
 const AGENT_BYTES: &str = "zonal_agent_kafka_bytes";
 const TRANSPORTER_BYTES: &str = "zonal_transporter_kafka_bytes";
+const AGENT_PROTOCOL_BYTES: &str = "zonal_agent_kafka_protocol_bytes";
+const TRANSPORTER_PROTOCOL_BYTES: &str = "zonal_transporter_kafka_protocol_bytes";
 
 /// The lines of one run's objects in S3.
 #[derive(Default)]
@@ -73,10 +75,12 @@ impl Finished<'_> {
         let mut p = Phase { lines_generated, cross_zone_partitions, ..Default::default() };
         for a in self.agents {
             p.producer_cross_zone_bytes += a.kafka_bytes(AGENT_BYTES, "cross-zone");
+            p.producer_protocol_cross_zone_bytes += a.kafka_bytes(AGENT_PROTOCOL_BYTES, "cross-zone");
             p.producer_bytes += total_bytes(a, AGENT_BYTES);
         }
         for t in self.transporters {
             p.consumer_cross_zone_bytes += t.kafka_bytes(TRANSPORTER_BYTES, "cross-zone");
+            p.consumer_protocol_cross_zone_bytes += t.kafka_bytes(TRANSPORTER_PROTOCOL_BYTES, "cross-zone");
             p.consumer_bytes += total_bytes(t, TRANSPORTER_BYTES);
         }
         p.replication_cross_zone_bytes = (p.producer_bytes as f64 * self.replication_factor(contents)?) as u64;

@@ -67,8 +67,12 @@ pub struct Phase {
     pub duplicated: u64,
     pub producer_bytes: u64,
     pub producer_cross_zone_bytes: u64,
+    /// The part of `producer_cross_zone_bytes` on connections that carried no records.
+    pub producer_protocol_cross_zone_bytes: u64,
     pub consumer_bytes: u64,
     pub consumer_cross_zone_bytes: u64,
+    /// The part of `consumer_cross_zone_bytes` on connections that carried no records.
+    pub consumer_protocol_cross_zone_bytes: u64,
     pub replication_cross_zone_bytes: u64,
     pub partition_skew: f64,
     pub cross_zone_partitions: u64,

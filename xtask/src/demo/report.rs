@@ -78,8 +78,10 @@ fn phase_json(p: &Phase) -> serde_json::Value {
         "duplicated": p.duplicated,
         "producer_bytes": p.producer_bytes,
         "producer_cross_zone_bytes": p.producer_cross_zone_bytes,
+        "producer_protocol_cross_zone_bytes": p.producer_protocol_cross_zone_bytes,
         "consumer_bytes": p.consumer_bytes,
         "consumer_cross_zone_bytes": p.consumer_cross_zone_bytes,
+        "consumer_protocol_cross_zone_bytes": p.consumer_protocol_cross_zone_bytes,
         "replication_cross_zone_bytes": p.replication_cross_zone_bytes,
         "cross_zone_bytes": p.cross_total(),
         "partition_skew": p.partition_skew,
@@ -90,14 +92,14 @@ fn phase_json(p: &Phase) -> serde_json::Value {
 /// `cross` MB and its share of `total`, as the table shows it.
 fn share(cross: u64, total: u64) -> String {
     let pct = if total == 0 { 0.0 } else { 100.0 * cross as f64 / total as f64 };
-    format!("{:.2} ({:.0}%)", mb(cross), pct)
+    format!("{:.2} ({:.1}%)", mb(cross), pct)
 }
 
 /// The comparison as the terminal shows it, one line per element.
 fn table(args: &DemoArgs, base: &Phase, aware: &Phase, costs: &Costs) -> Vec<String> {
     let row = |label: &str, (a, b): (String, String)| format!("{label:<28} {a:>14} {b:>14}");
     let both = |f: &dyn Fn(&Phase) -> String| (f(base), f(aware));
-    let rows: [(&str, (String, String)); 13] = [
+    let rows: [(&str, (String, String)); 15] = [
         ("lines generated", both(&|p| p.lines_generated.to_string())),
         ("lines in S3 (distinct)", both(&|p| p.lines_in_s3.to_string())),
         ("lost", both(&|p| p.lost.to_string())),
@@ -106,8 +108,10 @@ fn table(args: &DemoArgs, base: &Phase, aware: &Phase, costs: &Costs) -> Vec<Str
         ("cross-zone partitions", both(&|p| p.cross_zone_partitions.to_string())),
         ("producer MB", both(&|p| format!("{:.2}", mb(p.producer_bytes)))),
         ("  cross-zone MB (share)", both(&|p| share(p.producer_cross_zone_bytes, p.producer_bytes))),
+        ("    of which protocol only", both(&|p| share(p.producer_protocol_cross_zone_bytes, p.producer_bytes))),
         ("consumer MB", both(&|p| format!("{:.2}", mb(p.consumer_bytes)))),
         ("  cross-zone MB (share)", both(&|p| share(p.consumer_cross_zone_bytes, p.consumer_bytes))),
+        ("    of which protocol only", both(&|p| share(p.consumer_protocol_cross_zone_bytes, p.consumer_bytes))),
         ("replication cross-zone MB", both(&|p| format!("{:.2}", mb(p.replication_cross_zone_bytes)))),
         ("total cross-zone MB", both(&|p| format!("{:.2}", mb(p.cross_total())))),
         ("cross-zone GB per GB produced", both(&|p| format!("{:.2}", per_gb(p)))),
@@ -263,7 +267,7 @@ mod tests {
         let lines = table(&args(), &base, &aware, &costs);
         assert!(lines.contains(&format!("{:<28} {:>14} {:>14}", "total cross-zone MB", "8.00", "2.00")));
         assert!(
-            lines.contains(&format!("{:<28} {:>14} {:>14}", "  cross-zone MB (share)", "4.00 (67%)", "1.00 (17%)"))
+            lines.contains(&format!("{:<28} {:>14} {:>14}", "  cross-zone MB (share)", "4.00 (66.7%)", "1.00 (16.7%)"))
         );
         assert!(lines.last().is_some_and(|l| l.starts_with("Cross-zone bytes saved: 75.0%")), "{lines:#?}");
     }
