@@ -1,10 +1,9 @@
 //! `zonal-agent`: tails log files and ships each line to Kafka, writing only to partitions whose
 //! leader is in the host's own zone. Commands: `run`, `check`, `inspect`.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use shell::ConfigFile;
 use zonal_agent::config::AgentConfig;
 use zonal_agent::{app, kafka};
 
@@ -18,17 +17,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent until SIGTERM or SIGINT.
-    Run {
-        /// Configuration file (TOML); `ZONAL_AGENT__*` variables override it.
-        #[arg(short, long)]
-        config: PathBuf,
-    },
+    Run(ConfigFile),
     /// Validate a configuration and print the effective result.
-    Check {
-        /// Configuration file (TOML).
-        #[arg(short, long)]
-        config: PathBuf,
-    },
+    Check(ConfigFile),
     /// Show what the agent sees: its zone, brokers with racks, partitions and which are local.
     Inspect {
         /// Kafka bootstrap servers.
@@ -58,8 +49,8 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { config } => shell::run_command(&config, app::run),
-        Command::Check { config } => shell::check_command(&config, |config: &AgentConfig| {
+        Command::Run(file) => shell::run_command(&file.config, app::run),
+        Command::Check(file) => shell::check_command(&file.config, |config: &AgentConfig| {
             // Build every stream's producer the way `run` does, so whatever librdkafka refuses
             // as a whole (a missing certificate file, a mechanism without its settings) fails
             // here too.

@@ -6,6 +6,14 @@ use anyhow::Context;
 
 use crate::config::ProgramConfig;
 
+/// The `-c FILE` argument of every command that reads the configuration.
+#[derive(Debug, clap::Args)]
+pub struct ConfigFile {
+    /// Configuration file (TOML); the program's `ZONAL_…__` environment variables override it.
+    #[arg(short, long)]
+    pub config: std::path::PathBuf,
+}
+
 /// `run -c FILE`: loads the configuration and runs `program` on the shell's runtime until it
 /// returns (after SIGTERM or SIGINT, or a fatal error).
 pub fn run_command<C: ProgramConfig, F: Future<Output = anyhow::Result<()>>>(

@@ -2,10 +2,9 @@
 //! partition's zone, coordinated through etcd, exactly once. Commands: `run`, `check`, `status`,
 //! `offsets`.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use shell::ConfigFile;
 use zonal_transporter::commands::{offsets, parse_set, status};
 use zonal_transporter::config::TransporterConfig;
 use zonal_transporter::{app, worker};
@@ -20,31 +19,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a worker (and master candidate) until SIGTERM or SIGINT.
-    Run {
-        /// Configuration file (TOML); `ZONAL_TRANSPORTER__*` variables override it.
-        #[arg(short, long)]
-        config: PathBuf,
-    },
+    Run(ConfigFile),
     /// Validate a configuration and print the effective result.
-    Check {
-        /// Configuration file.
-        #[arg(short, long)]
-        config: PathBuf,
-    },
+    Check(ConfigFile),
     /// Read the fleet's state from etcd: master, workers by zone, assignment, owners.
     Status {
-        /// Configuration file (its etcd section is used).
-        #[arg(short, long)]
-        config: PathBuf,
+        /// Its etcd section is used.
+        #[command(flatten)]
+        file: ConfigFile,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show the committed offsets (next offset to read per partition), or set them.
     Offsets {
-        /// Configuration file (its etcd section is used).
-        #[arg(short, long)]
-        config: PathBuf,
+        /// Its etcd section is used.
+        #[command(flatten)]
+        file: ConfigFile,
         /// Set a partition's next offset, as `TOPIC/PARTITION=OFFSET` (repeatable).
         #[arg(long, value_name = "TOPIC/PARTITION=OFFSET")]
         set: Vec<String>,
@@ -64,8 +55,8 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { config } => shell::run_command(&config, app::run),
-        Command::Check { config } => shell::check_command(&config, |cfg: &TransporterConfig| {
+        Command::Run(file) => shell::run_command(&file.config, app::run),
+        Command::Check(file) => shell::check_command(&file.config, |cfg: &TransporterConfig| {
             // Build the consumer the way `run` does, so what librdkafka refuses as a whole fails
             // here too; and read the etcd TLS files `run` would read.
             let options = cfg.kafka.client_options()?;
@@ -78,10 +69,10 @@ fn real_main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        Command::Status { config, json } => shell::run_command(&config, |cfg| status(cfg, json)),
-        Command::Offsets { config, set, while_owned, json } => {
+        Command::Status { file, json } => shell::run_command(&file.config, |cfg| status(cfg, json)),
+        Command::Offsets { file, set, while_owned, json } => {
             let changes = set.iter().map(|s| parse_set(s)).collect::<anyhow::Result<Vec<_>>>()?;
-            shell::run_command(&config, |cfg| offsets(cfg, changes, while_owned, json))
+            shell::run_command(&file.config, |cfg| offsets(cfg, changes, while_owned, json))
         }
     }
 }
