@@ -31,6 +31,19 @@ use crate::partition::Routing;
 use crate::state::{AgentState, update_routing};
 use crate::stream::{StreamRunner, StreamShared};
 
+/// `check`: what `run` would refuse, refused now. Every stream's producer is built the way `run`
+/// builds it, so whatever librdkafka refuses as a whole (a missing certificate file, a mechanism
+/// without its settings) fails here too.
+pub fn check(config: &AgentConfig) -> anyhow::Result<()> {
+    let options = config.kafka.client_options()?;
+    for stream in &config.streams {
+        let cc = kafka::producer_config(config, stream, &options, None);
+        az_core::kafka_options::try_create::<rdkafka::producer::BaseProducer>(&cc, "producer", &options)
+            .with_context(|| format!("streams.{}", stream.name))?;
+    }
+    Ok(())
+}
+
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let zone = az_core::discover(&config.zone.discovery(), &Env::Process).await;

@@ -4,8 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shell::ConfigFile;
-use zonal_agent::config::AgentConfig;
-use zonal_agent::{app, kafka};
+use zonal_agent::app;
 
 #[derive(Parser)]
 #[command(name = "zonal-agent", version, about = "Zone-aware log shipping to Kafka")]
@@ -44,26 +43,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    shell::main("zonal-agent", real_main)
-}
-
-fn real_main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    shell::main("zonal-agent", || match Cli::parse().command {
         Command::Run(file) => shell::run_command(&file.config, app::run),
-        Command::Check(file) => shell::check_command(&file.config, |config: &AgentConfig| {
-            // Build every stream's producer the way `run` does, so whatever librdkafka refuses
-            // as a whole (a missing certificate file, a mechanism without its settings) fails
-            // here too.
-            let options = config.kafka.client_options()?;
-            for stream in &config.streams {
-                let cc = kafka::producer_config(config, stream, &options, None);
-                az_core::kafka_options::try_create::<rdkafka::producer::BaseProducer>(&cc, "producer", &options)
-                    .with_context(|| format!("streams.{}", stream.name))?;
-            }
-            Ok(())
-        }),
+        Command::Check(file) => shell::check_command(&file.config, app::check),
         Command::Inspect { bootstrap, topic, zone, ec2_endpoint, options, json } => shell::runtime()
             .context("starting the runtime")?
             .block_on(zonal_agent::inspect::inspect(bootstrap, topic, zone, ec2_endpoint, options, json)),
-    }
+    })
 }

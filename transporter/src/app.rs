@@ -29,6 +29,21 @@ use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::worker::{self, Worker};
 
+/// `check`: what `run` would refuse, refused now. The consumer is built the way `run` builds it,
+/// so what librdkafka refuses as a whole fails here too; and the etcd TLS files `run` would read
+/// are read.
+pub fn check(cfg: &TransporterConfig) -> anyhow::Result<()> {
+    let options = cfg.kafka.client_options()?;
+    let cc = worker::consumer_config(cfg, None, &options);
+    az_core::kafka_options::try_create::<rdkafka::consumer::BaseConsumer>(&cc, "consumer", &options)?;
+    if let Some(t) = &cfg.etcd.tls {
+        for f in [Some(&t.ca_file), t.cert_file.as_ref(), t.key_file.as_ref()].into_iter().flatten() {
+            std::fs::metadata(f).with_context(|| format!("etcd.tls: {}", f.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
     let zone = az_core::discover(&cfg.zone.discovery(), &Env::Process).await;

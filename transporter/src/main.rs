@@ -2,12 +2,22 @@
 //! partition's zone, coordinated through etcd, exactly once. Commands: `run`, `check`, `status`,
 //! `offsets`.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shell::ConfigFile;
+use zonal_transporter::app;
 use zonal_transporter::commands::{offsets, parse_set, status};
-use zonal_transporter::config::TransporterConfig;
-use zonal_transporter::{app, worker};
+
+fn main() -> std::process::ExitCode {
+    shell::main("zonal-transporter", || match Cli::parse().command {
+        Command::Run(file) => shell::run_command(&file.config, app::run),
+        Command::Check(file) => shell::check_command(&file.config, app::check),
+        Command::Status { file, json } => shell::run_command(&file.config, |cfg| status(cfg, json)),
+        Command::Offsets { file, set, while_owned, json } => {
+            let changes = set.iter().map(|s| parse_set(s)).collect::<anyhow::Result<Vec<_>>>()?;
+            shell::run_command(&file.config, |cfg| offsets(cfg, changes, while_owned, json))
+        }
+    })
+}
 
 #[derive(Parser)]
 #[command(name = "zonal-transporter", version, about = "Zone-aware Kafka-to-S3 fleet")]
@@ -47,32 +57,4 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn main() -> std::process::ExitCode {
-    shell::main("zonal-transporter", real_main)
-}
-
-fn real_main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Run(file) => shell::run_command(&file.config, app::run),
-        Command::Check(file) => shell::check_command(&file.config, |cfg: &TransporterConfig| {
-            // Build the consumer the way `run` does, so what librdkafka refuses as a whole fails
-            // here too; and read the etcd TLS files `run` would read.
-            let options = cfg.kafka.client_options()?;
-            let cc = worker::consumer_config(cfg, None, &options);
-            az_core::kafka_options::try_create::<rdkafka::consumer::BaseConsumer>(&cc, "consumer", &options)?;
-            if let Some(t) = &cfg.etcd.tls {
-                for f in [Some(&t.ca_file), t.cert_file.as_ref(), t.key_file.as_ref()].into_iter().flatten() {
-                    std::fs::metadata(f).with_context(|| format!("etcd.tls: {}", f.display()))?;
-                }
-            }
-            Ok(())
-        }),
-        Command::Status { file, json } => shell::run_command(&file.config, |cfg| status(cfg, json)),
-        Command::Offsets { file, set, while_owned, json } => {
-            let changes = set.iter().map(|s| parse_set(s)).collect::<anyhow::Result<Vec<_>>>()?;
-            shell::run_command(&file.config, |cfg| offsets(cfg, changes, while_owned, json))
-        }
-    }
 }
