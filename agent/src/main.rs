@@ -2,16 +2,9 @@
 //! leader is in the host's own zone. Commands: `run`, `check`, `inspect`.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use shell::ConfigFile;
 use zonal_agent::app;
-
-#[derive(Parser)]
-#[command(name = "zonal-agent", version, about = "Zone-aware log shipping to Kafka")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
 
 #[derive(Subcommand)]
 enum Command {
@@ -43,11 +36,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    shell::main("zonal-agent", || match Cli::parse().command {
-        Command::Run(file) => shell::run_command(&file.config, app::run),
-        Command::Check(file) => shell::check_command(&file.config, app::check),
-        Command::Inspect { bootstrap, topic, zone, ec2_endpoint, options, json } => shell::runtime()
-            .context("starting the runtime")?
-            .block_on(zonal_agent::inspect::inspect(bootstrap, topic, zone, ec2_endpoint, options, json)),
+    shell::main("zonal-agent", || {
+        match shell::parse_command::<Command>("zonal-agent", "Zone-aware log shipping to Kafka") {
+            Command::Run(file) => shell::run_command(&file.config, app::run),
+            Command::Check(file) => shell::check_command(&file.config, app::check),
+            Command::Inspect { bootstrap, topic, zone, ec2_endpoint, options, json } => shell::runtime()
+                .context("starting the runtime")?
+                .block_on(zonal_agent::inspect::inspect(bootstrap, topic, zone, ec2_endpoint, options, json)),
+        }
     })
 }

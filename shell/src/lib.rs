@@ -19,4 +19,4 @@ pub mod kafka;
 pub mod run;
 
 pub use config::ProgramConfig;
-pub use run::{ConfigFile, check_command, main, run_command, runtime, wait_for_signal};
+pub use run::{ConfigFile, check_command, main, parse_command, run_command, runtime, wait_for_signal};

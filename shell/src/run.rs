@@ -6,6 +6,18 @@ use anyhow::Context;
 
 use crate::config::ProgramConfig;
 
+/// Parses the command line into the program's commands `C`, with `name`, the version and `about`
+/// in `--help`; exits with clap's message on a bad command line.
+pub fn parse_command<C: clap::Subcommand + clap::FromArgMatches>(name: &'static str, about: &'static str) -> C {
+    let command = clap::Command::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(about)
+        .subcommand_required(true)
+        .arg_required_else_help(true);
+    let matches = C::augment_subcommands(command).get_matches();
+    C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// The `-c FILE` argument of every command that reads the configuration.
 #[derive(Debug, clap::Args)]
 pub struct ConfigFile {

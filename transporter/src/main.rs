@@ -2,28 +2,23 @@
 //! partition's zone, coordinated through etcd, exactly once. Commands: `run`, `check`, `status`,
 //! `offsets`.
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use shell::ConfigFile;
 use zonal_transporter::app;
 use zonal_transporter::commands::{offsets, parse_set, status};
 
 fn main() -> std::process::ExitCode {
-    shell::main("zonal-transporter", || match Cli::parse().command {
-        Command::Run(file) => shell::run_command(&file.config, app::run),
-        Command::Check(file) => shell::check_command(&file.config, app::check),
-        Command::Status { file, json } => shell::run_command(&file.config, |cfg| status(cfg, json)),
-        Command::Offsets { file, set, while_owned, json } => {
-            let changes = set.iter().map(|s| parse_set(s)).collect::<anyhow::Result<Vec<_>>>()?;
-            shell::run_command(&file.config, |cfg| offsets(cfg, changes, while_owned, json))
+    shell::main("zonal-transporter", || {
+        match shell::parse_command::<Command>("zonal-transporter", "Zone-aware Kafka-to-S3 fleet") {
+            Command::Run(file) => shell::run_command(&file.config, app::run),
+            Command::Check(file) => shell::check_command(&file.config, app::check),
+            Command::Status { file, json } => shell::run_command(&file.config, |cfg| status(cfg, json)),
+            Command::Offsets { file, set, while_owned, json } => {
+                let changes = set.iter().map(|s| parse_set(s)).collect::<anyhow::Result<Vec<_>>>()?;
+                shell::run_command(&file.config, |cfg| offsets(cfg, changes, while_owned, json))
+            }
         }
     })
-}
-
-#[derive(Parser)]
-#[command(name = "zonal-transporter", version, about = "Zone-aware Kafka-to-S3 fleet")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
 }
 
 #[derive(Subcommand)]
