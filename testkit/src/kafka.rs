@@ -236,6 +236,23 @@ impl KafkaCluster {
         self.bootstrap.clone()
     }
 
+    /// A `bootstrap.servers` string of only the brokers in `rack`, as advertised (the fronts of
+    /// a secured cluster): what a client in that zone should bootstrap through, so that its
+    /// metadata requests stay in its zone.
+    pub fn bootstrap_in(&self, rack: &str) -> Result<String> {
+        let md = self.admin.fetch_metadata(None, Duration::from_secs(10)).map_err(kafka_err("metadata"))?;
+        let addresses: Vec<String> = md
+            .brokers()
+            .iter()
+            .filter(|b| self.racks.get(&b.id()).is_some_and(|r| r == rack))
+            .map(|b| format!("{}:{}", b.host(), b.port()))
+            .collect();
+        if addresses.is_empty() {
+            return Err(TestkitError::Start { server: "kafka", reason: format!("no broker in rack {rack:?}") });
+        }
+        Ok(addresses.join(","))
+    }
+
     /// Broker id -> rack.
     pub fn broker_racks(&self) -> BTreeMap<i32, String> {
         self.racks.clone()

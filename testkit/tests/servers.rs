@@ -76,6 +76,13 @@ fn kafka_racks_and_broker_down_up() -> anyhow::Result<()> {
     for (p, leader) in &leaders {
         assert_eq!(kafka.rack_of(*leader), Some(if p % 2 == 0 { "a" } else { "b" }), "partition {p}");
     }
+    // A zone's bootstrap list: its brokers only, as the cluster advertises them.
+    let all: Vec<String> = kafka.bootstrap().split(',').map(str::to_owned).collect();
+    let in_a = kafka.bootstrap_in("a")?;
+    let in_a: Vec<&str> = in_a.split(',').collect();
+    assert_eq!(in_a.len(), 2, "{in_a:?}");
+    assert!(in_a.iter().all(|a| all.iter().any(|b| b == a)), "{in_a:?} not in {all:?}");
+    assert!(kafka.bootstrap_in("c").is_err());
     let addr = kafka.bootstrap().split(',').next().unwrap_or_default().to_owned();
     kafka.broker_down(1)?;
     wait_until("broker 1 to refuse connections", Duration::from_secs(10), || {
