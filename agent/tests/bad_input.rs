@@ -68,29 +68,10 @@ fn readme_documents_every_config_key() -> Res {
     assert!(out.status.success());
     let effective: toml::Table = toml::from_str(&String::from_utf8(out.stdout)?)?;
     let readme = std::fs::read_to_string(root.join("README.md"))?;
-    let section = readme
-        .split("### zonal-agent")
-        .nth(1)
-        .and_then(|s| s.split("### zonal-transporter").next())
-        .unwrap_or_default();
-    let mut keys = Vec::new();
-    for (k, v) in &effective {
-        match v {
-            toml::Value::Table(t) => keys.extend(t.keys().map(|c| format!("{k}.{c}"))),
-            toml::Value::Array(a) => {
-                for item in a {
-                    if let toml::Value::Table(t) = item {
-                        keys.extend(t.keys().map(|c| format!("{k}[].{c}")));
-                    }
-                }
-            }
-            _ => keys.push(k.clone()),
-        }
-    }
-    keys.sort();
-    keys.dedup();
+    let keys = testkit::readme::config_keys(&effective);
     assert!(keys.len() > 25, "{keys:?}");
-    let missing: Vec<&String> = keys.iter().filter(|k| !section.contains(&format!("`{k}`"))).collect();
+    let missing =
+        testkit::readme::undocumented_keys(&effective, &readme, "### zonal-agent", "### zonal-transporter", &|_| false);
     assert!(missing.is_empty(), "README's agent configuration reference lacks {missing:?}");
     Ok(())
 }
@@ -116,8 +97,9 @@ fn garbage_huge_lines_and_corrupt_checkpoints_do_not_stop_it() -> Res {
     append(&locked, ["secret".to_owned()])?;
     std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000))?;
 
-    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "garbage").imds(&world.metadata[0].endpoint());
-    spec.stream_extra = "max-message-bytes = 1000000".into();
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "garbage")
+        .imds(&world.metadata[0].endpoint())
+        .edit_stream(|s| s.max_message_bytes = 1_000_000);
     let agent = Agent::start(&spec)?;
 
     let log = tmp.path().join("logs/app.log");
@@ -205,8 +187,7 @@ fn a_topic_that_would_refuse_the_largest_record_is_named_at_start() -> Res {
         log.contains("streams[0].max-message-bytes") && log.contains("max.message.bytes 200000"),
         "the refusal does not name the field and the limit: {log}"
     );
-    let mut spec = spec;
-    spec.stream_extra = "max-message-bytes = 150000".into();
+    let spec = spec.edit_stream(|s| s.max_message_bytes = 150_000);
     let agent = Agent::start(&spec)?;
     let path = tmp.path().join("logs/app.log");
     append(&path, (0..50).map(|n| format!("big {n:03} {}", "y".repeat(300_000))))?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use testkit::{World, WorldSpec};
+use zonal_agent::config::Compression;
 
 fn world() -> Res<World> {
     Ok(World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?)
@@ -163,16 +164,14 @@ fn kafka_down_stops_reading_at_the_budget_and_resumes_without_loss() -> Res {
     world.kafka.create_topic("down", 3)?;
     let bootstrap = world.kafka.bootstrap();
     let tmp = tempfile::tempdir()?;
-    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "down").imds(&world.metadata[0].endpoint());
-    // The smallest budget the config allows, so the bound is reached quickly.
-    spec.stream_extra = "compression = \"none\"".into();
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "down")
+        .imds(&world.metadata[0].endpoint())
+        .edit_stream(|s| s.compression = Compression::None);
     let agent = Agent::start(&spec)?;
-    let config = std::fs::read_to_string(&agent.config)?;
+    let config = agent.config.clone();
     drop(agent);
-    std::fs::write(
-        tmp.path().join("agent.toml"),
-        config.replace("poll-interval-ms = 50", "poll-interval-ms = 50\nmax-in-flight-bytes = 65536"),
-    )?;
+    // The smallest budget the config allows, so the bound is reached quickly.
+    rewrite_config(&config, |c| c.max_in_flight_bytes = 65536)?;
     let mut agent = Agent::start_with_config(tmp.path())?;
 
     for b in world.kafka.broker_racks().keys() {
@@ -208,18 +207,20 @@ fn an_outage_longer_than_message_timeout_ends_with_every_line_delivered() -> Res
     world.kafka.create_topic("outage", 3)?;
     let bootstrap = world.kafka.bootstrap();
     let tmp = tempfile::tempdir()?;
-    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "outage").imds(&world.metadata[0].endpoint());
-    spec.stream_extra = "compression = \"none\"".into();
     // A small budget fills at once; records time out in librdkafka after 1.5 s and come back
     // for a retry while the budget is exhausted: the retry path must not wait for budget.
-    spec.top_extra = "max-in-flight-bytes = 65536\nstall-timeout-secs = 2".into();
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "outage")
+        .imds(&world.metadata[0].endpoint())
+        .edit_stream(|s| s.compression = Compression::None)
+        .edit(|c| {
+            c.max_in_flight_bytes = 65536;
+            c.stall_timeout_secs = 2;
+        });
     let mut agent = Agent::start(&spec)?;
-    let config = std::fs::read_to_string(&agent.config)?;
     agent.kill9()?;
-    std::fs::write(
-        &agent.config,
-        config.replace("[kafka.options]", "[kafka.options]\n\"message.timeout.ms\" = \"1500\""),
-    )?;
+    agent.rewrite_config(|c| {
+        c.kafka.options.insert("message.timeout.ms".to_owned(), "1500".to_owned());
+    })?;
     agent.restart()?;
     for b in world.kafka.broker_racks().keys() {
         world.kafka.broker_down(*b)?;
@@ -377,9 +378,8 @@ fn a_leader_move_during_steady_writing_sends_under_one_percent_across_zones() ->
     let mut agent =
         Agent::start(&AgentSpec::new(&bootstrap, tmp.path(), "follow").imds(&world.metadata[0].endpoint()))?;
     // The periodic refresh is out of the picture.
-    let config = std::fs::read_to_string(&agent.config)?;
     agent.kill9()?;
-    std::fs::write(&agent.config, config.replace("topology-refresh-secs = 1", "topology-refresh-secs = 3600"))?;
+    agent.rewrite_config(|c| c.kafka.topology_refresh_secs = 3600)?;
     agent.restart()?;
     let local = |a: &Agent| -> Option<Vec<i64>> {
         Some(a.status().ok()?["streams"][0]["local_partitions"].as_array()?.iter().filter_map(|v| v.as_i64()).collect())

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use testkit::{World, WorldSpec};
+use zonal_agent::config::Compression;
 
 const LINES: usize = 3000;
 
@@ -22,8 +23,9 @@ fn three_zones_rotations_no_loss_no_cross_zone() -> Res {
     for (i, server) in world.metadata.iter().enumerate() {
         let dir = tmp.path().join(format!("zone{i}"));
         // Uncompressed, so that the bytes counted on the wire compare with the bytes written.
-        let mut spec = AgentSpec::new(&bootstrap, &dir, "logs").imds(&server.endpoint());
-        spec.stream_extra = "compression = \"none\"".into();
+        let spec = AgentSpec::new(&bootstrap, &dir, "logs")
+            .imds(&server.endpoint())
+            .edit_stream(|s| s.compression = Compression::None);
         let agent = Agent::start(&spec)?;
         agents.push((dir, agent));
     }

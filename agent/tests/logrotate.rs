@@ -175,8 +175,10 @@ fn create_rotation_with_kills_before_after_and_during_writer_reopen_loses_nothin
     world.kafka.create_topic("rot", 6)?;
     let bootstrap = world.kafka.bootstrap();
     let tmp = tempfile::tempdir()?;
-    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "rot").imds(&world.metadata[0].endpoint());
-    spec.top_extra = format!("rotate-wait-ms = 3000\nmax-in-flight-bytes = {IN_FLIGHT}");
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "rot").imds(&world.metadata[0].endpoint()).edit(|c| {
+        c.rotate_wait_ms = 3000;
+        c.max_in_flight_bytes = IN_FLIGHT as u64;
+    });
     std::fs::create_dir_all(tmp.path().join("logs"))?;
     let writer = Writer::start(tmp.path().join("logs/app.log"), "create");
     let mut agent = Agent::start(&spec)?;
@@ -240,8 +242,10 @@ fn copytruncate_with_kills_loses_nothing() -> Res {
     world.kafka.create_topic("ct", 6)?;
     let bootstrap = world.kafka.bootstrap();
     let tmp = tempfile::tempdir()?;
-    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "ct").imds(&world.metadata[0].endpoint());
-    spec.top_extra = format!("rotate-wait-ms = 2000\nmax-in-flight-bytes = {IN_FLIGHT}");
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "ct").imds(&world.metadata[0].endpoint()).edit(|c| {
+        c.rotate_wait_ms = 2000;
+        c.max_in_flight_bytes = IN_FLIGHT as u64;
+    });
     std::fs::create_dir_all(tmp.path().join("logs"))?;
     let writer = Writer::start(tmp.path().join("logs/app.log"), "ct");
     let mut agent = Agent::start(&spec)?;

@@ -9,6 +9,7 @@ use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use testkit::{World, WorldSpec};
+use zonal_agent::config::{KeyConfig, Partitioning};
 
 fn world() -> Res<World> {
     Ok(World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?)
@@ -21,8 +22,10 @@ fn keyed_lines_land_where_java_murmur2_puts_them() -> Res {
     world.kafka.create_topic("reference", 12)?;
     let bootstrap = world.kafka.bootstrap();
     let tmp = tempfile::tempdir()?;
-    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "keyed").imds(&world.metadata[0].endpoint());
-    spec.stream_extra = "partitioning = \"keyed\"\nkey = { regex = 'user=(\\w+)' }".into();
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "keyed").imds(&world.metadata[0].endpoint()).edit_stream(|s| {
+        s.partitioning = Partitioning::Keyed;
+        s.key = Some(KeyConfig::Regex(r"user=(\w+)".to_owned()));
+    });
     let agent = Agent::start(&spec)?;
     let log = tmp.path().join("logs/app.log");
     let users: Vec<String> = (0..200).map(|u| format!("u{u}")).collect();
@@ -138,8 +141,9 @@ fn a_zone_found_later_switches_routing_without_a_restart() -> Res {
     let tmp = tempfile::tempdir()?;
     // The metadata service does not answer at start (IMDS hop limit, a slow boot).
     world.metadata[0].set_silent(true);
-    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "late").imds(&world.metadata[0].endpoint());
-    spec.zone.push_str("\nretry-secs = 1");
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "late")
+        .imds(&world.metadata[0].endpoint())
+        .edit(|c| c.zone.retry_secs = 1);
     let agent = Agent::start(&spec)?;
     assert_eq!(agent.status()?["streams"][0]["fallback_reason"], "unknown-zone");
     world.metadata[0].set_silent(false);

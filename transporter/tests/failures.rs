@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use zonal_transporter::config::Compression;
 
 #[test]
 fn zone_without_workers_and_partition_without_rack_are_assigned_elsewhere_and_counted() -> Res {
@@ -161,12 +162,8 @@ fn s3_at_a_few_hundred_kb_per_second_still_gets_every_record_once() -> Res {
     let rack = world.kafka.rack_of(leader).unwrap_or_default().to_owned();
     let zone = world.kafka.zones().iter().position(|z| *z == rack).ok_or_else(|| anyhow::anyhow!("leader rack"))?;
     // Uncompressed objects of ~630 KB: over 3 s each at this rate, past a 3 s lease.
-    let spec = FleetSpec {
-        max_age_ms: 60_000,
-        max_records: 3000,
-        env: vec![("ZONAL_TRANSPORTER__S3__COMPRESSION".into(), "none".into())],
-        ..FleetSpec::default()
-    };
+    let spec = FleetSpec { max_age_ms: 60_000, max_records: 3000, ..FleetSpec::default() }
+        .edit(|c| c.s3.compression = Compression::None);
     let tmp = tempfile::tempdir()?;
     let worker = Worker::start(&world, tmp.path(), "slow", Some(zone), &spec)?;
     wait_converged(&[&worker], 1, 1)?;
@@ -237,21 +234,16 @@ fn readme_documents_every_config_key() -> Res {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let effective: toml::Table = toml::from_str(&String::from_utf8(out.stdout)?)?;
     let readme = std::fs::read_to_string(root.join("README.md"))?;
-    let section =
-        readme.split("### zonal-transporter").nth(1).and_then(|s| s.split("## Development").next()).unwrap_or_default();
-    let mut missing = Vec::new();
-    let mut count = 0;
-    for (k, v) in &effective {
-        let toml::Value::Table(t) = v else { continue };
-        for c in t.keys() {
-            count += 1;
-            let key = format!("{k}.{c}");
-            // Zone settings are shared with the agent and documented there.
-            if k != "zone" && !section.contains(&format!("`{key}`")) {
-                missing.push(key);
-            }
-        }
-    }
+    let count = testkit::readme::config_keys(&effective).len();
+    // Zone settings are shared with the agent and documented there.
+    let documented_by_the_agent = |key: &str| key.starts_with("zone.");
+    let missing = testkit::readme::undocumented_keys(
+        &effective,
+        &readme,
+        "### zonal-transporter",
+        "## Development",
+        &documented_by_the_agent,
+    );
     assert!(count > 30, "{count} keys");
     assert!(missing.is_empty(), "README's transporter configuration reference lacks {missing:?}");
     Ok(())
@@ -489,10 +481,7 @@ fn follower_fetching_writes_client_rack_as_the_brokers_racks_are_written() -> Re
     let world = world()?;
     world.kafka.create_topic("logs", 6)?;
     let tmp = tempfile::tempdir()?;
-    let spec = FleetSpec {
-        env: vec![("ZONAL_TRANSPORTER__KAFKA__FOLLOWER_FETCHING".into(), "true".into())],
-        ..FleetSpec::default()
-    };
+    let spec = FleetSpec::default().edit(|c| c.kafka.follower_fetching = true);
     let w = Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?;
     produce(&world, "logs", 6, 50, "a")?;
     wait_exactly_once(&world, 300, &[&w])?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::{BUCKET, FleetSpec, Res, Worker};
 use testkit::process::{Process, ProcessSpec};
 use testkit::{Security, World, WorldSpec};
+use zonal_agent::config::{AgentConfig, Compression, StreamConfig};
 
 const PASSWORD: &str = "Zonal-SCRAM-pw-93f1";
 
@@ -40,40 +41,35 @@ fn options_with(world: &World, secret: &str, indirection: (&str, &str)) -> Vec<(
     out
 }
 
-fn toml_options(options: &[(String, String)]) -> String {
-    options.iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect()
-}
-
+/// The agent's configuration: one stream of zstd batches into `logs`, the zone from the first
+/// zone's metadata server, the given Kafka options. `StreamConfig` has no `Default`, so serde
+/// fills its optional fields in from a table of the required ones.
 fn write_agent_config(world: &World, dir: &Path, options: &[(String, String)], port: u16) -> Res<PathBuf> {
     std::fs::create_dir_all(dir.join("logs"))?;
-    let text = format!(
-        r#"checkpoint-dir = "{dir}/checkpoints"
-poll-interval-ms = 50
-checkpoint-interval-ms = 100
-[http]
-listen = "127.0.0.1:{port}"
-[kafka]
-bootstrap-servers = "{bootstrap}"
-[kafka.options]
-{options}
-[zone]
-providers = ["ec2"]
-ec2-endpoint = "{imds}"
-[[streams]]
-name = "app"
-paths = ["{dir}/logs/*.log"]
-topic = "logs"
-compression = "zstd"
-batch-lines = 100
-linger-ms = 5
-"#,
-        dir = dir.display(),
-        bootstrap = world.kafka.bootstrap(),
-        options = toml_options(options),
-        imds = world.metadata[0].endpoint(),
-    );
+    let defaults: StreamConfig = toml::toml! { name = "" paths = [] topic = "" }.try_into()?;
+    let stream = StreamConfig {
+        name: "app".to_owned(),
+        paths: vec![format!("{}/logs/*.log", dir.display())],
+        topic: "logs".to_owned(),
+        compression: Compression::Zstd,
+        batch_lines: 100,
+        linger_ms: 5,
+        ..defaults
+    };
+    let mut config = AgentConfig {
+        checkpoint_dir: dir.join("checkpoints"),
+        poll_interval_ms: 50,
+        checkpoint_interval_ms: 100,
+        streams: vec![stream],
+        ..AgentConfig::default()
+    };
+    config.http.listen = ([127, 0, 0, 1], port).into();
+    config.kafka.bootstrap_servers = world.kafka.bootstrap();
+    config.kafka.options = options.iter().cloned().collect();
+    config.zone.providers = vec![az_core::Provider::Ec2];
+    config.zone.ec2_endpoint = Some(world.metadata[0].endpoint());
     let path = dir.join("agent.toml");
-    std::fs::write(&path, text)?;
+    std::fs::write(&path, toml::to_string(&config)?)?;
     Ok(path)
 }
 

@@ -3,17 +3,26 @@
 //! [`Node`]. Shared by `cargo xtask demo` and `cargo xtask chaos`.
 //!
 //! ```text
-//!  FleetSpec ──transporter(zone, k)──> t<zone>-<k>.toml ──> Process(zonal-transporter run -c …) ──> Node
-//!            └─agent(zone)───────────> agent<zone>/agent.toml ──> Process(zonal-agent run -c …) ──> Node
+//!  FleetSpec ─transporter(zone, k)─> TransporterConfig ─toml─> t<zone>-<k>/transporter.toml ─> Process ─> Node
+//!            └agent(zone)──────────> AgentConfig ───────toml─> agent<zone>/agent.toml ───────> Process ─> Node
+//!  Process: zonal-transporter or zonal-agent run -c <that file>, with S3 credentials and no ambient zone
 //!  Node: get(/path), metric(name, labels), ready(), the process (stop, kill -9, SIGSTOP, restart)
 //! ```
+//!
+//! The configurations are the programs' own typed structs, serialized: a renamed field breaks
+//! the build of xtask instead of the demo or the chaos run at run time.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use az_core::zone::ZoneSettings;
+use serde::Serialize;
 use testkit::World;
 use testkit::process::{Process, ProcessSpec};
+use zonal_agent::config::{AgentConfig, Partitioning, StreamConfig};
+use zonal_transporter::config::TransporterConfig;
 
 /// The S3 bucket pipelines write to.
 pub const BUCKET: &str = "zonal-demo";
@@ -82,26 +91,32 @@ pub struct FleetSpec<'a> {
     pub max_age_ms: u64,
     /// Lines per batch in the agents.
     pub batch_lines: usize,
-    /// Extra top-level agent settings (TOML lines).
+    /// Extra top-level agent settings (TOML lines), laid over the typed configuration.
     pub agent_extra: String,
     /// Object format: `lines` or `json` (with partition and offset per record).
     pub format: &'a str,
-    /// librdkafka options every program gets (`[kafka.options]`).
+    /// librdkafka options every program gets (`kafka.options`).
     pub kafka_options: &'a [(&'a str, &'a str)],
 }
 
 impl FleetSpec<'_> {
-    /// The `[kafka.options]` lines: statistics twice a second, then the spec's own.
-    fn options(&self) -> String {
-        let mut text = "\"statistics.interval.ms\" = \"500\"\n".to_owned();
-        for (k, v) in self.kafka_options {
-            text.push_str(&format!("\"{k}\" = \"{v}\"\n"));
-        }
-        text
+    /// The `kafka.options` of every program: statistics twice a second, then the spec's own.
+    fn options(&self) -> BTreeMap<String, String> {
+        let mut options = BTreeMap::from([("statistics.interval.ms".to_owned(), "500".to_owned())]);
+        options.extend(self.kafka_options.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        options
     }
-}
 
-impl FleetSpec<'_> {
+    /// Zone discovery from the fake EC2 metadata service of `zone`.
+    fn zone(&self, zone: usize) -> anyhow::Result<ZoneSettings> {
+        let imds = self.world.metadata.get(zone).context("no metadata server for the zone")?;
+        Ok(ZoneSettings {
+            providers: vec![az_core::Provider::Ec2],
+            ec2_endpoint: Some(imds.endpoint()),
+            ..ZoneSettings::default()
+        })
+    }
+
     /// Environment every program gets: S3 credentials, and no ambient AWS files or zone.
     fn command(&self, bin: &str, config: &Path, log: PathBuf) -> anyhow::Result<ProcessSpec> {
         let s3 = self.world.s3.as_ref().context("the world has no S3 server")?;
@@ -115,71 +130,107 @@ impl FleetSpec<'_> {
             .env_remove("ZONAL_ZONE"))
     }
 
-    /// Writes `config` and starts `bin` with it.
-    fn launch(&self, bin: &str, config: &Path, text: &str, log: PathBuf) -> anyhow::Result<Process> {
-        std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
-        Ok(Process::start(self.command(bin, config, log)?)?)
+    /// Writes `config` as TOML and starts `bin` with it.
+    fn launch(&self, bin: &str, path: &Path, config: &impl Serialize, log: PathBuf) -> anyhow::Result<Process> {
+        let text = toml::to_string(config).with_context(|| format!("rendering {}", path.display()))?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(Process::start(self.command(bin, path, log)?)?)
+    }
+
+    /// The brokers a client in `zone` bootstraps through: its zone's own, as a deployment
+    /// should list them, so that metadata requests stay in the zone.
+    fn bootstrap(&self, zone: usize) -> anyhow::Result<String> {
+        let rack = self.world.kafka.zones().get(zone).with_context(|| format!("no zone {zone}"))?;
+        Ok(self.world.kafka.bootstrap_in(rack)?)
+    }
+
+    /// The configuration of transporter worker `id` of `zone`, buffering in `buffers`.
+    fn transporter_config(
+        &self,
+        zone: usize,
+        id: &str,
+        buffers: PathBuf,
+        port: u16,
+    ) -> anyhow::Result<TransporterConfig> {
+        let etcd = self.world.etcd.as_ref().context("the world has no etcd")?;
+        let s3 = self.world.s3.as_ref().context("the world has no S3 server")?;
+        let mut c = TransporterConfig { zone: self.zone(zone)?, ..TransporterConfig::default() };
+        c.kafka.bootstrap_servers = self.bootstrap(zone)?;
+        c.kafka.topics = vec![self.topic.to_owned()];
+        c.kafka.topology_refresh_secs = 2;
+        c.kafka.options = self.options();
+        c.etcd.endpoints = vec![etcd.endpoint()];
+        c.etcd.cluster = self.name.to_owned();
+        c.etcd.lease_ttl_secs = self.lease_ttl_secs.try_into().context("lease TTL")?;
+        c.worker.id = Some(id.to_owned());
+        c.worker.buffer_dir = buffers;
+        c.s3.bucket = BUCKET.to_owned();
+        c.s3.prefix = self.name.to_owned();
+        c.s3.endpoint = Some(s3.endpoint());
+        c.s3.path_style = true;
+        // The format is named as the configuration spells it, so serde reads it as the file would.
+        c.s3.format = toml::Value::from(self.format).try_into().with_context(|| format!("format {:?}", self.format))?;
+        c.roll.max_age_ms = self.max_age_ms;
+        c.assignment.zone_aware = self.zone_aware;
+        c.http.listen = ([127, 0, 0, 1], port).into();
+        Ok(c)
     }
 
     /// Starts transporter worker `k` of `zone`, working in `dir/t<zone>-<k>`.
     pub fn transporter(&self, zone: usize, k: usize, dir: &Path) -> anyhow::Result<Node> {
-        let (world, name, topic) = (self.world, self.name, self.topic);
-        let etcd = world.etcd.as_ref().context("the world has no etcd")?;
-        let s3 = world.s3.as_ref().context("the world has no S3 server")?;
-        let imds = world.metadata.get(zone).context("no metadata server for the zone")?;
         let id = format!("t{zone}-{k}");
         let wdir = dir.join(&id);
         std::fs::create_dir_all(wdir.join("buffers")).with_context(|| format!("creating {}", wdir.display()))?;
-        let port = testkit::net::free_port()?;
-        let config = wdir.join("transporter.toml");
-        let text = format!(
-            "[kafka]\nbootstrap-servers = \"{b}\"\ntopics = [\"{topic}\"]\ntopology-refresh-secs = 2\n\
-             [kafka.options]\n{options}\
-             [etcd]\nendpoints = [\"{e}\"]\ncluster = \"{name}\"\nlease-ttl-secs = {ttl}\n\
-             [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{imds}\"\n\
-             [worker]\nid = \"{id}\"\nbuffer-dir = \"{buffers}\"\n\
-             [s3]\nbucket = \"{BUCKET}\"\nprefix = \"{name}\"\nendpoint = \"{s}\"\npath-style = true\nformat = \"{format}\"\n\
-             [roll]\nmax-age-ms = {age}\n[assignment]\nzone-aware = {aware}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            b = world.kafka.bootstrap(),
-            e = etcd.endpoint(),
-            ttl = self.lease_ttl_secs,
-            imds = imds.endpoint(),
-            buffers = wdir.join("buffers").display(),
-            s = s3.endpoint(),
-            age = self.max_age_ms,
-            aware = self.zone_aware,
-            format = self.format,
-            options = self.options(),
-        );
-        let process = self.launch("zonal-transporter", &config, &text, wdir.join("transporter.log"))?;
-        Ok(Node { name: id, zone, http: format!("127.0.0.1:{port}"), dir: wdir, process })
+        let config = self.transporter_config(zone, &id, wdir.join("buffers"), testkit::net::free_port()?)?;
+        let process =
+            self.launch("zonal-transporter", &wdir.join("transporter.toml"), &config, wdir.join("transporter.log"))?;
+        Ok(Node { name: id, zone, http: config.http.listen.to_string(), dir: wdir, process })
+    }
+
+    /// The configuration of the agent of `zone` working in `adir`: one stream of `adir/logs/*.log`,
+    /// then `agent_extra`'s settings on top.
+    fn agent_config(&self, zone: usize, adir: &Path, port: u16) -> anyhow::Result<AgentConfig> {
+        // `StreamConfig` has no `Default`: serde fills the optional fields in from a table of the
+        // required ones, and the struct literal below names those, so a rename breaks the build.
+        let defaults: StreamConfig = toml::toml! { name = "" paths = [] topic = "" }.try_into()?;
+        let stream = StreamConfig {
+            name: "app".to_owned(),
+            paths: vec![format!("{}/logs/*.log", adir.display())],
+            topic: self.topic.to_owned(),
+            partitioning: if self.zone_aware { Partitioning::ZoneAware } else { Partitioning::Random },
+            batch_lines: self.batch_lines,
+            ..defaults
+        };
+        let mut c = AgentConfig {
+            checkpoint_dir: adir.join("ckpt"),
+            poll_interval_ms: 100,
+            zone: self.zone(zone)?,
+            streams: vec![stream],
+            ..AgentConfig::default()
+        };
+        c.http.listen = ([127, 0, 0, 1], port).into();
+        c.kafka.bootstrap_servers = self.bootstrap(zone)?;
+        c.kafka.topology_refresh_secs = 2;
+        c.kafka.options = self.options();
+        if self.agent_extra.trim().is_empty() {
+            return Ok(c);
+        }
+        // The extra settings are TOML of the top level: laid over the typed configuration and
+        // read back, so that a key the agent does not have is refused here, not by the agent.
+        let extra: toml::Table = toml::from_str(&self.agent_extra).context("agent_extra")?;
+        let mut table = toml::Table::try_from(&c)?;
+        table.extend(extra);
+        table.try_into().context("agent_extra")
     }
 
     /// Starts the agent of `zone`, tailing `dir/agent<zone>/logs/*.log`.
     pub fn agent(&self, zone: usize, dir: &Path) -> anyhow::Result<Node> {
-        let world = self.world;
-        let imds = world.metadata.get(zone).context("no metadata server for the zone")?;
         let name = format!("agent{zone}");
         let adir = dir.join(&name);
         std::fs::create_dir_all(adir.join("logs")).with_context(|| format!("creating {}", adir.display()))?;
-        let port = testkit::net::free_port()?;
-        let config = adir.join("agent.toml");
-        let text = format!(
-            "checkpoint-dir = \"{d}/ckpt\"\npoll-interval-ms = 100\n{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
-             [kafka]\nbootstrap-servers = \"{b}\"\ntopology-refresh-secs = 2\n[kafka.options]\n{options}\
-             [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{imds}\"\n\
-             [[streams]]\nname = \"app\"\npaths = [\"{d}/logs/*.log\"]\ntopic = \"{topic}\"\npartitioning = \"{p}\"\nbatch-lines = {lines}\n",
-            d = adir.display(),
-            extra = self.agent_extra,
-            b = world.kafka.bootstrap(),
-            imds = imds.endpoint(),
-            topic = self.topic,
-            p = if self.zone_aware { "zone-aware" } else { "random" },
-            lines = self.batch_lines,
-            options = self.options(),
-        );
-        let process = self.launch("zonal-agent", &config, &text, adir.join("agent.log"))?;
-        Ok(Node { name, zone, http: format!("127.0.0.1:{port}"), dir: adir, process })
+        let config = self.agent_config(zone, &adir, testkit::net::free_port()?)?;
+        let process = self.launch("zonal-agent", &adir.join("agent.toml"), &config, adir.join("agent.log"))?;
+        Ok(Node { name, zone, http: config.http.listen.to_string(), dir: adir, process })
     }
 }
 

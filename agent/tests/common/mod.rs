@@ -1,5 +1,10 @@
 //! Shared helpers of the agent's integration tests: run the real `zonal-agent` binary against
 //! the testkit world, write logs, read Kafka back.
+//!
+//! A test describes its agent with an [`AgentSpec`], whose `config` is the typed
+//! [`AgentConfig`] the binary reads: a test changes a field with [`AgentSpec::edit`] or
+//! [`AgentSpec::edit_stream`], or, for an agent already written to disk, with
+//! [`Agent::rewrite_config`]. A renamed field then breaks the build, not a test at run time.
 
 #![allow(dead_code)]
 
@@ -11,6 +16,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use zonal_agent::config::{AgentConfig, StreamConfig};
 
 pub type Res<T = ()> = anyhow::Result<T>;
 
@@ -32,37 +38,82 @@ fn command(config: &Path, log: &Path) -> ProcessSpec {
         .env_remove("ZONAL_ZONE")
 }
 
-/// Settings of one agent in a test.
+/// Settings of one agent in a test: where it works and the configuration it is started with.
+/// The HTTP port is chosen when the agent is launched, so that a spec launched twice never
+/// reuses a port another process may have taken since.
 pub struct AgentSpec {
-    pub bootstrap: String,
     pub dir: PathBuf,
-    pub glob: String,
-    pub topic: String,
-    /// Extra TOML inside the `[zone]` table.
-    pub zone: String,
-    /// Extra TOML inside the stream table.
-    pub stream_extra: String,
-    /// Extra top-level TOML (before any table).
-    pub top_extra: String,
+    /// The configuration written to `dir/agent.toml`, apart from `http.listen`.
+    pub config: AgentConfig,
+}
+
+/// A stream with every optional field at the agent's own default. `StreamConfig` has no
+/// `Default`, so serde fills the optional fields in from a table of the required ones; the struct
+/// literal then names the required fields, so that renaming one of them breaks the build.
+pub fn stream(name: &str, glob: &str, topic: &str) -> StreamConfig {
+    let required = toml::toml! { name = "" paths = [] topic = "" };
+    let defaults: StreamConfig = required.try_into().expect("a stream needs only a name, paths and a topic");
+    StreamConfig { name: name.to_owned(), paths: vec![glob.to_owned()], topic: topic.to_owned(), ..defaults }
 }
 
 impl AgentSpec {
+    /// An agent tailing `dir/logs/*.log` into `topic`, polling and checkpointing often and
+    /// refreshing the topology every second, with no zone provider (so the zone is unknown).
     pub fn new(bootstrap: &str, dir: &Path, topic: &str) -> AgentSpec {
-        AgentSpec {
-            bootstrap: bootstrap.to_owned(),
-            dir: dir.to_owned(),
-            glob: format!("{}/logs/*.log", dir.display()),
-            topic: topic.to_owned(),
-            zone: "providers = []".to_owned(),
-            stream_extra: String::new(),
-            top_extra: String::new(),
-        }
+        let mut config = AgentConfig {
+            checkpoint_dir: dir.join("checkpoints"),
+            poll_interval_ms: 50,
+            checkpoint_interval_ms: 100,
+            streams: vec![StreamConfig {
+                batch_lines: 50,
+                linger_ms: 5,
+                ..stream("app", &format!("{}/logs/*.log", dir.display()), topic)
+            }],
+            ..AgentConfig::default()
+        };
+        config.kafka.bootstrap_servers = bootstrap.to_owned();
+        config.kafka.topology_refresh_secs = 1;
+        config.kafka.options.insert("statistics.interval.ms".to_owned(), "200".to_owned());
+        config.zone.providers = Vec::new();
+        AgentSpec { dir: dir.to_owned(), config }
     }
 
-    pub fn imds(mut self, endpoint: &str) -> AgentSpec {
-        self.zone = format!("providers = [\"ec2\"]\nec2-endpoint = \"{endpoint}\"");
+    /// The zone comes from the fake EC2 instance metadata service at `endpoint`.
+    pub fn imds(self, endpoint: &str) -> AgentSpec {
+        self.edit(|c| {
+            c.zone.providers = vec![az_core::Provider::Ec2];
+            c.zone.ec2_endpoint = Some(endpoint.to_owned());
+        })
+    }
+
+    /// Changes the configuration: `spec.edit(|c| c.max_in_flight_bytes = 65536)`.
+    pub fn edit(mut self, edit: impl FnOnce(&mut AgentConfig)) -> AgentSpec {
+        edit(&mut self.config);
         self
     }
+
+    /// Changes the one stream: `spec.edit_stream(|s| s.compression = Compression::None)`.
+    pub fn edit_stream(self, edit: impl FnOnce(&mut StreamConfig)) -> AgentSpec {
+        self.edit(|c| {
+            if let Some(stream) = c.streams.first_mut() {
+                edit(stream);
+            }
+        })
+    }
+}
+
+/// Writes a configuration where the agent reads it.
+fn write_config(path: &Path, config: &AgentConfig) -> Res {
+    std::fs::write(path, toml::to_string(config)?)?;
+    Ok(())
+}
+
+/// Reads the configuration at `path`, changes it with `edit` and writes it back; the next start
+/// of an agent on it runs with the change.
+pub fn rewrite_config(path: &Path, edit: impl FnOnce(&mut AgentConfig)) -> Res {
+    let mut config: AgentConfig = toml::from_str(&std::fs::read_to_string(path)?)?;
+    edit(&mut config);
+    write_config(path, &config)
 }
 
 impl Agent {
@@ -76,60 +127,31 @@ impl Agent {
     /// Writes the config and starts the agent without waiting for it to be ready (it may exit).
     pub fn launch(spec: &AgentSpec) -> Res<Agent> {
         std::fs::create_dir_all(spec.dir.join("logs"))?;
-        let port = free_port()?;
-        let config = spec.dir.join("agent.toml");
-        let text = format!(
-            r#"checkpoint-dir = "{dir}/checkpoints"
-poll-interval-ms = 50
-checkpoint-interval-ms = 100
-{top}
-[http]
-listen = "127.0.0.1:{port}"
-[kafka]
-bootstrap-servers = "{bootstrap}"
-topology-refresh-secs = 1
-[kafka.options]
-"statistics.interval.ms" = "200"
-[zone]
-{zone}
-[[streams]]
-name = "app"
-paths = ["{glob}"]
-topic = "{topic}"
-batch-lines = 50
-linger-ms = 5
-{extra}
-"#,
-            dir = spec.dir.display(),
-            bootstrap = spec.bootstrap,
-            zone = spec.zone,
-            glob = spec.glob,
-            topic = spec.topic,
-            extra = spec.stream_extra,
-            top = spec.top_extra,
-        );
-        std::fs::write(&config, text)?;
+        let mut config = spec.config.clone();
+        config.http.listen = ([127, 0, 0, 1], free_port()?).into();
+        let path = spec.dir.join("agent.toml");
+        write_config(&path, &config)?;
         let log = spec.dir.join("agent.log");
-        let process = Process::start(command(&config, &log))?;
-        Ok(Agent { process, http: format!("http://127.0.0.1:{port}"), config, log })
+        let process = Process::start(command(&path, &log))?;
+        Ok(Agent { process, http: format!("http://{}", config.http.listen), config: path, log })
     }
 
     /// Starts an agent from an `agent.toml` already in `dir` (written by [`Agent::start`] and
-    /// edited by the test).
+    /// changed by the test with [`rewrite_config`]).
     pub fn start_with_config(dir: &Path) -> Res<Agent> {
-        let config = dir.join("agent.toml");
-        let text = std::fs::read_to_string(&config)?;
-        let listen = text
-            .lines()
-            .find_map(|l| l.strip_prefix("listen = \""))
-            .and_then(|l| l.strip_suffix('"'))
-            .ok_or_else(|| anyhow::anyhow!("no listen address in {}", config.display()))?
-            .to_owned();
+        let path = dir.join("agent.toml");
+        let config: AgentConfig = toml::from_str(&std::fs::read_to_string(&path)?)?;
         let log = dir.join("agent.log");
-        let process = Process::start(command(&config, &log))?;
-        let agent = Agent { process, http: format!("http://{listen}"), config, log };
+        let process = Process::start(command(&path, &log))?;
+        let agent = Agent { process, http: format!("http://{}", config.http.listen), config: path, log };
         agent.wait_ready()?;
         Ok(agent)
+    }
+
+    /// Changes the configuration file of this agent; a stopped or killed agent picks the change
+    /// up at its next [`Agent::restart`].
+    pub fn rewrite_config(&self, edit: impl FnOnce(&mut AgentConfig)) -> Res {
+        rewrite_config(&self.config, edit)
     }
 
     /// Waits for the agent to exit by itself; returns its exit code.
@@ -236,10 +258,10 @@ pub fn append(path: &Path, lines: impl IntoIterator<Item = String>) -> Res {
     Ok(())
 }
 
-/// Every record of a topic: (partition, key, payload), read from the beginning.
 /// One Kafka record as the tests see it: (partition, key, payload).
 pub type Record = (i32, Option<Vec<u8>>, Vec<u8>);
 
+/// Every record of a topic: (partition, key, payload), read from the beginning.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Res<Vec<Record>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

@@ -1,17 +1,23 @@
 //! Shared helpers of the transporter's integration tests: a fleet of real `zonal-transporter`
 //! processes against the testkit world (mock Kafka with racks, real etcd, embedded S3), a
 //! producer, and an exactly-once check that reads S3 back.
+//!
+//! A worker's configuration is the typed [`TransporterConfig`] the binary reads, built from the
+//! [`FleetSpec`] and serialized; a test changes a field the spec does not name with
+//! [`FleetSpec::edit`], so that a renamed field breaks the build, not a test at run time.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use testkit::net::free_port;
 use testkit::process::{Process, ProcessSpec};
 use testkit::{World, WorldSpec};
+use zonal_transporter::config::{Format, TransporterConfig};
 
 pub type Res<T = ()> = anyhow::Result<T>;
 
@@ -35,6 +41,10 @@ pub struct Worker {
     pub log: PathBuf,
 }
 
+/// A change to a worker's configuration beyond the fields of [`FleetSpec`]; shared, so that a
+/// spec stays `Clone` and every worker of a fleet gets the same change.
+pub type ConfigEdit = Arc<dyn Fn(&mut TransporterConfig) + Send + Sync>;
+
 /// Fleet settings.
 #[derive(Clone)]
 pub struct FleetSpec {
@@ -43,10 +53,11 @@ pub struct FleetSpec {
     pub lease_ttl_secs: u64,
     pub max_age_ms: u64,
     pub max_records: u64,
-    pub extra: String,
+    /// Changes applied last to every worker's configuration, in order (see [`FleetSpec::edit`]).
+    pub edits: Vec<ConfigEdit>,
     /// `kafka.topic-pattern`, when set.
     pub topic_pattern: Option<String>,
-    /// More `[kafka.options]` entries (TLS, SASL).
+    /// More `kafka.options` entries (TLS, SASL).
     pub kafka_options: Vec<(String, String)>,
     /// More environment variables of the worker process.
     pub env: Vec<(String, String)>,
@@ -60,7 +71,7 @@ impl Default for FleetSpec {
             lease_ttl_secs: 3,
             max_age_ms: 400,
             max_records: 300,
-            extra: String::new(),
+            edits: Vec::new(),
             topic_pattern: None,
             kafka_options: Vec::new(),
             env: Vec::new(),
@@ -68,90 +79,97 @@ impl Default for FleetSpec {
     }
 }
 
-impl Worker {
-    /// Starts worker `id` in `zone` (index into the world's zones; `None`: unknown zone).
-    pub fn start(world: &World, dir: &std::path::Path, id: &str, zone: Option<usize>, spec: &FleetSpec) -> Res<Worker> {
+impl FleetSpec {
+    /// Adds a change to every worker's configuration:
+    /// `FleetSpec::default().edit(|c| c.s3.compression = Compression::None)`.
+    pub fn edit(mut self, edit: impl Fn(&mut TransporterConfig) + Send + Sync + 'static) -> FleetSpec {
+        self.edits.push(Arc::new(edit));
+        self
+    }
+
+    /// The configuration of worker `id` in `zone` (index into the world's zones; `None`: no
+    /// zone provider, so the zone is unknown), working in `dir` and serving HTTP on `port`.
+    pub fn config(
+        &self,
+        world: &World,
+        dir: &Path,
+        id: &str,
+        zone: Option<usize>,
+        port: u16,
+    ) -> Res<TransporterConfig> {
         let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("no etcd"))?;
         let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
-        let port = free_port()?;
-        let zone_toml = match zone {
-            Some(z) => format!("providers = [\"ec2\"]\nec2-endpoint = \"{}\"", world.metadata[z].endpoint()),
-            None => "providers = []".to_owned(),
-        };
-        let topics = spec.topics.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
-        let text = format!(
-            r#"[kafka]
-bootstrap-servers = "{bootstrap}"
-topics = [{topics}]
-{pattern}
-topology-refresh-secs = 1
-[kafka.options]
-"statistics.interval.ms" = "200"
-{options}
-[etcd]
-endpoints = ["{etcd}"]
-cluster = "test"
-lease-ttl-secs = {ttl}
-[zone]
-{zone_toml}
-[worker]
-id = "{id}"
-grace-period-secs = {grace}
-buffer-dir = "{dir}/buffers"
-[s3]
-bucket = "{BUCKET}"
-prefix = "out"
-endpoint = "{s3}"
-path-style = true
-format = "json"
-[roll]
-max-age-ms = {age}
-max-records = {records}
-[http]
-listen = "127.0.0.1:{port}"
-{extra}
-"#,
-            bootstrap = world.kafka.bootstrap(),
-            etcd = etcd.endpoint(),
-            ttl = spec.lease_ttl_secs,
-            grace = spec.grace_secs,
-            dir = dir.display(),
-            s3 = s3.endpoint(),
-            age = spec.max_age_ms,
-            records = spec.max_records,
-            extra = spec.extra,
-            pattern = spec.topic_pattern.as_ref().map(|p| format!("topic-pattern = {p:?}")).unwrap_or_default(),
-            options = spec.kafka_options.iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect::<String>(),
-        );
-        std::fs::create_dir_all(dir)?;
-        let config = dir.join(format!("{id}.toml"));
-        std::fs::write(&config, text)?;
-        let mut env = vec![
-            ("AWS_ACCESS_KEY_ID".to_owned(), s3.access_key().to_owned()),
-            ("AWS_SECRET_ACCESS_KEY".to_owned(), s3.secret_key().to_owned()),
-            ("AWS_REGION".to_owned(), s3.region().to_owned()),
-        ];
-        env.extend(spec.env.iter().cloned());
-        let log = dir.join(format!("{id}.log"));
-        let mut command = ProcessSpec::new(
-            env!("CARGO_BIN_EXE_zonal-transporter"),
-            &["run".as_ref(), "-c".as_ref(), config.as_os_str()],
-            &log,
-        )
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .env_remove("ZONAL_ZONE")
-        // No credentials from the developer's own AWS profile.
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
-        for (k, v) in env {
-            command = command.env(&k, v);
+        let mut c = TransporterConfig::default();
+        c.kafka.bootstrap_servers = world.kafka.bootstrap();
+        c.kafka.topics.clone_from(&self.topics);
+        c.kafka.topic_pattern.clone_from(&self.topic_pattern);
+        c.kafka.topology_refresh_secs = 1;
+        c.kafka.options.insert("statistics.interval.ms".to_owned(), "200".to_owned());
+        c.kafka.options.extend(self.kafka_options.iter().cloned());
+        c.etcd.endpoints = vec![etcd.endpoint()];
+        c.etcd.cluster = "test".to_owned();
+        c.etcd.lease_ttl_secs = self.lease_ttl_secs.try_into()?;
+        c.zone.providers = Vec::new();
+        if let Some(z) = zone {
+            c.zone.providers = vec![az_core::Provider::Ec2];
+            c.zone.ec2_endpoint = Some(world.metadata[z].endpoint());
         }
-        let process = Process::start(command)?;
+        c.worker.id = Some(id.to_owned());
+        c.worker.grace_period_secs = self.grace_secs;
+        c.worker.buffer_dir = dir.join("buffers");
+        c.s3.bucket = BUCKET.to_owned();
+        c.s3.prefix = "out".to_owned();
+        c.s3.endpoint = Some(s3.endpoint());
+        c.s3.path_style = true;
+        c.s3.format = Format::Json;
+        c.roll.max_age_ms = self.max_age_ms;
+        c.roll.max_records = self.max_records;
+        c.http.listen = ([127, 0, 0, 1], port).into();
+        for edit in &self.edits {
+            edit(&mut c);
+        }
+        Ok(c)
+    }
+}
+
+/// The transporter's command line with `config`: the S3 credentials and the spec's variables
+/// in its environment, and no ambient zone or AWS profile.
+fn command(world: &World, config: &Path, log: &Path, spec: &FleetSpec) -> Res<ProcessSpec> {
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let mut command = ProcessSpec::new(
+        env!("CARGO_BIN_EXE_zonal-transporter"),
+        &["run".as_ref(), "-c".as_ref(), config.as_os_str()],
+        log,
+    )
+    .env("RUST_LOG", "info,rdkafka=warn")
+    .env_remove("ZONAL_ZONE")
+    // No credentials from the developer's own AWS profile.
+    .env("AWS_CONFIG_FILE", "/nonexistent")
+    .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    .env("AWS_ACCESS_KEY_ID", s3.access_key())
+    .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
+    .env("AWS_REGION", s3.region());
+    for (k, v) in &spec.env {
+        command = command.env(k, v.clone());
+    }
+    Ok(command)
+}
+
+impl Worker {
+    /// Starts worker `id` in `zone` (index into the world's zones; `None`: unknown zone), with
+    /// its configuration in `dir/<id>.toml` and its log in `dir/<id>.log`.
+    pub fn start(world: &World, dir: &Path, id: &str, zone: Option<usize>, spec: &FleetSpec) -> Res<Worker> {
+        let config = spec.config(world, dir, id, zone, free_port()?)?;
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{id}.toml"));
+        std::fs::write(&path, toml::to_string(&config)?)?;
+        let log = dir.join(format!("{id}.log"));
+        let process = Process::start(command(world, &path, &log, spec)?)?;
         Ok(Worker {
             id: id.to_owned(),
             zone: zone.unwrap_or(usize::MAX),
             process,
-            http: format!("127.0.0.1:{port}"),
+            http: config.http.listen.to_string(),
             log,
         })
     }
@@ -179,7 +197,7 @@ listen = "127.0.0.1:{port}"
     }
 
     pub fn get(&self, path: &str) -> Res<(u16, String)> {
-        http_get(&self.http, path)
+        Ok(testkit::http::get(&self.http, path)?)
     }
 
     pub fn status(&self) -> Res<serde_json::Value> {
@@ -197,10 +215,6 @@ listen = "127.0.0.1:{port}"
     pub fn log_tail(&self) -> String {
         self.process.log_tail(20)
     }
-}
-
-pub fn http_get(host: &str, path: &str) -> Res<(u16, String)> {
-    Ok(testkit::http::get(host, path)?)
 }
 
 /// Six workers, two per zone (ids `w<zone>-<k>`), returned once the master has assigned every
@@ -243,10 +257,10 @@ pub fn produce(world: &World, topic: &str, partitions: i32, per_partition: usize
     Ok(())
 }
 
-/// Every record in S3: (topic, partition, offset) -> times seen, plus the object count.
 /// (topic, partition, offset) -> times seen in S3.
 pub type Seen = BTreeMap<(String, i64, i64), usize>;
 
+/// Every record in S3: (topic, partition, offset) -> times seen, plus the object count.
 pub fn s3_records(world: &World) -> Res<(Seen, usize)> {
     let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
     let keys = s3.list_keys(BUCKET)?;
