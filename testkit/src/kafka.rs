@@ -369,3 +369,22 @@ impl KafkaCluster {
         self.racks.iter().filter(|(_, r)| r.as_str() == rack).map(|(&id, _)| id).collect()
     }
 }
+
+/// Sends `record`, waiting while the producer's queue is full: a full queue empties as
+/// deliveries are served, so they are served and the record is tried again. Any other refusal
+/// is tried again the same way (the mock cluster's refusals are transient).
+pub fn send_waiting<K, P>(producer: &BaseProducer, mut record: rdkafka::producer::BaseRecord<'_, K, P>)
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                producer.poll(Duration::from_millis(5));
+                record = r;
+            }
+        }
+    }
+}

@@ -241,16 +241,7 @@ pub fn produce(world: &World, topic: &str, partitions: i32, per_partition: usize
     for part in 0..partitions {
         for i in 0..per_partition {
             let v = format!("{tag}-p{part}-{i} {}", "x".repeat(200));
-            let mut rec = BaseRecord::<(), String>::to(topic).payload(&v).partition(part);
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        p.poll(Duration::from_millis(10));
-                        rec = r;
-                    }
-                }
-            }
+            testkit::kafka::send_waiting(&p, BaseRecord::<(), String>::to(topic).payload(&v).partition(part));
         }
     }
     p.flush(Duration::from_secs(30))?;

@@ -18,6 +18,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use testkit::process::{Process, ProcessSpec};
 use testkit::{World, WorldSpec};
+use zonal_transporter::config::TransporterConfig;
 
 use super::Row;
 use super::probe::{PeakRss, bar, cpu_seconds, high_watermarks, timed};
@@ -141,17 +142,7 @@ fn produce(bootstrap: &str, volume: &Volume) -> anyhow::Result<()> {
             *b = b'a' + ((i as usize * 31 + k * 7) % 26) as u8;
         }
         let p = (i % PARTITIONS as u64) as i32;
-        let mut rec = BaseRecord::<(), [u8]>::to(TOPIC).payload(&value[..]).partition(p);
-        // A full queue empties as deliveries are served: serve them and try the record again.
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    producer.poll(Duration::from_millis(5));
-                    rec = r;
-                }
-            }
-        }
+        testkit::kafka::send_waiting(&producer, BaseRecord::<(), [u8]>::to(TOPIC).payload(&value[..]).partition(p));
         if i % 10_000 == 0 {
             produce_bar.set_position(i * VALUE as u64);
         }
@@ -174,18 +165,22 @@ fn start_workers(world: &World, bin: &Path, work: &Path) -> anyhow::Result<Vec<W
     for (z, imds) in world.metadata.iter().enumerate() {
         let port = testkit::net::free_port()?;
         let config = work.join(format!("w{z}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[kafka]\nbootstrap-servers = \"{bootstrap}\"\ntopics = [\"{TOPIC}\"]\n[etcd]\nendpoints = [\"{}\"]\ncluster = \"bench\"\n\
-                 [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{}\"\n[worker]\nid = \"w{z}\"\nbuffer-dir = \"{}\"\n\
-                 [s3]\nbucket = \"bench\"\nendpoint = \"{}\"\npath-style = true\n[roll]\nmax-bytes = 4194304\nmax-age-ms = 5000\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-                etcd.endpoint(),
-                imds.endpoint(),
-                work.join("buffers").display(),
-                s3.endpoint()
-            ),
-        )?;
+        let mut c = TransporterConfig::default();
+        c.kafka.bootstrap_servers = bootstrap.clone();
+        c.kafka.topics = vec![TOPIC.to_owned()];
+        c.etcd.endpoints = vec![etcd.endpoint()];
+        c.etcd.cluster = "bench".to_owned();
+        c.zone.providers = vec![az_core::Provider::Ec2];
+        c.zone.ec2_endpoint = Some(imds.endpoint());
+        c.worker.id = Some(format!("w{z}"));
+        c.worker.buffer_dir = work.join("buffers");
+        c.s3.bucket = "bench".to_owned();
+        c.s3.endpoint = Some(s3.endpoint());
+        c.s3.path_style = true;
+        c.roll.max_bytes = 4 * 1024 * 1024;
+        c.roll.max_age_ms = 5000;
+        c.http.listen = ([127, 0, 0, 1], port).into();
+        std::fs::write(&config, toml::to_string(&c)?)?;
         let log = work.join(format!("w{z}.log"));
         let process = Process::start(
             ProcessSpec::new(bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log)
