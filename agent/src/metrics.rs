@@ -135,34 +135,30 @@ impl Metrics {
     /// Registers every metric under the `zonal_agent` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("zonal_agent");
-        r.register("lines", "Lines read and handed to Kafka", self.lines.clone());
-        r.register("bytes", "Payload bytes handed to Kafka", self.bytes.clone());
-        r.register("batches", "Batches sent (each to one partition)", self.batches.clone());
-        r.register("acked_lines", "Lines acknowledged by Kafka", self.acked_lines.clone());
-        r.register("truncated_lines", "Lines truncated to max-message-bytes", self.truncated_lines.clone());
+        let per_stream = [
+            ("lines", "Lines read and handed to Kafka", &self.lines),
+            ("bytes", "Payload bytes handed to Kafka", &self.bytes),
+            ("batches", "Batches sent (each to one partition)", &self.batches),
+            ("acked_lines", "Lines acknowledged by Kafka", &self.acked_lines),
+            ("truncated_lines", "Lines truncated to max-message-bytes", &self.truncated_lines),
+            ("truncations", "Copytruncate rotations detected", &self.truncations),
+            ("renames", "Rename rotations detected", &self.renames),
+            ("recovered_files", "Rotated files found again by inode or head and finished", &self.recovered_files),
+            (
+                "unrecoverable_bytes",
+                "Bytes lost because their file was gone before they were read",
+                &self.unrecoverable_bytes,
+            ),
+        ];
+        for (name, help, family) in per_stream {
+            r.register(name, help, family.clone());
+        }
         r.register("errors", "Errors by kind", self.errors.clone());
-        r.register("truncations", "Copytruncate rotations detected", self.truncations.clone());
-        r.register("renames", "Rename rotations detected", self.renames.clone());
-        r.register(
-            "recovered_files",
-            "Rotated files found again by inode or head and finished",
-            self.recovered_files.clone(),
-        );
-        r.register(
-            "unrecoverable_bytes",
-            "Bytes lost because their file was gone before they were read",
-            self.unrecoverable_bytes.clone(),
-        );
         r.register("lag_bytes", "Bytes of a file not yet acknowledged by Kafka", self.lag_bytes.clone());
         r.register("local_partitions", "Partitions the stream writes to", self.local_partitions.clone());
         r.register("fallback", "1 when the stream is not zone-local, by reason", self.fallback.clone());
-        r.register("kafka_bytes", "Kafka bytes by zone relation and direction", self.kafka_bytes.clone());
-        r.register(
-            "kafka_protocol_bytes",
-            "Kafka bytes on connections that carried no records, by zone relation and direction",
-            self.kafka_protocol_bytes.clone(),
-        );
         r.register("in_flight_bytes", "Bytes sent and not yet acknowledged", self.in_flight_bytes.clone());
+        shell::metrics::register_traffic(r, &self.kafka_bytes, &self.kafka_protocol_bytes);
     }
 
     /// Counts an error of `kind` on `stream`.

@@ -14,7 +14,7 @@ fn check(config: &str) -> Res<(bool, String)> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, config)?;
-    let out = Command::new(env!("CARGO_BIN_EXE_zonal-agent")).args(["check", "-c"]).arg(&path).output()?;
+    let out = testkit::process::check_config(env!("CARGO_BIN_EXE_zonal-agent"), &path)?;
     Ok((
         out.status.success(),
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
@@ -48,14 +48,6 @@ fn check_prints_effective_config_or_names_the_field() -> Res {
     Ok(())
 }
 
-#[test]
-fn the_shipped_example_config_is_valid() -> Res {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent/agent.example.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_zonal-agent")).args(["check", "-c"]).arg(&path).output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
-}
-
 /// Every key of the effective configuration (all struct fields, via `check`) is documented in
 /// the README's configuration reference, so the reference cannot drift from the struct.
 #[test]
@@ -73,6 +65,14 @@ fn readme_documents_every_config_key() -> Res {
     let missing =
         testkit::readme::undocumented_keys(&effective, &readme, "### zonal-agent", "### zonal-transporter", &|_| false);
     assert!(missing.is_empty(), "README's agent configuration reference lacks {missing:?}");
+    Ok(())
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() -> Res {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent/agent.example.toml");
+    let out = testkit::process::check_config(env!("CARGO_BIN_EXE_zonal-agent"), &path)?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod run;
 
 pub use config::ProgramConfig;

@@ -11,7 +11,7 @@
 //! ```
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -207,6 +207,15 @@ impl Drop for Process {
             let _ = c.wait();
         }
     }
+}
+
+/// Runs `<program> check -c <config>` to its end: the configuration check both programs have.
+pub fn check_config(program: &str, config: &Path) -> Result<std::process::Output> {
+    Command::new(program)
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .map_err(|source| TestkitError::Io { what: format!("running {program} check -c {}", config.display()), source })
 }
 
 #[cfg(test)]

@@ -140,30 +140,25 @@ impl Metrics {
     /// Registers under `zonal_transporter`.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("zonal_transporter");
-        r.register("records", "Records written to S3 objects", self.records.clone());
-        r.register("bytes", "Uncompressed bytes written to S3 objects", self.bytes.clone());
-        r.register("uploads", "Objects uploaded", self.uploads.clone());
+        for (name, help, counter) in [
+            ("records", "Records written to S3 objects", &self.records),
+            ("bytes", "Uncompressed bytes written to S3 objects", &self.bytes),
+            ("uploads", "Objects uploaded", &self.uploads),
+        ] {
+            r.register(name, help, counter.clone());
+        }
         r.register("upload_seconds", "Upload latency", self.upload_seconds.clone());
         r.register("errors", "Errors by kind", self.errors.clone());
         r.register("lag_records", "Records behind the end of the partition", self.lag.clone());
-        r.register("owned_partitions", "Partitions this worker owns", self.owned.clone());
-        r.register(
-            "cross_zone_partitions",
-            "Partitions assigned across zones (master)",
-            self.cross_zone_partitions.clone(),
-        );
-        r.register(
-            "waiting_partitions",
-            "Partitions waiting for a departed worker (master)",
-            self.waiting_partitions.clone(),
-        );
-        r.register("is_master", "1 on the elected master", self.is_master.clone());
-        r.register("kafka_bytes", "Kafka bytes by zone relation and direction", self.kafka_bytes.clone());
-        r.register(
-            "kafka_protocol_bytes",
-            "Kafka bytes on connections that carried no records, by zone relation and direction",
-            self.kafka_protocol_bytes.clone(),
-        );
+        for (name, help, gauge) in [
+            ("owned_partitions", "Partitions this worker owns", &self.owned),
+            ("cross_zone_partitions", "Partitions assigned across zones (master)", &self.cross_zone_partitions),
+            ("waiting_partitions", "Partitions waiting for a departed worker (master)", &self.waiting_partitions),
+            ("is_master", "1 on the elected master", &self.is_master),
+        ] {
+            r.register(name, help, gauge.clone());
+        }
+        shell::metrics::register_traffic(r, &self.kafka_bytes, &self.kafka_protocol_bytes);
     }
 
     /// Counts an error of `kind`.

@@ -196,7 +196,7 @@ fn invalid_config_names_the_field() -> Res {
     }
     let example =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/transporter/transporter.example.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_zonal-transporter")).args(["check", "-c"]).arg(&example).output()?;
+    let out = testkit::process::check_config(env!("CARGO_BIN_EXE_zonal-transporter"), &example)?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }

@@ -26,9 +26,10 @@ fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
 
 #[test]
 fn layering() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = write(&dir, MINIMAL);
     isolated(|jail| {
+        // The file lives in the jail's own directory, removed with it.
+        let path = jail.directory().join("transporter.toml");
+        std::fs::write(&path, MINIMAL).expect("write the file layer");
         let c: TransporterConfig = TransporterConfig::figment(Some(&path)).extract().expect("valid layers");
         assert_eq!(c.roll.max_age_ms, 60_000);
         assert_eq!(c.s3.key_template, DEFAULT_KEY_TEMPLATE);

@@ -103,11 +103,7 @@ pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &Cl
         // Never reset silently: an offset out of range reaches `pump`, which applies
         // kafka.on-offset-out-of-range and counts it.
         .set("auto.offset.reset", "error")
-        // Fewer, fuller fetches: a broker answers when it has 256 KiB for this worker or after
-        // 500 ms. Objects roll on seconds to minutes, so the latency is invisible, and brokers
-        // serve a third fewer requests (measured: the bench's brokers and S3 used 20% less CPU).
-        .set("fetch.wait.max.ms", "500")
-        .set("fetch.min.bytes", "262144")
+        .set("fetch.wait.max.ms", "100")
         // Prefetch is per partition with split queues (librdkafka has no limit for the whole
         // consumer): 2 MiB each, and fetch responses of at most 16 MiB per broker, so memory is
         // the README's formula in the partitions owned (override through kafka.options).

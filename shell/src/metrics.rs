@@ -1,0 +1,24 @@
+//! Metrics both programs export the same way: the Kafka bytes by zone relation and direction,
+//! all of them and the part on connections that carried no records.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A gauge of bytes.
+pub type BytesGauge = Gauge<u64, std::sync::atomic::AtomicU64>;
+
+/// Registers `kafka_bytes` (every byte, from librdkafka statistics) and `kafka_protocol_bytes`
+/// (those on connections that carried no records) under the program's prefix.
+pub fn register_traffic<L>(registry: &mut Registry, all: &Family<L, BytesGauge>, protocol: &Family<L, BytesGauge>)
+where
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    registry.register("kafka_bytes", "Kafka bytes by zone relation and direction", all.clone());
+    registry.register(
+        "kafka_protocol_bytes",
+        "Kafka bytes on connections that carried no records, by zone relation and direction",
+        protocol.clone(),
+    );
+}
