@@ -1,6 +1,7 @@
 //! `cargo xtask bench agent`: a release `zonal-agent` tails a generated access log into the mock
 //! cluster, against `kcat -P` producing the same file with the agent's producer settings
-//! (acks=all, idempotence, lz4, linger 10 ms) on the same cluster: MB/s, lines/s, peak RSS.
+//! (acks=all, idempotence, lz4, linger 10 ms) on the same cluster: MB/s, lines/s, peak RSS. The
+//! `scale` case runs the same over many files at once (`run_files`).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -14,36 +15,85 @@ use testkit::{World, WorldSpec};
 use super::Row;
 use super::probe::{PeakRss, Timed, bar, high_watermarks, timed};
 
-/// The input file: where it is and its bytes.
+/// The input: its files, the glob the agent tails them by, their bytes and lines.
 struct Input {
-    path: PathBuf,
+    files: Vec<PathBuf>,
+    /// What kcat reads: the one file, or every file's lines in one (`kcat -l` takes one file).
+    kcat_file: PathBuf,
+    glob: String,
     size: u64,
+    lines: usize,
 }
 
 pub(super) fn run(lines: usize, line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
-    // kcat is the reference client, so it must be installed.
+    let path = input_file(dir, lines, line_bytes)?;
+    let input = Input {
+        size: std::fs::metadata(&path)?.len(),
+        glob: path.display().to_string(),
+        kcat_file: path.clone(),
+        files: vec![path],
+        lines,
+    };
+    measure("agent", &input)
+}
+
+/// The `scale` case's agent: `files` files of `lines_each` lines, tailed at once.
+pub(super) fn run_files(files: usize, lines_each: usize, line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
+    let sub = dir.join(format!("agent-files-{files}x{lines_each}x{line_bytes}"));
+    std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+    let mut paths = Vec::new();
+    let mut size = 0;
+    for f in 0..files {
+        let path = sub.join(format!("app-{f:04}.log"));
+        if !path.exists() {
+            // Each file its own lines (the agent tells files apart by inode and by their head).
+            let mut w =
+                BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
+            let mut line = Vec::with_capacity(line_bytes + 64);
+            for n in 0..lines_each {
+                log_line(f * lines_each + n, line_bytes, &mut line);
+                w.write_all(&line)?;
+            }
+            w.flush()?;
+        }
+        size += std::fs::metadata(&path)?.len();
+        paths.push(path);
+    }
+    let kcat_file = sub.with_extension("all");
+    if !kcat_file.exists() {
+        let mut all = BufWriter::new(std::fs::File::create(&kcat_file)?);
+        for path in &paths {
+            std::io::copy(&mut std::fs::File::open(path)?, &mut all)?;
+        }
+        all.flush()?;
+    }
+    let glob = format!("{}/*.log", sub.display());
+    let input = Input { files: paths, kcat_file, glob, size, lines: files * lines_each };
+    measure("scale agent", &input)
+}
+
+fn measure(case: &'static str, input: &Input) -> anyhow::Result<Vec<Row>> {
     crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[5]])?;
     crate::run(
         "cargo build --release -p zonal-agent",
         crate::cargo().args(["build", "--release", "-p", "zonal-agent"]),
     )?;
     let agent_bin = crate::target_dir().join("release/zonal-agent");
-    let path = input_file(dir, lines, line_bytes)?;
-    let input = Input { size: std::fs::metadata(&path)?.len(), path };
+    let lines = input.lines;
     let mb = input.size as f64 / 1e6;
-    eprintln!("==> input: {} ({mb:.0} MB, {} lines)", input.path.display(), lines);
+    eprintln!("==> input: {} ({mb:.0} MB, {} lines in {} files)", input.glob, lines, input.files.len());
 
     let world = World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?;
     for t in ["bench-kcat", "bench-agent"] {
         world.kafka.create_topic(t, 12)?;
     }
     let bootstrap = world.kafka.bootstrap();
-    let kcat = kcat(&bootstrap, &input)?;
+    let kcat = kcat(&bootstrap, input)?;
     if kcat.code != 0 {
         bail!("kcat exited with status {}", kcat.code);
     }
     let kcat_count = high_watermarks(&bootstrap, "bench-kcat")?;
-    let (agent_secs, agent_rss) = agent(&world, &agent_bin, &input)?;
+    let (agent_secs, agent_rss) = agent(&world, &agent_bin, input)?;
     let agent_count = high_watermarks(&bootstrap, "bench-agent")?;
     if agent_count < lines as i64 || kcat_count < lines as i64 {
         bail!("records in Kafka: agent {agent_count}, kcat {kcat_count}; expected {lines} each");
@@ -64,19 +114,18 @@ pub(super) fn run(lines: usize, line_bytes: usize, dir: &Path) -> anyhow::Result
         agent_rss
     );
     Ok(vec![
-        Row { case: "agent", metric: "MB/s", value: mb / agent_secs, reference: mb / kcat_secs },
-        Row { case: "agent", metric: "lines/s", value: n / agent_secs, reference: n / kcat_secs },
-        Row { case: "agent", metric: "peak RSS MB", value: agent_rss, reference: kcat.rss_mb },
+        Row { case, metric: "MB/s", value: mb / agent_secs, reference: mb / kcat_secs },
+        Row { case, metric: "lines/s", value: n / agent_secs, reference: n / kcat_secs },
+        Row { case, metric: "peak RSS MB", value: agent_rss, reference: kcat.rss_mb },
     ])
 }
 
-/// The reference: kcat with the agent's producer settings produces the whole file.
 fn kcat(bootstrap: &str, input: &Input) -> anyhow::Result<Timed> {
     let mut cmd = Command::new("kcat");
     cmd.args(["-P", "-b", bootstrap, "-t", "bench-kcat", "-z", "lz4"])
         .args(["-X", "enable.idempotence=true", "-X", "acks=all", "-X", "linger.ms=10"])
         .arg("-l")
-        .arg(&input.path)
+        .arg(&input.kcat_file)
         .stdout(Stdio::null());
     timed(&mut cmd, bar(input.size, "kcat -P"))
 }
@@ -95,7 +144,7 @@ fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<(f64, f64)>
             work.path().join("ckpt").display(),
             world.kafka.bootstrap(),
             world.metadata[0].endpoint(),
-            input.path.display()
+            input.glob
         ),
     )?;
     let progress = bar(input.size, "zonal-agent");
@@ -110,11 +159,12 @@ fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<(f64, f64)>
     let acked = || -> Option<u64> {
         let (_, body) = testkit::http::get(&status_url, "/status").ok()?;
         let s: serde_json::Value = serde_json::from_str(&body).ok()?;
-        s["streams"][0]["files"].as_array()?.iter().filter_map(|f| f["acked_offset"].as_u64()).max()
+        // Every file's acknowledged bytes: one file, or the many of the scale case.
+        Some(s["streams"][0]["files"].as_array()?.iter().filter_map(|f| f["acked_offset"].as_u64()).sum())
     };
     // Poll every 100 ms: often enough for the figure, rarely enough not to load the agent.
     testkit::wait_until_every(
-        "the agent to ship the whole file",
+        "the agent to ship every file",
         Duration::from_secs(1800),
         Duration::from_millis(100),
         || {

@@ -13,6 +13,9 @@
 //!   and sticky, against only hashing each partition to a worker of its zone.
 //! - `cross-zone`: the demo at a fixed rate; the zone-aware run's cross-zone bytes against the
 //!   zone-unaware run's in the same invocation.
+//! - `scale`: wide rather than fast: the agent tailing 200 files at once against `kcat -P` over
+//!   them, and the transporter fleet over 1,000 partitions against `kcat -C`; throughput and
+//!   peak RSS. The transporter case also gives CPU seconds per GB.
 //!
 //! ```text
 //!  agent:        generate FILE (cached) ──> testkit world (mock Kafka, racks, IMDS)
@@ -23,6 +26,7 @@
 //!                  └─ 3 x zonal-transporter (release) ──> S3                   (time, peak RSS)
 //!  assignment:   assign(100k partitions, 1k workers), fresh and sticky   vs   hash into zone
 //!  cross-zone:   cargo xtask demo (10 s, 300 lines/s): zone-aware   vs   zone-unaware bytes
+//!  scale:        agent over 200 files; 3 transporters over 1,000 partitions   vs   kcat -P / -C
 //!  ratio = Zonal's figure / the reference's figure
 //! ```
 
@@ -30,6 +34,7 @@ mod agent;
 mod assignment;
 mod cross_zone;
 mod probe;
+mod scale;
 mod transporter;
 
 use anyhow::{Context, bail};
@@ -38,7 +43,7 @@ use serde_json::json;
 /// Options of the benchmarks.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// One case: agent, transporter, assignment or cross-zone (all of them when absent).
+    /// One case: agent, transporter, assignment, cross-zone or scale (all of them when absent).
     case: Option<String>,
     /// Lines in the agent benchmark's input file.
     #[arg(long, default_value_t = 5_000_000)]
@@ -64,7 +69,7 @@ pub struct Row {
 }
 
 /// Every case, in the order `cargo xtask bench` runs them.
-pub const CASES: [&str; 4] = ["agent", "transporter", "assignment", "cross-zone"];
+pub const CASES: [&str; 5] = ["agent", "transporter", "assignment", "cross-zone", "scale"];
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = crate::target_dir().join("zonal-bench");
@@ -81,6 +86,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "agent" => agent::run(args.lines, args.line_bytes, &dir)?,
             "transporter" => transporter::run(args.transporter_mib, &dir)?,
             "assignment" => assignment::run(),
+            "scale" => scale::run(args.line_bytes, &dir)?,
             _ => cross_zone::run(&dir)?,
         });
     }

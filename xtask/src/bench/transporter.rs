@@ -23,6 +23,7 @@ use zonal_transporter::config::TransporterConfig;
 use super::Row;
 use super::probe::{PeakRss, bar, cpu_seconds, high_watermarks, timed};
 
+/// Partitions of the `transporter` case (the `scale` case uses 1,000).
 const PARTITIONS: i32 = 256;
 const VALUE: usize = 1000;
 const TOPIC: &str = "bench-transporter";
@@ -31,6 +32,7 @@ const TOPIC: &str = "bench-transporter";
 struct Volume {
     records: u64,
     bytes: u64,
+    partitions: i32,
 }
 
 /// A running transporter worker: its process, HTTP address and RSS sampler.
@@ -41,6 +43,11 @@ struct Worker {
 }
 
 pub(super) fn run(mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
+    run_with("transporter", PARTITIONS, mib, dir)
+}
+
+/// The case over `partitions` partitions, its rows named `case`.
+pub(super) fn run_with(case: &'static str, partitions: i32, mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
     // kcat is the reference; etcd coordinates the workers.
     crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[5], crate::tools::TEST_PACKAGES[0]])?;
     crate::run(
@@ -49,18 +56,18 @@ pub(super) fn run(mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
     )?;
     let bin = crate::target_dir().join("release/zonal-transporter");
     // The mock broker keeps at most 5 MB per partition, so the volume stays under it.
-    let per_partition = (mib * 1024 * 1024 / PARTITIONS as u64 / VALUE as u64).min(4500);
-    let records = per_partition * PARTITIONS as u64;
-    let volume = Volume { records, bytes: records * VALUE as u64 };
+    let per_partition = (mib * 1024 * 1024 / partitions as u64 / VALUE as u64).min(4500);
+    let records = per_partition * partitions as u64;
+    let volume = Volume { records, bytes: records * VALUE as u64, partitions };
     let mb = volume.bytes as f64 / 1e6;
 
     let world = World::start(&WorldSpec::default())?;
     let s3 = world.s3.as_ref().context("no S3")?;
     s3.create_bucket("bench")?;
-    world.kafka.create_topic(TOPIC, PARTITIONS)?;
+    world.kafka.create_topic(TOPIC, partitions)?;
     let bootstrap = world.kafka.bootstrap();
     produce(&bootstrap, &volume)?;
-    eprintln!("==> {mb:.0} MB in {PARTITIONS} partitions");
+    eprintln!("==> {mb:.0} MB in {partitions} partitions");
 
     // The reference: kcat reads every record into a file.
     let out = dir.join("kcat-out.txt");
@@ -112,15 +119,10 @@ pub(super) fn run(mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
         rss.iter().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>()
     );
     Ok(vec![
-        Row { case: "transporter", metric: "MB/s", value: mb / zonal_secs, reference: mb / kcat.secs },
-        Row { case: "transporter", metric: "MB/s after startup", value: mb / transfer_secs, reference: mb / kcat.secs },
-        Row { case: "transporter", metric: "peak RSS MB (max)", value: max_rss, reference: kcat.rss_mb },
-        Row {
-            case: "transporter",
-            metric: "CPU s per GB",
-            value: zonal_cpu / mb * 1000.0,
-            reference: kcat.cpu_secs / mb * 1000.0,
-        },
+        Row { case, metric: "MB/s", value: mb / zonal_secs, reference: mb / kcat.secs },
+        Row { case, metric: "MB/s after startup", value: mb / transfer_secs, reference: mb / kcat.secs },
+        Row { case, metric: "peak RSS MB (max)", value: max_rss, reference: kcat.rss_mb },
+        Row { case, metric: "CPU s per GB", value: zonal_cpu / mb * 1000.0, reference: kcat.cpu_secs / mb * 1000.0 },
     ])
 }
 
@@ -141,7 +143,7 @@ fn produce(bootstrap: &str, volume: &Volume) -> anyhow::Result<()> {
         for (k, b) in value[head.len()..].iter_mut().enumerate() {
             *b = b'a' + ((i as usize * 31 + k * 7) % 26) as u8;
         }
-        let p = (i % PARTITIONS as u64) as i32;
+        let p = (i % volume.partitions as u64) as i32;
         testkit::kafka::send_waiting(&producer, BaseRecord::<(), [u8]>::to(TOPIC).payload(&value[..]).partition(p));
         if i % 10_000 == 0 {
             produce_bar.set_position(i * VALUE as u64);
@@ -218,7 +220,7 @@ fn wait_committed(workers: &[Worker], volume: &Volume) -> anyhow::Result<Option<
                     Some((c, o.len()))
                 })
                 .fold((0u64, 0usize), |a, b| (a.0 + b.0, a.1 + b.1));
-            if all_owned.is_none() && owned >= PARTITIONS as usize {
+            if all_owned.is_none() && owned >= volume.partitions as usize {
                 all_owned = Some(Instant::now());
             }
             progress.set_position(committed * VALUE as u64);
