@@ -7,9 +7,8 @@
 //!  complete(Ticket seq 8) ──> pops 7, 8, 9 ──> acked = 260
 //! ```
 //!
-//! A ticket also carries the tracker's generation, and only tickets of the current generation
-//! complete. Nothing starts a new generation today: a copytruncate moves the whole tracker to the
-//! copy and the truncated file starts with a fresh tracker, so the generation is always 0.
+//! A copytruncate moves the whole tracker to the copy and the truncated file starts with a fresh
+//! tracker, so a ticket only ever meets the tracker that issued it.
 
 use std::collections::VecDeque;
 
@@ -17,9 +16,6 @@ use std::collections::VecDeque;
 /// to [`AckTracker::complete`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
-    /// The tracker's generation when the batch was dispatched; a ticket of another generation
-    /// completes nothing.
-    pub generation: u64,
     /// The batch's place in the file's dispatch order: 0 for the tracker's first batch, then
     /// one more for each batch after it.
     pub seq: u64,
@@ -38,7 +34,6 @@ struct Pending {
 /// Tracks one file's in-flight batches.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AckTracker {
-    generation: u64,
     /// The sequence number of the front of `pending`.
     first_seq: u64,
     /// Batches not yet folded into `acked`, in dispatch order.
@@ -56,12 +51,12 @@ impl AckTracker {
     pub fn dispatch(&mut self, end_offset: u64) -> Ticket {
         let seq = self.first_seq + self.pending.len() as u64;
         self.pending.push_back(Pending { end_offset, acked: false });
-        Ticket { generation: self.generation, seq }
+        Ticket { seq }
     }
 
     /// Marks a batch acknowledged; returns the new checkpoint offset when it moved.
     pub fn complete(&mut self, ticket: Ticket) -> Option<u64> {
-        if ticket.generation != self.generation || ticket.seq < self.first_seq {
+        if ticket.seq < self.first_seq {
             return None;
         }
         let idx = usize::try_from(ticket.seq - self.first_seq).ok()?;

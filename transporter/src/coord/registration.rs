@@ -33,8 +33,25 @@ pub struct WorkerInfo {
     /// HTTP address.
     pub http: String,
     /// Observed bytes/s per partition it owns.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rates_by_partition")]
     pub rates: BTreeMap<TopicPartition, f64>,
+}
+
+/// Rates as etcd holds them, keyed `topic/partition`. A key that is not a partition is dropped
+/// with a warning, not the whole registration: a rate only weighs the assignment, and a worker
+/// must not leave the fleet over one.
+fn rates_by_partition<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<TopicPartition, f64>, D::Error> {
+    let raw = BTreeMap::<String, f64>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(key, rate)| match key.parse() {
+            Ok(tp) => Some((tp, rate)),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "ignoring the rate of something that is not a partition");
+                None
+            }
+        })
+        .collect())
 }
 
 impl WorkerInfo {
@@ -174,22 +191,23 @@ mod tests {
         assert!(base.differs_materially(&with(&|w| w.capacity = 2.0)));
     }
 
-    /// The rates are keyed `topic/partition` in etcd, as they always were; a registration that is
-    /// not JSON, or whose rates name something that is not a partition, is reported with its key
-    /// and the offending text, and skipped.
+    /// The rates are keyed `topic/partition` in etcd, as they always were. A registration that is
+    /// not JSON is reported with its key and skipped; a rate whose key is not a partition is
+    /// dropped and its worker kept.
     #[test]
     fn invalid_registrations_are_reported_by_key_and_skipped() {
         let good = br#"{"id":"w1","zone_id":"az1","zone_name":null,"host":"h","capacity":1.0,"http":"x","rates":{"logs/0":5.0}}"#;
         let bad_rate =
-            br#"{"id":"w2","zone_id":null,"zone_name":null,"host":"h","capacity":1.0,"http":"x","rates":{"logs":5.0}}"#;
+            br#"{"id":"w2","zone_id":null,"zone_name":null,"host":"h","capacity":1.0,"http":"x","rates":{"logs":5.0,"logs/1":2.0}}"#;
         let kvs: [(&[u8], &[u8]); 3] =
             [(b"/c/workers/w1", good), (b"/c/workers/w2", bad_rate), (b"/c/workers/w3", b"not json")];
         let r = Registrations::parse(kvs);
-        assert_eq!(r.workers.len(), 1);
+        assert_eq!(r.workers.len(), 2);
         assert_eq!(r.workers[0].rates, BTreeMap::from([(TopicPartition::new("logs", 0), 5.0)]));
         assert_eq!(serde_json::to_vec(&r.workers[0]).expect("json").as_slice(), good.as_slice(), "byte-identical");
-        assert_eq!(r.invalid.len(), 2);
-        assert!(r.invalid[0].starts_with("/c/workers/w2: ") && r.invalid[0].contains("\"logs\""), "{:?}", r.invalid);
-        assert!(r.invalid[1].starts_with("/c/workers/w3: "), "{:?}", r.invalid);
+        assert_eq!(r.workers[1].id, "w2");
+        assert_eq!(r.workers[1].rates, BTreeMap::from([(TopicPartition::new("logs", 1), 2.0)]));
+        assert_eq!(r.invalid.len(), 1);
+        assert!(r.invalid[0].starts_with("/c/workers/w3: "), "{:?}", r.invalid);
     }
 }
