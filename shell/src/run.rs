@@ -62,6 +62,7 @@ pub fn init_tracing() {
 /// Runs a program's body: logs set up first, then an error becomes one line on stderr, with its
 /// causes, and a failure exit status.
 pub fn main<E: std::fmt::Display>(name: &str, body: impl FnOnce() -> Result<(), E>) -> std::process::ExitCode {
+    limit_malloc_arenas();
     init_tracing();
     match body() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -69,6 +70,21 @@ pub fn main<E: std::fmt::Display>(name: &str, body: impl FnOnce() -> Result<(), 
             eprintln!("{name}: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Caps glibc's malloc at two arenas, before any thread starts, unless `MALLOC_ARENA_MAX` says
+/// otherwise. glibc gives each new thread an arena (up to eight per core) and keeps what is freed
+/// in it: with librdkafka's threads and the blocking threads compression runs on, each holding a
+/// compressor for a while, peak RSS grew with the number of threads that had ever compressed
+/// (measured: 63-80 MB per transporter worker with the default, 52-56 MB with two arenas, at the
+/// same throughput).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a malloc parameter; it is called before this program starts
+        // any thread, and an unsupported parameter is reported by its return value, not UB.
+        let _ = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     }
 }
 

@@ -106,11 +106,22 @@ pub struct WorldSpec {
     pub s3: bool,
     /// How Kafka clients must connect (plaintext by default).
     pub security: Security,
+    /// Where the S3 server keeps its buckets (a new folder under it); the system's temporary
+    /// folder when absent. Benchmarks put it on a memory file system: S3 stands for a remote
+    /// service, whose storage should not compete with what is measured for the local disk.
+    pub s3_parent: Option<std::path::PathBuf>,
 }
 
 impl Default for WorldSpec {
     fn default() -> Self {
-        WorldSpec { zones: 3, brokers_per_zone: 2, etcd: true, s3: true, security: Security::default() }
+        WorldSpec {
+            zones: 3,
+            brokers_per_zone: 2,
+            etcd: true,
+            s3: true,
+            security: Security::default(),
+            s3_parent: None,
+        }
     }
 }
 
@@ -143,7 +154,7 @@ impl World {
             &spec.security,
         )?;
         let etcd = if spec.etcd { Some(Etcd::start()?) } else { None };
-        let s3 = if spec.s3 { Some(S3Server::start()?) } else { None };
+        let s3 = if spec.s3 { Some(S3Server::start_in(spec.s3_parent.as_deref())?) } else { None };
         let metadata = zones
             .iter()
             .map(|z| MetadataServer::start(z.clone(), MetadataBehaviour::Answer))

@@ -174,7 +174,19 @@ impl std::fmt::Debug for S3Server {
 impl S3Server {
     /// Starts the server with generated credentials.
     pub fn start() -> Result<S3Server> {
-        let root = tempfile::Builder::new().prefix("zonal-s3-").tempdir().map_err(io_err("create S3 root"))?;
+        Self::start_in(None)
+    }
+
+    /// Starts the server with its buckets in a new folder under `parent` (the system's
+    /// temporary folder when `None`).
+    pub fn start_in(parent: Option<&Path>) -> Result<S3Server> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("zonal-s3-");
+        let root = match parent {
+            Some(p) => builder.tempdir_in(p),
+            None => builder.tempdir(),
+        }
+        .map_err(io_err("create S3 root"))?;
         let access_key = "zonal-test-access".to_owned();
         let secret_key = format!("zonal-test-secret-{}", std::process::id());
         let fs = s3s_fs::FileSystem::new(root.path()).map_err(|e| TestkitError::Start {

@@ -137,6 +137,7 @@ async fn open_worker(
         metrics,
         owned: Mutex::new(Default::default()),
         share: RwLock::new(None),
+        buffers: crate::buffer::Slots::new(&buffers),
         rolls: tokio::sync::Semaphore::new(cfg.worker.max_concurrent_rolls.max(1)),
         rates: Mutex::new(Default::default()),
         cfg: cfg.clone(),

@@ -2,8 +2,9 @@
 //! compressed into the file of one object, which the upload streams from disk.
 //!
 //! ```text
-//!  record ──encode (lines | JSON lines)──> <buffer-dir>/<topic>-<partition>-<first>.buf
-//!           roll on bytes / records / age ──> finish() ──zstd|gzip|none──> <…>.obj (removed on drop)
+//!  record ──encode (lines | JSON lines)──> <buffer-dir>/<worker>/slot-<n>.buf   (a slot: see `slots`)
+//!           roll on bytes / records / age ──> finish() ──zstd|gzip|none──> slot-<n>.obj
+//!           uploaded or abandoned ──> the slot's files emptied, the slot reused
 //! ```
 //!
 //! Memory does not grow with object size: records go to disk as they come, the object is
@@ -13,9 +14,12 @@
 //! encoder per open partition would hold its compression state (about 1 MB for zstd level 3)
 //! for every owned partition at once; the raw file is read back from the page cache.
 
+mod slots;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
@@ -23,6 +27,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Compression, RollConfig};
+pub use slots::{Slot, Slots};
 
 /// Output format of objects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,7 +148,7 @@ pub fn extension(format: Format, compression: Compression) -> &'static str {
 /// An open buffer.
 #[derive(Debug)]
 pub struct Buffer {
-    path: PathBuf,
+    slot: Slot,
     file: BufWriter<File>,
     compression: Compression,
     level: i32,
@@ -163,12 +168,14 @@ pub struct Buffer {
     format: Format,
 }
 
-/// A finished buffer: the object's file and what it covers. The file is removed when this is
+/// A finished buffer: the object's file and what it covers. The file is emptied when this is
 /// dropped (uploaded, or abandoned to be read again from Kafka).
 #[derive(Debug)]
 pub struct Finished {
     /// The compressed object, on disk.
     pub path: PathBuf,
+    /// The slot the file belongs to, returned when this is dropped.
+    _slot: Slot,
     /// Its size in bytes.
     pub size: u64,
     /// First offset.
@@ -183,26 +190,20 @@ pub struct Finished {
     pub bytes: u64,
 }
 
-impl Drop for Finished {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 impl Buffer {
-    /// Opens a buffer for a partition, starting with record `first`.
+    /// Opens a buffer for a partition in a slot of `slots`, starting with record `first`.
     pub fn create(
-        dir: &Path,
+        slots: &Arc<Slots>,
         format: Format,
         compression: Compression,
         level: i32,
         first: &Record<'_>,
     ) -> std::io::Result<Buffer> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}-{}-{}.buf", first.topic, first.partition, first.offset));
-        let file = BufWriter::with_capacity(64 * 1024, File::create(&path)?);
+        std::fs::create_dir_all(slots.dir())?;
+        let slot = slots.take();
+        let file = BufWriter::with_capacity(64 * 1024, File::create(slot.raw())?);
         Ok(Buffer {
-            path,
+            slot,
             file,
             compression,
             level,
@@ -238,8 +239,8 @@ impl Buffer {
     pub fn finish(mut self) -> std::io::Result<Finished> {
         self.file.flush()?;
         drop(self.file.into_inner().map_err(|e| e.into_error())?);
-        let raw = std::io::BufReader::with_capacity(256 * 1024, File::open(&self.path)?);
-        let object = self.path.with_extension("obj");
+        let raw = std::io::BufReader::with_capacity(256 * 1024, File::open(self.slot.raw())?);
+        let object = self.slot.object();
         let out = std::io::BufWriter::with_capacity(256 * 1024, File::create(&object)?);
         let out = match self.compression {
             Compression::Zstd => {
@@ -265,9 +266,11 @@ impl Buffer {
         // Not synced: after a crash the object is built again from Kafka, never read from here.
         let file = out.into_inner().map_err(|e| e.into_error())?;
         let size = file.metadata()?.len();
-        std::fs::remove_file(&self.path)?;
+        // The raw records are not needed any more: their disk is freed now, not after the upload.
+        std::fs::OpenOptions::new().write(true).open(self.slot.raw())?.set_len(0)?;
         Ok(Finished {
             path: object,
+            _slot: self.slot,
             size,
             first_offset: self.first_offset,
             last_offset: self.last_offset,
@@ -280,9 +283,8 @@ impl Buffer {
     /// Drops the buffer without producing an object (ownership lost: the records are read
     /// again by the next owner from the committed offset).
     pub fn discard(self) {
-        let path = self.path.clone();
+        // The slot's files are emptied as it returns to the pool.
         drop(self);
-        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -374,8 +376,9 @@ mod tests {
     #[test]
     fn roll_and_compress_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let slots = Slots::new(dir.path());
         for compression in [Compression::Zstd, Compression::Gzip, Compression::None] {
-            let mut b = Buffer::create(dir.path(), Format::Lines, compression, 3, &rec(10, b"a")).expect("create");
+            let mut b = Buffer::create(&slots, Format::Lines, compression, 3, &rec(10, b"a")).expect("create");
             for o in 10..20 {
                 b.append(&rec(o, format!("line {o}").as_bytes())).expect("append");
             }
@@ -387,6 +390,9 @@ mod tests {
             assert_eq!(text.iter().filter(|&&c| c == b'\n').count(), 10);
             assert!(String::from_utf8_lossy(&text).starts_with("line 10\n"));
         }
-        assert_eq!(dir.path().read_dir().expect("dir").count(), 0, "buffer files are removed");
+        // One slot served every buffer in turn, and is empty between them.
+        let files: Vec<u64> =
+            dir.path().read_dir().expect("dir").map(|e| e.expect("entry").metadata().expect("meta").len()).collect();
+        assert_eq!(files, vec![0, 0], "one slot's two files, emptied");
     }
 }

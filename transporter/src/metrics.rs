@@ -98,6 +98,12 @@ pub struct Metrics {
     pub uploads: Counter,
     /// Upload latency in seconds.
     pub upload_seconds: Histogram,
+    /// Seconds a roll waited for a free roll slot (`worker.max-concurrent-rolls`).
+    pub roll_wait_seconds: Histogram,
+    /// Seconds compressing a buffer into its object.
+    pub compress_seconds: Histogram,
+    /// Seconds committing a rolled offset to etcd.
+    pub commit_seconds: Histogram,
     /// Errors by kind.
     pub errors: Family<KindLabel, Counter>,
     /// Records behind the partition's end (from librdkafka statistics).
@@ -124,6 +130,9 @@ impl Default for Metrics {
             bytes: Counter::default(),
             uploads: Counter::default(),
             upload_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            roll_wait_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            compress_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             errors: Family::default(),
             lag: Family::default(),
             owned: U64Gauge::default(),
@@ -147,7 +156,14 @@ impl Metrics {
         ] {
             r.register(name, help, counter.clone());
         }
-        r.register("upload_seconds", "Upload latency", self.upload_seconds.clone());
+        for (name, help, h) in [
+            ("upload_seconds", "Upload latency", &self.upload_seconds),
+            ("roll_wait_seconds", "Time a roll waited for a free roll slot", &self.roll_wait_seconds),
+            ("compress_seconds", "Time compressing a buffer into its object", &self.compress_seconds),
+            ("commit_seconds", "Time committing a rolled offset to etcd", &self.commit_seconds),
+        ] {
+            r.register(name, help, h.clone());
+        }
         r.register("errors", "Errors by kind", self.errors.clone());
         r.register("lag_records", "Records behind the end of the partition", self.lag.clone());
         for (name, help, gauge) in [

@@ -68,6 +68,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Owned partitions.
     pub owned: Mutex<BTreeMap<TopicPartition, OwnedStatus>>,
+    /// The files buffers are written to (`worker.buffer-dir/<id>`), reused from roll to roll.
+    pub buffers: Arc<crate::buffer::Slots>,
     /// Rolls (compression and upload) allowed at once.
     pub rolls: tokio::sync::Semaphore,
     /// This worker's share of the assignment, as last read or watched.

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use common::*;
 
-/// The README's bound on a worker's peak RSS, in MiB: 80 + brokers x 16 (fetch responses) +
-/// partitions x (prefetch + 0.1) + concurrent rolls x 24.
-fn bound_mib(brokers: f64, partitions: f64, prefetch_kib: f64, rolls: f64) -> f64 {
-    80.0 + brokers * 16.0 + partitions * (prefetch_kib / 1024.0 + 0.1) + rolls * 24.0
+/// The README's bound on a worker's peak RSS, in MiB: 80 + brokers x 8 (fetch responses) +
+/// partitions x (prefetch + one partition fetch + 0.2) + concurrent rolls x 24.
+fn bound_mib(brokers: f64, partitions: f64, prefetch_kib: f64, fetch_kib: f64, rolls: f64) -> f64 {
+    80.0 + brokers * 8.0 + partitions * ((prefetch_kib + fetch_kib) / 1024.0 + 0.2) + rolls * 24.0
 }
 
 /// Peak resident memory of a process (`VmHWM`), in MiB.
@@ -29,14 +29,10 @@ fn a_thousand_partitions_stay_within_the_memory_formula() -> Res {
     const PARTITIONS: usize = 1000;
     let world = world()?;
     world.kafka.create_topic("wide", PARTITIONS as i32)?;
-    let prefetch_kib = 256.0;
-    let spec = FleetSpec {
-        topics: vec!["wide".into()],
-        max_age_ms: 1500,
-        max_records: 1_000_000,
-        kafka_options: vec![("queued.max.messages.kbytes".into(), "256".into())],
-        ..FleetSpec::default()
-    };
+    // The defaults: queued.max.messages.kbytes and max.partition.fetch.bytes of 256 KiB.
+    let (prefetch_kib, fetch_kib) = (256.0, 256.0);
+    let spec =
+        FleetSpec { topics: vec!["wide".into()], max_age_ms: 1500, max_records: 1_000_000, ..FleetSpec::default() };
     let tmp = tempfile::tempdir()?;
     // One worker: partitions led in the other zones come to it as the only one anywhere.
     let w = Worker::start(&world, tmp.path(), "wide", Some(0), &spec)?;
@@ -49,7 +45,7 @@ fn a_thousand_partitions_stay_within_the_memory_formula() -> Res {
     let pid = w.pid().ok_or_else(|| anyhow::anyhow!("worker not running"))?;
     let peak = peak_mib(pid)?;
     let brokers = world.kafka.broker_racks().len() as f64;
-    let bound = bound_mib(brokers, PARTITIONS as f64, prefetch_kib, 8.0);
+    let bound = bound_mib(brokers, PARTITIONS as f64, prefetch_kib, fetch_kib, 8.0);
     eprintln!("1,000 partitions: peak RSS {peak:.0} MiB, formula {bound:.0} MiB");
     assert!(peak <= bound, "peak RSS {peak:.0} MiB over the formula's {bound:.0} MiB");
     Ok(())

@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         "sasl-ssl" => testkit::Security::sasl_ssl("zonal", &sasl_password),
         other => anyhow::bail!("--security {other:?}: expected plaintext, tls, mtls or sasl-ssl"),
     };
-    let spec = testkit::WorldSpec { zones, brokers_per_zone, etcd: !no_etcd, s3: true, security };
+    let spec = testkit::WorldSpec { zones, brokers_per_zone, etcd: !no_etcd, s3: true, security, s3_parent: None };
     let world = testkit::World::start(&spec).context("starting the testkit world")?;
     for t in &topics {
         let (name, parts) = t.split_once(':').with_context(|| format!("--topic {t:?}: expected NAME:PARTITIONS"))?;

@@ -105,11 +105,14 @@ pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &Cl
         .set("auto.offset.reset", "error")
         .set("fetch.wait.max.ms", "100")
         // Prefetch is per partition with split queues (librdkafka has no limit for the whole
-        // consumer): 2 MiB each, and fetch responses of at most 16 MiB per broker, so memory is
-        // the README's formula in the partitions owned (override through kafka.options).
+        // consumer). Each partition's records go to its buffer file as they come, even while
+        // an object uploads, so a queue only fills while the worker is short of CPU: 256 KiB
+        // each, fetched at most 256 KiB at a time, in responses of at most 8 MiB per broker;
+        // memory is the README's formula in the partitions owned (override in kafka.options).
         .set("queued.min.messages", "20000")
-        .set("queued.max.messages.kbytes", "2048")
-        .set("fetch.max.bytes", "16777216");
+        .set("queued.max.messages.kbytes", "256")
+        .set("max.partition.fetch.bytes", "262144")
+        .set("fetch.max.bytes", "8388608");
     if cfg.kafka.follower_fetching
         && let Some(r) = rack
     {

@@ -2,15 +2,22 @@
 //! object by size, count or age, with Kafka's errors handled by policy and gaps counted.
 //!
 //! ```text
-//!  stop (Flush | Abandon) ──> roll the buffer | discard it ──> return
+//!  stop (Flush | Abandon) ──> the roll in flight ends ──> roll the buffer | discard it ──> return
 //!  age timer (spread over the last fifth of roll.max-age-ms) ──> roll
 //!  split queue ──record──> expected offset? (else offset-gap) ──> Buffer::append ──full?──> roll
 //!              ──out of range──> on-offset-out-of-range: earliest (seek) | fail (hold)
 //!  held: every 2 s read the committed offset; set by an operator ──> seek there, read again
-//!  roll ──ResumeAt(o)──> seek to o (an existing object already holds the records before it)
+//!  roll: the roll in flight ends first ──> the buffer rolls in flight while the next one fills
+//!  roll in flight ends ──Next──> go on | ──ResumeAt(o)──> discard the next buffer, seek to o
+//!                                         (an existing object already holds the records before o)
 //! ```
+//!
+//! One roll per partition is in flight at a time, and it commits before the next one starts:
+//! offsets are committed in order. Reading goes on meanwhile, into the next buffer on disk, so
+//! librdkafka's prefetch queue keeps draining while an object compresses and uploads.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
@@ -32,6 +39,9 @@ use crate::config::OutOfRange;
 use crate::coord::{self, LeaseState};
 use crate::metrics::ErrorKind;
 
+/// A roll under way while reading goes on.
+type InFlight<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Rolled>> + Send + 'a>>;
+
 /// The state of reading one partition.
 struct Reading<'a> {
     tp: &'a TopicPartition,
@@ -43,8 +53,6 @@ struct Reading<'a> {
     held: bool,
     /// The open buffer, from the first record after the last roll.
     buf: Option<Buffer>,
-    /// Where this worker's buffer files are.
-    dir: PathBuf,
     /// Bytes read, for the partition's rate.
     rate: RateWindow,
 }
@@ -61,36 +69,30 @@ impl Worker {
         committed: Option<i64>,
     ) -> anyhow::Result<()> {
         let max_age = Duration::from_millis(self.cfg.roll.max_age_ms);
-        let mut r = Reading {
-            tp,
-            committed,
-            expected: committed,
-            held: false,
-            buf: None,
-            dir: self.cfg.worker.buffer_dir.join(&self.id),
-            rate: RateWindow::new(),
-        };
+        let mut r = Reading { tp, committed, expected: committed, held: false, buf: None, rate: RateWindow::new() };
+        let mut inflight: Option<InFlight<'_>> = None;
         loop {
             let deadline = r.buf.as_ref().map(|b| b.opened + spread_age(max_age, tp, b.first_offset));
             tokio::select! {
                 biased;
                 _ = stop.changed() => {
                     let mode = *stop.borrow();
-                    match (mode, r.buf.take()) {
-                        (Stop::Flush, Some(b)) => { self.roll(tp, b, lease).await?; }
-                        (Stop::Abandon, Some(b)) => b.discard(),
-                        (_, b) => r.buf = b,
-                    }
                     if mode != Stop::Run {
+                        // The roll under way ends first (it is fenced by the lease like any).
+                        self.land(&mut r, &mut inflight).await?;
+                        match (mode, r.buf.take()) {
+                            (Stop::Flush, Some(b)) => { self.roll(tp, b, lease).await?; }
+                            (_, Some(b)) => b.discard(),
+                            (_, None) => {}
+                        }
                         return Ok(());
                     }
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => {
-                    if let Some(b) = r.buf.take() {
-                        let rolled = self.roll(tp, b, lease).await?;
-                        self.resume(&mut r, rolled)?;
-                    }
+                rolled = in_flight(&mut inflight), if inflight.is_some() => {
+                    inflight = None;
+                    self.resume(&mut r, rolled?)?;
                 }
+                _ = sleep_until(deadline), if deadline.is_some() => self.start_roll(&mut r, &mut inflight, lease).await?,
                 // A partition held on an out-of-range offset reads its committed offset again
                 // until an operator sets one (`zonal-transporter offsets --set … --while-owned`).
                 _ = tokio::time::sleep(Duration::from_secs(2)), if r.held => self.reread_held(&mut r).await?,
@@ -98,15 +100,16 @@ impl Worker {
                     // The message is consumed here, before any await: it borrows from librdkafka
                     // and is not to be held while a roll uploads.
                     let Some(bytes) = self.take(&mut r, msg)? else { continue };
-                    if r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll))
-                        && let Some(b) = r.buf.take()
-                    {
-                        let rolled = self.roll(tp, b, lease).await?;
-                        self.resume(&mut r, rolled)?;
+                    if r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll)) {
+                        self.start_roll(&mut r, &mut inflight, lease).await?;
                     }
                     if let Some(rate) = r.rate.add(bytes) {
                         self.record_rate(tp, rate);
                     }
+                    // A queue that always has a record ready would keep this task on its thread
+                    // for as long as it lasts: the rolls' uploads, the lease's watch and the other
+                    // partitions would wait. The record counts against tokio's budget instead.
+                    tokio::task::coop::consume_budget().await;
                 }
             }
         }
@@ -149,8 +152,8 @@ impl Worker {
             Some(b) => b,
             None => {
                 let s3 = &self.cfg.s3;
-                let b = Buffer::create(&r.dir, s3.format, s3.compression, s3.compression_level, &rec)
-                    .with_context(|| format!("creating a buffer in {}", r.dir.display()))?;
+                let b = Buffer::create(&self.buffers, s3.format, s3.compression, s3.compression_level, &rec)
+                    .with_context(|| format!("creating a buffer in {}", self.buffers.dir().display()))?;
                 r.buf.insert(b)
             }
         };
@@ -212,9 +215,36 @@ impl Worker {
         Ok(())
     }
 
-    /// Goes on where a roll says: after an existing object, reading starts again after it.
+    /// Rolls the open buffer in flight, once the roll under way (if any) has ended.
+    async fn start_roll<'s>(
+        &'s self,
+        r: &mut Reading<'s>,
+        inflight: &mut Option<InFlight<'s>>,
+        lease: &'s watch::Receiver<LeaseState>,
+    ) -> anyhow::Result<()> {
+        self.land(r, inflight).await?;
+        if let Some(b) = r.buf.take() {
+            *inflight = Some(Box::pin(self.roll(r.tp, b, lease)));
+        }
+        Ok(())
+    }
+
+    /// Waits for the roll under way, if any, and goes on where it says.
+    async fn land(&self, r: &mut Reading<'_>, inflight: &mut Option<InFlight<'_>>) -> anyhow::Result<()> {
+        if let Some(f) = inflight.take() {
+            let rolled = f.await?;
+            self.resume(r, rolled)?;
+        }
+        Ok(())
+    }
+
+    /// Goes on where a roll says: after an existing object, reading starts again after it, and
+    /// what was read past the rolled buffer meanwhile is dropped (it is read again).
     fn resume(&self, r: &mut Reading<'_>, rolled: Rolled) -> anyhow::Result<()> {
         if let Rolled::ResumeAt(at) = rolled {
+            if let Some(b) = r.buf.take() {
+                b.discard();
+            }
             self.seek(r.tp, Offset::Offset(at))?;
             r.expected = Some(at);
         }
@@ -243,6 +273,14 @@ fn spread_age(max_age: Duration, tp: &TopicPartition, first_offset: i64) -> Dura
     (tp.key(), first_offset).hash(&mut h);
     let fifths = (h.finish() % 1000) as f64 / 5000.0;
     max_age.mul_f64(1.0 - fifths)
+}
+
+/// The end of the roll under way; never, when there is none.
+async fn in_flight(inflight: &mut Option<InFlight<'_>>) -> anyhow::Result<Rolled> {
+    match inflight {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -75,11 +75,15 @@ impl Worker {
         lease: &watch::Receiver<LeaseState>,
     ) -> anyhow::Result<Rolled> {
         // Rolls at once are capped: each holds a compressor and an upload part in memory.
+        let waited = Instant::now();
         let _slot = self.rolls.acquire().await.context("the roll limiter closed")?;
+        self.metrics.roll_wait_seconds.observe(waited.elapsed().as_secs_f64());
+        let compressing = Instant::now();
         let f = tokio::task::spawn_blocking(move || b.finish())
             .await
             .context("buffer task")?
             .context("finishing a buffer")?;
+        self.metrics.compress_seconds.observe(compressing.elapsed().as_secs_f64());
         let key = self.object_key(tp, &f)?;
         if !lease.borrow().valid() {
             anyhow::bail!("lease no longer valid; not uploading {key}");
@@ -105,7 +109,9 @@ impl Worker {
                 );
             }
         };
+        let committing = Instant::now();
         self.commit(tp, &key, next, lease).await?;
+        self.metrics.commit_seconds.observe(committing.elapsed().as_secs_f64());
         self.rolled(tp, &key, &f, next);
         Ok(rolled)
     }

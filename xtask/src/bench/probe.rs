@@ -136,3 +136,27 @@ pub(super) fn high_watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<i6
     }
     Ok(total)
 }
+
+/// CPU seconds of this process's threads, summed by thread name (digits dropped, so that a
+/// pool's threads count as one): where the world's CPU goes, broker or S3 server.
+pub(super) fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut by = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return by };
+    for t in tasks.flatten() {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let name: String = name.trim().chars().filter(|c| !c.is_ascii_digit()).collect();
+        if let Some(secs) = cpu_seconds(&format!("self/task/{tid}")) {
+            *by.entry(name).or_insert(0.0) += secs;
+        }
+    }
+    by
+}
+
+/// What each thread group used between two [`cpu_by_thread`] readings, largest first, as text.
+pub(super) fn cpu_delta(before: &std::collections::BTreeMap<String, f64>) -> String {
+    let mut d: Vec<(String, f64)> =
+        cpu_by_thread().into_iter().map(|(k, v)| (k.clone(), v - before.get(&k).copied().unwrap_or(0.0))).collect();
+    d.sort_by(|a, b| b.1.total_cmp(&a.1));
+    d.iter().filter(|(_, v)| *v >= 0.1).map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ")
+}
