@@ -166,3 +166,18 @@ async fn etcd_restarts_on_its_ports_with_its_data() -> anyhow::Result<()> {
     assert_eq!(resp.kvs().first().map(|kv| kv.value().to_vec()).as_deref(), Some(&b"yes"[..]));
     Ok(())
 }
+
+#[test]
+fn kafka_counts_the_requests_it_receives_by_api_key() -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let kafka = KafkaCluster::start(&KafkaSpec { racks: vec!["a".into()], brokers_per_zone: 1 })?;
+    assert!(kafka.requests().is_empty(), "nothing is recorded before tracking starts");
+    kafka.track_requests();
+    let consumer: BaseConsumer = kafka.client_config().create()?;
+    consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    let counts = kafka.requests();
+    // ApiVersions (18) opens the connection, Metadata (3) is what was asked.
+    assert!(counts.get(&18).is_some_and(|n| *n >= 1), "{counts:?}");
+    assert!(counts.get(&3).is_some_and(|n| *n >= 1), "{counts:?}");
+    Ok(())
+}
