@@ -77,13 +77,21 @@ impl Worker {
                 biased;
                 _ = stop.changed() => {
                     let mode = *stop.borrow();
-                    if mode != Stop::Run {
-                        // The roll under way ends first (it is fenced by the lease like any).
+                    if mode == Stop::Flush {
+                        // The roll under way ends and commits first, then the last buffer.
                         self.land(&mut r, &mut inflight).await?;
-                        match (mode, r.buf.take()) {
-                            (Stop::Flush, Some(b)) => { self.roll(tp, b, lease).await?; }
-                            (_, Some(b)) => b.discard(),
-                            (_, None) => {}
+                        if let Some(b) = r.buf.take() {
+                            self.roll(tp, b, lease).await?;
+                        }
+                        return Ok(());
+                    }
+                    if mode == Stop::Abandon {
+                        // Ownership is gone: the roll under way is dropped (its upload, if it
+                        // lands, is found by the next owner at the same key and counted as
+                        // theirs), and so is the buffer; both are read again from Kafka.
+                        drop(inflight.take());
+                        if let Some(b) = r.buf.take() {
+                            b.discard();
                         }
                         return Ok(());
                     }
@@ -130,12 +138,18 @@ impl Worker {
     /// Appends a record to the buffer, opening one for the first record after a roll.
     fn append(&self, r: &mut Reading<'_>, m: &BorrowedMessage<'_>) -> anyhow::Result<u64> {
         let tp = r.tp;
-        if let Some(want) = r.expected.take()
-            && m.offset() != want
-        {
-            let kind = ErrorKind::OffsetGap;
-            self.metrics.error(kind);
-            tracing::warn!(kind = kind.as_str(), partition = %tp, asked = want, got = m.offset(), "the first record is not the one asked for; offsets between are not in Kafka");
+        if let Some(want) = r.expected {
+            // A record from before a seek (fetched before it, still queued) is not read twice.
+            if m.offset() < want {
+                tracing::debug!(partition = %tp, offset = m.offset(), want, "dropping a record from before a seek");
+                return Ok(0);
+            }
+            r.expected = None;
+            if m.offset() != want {
+                let kind = ErrorKind::OffsetGap;
+                self.metrics.error(kind);
+                tracing::warn!(kind = kind.as_str(), partition = %tp, asked = want, got = m.offset(), "the first record is not the one asked for; offsets between are not in Kafka");
+            }
         }
         let rec = Record {
             topic: &tp.topic,
@@ -207,6 +221,10 @@ impl Worker {
             && Some(set) != r.committed
         {
             tracing::info!(partition = %r.tp, offset = set, "offset set by an operator; reading again");
+            // What was read past the last roll is not wanted: reading starts at the set offset.
+            if let Some(b) = r.buf.take() {
+                b.discard();
+            }
             self.seek(r.tp, Offset::Offset(set))?;
             r.committed = Some(set);
             r.expected = Some(set);
@@ -240,13 +258,24 @@ impl Worker {
 
     /// Goes on where a roll says: after an existing object, reading starts again after it, and
     /// what was read past the rolled buffer meanwhile is dropped (it is read again).
+    /// The committed offset is remembered, so that a held partition does not take this
+    /// worker's own commit for an operator's.
     fn resume(&self, r: &mut Reading<'_>, rolled: Rolled) -> anyhow::Result<()> {
-        if let Rolled::ResumeAt(at) = rolled {
-            if let Some(b) = r.buf.take() {
-                b.discard();
+        match rolled {
+            Rolled::Next(next) => r.committed = Some(next),
+            Rolled::ResumeAt(at) => {
+                r.committed = Some(at);
+                if let Some(b) = r.buf.take() {
+                    b.discard();
+                }
+                self.seek(r.tp, Offset::Offset(at))?;
+                r.expected = Some(at);
+                // A new position: if it is out of range too, the error holds the partition again.
+                r.held = false;
             }
-            self.seek(r.tp, Offset::Offset(at))?;
-            r.expected = Some(at);
+        }
+        if let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(r.tp) {
+            s.buffered = r.buf.as_ref().map_or(0, |b| b.records);
         }
         Ok(())
     }

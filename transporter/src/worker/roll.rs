@@ -29,8 +29,8 @@ use crate::upload::{Body, Condition, Outcome, Span};
 /// Where reading goes on after a roll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Rolled {
-    /// After the records just uploaded.
-    Next,
+    /// After the records just uploaded; the offset committed.
+    Next(i64),
     /// At this offset: an existing object covered a different range than the buffer.
     ResumeAt(i64),
 }
@@ -93,7 +93,7 @@ impl Worker {
         let outcome = self.upload(tp, &key, &f, span, lease).await?;
         self.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
         let (next, rolled) = match after(&outcome, span) {
-            After::Ours => (f.last_offset + 1, Rolled::Next),
+            After::Ours => (f.last_offset + 1, Rolled::Next(f.last_offset + 1)),
             After::Theirs { last } => {
                 let kind = ErrorKind::ObjectExists;
                 self.metrics.error(kind);
@@ -196,11 +196,10 @@ impl Worker {
         self.metrics.uploads.inc();
         self.metrics.records.inc_by(f.records);
         self.metrics.bytes.inc_by(f.bytes);
+        // Position and buffered records belong to the buffer filling meanwhile (`pump`).
         if let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp) {
             s.committed = next;
-            s.position = f.last_offset;
             s.uploads += 1;
-            s.buffered = 0;
         }
         let mut tpl = TopicPartitionList::new();
         if tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next)).is_ok()
