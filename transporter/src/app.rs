@@ -139,6 +139,7 @@ async fn open_worker(
         share: RwLock::new(None),
         buffers: crate::buffer::Slots::new(&buffers),
         rolls: tokio::sync::Semaphore::new(cfg.worker.max_concurrent_rolls.max(1)),
+        uploads: tokio::sync::Semaphore::new(cfg.worker.max_concurrent_uploads.max(1)),
         rates: Mutex::new(Default::default()),
         cfg: cfg.clone(),
     }))

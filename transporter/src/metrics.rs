@@ -98,7 +98,8 @@ pub struct Metrics {
     pub uploads: Counter,
     /// Upload latency in seconds.
     pub upload_seconds: Histogram,
-    /// Seconds a roll waited for a free roll slot (`worker.max-concurrent-rolls`).
+    /// Seconds a roll waited for a compression slot and an upload slot
+    /// (`worker.max-concurrent-rolls`, `worker.max-concurrent-uploads`).
     pub roll_wait_seconds: Histogram,
     /// Seconds compressing a buffer into its object.
     pub compress_seconds: Histogram,
@@ -158,7 +159,7 @@ impl Metrics {
         }
         for (name, help, h) in [
             ("upload_seconds", "Upload latency", &self.upload_seconds),
-            ("roll_wait_seconds", "Time a roll waited for a free roll slot", &self.roll_wait_seconds),
+            ("roll_wait_seconds", "Time a roll waited for compression and upload slots", &self.roll_wait_seconds),
             ("compress_seconds", "Time compressing a buffer into its object", &self.compress_seconds),
             ("commit_seconds", "Time committing a rolled offset to etcd", &self.commit_seconds),
         ] {

@@ -70,8 +70,10 @@ pub struct Worker {
     pub owned: Mutex<BTreeMap<TopicPartition, OwnedStatus>>,
     /// The files buffers are written to (`worker.buffer-dir/<id>`), reused from roll to roll.
     pub buffers: Arc<crate::buffer::Slots>,
-    /// Rolls (compression and upload) allowed at once.
+    /// Compressions allowed at once.
     pub rolls: tokio::sync::Semaphore,
+    /// Uploads (with their commits) allowed at once.
+    pub uploads: tokio::sync::Semaphore,
     /// This worker's share of the assignment, as last read or watched.
     pub share: RwLock<Option<Share>>,
     /// Bytes per second per owned partition, for the master's weights.

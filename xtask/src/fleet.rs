@@ -64,7 +64,7 @@ impl Node {
 
     /// Its log's last lines, for error messages.
     pub fn log_tail(&self) -> String {
-        format!("--- {}\n{}", self.name, self.process.log_tail(10))
+        format!("--- {}\n{}", self.name, self.process.log_tail(40))
     }
 
     /// SIGTERM and a graceful exit within 30 s (killed after that).

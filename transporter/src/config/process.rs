@@ -19,9 +19,12 @@ pub struct WorkerConfig {
     pub grace_period_secs: u64,
     /// Directory for buffer files.
     pub buffer_dir: PathBuf,
-    /// Objects compressed and uploaded at once; each holds a compressor and one upload part
-    /// (8 MiB) in memory, whatever the object's size.
+    /// Buffers compressed at once; each holds a compressor (a few MiB at zstd level 3) while
+    /// it runs.
     pub max_concurrent_rolls: usize,
+    /// Objects uploaded and committed at once, once compressed; each streams its file from
+    /// disk, so it holds little memory, and spends most of its time waiting for S3 and etcd.
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for WorkerConfig {
@@ -32,6 +35,7 @@ impl Default for WorkerConfig {
             grace_period_secs: 30,
             buffer_dir: PathBuf::from("/var/lib/zonal-transporter"),
             max_concurrent_rolls: 8,
+            max_concurrent_uploads: 32,
         }
     }
 }

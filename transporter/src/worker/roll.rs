@@ -74,16 +74,23 @@ impl Worker {
         b: Buffer,
         lease: &watch::Receiver<LeaseState>,
     ) -> anyhow::Result<Rolled> {
-        // Rolls at once are capped: each holds a compressor and an upload part in memory.
+        // Compressions at once are capped (each holds a compressor), and so are uploads (each
+        // holds a connection and a file): an upload waits on S3 and etcd, not on memory or CPU,
+        // so it does not hold a compression slot.
         let waited = Instant::now();
-        let _slot = self.rolls.acquire().await.context("the roll limiter closed")?;
-        self.metrics.roll_wait_seconds.observe(waited.elapsed().as_secs_f64());
+        let slot = self.rolls.acquire().await.context("the roll limiter closed")?;
+        let mut wait = waited.elapsed();
         let compressing = Instant::now();
         let f = tokio::task::spawn_blocking(move || b.finish())
             .await
             .context("buffer task")?
             .context("finishing a buffer")?;
         self.metrics.compress_seconds.observe(compressing.elapsed().as_secs_f64());
+        drop(slot);
+        let waited = Instant::now();
+        let _upload = self.uploads.acquire().await.context("the upload limiter closed")?;
+        wait += waited.elapsed();
+        self.metrics.roll_wait_seconds.observe(wait.as_secs_f64());
         let key = self.object_key(tp, &f)?;
         if !lease.borrow().valid() {
             anyhow::bail!("lease no longer valid; not uploading {key}");
