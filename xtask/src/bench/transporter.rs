@@ -229,18 +229,9 @@ fn roll_phases(workers: &[Worker]) -> String {
     let mut sums = [(0.0f64, 0.0f64); 4];
     for w in workers {
         let Ok((_, text)) = testkit::http::get(&w.http, "/metrics") else { continue };
-        for line in text.lines() {
-            let mut parts = line.split_whitespace();
-            let (Some(name), Some(value)) = (parts.next(), parts.next().and_then(|v| v.parse::<f64>().ok())) else {
-                continue;
-            };
-            for (i, p) in phases.iter().enumerate() {
-                if name == format!("zonal_transporter_{p}_seconds_sum") {
-                    sums[i].0 += value;
-                } else if name == format!("zonal_transporter_{p}_seconds_count") {
-                    sums[i].1 += value;
-                }
-            }
+        for (i, p) in phases.iter().enumerate() {
+            sums[i].0 += testkit::http::metric(&text, &format!("zonal_transporter_{p}_seconds_sum"), &[]);
+            sums[i].1 += testkit::http::metric(&text, &format!("zonal_transporter_{p}_seconds_count"), &[]);
         }
     }
     let means: Vec<String> = phases
