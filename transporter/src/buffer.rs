@@ -201,7 +201,9 @@ impl Buffer {
     ) -> std::io::Result<Buffer> {
         std::fs::create_dir_all(slots.dir())?;
         let slot = slots.take();
-        let file = BufWriter::with_capacity(64 * 1024, File::create(slot.raw())?);
+        // Every owned partition has one open (and one rolling): 16 KiB each keeps that to a few
+        // MiB at hundreds of partitions, and a write per 16 KiB costs little.
+        let file = BufWriter::with_capacity(16 * 1024, File::create(slot.raw())?);
         Ok(Buffer {
             slot,
             file,
@@ -239,12 +241,18 @@ impl Buffer {
     pub fn finish(mut self) -> std::io::Result<Finished> {
         self.file.flush()?;
         drop(self.file.into_inner().map_err(|e| e.into_error())?);
-        let raw = std::io::BufReader::with_capacity(256 * 1024, File::open(self.slot.raw())?);
+        let raw = File::open(self.slot.raw())?;
+        let raw_len = raw.metadata()?.len();
+        let raw = std::io::BufReader::with_capacity(256 * 1024, raw);
         let object = self.slot.object();
         let out = std::io::BufWriter::with_capacity(256 * 1024, File::create(&object)?);
         let out = match self.compression {
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, self.level)?;
+                // The size is known: zstd sizes its window and tables to it (less memory for
+                // small objects) and writes it in the frame header for readers.
+                enc.set_pledged_src_size(Some(raw_len))?;
+                enc.include_contentsize(true)?;
                 let mut raw = raw;
                 std::io::copy(&mut raw, &mut enc)?;
                 enc.finish()?

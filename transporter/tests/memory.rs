@@ -30,8 +30,8 @@ fn a_thousand_partitions_stay_within_the_memory_formula() -> Res {
     const PARTITIONS: usize = 1000;
     let world = world()?;
     world.kafka.create_topic("wide", PARTITIONS as i32)?;
-    // The defaults: queued.max.messages.kbytes and max.partition.fetch.bytes of 256 KiB.
-    let (prefetch_kib, fetch_kib) = (256.0, 256.0);
+    // The defaults: queued.max.messages.kbytes of 64 KiB, max.partition.fetch.bytes of 256 KiB.
+    let (prefetch_kib, fetch_kib) = (64.0, 256.0);
     let spec =
         FleetSpec { topics: vec!["wide".into()], max_age_ms: 1500, max_records: 1_000_000, ..FleetSpec::default() };
     let tmp = tempfile::tempdir()?;
@@ -46,7 +46,9 @@ fn a_thousand_partitions_stay_within_the_memory_formula() -> Res {
     let pid = w.pid().ok_or_else(|| anyhow::anyhow!("worker not running"))?;
     let peak = peak_mib(pid)?;
     let brokers = world.kafka.broker_racks().len() as f64;
-    let bound = bound_mib(brokers, PARTITIONS as f64, prefetch_kib, fetch_kib, 8.0, 32.0);
+    let worker = zonal_transporter::config::WorkerConfig::default();
+    let (rolls, uploads) = (worker.max_concurrent_rolls as f64, worker.max_concurrent_uploads as f64);
+    let bound = bound_mib(brokers, PARTITIONS as f64, prefetch_kib, fetch_kib, rolls, uploads);
     eprintln!("1,000 partitions: peak RSS {peak:.0} MiB, formula {bound:.0} MiB");
     assert!(peak <= bound, "peak RSS {peak:.0} MiB over the formula's {bound:.0} MiB");
     Ok(())

@@ -20,7 +20,9 @@ pub struct WorkerConfig {
     /// Directory for buffer files.
     pub buffer_dir: PathBuf,
     /// Buffers compressed at once; each holds a compressor (a few MiB at zstd level 3) while
-    /// it runs.
+    /// it runs. Defaults to the CPUs this process may use (its cgroup's quota), at least 2 and
+    /// at most 8: compressing is CPU work, and more at once than there are cores only holds
+    /// more compressors in memory.
     pub max_concurrent_rolls: usize,
     /// Objects uploaded and committed at once, once compressed; each streams its file from
     /// disk, so it holds little memory, and spends most of its time waiting for S3 and etcd.
@@ -34,10 +36,15 @@ impl Default for WorkerConfig {
             capacity: 1.0,
             grace_period_secs: 30,
             buffer_dir: PathBuf::from("/var/lib/zonal-transporter"),
-            max_concurrent_rolls: 8,
+            max_concurrent_rolls: default_rolls(),
             max_concurrent_uploads: 32,
         }
     }
+}
+
+/// The CPUs this process may use, from 2 to 8 (see `max_concurrent_rolls`).
+fn default_rolls() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).clamp(2, 8)
 }
 
 impl WorkerConfig {

@@ -106,13 +106,17 @@ pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &Cl
         .set("fetch.wait.max.ms", "100")
         // Prefetch is per partition with split queues (librdkafka has no limit for the whole
         // consumer). Each partition's records go to its buffer file as they come, even while
-        // an object uploads, so a queue only fills while the worker is short of CPU: 256 KiB
+        // an object uploads, so a queue only needs to cover one fetch round trip: 64 KiB
         // each, fetched at most 256 KiB at a time, in responses of at most 8 MiB per broker;
         // memory is the README's formula in the partitions owned (override in kafka.options).
         .set("queued.min.messages", "20000")
-        .set("queued.max.messages.kbytes", "256")
+        .set("queued.max.messages.kbytes", "64")
         .set("max.partition.fetch.bytes", "262144")
-        .set("fetch.max.bytes", "8388608");
+        .set("fetch.max.bytes", "8388608")
+        // A partition whose queue is over those bounds is fetched again after this long. The
+        // default (1 s) left small queues empty most of the time: the benchmark took 10.5 s
+        // with it and 4.2 s with 20 ms.
+        .set("fetch.queue.backoff.ms", "20");
     if cfg.kafka.follower_fetching
         && let Some(r) = rack
     {
