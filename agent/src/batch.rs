@@ -97,6 +97,16 @@ impl Batch {
         (end > start && (full || all)).then_some(start..end)
     }
 
+    /// Gives the memory back once every event was sent. A batch grows to a read's worth of
+    /// lines; kept by every file tailed, that capacity was most of the agent's memory with 200
+    /// files (120 MB), so a file at its end keeps none.
+    pub fn release_if_empty(&mut self) {
+        if self.spans.is_empty() {
+            self.data = Vec::new();
+            self.spans = Vec::new();
+        }
+    }
+
     /// Drops the first `n` events (they were sent).
     pub fn consume(&mut self, n: usize) {
         if n == 0 {
@@ -116,6 +126,19 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn an_empty_batch_gives_its_memory_back_and_one_with_events_keeps_them() {
+        let mut b = batch(&["one", "two", "three"]);
+        b.release_if_empty();
+        assert_eq!(b.events(0..3).map(|(e, _)| e.to_vec()).collect::<Vec<_>>(), [&b"one"[..], b"two", b"three"]);
+        b.consume(3);
+        b.release_if_empty();
+        assert!(b.is_empty());
+        assert_eq!((b.data.capacity(), b.spans.capacity()), (0, 0));
+        b.push(b"four", 19);
+        assert_eq!(b.events(0..1).collect::<Vec<_>>(), [(&b"four"[..], 19)]);
+    }
 
     fn batch(lines: &[&str]) -> Batch {
         let mut b = Batch::default();

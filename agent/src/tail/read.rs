@@ -71,6 +71,9 @@ impl Tailer {
             return true;
         }
         self.send_batch(id, true, out);
+        if let Some(t) = self.files.get_mut(&id) {
+            t.batch.release_if_empty();
+        }
         sent
     }
 

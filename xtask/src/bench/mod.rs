@@ -82,6 +82,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for case in cases {
         eprintln!("==> bench {case}");
+        // The previous case's files (the agent's 1 GB of input) are written back to disk
+        // first: the transporters' buffer writes were throttled behind that writeback, and the
+        // case took 8 s instead of 5.
+        if let Err(e) = std::process::Command::new("sync").status() {
+            eprintln!("warning: sync failed ({e}); figures may include the previous case's disk writes");
+        }
         rows.extend(match case {
             "agent" => agent::run(args.lines, args.line_bytes, &dir)?,
             "transporter" => transporter::run(args.transporter_mib, &dir)?,
