@@ -151,6 +151,67 @@ fn a_worker_stopped_mid_upload_and_resumed_after_a_takeover_replaces_nothing() -
 }
 
 #[test]
+/// A previous owner's object lands (uncommitted) while the next owner reads on: the next owner's
+/// upload at the same key finds it, resumes after it, and drops the buffer it filled meanwhile
+/// (`ResumeAt` with a next buffer full). Every record ends up in S3 once.
+fn a_previous_owners_object_found_while_the_next_buffer_filled_resumes_after_it() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 1)?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let leader = world.kafka.leaders("logs")?[&0];
+    let rack = world.kafka.rack_of(leader).unwrap_or_default().to_owned();
+    let zone = world.kafka.zones().iter().position(|z| *z == rack).ok_or_else(|| anyhow::anyhow!("leader rack"))?;
+    // Rolls by age only, so that the two owners' objects differ in length; an age long enough
+    // for the next buffer to take every record of the third batch before it is due (a buffer
+    // that is due waits for the roll in flight, and reading waits with it).
+    let spec = FleetSpec { max_age_ms: 4000, max_records: 1_000_000, grace_secs: 1, ..FleetSpec::default() };
+    let tmp = tempfile::tempdir()?;
+    let workers = [
+        Worker::start(&world, tmp.path(), "a", Some(zone), &spec)?,
+        Worker::start(&world, tmp.path(), "b", Some(zone), &spec)?,
+    ];
+    let refs: Vec<&Worker> = workers.iter().collect();
+    let view = wait_converged(&refs, 1, 1)?;
+    let owner_id = owners_of(&view).get("logs/0").cloned().ok_or_else(|| anyhow::anyhow!("no owner"))?;
+    let (owner, peer) = if owner_id == "a" { (&workers[0], &workers[1]) } else { (&workers[1], &workers[0]) };
+
+    // The owner's object of offsets 0-299 reaches S3, and the owner stops before committing it.
+    s3.hold_next_writes(1);
+    produce(&world, "logs", 1, 300, "first")?;
+    testkit::wait_until("the owner's upload to be in flight", Duration::from_secs(30), || {
+        (s3.held_writes() == 1).then_some(())
+    })?;
+    owner.signal(libc::SIGSTOP)?;
+    s3.release_writes();
+    testkit::wait_until("the owner's object to land", Duration::from_secs(30), || {
+        (s3.held_writes() == 0).then_some(())
+    })?;
+
+    // The peer takes over from the last commit (none): its object of 0-599 is held on the way...
+    s3.hold_next_writes(1);
+    produce(&world, "logs", 1, 300, "second")?;
+    testkit::wait_until("the peer's upload to be in flight", Duration::from_secs(60), || {
+        (s3.held_writes() == 1).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", peer.log_tail()))?;
+    // ...while it reads 600-1699 into its next buffer (`/status` shows a buffer's position
+    // every 1,024 records: at its 1,025th, offset 1624).
+    produce(&world, "logs", 1, 1100, "third")?;
+    testkit::wait_until("the peer to read on into its next buffer", Duration::from_secs(30), || {
+        let status = peer.status().ok()?;
+        (status["owned"]["logs/0"]["position"].as_i64()? >= 1624).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: {:?}\n{}", peer.status().ok(), peer.log_tail()))?;
+    // S3 refuses the peer's object (one is at the key), which resumes after the owner's.
+    s3.release_writes();
+    owner.signal(libc::SIGCONT)?;
+    wait_exactly_once(&world, 1700, &refs)?;
+    let found = peer.metric("zonal_transporter_errors_total", &["object-exists"])?;
+    assert!(found >= 1.0, "the peer never found the owner's object ({found})\n{}", peer.log_tail());
+    Ok(())
+}
+
+#[test]
 /// S3 at a few hundred KB/s: an object takes longer to upload than a lease lasts. The upload
 /// goes on for as long as the lease is renewed, so every object lands, once.
 fn s3_at_a_few_hundred_kb_per_second_still_gets_every_record_once() -> Res {
