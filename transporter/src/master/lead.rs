@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  previous assignment (etcd) ─┐
-//!  every 500 ms: Topics::refresh (list the cluster for a pattern) ─> TopologyWatcher::current
+//!  every 500 ms (at a term's start: as soon as the topology is fetched):
+//!                Topics::refresh (list the cluster for a pattern) ─> TopologyWatcher::current
 //!                coord::workers + coord::left ────────────────────────┐
 //!                can_plan ──plan()──> metrics ──changed──> shares::write (guarded by the leader key)
 //! ```
@@ -51,6 +52,7 @@ pub(super) async fn lead(
             worker.metrics.error(kind);
             tracing::error!(kind = kind.as_str(), value = %b, "skipping an invalid worker registration");
         }
+        let fetched = topo.is_fetched();
         if can_plan(&topo, &topics.names, topics.listed) {
             let next = plan(&PlanInput {
                 topo: &topo,
@@ -69,7 +71,13 @@ pub(super) async fn lead(
                 previous = Some(next.doc);
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if fetched {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        } else {
+            // A term's first plan waits for the cluster's topology, not for a fixed half second:
+            // at a fleet's start that was half of the time to the first assignment.
+            topics.watcher.wait_for(Duration::from_millis(500), az_core::Topology::is_fetched).await;
+        }
     }
 }
 

@@ -104,11 +104,13 @@ pub(super) fn run_with(case: &'static str, partitions: i32, mib: u64, dir: &Path
     let mut rss = Vec::new();
     let mut zonal_cpu = 0.0;
     eprintln!("{}", roll_phases(&workers));
-    for Worker { mut process, peak, .. } in workers {
+    for (z, Worker { mut process, peak, .. }) in workers.into_iter().enumerate() {
         let (mb, cpu) = peak.finish_with_cpu(process.pid().unwrap_or(0));
         rss.push(mb);
         zonal_cpu += cpu;
         process.stop(Duration::from_secs(30))?;
+        // Kept for a look afterwards (`ZONAL_BENCH_LOG=info` for more than warnings).
+        let _ = std::fs::copy(process.log(), dir.join(format!("{}-w{z}.log", case.replace(' ', "-"))));
     }
     let objects = s3.list_keys("bench")?.len();
     let max_rss = rss.iter().cloned().fold(0.0, f64::max);
@@ -226,7 +228,7 @@ fn start_workers(world: &World, bin: &Path, work: &Path) -> anyhow::Result<Vec<W
         let log = work.join(format!("w{z}.log"));
         let process = Process::start(
             ProcessSpec::new(bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log)
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", std::env::var("ZONAL_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()))
                 .env("AWS_ACCESS_KEY_ID", s3.access_key())
                 .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
                 .env("AWS_REGION", s3.region())
