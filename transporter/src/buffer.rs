@@ -239,7 +239,8 @@ pub fn decompress(compression: Compression, body: &[u8]) -> std::io::Result<Vec<
 mod tests {
     use super::*;
 
-    fn rec(offset: i64, value: &[u8]) -> Record<'_> {
+    /// A record of topic `t`, partition 2, key `k`, timestamped 1000 ms after its offset.
+    pub(super) fn rec(offset: i64, value: &[u8]) -> Record<'_> {
         Record {
             topic: "t",
             partition: 2,

@@ -103,35 +103,46 @@ fn leader_move_reassigns_in_the_new_zone_without_loss_or_duplicates() -> Res {
     Ok(())
 }
 
+/// Two workers in the zone of the leader of a new one-partition topic `logs`, once one of them
+/// owns it: `(owner, peer)`.
+fn owner_and_peer(world: &testkit::World, dir: &std::path::Path, spec: &FleetSpec) -> Res<(Worker, Worker)> {
+    world.kafka.create_topic("logs", 1)?;
+    let leader = world.kafka.leaders("logs")?[&0];
+    let rack = world.kafka.rack_of(leader).unwrap_or_default().to_owned();
+    let zone = world.kafka.zones().iter().position(|z| *z == rack).ok_or_else(|| anyhow::anyhow!("leader rack"))?;
+    let a = Worker::start(world, dir, "a", Some(zone), spec)?;
+    let b = Worker::start(world, dir, "b", Some(zone), spec)?;
+    let view = wait_converged(&[&a, &b], 1, 1)?;
+    let owner = owners_of(&view).get("logs/0").cloned().ok_or_else(|| anyhow::anyhow!("no owner"))?;
+    Ok(if owner == "a" { (a, b) } else { (b, a) })
+}
+
+/// Holds the next write S3 receives, produces `records` to `logs`, and stops `owner` (SIGSTOP)
+/// once its upload of them is held.
+fn stop_owner_mid_upload(world: &testkit::World, owner: &Worker, records: usize) -> Res {
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    s3.hold_next_writes(1);
+    produce(world, "logs", 1, records, "first")?;
+    testkit::wait_until("the owner's upload to be in flight", Duration::from_secs(30), || {
+        (s3.held_writes() == 1).then_some(())
+    })?;
+    owner.signal(libc::SIGSTOP)
+}
+
 #[test]
 /// A worker stopped (SIGSTOP: a VM pause, CPU starvation) while its upload is in flight and
 /// resumed after a peer took its partition over: S3 refuses the late write instead of replacing
 /// the peer's longer object, and every record is in S3 once.
 fn a_worker_stopped_mid_upload_and_resumed_after_a_takeover_replaces_nothing() -> Res {
     let world = world()?;
-    world.kafka.create_topic("logs", 1)?;
     let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
-    let leader = world.kafka.leaders("logs")?[&0];
-    let rack = world.kafka.rack_of(leader).unwrap_or_default().to_owned();
-    let zone = world.kafka.zones().iter().position(|z| *z == rack).ok_or_else(|| anyhow::anyhow!("leader rack"))?;
     // Rolls by age only, so the stalled owner's object and the peer's differ in length.
     let spec = FleetSpec { max_age_ms: 1000, max_records: 1_000_000, grace_secs: 1, ..FleetSpec::default() };
     let tmp = tempfile::tempdir()?;
-    let workers = [
-        Worker::start(&world, tmp.path(), "a", Some(zone), &spec)?,
-        Worker::start(&world, tmp.path(), "b", Some(zone), &spec)?,
-    ];
-    let refs: Vec<&Worker> = workers.iter().collect();
-    let view = wait_converged(&refs, 1, 1)?;
-    let owner_id = owners_of(&view).get("logs/0").cloned().ok_or_else(|| anyhow::anyhow!("no owner"))?;
-    let (owner, peer) = if owner_id == "a" { (&workers[0], &workers[1]) } else { (&workers[1], &workers[0]) };
+    let (owner, peer) = owner_and_peer(&world, tmp.path(), &spec)?;
+    let refs = [&owner, &peer];
 
-    s3.hold_next_writes(1);
-    produce(&world, "logs", 1, 300, "first")?;
-    testkit::wait_until("the owner's upload to be in flight", Duration::from_secs(30), || {
-        (s3.held_writes() == 1).then_some(())
-    })?;
-    owner.signal(libc::SIGSTOP)?;
+    stop_owner_mid_upload(&world, &owner, 300)?;
     produce(&world, "logs", 1, 300, "second")?;
     // The owner's lease runs out; the peer takes the partition over and uploads from the last
     // commit, a longer object under the same key.
@@ -156,32 +167,17 @@ fn a_worker_stopped_mid_upload_and_resumed_after_a_takeover_replaces_nothing() -
 /// (`ResumeAt` with a next buffer full). Every record ends up in S3 once.
 fn a_previous_owners_object_found_while_the_next_buffer_filled_resumes_after_it() -> Res {
     let world = world()?;
-    world.kafka.create_topic("logs", 1)?;
     let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
-    let leader = world.kafka.leaders("logs")?[&0];
-    let rack = world.kafka.rack_of(leader).unwrap_or_default().to_owned();
-    let zone = world.kafka.zones().iter().position(|z| *z == rack).ok_or_else(|| anyhow::anyhow!("leader rack"))?;
     // Rolls by age only, so that the two owners' objects differ in length; an age long enough
     // for the next buffer to take every record of the third batch before it is due (a buffer
     // that is due waits for the roll in flight, and reading waits with it).
     let spec = FleetSpec { max_age_ms: 4000, max_records: 1_000_000, grace_secs: 1, ..FleetSpec::default() };
     let tmp = tempfile::tempdir()?;
-    let workers = [
-        Worker::start(&world, tmp.path(), "a", Some(zone), &spec)?,
-        Worker::start(&world, tmp.path(), "b", Some(zone), &spec)?,
-    ];
-    let refs: Vec<&Worker> = workers.iter().collect();
-    let view = wait_converged(&refs, 1, 1)?;
-    let owner_id = owners_of(&view).get("logs/0").cloned().ok_or_else(|| anyhow::anyhow!("no owner"))?;
-    let (owner, peer) = if owner_id == "a" { (&workers[0], &workers[1]) } else { (&workers[1], &workers[0]) };
+    let (owner, peer) = owner_and_peer(&world, tmp.path(), &spec)?;
+    let refs = [&owner, &peer];
 
     // The owner's object of offsets 0-299 reaches S3, and the owner stops before committing it.
-    s3.hold_next_writes(1);
-    produce(&world, "logs", 1, 300, "first")?;
-    testkit::wait_until("the owner's upload to be in flight", Duration::from_secs(30), || {
-        (s3.held_writes() == 1).then_some(())
-    })?;
-    owner.signal(libc::SIGSTOP)?;
+    stop_owner_mid_upload(&world, &owner, 300)?;
     s3.release_writes();
     testkit::wait_until("the owner's object to land", Duration::from_secs(30), || {
         (s3.held_writes() == 0).then_some(())

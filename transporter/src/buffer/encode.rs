@@ -82,18 +82,8 @@ fn text_or_base64(bytes: Option<&[u8]>) -> (Field<'_>, Option<String>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::rec;
     use super::*;
-
-    fn rec(offset: i64, value: &[u8]) -> Record<'_> {
-        Record {
-            topic: "t",
-            partition: 2,
-            offset,
-            timestamp_ms: Some(1000 + offset),
-            key: Some(b"k"),
-            value: Some(value),
-        }
-    }
 
     #[test]
     fn json_keeps_every_byte() {
