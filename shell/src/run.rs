@@ -50,11 +50,15 @@ pub fn check_command<C: ProgramConfig>(
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: info, librdkafka's own warnings only).
+/// Colours only on a terminal: a log file or a container runtime's log gets plain text that
+/// log collectors and `grep` read.
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

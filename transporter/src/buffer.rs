@@ -26,6 +26,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Compression, RollConfig};
+use crate::continuity::{Gap, Span};
 pub use encode::encode;
 pub use slots::{Slot, Slots};
 
@@ -79,12 +80,11 @@ pub struct Buffer {
     level: i32,
     /// First record's offset.
     pub first_offset: i64,
-    /// Last record's offset.
-    pub last_offset: i64,
+    /// What the buffer covers: its chain from the committed offset, records and gaps. Every
+    /// record appended must follow it, and it must add up before the buffer becomes an object.
+    pub span: Span,
     /// First record's timestamp (ms), for the key's date and hour.
     pub first_timestamp_ms: i64,
-    /// Records appended.
-    pub records: u64,
     /// Uncompressed bytes appended.
     pub bytes: u64,
     /// When the first record arrived.
@@ -103,25 +103,25 @@ pub struct Finished {
     _slot: Slot,
     /// Its size in bytes.
     pub size: u64,
-    /// First offset.
+    /// First record's offset.
     pub first_offset: i64,
-    /// Last offset.
-    pub last_offset: i64,
+    /// What the object covers, checked to add up.
+    pub span: Span,
     /// First timestamp (ms).
     pub first_timestamp_ms: i64,
-    /// Records.
-    pub records: u64,
     /// Uncompressed bytes.
     pub bytes: u64,
 }
 
 impl Buffer {
-    /// Opens a buffer for a partition in a slot of `slots`, starting with record `first`.
+    /// Opens a buffer for a partition in a slot of `slots`, for record `first`, continuing
+    /// `span` (empty but for gaps before the first record).
     pub fn create(
         slots: &Arc<Slots>,
         format: Format,
         compression: Compression,
         level: i32,
+        span: Span,
         first: &Record<'_>,
     ) -> std::io::Result<Buffer> {
         std::fs::create_dir_all(slots.dir())?;
@@ -135,9 +135,8 @@ impl Buffer {
             compression,
             level,
             first_offset: first.offset,
-            last_offset: first.offset,
+            span,
             first_timestamp_ms: first.timestamp_ms.unwrap_or(0),
-            records: 0,
             bytes: 0,
             opened: Instant::now(),
             scratch: Vec::with_capacity(4096),
@@ -145,25 +144,37 @@ impl Buffer {
         })
     }
 
-    /// Appends a record.
+    /// Records appended.
+    pub fn records(&self) -> u64 {
+        self.span.records
+    }
+
+    /// Appends a record, which must follow the span: the buffer refuses an offset that would
+    /// leave a hole nobody explained.
     pub fn append(&mut self, r: &Record<'_>) -> std::io::Result<()> {
+        self.span.record(r.offset).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         self.scratch.clear();
         encode(self.format, r, &mut self.scratch);
         self.file.write_all(&self.scratch)?;
         self.bytes += self.scratch.len() as u64;
-        self.records += 1;
-        self.last_offset = r.offset;
         Ok(())
+    }
+
+    /// Records offsets that Kafka does not hold (`gap` must follow the span).
+    pub fn gap(&mut self, gap: Gap) -> std::io::Result<()> {
+        self.span.gap(gap).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
     /// Whether size or count says roll now (age is checked by the caller's timer).
     pub fn full(&self, roll: &RollConfig) -> bool {
-        self.bytes >= roll.max_bytes || self.records >= roll.max_records
+        self.bytes >= roll.max_bytes || self.span.records >= roll.max_records
     }
 
     /// Closes the file and compresses it into the object's bytes; the file is removed.
     /// Blocking: call it on a blocking thread.
     pub fn finish(mut self) -> std::io::Result<Finished> {
+        // The last check before an object exists: its counts must add up.
+        self.span.check().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         self.file.flush()?;
         drop(self.file.into_inner().map_err(|e| e.into_error())?);
         let raw = File::open(self.slot.raw())?;
@@ -206,9 +217,8 @@ impl Buffer {
             _slot: self.slot,
             size,
             first_offset: self.first_offset,
-            last_offset: self.last_offset,
+            span: self.span,
             first_timestamp_ms: self.first_timestamp_ms,
-            records: self.records,
             bytes: self.bytes,
         })
     }
@@ -256,14 +266,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let slots = Slots::new(dir.path());
         for compression in [Compression::Zstd, Compression::Gzip, Compression::None] {
-            let mut b = Buffer::create(&slots, Format::Lines, compression, 3, &rec(10, b"a")).expect("create");
+            let mut b = Buffer::create(&slots, Format::Lines, compression, 3, Span::starting(10), &rec(10, b"a"))
+                .expect("create");
             for o in 10..20 {
                 b.append(&rec(o, format!("line {o}").as_bytes())).expect("append");
             }
             assert!(b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 10 }));
             assert!(!b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 11 }));
+            assert!(b.append(&rec(21, b"a jump")).is_err(), "an offset that does not follow is refused");
             let f = b.finish().expect("finish");
-            assert_eq!((f.first_offset, f.last_offset, f.records, f.first_timestamp_ms), (10, 19, 10, 1010));
+            assert_eq!((f.first_offset, f.span.last, f.span.records, f.first_timestamp_ms), (10, 19, 10, 1010));
             let text = decompress(compression, &std::fs::read(&f.path).expect("object")).expect("decompress");
             assert_eq!(text.iter().filter(|&&c| c == b'\n').count(), 10);
             assert!(String::from_utf8_lossy(&text).starts_with("line 10\n"));

@@ -1,5 +1,6 @@
 //! The fleet commands that read or change etcd without running a worker: `status` (master,
-//! workers by zone, assignment, owners, offsets) and `offsets` (show or set next offsets).
+//! workers by zone, assignment, owners, offsets), `offsets` (show or set next offsets) and
+//! `audit` (a topic's objects in S3 against its committed offsets and Kafka's log).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,7 +8,8 @@ use anyhow::Context;
 use az_core::TopicPartition;
 
 use crate::config::TransporterConfig;
-use crate::{coord, http, master, shares};
+use crate::continuity::ObjectSpan;
+use crate::{audit, coord, http, master, shares};
 
 /// An operator's `--set`: the next offset to read of a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +132,151 @@ pub async fn status(cfg: TransporterConfig, json: bool) -> anyhow::Result<()> {
         println!("  {tp_text:<28} owner {owner:<24} next offset {off}");
     }
     Ok(())
+}
+
+/// `audit`: reads every object of `topic` under `s3.prefix` (its metadata, by HEAD), the
+/// committed offsets (etcd) and the log's bounds (Kafka), and reports per partition the chain
+/// of objects, holes, overlaps, explained gaps and objects past the committed offset. Read-only.
+/// Fails when a partition has a hole, an overlap or an object that does not prove its offsets.
+pub async fn audit(cfg: TransporterConfig, topic: String, json: bool) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let s3 = crate::upload::client(&cfg.s3).await;
+    let bucket = &cfg.s3.bucket;
+    let mut keys = Vec::new();
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(&cfg.s3.prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.with_context(|| format!("listing s3://{bucket}/{}", cfg.s3.prefix))?;
+        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+    }
+    let heads = futures::stream::iter(keys)
+        .map(|key| {
+            let s3 = s3.clone();
+            async move {
+                let head = s3
+                    .head_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .with_context(|| format!("HEAD s3://{bucket}/{key}"))?;
+                let meta: BTreeMap<String, String> = head
+                    .metadata()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default();
+                anyhow::Ok(audit::Object { key, span: ObjectSpan::from_meta(&meta) })
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let mut by_partition: BTreeMap<i32, Vec<audit::Object>> = BTreeMap::new();
+    let mut foreign = 0usize;
+    for o in heads {
+        let o = o?;
+        match (&o.span.topic, o.span.partition) {
+            (Some(t), Some(p)) if *t == topic => by_partition.entry(p).or_default().push(o),
+            (Some(_), Some(_)) => {}
+            _ => foreign += 1,
+        }
+    }
+    let client = coord::connect(&cfg.etcd).await?;
+    let keys = coord::Keys::new(&cfg.etcd.cluster);
+    let committed: BTreeMap<i32, i64> = coord::offsets(&client, &keys)
+        .await?
+        .into_iter()
+        .filter(|(tp, _)| tp.topic == topic)
+        .filter_map(|(tp, v)| Some((tp.partition, v.trim().parse().ok()?)))
+        .collect();
+    let kafka = log_bounds(&cfg, &topic).await;
+    if let Err(e) = &kafka {
+        eprintln!("Kafka's log bounds could not be read; the audit goes on without them: {e:#}");
+    }
+    let kafka = kafka.unwrap_or_default();
+    let partitions: BTreeSet<i32> = by_partition.keys().chain(committed.keys()).chain(kafka.keys()).copied().collect();
+    let reports: BTreeMap<String, audit::PartitionReport> = partitions
+        .into_iter()
+        .map(|p| {
+            let objects = by_partition.remove(&p).unwrap_or_default();
+            (format!("{topic}/{p}"), audit::partition(objects, committed.get(&p).copied(), kafka.get(&p).copied()))
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "partitions": reports, "objects_without_zonal_metadata": foreign })
+            )?
+        );
+    } else {
+        print_audit(&reports, foreign);
+    }
+    let bad: Vec<&String> = reports.iter().filter(|(_, r)| !r.clean()).map(|(tp, _)| tp).collect();
+    anyhow::ensure!(
+        bad.is_empty(),
+        "audit: {} partitions with holes, overlaps or unproven objects: {bad:?}",
+        bad.len()
+    );
+    Ok(())
+}
+
+fn print_audit(reports: &BTreeMap<String, audit::PartitionReport>, foreign: usize) {
+    let range = |r: &Option<audit::Range>| r.map_or("-".to_owned(), |r| format!("{}..={}", r.from, r.to));
+    for (tp, r) in reports {
+        println!(
+            "{tp:<24} {:<5} objects {:<6} records {:<10} chain {:<20} committed {:<10} kafka {}",
+            if r.clean() { "ok" } else { "BAD" },
+            r.objects,
+            r.records,
+            range(&r.chain),
+            r.committed.map_or("-".to_owned(), |c| c.to_string()),
+            range(&r.kafka),
+        );
+        for (reason, n) in &r.gap_records {
+            println!("    {n} offsets not in Kafka ({reason}), counted in the objects' metadata");
+        }
+        for h in &r.holes {
+            println!("    HOLE {}..={} ({} offsets in no object)", h.from, h.to, h.to - h.from + 1);
+        }
+        for o in &r.overlaps {
+            println!("    OVERLAP {}..={} (in two objects)", o.from, o.to);
+        }
+        for i in &r.inconsistent {
+            println!("    UNPROVEN {i}");
+        }
+        for k in &r.past_committed {
+            println!("    past the committed offset: {k}");
+        }
+    }
+    if foreign > 0 {
+        println!(
+            "{foreign} objects under the prefix carry no zonal topic and partition (other writers, or older versions)"
+        );
+    }
+}
+
+/// Each partition's log start and end (ListOffsets), from a consumer of the worker's settings.
+async fn log_bounds(cfg: &TransporterConfig, topic: &str) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let options = cfg.kafka.client_options()?;
+    let cc = crate::worker::consumer_config(cfg, None, &options);
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = cc.create().context("creating a Kafka client")?;
+        let timeout = std::time::Duration::from_secs(10);
+        let md = consumer.fetch_metadata(Some(&topic), timeout).with_context(|| format!("metadata of {topic}"))?;
+        let mut out = BTreeMap::new();
+        for t in md.topics() {
+            for p in t.partitions() {
+                let w = consumer
+                    .fetch_watermarks(&topic, p.id(), timeout)
+                    .with_context(|| format!("log bounds of {topic}/{}", p.id()))?;
+                out.insert(p.id(), w);
+            }
+        }
+        anyhow::Ok(out)
+    })
+    .await
+    .context("log bounds task")?
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@
 //! ```
 
 pub mod app;
+pub mod audit;
 pub mod buffer;
 pub mod commands;
 pub mod config;
+pub mod continuity;
 pub mod coord;
 pub mod http;
 pub mod master;

@@ -1,11 +1,11 @@
 //! `zonal-transporter`: moves Kafka to S3 with each partition read by a worker in that
 //! partition's zone, coordinated through etcd, exactly once. Commands: `run`, `check`, `status`,
-//! `offsets`.
+//! `offsets`, `audit`.
 
 use clap::Subcommand;
 use shell::ConfigFile;
 use zonal_transporter::app;
-use zonal_transporter::commands::{offsets, parse_set, status};
+use zonal_transporter::commands::{audit, offsets, parse_set, status};
 
 fn main() -> std::process::ExitCode {
     shell::main("zonal-transporter", || {
@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
                 let changes = set.iter().map(|s| parse_set(s)).collect::<anyhow::Result<Vec<_>>>()?;
                 shell::run_command(&file.config, |cfg| offsets(cfg, changes, while_owned, json))
             }
+            Command::Audit { file, topic, json } => shell::run_command(&file.config, |cfg| audit(cfg, topic, json)),
         }
     })
 }
@@ -48,6 +49,21 @@ enum Command {
         /// which its owner reads again until it can use it.
         #[arg(long)]
         while_owned: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a topic's objects in S3: per partition, the chain of objects (from their
+    /// metadata), holes, overlaps, offsets explained as not in Kafka, objects past the committed
+    /// offset, beside Kafka's log start and end. Read-only; fails when a partition has a hole,
+    /// an overlap or an object that does not prove its offsets.
+    Audit {
+        /// Its s3, etcd and kafka sections are used.
+        #[command(flatten)]
+        file: ConfigFile,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,

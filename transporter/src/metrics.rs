@@ -43,6 +43,10 @@ pub enum ErrorKind {
     ObjectExists,
     /// A commit was refused: another worker owns the partition now.
     Fenced,
+    /// Reading could not prove its offsets: a buffer whose counts did not add up, an existing
+    /// object that did not prove it holds the same records, reads that kept disagreeing. The
+    /// partition is read again from its committed offset, or stopped; nothing is committed.
+    Continuity,
 }
 
 impl ErrorKind {
@@ -59,6 +63,7 @@ impl ErrorKind {
             ErrorKind::Upload => "upload",
             ErrorKind::ObjectExists => "object-exists",
             ErrorKind::Fenced => "fenced",
+            ErrorKind::Continuity => "continuity",
         }
     }
 }
@@ -74,6 +79,13 @@ impl std::fmt::Display for ErrorKind {
 pub struct KindLabel {
     /// Kind.
     pub kind: String,
+}
+
+/// Gap reason label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `retention` or `log`.
+    pub reason: String,
 }
 
 /// Kafka traffic label.
@@ -107,6 +119,13 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Errors by kind.
     pub errors: Family<KindLabel, Counter>,
+    /// Offsets committed past because Kafka does not hold them, by reason (`retention`,
+    /// `log`): written in each object's metadata too.
+    pub gap_records: Family<ReasonLabel, Counter>,
+    /// Upload attempts that failed and were made again (each re-sends the whole body).
+    pub upload_retries: Counter,
+    /// Bytes sent again by those attempts.
+    pub upload_retried_bytes: Counter,
     /// Records behind the partition's end (from librdkafka statistics).
     pub lag: Family<TpLabel, Gauge>,
     /// Partitions this worker owns.
@@ -135,6 +154,9 @@ impl Default for Metrics {
             compress_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             errors: Family::default(),
+            gap_records: Family::default(),
+            upload_retries: Counter::default(),
+            upload_retried_bytes: Counter::default(),
             lag: Family::default(),
             owned: U64Gauge::default(),
             cross_zone_partitions: U64Gauge::default(),
@@ -154,6 +176,8 @@ impl Metrics {
             ("records", "Records written to S3 objects", &self.records),
             ("bytes", "Uncompressed bytes written to S3 objects", &self.bytes),
             ("uploads", "Objects uploaded", &self.uploads),
+            ("upload_retries", "Upload attempts made again", &self.upload_retries),
+            ("upload_retried_bytes", "Bytes sent again by repeated upload attempts", &self.upload_retried_bytes),
         ] {
             r.register(name, help, counter.clone());
         }
@@ -166,6 +190,7 @@ impl Metrics {
             r.register(name, help, h.clone());
         }
         r.register("errors", "Errors by kind", self.errors.clone());
+        r.register("gap_records", "Offsets not in Kafka, committed past, by reason", self.gap_records.clone());
         r.register("lag_records", "Records behind the end of the partition", self.lag.clone());
         for (name, help, gauge) in [
             ("owned_partitions", "Partitions this worker owns", &self.owned),
@@ -202,6 +227,7 @@ mod tests {
             (ErrorKind::Upload, "upload"),
             (ErrorKind::ObjectExists, "object-exists"),
             (ErrorKind::Fenced, "fenced"),
+            (ErrorKind::Continuity, "continuity"),
         ];
         for (kind, label) in kinds {
             assert_eq!(kind.as_str(), label);

@@ -6,12 +6,16 @@
 //!
 //! ```text
 //!  Finished { body } ──key──> put_object | create_multipart → upload_part* → complete
-//!       (If-None-Match: *, x-amz-meta-zonal-first-offset/-last-offset/-records)
+//!       (If-None-Match: *, x-amz-meta-zonal-*: topic, partition, from/first/last offset, records, gaps)
 //!    200 ──> Written
-//!    412 ──> HEAD ──> Exists { last_offset, etag } (a previous owner's object, or our own earlier try)
+//!    412 ──> HEAD ──> Exists { span, etag } (a previous owner's object, or our own earlier try)
 //!    an object without offsets (older version) ──> replaced deliberately: If-Match: <etag>
 //!    error ──> retry with backoff while the lease holds; lease lost ──> stop (abort multipart)
+//!    an attempt slower than s3.upload-min-bytes-per-sec ──> given up and retried
 //! ```
+//!
+//! Bodies are signed as `s3.upload-signing` says: stores differ in which of the SDK's signing
+//! and checksum modes they accept, so the mode is chosen, not left to the SDK's default.
 
 use std::time::Duration;
 
@@ -22,7 +26,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::sync::watch;
 
-use crate::config::S3Config;
+use crate::config::{S3Config, UploadSigning};
+use crate::continuity::ObjectSpan;
 use crate::coord::LeaseState;
 
 /// An object's bytes: a file of `size` bytes, streamed from disk (a part at a time for
@@ -40,8 +45,19 @@ impl Body<'_> {
         self.size
     }
 
-    /// `len` bytes from `offset`, as a request body.
-    async fn stream(&self, offset: u64, len: u64) -> anyhow::Result<ByteStream> {
+    /// `len` bytes from `offset`, as a request body: streamed from the file, or read into
+    /// memory when the payload is signed (its SHA-256 is computed before the request).
+    async fn stream(&self, offset: u64, len: u64, signing: UploadSigning) -> anyhow::Result<ByteStream> {
+        if signing == UploadSigning::SignedPayload {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut f = tokio::fs::File::open(self.path)
+                .await
+                .with_context(|| format!("opening {} for upload", self.path.display()))?;
+            f.seek(std::io::SeekFrom::Start(offset)).await?;
+            let mut buf = vec![0; usize::try_from(len)?];
+            f.read_exact(&mut buf).await.with_context(|| format!("reading {} for upload", self.path.display()))?;
+            return Ok(ByteStream::from(buf));
+        }
         ByteStream::read_from()
             .path(self.path)
             .offset(offset)
@@ -54,12 +70,8 @@ impl Body<'_> {
 
 /// Multipart part size: the most an upload holds in memory (parts are read from disk).
 pub const PART: usize = 8 * 1024 * 1024;
-/// Object metadata keys (sent as `x-amz-meta-…`).
-pub const META_FIRST_OFFSET: &str = "zonal-first-offset";
-/// The offset of the object's last record.
-pub const META_LAST_OFFSET: &str = "zonal-last-offset";
-/// Records in the object.
-pub const META_RECORDS: &str = "zonal-records";
+/// An object's metadata (`x-amz-meta-…`), from [`crate::continuity::Span::to_meta`].
+pub type Meta = [(&'static str, String)];
 
 /// Builds the S3 client: credentials from aws-config's default chain (environment, profile,
 /// web identity, instance role), region and endpoint from the config when set.
@@ -70,6 +82,7 @@ pub async fn client(cfg: &S3Config) -> Client {
     }
     let shared = loader.load().await;
     let mut b = aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.path_style);
+    b = with_signing(b, cfg.upload_signing);
     if let Some(e) = &cfg.endpoint {
         b = b.endpoint_url(e);
     }
@@ -79,15 +92,24 @@ pub async fn client(cfg: &S3Config) -> Client {
     Client::from_conf(b.build())
 }
 
-/// What an object holds, written as its metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    /// Offset of the first record.
-    pub first_offset: i64,
-    /// Offset of the last record.
-    pub last_offset: i64,
-    /// Number of records.
-    pub records: u64,
+/// Sets the checksum mode `signing` needs: a checksum only where an operation requires one,
+/// except for `aws-chunked`, where the SDK's default (a trailing CRC32) is the point. Stalled
+/// uploads are left to the attempt deadline ([`attempt_deadline`]), which knows the object's
+/// size, rather than the SDK's fixed grace period.
+pub fn with_signing(b: aws_sdk_s3::config::Builder, signing: UploadSigning) -> aws_sdk_s3::config::Builder {
+    use aws_sdk_s3::config::{RequestChecksumCalculation, StalledStreamProtectionConfig};
+    let checksum = match signing {
+        UploadSigning::AwsChunked => RequestChecksumCalculation::WhenSupported,
+        UploadSigning::UnsignedPayload | UploadSigning::SignedPayload => RequestChecksumCalculation::WhenRequired,
+    };
+    b.request_checksum_calculation(checksum).stalled_stream_protection(
+        StalledStreamProtectionConfig::enabled().upload_enabled(false).grace_period(Duration::from_secs(20)).build(),
+    )
+}
+
+/// How long one attempt to upload `size` bytes may take.
+pub fn attempt_deadline(cfg: &S3Config, size: u64) -> Duration {
+    Duration::from_secs(cfg.upload_attempt_min_secs.max(size / cfg.upload_min_bytes_per_sec.max(1)))
 }
 
 /// How an upload ended.
@@ -95,11 +117,11 @@ pub struct Span {
 pub enum Outcome {
     /// The object was written.
     Written,
-    /// An object was already at the key (S3 refused to replace it); it ends at `last_offset`
-    /// when its metadata says so.
+    /// An object was already at the key (S3 refused to replace it); its metadata says what
+    /// it covers, as far as it says.
     Exists {
-        /// The existing object's last offset, from its metadata.
-        last_offset: Option<i64>,
+        /// What the existing object's metadata says.
+        span: ObjectSpan,
         /// Its ETag, for a deliberate replace ([`Condition::Replace`]).
         etag: Option<String>,
     },
@@ -122,23 +144,30 @@ pub async fn upload(
     cfg: &S3Config,
     key: &str,
     body: Body<'_>,
-    span: Span,
+    meta: &Meta,
     condition: &Condition,
     lease: &watch::Receiver<LeaseState>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Uploaded> {
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0;
+    let deadline = attempt_deadline(cfg, body.len());
     loop {
         attempt += 1;
         if !lease.borrow().valid() {
             bail!("upload of {key} stopped: the lease is no longer valid ({attempt} attempts)");
         }
         let result = tokio::select! {
-            r = once(client, cfg, key, body, span, condition) => r,
+            r = tokio::time::timeout(deadline, once(client, cfg, key, body, meta, condition)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!(
+                    "the attempt took over {} s for {} bytes (s3.upload-min-bytes-per-sec = {})",
+                    deadline.as_secs(), body.len(), cfg.upload_min_bytes_per_sec
+                )),
+            },
             () = lease_lost(lease.clone()) => bail!("upload of {key} stopped: the lease was lost while it ran"),
         };
         match result {
-            Ok(outcome) => return Ok(outcome),
+            Ok(outcome) => return Ok(Uploaded { outcome, attempts: attempt }),
             Err(e) => tracing::warn!(key, attempt, error = %format!("{e:#}"), "upload failed; retrying"),
         }
         tokio::select! {
@@ -147,6 +176,15 @@ pub async fn upload(
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// How an upload ended, and after how many attempts (each a full send of the body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Attempts made, the last one included.
+    pub attempts: u32,
 }
 
 /// Resolves when the lease is lost or expires without renewal.
@@ -183,8 +221,9 @@ async fn existing(client: &Client, cfg: &S3Config, key: &str) -> anyhow::Result<
         .send()
         .await
         .with_context(|| format!("HEAD s3://{}/{key} after S3 refused to replace it", cfg.bucket))?;
-    let last_offset = head.metadata().and_then(|m| m.get(META_LAST_OFFSET)).and_then(|v| v.parse().ok());
-    Ok(Outcome::Exists { last_offset, etag: head.e_tag().map(str::to_owned) })
+    let meta: std::collections::BTreeMap<String, String> =
+        head.metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+    Ok(Outcome::Exists { span: ObjectSpan::from_meta(&meta), etag: head.e_tag().map(str::to_owned) })
 }
 
 async fn once(
@@ -192,21 +231,16 @@ async fn once(
     cfg: &S3Config,
     key: &str,
     body: Body<'_>,
-    span: Span,
+    meta: &Meta,
     condition: &Condition,
 ) -> anyhow::Result<Outcome> {
     let (if_none_match, if_match) = match condition {
         Condition::Create => (Some("*".to_owned()), None),
         Condition::Replace(etag) => (None, Some(etag.clone())),
     };
-    let meta = [
-        (META_FIRST_OFFSET, span.first_offset.to_string()),
-        (META_LAST_OFFSET, span.last_offset.to_string()),
-        (META_RECORDS, span.records.to_string()),
-    ];
     let size = body.len();
     if size <= cfg.multipart_threshold_bytes as u64 {
-        let stream = body.stream(0, size).await?;
+        let stream = body.stream(0, size, cfg.upload_signing).await?;
         let mut put = client
             .put_object()
             .bucket(&cfg.bucket)
@@ -214,7 +248,7 @@ async fn once(
             .set_if_none_match(if_none_match.clone())
             .set_if_match(if_match.clone())
             .body(stream);
-        for (k, v) in &meta {
+        for (k, v) in meta {
             put = put.metadata(*k, v);
         }
         return match put.send().await {
@@ -224,7 +258,7 @@ async fn once(
         };
     }
     let mut create = client.create_multipart_upload().bucket(&cfg.bucket).key(key);
-    for (k, v) in &meta {
+    for (k, v) in meta {
         create = create.metadata(*k, v);
     }
     let created =
@@ -241,7 +275,7 @@ async fn once(
     let mut parts = Vec::new();
     for (i, offset) in (0..size).step_by(PART).enumerate() {
         let n = i32::try_from(i + 1)?;
-        let stream = body.stream(offset, (size - offset).min(PART as u64)).await?;
+        let stream = body.stream(offset, (size - offset).min(PART as u64), cfg.upload_signing).await?;
         let part = client
             .upload_part()
             .bucket(&cfg.bucket)

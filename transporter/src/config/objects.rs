@@ -49,6 +49,32 @@ pub struct S3Config {
     pub compression_level: i32,
     /// Objects above this many bytes are uploaded in parts.
     pub multipart_threshold_bytes: usize,
+    /// How an upload's body is signed and checksummed; stores differ in what they accept:
+    /// `unsigned-payload` (the default: `UNSIGNED-PAYLOAD` with a Content-Length, streamed from
+    /// disk; every S3-compatible store tested takes it), `signed-payload` (the body's SHA-256 in
+    /// the signature; each request body, at most a part or `multipart-threshold-bytes`, is
+    /// read into memory first) or `aws-chunked` (the AWS SDK's default: a streamed body with a
+    /// trailing CRC32 checksum; AWS S3 and MinIO take it, Garage 2.5 refuses it).
+    pub upload_signing: UploadSigning,
+    /// The slowest transfer an upload attempt is allowed, in bytes per second: an attempt of an
+    /// object of `n` bytes is given up after `n / upload-min-bytes-per-sec` seconds (at least
+    /// `upload-attempt-min-secs`) and retried, instead of waiting for the lease to be lost.
+    pub upload_min_bytes_per_sec: u64,
+    /// The shortest time an upload attempt is given, in seconds.
+    pub upload_attempt_min_secs: u64,
+}
+
+/// How upload bodies are signed (see `s3.upload-signing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UploadSigning {
+    /// `x-amz-content-sha256: UNSIGNED-PAYLOAD`, no checksum unless an operation requires one.
+    #[default]
+    UnsignedPayload,
+    /// The body's SHA-256 signed; bodies are read into memory.
+    SignedPayload,
+    /// `STREAMING-UNSIGNED-PAYLOAD-TRAILER` with a CRC32 trailer (aws-chunked encoding).
+    AwsChunked,
 }
 
 impl Default for S3Config {
@@ -64,6 +90,9 @@ impl Default for S3Config {
             compression: Compression::Zstd,
             compression_level: 3,
             multipart_threshold_bytes: 16 * 1024 * 1024,
+            upload_signing: UploadSigning::UnsignedPayload,
+            upload_min_bytes_per_sec: 256 * 1024,
+            upload_attempt_min_secs: 30,
         }
     }
 }
@@ -89,6 +118,12 @@ impl S3Config {
         }
         if self.multipart_threshold_bytes < 5 * 1024 * 1024 {
             bail!("s3.multipart-threshold-bytes: must be at least 5 MiB (the S3 minimum part size)");
+        }
+        if self.multipart_threshold_bytes as u64 > 5 * 1024 * 1024 * 1024 {
+            bail!("s3.multipart-threshold-bytes: must be at most 5 GiB (the S3 limit of one PUT)");
+        }
+        if self.upload_min_bytes_per_sec == 0 || self.upload_attempt_min_secs == 0 {
+            bail!("s3.upload-min-bytes-per-sec and s3.upload-attempt-min-secs: must be positive");
         }
         Ok(())
     }

@@ -27,6 +27,11 @@ pub struct WorkerConfig {
     /// Objects uploaded and committed at once, once compressed; each streams its file from
     /// disk, so it holds little memory, and spends most of its time waiting for S3 and etcd.
     pub max_concurrent_uploads: usize,
+    /// How long a shutdown (SIGTERM) waits for the partitions to upload and commit what they
+    /// buffered, in seconds; past it, what is left is dropped (the next owner reads it again
+    /// from Kafka) so that the process ends within a pod's `terminationGracePeriodSeconds`
+    /// even while S3 refuses or hangs.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -38,6 +43,7 @@ impl Default for WorkerConfig {
             buffer_dir: PathBuf::from("/var/lib/zonal-transporter"),
             max_concurrent_rolls: default_rolls(),
             max_concurrent_uploads: 32,
+            shutdown_timeout_secs: 20,
         }
     }
 }

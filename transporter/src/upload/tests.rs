@@ -34,17 +34,30 @@ async fn up_file(
     cfg: &S3Config,
     key: &str,
     bytes: &[u8],
-    span: Span,
+    span: Vec<(&'static str, String)>,
     lease: &watch::Receiver<LeaseState>,
 ) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("object");
     std::fs::write(&path, bytes)?;
-    upload(client, cfg, key, Body { path: &path, size: bytes.len() as u64 }, span, &Condition::Create, lease).await
+    let body = Body { path: &path, size: bytes.len() as u64 };
+    Ok(upload(client, cfg, key, body, &span, &Condition::Create, lease).await?.outcome)
 }
 
-fn span(first: i64, last: i64) -> Span {
-    Span { first_offset: first, last_offset: last, records: (last - first + 1) as u64 }
+/// The metadata of an object holding every offset from `first` to `last`.
+fn span(first: i64, last: i64) -> Vec<(&'static str, String)> {
+    let mut s = crate::continuity::Span::starting(first);
+    for o in first..=last {
+        s.record(o).expect("record");
+    }
+    s.to_meta("t", 0)
+}
+
+fn last_offset(o: &Outcome) -> Option<i64> {
+    match o {
+        Outcome::Exists { span, .. } => span.last,
+        Outcome::Written => None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +65,7 @@ async fn large_objects_go_in_parts_small_ones_in_one_put_and_neither_replaces() 
     let (s3, client, cfg) = setup().await;
     let (_keep, lease) = lease(Duration::from_secs(60));
     let big: Vec<u8> = (0..19 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    let up = |key: &'static str, body: Vec<u8>, span: Span| {
+    let up = |key: &'static str, body: Vec<u8>, span: Vec<(&'static str, String)>| {
         let (client, cfg, lease) = (client.clone(), cfg.clone(), lease.clone());
         async move { up_file(&client, &cfg, key, &body, span, &lease).await.expect("upload") }
     };
@@ -61,12 +74,13 @@ async fn large_objects_go_in_parts_small_ones_in_one_put_and_neither_replaces() 
     // A second writer of the same keys (a stale owner, a retry whose first try landed) is
     // refused by S3 and learns where the existing object ends; nothing is replaced.
     let again = up("a/small.bin", b"tiny again".to_vec(), span(100, 120)).await;
-    assert!(matches!(again, Outcome::Exists { last_offset: Some(109), etag: Some(_) }), "{again:?}");
+    assert!(matches!(again, Outcome::Exists { etag: Some(_), .. }) && last_offset(&again) == Some(109), "{again:?}");
     let other: Vec<u8> = big.iter().map(|b| b ^ 0xff).collect();
     let other = up("a/big.bin", other, span(0, 50)).await;
-    assert!(matches!(other, Outcome::Exists { last_offset: Some(99), .. }), "{other:?}");
+    assert_eq!(last_offset(&other), Some(99), "{other:?}");
     let got = client.get_object().bucket("uploads").key("a/big.bin").send().await.expect("get");
-    assert_eq!(got.metadata().and_then(|m| m.get(META_RECORDS)).map(String::as_str), Some("100"));
+    let records = crate::continuity::meta::RECORDS;
+    assert_eq!(got.metadata().and_then(|m| m.get(records)).map(String::as_str), Some("100"));
     assert_eq!(got.body.collect().await.expect("body").into_bytes().as_ref(), &big[..]);
     assert_eq!(std::fs::read(s3.root().join("uploads/a/small.bin")).expect("small"), b"tiny");
     // The refused multipart upload was aborted, not left to be billed (s3s-fs keeps an
@@ -101,17 +115,18 @@ async fn an_object_without_offsets_is_replaced_only_by_its_etag() {
         .await
         .expect("old object");
     let found = up_file(&client, &cfg, "old.bin", b"new", span(0, 9), &lease).await.expect("upload");
-    let Outcome::Exists { last_offset: None, etag: Some(etag) } = found else { panic!("{found:?}") };
+    let Outcome::Exists { span: found_span, etag: Some(etag) } = found else { panic!("{found:?}") };
+    assert_eq!(found_span.last, None);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("object");
     std::fs::write(&path, b"new").expect("write");
     let body = Body { path: &path, size: 3 };
     let wrong = Condition::Replace("\"0000\"".into());
-    let refused = upload(&client, &cfg, "old.bin", body, span(0, 9), &wrong, &lease).await.expect("upload");
-    assert!(matches!(refused, Outcome::Exists { .. }), "{refused:?}");
+    let refused = upload(&client, &cfg, "old.bin", body, &span(0, 9), &wrong, &lease).await.expect("upload");
+    assert!(matches!(refused.outcome, Outcome::Exists { .. }), "{refused:?}");
     let replaced =
-        upload(&client, &cfg, "old.bin", body, span(0, 9), &Condition::Replace(etag), &lease).await.expect("upload");
-    assert_eq!(replaced, Outcome::Written);
+        upload(&client, &cfg, "old.bin", body, &span(0, 9), &Condition::Replace(etag), &lease).await.expect("upload");
+    assert_eq!(replaced.outcome, Outcome::Written);
     assert_eq!(std::fs::read(s3.root().join("uploads/old.bin")).expect("object"), b"new");
 }
 
@@ -151,4 +166,31 @@ async fn renewals_extend_the_time_allowed_and_a_loss_stops_retries() {
     assert!(err.to_string().contains("lease"), "{err}");
     // It kept trying past the first deadline because the lease was renewed.
     assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
+}
+
+/// Every signing mode uploads, in one PUT and in parts, and the object reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signing_mode_uploads_in_one_put_and_in_parts() {
+    use crate::config::UploadSigning;
+    let (s3, client, cfg) = setup().await;
+    let (_keep, lease) = lease(Duration::from_secs(60));
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    for signing in [UploadSigning::UnsignedPayload, UploadSigning::SignedPayload, UploadSigning::AwsChunked] {
+        let conf = with_signing(client.config().to_builder(), signing).build();
+        let client = Client::from_conf(conf);
+        let cfg = S3Config { upload_signing: signing, ..cfg.clone() };
+        for (name, body) in [("small", b"tiny".to_vec()), ("big", big.clone())] {
+            let key = format!("{signing:?}/{name}");
+            let got = up_file(&client, &cfg, &key, &body, span(0, 9), &lease).await.expect("upload");
+            assert_eq!(got, Outcome::Written, "{key}");
+            assert_eq!(std::fs::read(s3.root().join("uploads").join(&key)).expect("object"), body, "{key}");
+        }
+    }
+}
+
+#[test]
+fn an_attempt_is_given_time_by_the_size_of_its_object() {
+    let cfg = S3Config { upload_min_bytes_per_sec: 1024 * 1024, upload_attempt_min_secs: 30, ..Default::default() };
+    assert_eq!(attempt_deadline(&cfg, 10), Duration::from_secs(30));
+    assert_eq!(attempt_deadline(&cfg, 64 * 1024 * 1024), Duration::from_secs(64));
 }

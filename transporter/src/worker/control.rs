@@ -68,8 +68,17 @@ impl Worker {
         for r in running.values() {
             let _ = r.stop.send(mode);
         }
-        for (_, r) in running {
-            let _ = r.handle.await;
+        // A flush is bounded: past the shutdown timeout, what is still uploading is dropped
+        // (Abandon), read again by the next owner, and the process ends.
+        let timeout = Duration::from_secs(self.cfg.worker.shutdown_timeout_secs);
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (tp, mut r) in running {
+            if tokio::time::timeout_at(deadline, &mut r.handle).await.is_err() {
+                tracing::warn!(partition = %tp, timeout_secs = timeout.as_secs(),
+                    "the partition did not flush within worker.shutdown-timeout-secs; its buffer is dropped and read again by the next owner");
+                let _ = r.stop.send(Stop::Abandon);
+                let _ = r.handle.await;
+            }
         }
         result
     }

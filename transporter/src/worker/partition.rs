@@ -5,7 +5,8 @@
 //!  acquire /owners/<tp> ──Owned { by }──> wait 200 ms, again (the old owner releases or expires)
 //!      └─Acquired──> committed offset ──Unreachable──> wait 500 ms, again
 //!                                    └──Invalid─────> hold (2 s), until an operator sets it
-//!          ──Some(o) | None (kafka.start-from)──> split queue + incremental_assign ──> pump
+//!          ──Some(o)──────────────────────────────────────────────> split queue + incremental_assign ──> pump
+//!          ──None──> ListOffsets (kafka.start-from: log start | end) ──> committed at once ──┘
 //!  pump ends ──> incremental_unassign ──> release (while the lease is valid)
 //! ```
 
@@ -42,15 +43,16 @@ impl Worker {
         if !self.acquire(tp, &lease, &mut stop).await {
             return Ok(());
         }
-        let Start::At(start) = self.start(tp, &lease, &mut stop).await else {
+        let start = match self.start(tp, &lease, &mut stop).await {
+            Start::At(Some(o)) => Some(o),
+            Start::At(None) => self.resolve_start(tp, &lease, &mut stop).await,
+            Start::Stopped => None,
+        };
+        let Some(start) = start else {
             let _ = coord::release(&self.etcd, &self.keys, tp, &self.id).await;
             return Ok(());
         };
-        let offset = match (start, self.cfg.kafka.start_from) {
-            (Some(o), _) => Offset::Offset(o),
-            (None, StartFrom::Latest) => Offset::End,
-            (None, StartFrom::Earliest) => Offset::Beginning,
-        };
+        let offset = Offset::Offset(start);
         tracing::info!(partition = %tp, ?offset, "owning partition");
         let queue = self
             .consumer
@@ -59,10 +61,10 @@ impl Worker {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&tp.topic, tp.partition, offset)?;
         self.consumer.incremental_assign(&tpl).with_context(|| format!("assigning {tp}"))?;
-        self.owned.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            tp.clone(),
-            OwnedStatus { committed: start.unwrap_or(-1), position: start.unwrap_or(0) - 1, ..Default::default() },
-        );
+        self.owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tp.clone(), OwnedStatus { committed: start, position: start - 1, ..Default::default() });
 
         let result = self.pump(tp, &queue, &lease, &mut stop, start).await;
 
@@ -110,6 +112,54 @@ impl Worker {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// A partition never committed starts where `kafka.start-from` says, resolved once to an
+    /// offset (ListOffsets) and committed at once: reading then starts from a known offset with
+    /// its chain set, and a restart or a move before the first object does not resolve
+    /// "latest" again and skip what came between. None when told to stop first.
+    async fn resolve_start(
+        &self,
+        tp: &TopicPartition,
+        lease: &watch::Receiver<LeaseState>,
+        stop: &mut watch::Receiver<Stop>,
+    ) -> Option<i64> {
+        let mut reported = false;
+        loop {
+            let l = *lease.borrow();
+            let err = match self.watermarks(tp).await {
+                Ok((low, high)) => {
+                    let at = match self.cfg.kafka.start_from {
+                        StartFrom::Earliest => low,
+                        StartFrom::Latest => high,
+                    };
+                    match coord::commit(&self.etcd, &self.keys, tp, &self.id, l.id, at).await {
+                        Ok(true) => {
+                            tracing::info!(partition = %tp, start_from = ?self.cfg.kafka.start_from, offset = at, "no committed offset; starting here, committed");
+                            return Some(at);
+                        }
+                        Ok(false) => {
+                            self.metrics.error(ErrorKind::Fenced);
+                            tracing::warn!(partition = %tp, "fenced before the first commit");
+                            return None;
+                        }
+                        Err(e) => e.context("committing the resolved start offset"),
+                    }
+                }
+                Err(e) => e,
+            };
+            if !reported {
+                tracing::warn!(partition = %tp, error = %format!("{err:#}"), "resolving where to start failed; trying again");
+                reported = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() != Stop::Run || !lease.borrow().valid() {
+                return None;
             }
         }
     }

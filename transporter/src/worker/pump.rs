@@ -4,13 +4,25 @@
 //! ```text
 //!  stop (Flush | Abandon) ──> the roll in flight ends ──> roll the buffer | discard it ──> return
 //!  age timer (spread over the last fifth of roll.max-age-ms) ──> roll
-//!  split queue ──record──> expected offset? (else offset-gap) ──> Buffer::append ──full?──> roll
-//!              ──out of range──> on-offset-out-of-range: earliest (seek) | fail (hold)
+//!  split queue ──record──> Chain::offer: Append ──> Buffer::append (refuses what does not follow) ──full?──> roll
+//!                                      Stale ──> dropped (fetched before a seek)
+//!                                      Verify ──> seek to the expected offset (an unexplained jump is read again)
+//!                                      Gap ──> counted in the buffer's span (the log has no records there)
+//!              ──out of range──> ListOffsets: below the log start ──> retention gap, read on from the start
+//!                                                                     (on-offset-out-of-range = fail: hold)
+//!                                             in range ──> seek to the expected offset again
+//!                                             past the end ──> hold
+//!              ──other error──> counted; a jump it causes is caught by the chain
 //!  held: every 2 s read the committed offset; set by an operator ──> seek there, read again
-//!  roll: the roll in flight ends first ──> the buffer rolls in flight while the next one fills
+//!  roll: when none is in flight ──> the buffer rolls in flight while the next one fills
+//!        (a full buffer waits for it; reading waits with it, answering stop meanwhile)
 //!  roll in flight ends ──Next──> go on | ──ResumeAt(o)──> discard the next buffer, seek to o
 //!                                         (an existing object already holds the records before o)
 //! ```
+//!
+//! Every seek sets the chain's position: records the consumer fetched before it are dropped,
+//! and a buffer is kept across a seek only when the seek returns to the offset the buffer ends
+//! at (a jump read again, an out-of-range read again), so what it holds still follows.
 //!
 //! One roll per partition is in flight at a time, and it commits before the next one starts:
 //! offsets are committed in order. Reading goes on meanwhile, into the next buffer on disk, so
@@ -36,6 +48,7 @@ use super::stats::RateWindow;
 use super::{Stop, Worker, WorkerContext};
 use crate::buffer::{Buffer, Record};
 use crate::config::OutOfRange;
+use crate::continuity::{Chain, Gap, Span, Verdict};
 use crate::coord::{self, LeaseState};
 use crate::metrics::ErrorKind;
 
@@ -45,14 +58,20 @@ type InFlight<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Rolled>> + Send +
 /// The state of reading one partition.
 struct Reading<'a> {
     tp: &'a TopicPartition,
-    /// The offset reading started from, or an operator set: a held partition waits for another.
-    committed: Option<i64>,
-    /// The offset the next record must have; anything else is a gap, counted.
-    expected: Option<i64>,
-    /// Held on an out-of-range offset until an operator sets one (`on-offset-out-of-range = fail`).
+    /// The offset last committed (read at start, or set by an operator): a held partition
+    /// waits for another.
+    committed: i64,
+    /// Where reading is: the offset the next record must have.
+    chain: Chain,
+    /// While no buffer is open, what the next one continues: where it starts, and gaps before
+    /// its first record.
+    pending: Span,
+    /// Held on an out-of-range offset until an operator sets one.
     held: bool,
     /// The open buffer, from the first record after the last roll.
     buf: Option<Buffer>,
+    /// Out-of-range errors in a row while the position was in range.
+    spurious: u32,
     /// Bytes read, for the partition's rate.
     rate: RateWindow,
 }
@@ -66,24 +85,44 @@ impl Worker {
         queue: &StreamPartitionQueue<WorkerContext>,
         lease: &watch::Receiver<LeaseState>,
         stop: &mut watch::Receiver<Stop>,
-        committed: Option<i64>,
+        committed: i64,
     ) -> anyhow::Result<()> {
         let max_age = Duration::from_millis(self.cfg.roll.max_age_ms);
-        let mut r = Reading { tp, committed, expected: committed, held: false, buf: None, rate: RateWindow::new() };
+        let mut r = Reading {
+            tp,
+            committed,
+            chain: Chain::at(committed),
+            pending: Span::starting(committed),
+            held: false,
+            buf: None,
+            rate: RateWindow::new(),
+            spurious: 0,
+        };
         let mut inflight: Option<InFlight<'_>> = None;
         loop {
             let deadline = r.buf.as_ref().map(|b| b.opened + spread_age(max_age, tp, b.first_offset));
+            // A full buffer waits for the roll in flight; reading waits with it (the queue
+            // holds the prefetched records meanwhile), and every wait here answers `stop`.
+            let full = r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll));
+            let idle = inflight.is_none();
             tokio::select! {
                 biased;
                 _ = stop.changed() => {
                     let mode = *stop.borrow();
                     if mode == Stop::Flush {
-                        // The roll under way ends and commits first, then the last buffer.
-                        self.land(&mut r, &mut inflight).await?;
-                        if let Some(b) = r.buf.take() {
-                            self.roll(tp, b, lease).await?;
-                        }
-                        return Ok(());
+                        // The roll under way ends and commits first, then the last buffer. An
+                        // Abandon meanwhile (the shutdown timeout, a lost lease) drops both.
+                        let flush = async {
+                            self.land(&mut r, &mut inflight).await?;
+                            if let Some(b) = r.buf.take() {
+                                self.roll(tp, b, lease).await?;
+                            }
+                            anyhow::Ok(())
+                        };
+                        return tokio::select! {
+                            done = flush => done,
+                            () = abandoned(stop) => Ok(()),
+                        };
                     }
                     if mode == Stop::Abandon {
                         // Ownership is gone: the roll under way is dropped (its upload, if it
@@ -96,21 +135,29 @@ impl Worker {
                         return Ok(());
                     }
                 }
-                rolled = in_flight(&mut inflight), if inflight.is_some() => {
+                rolled = in_flight(&mut inflight), if !idle => {
                     inflight = None;
                     self.resume(&mut r, rolled?)?;
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => self.start_roll(&mut r, &mut inflight, lease).await?,
+                () = std::future::ready(()), if full && idle => self.start_roll(&mut r, &mut inflight, lease),
+                _ = sleep_until(deadline), if deadline.is_some() && idle => self.start_roll(&mut r, &mut inflight, lease),
                 // A partition held on an out-of-range offset reads its committed offset again
                 // until an operator sets one (`zonal-transporter offsets --set … --while-owned`).
                 _ = tokio::time::sleep(Duration::from_secs(2)), if r.held => self.reread_held(&mut r).await?,
-                msg = queue.recv(), if !r.held => {
+                msg = queue.recv(), if !r.held && !full => {
                     // The message is consumed here, before any await: it borrows from librdkafka
                     // and is not to be held while a roll uploads.
-                    let Some(bytes) = self.take(&mut r, msg)? else { continue };
-                    if r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll)) {
-                        self.start_roll(&mut r, &mut inflight, lease).await?;
-                    }
+                    let msg = match msg {
+                        Ok(m) => Ok(self.append(&mut r, &m)?),
+                        Err(e) => Err(e),
+                    };
+                    let bytes = match msg {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            self.on_error(&mut r, &e).await?;
+                            continue;
+                        }
+                    };
                     if let Some(rate) = r.rate.add(bytes) {
                         self.record_rate(tp, rate);
                     }
@@ -123,32 +170,33 @@ impl Worker {
         }
     }
 
-    /// Takes what the queue gave: a record is appended (its payload size returned), an error
-    /// handled by its policy.
-    fn take(&self, r: &mut Reading<'_>, msg: Result<BorrowedMessage<'_>, KafkaError>) -> anyhow::Result<Option<u64>> {
-        match msg {
-            Ok(m) => self.append(r, &m).map(Some),
-            Err(e) => {
-                self.on_error(r, &e)?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Appends a record to the buffer, opening one for the first record after a roll.
+    /// Appends a record to the buffer, opening one for the first record after a roll, as the
+    /// chain says; returns the payload size (0 for a record not appended).
     fn append(&self, r: &mut Reading<'_>, m: &BorrowedMessage<'_>) -> anyhow::Result<u64> {
         let tp = r.tp;
-        if let Some(want) = r.expected {
-            // A record from before a seek (fetched before it, still queued) is not read twice.
-            if m.offset() < want {
-                tracing::debug!(partition = %tp, offset = m.offset(), want, "dropping a record from before a seek");
+        let verdict = r.chain.offer(m.offset()).map_err(|e| {
+            self.metrics.error(ErrorKind::Continuity);
+            anyhow::anyhow!("reading {tp}: {e}")
+        })?;
+        match verdict {
+            Verdict::Append => {}
+            Verdict::Stale => {
+                tracing::debug!(partition = %tp, offset = m.offset(), want = r.chain.expected(), "dropping a record from before a seek");
                 return Ok(0);
             }
-            r.expected = None;
-            if m.offset() != want {
+            Verdict::Verify => {
                 let kind = ErrorKind::OffsetGap;
                 self.metrics.error(kind);
-                tracing::warn!(kind = kind.as_str(), partition = %tp, asked = want, got = m.offset(), "the first record is not the one asked for; offsets between are not in Kafka");
+                let want = r.chain.expected();
+                tracing::warn!(kind = kind.as_str(), partition = %tp, want, got = m.offset(),
+                    "a record past the expected offset; reading again from the expected one before believing the jump");
+                self.seek(tp, Offset::Offset(want))?;
+                return Ok(0);
+            }
+            Verdict::Gap(g) => {
+                tracing::info!(partition = %tp, from = g.from, to = g.to, reason = g.reason.as_str(),
+                    "offsets not in the log (compaction, transaction markers), seen twice; counted as a gap");
+                self.gap(r, g)?;
             }
         }
         let rec = Record {
@@ -166,25 +214,39 @@ impl Worker {
             Some(b) => b,
             None => {
                 let s3 = &self.cfg.s3;
-                let b = Buffer::create(&self.buffers, s3.format, s3.compression, s3.compression_level, &rec)
+                let span = std::mem::replace(&mut r.pending, Span::starting(rec.offset));
+                let b = Buffer::create(&self.buffers, s3.format, s3.compression, s3.compression_level, span, &rec)
                     .with_context(|| format!("creating a buffer in {}", self.buffers.dir().display()))?;
                 r.buf.insert(b)
             }
         };
-        b.append(&rec).context("appending to the buffer")?;
+        b.append(&rec)
+            .inspect_err(|_| self.metrics.error(ErrorKind::Continuity))
+            .with_context(|| format!("appending offset {} of {tp} to its buffer", rec.offset))?;
+        r.spurious = 0;
         // Status is for humans: refresh it every 1024 records, not per record.
-        if b.records % 1024 == 1
+        if b.records() % 1024 == 1
             && let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp)
         {
             s.position = m.offset();
-            s.buffered = b.records;
+            s.buffered = b.records();
         }
         Ok(m.payload_len() as u64)
     }
 
-    /// A Kafka error for the partition. An offset out of range follows
-    /// `kafka.on-offset-out-of-range`; anything else is counted and reading goes on.
-    fn on_error(&self, r: &mut Reading<'_>, e: &KafkaError) -> anyhow::Result<()> {
+    /// Adds a gap to the open buffer, or to what the next one continues.
+    fn gap(&self, r: &mut Reading<'_>, g: Gap) -> anyhow::Result<()> {
+        match &mut r.buf {
+            Some(b) => b.gap(g).inspect_err(|_| self.metrics.error(ErrorKind::Continuity))?,
+            None => r.pending.gap(g).inspect_err(|_| self.metrics.error(ErrorKind::Continuity))?,
+        }
+        Ok(())
+    }
+
+    /// A Kafka error for the partition. An offset out of range is told apart by the partition's
+    /// log start and end; anything else is counted and reading goes on (a jump it causes is
+    /// caught by the chain).
+    async fn on_error(&self, r: &mut Reading<'_>, e: &KafkaError) -> anyhow::Result<()> {
         let tp = r.tp;
         let out_of_range = matches!(
             e.rdkafka_error_code(),
@@ -198,27 +260,64 @@ impl Worker {
         }
         let kind = ErrorKind::OffsetOutOfRange;
         self.metrics.error(kind);
-        match self.cfg.kafka.on_offset_out_of_range {
-            OutOfRange::Earliest => {
-                // Retention passed the committed offset: what is still kept is read from its
-                // start (what retention deleted is gone).
-                tracing::warn!(kind = kind.as_str(), partition = %tp, committed = ?r.committed, error = %e, "offset out of range; reading from the earliest kept offset");
-                self.seek(tp, Offset::Beginning)?;
-                r.expected = None;
+        let at = r.chain.expected();
+        let (low, high) = match self.watermarks(tp).await {
+            Ok(w) => w,
+            Err(err) => {
+                // Without the log's bounds nothing is decided: the same position is read again.
+                tracing::warn!(kind = kind.as_str(), partition = %tp, at, error = %format!("{err:#}"),
+                    "offset out of range and the log's bounds could not be read; reading the same offset again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return self.seek(tp, Offset::Offset(at));
             }
-            OutOfRange::Fail => {
-                tracing::error!(kind = kind.as_str(), partition = %tp, committed = ?r.committed, error = %e, "offset out of range; the partition is held until an operator sets its offset");
+        };
+        if at < low {
+            if self.cfg.kafka.on_offset_out_of_range == OutOfRange::Fail {
+                tracing::error!(kind = kind.as_str(), partition = %tp, at, log_start = low,
+                    "retention removed offsets before they were read; the partition is held until an operator sets its offset (on-offset-out-of-range = fail)");
                 r.held = true;
+                return Ok(());
             }
+            if let Some(g) = r.chain.retention(low) {
+                tracing::error!(kind = kind.as_str(), partition = %tp, from = g.from, to = g.to, lost = g.len(),
+                    "retention removed offsets before they were read; counted as a gap, reading on from the log start");
+                self.gap(r, g)?;
+            }
+            return self.seek(tp, Offset::Offset(low));
         }
-        Ok(())
+        if at > high {
+            tracing::error!(kind = kind.as_str(), partition = %tp, at, log_end = high,
+                "the offset is past the end of the log (truncated, recreated, or set too high); the partition is held until an operator sets its offset");
+            r.held = true;
+            return Ok(());
+        }
+        // In range: the broker answered for a moment it had not caught up (a new leader, a
+        // follower behind), or an error was injected. The same offset is read again, after a
+        // pause when it keeps happening.
+        r.spurious += 1;
+        tracing::warn!(kind = kind.as_str(), partition = %tp, at, log_start = low, log_end = high, times = r.spurious,
+            "offset out of range though the log holds it; reading it again");
+        if r.spurious > 3 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.seek(tp, Offset::Offset(at))
+    }
+
+    /// The partition's log start and end (ListOffsets), on a blocking thread.
+    pub(super) async fn watermarks(&self, tp: &TopicPartition) -> anyhow::Result<(i64, i64)> {
+        let consumer = self.consumer.clone();
+        let (topic, partition) = (tp.topic.clone(), tp.partition);
+        tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
+            .await
+            .context("watermarks task")?
+            .with_context(|| format!("reading the log start and end of {tp}"))
     }
 
     /// A held partition: reads the committed offset again, and reads from it once an operator
     /// changed it.
     async fn reread_held(&self, r: &mut Reading<'_>) -> anyhow::Result<()> {
         if let Ok(Some(set)) = coord::committed(&self.etcd, &self.keys, r.tp).await
-            && Some(set) != r.committed
+            && set != r.committed
         {
             tracing::info!(partition = %r.tp, offset = set, "offset set by an operator; reading again");
             // What was read past the last roll is not wanted: reading starts at the set offset.
@@ -226,25 +325,26 @@ impl Worker {
                 b.discard();
             }
             self.seek(r.tp, Offset::Offset(set))?;
-            r.committed = Some(set);
-            r.expected = Some(set);
+            r.committed = set;
+            r.chain.seek(set);
+            r.pending = Span::starting(set);
             r.held = false;
         }
         Ok(())
     }
 
-    /// Rolls the open buffer in flight, once the roll under way (if any) has ended.
-    async fn start_roll<'s>(
+    /// Rolls the open buffer in flight (the caller knows none is under way).
+    fn start_roll<'s>(
         &'s self,
         r: &mut Reading<'s>,
         inflight: &mut Option<InFlight<'s>>,
         lease: &'s watch::Receiver<LeaseState>,
-    ) -> anyhow::Result<()> {
-        self.land(r, inflight).await?;
+    ) {
+        debug_assert!(inflight.is_none(), "one roll in flight per partition");
         if let Some(b) = r.buf.take() {
+            r.pending = Span::starting(b.span.next());
             *inflight = Some(Box::pin(self.roll(r.tp, b, lease)));
         }
-        Ok(())
     }
 
     /// Waits for the roll under way, if any, and goes on where it says.
@@ -262,20 +362,21 @@ impl Worker {
     /// worker's own commit for an operator's.
     fn resume(&self, r: &mut Reading<'_>, rolled: Rolled) -> anyhow::Result<()> {
         match rolled {
-            Rolled::Next(next) => r.committed = Some(next),
+            Rolled::Next(next) => r.committed = next,
             Rolled::ResumeAt(at) => {
-                r.committed = Some(at);
+                r.committed = at;
                 if let Some(b) = r.buf.take() {
                     b.discard();
                 }
                 self.seek(r.tp, Offset::Offset(at))?;
-                r.expected = Some(at);
+                r.chain.seek(at);
+                r.pending = Span::starting(at);
                 // A new position: if it is out of range too, the error holds the partition again.
                 r.held = false;
             }
         }
         if let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(r.tp) {
-            s.buffered = r.buf.as_ref().map_or(0, |b| b.records);
+            s.buffered = r.buf.as_ref().map_or(0, Buffer::records);
         }
         Ok(())
     }
@@ -302,6 +403,15 @@ fn spread_age(max_age: Duration, tp: &TopicPartition, first_offset: i64) -> Dura
     (tp.key(), first_offset).hash(&mut h);
     let fifths = (h.finish() % 1000) as f64 / 5000.0;
     max_age.mul_f64(1.0 - fifths)
+}
+
+/// Resolves when the partition is told to abandon (or its controller is gone).
+async fn abandoned(stop: &mut watch::Receiver<Stop>) {
+    while *stop.borrow_and_update() != Stop::Abandon {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The end of the roll under way; never, when there is none.

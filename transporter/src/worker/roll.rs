@@ -21,10 +21,11 @@ use tokio::sync::watch;
 
 use super::Worker;
 use crate::buffer::{self, Buffer, Finished};
+use crate::continuity::{self, Span};
 use crate::coord::{self, LeaseState};
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, ReasonLabel};
 use crate::naming::{self, ObjectName};
-use crate::upload::{Body, Condition, Outcome, Span};
+use crate::upload::{Body, Condition, Outcome, Uploaded};
 
 /// Where reading goes on after a roll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,38 +37,42 @@ pub(super) enum Rolled {
 }
 
 /// What an upload's outcome means for the partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum After {
-    /// The buffer's records are in S3 (our object, or an identical one): commit after them.
+    /// The buffer's records are in S3 (our object, or one that proved it holds the same).
     Ours,
     /// A previous owner's object (stalled, or crashed before committing) starts at the same
-    /// offset and ends at `last`: its records are in S3, so the partition goes on after them
-    /// instead of writing them again.
+    /// offset, holds the same records where both have them, and ends at `last`: its records
+    /// are in S3, so the partition goes on after them instead of writing them again.
     Theirs {
         /// The existing object's last offset.
         last: i64,
     },
-    /// An object is there whose end is unknown, or before the buffer's start: nothing can be
+    /// An object is there that does not prove it holds the buffer's records: nothing can be
     /// committed without guessing.
-    Unknown {
-        /// What its metadata says of its last offset.
-        last_offset: Option<i64>,
+    Unproven {
+        /// Why.
+        why: String,
     },
 }
 
 /// Decides what an upload's outcome means for a buffer covering `span`. Pure.
-fn after(outcome: &Outcome, span: Span) -> After {
+fn after(outcome: &Outcome, span: &Span) -> After {
     match outcome {
         Outcome::Written => After::Ours,
-        Outcome::Exists { last_offset: Some(last), .. } if *last == span.last_offset => After::Ours,
-        Outcome::Exists { last_offset: Some(last), .. } if *last >= span.first_offset => After::Theirs { last: *last },
-        Outcome::Exists { last_offset, .. } => After::Unknown { last_offset: *last_offset },
+        Outcome::Exists { span: theirs, .. } => match (continuity::proves(theirs, span), theirs.last) {
+            (Ok(()), Some(last)) if last == span.last => After::Ours,
+            (Ok(()), Some(last)) => After::Theirs { last },
+            (Ok(()), None) => After::Unproven { why: "its metadata does not say where it ends".into() },
+            (Err(why), _) => After::Unproven { why },
+        },
     }
 }
 
 impl Worker {
     /// Uploads a buffer and commits past it (or past the object S3 already holds at its key).
-    /// Errors mean ownership is gone or cannot be proven.
+    /// Errors mean ownership is gone or cannot be proven, or the object cannot prove its
+    /// offsets (then nothing is committed).
     pub(super) async fn roll(
         &self,
         tp: &TopicPartition,
@@ -84,7 +89,12 @@ impl Worker {
         let f = tokio::task::spawn_blocking(move || b.finish())
             .await
             .context("buffer task")?
-            .context("finishing a buffer")?;
+            .inspect_err(|e| {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    self.metrics.error(ErrorKind::Continuity);
+                }
+            })
+            .with_context(|| format!("finishing a buffer of {tp}"))?;
         self.metrics.compress_seconds.observe(compressing.elapsed().as_secs_f64());
         drop(slot);
         let waited = Instant::now();
@@ -96,30 +106,36 @@ impl Worker {
             anyhow::bail!("lease no longer valid; not uploading {key}");
         }
         let started = Instant::now();
-        let span = Span { first_offset: f.first_offset, last_offset: f.last_offset, records: f.records };
-        let outcome = self.upload(tp, &key, &f, span, lease).await?;
-        self.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
-        let (next, rolled) = match after(&outcome, span) {
-            After::Ours => (f.last_offset + 1, Rolled::Next(f.last_offset + 1)),
+        let up = self.upload(tp, &key, &f, lease).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.upload_seconds.observe(seconds);
+        let span = &f.span;
+        let (next, rolled) = match after(&up.outcome, span) {
+            After::Ours => (span.next(), Rolled::Next(span.next())),
             After::Theirs { last } => {
                 let kind = ErrorKind::ObjectExists;
                 self.metrics.error(kind);
-                tracing::warn!(kind = kind.as_str(), partition = %tp, key, ours = f.last_offset, theirs = last,
-                    "an object of a previous owner is at this key; resuming after its last offset");
+                tracing::warn!(kind = kind.as_str(), partition = %tp, key, ours = span.last, theirs = last,
+                    "an object of a previous owner is at this key and holds the same records; resuming after its last offset");
                 (last + 1, Rolled::ResumeAt(last + 1))
             }
-            After::Unknown { last_offset } => {
-                self.metrics.error(ErrorKind::ObjectExists);
+            After::Unproven { why } => {
+                self.metrics.error(ErrorKind::Continuity);
                 anyhow::bail!(
-                    "s3://{}/{key} exists and its metadata does not say where it ends ({last_offset:?}); the partition stops until an operator looks",
-                    self.cfg.s3.bucket
+                    "s3://{}/{key} exists and does not prove it holds offsets {}..={} of {tp} ({why}); nothing is committed past it, the partition stops until an operator looks (zonal-transporter audit)",
+                    self.cfg.s3.bucket,
+                    span.from,
+                    span.last
                 );
             }
         };
         let committing = Instant::now();
         self.commit(tp, &key, next, lease).await?;
         self.metrics.commit_seconds.observe(committing.elapsed().as_secs_f64());
-        self.rolled(tp, &key, &f, next);
+        tracing::info!(partition = %tp, key, from = span.from, first = f.first_offset, last = span.last,
+            records = span.records, gap_records = span.gap_records(), bytes = f.size, attempts = up.attempts,
+            seconds = format!("{seconds:.3}"), next, "object uploaded and committed");
+        self.rolled(tp, &f, next);
         Ok(rolled)
     }
 
@@ -139,7 +155,7 @@ impl Worker {
         )?)
     }
 
-    /// Uploads the object unless one is at its key. An object without offsets was written
+    /// Uploads the object unless one is at its key. An object without any offsets was written
     /// before objects carried them (an older version that crashed before committing): its range
     /// is unknown but starts at this buffer's first offset, which is the committed one, so
     /// replacing it loses nothing. Only that very object is replaced (If-Match), never one a
@@ -149,20 +165,31 @@ impl Worker {
         tp: &TopicPartition,
         key: &str,
         f: &Finished,
-        span: Span,
         lease: &watch::Receiver<LeaseState>,
-    ) -> anyhow::Result<Outcome> {
+    ) -> anyhow::Result<Uploaded> {
         let body = Body { path: &f.path, size: f.size };
+        let meta = f.span.to_meta(&tp.topic, tp.partition);
         let (s3, cfg) = (&self.s3, &self.cfg.s3);
-        let outcome = crate::upload::upload(s3, cfg, key, body, span, &Condition::Create, lease)
+        let count = |up: &Uploaded| {
+            let again = u64::from(up.attempts.saturating_sub(1));
+            self.metrics.upload_retries.inc_by(again);
+            self.metrics.upload_retried_bytes.inc_by(again * f.size);
+        };
+        let up = crate::upload::upload(s3, cfg, key, body, &meta, &Condition::Create, lease)
             .await
             .inspect_err(|_| self.metrics.error(ErrorKind::Upload))?;
-        let Outcome::Exists { last_offset: None, etag: Some(etag) } = &outcome else { return Ok(outcome) };
+        count(&up);
+        let Outcome::Exists { span, etag: Some(etag) } = &up.outcome else { return Ok(up) };
+        if span.last.is_some() || span.first.is_some() || span.records.is_some() {
+            return Ok(up);
+        }
         tracing::warn!(partition = %tp, key, "an object without offsets is at this key; replacing it");
         let replace = Condition::Replace(etag.clone());
-        crate::upload::upload(s3, cfg, key, body, span, &replace, lease)
+        let up = crate::upload::upload(s3, cfg, key, body, &meta, &replace, lease)
             .await
-            .inspect_err(|_| self.metrics.error(ErrorKind::Upload))
+            .inspect_err(|_| self.metrics.error(ErrorKind::Upload))?;
+        count(&up);
+        Ok(up)
     }
 
     /// Commits `next` under the same fence; while etcd does not answer, retries until the lease
@@ -199,9 +226,15 @@ impl Worker {
 
     /// Counts a committed roll, shows it in `/status`, and mirrors the offset to the Kafka group
     /// so standard lag tools see progress; etcd stays the truth.
-    fn rolled(&self, tp: &TopicPartition, key: &str, f: &Finished, next: i64) {
+    fn rolled(&self, tp: &TopicPartition, f: &Finished, next: i64) {
         self.metrics.uploads.inc();
-        self.metrics.records.inc_by(f.records);
+        self.metrics.records.inc_by(f.span.records);
+        for g in &f.span.gaps {
+            self.metrics
+                .gap_records
+                .get_or_create(&ReasonLabel { reason: g.reason.as_str().to_owned() })
+                .inc_by(g.len());
+        }
         self.metrics.bytes.inc_by(f.bytes);
         // Position and buffered records belong to the buffer filling meanwhile (`pump`).
         if let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp) {
@@ -214,32 +247,56 @@ impl Worker {
         {
             tracing::debug!(partition = %tp, error = %e, "mirroring the offset to Kafka failed");
         }
-        tracing::debug!(partition = %tp, key, records = f.records, next, "uploaded and committed");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::continuity::{Gap, GapReason, ObjectSpan};
+
+    fn span(first: i64, last: i64, holes: &[i64]) -> Span {
+        let mut s = Span::starting(first);
+        for o in first..=last {
+            if holes.contains(&o) {
+                s.gap(Gap { from: o, to: o, reason: GapReason::Log }).expect("gap");
+            } else {
+                s.record(o).expect("record");
+            }
+        }
+        s
+    }
+
+    fn exists(s: &Span) -> Outcome {
+        let meta = s.to_meta("t", 0).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        Outcome::Exists { span: ObjectSpan::from_meta(&meta), etag: Some("\"e\"".into()) }
+    }
 
     #[test]
     fn what_an_upload_means() {
-        let span = Span { first_offset: 100, last_offset: 199, records: 100 };
-        let exists = |last_offset: Option<i64>| Outcome::Exists { last_offset, etag: Some("\"e\"".into()) };
+        let ours = span(100, 199, &[]);
         let cases = [
             ("written", Outcome::Written, After::Ours),
-            ("our own earlier try, or the same records", exists(Some(199)), After::Ours),
-            ("a previous owner's object ending later", exists(Some(250)), After::Theirs { last: 250 }),
-            ("a previous owner's object ending earlier", exists(Some(150)), After::Theirs { last: 150 }),
-            ("an object ending before our start", exists(Some(99)), After::Unknown { last_offset: Some(99) }),
-            (
-                "an object without offsets (after the replace failed)",
-                exists(None),
-                After::Unknown { last_offset: None },
-            ),
+            ("our own earlier try, or the same records", exists(&ours), After::Ours),
+            ("a previous owner's object ending later", exists(&span(100, 250, &[])), After::Theirs { last: 250 }),
+            ("a previous owner's object ending earlier", exists(&span(100, 150, &[])), After::Theirs { last: 150 }),
         ];
         for (name, outcome, want) in cases {
-            assert_eq!(after(&outcome, span), want, "{name}");
+            assert_eq!(after(&outcome, &ours), want, "{name}");
         }
+        // Objects that do not prove they hold our records are never committed past.
+        for (name, outcome) in [
+            ("an object written across a hole", exists(&span(100, 199, &[150]))),
+            ("an object starting elsewhere", exists(&span(99, 199, &[]))),
+            ("an object without offsets", Outcome::Exists { span: ObjectSpan::default(), etag: None }),
+        ] {
+            assert!(matches!(after(&outcome, &ours), After::Unproven { .. }), "{name}");
+        }
+        let mut lying = ObjectSpan::from_meta(
+            &span(100, 199, &[]).to_meta("t", 0).into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        );
+        lying.records = Some(39_946);
+        let lie = Outcome::Exists { span: lying, etag: None };
+        assert!(matches!(after(&lie, &ours), After::Unproven { .. }), "counts that do not add up");
     }
 }

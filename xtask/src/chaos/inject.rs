@@ -119,6 +119,8 @@ impl Pipeline {
             Kind::S3Slow => self.s3_slow(f, holds)?,
             Kind::S3Cut => self.s3_cut(f)?,
             Kind::DirUnwritable => self.dir_unwritable(f, holds)?,
+            Kind::FetchOutOfRange => self.fetch_out_of_range(f, holds)?,
+            Kind::S3SlowPastLease => self.s3_slow_past_lease(f, holds)?,
         };
         Ok(Injected { healed_at: Instant::now(), note })
     }
@@ -266,6 +268,29 @@ impl Pipeline {
         s3.set_latency(0);
         s3.set_upload_rate(0);
         Ok(format!("{latency} ms, {} KB/s", rate / 1000))
+    }
+
+    /// Out-of-range answers for offsets the log holds: the workers must read the same offsets
+    /// again, never skip to the log start or past a hole.
+    fn fetch_out_of_range(&mut self, f: &Fault, holds: Holds) -> anyhow::Result<String> {
+        let mock = self.world.kafka.mock()?;
+        let api = RDKafkaApiKey::Fetch;
+        mock.request_errors(api, &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE; f.count]);
+        hold(holds.held);
+        mock.clear_request_errors(api);
+        Ok(format!("{} fetches", f.count))
+    }
+
+    /// A link to S3 so slow that an upload under way lasts longer than the lease TTL: the lease
+    /// is renewed meanwhile, the attempt deadline gives up and tries again, nothing is lost or
+    /// written twice.
+    fn s3_slow_past_lease(&mut self, f: &Fault, holds: Holds) -> anyhow::Result<String> {
+        let s3 = self.world.s3.as_ref().context("no S3")?;
+        let rate = 20_000 + (f.variant % 30_000);
+        s3.set_upload_rate(rate);
+        hold(holds.past_lease * 2);
+        s3.set_upload_rate(0);
+        Ok(format!("{} KB/s for {:.1} s", rate / 1000, (holds.past_lease * 2).as_secs_f64()))
     }
 
     fn s3_cut(&mut self, f: &Fault) -> anyhow::Result<String> {

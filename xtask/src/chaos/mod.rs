@@ -32,7 +32,7 @@ pub struct ChaosArgs {
     /// Seed of the fault schedule: the same seed injects the same faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Faults to inject, one after another (every kind at least once from 15 on).
+    /// Faults to inject, one after another (every kind at least once from 17 on).
     #[arg(long, default_value_t = 30)]
     pub faults: usize,
     /// Seconds the writers run at least (they run until the last fault has recovered).

@@ -44,11 +44,15 @@ pub enum Kind {
     S3Cut,
     /// An agent's checkpoint directory or a worker's buffer directory made unwritable.
     DirUnwritable,
+    /// The next fetches answered OFFSET_OUT_OF_RANGE though the offsets are in the log.
+    FetchOutOfRange,
+    /// S3 taking uploads so slowly that one upload outlasts the workers' lease TTL.
+    S3SlowPastLease,
 }
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::AgentKill,
         Kind::WorkerKill,
         Kind::MasterKill,
@@ -64,6 +68,8 @@ impl Kind {
         Kind::S3Slow,
         Kind::S3Cut,
         Kind::DirUnwritable,
+        Kind::FetchOutOfRange,
+        Kind::S3SlowPastLease,
     ];
 
     /// The kebab-case name used in reports.
@@ -84,6 +90,8 @@ impl Kind {
             Kind::S3Slow => "s3-slow",
             Kind::S3Cut => "s3-cut",
             Kind::DirUnwritable => "dir-unwritable",
+            Kind::FetchOutOfRange => "fetch-out-of-range",
+            Kind::S3SlowPastLease => "s3-slow-past-lease",
         }
     }
 
