@@ -3,7 +3,9 @@
 //! meets are injected in front of s3s: object writes held until released (an upload in flight
 //! while its writer is stopped), request bodies read at a limited rate (a slow link), requests
 //! answered late, requests answered with a 5xx error, and uploads whose connection is cut
-//! halfway through the body.
+//! halfway through the body. It can also behave as S3-compatible stores that differ from AWS
+//! (`store`): conditional writes ignored or answered 501, user metadata dropped, a payload
+//! signing mode refused (Garage 2.5 answers aws-chunked uploads `400 Invalid payload signature`).
 //!
 //! ```text
 //!  aws-sdk-s3 (path-style, endpoint override) ──HTTP──> hyper ──> Faults ──> s3s (auth) ──> s3s-fs ──> temp dir
@@ -11,12 +13,15 @@
 //!                                                                  │ fail: the next n requests get 500/503 with an S3 error body
 //!                                                                  │ cut: the next n writes read half their body, then the connection drops
 //!                                                                  │ hold: PUT object / complete multipart wait for release
-//!                                                                  └ rate: body frames paced to bytes/s
+//!                                                                  │ rate: body frames paced to bytes/s
+//!                                                                  │ refused payload mode: 400 InvalidRequest
+//!                                                                  └ conditions 501: NotImplemented
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -29,6 +34,8 @@ use s3s::service::S3ServiceBuilder;
 
 use crate::runtime::ServerRuntime;
 use crate::{Result, TestkitError, io_err};
+
+mod store;
 
 /// A running S3 server.
 pub struct S3Server {
@@ -59,6 +66,15 @@ struct Faults {
     fail_status: AtomicU64,
     /// Writes (object or part) whose connection is still to cut mid-body.
     to_cut: AtomicUsize,
+    /// Conditional writes applied as unconditional (the store ignores the headers).
+    ignore_conditions: AtomicBool,
+    /// Requests with `If-None-Match` or `If-Match` answered 501 NotImplemented.
+    conditions_501: AtomicBool,
+    /// User metadata dropped from writes.
+    drop_metadata: AtomicBool,
+    /// The start of an `x-amz-content-sha256` value (a payload signing mode) answered 400
+    /// InvalidRequest.
+    refused_payload: Mutex<Option<String>>,
 }
 
 /// Takes one from a countdown; false when it was already 0.
@@ -69,8 +85,13 @@ fn take_one(n: &AtomicUsize) -> bool {
 /// An S3 error response, as S3 sends for throttling (503 SlowDown) or an internal error (500).
 fn error_response(status: u16) -> s3s::HttpResponse {
     let code = if status == 503 { "SlowDown" } else { "InternalError" };
+    error_with(status, code, "injected by testkit")
+}
+
+/// An S3 error response with `code` and `message`.
+fn error_with(status: u16, code: &str, message: &str) -> s3s::HttpResponse {
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by testkit</Message></Error>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );
     let mut resp = hyper::Response::new(s3s::Body::from(body));
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
@@ -102,6 +123,10 @@ impl Faults {
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
+        if let Some(refused) = self.refused(&req) {
+            let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+            return Ok(refused);
+        }
         if take_one(&self.to_fail) {
             // The body is read first, as a server that fails after receiving the request does.
             let _ = http_body_util::BodyExt::collect(req.into_body()).await;
@@ -122,7 +147,11 @@ impl Faults {
             self.held.fetch_sub(1, Ordering::SeqCst);
             return service.call(hyper::Request::from_parts(parts, s3s::Body::from(body))).await;
         }
-        let rate = self.rate.load(Ordering::SeqCst);
+        // Only bodies are paced: a paced body has no exact length, and s3s asks a request
+        // without a body (HEAD, GET, DELETE) for its length then (411).
+        let has_body =
+            req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v != "0");
+        let rate = if has_body { self.rate.load(Ordering::SeqCst) } else { 0 };
         let req = if rate == 0 {
             req.map(s3s::Body::from)
         } else {
@@ -139,6 +168,25 @@ impl Faults {
             })
         };
         service.call(req).await
+    }
+
+    /// The answer of a store that refuses the request as it is: its payload signing mode, or
+    /// its conditional headers.
+    fn refused(&self, req: &hyper::Request<hyper::body::Incoming>) -> Option<s3s::HttpResponse> {
+        let mode = req.headers().get("x-amz-content-sha256").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let refused = self.refused_payload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if refused.is_some_and(|r| mode.starts_with(&r)) {
+            return Some(error_with(400, "InvalidRequest", "Invalid payload signature"));
+        }
+        let conditional = req.headers().contains_key("if-none-match") || req.headers().contains_key("if-match");
+        if conditional && self.conditions_501.load(Ordering::SeqCst) && req.method() != hyper::Method::GET {
+            return Some(error_with(
+                501,
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented",
+            ));
+        }
+        None
     }
 
     /// Reads about half of a request's body, then fails the connection: hyper closes it with no
@@ -193,14 +241,14 @@ impl S3Server {
             server: "s3",
             reason: format!("s3s-fs on {}: {e:?}", root.path().display()),
         })?;
+        let faults = Arc::new(Faults::default());
         let service = {
-            let mut b = S3ServiceBuilder::new(fs);
+            let mut b = S3ServiceBuilder::new(store::Store { fs, faults: faults.clone() });
             b.set_auth(SimpleAuth::from_single(access_key.clone(), secret_key.clone()));
             b.build()
         };
         let rt = ServerRuntime::new("testkit-s3")?;
         let (std_listener, port) = crate::runtime::bind_loopback("s3")?;
-        let faults = Arc::new(Faults::default());
         let serving = faults.clone();
         rt.handle().spawn(async move {
             let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
@@ -258,6 +306,30 @@ impl S3Server {
     /// completion) after about half of their body, with no response.
     pub fn cut_next_writes(&self, n: usize) {
         self.faults.to_cut.store(n, Ordering::SeqCst);
+    }
+
+    /// Applies conditional writes (`If-None-Match: *`, `If-Match`) as if they had no condition,
+    /// replacing the object, as a store that ignores the headers does.
+    pub fn ignore_conditional_writes(&self, on: bool) {
+        self.faults.ignore_conditions.store(on, Ordering::SeqCst);
+    }
+
+    /// Answers writes carrying `If-None-Match` or `If-Match` with 501 NotImplemented.
+    pub fn answer_conditions_501(&self, on: bool) {
+        self.faults.conditions_501.store(on, Ordering::SeqCst);
+    }
+
+    /// Drops user metadata (`x-amz-meta-*`) from writes.
+    pub fn drop_metadata(&self, on: bool) {
+        self.faults.drop_metadata.store(on, Ordering::SeqCst);
+    }
+
+    /// Refuses requests whose `x-amz-content-sha256` starts with `mode` (`STREAMING-` for every
+    /// aws-chunked variant, `UNSIGNED-PAYLOAD`, ...) with `400 InvalidRequest: Invalid payload
+    /// signature`, as Garage 2.5 does for aws-chunked uploads; `None` takes every mode again.
+    pub fn refuse_payload_mode(&self, mode: Option<&str>) {
+        *self.faults.refused_payload.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            mode.map(str::to_owned);
     }
 
     /// Requests still to fail and writes still to cut (faults armed but not yet met).

@@ -58,6 +58,9 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
     metrics.register(&mut registry);
     let auth = Arc::new(AuthFailure::default());
     let worker = open_worker(&cfg, &zone, metrics, auth.clone()).await?;
+    if cfg.s3.probe_on_start {
+        probe_store(&cfg, &worker).await?;
+    }
     let main_queue = serve_main_queue(&worker);
     let topology =
         TopologyWatcher::start(worker.consumer.clone(), WatchOptions { topics: vec![], ..Default::default() });
@@ -141,8 +144,42 @@ async fn open_worker(
         rolls: tokio::sync::Semaphore::new(cfg.worker.max_concurrent_rolls.max(1)),
         uploads: tokio::sync::Semaphore::new(cfg.worker.max_concurrent_uploads.max(1)),
         rates: Mutex::new(Default::default()),
+        upload_refused: Mutex::new(None),
         cfg: cfg.clone(),
     }))
+}
+
+/// Refuses to start on a store that does not take the configured uploads, answer HEAD with
+/// metadata, or (unless allowed) refuse conditional overwrites: each would otherwise show only
+/// later, as uploads retried forever or objects rewritten silently.
+async fn probe_store(cfg: &TransporterConfig, worker: &Worker) -> anyhow::Result<()> {
+    let s3 = &cfg.s3;
+    let p = crate::upload::probe::probe(&worker.s3, s3, worker.buffers.dir(), &worker.id)
+        .await
+        .context("probing the S3 store (s3.probe-on-start)")?;
+    if !p.keeps_metadata {
+        anyhow::bail!(
+            "the S3 store at {} drops user metadata (x-amz-meta-*): objects could not prove which offsets they hold; it cannot be used",
+            s3.endpoint.as_deref().unwrap_or("AWS")
+        );
+    }
+    if !p.conditional() {
+        let what = p.notes.join("; ");
+        if s3.require_conditional_writes {
+            anyhow::bail!(
+                "the S3 store at {} does not honour conditional writes ({what}): a stalled worker could replace a newer object. Set s3.require-conditional-writes = false to run with fencing by etcd alone (README: S3 stores)",
+                s3.endpoint.as_deref().unwrap_or("AWS")
+            );
+        }
+        tracing::warn!(
+            store = s3.endpoint.as_deref().unwrap_or("AWS"),
+            what,
+            "the S3 store does not honour conditional writes; running with fencing by etcd alone (s3.require-conditional-writes = false)"
+        );
+    } else {
+        tracing::info!(signing = ?s3.upload_signing, "S3 store probed: uploads, conditional writes and metadata as required");
+    }
+    Ok(())
 }
 
 /// Every partition has its own queue; the main queue only carries events, but must be served.

@@ -139,46 +139,7 @@ pub async fn status(cfg: TransporterConfig, json: bool) -> anyhow::Result<()> {
 /// of objects, holes, overlaps, explained gaps and objects past the committed offset. Read-only.
 /// Fails when a partition has a hole, an overlap or an object that does not prove its offsets.
 pub async fn audit(cfg: TransporterConfig, topic: String, json: bool) -> anyhow::Result<()> {
-    use futures::StreamExt;
-    let s3 = crate::upload::client(&cfg.s3).await;
-    let bucket = &cfg.s3.bucket;
-    let mut keys = Vec::new();
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(&cfg.s3.prefix).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.with_context(|| format!("listing s3://{bucket}/{}", cfg.s3.prefix))?;
-        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
-    }
-    let heads = futures::stream::iter(keys)
-        .map(|key| {
-            let s3 = s3.clone();
-            async move {
-                let head = s3
-                    .head_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .with_context(|| format!("HEAD s3://{bucket}/{key}"))?;
-                let meta: BTreeMap<String, String> = head
-                    .metadata()
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                    .unwrap_or_default();
-                anyhow::Ok(audit::Object { key, span: ObjectSpan::from_meta(&meta) })
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
-    let mut by_partition: BTreeMap<i32, Vec<audit::Object>> = BTreeMap::new();
-    let mut foreign = 0usize;
-    for o in heads {
-        let o = o?;
-        match (&o.span.topic, o.span.partition) {
-            (Some(t), Some(p)) if *t == topic => by_partition.entry(p).or_default().push(o),
-            (Some(_), Some(_)) => {}
-            _ => foreign += 1,
-        }
-    }
+    let (mut by_partition, foreign) = objects_of(&cfg, &topic).await?;
     let client = coord::connect(&cfg.etcd).await?;
     let keys = coord::Keys::new(&cfg.etcd.cluster);
     let committed: BTreeMap<i32, i64> = coord::offsets(&client, &keys)
@@ -217,6 +178,56 @@ pub async fn audit(cfg: TransporterConfig, topic: String, json: bool) -> anyhow:
         bad.len()
     );
     Ok(())
+}
+
+/// The objects of `topic` under `s3.prefix`, by partition (their metadata, by HEAD), and how
+/// many objects carry no zonal topic and partition.
+async fn objects_of(
+    cfg: &TransporterConfig,
+    topic: &str,
+) -> anyhow::Result<(BTreeMap<i32, Vec<audit::Object>>, usize)> {
+    use futures::StreamExt;
+    let s3 = crate::upload::client(&cfg.s3).await;
+    let bucket = &cfg.s3.bucket;
+    let mut keys = Vec::new();
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(&cfg.s3.prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.with_context(|| format!("listing s3://{bucket}/{}", cfg.s3.prefix))?;
+        let probe = format!("/{}/", crate::upload::probe::PROBE_DIR);
+        keys.extend(page.contents().iter().filter_map(|o| o.key()).filter(|k| !k.contains(&probe)).map(str::to_owned));
+    }
+    let heads = futures::stream::iter(keys)
+        .map(|key| {
+            let s3 = s3.clone();
+            async move {
+                let head = s3
+                    .head_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .with_context(|| format!("HEAD s3://{bucket}/{key}"))?;
+                let meta: BTreeMap<String, String> = head
+                    .metadata()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default();
+                anyhow::Ok(audit::Object { key, span: ObjectSpan::from_meta(&meta) })
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let mut by_partition: BTreeMap<i32, Vec<audit::Object>> = BTreeMap::new();
+    let mut foreign = 0usize;
+    for o in heads {
+        let o = o?;
+        match (&o.span.topic, o.span.partition) {
+            (Some(t), Some(p)) if *t == topic => by_partition.entry(p).or_default().push(o),
+            (Some(_), Some(_)) => {}
+            _ => foreign += 1,
+        }
+    }
+    Ok((by_partition, foreign))
 }
 
 fn print_audit(reports: &BTreeMap<String, audit::PartitionReport>, foreign: usize) {

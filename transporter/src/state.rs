@@ -69,6 +69,9 @@ impl shell::http::Endpoints for AppState {
     }
 
     fn not_ready(&self) -> Option<String> {
+        if let Some(why) = self.worker.upload_refused.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            return Some(format!("S3 refuses uploads: {why}"));
+        }
         let assigned = self.worker.share.read().unwrap_or_else(PoisonError::into_inner).is_some();
         if self.registered.load(Ordering::Relaxed) && assigned {
             None

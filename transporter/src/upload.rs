@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::sync::watch;
@@ -150,6 +149,7 @@ pub async fn upload(
 ) -> anyhow::Result<Uploaded> {
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0;
+    let mut refused = 0;
     let deadline = attempt_deadline(cfg, body.len());
     loop {
         attempt += 1;
@@ -168,7 +168,22 @@ pub async fn upload(
         };
         match result {
             Ok(outcome) => return Ok(Uploaded { outcome, attempts: attempt }),
-            Err(e) => tracing::warn!(key, attempt, error = %format!("{e:#}"), "upload failed; retrying"),
+            Err(e) => {
+                // A refusal that does not go away by itself (a 4xx other than a timeout or
+                // throttling: a signature, a permission, a bad request) is not retried forever:
+                // after a few tries it fails the roll, which shows in /readyz.
+                if let Some(status) = e.downcast_ref::<Refused>().map(|r| r.status) {
+                    refused += 1;
+                    if refused >= MAX_REFUSED {
+                        return Err(e.context(format!(
+                            "S3 refused the upload of {key} {refused} times with HTTP {status}; not retried further"
+                        )));
+                    }
+                } else {
+                    refused = 0;
+                }
+                tracing::warn!(key, attempt, error = %format!("{e:#}"), "upload failed; retrying");
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
@@ -205,11 +220,6 @@ async fn lease_lost(mut lease: watch::Receiver<LeaseState>) {
             }
         }
     }
-}
-
-fn precondition_failed<E: ProvideErrorMetadata>(e: &aws_sdk_s3::error::SdkError<E>) -> bool {
-    e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("PreconditionFailed")
-        || e.raw_response().is_some_and(|r| r.status().as_u16() == 412)
 }
 
 /// The last offset of the object at `key`, from its metadata.
@@ -254,15 +264,35 @@ async fn once(
         return match put.send().await {
             Ok(_) => Ok(Outcome::Written),
             Err(e) if precondition_failed(&e) => existing(client, cfg, key).await,
-            Err(e) => Err(e).with_context(|| format!("PUT s3://{}/{key}", cfg.bucket)),
+            Err(e) => {
+                Err(refusal(status_of(&e), anyhow::Error::new(e).context(format!("PUT s3://{}/{key}", cfg.bucket))))
+            }
         };
     }
+    multipart(client, cfg, key, body, meta, (if_none_match, if_match)).await
+}
+
+/// The multipart path of [`once`]: create (with the metadata), parts read from the file,
+/// completion under the condition; aborted on every way out but success.
+async fn multipart(
+    client: &Client,
+    cfg: &S3Config,
+    key: &str,
+    body: Body<'_>,
+    meta: &Meta,
+    (if_none_match, if_match): (Option<String>, Option<String>),
+) -> anyhow::Result<Outcome> {
+    let size = body.len();
     let mut create = client.create_multipart_upload().bucket(&cfg.bucket).key(key);
     for (k, v) in meta {
         create = create.metadata(*k, v);
     }
-    let created =
-        create.send().await.with_context(|| format!("starting multipart upload of s3://{}/{key}", cfg.bucket))?;
+    let created = create.send().await.map_err(|e| {
+        refusal(
+            status_of(&e),
+            anyhow::Error::new(e).context(format!("starting multipart upload of s3://{}/{key}", cfg.bucket)),
+        )
+    })?;
     let upload_id = created.upload_id().context("S3 returned no upload id")?.to_owned();
     // Aborted on every way out but success, including this future being dropped (the lease
     // was lost): the guard spawns the abort.
@@ -285,7 +315,9 @@ async fn once(
             .body(stream)
             .send()
             .await
-            .with_context(|| format!("uploading part {n} of {key}"))?;
+            .map_err(|e| {
+                refusal(status_of(&e), anyhow::Error::new(e).context(format!("uploading part {n} of {key}")))
+            })?;
         parts.push(CompletedPart::builder().part_number(n).set_e_tag(part.e_tag().map(str::to_owned)).build());
     }
     let completed = client
@@ -304,7 +336,9 @@ async fn once(
             Ok(Outcome::Written)
         }
         Err(e) if precondition_failed(&e) => existing(client, cfg, key).await,
-        Err(e) => Err(e).with_context(|| format!("completing multipart upload of {key}")),
+        Err(e) => {
+            Err(refusal(status_of(&e), anyhow::Error::new(e).context(format!("completing multipart upload of {key}"))))
+        }
     }
 }
 
@@ -332,6 +366,12 @@ impl Drop for AbortGuard {
         }
     }
 }
+
+pub mod probe;
+mod refusal;
+
+pub use refusal::{MAX_REFUSED, Refused};
+use refusal::{brief, precondition_failed, refusal, status_of};
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ mod consumer;
 mod control;
 mod partition;
 mod pump;
+mod range;
 mod roll;
 mod stats;
 
@@ -78,6 +79,9 @@ pub struct Worker {
     pub share: RwLock<Option<Share>>,
     /// Bytes per second per owned partition, for the master's weights.
     pub rates: Mutex<BTreeMap<TopicPartition, f64>>,
+    /// Why S3 refused the last upload that failed for good (a lasting 4xx); cleared by the next
+    /// upload that lands. `/readyz` is red while it is set.
+    pub upload_refused: Mutex<Option<String>>,
 }
 
 /// How a partition task should stop.

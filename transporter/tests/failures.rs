@@ -223,7 +223,7 @@ fn s3_at_a_few_hundred_kb_per_second_still_gets_every_record_once() -> Res {
         .edit(|c| c.s3.compression = Compression::None);
     let tmp = tempfile::tempdir()?;
     let worker = Worker::start(&world, tmp.path(), "slow", Some(zone), &spec)?;
-    wait_converged(&[&worker], 1, 1)?;
+    wait_converged(&[&worker], 1, 1).map_err(|e| anyhow::anyhow!("{e}\n{}", worker.log_tail()))?;
     let started = std::time::Instant::now();
     produce(&world, "logs", 1, 6000, "slow")?;
     let got = wait_exactly_once(&world, 6000, &[&worker])?;

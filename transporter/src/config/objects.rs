@@ -62,6 +62,16 @@ pub struct S3Config {
     pub upload_min_bytes_per_sec: u64,
     /// The shortest time an upload attempt is given, in seconds.
     pub upload_attempt_min_secs: u64,
+    /// At start, probe the store with a small object under `{prefix}/_zonal-probe/`: an upload
+    /// signed as `upload-signing`, a second conditional PUT and a conditional multipart
+    /// completion (both must be refused), HEAD with metadata. A worker does not start on a
+    /// store that fails it.
+    pub probe_on_start: bool,
+    /// Refuse to start on a store that ignores `If-None-Match: *` (or answers it 501). `false`
+    /// is the weaker mode for such stores: fencing then rests on etcd alone, and an owner
+    /// stalled past its lease in the middle of an upload can replace a newer object of the same
+    /// key (same records from the same first offset, unless offsets were rewound meanwhile).
+    pub require_conditional_writes: bool,
 }
 
 /// How upload bodies are signed (see `s3.upload-signing`).
@@ -93,6 +103,8 @@ impl Default for S3Config {
             upload_signing: UploadSigning::UnsignedPayload,
             upload_min_bytes_per_sec: 256 * 1024,
             upload_attempt_min_secs: 30,
+            probe_on_start: true,
+            require_conditional_writes: true,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! replacement by ETag, and the lease bounding retries.
 
 use super::*;
+use crate::config::UploadSigning;
 
 // Bucket names must be 3 to 63 characters; s3s checks that on multipart requests.
 async fn setup() -> (testkit::S3Server, Client, S3Config) {
@@ -18,8 +19,9 @@ async fn setup() -> (testkit::S3Server, Client, S3Config) {
             None,
             "test",
         ))
-        .force_path_style(true)
-        .build();
+        .force_path_style(true);
+    // Signed as the worker signs by default (`client`).
+    let conf = with_signing(conf, UploadSigning::default()).build();
     let cfg = S3Config { bucket: "uploads".into(), multipart_threshold_bytes: 5 * 1024 * 1024, ..Default::default() };
     (s3, Client::from_conf(conf), cfg)
 }
@@ -171,7 +173,6 @@ async fn renewals_extend_the_time_allowed_and_a_loss_stops_retries() {
 /// Every signing mode uploads, in one PUT and in parts, and the object reads back whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_signing_mode_uploads_in_one_put_and_in_parts() {
-    use crate::config::UploadSigning;
     let (s3, client, cfg) = setup().await;
     let (_keep, lease) = lease(Duration::from_secs(60));
     let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
@@ -193,4 +194,21 @@ fn an_attempt_is_given_time_by_the_size_of_its_object() {
     let cfg = S3Config { upload_min_bytes_per_sec: 1024 * 1024, upload_attempt_min_secs: 30, ..Default::default() };
     assert_eq!(attempt_deadline(&cfg, 10), Duration::from_secs(30));
     assert_eq!(attempt_deadline(&cfg, 64 * 1024 * 1024), Duration::from_secs(64));
+}
+
+/// The store probe on the test server: everything as required, on a fast link and on a slow
+/// one, and the probe object is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_probe_passes_on_a_store_that_behaves_as_s3() {
+    let (s3, client, cfg) = setup().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for rate in [0, 200 * 1024] {
+        s3.set_upload_rate(rate);
+        let p = tokio::time::timeout(Duration::from_secs(20), probe::probe(&client, &cfg, dir.path(), "w"))
+            .await
+            .expect("the probe ends")
+            .expect("probe");
+        assert!(p.conditional() && p.keeps_metadata, "{p:?}");
+        assert!(s3.list_keys("uploads").expect("list").is_empty(), "the probe object was left");
+    }
 }

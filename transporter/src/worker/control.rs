@@ -7,6 +7,8 @@
 //!     ──> desired partitions ──> spawn a task for each new one (partition::run)
 //!                            └─> Stop::Flush to each one no longer desired
 //!  shutdown ──> Stop::Flush to all, wait        lease lost ──> Stop::Abandon to all, wait
+//!  a task that failed ──> started again after a backoff (1 s, doubling to 60 s; reset by a task
+//!                         that ends well), so a lasting error does not spin on etcd and S3
 //! ```
 
 use std::collections::BTreeMap;
@@ -26,11 +28,22 @@ use crate::shares::{self, Share};
 /// How often a worker reads its share again although it watches it.
 const SHARE_REREAD: Duration = Duration::from_secs(30);
 
-/// A running partition task.
+/// A running partition task; it returns whether it ended with an error.
 struct Running {
     stop: watch::Sender<Stop>,
-    handle: tokio::task::JoinHandle<()>,
+    handle: tokio::task::JoinHandle<bool>,
 }
+
+/// When a failed partition may start again, and the wait after its next failure.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    next: Duration,
+}
+
+/// The first wait after a failure, and the longest.
+const RESPAWN_FIRST: Duration = Duration::from_secs(1);
+const RESPAWN_MAX: Duration = Duration::from_secs(60);
 
 impl Worker {
     /// Follows the assignment until the lease is lost (error) or `shutdown` fires (Ok). On
@@ -41,6 +54,7 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let mut running: BTreeMap<TopicPartition, Running> = BTreeMap::new();
+        let mut backoff: BTreeMap<TopicPartition, Backoff> = BTreeMap::new();
         let mut share = ShareFollower { watch: None, reread: Instant::now() };
         let result = loop {
             let state = *lease.borrow();
@@ -48,7 +62,7 @@ impl Worker {
                 break Err(anyhow::anyhow!("lease {} lost", state.id));
             }
             share.refresh(self).await;
-            self.reconcile(&mut running, &lease);
+            self.reconcile(&mut running, &mut backoff, &lease);
             self.metrics.owned.set(self.owned.lock().unwrap_or_else(PoisonError::into_inner).len() as u64);
             self.update_lag_metrics();
             tokio::select! {
@@ -89,6 +103,7 @@ impl Worker {
     fn reconcile(
         self: &Arc<Self>,
         running: &mut BTreeMap<TopicPartition, Running>,
+        backoff: &mut BTreeMap<TopicPartition, Backoff>,
         lease: &watch::Receiver<LeaseState>,
     ) {
         let desired: Vec<TopicPartition> = self
@@ -98,14 +113,33 @@ impl Worker {
             .as_ref()
             .map(|share| share.keys().cloned().collect())
             .unwrap_or_default();
-        running.retain(|_, r| !r.handle.is_finished());
+        let now = Instant::now();
+        running.retain(|tp, r| {
+            if !r.handle.is_finished() {
+                return true;
+            }
+            let failed = futures::FutureExt::now_or_never(&mut r.handle).is_none_or(|ended| ended.unwrap_or(true));
+            if failed {
+                let b = backoff.entry(tp.clone()).or_insert(Backoff { until: now, next: RESPAWN_FIRST });
+                b.until = now + b.next;
+                tracing::info!(partition = %tp, retry_in_secs = b.next.as_secs(), "the partition starts again after a pause");
+                b.next = (b.next * 2).min(RESPAWN_MAX);
+            } else {
+                backoff.remove(tp);
+            }
+            false
+        });
         for (tp, r) in running.iter() {
             if !desired.contains(tp) && *r.stop.borrow() == Stop::Run {
                 tracing::info!(partition = %tp, "partition reassigned: flushing and handing off");
                 let _ = r.stop.send(Stop::Flush);
             }
         }
+        backoff.retain(|tp, _| desired.contains(tp));
         for tp in desired {
+            if backoff.get(&tp).is_some_and(|b| b.until > now) {
+                continue;
+            }
             if let Entry::Vacant(slot) = running.entry(tp.clone()) {
                 slot.insert(self.spawn_partition(tp, lease.clone()));
             }
@@ -117,12 +151,14 @@ impl Worker {
         let (stop, rx) = watch::channel(Stop::Run);
         let me = self.clone();
         let handle = tokio::spawn(async move {
-            if let Err(e) = me.partition(&tp, lease, rx).await {
+            let result = me.partition(&tp, lease, rx).await;
+            if let Err(e) = &result {
                 let kind = ErrorKind::Partition;
                 me.metrics.error(kind);
                 tracing::warn!(kind = kind.as_str(), partition = %tp, error = %format!("{e:#}"), "partition task ended");
             }
             me.owned.lock().unwrap_or_else(PoisonError::into_inner).remove(&tp);
+            result.is_err()
         });
         Running { stop, handle }
     }

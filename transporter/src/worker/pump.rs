@@ -37,9 +37,7 @@ use anyhow::Context;
 use az_core::TopicPartition;
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message, Timestamp};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
@@ -47,7 +45,6 @@ use super::roll::Rolled;
 use super::stats::RateWindow;
 use super::{Stop, Worker, WorkerContext};
 use crate::buffer::{Buffer, Record};
-use crate::config::OutOfRange;
 use crate::continuity::{Chain, Gap, Span, Verdict};
 use crate::coord::{self, LeaseState};
 use crate::metrics::ErrorKind;
@@ -56,24 +53,24 @@ use crate::metrics::ErrorKind;
 type InFlight<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Rolled>> + Send + 'a>>;
 
 /// The state of reading one partition.
-struct Reading<'a> {
-    tp: &'a TopicPartition,
+pub(super) struct Reading<'a> {
+    pub(super) tp: &'a TopicPartition,
     /// The offset last committed (read at start, or set by an operator): a held partition
     /// waits for another.
-    committed: i64,
+    pub(super) committed: i64,
     /// Where reading is: the offset the next record must have.
-    chain: Chain,
+    pub(super) chain: Chain,
     /// While no buffer is open, what the next one continues: where it starts, and gaps before
     /// its first record.
-    pending: Span,
+    pub(super) pending: Span,
     /// Held on an out-of-range offset until an operator sets one.
-    held: bool,
+    pub(super) held: bool,
     /// The open buffer, from the first record after the last roll.
-    buf: Option<Buffer>,
+    pub(super) buf: Option<Buffer>,
     /// Out-of-range errors in a row while the position was in range.
-    spurious: u32,
+    pub(super) spurious: u32,
     /// Bytes read, for the partition's rate.
-    rate: RateWindow,
+    pub(super) rate: RateWindow,
 }
 
 impl Worker {
@@ -235,82 +232,12 @@ impl Worker {
     }
 
     /// Adds a gap to the open buffer, or to what the next one continues.
-    fn gap(&self, r: &mut Reading<'_>, g: Gap) -> anyhow::Result<()> {
+    pub(super) fn gap(&self, r: &mut Reading<'_>, g: Gap) -> anyhow::Result<()> {
         match &mut r.buf {
             Some(b) => b.gap(g).inspect_err(|_| self.metrics.error(ErrorKind::Continuity))?,
             None => r.pending.gap(g).inspect_err(|_| self.metrics.error(ErrorKind::Continuity))?,
         }
         Ok(())
-    }
-
-    /// A Kafka error for the partition. An offset out of range is told apart by the partition's
-    /// log start and end; anything else is counted and reading goes on (a jump it causes is
-    /// caught by the chain).
-    async fn on_error(&self, r: &mut Reading<'_>, e: &KafkaError) -> anyhow::Result<()> {
-        let tp = r.tp;
-        let out_of_range = matches!(
-            e.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
-        );
-        if !out_of_range {
-            let kind = ErrorKind::Kafka;
-            self.metrics.error(kind);
-            tracing::warn!(kind = kind.as_str(), partition = %tp, error = %e, "consume error");
-            return Ok(());
-        }
-        let kind = ErrorKind::OffsetOutOfRange;
-        self.metrics.error(kind);
-        let at = r.chain.expected();
-        let (low, high) = match self.watermarks(tp).await {
-            Ok(w) => w,
-            Err(err) => {
-                // Without the log's bounds nothing is decided: the same position is read again.
-                tracing::warn!(kind = kind.as_str(), partition = %tp, at, error = %format!("{err:#}"),
-                    "offset out of range and the log's bounds could not be read; reading the same offset again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return self.seek(tp, Offset::Offset(at));
-            }
-        };
-        if at < low {
-            if self.cfg.kafka.on_offset_out_of_range == OutOfRange::Fail {
-                tracing::error!(kind = kind.as_str(), partition = %tp, at, log_start = low,
-                    "retention removed offsets before they were read; the partition is held until an operator sets its offset (on-offset-out-of-range = fail)");
-                r.held = true;
-                return Ok(());
-            }
-            if let Some(g) = r.chain.retention(low) {
-                tracing::error!(kind = kind.as_str(), partition = %tp, from = g.from, to = g.to, lost = g.len(),
-                    "retention removed offsets before they were read; counted as a gap, reading on from the log start");
-                self.gap(r, g)?;
-            }
-            return self.seek(tp, Offset::Offset(low));
-        }
-        if at > high {
-            tracing::error!(kind = kind.as_str(), partition = %tp, at, log_end = high,
-                "the offset is past the end of the log (truncated, recreated, or set too high); the partition is held until an operator sets its offset");
-            r.held = true;
-            return Ok(());
-        }
-        // In range: the broker answered for a moment it had not caught up (a new leader, a
-        // follower behind), or an error was injected. The same offset is read again, after a
-        // pause when it keeps happening.
-        r.spurious += 1;
-        tracing::warn!(kind = kind.as_str(), partition = %tp, at, log_start = low, log_end = high, times = r.spurious,
-            "offset out of range though the log holds it; reading it again");
-        if r.spurious > 3 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        self.seek(tp, Offset::Offset(at))
-    }
-
-    /// The partition's log start and end (ListOffsets), on a blocking thread.
-    pub(super) async fn watermarks(&self, tp: &TopicPartition) -> anyhow::Result<(i64, i64)> {
-        let consumer = self.consumer.clone();
-        let (topic, partition) = (tp.topic.clone(), tp.partition);
-        tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
-            .await
-            .context("watermarks task")?
-            .with_context(|| format!("reading the log start and end of {tp}"))
     }
 
     /// A held partition: reads the committed offset again, and reads from it once an operator
@@ -383,7 +310,7 @@ impl Worker {
 
     /// Reads `tp` again from `offset`. A partition in an error state refuses a seek, and records
     /// already fetched must not be read: it is assigned again.
-    fn seek(&self, tp: &TopicPartition, offset: Offset) -> anyhow::Result<()> {
+    pub(super) fn seek(&self, tp: &TopicPartition, offset: Offset) -> anyhow::Result<()> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&tp.topic, tp.partition);
         self.consumer.incremental_unassign(&tpl).with_context(|| format!("unassigning {tp}"))?;

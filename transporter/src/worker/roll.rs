@@ -177,8 +177,9 @@ impl Worker {
         };
         let up = crate::upload::upload(s3, cfg, key, body, &meta, &Condition::Create, lease)
             .await
-            .inspect_err(|_| self.metrics.error(ErrorKind::Upload))?;
+            .inspect_err(|e| self.upload_failed(e))?;
         count(&up);
+        self.upload_refused.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Outcome::Exists { span, etag: Some(etag) } = &up.outcome else { return Ok(up) };
         if span.last.is_some() || span.first.is_some() || span.records.is_some() {
             return Ok(up);
@@ -187,9 +188,17 @@ impl Worker {
         let replace = Condition::Replace(etag.clone());
         let up = crate::upload::upload(s3, cfg, key, body, &meta, &replace, lease)
             .await
-            .inspect_err(|_| self.metrics.error(ErrorKind::Upload))?;
+            .inspect_err(|e| self.upload_failed(e))?;
         count(&up);
         Ok(up)
+    }
+
+    /// Counts an upload that failed for good; a lasting refusal turns `/readyz` red.
+    fn upload_failed(&self, e: &anyhow::Error) {
+        self.metrics.error(ErrorKind::Upload);
+        if e.downcast_ref::<crate::upload::Refused>().is_some() {
+            *self.upload_refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!("{e:#}"));
+        }
     }
 
     /// Commits `next` under the same fence; while etcd does not answer, retries until the lease

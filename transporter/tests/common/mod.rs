@@ -178,6 +178,11 @@ impl Worker {
         Ok(self.process.kill9()?)
     }
 
+    /// Waits up to `within` for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Res<Option<i32>> {
+        Ok(self.process.wait_exit(within)?)
+    }
+
     pub fn stop(&mut self) -> Res<Option<i32>> {
         Ok(self.process.stop(Duration::from_secs(30))?)
     }
@@ -256,7 +261,8 @@ pub fn s3_records(world: &World) -> Res<(Seen, usize)> {
     let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
     let keys = s3.list_keys(BUCKET)?;
     let mut out = BTreeMap::new();
-    for k in &keys {
+    let probe = format!("/{}/", zonal_transporter::upload::probe::PROBE_DIR);
+    for k in keys.iter().filter(|k| !k.contains(&probe)) {
         let body = std::fs::read(s3.root().join(BUCKET).join(k))?;
         let text = if k.ends_with(".zst") { zstd::stream::decode_all(&body[..])? } else { body };
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {

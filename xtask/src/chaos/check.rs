@@ -144,7 +144,9 @@ impl Reader {
                         o.last_modified().map(|t| t.to_string()).unwrap_or_default()
                     )
                 });
-                if let Some(k) = o.key() {
+                // The workers' store probes come and go under the prefix; they hold no records.
+                let probe = format!("/{}/", zonal_transporter::upload::probe::PROBE_DIR);
+                if let Some(k) = o.key().filter(|k| !k.contains(&probe)) {
                     out.push((k.to_owned(), version));
                 }
             }

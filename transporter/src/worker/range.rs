@@ -1,0 +1,98 @@
+//! A Kafka error on a partition's queue, handled by what it means: an offset out of range is
+//! told apart by the partition's log start and end (ListOffsets), never taken as "read from the
+//! beginning".
+//!
+//! ```text
+//!  error ──not out of range──> counted, reading goes on (a jump it causes is caught by the chain)
+//!        ──out of range──> ListOffsets ──position < log start──> retention gap, seek to the start
+//!                                                                (on-offset-out-of-range = fail: hold)
+//!                                      ──in range──> seek to the same position (after a pause when repeated)
+//!                                      ──position > log end──> hold for an operator
+//!                                      ──unreadable──> seek to the same position after 1 s
+//! ```
+
+use std::time::Duration;
+
+use anyhow::Context;
+use az_core::TopicPartition;
+use rdkafka::Offset;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::Worker;
+use super::pump::Reading;
+use crate::config::OutOfRange;
+use crate::metrics::ErrorKind;
+
+impl Worker {
+    /// A Kafka error for the partition. An offset out of range is told apart by the partition's
+    /// log start and end; anything else is counted and reading goes on (a jump it causes is
+    /// caught by the chain).
+    pub(super) async fn on_error(&self, r: &mut Reading<'_>, e: &KafkaError) -> anyhow::Result<()> {
+        let tp = r.tp;
+        let out_of_range = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+        );
+        if !out_of_range {
+            let kind = ErrorKind::Kafka;
+            self.metrics.error(kind);
+            tracing::warn!(kind = kind.as_str(), partition = %tp, error = %e, "consume error");
+            return Ok(());
+        }
+        let kind = ErrorKind::OffsetOutOfRange;
+        self.metrics.error(kind);
+        let at = r.chain.expected();
+        let (low, high) = match self.watermarks(tp).await {
+            Ok(w) => w,
+            Err(err) => {
+                // Without the log's bounds nothing is decided: the same position is read again.
+                tracing::warn!(kind = kind.as_str(), partition = %tp, at, error = %format!("{err:#}"),
+                    "offset out of range and the log's bounds could not be read; reading the same offset again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return self.seek(tp, Offset::Offset(at));
+            }
+        };
+        if at < low {
+            if self.cfg.kafka.on_offset_out_of_range == OutOfRange::Fail {
+                tracing::error!(kind = kind.as_str(), partition = %tp, at, log_start = low,
+                    "retention removed offsets before they were read; the partition is held until an operator sets its offset (on-offset-out-of-range = fail)");
+                r.held = true;
+                return Ok(());
+            }
+            if let Some(g) = r.chain.retention(low) {
+                tracing::error!(kind = kind.as_str(), partition = %tp, from = g.from, to = g.to, lost = g.len(),
+                    "retention removed offsets before they were read; counted as a gap, reading on from the log start");
+                self.gap(r, g)?;
+            }
+            return self.seek(tp, Offset::Offset(low));
+        }
+        if at > high {
+            tracing::error!(kind = kind.as_str(), partition = %tp, at, log_end = high,
+                "the offset is past the end of the log (truncated, recreated, or set too high); the partition is held until an operator sets its offset");
+            r.held = true;
+            return Ok(());
+        }
+        // In range: the broker answered for a moment it had not caught up (a new leader, a
+        // follower behind), or an error was injected. The same offset is read again, after a
+        // pause when it keeps happening.
+        r.spurious += 1;
+        tracing::warn!(kind = kind.as_str(), partition = %tp, at, log_start = low, log_end = high, times = r.spurious,
+            "offset out of range though the log holds it; reading it again");
+        if r.spurious > 3 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.seek(tp, Offset::Offset(at))
+    }
+
+    /// The partition's log start and end (ListOffsets), on a blocking thread.
+    pub(super) async fn watermarks(&self, tp: &TopicPartition) -> anyhow::Result<(i64, i64)> {
+        let consumer = self.consumer.clone();
+        let (topic, partition) = (tp.topic.clone(), tp.partition);
+        tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
+            .await
+            .context("watermarks task")?
+            .with_context(|| format!("reading the log start and end of {tp}"))
+    }
+}

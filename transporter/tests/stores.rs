@@ -1,0 +1,102 @@
+//! S3-compatible stores that differ from AWS, as the test S3 server can behave: a payload
+//! signing mode refused (Garage 2.5 answers aws-chunked uploads `400 Invalid payload
+//! signature`), conditional writes ignored or answered 501, user metadata dropped. A worker
+//! reports each at start instead of retrying forever or rewriting silently, and a refusal that
+//! begins while it runs is not retried forever and shows in `/readyz`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use zonal_transporter::config::UploadSigning;
+
+/// The log of a worker that exited, for assertions.
+fn exited_with(w: &mut Worker) -> Res<(Option<i32>, String)> {
+    let code = w.wait_exit(Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}\n{}", w.log_tail()))?;
+    Ok((code, std::fs::read_to_string(&w.log)?))
+}
+
+#[test]
+fn a_store_that_refuses_a_signing_mode_is_reported_at_start_and_the_default_mode_works() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 2)?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    s3.refuse_payload_mode(Some("STREAMING-"));
+    let tmp = tempfile::tempdir()?;
+    let chunked = FleetSpec::default().edit(|c| c.s3.upload_signing = UploadSigning::AwsChunked);
+    let mut w = Worker::start(&world, tmp.path(), "chunked", Some(0), &chunked)?;
+    let (code, log) = exited_with(&mut w)?;
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("s3.upload-signing = AwsChunked") && log.contains("HTTP 400 InvalidRequest"), "{log}");
+    // The default mode is what such a store takes.
+    let w = Worker::start(&world, tmp.path(), "w0-0", Some(0), &FleetSpec::default())?;
+    produce(&world, "logs", 2, 100, "a")?;
+    wait_exactly_once(&world, 200, &[&w])?;
+    Ok(())
+}
+
+#[test]
+fn stores_that_ignore_conditions_answer_501_or_drop_metadata_are_refused_at_start() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 2)?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let tmp = tempfile::tempdir()?;
+    let spec = FleetSpec::default();
+    type Knob = fn(&testkit::S3Server, bool);
+    let cases: [(&str, Knob, &str); 3] = [
+        ("ignores", testkit::S3Server::ignore_conditional_writes, "replaced the object"),
+        ("501", testkit::S3Server::answer_conditions_501, "HTTP 501 NotImplemented"),
+        ("metadata", testkit::S3Server::drop_metadata, "drops user metadata"),
+    ];
+    for (name, knob, says) in cases {
+        knob(s3, true);
+        let mut w = Worker::start(&world, tmp.path(), name, Some(0), &spec)?;
+        let (code, log) = exited_with(&mut w)?;
+        assert_ne!(code, Some(0), "{name}: {log}");
+        assert!(log.contains(says), "{name}: {log}");
+        if name != "metadata" {
+            assert!(log.contains("s3.require-conditional-writes = false"), "{name}: {log}");
+        }
+        knob(s3, false);
+    }
+    // The documented weaker mode runs on a store that ignores conditions, and says so.
+    s3.ignore_conditional_writes(true);
+    let weaker = FleetSpec::default().edit(|c| c.s3.require_conditional_writes = false);
+    let w = Worker::start(&world, tmp.path(), "w0-0", Some(0), &weaker)?;
+    produce(&world, "logs", 2, 100, "a")?;
+    wait_exactly_once(&world, 200, &[&w])?;
+    assert!(std::fs::read_to_string(&w.log)?.contains("fencing by etcd alone"));
+    Ok(())
+}
+
+/// A store that starts refusing uploads (a policy changed, a signing mode dropped) while the
+/// worker runs: each upload is tried a few times, not forever; `/readyz` turns red with the
+/// reason; the partition pauses and starts again; once the store takes uploads again, every
+/// record lands once and `/readyz` is green.
+#[test]
+fn a_lasting_refusal_is_not_retried_forever_and_turns_readyz_red() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 1)?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let tmp = tempfile::tempdir()?;
+    let w = Worker::start(&world, tmp.path(), "w0-0", Some(0), &FleetSpec::default())?;
+    testkit::wait_until("the worker to be ready", Duration::from_secs(30), || {
+        (w.get("/readyz").ok()?.0 == 200 && w.owned().len() == 1).then_some(())
+    })?;
+    s3.refuse_payload_mode(Some("UNSIGNED-PAYLOAD"));
+    produce(&world, "logs", 1, 100, "a")?;
+    let body = testkit::wait_until("/readyz to turn red", Duration::from_secs(30), || {
+        let (code, body) = w.get("/readyz").ok()?;
+        (code == 503).then_some(body)
+    })?;
+    assert!(body.contains("S3 refuses uploads") && body.contains("HTTP 400"), "{body}");
+    let log = std::fs::read_to_string(&w.log)?;
+    assert!(log.contains("not retried further"), "{log}");
+    s3.refuse_payload_mode(None);
+    wait_exactly_once(&world, 100, &[&w])?;
+    testkit::wait_until("/readyz to turn green", Duration::from_secs(30), || {
+        (w.get("/readyz").ok()?.0 == 200).then_some(())
+    })?;
+    Ok(())
+}
