@@ -73,6 +73,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         budget: shared.budget.clone(),
         running: AtomicBool::new(true),
         stall_timeout: Duration::from_secs(config.stall_timeout_secs),
+        unacknowledged_not_ready: Duration::from_secs(config.unacknowledged_not_ready_secs),
     });
     let tasks = Background::start(&config, &state, &shared);
     let threads: Vec<std::thread::JoinHandle<()>> = runners
@@ -141,6 +142,8 @@ async fn open_streams(
             tracks: Arc::new(Mutex::new(BTreeMap::new())),
             store,
             producer,
+            heartbeat: Default::default(),
+            checkpoint_error: Default::default(),
         });
         let runner = StreamRunner::new(
             stream.clone(),

@@ -9,6 +9,8 @@
 
 use std::ops::Range;
 
+use crate::container::EventMeta;
+
 /// Events read but not yet sent, from one file, in file order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
@@ -29,6 +31,8 @@ struct Span {
     /// File offset just past the event (past its newline when it had one): where the file's
     /// checkpoint may move once the event is acknowledged.
     end: u64,
+    /// What its container log line said (time, stream).
+    meta: EventMeta,
 }
 
 impl Span {
@@ -49,10 +53,15 @@ pub struct Limits {
 
 impl Batch {
     /// Appends an event that ends at `end` in the file.
-    pub fn push(&mut self, event: &[u8], end: u64) {
+    pub fn push(&mut self, event: &[u8], end: u64, meta: EventMeta) {
         let start = self.data.len();
         self.data.extend_from_slice(event);
-        self.spans.push(Span { start, len: event.len(), end });
+        self.spans.push(Span { start, len: event.len(), end, meta });
+    }
+
+    /// The container log metadata of the events of `range`.
+    pub fn metas(&self, range: Range<usize>) -> impl Iterator<Item = EventMeta> + '_ {
+        self.spans[range].iter().map(|s| s.meta)
     }
 
     /// Whether there are no events.
@@ -136,7 +145,7 @@ mod tests {
         b.release_if_empty();
         assert!(b.is_empty());
         assert_eq!((b.data.capacity(), b.spans.capacity()), (0, 0));
-        b.push(b"four", 19);
+        b.push(b"four", 19, EventMeta::default());
         assert_eq!(b.events(0..1).collect::<Vec<_>>(), [(&b"four"[..], 19)]);
     }
 
@@ -145,7 +154,7 @@ mod tests {
         let mut end = 0;
         for l in lines {
             end += l.len() as u64 + 1;
-            b.push(l.as_bytes(), end);
+            b.push(l.as_bytes(), end, EventMeta::default());
         }
         b
     }
@@ -191,7 +200,7 @@ mod tests {
             let mut end = 0u64;
             for (i, len) in lens.iter().enumerate() {
                 end += *len as u64 + 1;
-                b.push(&vec![b'a' + (i % 26) as u8; *len], end);
+                b.push(&vec![b'a' + (i % 26) as u8; *len], end, EventMeta::default());
             }
             let original = b.clone();
             let limits = Limits { lines, bytes };

@@ -170,6 +170,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The folder the checkpoints are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The store of `stream` under `root`; creates the directory.
     pub fn open(root: &Path, stream: &str) -> Result<Store, CheckpointError> {
         let dir = root.join(stream);

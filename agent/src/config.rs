@@ -70,9 +70,14 @@ pub struct AgentConfig {
     /// On SIGTERM, how long in all the agent may take to flush in-flight lines (every stream at
     /// once) and write its checkpoints, in seconds; below the 60 s systemd and Kubernetes give.
     pub shutdown_timeout_secs: u64,
-    /// `/healthz` fails when a stream has lines waiting and none was acknowledged for this long,
-    /// in seconds, so a supervisor restarts a stuck agent from its checkpoints.
+    /// `/healthz` fails when a stream's thread made no progress (no scan, read, retry or wait
+    /// for budget) for this long, in seconds: a stuck agent is restarted from its checkpoints.
+    /// A Kafka outage does not fail it (it shows in `/readyz`): a restart cannot fix the
+    /// destination and would close the descriptors that keep rotated files readable.
     pub stall_timeout_secs: u64,
+    /// `/readyz` fails when a stream has lines waiting and none was acknowledged for this long,
+    /// in seconds (Kafka away or refusing): the lines are kept and retried meanwhile.
+    pub unacknowledged_not_ready_secs: u64,
     /// The log streams to ship.
     pub streams: Vec<StreamConfig>,
 }
@@ -90,6 +95,7 @@ impl Default for AgentConfig {
             rotate_wait_ms: 30_000,
             shutdown_timeout_secs: 45,
             stall_timeout_secs: 300,
+            unacknowledged_not_ready_secs: 30,
             streams: Vec::new(),
         }
     }
@@ -241,6 +247,22 @@ pub struct StreamConfig {
     /// Where to start in files without a checkpoint at startup.
     #[serde(default)]
     pub start_at: StartAt,
+    /// How lines are written: `raw` (as they are), `cri` (containerd and CRI-O:
+    /// `<time> <stdout|stderr> <P|F> <message>`, parts joined) or `docker` (json-file). For
+    /// `cri` and `docker` the record's value is the message, its timestamp the runtime's, and
+    /// its `log.iostream` header the stream; a line not in the format is shipped as it is and
+    /// counted (`malformed_lines`).
+    #[serde(default)]
+    pub format: crate::container::LogFormat,
+    /// Attach the pod and container a file belongs to as record headers (`k8s.namespace.name`,
+    /// `k8s.pod.name`, `k8s.pod.uid`, `k8s.container.name`, `container.id`), read from kubelet's
+    /// or docker's folder and file names; files outside those layouts get none.
+    #[serde(default = "default_true")]
+    pub pod_metadata: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_multiline_timeout_ms() -> u64 {

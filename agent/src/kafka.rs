@@ -2,10 +2,10 @@
 //! reports that advance file checkpoints or send failed records back for another try.
 //!
 //! ```text
-//!  stream thread ──budget.acquire──> ThreadedProducer.send(record, opaque = Arc<BatchAck>)
+//!  stream thread ──budget.acquire──> ThreadedProducer.send(record, opaque = Sent { batch, charge })
 //!                                         │ librdkafka (idempotent, acks=all)
 //!  delivery callback (producer thread) <──┘
-//!     ok    ──> budget.release, BatchAck done ──> FileTrack.complete ──> checkpoint offset moves
+//!     ok    ──> budget.release(exactly its charge), BatchAck done ──> FileTrack.complete ──> checkpoint offset moves
 //!     error ──> Retry queue ──> stream thread re-sends (partition chosen afresh)
 //! ```
 
@@ -40,8 +40,23 @@ pub struct Retry {
     pub payload: Vec<u8>,
     /// Key, for keyed streams.
     pub key: Option<Vec<u8>>,
+    /// Headers (pod metadata, the container's stream).
+    pub headers: Option<rdkafka::message::OwnedHeaders>,
+    /// The record's timestamp, when the log gave one.
+    pub timestamp: Option<i64>,
+    /// Its batch and charge.
+    pub sent: Box<Sent>,
+}
+
+/// What travels with one record through librdkafka: its batch, and what it charged the
+/// in-flight budget, so that its delivery gives back exactly that (a charge recomputed from
+/// the delivered record would differ from it when the payload was cut, and leak).
+#[derive(Debug)]
+pub struct Sent {
     /// Its batch.
     pub ack: Arc<BatchAck>,
+    /// Bytes charged to the budget.
+    pub charge: u64,
 }
 
 /// Producer context of a stream.
@@ -162,21 +177,21 @@ pub fn leadership_moved(code: RDKafkaErrorCode) -> bool {
 }
 
 impl ProducerContext for AgentContext {
-    type DeliveryOpaque = Arc<BatchAck>;
+    type DeliveryOpaque = Box<Sent>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<BatchAck>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Sent>) {
         match result {
-            Ok(msg) => {
+            Ok(_) => {
                 // Once per record, on librdkafka's delivery thread: atomics only, unless the
                 // stream is recovering from a refusal.
                 if self.erroring.load(Ordering::Relaxed) && self.erroring.swap(false, Ordering::AcqRel) {
                     self.last_error.lock().unwrap_or_else(PoisonError::into_inner).take();
                     tracing::info!(stream = %self.stream, "Kafka accepts this stream's records again");
                 }
-                self.budget.release(msg.payload_len() as u64 + PER_MESSAGE_OVERHEAD);
+                self.budget.release(sent.charge);
                 self.last_ack.tick();
                 self.acked.inc();
-                ack.settle_one();
+                sent.ack.settle_one();
             }
             Err((err, msg)) => {
                 let code = err.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
@@ -200,7 +215,9 @@ impl ProducerContext for AgentContext {
                 let retry = Retry {
                     payload: msg.payload().unwrap_or_default().to_vec(),
                     key: msg.key().map(<[u8]>::to_vec),
-                    ack,
+                    headers: msg.headers().map(rdkafka::message::BorrowedHeaders::detach),
+                    timestamp: msg.timestamp().to_millis(),
+                    sent,
                 };
                 let tx = self.retries.lock().unwrap_or_else(PoisonError::into_inner);
                 self.retries_waiting.fetch_add(1, Ordering::AcqRel);

@@ -1,10 +1,12 @@
 //! Splitting a file's bytes into events: lines ending at `\n`, capped at the maximum message
-//! size, optionally joined into multi-line events. Pure logic, no I/O.
+//! size, decoded from a container log format (parts joined), optionally joined into multi-line
+//! events. Pure logic, no I/O.
 //!
 //! ```text
-//!  chunk @ offset ──> Splitter ──emit(event bytes, end offset, truncated)──> batcher
+//!  chunk @ offset ──> Splitter ──emit(event bytes, end offset, truncated, meta)──> batcher
 //!                      │ partial last line waits for its `\n` (bounded by max bytes)
-//!                      └ multiline: lines not matching `start` join the pending event
+//!                      │ CRI / docker: the message of each line, P parts joined (container::Decoder)
+//!                      └ multiline: messages not matching `start` join the pending event
 //! ```
 //!
 //! Over-long lines are truncated to `max` bytes and the rest up to the newline is dropped and
@@ -13,16 +15,18 @@
 
 use regex::bytes::Regex;
 
+use crate::container::{Decoder, EventMeta, LogFormat};
+
 /// An event handed to the batcher.
 pub trait Sink {
-    /// One event: its bytes (without the trailing `\n`), the file offset just after it, and
-    /// whether it was truncated.
-    fn event(&mut self, data: &[u8], end_offset: u64, truncated: bool);
+    /// One event: its bytes (without the trailing `\n`), the file offset just after it,
+    /// whether it was truncated, and what its container log said of it.
+    fn event(&mut self, data: &[u8], end_offset: u64, truncated: bool, meta: EventMeta);
 }
 
-impl<F: FnMut(&[u8], u64, bool)> Sink for F {
-    fn event(&mut self, data: &[u8], end_offset: u64, truncated: bool) {
-        self(data, end_offset, truncated)
+impl<F: FnMut(&[u8], u64, bool, EventMeta)> Sink for F {
+    fn event(&mut self, data: &[u8], end_offset: u64, truncated: bool, meta: EventMeta) {
+        self(data, end_offset, truncated, meta)
     }
 }
 
@@ -32,6 +36,10 @@ pub struct Splitter {
     max: usize,
     partial: Vec<u8>,
     partial_truncated: bool,
+    /// Container log lines to messages (CRI, docker), parts joined; none for raw lines.
+    decoder: Option<Decoder>,
+    /// The file offset just past the last whole line: where parts held by the decoder end.
+    line_end: u64,
     multiline: Option<Multiline>,
 }
 
@@ -41,34 +49,43 @@ struct Multiline {
     pending: Vec<u8>,
     pending_end: u64,
     pending_truncated: bool,
+    pending_meta: EventMeta,
     has_pending: bool,
 }
 
 impl Splitter {
-    /// A splitter with the given maximum event size and optional multi-line start pattern.
-    pub fn new(max: usize, multiline_start: Option<Regex>) -> Splitter {
+    /// A splitter of lines written as `format`, with the given maximum event size and optional
+    /// multi-line start pattern (applied to messages, after parts are joined).
+    pub fn new(max: usize, multiline_start: Option<Regex>, format: LogFormat) -> Splitter {
+        let max = max.max(1);
         Splitter {
-            max: max.max(1),
+            max,
             partial: Vec::new(),
             partial_truncated: false,
+            decoder: (format != LogFormat::Raw).then(|| Decoder::new(format, max)),
+            line_end: 0,
             multiline: multiline_start.map(|start| Multiline {
                 start,
                 pending: Vec::new(),
                 pending_end: 0,
                 pending_truncated: false,
+                pending_meta: EventMeta::default(),
                 has_pending: false,
             }),
         }
     }
 
-    /// Bytes held back: a partial line and a pending multi-line event.
+    /// Bytes held back: a partial line, parts of a container message, a pending multi-line event.
     pub fn buffered(&self) -> usize {
-        self.partial.len() + self.multiline.as_ref().map_or(0, |m| m.pending.len())
+        self.partial.len()
+            + self.decoder.as_ref().map_or(0, Decoder::buffered)
+            + self.multiline.as_ref().map_or(0, |m| m.pending.len())
     }
 
-    /// Whether a multi-line event is waiting for its continuation.
+    /// Whether an event is waiting for its continuation: a multi-line event, or parts of a
+    /// container message whose last part has not come.
     pub fn has_pending(&self) -> bool {
-        self.multiline.as_ref().is_some_and(|m| m.has_pending)
+        self.multiline.as_ref().is_some_and(|m| m.has_pending) || self.decoder.as_ref().is_some_and(Decoder::joining)
     }
 
     /// Feeds `chunk`, which starts at file offset `offset`.
@@ -110,57 +127,90 @@ impl Splitter {
         }
     }
 
+    /// One line: decoded (a container log line's message, parts joined), then joined into a
+    /// multi-line event when that is on.
     fn line(&mut self, data: &[u8], end: u64, truncated: bool, sink: &mut impl Sink) {
-        let max = self.max;
-        let Some(m) = &mut self.multiline else {
-            sink.event(data, end, truncated);
-            return;
-        };
-        if m.start.is_match(data) || !m.has_pending {
-            if m.has_pending {
-                sink.event(&m.pending, m.pending_end, m.pending_truncated);
-            }
-            m.pending.clear();
-            m.pending.extend_from_slice(data);
-            m.pending_truncated = truncated;
-            m.has_pending = true;
-        } else {
-            let room = max.saturating_sub(m.pending.len());
-            if room == 0 {
-                m.pending_truncated = true;
-            } else {
-                m.pending.push(b'\n');
-                let take = data.len().min(room - 1);
-                m.pending.extend_from_slice(&data[..take]);
-                m.pending_truncated |= truncated || take < data.len();
+        self.line_end = end;
+        let Splitter { max, decoder, multiline, .. } = self;
+        match decoder {
+            None => join(multiline, *max, data, end, truncated, EventMeta::default(), sink),
+            Some(d) => {
+                d.decode(data, &mut |m: &[u8], meta, cut| join(multiline, *max, m, end, truncated || cut, meta, sink))
             }
         }
-        m.pending_end = end;
     }
 
     /// Emits an unterminated last line as an event ending at `end_offset` (for files that are
-    /// gone and will never get the newline).
+    /// gone and will never get the newline), and parts of a container message whose last part
+    /// will not come either.
     pub fn flush_partial(&mut self, end_offset: u64, sink: &mut impl Sink) {
-        if self.partial.is_empty() && !self.partial_truncated {
-            return;
+        if !self.partial.is_empty() || self.partial_truncated {
+            let data = std::mem::take(&mut self.partial);
+            let truncated = self.partial_truncated;
+            self.partial_truncated = false;
+            self.line(&data, end_offset, truncated, sink);
         }
-        let data = std::mem::take(&mut self.partial);
-        let truncated = self.partial_truncated;
-        self.partial_truncated = false;
-        self.line(&data, end_offset, truncated, sink);
+        let Splitter { max, decoder, multiline, .. } = self;
+        if let Some(d) = decoder {
+            d.flush(&mut |m: &[u8], meta, cut| join(multiline, *max, m, end_offset, cut, meta, sink));
+        }
     }
 
-    /// Emits a pending multi-line event (when its continuation did not come in time).
+    /// Emits a pending event whose continuation did not come in time: a multi-line event, or
+    /// parts of a container message (ending where the last part's line ends: a partial line
+    /// after it is not part of it).
     pub fn flush_pending(&mut self, sink: &mut impl Sink) {
-        if let Some(m) = &mut self.multiline
+        let Splitter { max, decoder, multiline, line_end, .. } = self;
+        if let Some(d) = decoder {
+            d.flush(&mut |m: &[u8], meta, cut| join(multiline, *max, m, *line_end, cut, meta, sink));
+        }
+        if let Some(m) = multiline
             && m.has_pending
         {
-            sink.event(&m.pending, m.pending_end, m.pending_truncated);
+            sink.event(&m.pending, m.pending_end, m.pending_truncated, m.pending_meta);
             m.pending.clear();
             m.has_pending = false;
             m.pending_truncated = false;
         }
     }
+}
+
+/// Hands a message to the sink, or, with multi-line joining on, to the pending event: a message
+/// matching the start pattern (or the first one) starts a new event and emits the pending one.
+fn join(
+    multiline: &mut Option<Multiline>,
+    max: usize,
+    data: &[u8],
+    end: u64,
+    truncated: bool,
+    meta: EventMeta,
+    sink: &mut impl Sink,
+) {
+    let Some(m) = multiline else {
+        sink.event(data, end, truncated, meta);
+        return;
+    };
+    if m.start.is_match(data) || !m.has_pending {
+        if m.has_pending {
+            sink.event(&m.pending, m.pending_end, m.pending_truncated, m.pending_meta);
+        }
+        m.pending.clear();
+        m.pending.extend_from_slice(data);
+        m.pending_truncated = truncated;
+        m.pending_meta = meta;
+        m.has_pending = true;
+    } else {
+        let room = max.saturating_sub(m.pending.len());
+        if room == 0 {
+            m.pending_truncated = true;
+        } else {
+            m.pending.push(b'\n');
+            let take = data.len().min(room - 1);
+            m.pending.extend_from_slice(&data[..take]);
+            m.pending_truncated |= truncated || take < data.len();
+        }
+    }
+    m.pending_end = end;
 }
 
 fn cap(line: &[u8], max: usize) -> (&[u8], bool) {
@@ -180,7 +230,7 @@ mod tests {
         let mut got = Vec::new();
         let mut off = 0u64;
         for c in chunks {
-            s.push(c, off, &mut |d: &[u8], e: u64, t: bool| got.push((d.to_vec(), e, t)));
+            s.push(c, off, &mut |d: &[u8], e: u64, t: bool, _m| got.push((d.to_vec(), e, t)));
             off += c.len() as u64;
         }
         got
@@ -188,18 +238,18 @@ mod tests {
 
     #[test]
     fn lines_partial_lines_and_offsets() {
-        let mut s = Splitter::new(100, None);
+        let mut s = Splitter::new(100, None, LogFormat::Raw);
         let got = run(&mut s, &[b"one\ntw", b"o\n", b"three"]);
         assert_eq!(got, vec![(b"one".to_vec(), 4, false), (b"two".to_vec(), 8, false)]);
         assert_eq!(s.buffered(), 5);
         let mut more = Vec::new();
-        s.push(b"\n", 13, &mut |d: &[u8], e: u64, t: bool| more.push((d.to_vec(), e, t)));
+        s.push(b"\n", 13, &mut |d: &[u8], e: u64, t: bool, _m| more.push((d.to_vec(), e, t)));
         assert_eq!(more, vec![(b"three".to_vec(), 14, false)]);
     }
 
     #[test]
     fn binary_and_empty_lines_pass_as_bytes() {
-        let mut s = Splitter::new(100, None);
+        let mut s = Splitter::new(100, None, LogFormat::Raw);
         let got = run(&mut s, &[b"\xff\xfe\x00bin\n\n\xc3\x28\n"]);
         assert_eq!(
             got.iter().map(|(data, _end, _truncated)| data.clone()).collect::<Vec<_>>(),
@@ -209,16 +259,16 @@ mod tests {
 
     #[test]
     fn long_lines_are_truncated_and_memory_is_bounded() {
-        let mut s = Splitter::new(10, None);
+        let mut s = Splitter::new(10, None, LogFormat::Raw);
         let big = vec![b'x'; 10_000];
         let mut chunks: Vec<&[u8]> = big.chunks(999).collect();
         chunks.push(b"\nshort\n");
         let got = run(&mut s, &chunks);
         assert_eq!(got[0], (vec![b'x'; 10], 10_001, true));
         assert_eq!(got[1], (b"short".to_vec(), 10_007, false));
-        let got = run(&mut Splitter::new(3, None), &[b"abcdef\nab\n"]);
+        let got = run(&mut Splitter::new(3, None, LogFormat::Raw), &[b"abcdef\nab\n"]);
         assert_eq!(got, vec![(b"abc".to_vec(), 7, true), (b"ab".to_vec(), 10, false)]);
-        let mut s = Splitter::new(10, None);
+        let mut s = Splitter::new(10, None, LogFormat::Raw);
         let _ = run(&mut s, &[&big]);
         assert_eq!(s.buffered(), 10);
     }
@@ -226,12 +276,12 @@ mod tests {
     #[test]
     fn multiline_joins_continuations() {
         let start = Regex::new(r"^\d{4}-").ok();
-        let mut s = Splitter::new(1000, start);
+        let mut s = Splitter::new(1000, start, LogFormat::Raw);
         let got = run(&mut s, &[b"2026-01 first\n  at x\n  at y\n2026-02 second\n"]);
         assert_eq!(got, vec![(b"2026-01 first\n  at x\n  at y".to_vec(), 28, false)]);
         assert!(s.has_pending());
         let mut rest = Vec::new();
-        s.flush_pending(&mut |d: &[u8], e: u64, t: bool| rest.push((d.to_vec(), e, t)));
+        s.flush_pending(&mut |d: &[u8], e: u64, t: bool, _m| rest.push((d.to_vec(), e, t)));
         assert_eq!(rest, vec![(b"2026-02 second".to_vec(), 43, false)]);
         assert!(!s.has_pending());
     }
@@ -248,7 +298,7 @@ mod tests {
             let mut last = 0;
             for c in cuts { chunks.push(&data[last..c]); last = c; }
             chunks.push(&data[last..]);
-            let got = run(&mut Splitter::new(max, None), &chunks);
+            let got = run(&mut Splitter::new(max, None, LogFormat::Raw), &chunks);
             let mut want = Vec::new();
             let mut start = 0;
             for (i, b) in data.iter().enumerate() {

@@ -105,6 +105,9 @@ pub struct Metrics {
     pub acked_lines: Family<StreamLabel, Counter>,
     /// Lines truncated to the maximum message size.
     pub truncated_lines: Family<StreamLabel, Counter>,
+    /// Lines not in the stream's container log format (`format = "cri" | "docker"`), shipped
+    /// as they are.
+    pub malformed_lines: Family<StreamLabel, Counter>,
     /// Errors by [`ErrorKind`].
     pub errors: Family<ErrorLabel, Counter>,
     /// Copytruncate rotations detected.
@@ -141,6 +144,11 @@ impl Metrics {
             ("batches", "Batches sent (each to one partition)", &self.batches),
             ("acked_lines", "Lines acknowledged by Kafka", &self.acked_lines),
             ("truncated_lines", "Lines truncated to max-message-bytes", &self.truncated_lines),
+            (
+                "malformed_lines",
+                "Lines not in the stream's container log format, shipped as they are",
+                &self.malformed_lines,
+            ),
             ("truncations", "Copytruncate rotations detected", &self.truncations),
             ("renames", "Rename rotations detected", &self.renames),
             ("recovered_files", "Rotated files found again by inode or head and finished", &self.recovered_files),

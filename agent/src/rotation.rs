@@ -34,17 +34,37 @@ pub fn pattern_dir(pattern: &str) -> PathBuf {
 }
 
 /// Where rotated files of a stream may be: the directories of its patterns and of the files
-/// they matched, plus `extra` (a checkpoint's recorded path's directory).
+/// they matched, plus `extra` (a checkpoint's recorded path's directory); for a path that is a
+/// symlink, the directory of the file it resolves to as well. On a Kubernetes node the globs
+/// match `/var/log/containers/*.log`, symlinks to `/var/log/pods/<pod>/<container>/0.log`, and
+/// kubelet renames `0.log` to `0.log.<timestamp>` in the target's folder, never beside the link.
 pub fn search_dirs<'a>(
     patterns: &[String],
     matches: impl IntoIterator<Item = &'a Path>,
-    extra: Option<&Path>,
+    extra: Option<&'a Path>,
 ) -> BTreeSet<PathBuf> {
     let mut dirs: BTreeSet<PathBuf> = patterns.iter().map(|p| pattern_dir(p)).collect();
-    dirs.extend(matches.into_iter().filter_map(|p| p.parent().map(Path::to_path_buf)));
-    dirs.extend(extra.and_then(Path::parent).map(Path::to_path_buf));
+    for path in matches.into_iter().chain(extra) {
+        dirs.extend(path.parent().map(Path::to_path_buf));
+        if let Some(target) = link_target(path) {
+            dirs.extend(target.parent().map(Path::to_path_buf));
+        }
+    }
     dirs.retain(|d| !d.as_os_str().is_empty());
     dirs
+}
+
+/// Where a symlink points, resolved, even when the target is gone for the moment (kubelet
+/// renamed `0.log` and the runtime has not reopened it yet); None for anything but a symlink.
+pub fn link_target(path: &Path) -> Option<PathBuf> {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return None;
+    }
+    if let Ok(target) = std::fs::canonicalize(path) {
+        return Some(target);
+    }
+    let target = std::fs::read_link(path).ok()?;
+    Some(if target.is_absolute() { target } else { path.parent()?.join(target) })
 }
 
 /// A file found for a checkpoint or a truncated file's old head.
@@ -129,6 +149,35 @@ mod tests {
         assert_eq!(pattern_dir("app.log"), PathBuf::new());
         let dirs = search_dirs(&["/a/*.log".into()], [Path::new("/b/c.log")], Some(Path::new("/d/e.log")));
         assert_eq!(dirs.into_iter().collect::<Vec<_>>(), vec![PathBuf::from("/a"), "/b".into(), "/d".into()]);
+    }
+
+    /// A kubelet node: the globs match symlinks in `containers/`, kubelet renames the target
+    /// in the pod's folder. The rotated file is found through the link's target folder.
+    #[test]
+    fn a_file_rotated_behind_a_symlink_is_found_in_the_target_folder() {
+        use std::io::Write;
+        let root = tempfile::tempdir().expect("tempdir");
+        let pod = root.path().join("pods/ns_web-1_uid/app");
+        let links = root.path().join("containers");
+        std::fs::create_dir_all(&pod).expect("pod dir");
+        std::fs::create_dir_all(&links).expect("links dir");
+        let log = pod.join("0.log");
+        std::fs::File::create(&log).and_then(|mut f| f.write_all(b"first line\n")).expect("write");
+        let id = FileId::of(&std::fs::metadata(&log).expect("stat"));
+        let link = links.join("web-1_ns_app-0123.log");
+        std::os::unix::fs::symlink(&log, &link).expect("symlink");
+        std::fs::rename(&log, pod.join("0.log.20261207-101010")).expect("rotate");
+        std::fs::File::create(&log).expect("new 0.log");
+        let pattern = format!("{}/*.log", links.display());
+        let dirs = search_dirs(&[pattern], [link.as_path()], Some(&link));
+        let canonical_pod = std::fs::canonicalize(&pod).expect("canonical");
+        assert!(dirs.contains(&canonical_pod), "{dirs:?}");
+        let f = find(id, Fingerprint::of(b"first line\n"), 0, &dirs, &|_| false).expect("found");
+        assert!(f.same_inode && f.path.ends_with("0.log.20261207-101010"), "{f:?}");
+        // Between kubelet's rename and the runtime's reopen the link dangles: still searched.
+        std::fs::remove_file(&log).expect("no 0.log for a moment");
+        let dirs = search_dirs(&[], [link.as_path()], None);
+        assert!(dirs.iter().any(|d| d.ends_with("pods/ns_web-1_uid/app")), "{dirs:?}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct AgentState {
     pub(crate) budget: Arc<Budget>,
     pub(crate) running: AtomicBool,
     pub(crate) stall_timeout: Duration,
+    pub(crate) unacknowledged_not_ready: Duration,
 }
 
 impl AgentState {
@@ -41,21 +42,14 @@ impl AgentState {
             return Some(format!("no topology yet: {:?}", self.topology.status().last_error));
         }
         for s in &self.streams {
+            let name = &s.config.name;
             let last = s.producer.context().last_error.lock().unwrap_or_else(PoisonError::into_inner).clone();
             if let Some(e) = last {
-                return Some(format!(
-                    "stream {}: Kafka refuses its records ({e}); they are kept and retried",
-                    s.config.name
-                ));
+                return Some(format!("stream {name}: Kafka refuses its records ({e}); they are kept and retried"));
             }
-        }
-        None
-    }
-
-    /// Why the agent is stuck, if it is: a stream with unacknowledged lines and no
-    /// acknowledgement for `stall-timeout-secs`.
-    pub fn stalled(&self) -> Option<String> {
-        for s in &self.streams {
+            if let Some(e) = s.checkpoint_error.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                return Some(format!("stream {name}: {e}"));
+            }
             let waiting = s
                 .tracks
                 .lock()
@@ -63,12 +57,25 @@ impl AgentState {
                 .values()
                 .any(|t| t.with(|st| st.read_offset > st.acks.acked()));
             let since = s.producer.context().last_ack.elapsed();
-            if waiting && since > self.stall_timeout {
+            if waiting && since > self.unacknowledged_not_ready {
                 return Some(format!(
-                    "stream {}: lines waiting and none acknowledged for {}s",
-                    s.config.name,
+                    "stream {name}: lines waiting and none acknowledged for {}s (Kafka unreachable?); they are kept and retried",
                     since.as_secs()
                 ));
+            }
+        }
+        None
+    }
+
+    /// Why the agent is stuck, if it is: a stream whose thread made no progress (no loop round,
+    /// no wait for budget or routing) for `stall-timeout-secs`. A destination outage is not
+    /// being stuck: the thread keeps scanning and retrying, and a restart would only close the
+    /// descriptors that keep rotated and deleted files readable.
+    pub fn stalled(&self) -> Option<String> {
+        for s in &self.streams {
+            let since = s.heartbeat.since();
+            if since > self.stall_timeout {
+                return Some(format!("stream {}: its thread made no progress for {}s", s.config.name, since.as_secs()));
             }
         }
         None
@@ -159,8 +166,8 @@ impl shell::http::Endpoints for AgentState {
         AgentState::refresh_gauges(self);
     }
 
-    /// Unhealthy (so a supervisor restarts it from its checkpoints) when a stream has lines
-    /// waiting and has not had one acknowledged for `stall-timeout-secs`.
+    /// Unhealthy (so a supervisor restarts it from its checkpoints) when a stream's thread is
+    /// stuck: no progress for `stall-timeout-secs`. Kafka being away shows in `/readyz`.
     fn unhealthy(&self) -> Option<String> {
         self.stalled()
     }

@@ -22,9 +22,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::batch::Batch;
 use crate::checkpoint::Store;
 use crate::config::StreamConfig;
-use crate::kafka::{AgentContext, Budget, PER_MESSAGE_OVERHEAD, Retry};
+use crate::kafka::{AgentContext, Budget, Retry, Sent};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::partition::{Partitioner, Routing};
+use crate::record::{Outgoing, headers, pod_header_bytes, record_charge};
 use crate::tail::{Dispatch, Tailer};
 use crate::track::{BatchAck, FileTrack, Tracks};
 
@@ -43,12 +44,45 @@ pub struct StreamShared {
     pub store: Store,
     /// The producer.
     pub producer: Arc<ThreadedProducer<AgentContext>>,
+    /// When the stream's thread last made progress (a loop round, a wait for budget, routing or
+    /// librdkafka's queue): a thread that stops beating is stuck, whatever Kafka does.
+    pub heartbeat: Heartbeat,
+    /// Why the last round of checkpoint writes failed, until one succeeds.
+    pub checkpoint_error: std::sync::Mutex<Option<String>>,
 }
 
 impl StreamShared {
-    /// Writes the checkpoint of every file whose acknowledged offset moved.
+    /// Writes the checkpoint of every file whose acknowledged offset moved; a failure is kept
+    /// for `/readyz` until a round succeeds.
     pub fn write_checkpoints(&self, metrics: &Metrics) {
-        crate::track::write_checkpoints(&self.config.name, &self.store, &self.tracks, metrics);
+        let failed = crate::track::write_checkpoints(&self.config.name, &self.store, &self.tracks, metrics);
+        *self.checkpoint_error.lock().unwrap_or_else(PoisonError::into_inner) = failed;
+    }
+}
+
+/// The last moment a thread showed it was alive, readable from any thread.
+#[derive(Debug)]
+pub struct Heartbeat {
+    base: Instant,
+    /// Milliseconds from `base` to the last beat.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { base: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+impl Heartbeat {
+    /// Records a beat now.
+    pub fn beat(&self) {
+        self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn since(&self) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
@@ -95,6 +129,7 @@ impl StreamRunner {
     pub fn run(mut self) {
         let mut last_scan: Option<Instant> = None;
         while !self.sender.stopping() {
+            self.sender.shared.heartbeat.beat();
             self.sender.process_retries();
             if last_scan.is_none_or(|t| t.elapsed() >= self.poll) {
                 self.tailer.scan(&mut self.sender);
@@ -131,13 +166,24 @@ struct KafkaSender {
 impl Dispatch for KafkaSender {
     fn send(&mut self, track: &Arc<FileTrack>, batch: &Batch, range: Range<usize>) -> bool {
         let name = self.shared.config.name.clone();
-        let charge: u64 = batch.events(range.clone()).map(|(d, _)| d.len() as u64 + PER_MESSAGE_OVERHEAD).sum();
+        let pod = track.pod.clone();
+        let pod_bytes = pod.as_deref().map_or(0, pod_header_bytes);
+        let charge: u64 = batch
+            .events(range.clone())
+            .zip(batch.metas(range.clone()))
+            .map(|((d, _), m)| record_charge(d.len(), pod_bytes, &m))
+            .sum();
         // Records waiting for a retry hold budget that only this thread can free by sending
         // them again: never wait for budget while there are any (a long outage would otherwise
         // stall the stream for good).
         let waiting = self.shared.producer.context().retries_waiting.clone();
         let has_retries = !self.pending_retries.is_empty();
-        let interrupt = move || has_retries || waiting.load(Ordering::Acquire) > 0;
+        // Waiting for budget is backpressure, not being stuck: it beats.
+        let shared = self.shared.clone();
+        let interrupt = move || {
+            shared.heartbeat.beat();
+            has_retries || waiting.load(Ordering::Acquire) > 0
+        };
         if !self.wait_for_routing() || !self.budget.acquire(charge, &self.stop, &interrupt) {
             return false;
         }
@@ -154,7 +200,7 @@ impl Dispatch for KafkaSender {
         let topic = self.shared.config.topic.clone();
         let max = self.shared.config.max_message_bytes;
         let mut payload_bytes = 0u64;
-        for (line, _) in batch.events(range.clone()) {
+        for ((line, _), meta) in batch.events(range.clone()).zip(batch.metas(range.clone())) {
             let placed = self.partitioner.for_event(&routing, partition, line);
             if placed.key_missing {
                 self.metrics.error(&name, ErrorKind::KeyMissing);
@@ -169,7 +215,14 @@ impl Dispatch for KafkaSender {
                 line
             };
             payload_bytes += payload.len() as u64;
-            self.send_one(&topic, payload, placed.key.as_deref(), placed.partition, ack.clone());
+            let sent = Box::new(Sent { ack: ack.clone(), charge: record_charge(line.len(), pod_bytes, &meta) });
+            let rec = Outgoing {
+                payload,
+                key: placed.key.as_deref(),
+                headers: headers(pod.as_deref(), &meta),
+                timestamp: meta.timestamp_ms,
+            };
+            self.send_one(&topic, rec, placed.partition, sent);
         }
         let label = Metrics::stream(&name);
         self.metrics.lines.get_or_create(&label).inc_by(range.len() as u64);
@@ -219,6 +272,7 @@ impl KafkaSender {
             if self.stopping() {
                 return false;
             }
+            self.shared.heartbeat.beat();
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -228,10 +282,17 @@ impl KafkaSender {
     /// increase seen by the topology before this producer) or a leader it has lost makes the
     /// topology and librdkafka look again, and the record is re-sent with its partition chosen
     /// afresh; anything else is retried with backoff. Nothing is dropped.
-    fn send_one(&mut self, topic: &str, payload: &[u8], key: Option<&[u8]>, partition: i32, ack: Arc<BatchAck>) {
-        let mut record = BaseRecord::with_opaque_to(topic, ack).payload(payload).partition(partition);
+    fn send_one(&mut self, topic: &str, rec: Outgoing<'_>, partition: i32, sent: Box<Sent>) {
+        let Outgoing { payload, key, headers, timestamp } = rec;
+        let mut record = BaseRecord::with_opaque_to(topic, sent).payload(payload).partition(partition);
         if let Some(k) = key {
             record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        if let Some(t) = timestamp {
+            record = record.timestamp(t);
         }
         loop {
             match self.shared.producer.send(record) {
@@ -240,6 +301,7 @@ impl KafkaSender {
                     // librdkafka's queue is sized above our budget, so this is rare: give its
                     // thread a moment to drain.
                     self.shared.producer.poll(Duration::from_millis(5));
+                    self.shared.heartbeat.beat();
                     record = r;
                     if self.stopping() {
                         return;
@@ -260,7 +322,9 @@ impl KafkaSender {
                     self.pending_retries.push(Retry {
                         payload: payload.to_vec(),
                         key: key.map(<[u8]>::to_vec),
-                        ack: r.delivery_opaque,
+                        headers: r.headers,
+                        timestamp: r.timestamp,
+                        sent: r.delivery_opaque,
                     });
                     return;
                 }
@@ -307,7 +371,9 @@ impl KafkaSender {
                 self.pending_retries.push(r);
                 continue;
             };
-            self.send_one(&topic, &r.payload, r.key.as_deref(), p, r.ack);
+            let rec =
+                Outgoing { payload: &r.payload, key: r.key.as_deref(), headers: r.headers, timestamp: r.timestamp };
+            self.send_one(&topic, rec, p, r.sent);
         }
         // Back off while records keep failing (an outage, a refusal), up to a few seconds.
         self.retry_rounds = self.retry_rounds.saturating_add(1);

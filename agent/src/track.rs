@@ -23,6 +23,8 @@ pub type Tracks = Arc<Mutex<BTreeMap<FileId, Arc<FileTrack>>>>;
 #[derive(Debug)]
 pub struct FileTrack {
     state: Mutex<TrackState>,
+    /// The pod and container the file belongs to (`pod-metadata`), as record headers.
+    pub pod: Option<Arc<crate::container::PodMeta>>,
 }
 
 /// What the checkpointer and `/status` read of a file.
@@ -61,7 +63,14 @@ impl FileTrack {
                 dirty: true,
                 orphan: false,
             }),
+            pod: None,
         }
+    }
+
+    /// The same track, its records carrying `pod` as headers.
+    pub fn with_pod(mut self, pod: Option<crate::container::PodMeta>) -> FileTrack {
+        self.pod = pod.map(Arc::new);
+        self
     }
 
     /// Runs `f` on the state under the lock.
@@ -118,7 +127,9 @@ impl BatchAck {
 /// let go or replaced meanwhile is skipped: the check is made under the store's write lock, which
 /// the tailer's removal of its checkpoint also takes, so a removed checkpoint is never written
 /// back.
-pub fn write_checkpoints(stream: &str, store: &Store, tracks: &Tracks, metrics: &Metrics) {
+/// Returns the last failure of this round, if any, naming the folder.
+pub fn write_checkpoints(stream: &str, store: &Store, tracks: &Tracks, metrics: &Metrics) -> Option<String> {
+    let mut failed = None;
     let dirty: Vec<(FileId, Arc<FileTrack>)> = tracks
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -143,7 +154,9 @@ pub fn write_checkpoints(stream: &str, store: &Store, tracks: &Tracks, metrics: 
             Err(e) => {
                 metrics.error(stream, ErrorKind::Checkpoint);
                 tracing::error!(stream, error = %e, "writing a checkpoint failed");
+                failed = Some(format!("writing checkpoints in {} failed: {e}", store.dir().display()));
             }
         }
     }
+    failed
 }

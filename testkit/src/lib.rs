@@ -17,6 +17,7 @@ pub mod kafka_front;
 mod kafka_relay;
 mod kafka_wire;
 pub mod kube;
+pub mod kubelet;
 pub mod metadata;
 pub mod net;
 pub mod process;

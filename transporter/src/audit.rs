@@ -59,7 +59,7 @@ pub struct PartitionReport {
     pub committed: Option<i64>,
     /// Objects starting at or past the committed offset.
     pub past_committed: Vec<String>,
-    /// Kafka's log start and end, when read.
+    /// The offsets Kafka's log holds (start ..= end - 1; empty when `to < from`), when read.
     pub kafka: Option<Range>,
 }
 
@@ -73,7 +73,8 @@ impl PartitionReport {
 /// Audits one partition's objects against its committed offset and Kafka's bounds.
 pub fn partition(mut objects: Vec<Object>, committed: Option<i64>, kafka: Option<(i64, i64)>) -> PartitionReport {
     let mut r =
-        PartitionReport { committed, kafka: kafka.map(|(from, to)| Range { from, to }), ..PartitionReport::default() };
+        // Kafka's end is the next offset; the range kept is the offsets the log holds.
+        PartitionReport { committed, kafka: kafka.map(|(start, end)| Range { from: start, to: end - 1 }), ..PartitionReport::default() };
     objects.sort_by_key(|o| (o.span.first.or(o.span.from).unwrap_or(i64::MAX), o.span.last.unwrap_or(i64::MAX)));
     let mut at: Option<i64> = None;
     let mut start: Option<i64> = None;

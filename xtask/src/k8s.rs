@@ -189,6 +189,8 @@ pub fn run(overrides: Option<&Path>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize as _;
+
     use super::*;
 
     #[test]
@@ -209,6 +211,17 @@ mod tests {
             assert!(all.contains(&format!("kind: {kind}")), "no {kind}");
         }
         validate_schema(&files).expect("schema");
+        // The agent's configuration in its ConfigMap is one the agent reads (an unknown or
+        // misspelt key is an error there).
+        let agent = files.iter().find(|f| f.ends_with("30-agent.yaml")).expect("the agent's manifest");
+        let text = std::fs::read_to_string(agent).expect("read");
+        let toml_text = serde_yaml::Deserializer::from_str(&text)
+            .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+            .find_map(|v| v["data"]["agent.toml"].as_str().map(str::to_owned))
+            .expect("a ConfigMap with agent.toml");
+        let cfg: zonal_agent::config::AgentConfig = toml::from_str(&toml_text).expect("the agent reads its ConfigMap");
+        assert_eq!(cfg.streams[0].format, zonal_agent::container::LogFormat::Cri);
+        assert!(!cfg.streams[0].exclude.is_empty(), "the agent's own logs are excluded");
         // A broken reference is caught.
         let broken = dir.path().join("30-agent.yaml");
         let text =

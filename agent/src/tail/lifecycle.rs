@@ -41,7 +41,8 @@ impl Tailer {
             return;
         }
         tracing::info!(stream = %self.name, path = %path.display(), offset, size, orphan, "tailing");
-        let track = Arc::new(FileTrack::new(id, path, fingerprint, offset));
+        let pod = self.config.pod_metadata.then(|| crate::container::PodMeta::of(&path)).flatten();
+        let track = Arc::new(FileTrack::new(id, path, fingerprint, offset).with_pod(pod));
         track.with(|s| {
             s.size = size;
             s.orphan = orphan;
@@ -50,7 +51,7 @@ impl Tailer {
         // must still leave what identifies this file (its inode and head) for the restart.
         self.save_checkpoint(&track.with(|s| s.checkpoint()));
         self.shared_tracks().insert(id, track.clone());
-        let splitter = Splitter::new(self.config.max_message_bytes, self.multiline.clone());
+        let splitter = Splitter::new(self.config.max_message_bytes, self.multiline.clone(), self.config.format);
         self.files.insert(
             id,
             Tailed {

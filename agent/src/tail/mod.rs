@@ -91,15 +91,15 @@ impl Tailed {
     /// continuation did not come in time, and the event must not wait for ever.
     fn flush_pending(&mut self) {
         let Tailed { splitter, batch, .. } = self;
-        splitter.flush_pending(&mut |d: &[u8], e: u64, _tr: bool| batch.push(d, e));
+        splitter.flush_pending(&mut |d: &[u8], e: u64, _tr: bool, m| batch.push(d, e, m));
     }
 
     /// Moves everything the splitter holds back into the batch, an unterminated last line
     /// included: the file will not be read any further, so that line never gets its newline.
     fn flush_all(&mut self) {
         let Tailed { splitter, batch, offset, .. } = self;
-        splitter.flush_partial(*offset, &mut |d: &[u8], e: u64, _tr: bool| batch.push(d, e));
-        splitter.flush_pending(&mut |d: &[u8], e: u64, _tr: bool| batch.push(d, e));
+        splitter.flush_partial(*offset, &mut |d: &[u8], e: u64, _tr: bool, m| batch.push(d, e, m));
+        splitter.flush_pending(&mut |d: &[u8], e: u64, _tr: bool, m| batch.push(d, e, m));
     }
 }
 

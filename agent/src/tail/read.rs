@@ -16,6 +16,7 @@ use super::truncate::{head_can_grow, save_longer_head};
 use super::{CHUNK, Dispatch, PER_FILE_PASS, Tailed, Tailer};
 use crate::batch::Batch;
 use crate::checkpoint::FileId;
+use crate::container::EventMeta;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::track::FileTrack;
 
@@ -82,10 +83,11 @@ impl Tailer {
     fn split_chunk(&mut self, id: FileId, n: usize) {
         let Some(t) = self.files.get_mut(&id) else { return };
         let Tailed { splitter, batch, offset, .. } = t;
-        let mut truncated = 0u64;
-        splitter.push(&self.buf[..n], *offset, &mut |d: &[u8], e: u64, tr: bool| {
+        let (mut truncated, mut malformed) = (0u64, 0u64);
+        splitter.push(&self.buf[..n], *offset, &mut |d: &[u8], e: u64, tr: bool, m: EventMeta| {
             truncated += u64::from(tr);
-            batch.push(d, e);
+            malformed += u64::from(m.malformed);
+            batch.push(d, e, m);
         });
         *offset += n as u64;
         t.last_data = Instant::now();
@@ -100,6 +102,9 @@ impl Tailer {
         }
         if truncated > 0 {
             self.metrics.truncated_lines.get_or_create(&Metrics::stream(&self.name)).inc_by(truncated);
+        }
+        if malformed > 0 {
+            self.metrics.malformed_lines.get_or_create(&Metrics::stream(&self.name)).inc_by(malformed);
         }
     }
 
