@@ -55,6 +55,12 @@ impl Tailer {
         self.exclude.iter().any(|p| p.matches_path(path))
     }
 
+    /// Whether the stream's globs would match `path` (and `exclude` would not).
+    pub(super) fn matches_globs(&self, path: &Path) -> bool {
+        !self.excluded(path)
+            && self.config.paths.iter().any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches_path(path)))
+    }
+
     /// Brings the tailed files up to date with the globs. A file matched at another path was
     /// renamed within the globs, and its track follows the inode. A file not matched was
     /// renamed out of the globs or deleted: it becomes an orphan, finished through the open
@@ -74,6 +80,10 @@ impl Tailer {
                     }
                     t.unseen_scans = 0;
                 }
+                // Not matched, but still at its path as far as a stat can tell: the listing
+                // failed (a folder unreadable for a moment, descriptors exhausted, a stale
+                // handle), which is not a rotation. It stays tailed as it is.
+                None if still_at(&t.track.with(|s| s.path.clone()), *id) => {}
                 None => {
                     t.unseen_scans += 1;
                     // A file leaving the globs is counted once, at the first scan that misses
@@ -134,5 +144,14 @@ impl Tailer {
                 0
             }
         }
+    }
+}
+
+/// Whether `path` is still file `id`, or cannot be told (a stat error other than "not found"):
+/// only a file known to be gone or replaced at its path has left the globs.
+pub(super) fn still_at(path: &Path, id: FileId) -> bool {
+    match std::fs::metadata(path) {
+        Ok(meta) => FileId::of(&meta) == id,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
 }

@@ -125,6 +125,9 @@ pub struct Tailer {
     multiline: Option<Regex>,
     /// The read buffer, one for all files since they are read one after the other.
     buf: Vec<u8>,
+    /// Checkpoints whose files could not be told found or gone (their folder could not be
+    /// listed): looked for again at every scan, never removed meanwhile.
+    deferred: Vec<crate::checkpoint::Checkpoint>,
 }
 
 impl Tailer {
@@ -152,6 +155,7 @@ impl Tailer {
             exclude,
             multiline,
             buf: vec![0; CHUNK],
+            deferred: Vec::new(),
         })
     }
 
@@ -181,6 +185,8 @@ impl Tailer {
         self.release_finished_orphans(out);
         if self.first_scan {
             self.recover_checkpoints(&seen);
+        } else if !self.deferred.is_empty() {
+            self.retry_deferred(&seen);
         }
         // What the globs match and no track follows is new since the last scan (at the first
         // scan, everything is), so it is opened where its checkpoint, if any, says.

@@ -4,6 +4,11 @@
 //! dispatcher that acknowledges when the model says so. After any sequence, once the writer
 //! reopens and everything is acknowledged, every line written has been delivered.
 //!
+//! Two layouts: a plain folder (`logs/app.log`, rotated to `app.log.N`), and a Kubernetes
+//! node's (the glob matches `containers/<pod>_<ns>_<c>-<id>.log`, a symlink to
+//! `pods/<ns>_<pod>_<uid>/<c>/0.log`, which kubelet renames to `0.log.N` beside it; the pod's
+//! folder can be deleted, the runtime's last line finished first).
+//!
 //! ```text
 //!  Op sequence (proptest) ──> App: writes, rename, reopen, copytruncate on real files
 //!                        └──> World: Tick = Tailer::scan + read_all ──groups──> model Kafka
@@ -74,10 +79,16 @@ impl Dispatch for Kafka {
     }
 }
 
-/// An application writing `app.log` through one descriptor, as nginx does: after a rename
-/// it goes on writing to the renamed file until it reopens.
+/// An application writing its log through one descriptor, as nginx or a container runtime
+/// does: after a rename it goes on writing to the renamed file until it reopens.
 struct App {
     dir: PathBuf,
+    /// The log's name in `dir`: `app.log`, or kubelet's `0.log`.
+    name: &'static str,
+    /// The pod's folder was deleted: nothing more is written.
+    deleted: bool,
+    /// The rotation can copy and truncate (logrotate); kubelet only renames.
+    copytruncates: bool,
     fd: File,
     seq: u64,
     /// The rest of a line whose first part was written.
@@ -99,11 +110,14 @@ struct App {
 }
 
 impl App {
-    fn open(dir: &Path) -> File {
-        OpenOptions::new().create(true).append(true).open(dir.join("app.log")).expect("open app.log")
+    fn open(dir: &Path, name: &str) -> File {
+        OpenOptions::new().create(true).append(true).open(dir.join(name)).expect("open the log")
     }
 
     fn write(&mut self, lines: usize, unfinished: bool) {
+        if self.deleted {
+            return;
+        }
         let mut out = self.unfinished.take().unwrap_or_default();
         for _ in 0..lines {
             self.seq += 1;
@@ -131,44 +145,49 @@ impl App {
         }
     }
 
-    /// `app.log.N` becomes `app.log.N+1`, as logrotate shifts (nothing is deleted).
+    /// `<log>.N` becomes `<log>.N+1`, as logrotate shifts (nothing is deleted).
     fn shift(&self) {
+        let name = self.name;
         let mut n = 1;
-        while self.dir.join(format!("app.log.{n}")).exists() {
+        while self.dir.join(format!("{name}.{n}")).exists() {
             n += 1;
         }
         for k in (1..n).rev() {
-            std::fs::rename(self.dir.join(format!("app.log.{k}")), self.dir.join(format!("app.log.{}", k + 1)))
+            std::fs::rename(self.dir.join(format!("{name}.{k}")), self.dir.join(format!("{name}.{}", k + 1)))
                 .expect("shift");
         }
     }
 
-    /// logrotate `create`: rename; the application keeps writing to the renamed file.
+    /// logrotate `create`, or kubelet's rotation: rename; the application keeps writing to the
+    /// renamed file.
     fn rename(&mut self) {
-        if self.renamed || self.unseen {
+        if self.renamed || self.unseen || self.deleted {
             return;
         }
         self.shift();
-        std::fs::rename(self.dir.join("app.log"), self.dir.join("app.log.1")).expect("rename");
+        std::fs::rename(self.dir.join(self.name), self.dir.join(format!("{}.1", self.name))).expect("rename");
         self.renamed = true;
     }
 
-    /// The application reopens (SIGUSR1): new lines go to a new `app.log`.
+    /// The application reopens (SIGUSR1, the runtime's reopen): new lines go to a new log.
     fn reopen(&mut self) {
+        if self.deleted {
+            return;
+        }
         self.finish_line();
-        self.fd = App::open(&self.dir);
+        self.fd = App::open(&self.dir, self.name);
         self.unseen |= self.renamed;
         self.renamed = false;
     }
 
     /// logrotate `copytruncate` (copy and truncate with no write in between).
     fn copytruncate(&mut self) {
-        if self.renamed || self.unseen || self.seen_empty {
+        if self.renamed || self.unseen || self.seen_empty || self.deleted || !self.copytruncates {
             return;
         }
         self.finish_line();
         self.shift();
-        std::fs::copy(self.dir.join("app.log"), self.dir.join("app.log.1")).expect("copy");
+        std::fs::copy(self.dir.join(self.name), self.dir.join(format!("{}.1", self.name))).expect("copy");
         self.fd.set_len(0).expect("truncate");
         // Two rotations within one poll leave the agent the head of only the first copy.
         self.seen_empty = true;
@@ -190,6 +209,8 @@ enum Op {
     Checkpoint,
     /// kill -9 and start again: unacknowledged groups are gone, the checkpoints stay.
     Restart,
+    /// The pod goes (kubelet layout): its last line finished, its folder and link deleted.
+    DeletePod,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -203,11 +224,24 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::AckAll),
         2 => Just(Op::Checkpoint),
         1 => Just(Op::Restart),
+        1 => Just(Op::DeletePod),
     ]
+}
+
+/// Where the files are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `logs/app.log`, tailed by name.
+    Plain,
+    /// A kubelet node: a symlink in `containers/` to `pods/<ns>_<pod>_<uid>/<c>/0.log`.
+    Kubelet,
 }
 
 struct World {
     _dir: tempfile::TempDir,
+    layout: Layout,
+    /// No restart since the last scan: the agent holds descriptors of every file it saw.
+    scanned_since_restart: bool,
     config: StreamConfig,
     store: Store,
     metrics: Arc<Metrics>,
@@ -219,14 +253,24 @@ struct World {
 }
 
 impl World {
-    fn new() -> World {
+    fn new(layout: Layout) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
-        let logs = dir.path().join("logs");
-        std::fs::create_dir(&logs).expect("mkdir");
-        let toml = format!(
-            "name = \"s\"\npaths = [{:?}]\ntopic = \"t\"\nbatch-lines = 7\nbatch-bytes = 300\n",
-            logs.join("app.log").display().to_string()
-        );
+        let glob = match layout {
+            Layout::Plain => {
+                let logs = dir.path().join("logs");
+                std::fs::create_dir(&logs).expect("mkdir");
+                logs.join("app.log").display().to_string()
+            }
+            Layout::Kubelet => {
+                let pod = dir.path().join("pods/shop_web-1_uid-1/app");
+                let links = dir.path().join("containers");
+                std::fs::create_dir_all(&pod).expect("mkdir pod");
+                std::fs::create_dir_all(&links).expect("mkdir containers");
+                std::os::unix::fs::symlink(pod.join("0.log"), links.join("web-1_shop_app-0123.log")).expect("link");
+                format!("{}/*.log", links.display())
+            }
+        };
+        let toml = format!("name = \"s\"\npaths = [{glob:?}]\ntopic = \"t\"\nbatch-lines = 7\nbatch-bytes = 300\n");
         use figment::providers::Format as _;
         let config: StreamConfig =
             figment::Figment::from(figment::providers::Toml::string(&toml)).extract().expect("stream config");
@@ -236,6 +280,8 @@ impl World {
         let tailer = World::tailer(&config, &store, &tracks, &metrics);
         World {
             _dir: dir,
+            layout,
+            scanned_since_restart: false,
             config,
             store,
             metrics,
@@ -247,8 +293,12 @@ impl World {
         }
     }
 
-    fn logs(&self) -> PathBuf {
-        self._dir.path().join("logs")
+    /// The folder the application writes in, and its log's name there.
+    fn logs(&self) -> (PathBuf, &'static str) {
+        match self.layout {
+            Layout::Plain => (self._dir.path().join("logs"), "app.log"),
+            Layout::Kubelet => (self._dir.path().join("pods/shop_web-1_uid-1/app"), "0.log"),
+        }
     }
 
     fn tailer(config: &StreamConfig, store: &Store, tracks: &Tracks, metrics: &Arc<Metrics>) -> Tailer {
@@ -271,6 +321,21 @@ impl World {
         self.tracks = Arc::new(Mutex::new(BTreeMap::new()));
         self.tailer = World::tailer(&self.config, &self.store, &self.tracks, &self.metrics);
         self.restarts += 1;
+        self.scanned_since_restart = false;
+    }
+
+    /// Kubelet deletes the pod's folder and link once the runtime finished its last line. The
+    /// agent reads what is left through its descriptors; a pod deleted while the agent is down
+    /// and has not seen its files is gone with them (a named limit), so the model deletes only
+    /// a pod whose every file the running agent holds.
+    fn delete_pod(&mut self, app: &mut App) {
+        if self.layout != Layout::Kubelet || app.deleted || app.unseen || !self.scanned_since_restart {
+            return;
+        }
+        app.finish_line();
+        app.deleted = true;
+        let _ = std::fs::remove_file(self._dir.path().join("containers/web-1_shop_app-0123.log"));
+        std::fs::remove_dir_all(self._dir.path().join("pods/shop_web-1_uid-1")).expect("delete the pod");
     }
 
     fn apply(&mut self, app: &mut App, op: &Op) {
@@ -281,9 +346,11 @@ impl World {
             Op::CopyTruncate => app.copytruncate(),
             Op::Tick => {
                 self.tick();
+                self.scanned_since_restart = true;
                 app.unseen = false;
                 app.seen_empty = app.fd.metadata().map(|m| m.len()).unwrap_or(0) == 0;
             }
+            Op::DeletePod => self.delete_pod(app),
             Op::Ack(i) => self.kafka.ack(*i),
             Op::AckAll => {
                 while !self.kafka.pending.is_empty() {
@@ -291,17 +358,27 @@ impl World {
                 }
             }
             Op::Checkpoint => self.checkpoint(),
+            // Once the pod is gone its files live only in the agent's descriptors: a crash
+            // then loses what was not acknowledged (a named limit), so the model does not crash.
+            Op::Restart if app.deleted => {}
             Op::Restart => self.restart(),
         }
     }
 }
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut world = World::new();
-    let logs = world.logs();
+    run_in(Layout::Plain, ops)
+}
+
+fn run_in(layout: Layout, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut world = World::new(layout);
+    let (logs, name) = world.logs();
     let mut app = App {
-        fd: App::open(&logs),
+        fd: App::open(&logs, name),
         dir: logs,
+        name,
+        deleted: false,
+        copytruncates: layout == Layout::Plain,
         seq: 0,
         unfinished: None,
         lines: BTreeSet::new(),
@@ -338,6 +415,13 @@ proptest! {
     fn no_line_is_lost_whatever_happens_to_the_files(ops in proptest::collection::vec(op(), 1..60)) {
         run(&ops)?;
     }
+
+    /// The same on a kubelet node: symlinked globs, rotations beside the link's target, the
+    /// pod's folder deleted.
+    #[test]
+    fn no_line_is_lost_on_a_kubelet_node(ops in proptest::collection::vec(op(), 1..60)) {
+        run_in(Layout::Kubelet, &ops)?;
+    }
 }
 
 /// The moments the issue names, spelled out: a restart between the rename and the reopen
@@ -351,5 +435,10 @@ fn named_moments() -> Result<(), TestCaseError> {
     run(&[w(20), Tick, w(3), CopyTruncate, Restart, w(4), Tick])?;
     run(&[Write { lines: 5, unfinished: true }, Tick, Rename, Tick, Restart, Tick, Reopen, w(2)])?;
     run(&[w(10), Tick, Rename, Reopen, w(10), Rename, Restart, Reopen, w(3), CopyTruncate, Tick])?;
+    // Kubelet: a rotation behind the symlink while the agent is down (found in the link's
+    // target folder, the link dangling until the runtime reopens), and a pod deleted with
+    // lines unread.
+    run_in(Layout::Kubelet, &[w(20), Tick, Checkpoint, w(20), Rename, w(5), Restart, Tick, Reopen, w(3), Tick])?;
+    run_in(Layout::Kubelet, &[w(20), Tick, w(20), Rename, Reopen, w(5), Tick, w(7), DeletePod, Tick])?;
     Ok(())
 }

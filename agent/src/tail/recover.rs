@@ -42,8 +42,29 @@ impl Tailer {
         }
     }
 
-    /// Finishes the file of one checkpoint the globs do not match, or counts it as gone.
-    fn recover(&mut self, c: &Checkpoint, seen: &Matches) {
+    /// Finishes the file of one checkpoint the globs do not match, or counts it as gone. When
+    /// that cannot be told (its folder cannot be listed, or the stream's folder is not there:
+    /// a volume not mounted yet), the checkpoint is kept and tried again at the next scans.
+    pub(super) fn recover(&mut self, c: &Checkpoint, seen: &Matches) {
+        let path = Path::new(&c.path);
+        if self.matches_globs(path)
+            && let Ok(meta) = std::fs::metadata(path)
+            && FileId::of(&meta) == c.id
+        {
+            // The listing missed a file that is there: tail it from its checkpoint.
+            if let Ok(file) = std::fs::File::open(path) {
+                self.start(c.id, path.to_owned(), file, c.offset, c.fingerprint(), false);
+                return;
+            }
+        }
+        if self.undecidable(path) {
+            if !self.deferred.iter().any(|d| d.id == c.id) {
+                tracing::warn!(stream = %self.name, path = %c.path,
+                    "the folder of a checkpoint cannot be listed now; it is kept and looked for again");
+                self.deferred.push(c.clone());
+            }
+            return;
+        }
         let dirs = self.search_dirs(seen, Some(Path::new(&c.path)));
         let tailed: BTreeSet<FileId> = self.files.keys().chain(seen.keys()).copied().collect();
         let Some(found) = rotation::find(c.id, c.fingerprint(), c.offset, &dirs, &|id| tailed.contains(&id)) else {
@@ -79,6 +100,34 @@ impl Tailer {
             _ => {
                 let _ = self.store.remove(c.id);
             }
+        }
+    }
+
+    /// Whether the fate of a file at `path` cannot be told now: its folder exists but cannot be
+    /// listed, or the folder of every one of the stream's patterns is missing or unreadable (a
+    /// volume not mounted yet).
+    fn undecidable(&self, path: &Path) -> bool {
+        let unlistable = |dir: &Path| match std::fs::read_dir(dir) {
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        };
+        if path.parent().is_some_and(unlistable) {
+            return true;
+        }
+        self.config.paths.iter().all(|p| {
+            let dir = rotation::pattern_dir(p);
+            !dir.as_os_str().is_empty() && std::fs::read_dir(&dir).is_err()
+        })
+    }
+
+    /// Tries again the checkpoints whose files could not be told found or gone.
+    pub(super) fn retry_deferred(&mut self, seen: &Matches) {
+        for c in std::mem::take(&mut self.deferred) {
+            if seen.contains_key(&c.id) || self.files.contains_key(&c.id) {
+                // Matched again: opened at its checkpoint like any file.
+                continue;
+            }
+            self.recover(&c, seen);
         }
     }
 
