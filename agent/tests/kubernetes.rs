@@ -195,7 +195,22 @@ fn a_kubelet_node_through_rotations_kills_and_pod_deletion_loses_nothing() -> Re
     assert!(dups <= 2 * 100 + 1, "{dups} duplicates over {} lines", expected.len());
     assert_eq!(agent.metric("zonal_agent_malformed_lines_total", &[])?, 0.0);
 
-    assert_headers(&got, &web1)
+    assert_headers(&got, &web1)?;
+    assert_kcat_sees_messages_and_headers(&bootstrap)
+}
+
+/// kcat, a reader nobody here wrote, sees the message alone and the headers.
+fn assert_kcat_sees_messages_and_headers(bootstrap: &str) -> Res {
+    let out = std::process::Command::new("kcat")
+        .args(["-C", "-b", bootstrap, "-t", "k8s", "-e", "-q", "-f", "%h\t%s\n"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line =
+        text.lines().find(|l| l.ends_with("\tdb-0 last 00299")).ok_or_else(|| anyhow::anyhow!("kcat: {text:.500}"))?;
+    for h in ["k8s.namespace.name=data", "k8s.pod.name=db-0", "k8s.container.name=postgres", "log.iostream=stdout"] {
+        assert!(line.contains(h), "{h} not in {line:?}");
+    }
+    Ok(())
 }
 
 /// Headers from the path alone, the stream and the runtime's time from the line.

@@ -134,6 +134,15 @@ impl S3Config {
         if self.multipart_threshold_bytes as u64 > 5 * 1024 * 1024 * 1024 {
             bail!("s3.multipart-threshold-bytes: must be at most 5 GiB (the S3 limit of one PUT)");
         }
+        // S3 takes at most 10,000 parts; an object is at most about roll.max-bytes (compression
+        // adds a few bytes at worst).
+        let most = 10_000 * crate::upload::PART as u64 - 1024 * 1024;
+        if roll.max_bytes > most {
+            bail!(
+                "roll.max-bytes: {} would need more than S3's 10,000 parts of 8 MiB (at most {most})",
+                roll.max_bytes
+            );
+        }
         if self.upload_min_bytes_per_sec == 0 || self.upload_attempt_min_secs == 0 {
             bail!("s3.upload-min-bytes-per-sec and s3.upload-attempt-min-secs: must be positive");
         }

@@ -56,6 +56,12 @@ fn errors_name_the_field_inner() {
         (MINIMAL.replace("[s3]", "[roll]\nmax-age = 3\n[s3]"), "max-age"),
         (MINIMAL.replace("[s3]", "[worker]\ncapacity = -1.0\n[s3]"), "worker.capacity"),
         (MINIMAL.replace("topics = [\"logs\"]", "topics = [\"logs\"]\nstart-from = \"middle\""), "kafka.start-from"),
+        (MINIMAL.replace("[s3]", "[roll]\nmax-bytes = 100000000000\n[s3]"), "roll.max-bytes"),
+        (
+            MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nmultipart-threshold-bytes = 6000000000"),
+            "s3.multipart-threshold-bytes",
+        ),
+        (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nupload-signing = \"sigv2\""), "upload-signing"),
     ] {
         let err = TransporterConfig::load(Some(&write(&dir, &text))).expect_err(field);
         assert!(format!("{err:#}").contains(field), "{err:#} does not name {field}");
