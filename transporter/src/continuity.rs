@@ -61,9 +61,9 @@ pub struct Gap {
 }
 
 impl Gap {
-    /// Offsets in the gap.
+    /// Offsets in the gap (no overflow, whatever a metadata value says).
     pub fn len(&self) -> u64 {
-        (self.to - self.from + 1).max(0) as u64
+        self.to.checked_sub(self.from).and_then(|d| d.checked_add(1)).map_or(0, |n| n.max(0) as u64)
     }
 
     /// Whether the gap is empty (never, for gaps made here).
@@ -141,12 +141,22 @@ pub struct Chain {
     /// The first record seen after the expected offset by the last read that jumped.
     suspect: Option<i64>,
     reads: u32,
+    /// A consume error came since the last record appended: a jump repeated now may be a batch
+    /// librdkafka skipped (a CRC mismatch skips the same batch at every read), so it is never
+    /// taken for the log's own hole until a record is appended again.
+    distrusted: bool,
 }
 
 impl Chain {
     /// A chain at `offset` (the committed one, or a resolved start).
     pub fn at(offset: i64) -> Chain {
-        Chain { expected: offset, suspect: None, reads: 0 }
+        Chain { expected: offset, suspect: None, reads: 0, distrusted: false }
+    }
+
+    /// A consume error came: until the next record is appended, no jump is believed.
+    pub fn distrust(&mut self) {
+        self.distrusted = true;
+        self.suspect = None;
     }
 
     /// The offset the next record must have.
@@ -163,9 +173,10 @@ impl Chain {
             self.expected += 1;
             self.suspect = None;
             self.reads = 0;
+            self.distrusted = false;
             return Ok(Verdict::Append);
         }
-        if self.suspect == Some(offset) {
+        if self.suspect == Some(offset) && !self.distrusted {
             let gap = Gap { from: self.expected, to: offset - 1, reason: GapReason::Log };
             self.expected = offset + 1;
             self.suspect = None;

@@ -90,16 +90,37 @@ impl ObjectSpan {
         }
     }
 
-    /// Whether the object's own counts agree: every offset from `from` to `last` is a record or
-    /// in a gap. None when the metadata lacks what the check needs.
+    /// Whether the object's own counts agree: offsets in order (`0 <= from <= first <= last`),
+    /// at least one record, listed gaps inside the span and in order, and every offset from
+    /// `from` to `last` a record or in a gap. None when the metadata lacks what the check needs.
     pub fn consistent(&self) -> Option<bool> {
         let (from, last, records) = (self.from?, self.last?, self.records?);
-        let covered = (last - from + 1).max(0) as u64;
-        Some(records + self.gap_records.unwrap_or(0) == covered)
+        let first = self.first.unwrap_or(from);
+        if from < 0 || first < from || last < first || records == 0 {
+            return Some(false);
+        }
+        if let Some(gaps) = &self.gaps {
+            let mut at = from;
+            for g in gaps {
+                if g.from < at || g.to < g.from || g.to > last {
+                    return Some(false);
+                }
+                at = g.to + 1;
+            }
+            let listed: u64 = gaps.iter().map(Gap::len).sum();
+            if Some(listed) != self.gap_records.or(Some(0)) {
+                return Some(false);
+            }
+        }
+        let covered = u64::try_from(last - from).ok()?.checked_add(1)?;
+        Some(records.checked_add(self.gap_records.unwrap_or(0)) == Some(covered))
     }
 
     /// Records at offsets up to `offset`, when the metadata can tell.
     pub fn records_through(&self, offset: i64) -> Option<u64> {
+        if self.consistent() != Some(true) {
+            return None;
+        }
         let (from, last, records) = (self.from?, self.last?, self.records?);
         if offset >= last {
             return Some(records);
@@ -137,6 +158,9 @@ pub fn proves(existing: &ObjectSpan, ours: &Span) -> Result<(), String> {
     let (Some(first), Some(last)) = (existing.first, existing.last) else {
         return Err("its metadata does not say which offsets it holds".into());
     };
+    if last < first {
+        return Err(format!("it ends at {last}, before its first record {first}"));
+    }
     if Some(first) != ours.first {
         return Err(format!("it starts at offset {first}, the buffer at {:?}", ours.first));
     }

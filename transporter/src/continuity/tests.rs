@@ -27,6 +27,15 @@ fn verdicts() {
         assert_eq!(c.offer(o), Ok(Verdict::Verify));
     }
     assert!(matches!(c.offer(100), Err(ContinuityError::Unstable { at: 0, .. })));
+    // After a consume error, a repeated jump is not believed (a skipped corrupt batch would
+    // repeat at every read): reads go on until one agrees or the partition stops.
+    let mut c = Chain::at(0);
+    c.distrust();
+    assert_eq!(c.offer(5), Ok(Verdict::Verify));
+    assert_eq!(c.offer(5), Ok(Verdict::Verify));
+    assert_eq!(c.offer(0), Ok(Verdict::Append));
+    assert_eq!(c.offer(5), Ok(Verdict::Verify));
+    assert_eq!(c.offer(5), Ok(Verdict::Gap(Gap { from: 1, to: 4, reason: GapReason::Log })));
     // Retention only below the log start.
     let mut c = Chain::at(50);
     assert_eq!(c.retention(40), None);
@@ -123,6 +132,17 @@ fn an_existing_object_proves_itself_or_is_refused() {
     other_start.from = Some(100);
     assert!(proves(&other_start, &ours).is_err(), "another first record");
     assert!(proves(&ObjectSpan::default(), &ours).is_err(), "no metadata");
+    // Metadata that cannot be true is never trusted: an empty object, offsets out of order,
+    // values that would overflow, gaps outside the span.
+    let mut empty = obj(&ours);
+    (empty.last, empty.records) = (Some(99), Some(0));
+    assert!(proves(&empty, &ours).is_err(), "an object ending before its first record");
+    let mut huge = obj(&ours);
+    (huge.from, huge.gap_records) = (Some(i64::MIN), Some(u64::MAX));
+    assert!(proves(&huge, &ours).is_err(), "overflowing values");
+    let mut wild = obj(&with_hole);
+    wild.gaps = Some(vec![Gap { from: 500, to: 500, reason: GapReason::Log }]);
+    assert!(proves(&wild, &with_hole).is_err(), "a gap outside the object");
 }
 
 /// What happens next in the model of one partition being read.

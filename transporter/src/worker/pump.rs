@@ -104,8 +104,9 @@ impl Worker {
             let idle = inflight.is_none();
             tokio::select! {
                 biased;
-                _ = stop.changed() => {
-                    let mode = *stop.borrow();
+                changed = stop.changed() => {
+                    // The controller gone (it cannot be told to stop any more): abandon.
+                    let mode = if changed.is_err() { Stop::Abandon } else { *stop.borrow() };
                     if mode == Stop::Flush {
                         // The roll under way ends and commits first, then the last buffer. An
                         // Abandon meanwhile (the shutdown timeout, a lost lease) drops both.
@@ -140,7 +141,8 @@ impl Worker {
                 _ = sleep_until(deadline), if deadline.is_some() && idle => self.start_roll(&mut r, &mut inflight, lease),
                 // A partition held on an out-of-range offset reads its committed offset again
                 // until an operator sets one (`zonal-transporter offsets --set … --while-owned`).
-                _ = tokio::time::sleep(Duration::from_secs(2)), if r.held => self.reread_held(&mut r).await?,
+                // Not while a roll is in flight: its commit would overwrite the operator's offset.
+                _ = tokio::time::sleep(Duration::from_secs(2)), if r.held && idle => self.reread_held(&mut r).await?,
                 msg = queue.recv(), if !r.held && !full => {
                     // The message is consumed here, before any await: it borrows from librdkafka
                     // and is not to be held while a roll uploads.

@@ -39,6 +39,9 @@ impl Worker {
             let kind = ErrorKind::Kafka;
             self.metrics.error(kind);
             tracing::warn!(kind = kind.as_str(), partition = %tp, error = %e, "consume error");
+            // librdkafka may have skipped what it could not read (a batch whose CRC failed is
+            // skipped at every read): a jump after this is not taken for the log's own hole.
+            r.chain.distrust();
             return Ok(());
         }
         let kind = ErrorKind::OffsetOutOfRange;
@@ -90,9 +93,13 @@ impl Worker {
     pub(super) async fn watermarks(&self, tp: &TopicPartition) -> anyhow::Result<(i64, i64)> {
         let consumer = self.consumer.clone();
         let (topic, partition) = (tp.topic.clone(), tp.partition);
-        tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
-            .await
-            .context("watermarks task")?
-            .with_context(|| format!("reading the log start and end of {tp}"))
+        let (low, high) =
+            tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))
+                .await
+                .context("watermarks task")?
+                .with_context(|| format!("reading the log start and end of {tp}"))?;
+        // Offsets below 0 are librdkafka's sentinels (END, BEGINNING), never positions.
+        anyhow::ensure!(0 <= low && low <= high, "the log bounds of {tp} make no sense: start {low}, end {high}");
+        Ok((low, high))
     }
 }

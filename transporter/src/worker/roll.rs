@@ -56,10 +56,16 @@ enum After {
     },
 }
 
-/// Decides what an upload's outcome means for a buffer covering `span`. Pure.
-fn after(outcome: &Outcome, span: &Span) -> After {
+/// Decides what an upload's outcome means for a buffer of `tp` covering `span`. Pure.
+fn after(outcome: &Outcome, tp: &TopicPartition, span: &Span) -> After {
     match outcome {
         Outcome::Written => After::Ours,
+        Outcome::Exists { span: theirs, .. }
+            if theirs.topic.as_ref().is_some_and(|t| *t != tp.topic)
+                || theirs.partition.is_some_and(|p| p != tp.partition) =>
+        {
+            After::Unproven { why: format!("it holds {:?}/{:?}", theirs.topic, theirs.partition) }
+        }
         Outcome::Exists { span: theirs, .. } => match (continuity::proves(theirs, span), theirs.last) {
             (Ok(()), Some(last)) if last == span.last => After::Ours,
             (Ok(()), Some(last)) => After::Theirs { last },
@@ -110,7 +116,7 @@ impl Worker {
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.upload_seconds.observe(seconds);
         let span = &f.span;
-        let (next, rolled) = match after(&up.outcome, span) {
+        let (next, rolled) = match after(&up.outcome, tp, span) {
             After::Ours => (span.next(), Rolled::Next(span.next())),
             After::Theirs { last } => {
                 let kind = ErrorKind::ObjectExists;
@@ -283,6 +289,7 @@ mod tests {
 
     #[test]
     fn what_an_upload_means() {
+        let tp = TopicPartition { topic: "t".into(), partition: 0 };
         let ours = span(100, 199, &[]);
         let cases = [
             ("written", Outcome::Written, After::Ours),
@@ -291,7 +298,7 @@ mod tests {
             ("a previous owner's object ending earlier", exists(&span(100, 150, &[])), After::Theirs { last: 150 }),
         ];
         for (name, outcome, want) in cases {
-            assert_eq!(after(&outcome, &ours), want, "{name}");
+            assert_eq!(after(&outcome, &tp, &ours), want, "{name}");
         }
         // Objects that do not prove they hold our records are never committed past.
         for (name, outcome) in [
@@ -299,13 +306,15 @@ mod tests {
             ("an object starting elsewhere", exists(&span(99, 199, &[]))),
             ("an object without offsets", Outcome::Exists { span: ObjectSpan::default(), etag: None }),
         ] {
-            assert!(matches!(after(&outcome, &ours), After::Unproven { .. }), "{name}");
+            assert!(matches!(after(&outcome, &tp, &ours), After::Unproven { .. }), "{name}");
         }
         let mut lying = ObjectSpan::from_meta(
             &span(100, 199, &[]).to_meta("t", 0).into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         );
         lying.records = Some(39_946);
         let lie = Outcome::Exists { span: lying, etag: None };
-        assert!(matches!(after(&lie, &ours), After::Unproven { .. }), "counts that do not add up");
+        assert!(matches!(after(&lie, &tp, &ours), After::Unproven { .. }), "counts that do not add up");
+        let other = TopicPartition { topic: "t".into(), partition: 1 };
+        assert!(matches!(after(&exists(&ours), &other, &ours), After::Unproven { .. }), "another partition's object");
     }
 }
