@@ -172,3 +172,36 @@ fn pod_metadata_from_kubelet_and_docker_paths() {
     assert_eq!((m.uid.as_deref(), m.container_id.as_deref()), (Some("uid-1"), Some("0123")));
     assert_eq!(m.headers().len(), 5);
 }
+
+proptest! {
+    /// The same for docker's json-file driver, which splits a long line into entries whose
+    /// `log` has no newline until the last.
+    #[test]
+    fn any_split_into_docker_entries_joins_back(
+        msgs in proptest::collection::vec("[a-zA-Z0-9 \\-_.:/{}\\[\\]\"\\\\]{0,120}", 1..6),
+        cuts in proptest::collection::vec(0usize..120, 0..8),
+    ) {
+        let mut lines = Vec::new();
+        for m in &msgs {
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (m.len() + 1)).collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut from = 0;
+            for p in points {
+                if p > from && p < m.len() {
+                    lines.push(docker("stderr", &m[from..p]));
+                    from = p;
+                }
+            }
+            lines.push(docker("stderr", &format!("{}\n", &m[from..])));
+        }
+        let got: Vec<String> = decode_all(LogFormat::Docker, 10_000, &lines)
+            .into_iter()
+            .map(|(m, meta, _)| {
+                assert_eq!(meta.stream, Some(IoStream::Stderr));
+                String::from_utf8_lossy(&m).into_owned()
+            })
+            .collect();
+        prop_assert_eq!(got, msgs);
+    }
+}

@@ -7,7 +7,8 @@
 //! Two layouts: a plain folder (`logs/app.log`, rotated to `app.log.N`), and a Kubernetes
 //! node's (the glob matches `containers/<pod>_<ns>_<c>-<id>.log`, a symlink to
 //! `pods/<ns>_<pod>_<uid>/<c>/0.log`, which kubelet renames to `0.log.N` beside it; the pod's
-//! folder can be deleted, the runtime's last line finished first).
+//! folder can be deleted, the runtime's last line finished first). In both, the oldest
+//! rotation is deleted once it was read.
 //!
 //! ```text
 //!  Op sequence (proptest) ──> App: writes, rename, reopen, copytruncate on real files
@@ -98,6 +99,8 @@ enum Op {
     Restart,
     /// The pod goes (kubelet layout): its last line finished, its folder and link deleted.
     DeletePod,
+    /// The oldest rotation is deleted (logrotate's `rotate N`, kubelet's max files).
+    DeleteRotated,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -112,6 +115,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Checkpoint),
         1 => Just(Op::Restart),
         1 => Just(Op::DeletePod),
+        1 => Just(Op::DeleteRotated),
     ]
 }
 
@@ -211,6 +215,32 @@ impl World {
         self.scanned_since_restart = false;
     }
 
+    /// The oldest rotation goes, as logrotate and kubelet delete rotations past their count.
+    /// One deleted before the agent read it takes its lines with it (a named limit), so the
+    /// model deletes one only when every line in it was delivered, and never the file the
+    /// application still writes to.
+    fn delete_rotated(&mut self, app: &App) {
+        let (dir, name) = (&app.dir, app.name);
+        let mut n = 1;
+        while dir.join(format!("{name}.{n}")).exists() {
+            n += 1;
+        }
+        let oldest = n - 1;
+        if oldest == 0 || (oldest == 1 && app.renamed) {
+            return;
+        }
+        let path = dir.join(format!("{name}.{oldest}"));
+        let Ok(bytes) = std::fs::read(&path) else { return };
+        if bytes.last().is_some_and(|b| *b != b'\n') {
+            return;
+        }
+        let delivered: BTreeSet<&[u8]> =
+            self.delivered.iter().chain(&self.kafka.delivered).map(Vec::as_slice).collect();
+        if bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).all(|l| delivered.contains(l)) {
+            std::fs::remove_file(&path).expect("delete a rotation");
+        }
+    }
+
     /// Kubelet deletes the pod's folder and link once the runtime finished its last line. The
     /// agent reads what is left through its descriptors; a pod deleted while the agent is down
     /// and has not seen its files is gone with them (a named limit), so the model deletes only
@@ -238,6 +268,7 @@ impl World {
                 app.seen_empty = app.fd.metadata().map(|m| m.len()).unwrap_or(0) == 0;
             }
             Op::DeletePod => self.delete_pod(app),
+            Op::DeleteRotated => self.delete_rotated(app),
             Op::Ack(i) => self.kafka.ack(*i),
             Op::AckAll => {
                 while !self.kafka.pending.is_empty() {
@@ -327,5 +358,11 @@ fn named_moments() -> Result<(), TestCaseError> {
     // lines unread.
     run_in(Layout::Kubelet, &[w(20), Tick, Checkpoint, w(20), Rename, w(5), Restart, Tick, Reopen, w(3), Tick])?;
     run_in(Layout::Kubelet, &[w(20), Tick, w(20), Rename, Reopen, w(5), Tick, w(7), DeletePod, Tick])?;
+    // Rotations deleted once read (kubelet's max files), with the agent restarted after.
+    let rotate = [Rename, w(4), Reopen, w(6), Tick, AckAll, Checkpoint];
+    let mut ops = vec![w(10), Tick, AckAll];
+    ops.extend(rotate.iter().cloned().chain(rotate.iter().cloned()));
+    ops.extend([DeleteRotated, Restart, w(3), Tick, DeleteRotated, w(2), Tick]);
+    run_in(Layout::Kubelet, &ops)?;
     Ok(())
 }
