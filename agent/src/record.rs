@@ -27,20 +27,24 @@ pub fn record_charge(line: usize, pod_bytes: u64, meta: &EventMeta) -> u64 {
     line as u64 + pod_bytes + stream + PER_MESSAGE_OVERHEAD
 }
 
-/// Bytes of a pod's headers (names and values).
-pub fn pod_header_bytes(pod: &PodMeta) -> u64 {
-    pod.headers().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+/// A file's pod headers, listed once for all the records of a group.
+pub fn pod_headers(pod: Option<&PodMeta>) -> Vec<(&'static str, &str)> {
+    pod.map(PodMeta::headers).unwrap_or_default()
+}
+
+/// Bytes of pod headers (names and values).
+pub fn pod_header_bytes(pod: &[(&str, &str)]) -> u64 {
+    pod.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
 }
 
 /// A record's headers: its pod's, and the container stream it was written to; none when
 /// there is neither.
-pub fn headers(pod: Option<&PodMeta>, meta: &EventMeta) -> Option<OwnedHeaders> {
-    let pod_headers = pod.map(PodMeta::headers).unwrap_or_default();
-    if pod_headers.is_empty() && meta.stream.is_none() {
+pub fn headers(pod: &[(&str, &str)], meta: &EventMeta) -> Option<OwnedHeaders> {
+    if pod.is_empty() && meta.stream.is_none() {
         return None;
     }
-    let mut h = OwnedHeaders::new_with_capacity(pod_headers.len() + 1);
-    for (key, value) in pod_headers {
+    let mut h = OwnedHeaders::new_with_capacity(pod.len() + 1);
+    for &(key, value) in pod {
         h = h.insert(Header { key, value: Some(value) });
     }
     if let Some(s) = meta.stream {

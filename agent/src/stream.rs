@@ -25,7 +25,7 @@ use crate::config::StreamConfig;
 use crate::kafka::{AgentContext, Budget, Retry, Sent};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::partition::{Partitioner, Routing};
-use crate::record::{Outgoing, headers, pod_header_bytes, record_charge};
+use crate::record::{Outgoing, headers, pod_header_bytes, pod_headers, record_charge};
 use crate::tail::{Dispatch, Tailer};
 use crate::track::{BatchAck, FileTrack, Tracks};
 
@@ -166,8 +166,8 @@ struct KafkaSender {
 impl Dispatch for KafkaSender {
     fn send(&mut self, track: &Arc<FileTrack>, batch: &Batch, range: Range<usize>) -> bool {
         let name = self.shared.config.name.clone();
-        let pod = track.pod.clone();
-        let pod_bytes = pod.as_deref().map_or(0, pod_header_bytes);
+        let pod = pod_headers(track.pod.as_deref());
+        let pod_bytes = pod_header_bytes(&pod);
         let charge: u64 = batch
             .events(range.clone())
             .zip(batch.metas(range.clone()))
@@ -219,7 +219,7 @@ impl Dispatch for KafkaSender {
             let rec = Outgoing {
                 payload,
                 key: placed.key.as_deref(),
-                headers: headers(pod.as_deref(), &meta),
+                headers: headers(&pod, &meta),
                 timestamp: meta.timestamp_ms,
             };
             self.send_one(&topic, rec, placed.partition, sent);

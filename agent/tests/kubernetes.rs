@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use testkit::kubelet::{Container, Node};
 use zonal_agent::container::LogFormat;
 
@@ -25,45 +23,18 @@ struct Rec {
 
 /// Every record of `topic`, from the beginning, with headers.
 fn read_all(bootstrap: &str, topic: &str) -> Res<Vec<Rec>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "k8s-test-reader")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    let mut high = BTreeMap::new();
-    for p in 0..3 {
-        let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        if hi > lo {
-            high.insert(p, hi);
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&tpl)?;
-    let mut pos: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while high.iter().any(|(p, h)| pos.get(p).copied().unwrap_or(-1) + 1 < *h) {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "reading {topic} timed out");
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m?;
-            pos.insert(m.partition(), m.offset());
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Rec {
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers,
-                timestamp: m.timestamp().to_millis(),
-            });
-        }
-    }
-    Ok(out)
+    read_topic_with(bootstrap, topic, |m| Rec {
+        value: m.payload().unwrap_or_default().to_vec(),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        timestamp: m.timestamp().to_millis(),
+    })
 }
 
 /// Waits until every checkpoint of the stream records its file read and acknowledged to its

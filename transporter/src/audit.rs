@@ -150,8 +150,7 @@ mod tests {
                 _ => s.record(o).expect("record"),
             }
         }
-        let meta = s.to_meta("t", 0).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        Object { key: format!("t-0-{first:020}"), span: ObjectSpan::from_meta(&meta) }
+        Object { key: format!("t-0-{first:020}"), span: s.as_object(0) }
     }
 
     #[test]

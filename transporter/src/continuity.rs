@@ -293,6 +293,30 @@ impl Span {
     }
 }
 
+/// Builders the tests of several modules share.
+#[cfg(test)]
+impl Span {
+    /// A span from `first` to `last` holding every offset but `holes`, each a one-offset `log`
+    /// gap.
+    pub(crate) fn of_offsets(first: i64, last: i64, holes: &[i64]) -> Span {
+        let mut s = Span::starting(first);
+        for o in first..=last {
+            if holes.contains(&o) {
+                s.gap(Gap { from: o, to: o, reason: GapReason::Log }).expect("gap");
+            } else {
+                s.record(o).expect("record");
+            }
+        }
+        s
+    }
+
+    /// What an object of this span of `t`/`partition` says of itself, read back.
+    pub(crate) fn as_object(&self, partition: i32) -> ObjectSpan {
+        let meta = self.to_meta("t", partition).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        ObjectSpan::from_meta(&meta)
+    }
+}
+
 mod object;
 
 pub use object::{ObjectSpan, meta, proves};

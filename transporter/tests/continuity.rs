@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -40,25 +39,9 @@ fn sum_metric(workers: &[&Worker], name: &str, labels: &[&str]) -> f64 {
     workers.iter().map(|w| w.metric(name, labels).unwrap_or(0.0)).sum()
 }
 
-/// Runs `zonal-transporter` with `args` and the configuration of worker `id` in `dir`.
-fn cli(dir: &std::path::Path, id: &str, args: &[&str], world: &testkit::World) -> Res<std::process::Output> {
-    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
-    Ok(Command::new(env!("CARGO_BIN_EXE_zonal-transporter"))
-        .arg(args[0])
-        .arg("-c")
-        .arg(dir.join(format!("{id}.toml")))
-        .args(&args[1..])
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_ACCESS_KEY_ID", s3.access_key())
-        .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
-        .env("AWS_REGION", s3.region())
-        .output()?)
-}
-
 /// The audit's JSON report and whether it passed.
 fn audit(dir: &std::path::Path, id: &str, topic: &str, world: &testkit::World) -> Res<(serde_json::Value, bool)> {
-    let out = cli(dir, id, &["audit", "--topic", topic, "--json"], world)?;
+    let out = cli(world, dir, id, &["audit", "--topic", topic, "--json"])?;
     let report = serde_json::from_slice(&out.stdout)
         .map_err(|e| anyhow::anyhow!("{e}: {}", String::from_utf8_lossy(&out.stderr)))?;
     Ok((report, out.status.success()))
@@ -222,13 +205,13 @@ async fn audit_finds_holes_and_overlaps_and_a_rewind_reships_the_missing_records
         assert_eq!(parts["aud/1"]["holes"], serde_json::json!([{ "from": 50, "to": 99 }]), "{report:#}");
         assert_eq!(parts["aud/2"]["overlaps"], serde_json::json!([{ "from": 25, "to": 74 }]), "{report:#}");
         // The text report names them too.
-        let out = cli(tmp.path(), "w0-0", &["audit", "--topic", "aud"], &world)?;
+        let out = cli(&world, tmp.path(), "w0-0", &["audit", "--topic", "aud"])?;
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success() && text.contains("HOLE 50..=99") && text.contains("OVERLAP 25..=74"), "{text}");
 
         // The rewind: partition 1 is read again from its hole; the object after the hole is
         // found at its key, proves it holds the same records, and is not written twice.
-        let out = cli(tmp.path(), "w0-0", &["offsets", "--set", "aud/1=50"], &world)?;
+        let out = cli(&world, tmp.path(), "w0-0", &["offsets", "--set", "aud/1=50"])?;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         w.restart()?;
         testkit::wait_until("partition 1 whole again", Duration::from_secs(60), || {

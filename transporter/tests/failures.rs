@@ -599,13 +599,7 @@ async fn an_offset_past_the_end_holds_its_partition_until_an_operator_sets_one()
                 assert!(!seen.keys().any(|(_, p, _)| *p == 2), "a held partition was read");
                 // The operator sets the offset with the CLI: refused while owned unless asked
                 // for a held partition; the owner then reads from there.
-                let offsets = |extra: &[&str]| -> Res<std::process::Output> {
-                    Ok(Command::new(env!("CARGO_BIN_EXE_zonal-transporter"))
-                        .args(["offsets", "-c"])
-                        .arg(tmp.path().join("w0-0.toml"))
-                        .args(extra)
-                        .output()?)
-                };
+                let offsets = |extra: &[&str]| cli(&world, tmp.path(), "w0-0", &[&["offsets"], extra].concat());
                 let out = offsets(&["--set", "logs/2=0"])?;
                 let err = String::from_utf8_lossy(&out.stderr);
                 assert!(!out.status.success() && err.contains("owned by worker \"w0-0\""), "{err}");

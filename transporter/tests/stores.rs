@@ -91,8 +91,11 @@ fn a_lasting_refusal_is_not_retried_forever_and_turns_readyz_red() -> Res {
         (code == 503).then_some(body)
     })?;
     assert!(body.contains("S3 refuses uploads") && body.contains("HTTP 400"), "{body}");
-    let log = std::fs::read_to_string(&w.log)?;
-    assert!(log.contains("not retried further"), "{log}");
+    // The roll's error is logged when its partition task ends, just after /readyz turned red.
+    testkit::wait_until("the refusal to end the roll, not retried further", Duration::from_secs(10), || {
+        std::fs::read_to_string(&w.log).ok()?.contains("not retried further").then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", w.log_tail()))?;
     s3.refuse_payload_mode(None);
     wait_exactly_once(&world, 100, &[&w])?;
     testkit::wait_until("/readyz to turn green", Duration::from_secs(30), || {

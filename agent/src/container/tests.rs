@@ -27,6 +27,25 @@ fn docker(stream: &str, log: &str) -> Vec<u8> {
         .expect("json")
 }
 
+/// A message of `len` bytes cut at `cuts` (taken modulo its length): the parts' ranges, in
+/// order, none empty but the only one of an empty message.
+fn split(len: usize, cuts: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (len + 1)).filter(|p| *p > 0 && *p < len).collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut from = 0;
+    let mut parts: Vec<std::ops::Range<usize>> = points
+        .into_iter()
+        .map(|p| {
+            let r = from..p;
+            from = p;
+            r
+        })
+        .collect();
+    parts.push(from..len);
+    parts
+}
+
 const T: i64 = 1_796_230_800_123;
 
 #[test]
@@ -120,17 +139,10 @@ proptest! {
     ) {
         let mut lines = Vec::new();
         for m in &msgs {
-            let mut points: Vec<usize> = cuts.iter().map(|c| c % (m.len() + 1)).collect();
-            points.sort_unstable();
-            points.dedup();
-            let mut from = 0;
-            for p in points {
-                if p > from && p < m.len() {
-                    lines.push(cri("stdout", "P", &m[from..p]));
-                    from = p;
-                }
-            }
-            lines.push(cri("stdout", "F", &m[from..]));
+            let parts = split(m.len(), &cuts);
+            let (last, rest) = parts.split_last().expect("one part at least");
+            lines.extend(rest.iter().map(|r| cri("stdout", "P", &m[r.clone()])));
+            lines.push(cri("stdout", "F", &m[last.clone()]));
         }
         let got: Vec<Vec<u8>> = decode_all(LogFormat::Cri, 10_000, &lines).into_iter().map(|(m, _, _)| m).collect();
         prop_assert_eq!(got, msgs);
@@ -183,17 +195,10 @@ proptest! {
     ) {
         let mut lines = Vec::new();
         for m in &msgs {
-            let mut points: Vec<usize> = cuts.iter().map(|c| c % (m.len() + 1)).collect();
-            points.sort_unstable();
-            points.dedup();
-            let mut from = 0;
-            for p in points {
-                if p > from && p < m.len() {
-                    lines.push(docker("stderr", &m[from..p]));
-                    from = p;
-                }
-            }
-            lines.push(docker("stderr", &format!("{}\n", &m[from..])));
+            let parts = split(m.len(), &cuts);
+            let (last, rest) = parts.split_last().expect("one part at least");
+            lines.extend(rest.iter().map(|r| docker("stderr", &m[r.clone()])));
+            lines.push(docker("stderr", &format!("{}\n", &m[last.clone()])));
         }
         let got: Vec<String> = decode_all(LogFormat::Docker, 10_000, &lines)
             .into_iter()

@@ -263,6 +263,17 @@ pub type Record = (i32, Option<Vec<u8>>, Vec<u8>);
 
 /// Every record of a topic: (partition, key, payload), read from the beginning.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Res<Vec<Record>> {
+    read_topic_with(bootstrap, topic, |m| {
+        (m.partition(), m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec())
+    })
+}
+
+/// Every record of a topic, read from the beginning, as `f` takes it from the message.
+pub fn read_topic_with<T>(
+    bootstrap: &str,
+    topic: &str,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Res<Vec<T>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "agent-test-reader")
@@ -289,7 +300,7 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Res<Vec<Record>> {
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m?;
             pos.insert(m.partition(), m.offset());
-            out.push((m.partition(), m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec()));
+            out.push(f(&m));
         }
     }
     Ok(out)

@@ -105,18 +105,8 @@ fn metadata_round_trips_and_long_gap_lists_are_cut() {
 
 #[test]
 fn an_existing_object_proves_itself_or_is_refused() {
-    let span = |first: i64, last: i64, holes: &[i64]| {
-        let mut s = Span::starting(first);
-        for o in first..=last {
-            if holes.contains(&o) {
-                s.gap(Gap { from: o, to: o, reason: GapReason::Log }).expect("gap");
-            } else {
-                s.record(o).expect("record");
-            }
-        }
-        s
-    };
-    let obj = |s: &Span| ObjectSpan::from_meta(&meta(s));
+    let span = Span::of_offsets;
+    let obj = |s: &Span| s.as_object(3);
     let ours = span(100, 199, &[]);
     assert_eq!(proves(&obj(&ours), &ours), Ok(()), "the same records");
     assert_eq!(proves(&obj(&span(100, 250, &[])), &ours), Ok(()), "a longer object over the same records");

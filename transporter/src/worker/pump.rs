@@ -153,7 +153,7 @@ impl Worker {
                     let bytes = match msg {
                         Ok(bytes) => bytes,
                         Err(e) => {
-                            self.on_error(&mut r, &e).await?;
+                            self.on_error(&mut r, &e, stop).await?;
                             continue;
                         }
                     };

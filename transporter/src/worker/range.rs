@@ -20,8 +20,10 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::Worker;
+use tokio::sync::watch;
+
 use super::pump::Reading;
+use super::{Stop, Worker};
 use crate::config::OutOfRange;
 use crate::metrics::ErrorKind;
 
@@ -29,7 +31,13 @@ impl Worker {
     /// A Kafka error for the partition. An offset out of range is told apart by the partition's
     /// log start and end; anything else is counted and reading goes on (a jump it causes is
     /// caught by the chain).
-    pub(super) async fn on_error(&self, r: &mut Reading<'_>, e: &KafkaError) -> anyhow::Result<()> {
+    /// Its waits (the log's bounds, a pause) end early when the partition is told to stop.
+    pub(super) async fn on_error(
+        &self,
+        r: &mut Reading<'_>,
+        e: &KafkaError,
+        stop: &watch::Receiver<Stop>,
+    ) -> anyhow::Result<()> {
         let tp = r.tp;
         let out_of_range = matches!(
             e.rdkafka_error_code(),
@@ -47,13 +55,16 @@ impl Worker {
         let kind = ErrorKind::OffsetOutOfRange;
         self.metrics.error(kind);
         let at = r.chain.expected();
-        let (low, high) = match self.watermarks(tp).await {
+        let Some(bounds) = unless_stopped(stop, self.watermarks(tp)).await else { return Ok(()) };
+        let (low, high) = match bounds {
             Ok(w) => w,
             Err(err) => {
                 // Without the log's bounds nothing is decided: the same position is read again.
                 tracing::warn!(kind = kind.as_str(), partition = %tp, at, error = %format!("{err:#}"),
                     "offset out of range and the log's bounds could not be read; reading the same offset again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if unless_stopped(stop, tokio::time::sleep(Duration::from_secs(1))).await.is_none() {
+                    return Ok(());
+                }
                 return self.seek(tp, Offset::Offset(at));
             }
         };
@@ -83,8 +94,8 @@ impl Worker {
         r.spurious += 1;
         tracing::warn!(kind = kind.as_str(), partition = %tp, at, log_start = low, log_end = high, times = r.spurious,
             "offset out of range though the log holds it; reading it again");
-        if r.spurious > 3 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        if r.spurious > 3 && unless_stopped(stop, tokio::time::sleep(Duration::from_millis(500))).await.is_none() {
+            return Ok(());
         }
         self.seek(tp, Offset::Offset(at))
     }
@@ -101,5 +112,21 @@ impl Worker {
         // Offsets below 0 are librdkafka's sentinels (END, BEGINNING), never positions.
         anyhow::ensure!(0 <= low && low <= high, "the log bounds of {tp} make no sense: start {low}, end {high}");
         Ok((low, high))
+    }
+}
+
+/// Runs `fut` unless the partition is told to stop first (None then). It watches a clone of
+/// `stop`, so the pump's own receiver still sees the change and stops.
+async fn unless_stopped<T>(stop: &watch::Receiver<Stop>, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut stop = stop.clone();
+    tokio::select! {
+        out = fut => Some(out),
+        () = async {
+            while *stop.borrow_and_update() == Stop::Run {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        } => None,
     }
 }

@@ -268,23 +268,14 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::continuity::{Gap, GapReason, ObjectSpan};
+    use crate::continuity::ObjectSpan;
 
     fn span(first: i64, last: i64, holes: &[i64]) -> Span {
-        let mut s = Span::starting(first);
-        for o in first..=last {
-            if holes.contains(&o) {
-                s.gap(Gap { from: o, to: o, reason: GapReason::Log }).expect("gap");
-            } else {
-                s.record(o).expect("record");
-            }
-        }
-        s
+        Span::of_offsets(first, last, holes)
     }
 
     fn exists(s: &Span) -> Outcome {
-        let meta = s.to_meta("t", 0).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        Outcome::Exists { span: ObjectSpan::from_meta(&meta), etag: Some("\"e\"".into()) }
+        Outcome::Exists { span: s.as_object(0), etag: Some("\"e\"".into()) }
     }
 
     #[test]
@@ -308,9 +299,7 @@ mod tests {
         ] {
             assert!(matches!(after(&outcome, &tp, &ours), After::Unproven { .. }), "{name}");
         }
-        let mut lying = ObjectSpan::from_meta(
-            &span(100, 199, &[]).to_meta("t", 0).into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        );
+        let mut lying = span(100, 199, &[]).as_object(0);
         lying.records = Some(39_946);
         let lie = Outcome::Exists { span: lying, etag: None };
         assert!(matches!(after(&lie, &tp, &ours), After::Unproven { .. }), "counts that do not add up");

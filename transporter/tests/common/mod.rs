@@ -142,17 +142,39 @@ fn command(world: &World, config: &Path, log: &Path, spec: &FleetSpec) -> Res<Pr
         log,
     )
     .env("RUST_LOG", "info,rdkafka=warn")
-    .env_remove("ZONAL_ZONE")
-    // No credentials from the developer's own AWS profile.
-    .env("AWS_CONFIG_FILE", "/nonexistent")
-    .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    .env("AWS_ACCESS_KEY_ID", s3.access_key())
-    .env("AWS_SECRET_ACCESS_KEY", s3.secret_key())
-    .env("AWS_REGION", s3.region());
+    .env_remove("ZONAL_ZONE");
+    for (k, v) in aws_env(s3) {
+        command = command.env(k, v);
+    }
     for (k, v) in &spec.env {
         command = command.env(k, v.clone());
     }
     Ok(command)
+}
+
+/// The test S3 server's credentials and no others: nothing from the developer's own AWS
+/// profile reaches a worker or a command.
+fn aws_env(s3: &testkit::S3Server) -> [(&'static str, String); 5] {
+    [
+        ("AWS_CONFIG_FILE", "/nonexistent".to_owned()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".to_owned()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key().to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_owned()),
+        ("AWS_REGION", s3.region().to_owned()),
+    ]
+}
+
+/// Runs the `zonal-transporter` command `args[0]` with the configuration of worker `id` in
+/// `dir` and the rest of `args`, as an operator would (`offsets`, `audit`, `status`).
+pub fn cli(world: &World, dir: &Path, id: &str, args: &[&str]) -> Res<std::process::Output> {
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let (command, rest) = args.split_first().ok_or_else(|| anyhow::anyhow!("no command"))?;
+    Ok(std::process::Command::new(env!("CARGO_BIN_EXE_zonal-transporter"))
+        .args([command, "-c"])
+        .arg(dir.join(format!("{id}.toml")))
+        .args(rest)
+        .envs(aws_env(s3))
+        .output()?)
 }
 
 impl Worker {
