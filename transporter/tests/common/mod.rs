@@ -257,7 +257,11 @@ pub fn fleet(world: &World, dir: &std::path::Path, spec: &FleetSpec) -> Res<Vec<
     for t in &spec.topics {
         partitions += world.kafka.leaders(t)?.len();
     }
-    wait_converged(&out.iter().collect::<Vec<_>>(), partitions, out.len())?;
+    wait_converged(&out.iter().collect::<Vec<_>>(), partitions, out.len()).map_err(|e| {
+        // Which worker is missing, and what it said.
+        let logs: Vec<String> = out.iter().map(|w| format!("--- {}\n{}", w.id, w.log_tail())).collect();
+        anyhow::anyhow!("{e}\n{}", logs.join("\n"))
+    })?;
     Ok(out)
 }
 
