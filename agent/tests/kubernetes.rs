@@ -41,11 +41,8 @@ fn read_all(bootstrap: &str, topic: &str) -> Res<Vec<Rec>> {
 /// size: a kill after this resends nothing written before.
 fn settled(tmp: &std::path::Path) -> Res {
     testkit::wait_until("every checkpoint at its file's end", Duration::from_secs(60), || {
-        let dir = tmp.join("checkpoints/app");
         let mut any = false;
-        for e in std::fs::read_dir(&dir).ok()?.flatten() {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            let c: serde_json::Value = serde_json::from_str(&text).ok()?;
+        for c in checkpoints(tmp)? {
             let size = std::fs::metadata(c["path"].as_str()?).map_or(0, |m| m.len());
             if c["offset"].as_u64()? < size {
                 return None;
@@ -55,6 +52,18 @@ fn settled(tmp: &std::path::Path) -> Res {
         any.then_some(())
     })?;
     Ok(())
+}
+
+/// The stream's checkpoints in place, or `None` while one cannot be read. A `.json.tmpN` beside
+/// them is a write that a kill may cut before its rename, so it never counts.
+fn checkpoints(tmp: &std::path::Path) -> Option<Vec<serde_json::Value>> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(tmp.join("checkpoints/app")).ok()?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "json") {
+            all.push(serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?);
+        }
+    }
+    Some(all)
 }
 
 /// The messages a container writes: `<pod> <phase> <i>`.
@@ -219,11 +228,7 @@ fn a_folder_missing_at_start_keeps_its_checkpoints() -> Res {
     agent.wait_caught_up(&log, "the first lines")?;
     // Past a checkpoint write, so that the restart starts at the end.
     testkit::wait_until("the checkpoint at the end", Duration::from_secs(10), || {
-        let text = std::fs::read_dir(tmp.path().join("checkpoints/app"))
-            .ok()?
-            .flatten()
-            .find_map(|e| std::fs::read_to_string(e.path()).ok())?;
-        let c: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let c = checkpoints(tmp.path())?.into_iter().next()?;
         (c["offset"].as_u64()? == std::fs::metadata(&log).ok()?.len()).then_some(())
     })?;
     agent.kill9()?;
