@@ -54,12 +54,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let shared = Shared {
-        budget: Arc::new(Budget::new(config.max_in_flight_bytes)),
-        stop: Arc::new(AtomicBool::new(false)),
-        auth: Arc::new(AuthFailure::default()),
-        metrics,
-    };
+    let shared = Shared { stop: Arc::new(AtomicBool::new(false)), auth: Arc::new(AuthFailure::default()), metrics };
     let options = config.kafka.client_options()?;
     let (streams, runners) = open_streams(&config, &options, &shared).await?;
     let topology = watch_topology(&config, &streams)?;
@@ -70,7 +65,6 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         matcher: config.zone.matcher(),
         streams: streams.clone(),
         topology,
-        budget: shared.budget.clone(),
         running: AtomicBool::new(true),
         stall_timeout: Duration::from_secs(config.stall_timeout_secs),
         unacknowledged_not_ready: Duration::from_secs(config.unacknowledged_not_ready_secs),
@@ -100,10 +94,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What every stream shares: the in-flight budget, the stop flag, the fatal-error latch and the
-/// metrics.
+/// What every stream shares: the stop flag, the fatal-error latch and the metrics. The in-flight
+/// budget is not shared: each stream has its own part of it, so none can hold up the others.
 struct Shared {
-    budget: Arc<Budget>,
     stop: Arc<AtomicBool>,
     auth: Arc<AuthFailure>,
     metrics: Arc<Metrics>,
@@ -125,11 +118,12 @@ async fn open_streams(
     for sc in &config.streams {
         let (tx, rx) = std::sync::mpsc::channel();
         let limit = crate::limits::limit_of(&limits, sc);
+        let budget = Arc::new(Budget::new(config.in_flight_bytes_of(sc)));
         let producer = Arc::new(kafka::producer(
             config,
             sc,
             shared.metrics.clone(),
-            shared.budget.clone(),
+            budget.clone(),
             tx,
             shared.auth.clone(),
             limit,
@@ -142,13 +136,13 @@ async fn open_streams(
             tracks: Arc::new(Mutex::new(BTreeMap::new())),
             store,
             producer,
+            budget,
             heartbeat: Default::default(),
             checkpoint_error: Default::default(),
         });
         let runner = StreamRunner::new(
             stream.clone(),
             shared.metrics.clone(),
-            shared.budget.clone(),
             rx,
             shared.stop.clone(),
             Duration::from_millis(config.poll_interval_ms),
@@ -284,7 +278,7 @@ async fn write_checkpoints(
     .await
 }
 
-/// The graceful stop. Everything shares one budget, inside what systemd and Kubernetes allow
+/// The graceful stop, inside what systemd and Kubernetes allow
 /// before they kill (60 s by default): stream threads stop, every producer flushes at the same
 /// time, and the checkpointer keeps writing while they do; the final checkpoints are written last.
 async fn stop(
@@ -297,7 +291,9 @@ async fn stop(
     tracing::info!("stopping: flushing in-flight records and writing checkpoints");
     state.running.store(false, Ordering::Relaxed);
     shared.stop.store(true, Ordering::Relaxed);
-    shared.budget.wake();
+    for s in &state.streams {
+        s.budget.wake();
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(config.shutdown_timeout_secs);
     let joined = tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok())).await;
     if !matches!(joined, Ok(true)) {

@@ -80,6 +80,11 @@ impl Budget {
         }
     }
 
+    /// The bound.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
     /// Bytes in use.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)

@@ -58,6 +58,7 @@ pub struct AgentConfig {
     /// Upper bound on bytes sent to Kafka and not yet acknowledged, over all streams; reading
     /// stops while it is reached. 8 MiB by default: 16 MiB was no faster in the benchmark and
     /// held 10-13 MB more (librdkafka keeps a header of about 150 bytes per record besides).
+    /// Each stream holds at most its share of it (see `streams[].in-flight-share`).
     pub max_in_flight_bytes: u64,
     /// How often globs are re-expanded and idle files polled for growth, in milliseconds.
     pub poll_interval_ms: u64,
@@ -259,6 +260,15 @@ pub struct StreamConfig {
     /// or docker's folder and file names; files outside those layouts get none.
     #[serde(default = "default_true")]
     pub pod_metadata: bool,
+    /// This stream's share of `max-in-flight-bytes`, relative to the other streams' (1 each by
+    /// default: equal parts). A stream never holds more than its part, so one whose records
+    /// Kafka refuses or whose partitions have no leader cannot hold up the others.
+    #[serde(default = "default_share")]
+    pub in_flight_share: u32,
+}
+
+fn default_share() -> u32 {
+    1
 }
 
 fn default_true() -> bool {
@@ -279,6 +289,15 @@ fn default_batch_bytes() -> usize {
 }
 fn default_linger_ms() -> u64 {
     10
+}
+
+impl AgentConfig {
+    /// The bytes in flight `stream` may hold: its share of `max-in-flight-bytes` (at least 1).
+    pub fn in_flight_bytes_of(&self, stream: &StreamConfig) -> u64 {
+        let total: u64 = self.streams.iter().map(|s| u64::from(s.in_flight_share)).sum::<u64>().max(1);
+        let part = u128::from(self.max_in_flight_bytes) * u128::from(stream.in_flight_share) / u128::from(total);
+        u64::try_from(part).unwrap_or(u64::MAX).max(1)
+    }
 }
 
 impl shell::ProgramConfig for AgentConfig {
@@ -336,6 +355,9 @@ impl shell::ProgramConfig for AgentConfig {
             }
             if !(1..=100_000_000).contains(&s.max_message_bytes) {
                 bail!("{at}.max-message-bytes: must be between 1 and 100000000, got {}", s.max_message_bytes);
+            }
+            if s.in_flight_share == 0 {
+                bail!("{at}.in-flight-share: must be positive");
             }
             if s.batch_lines == 0 || s.batch_bytes == 0 {
                 bail!("{at}.batch-lines and batch-bytes: must be positive");

@@ -247,7 +247,11 @@ pub fn producer_config(
         &format!("zonal-agent-{}", stream.name),
         Duration::from_millis(500),
     );
-    let queue_kb = (config.max_in_flight_bytes / 1024 * 2).max(16 * 1024);
+    // librdkafka answers QUEUE_FULL for as long as one record does not fit its queue, so the
+    // queue holds twice the stream's budget and at least two of its largest records (key and
+    // value within `max-message-bytes`, plus headers and librdkafka's bookkeeping).
+    let largest = stream.max_message_bytes as u64 + 64 * 1024;
+    let queue_kb = (config.in_flight_bytes_of(stream).max(largest) * 2 / 1024).max(16 * 1024);
     cc.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", stream.linger_ms.to_string())

@@ -10,7 +10,6 @@ use az_core::{Purpose, TopologyWatcher, ZoneInfo, ZoneMatcher};
 use prometheus_client::registry::Registry;
 use rdkafka::producer::Producer;
 
-use crate::kafka::Budget;
 use crate::metrics::{FileLabel, Metrics, ReasonLabel, TrafficLabel};
 use crate::partition::Routing;
 use crate::status::{FileStatus, Status, StreamStatus};
@@ -26,13 +25,17 @@ pub struct AgentState {
     pub(crate) matcher: ZoneMatcher,
     pub(crate) streams: Vec<Arc<StreamShared>>,
     pub(crate) topology: TopologyWatcher,
-    pub(crate) budget: Arc<Budget>,
     pub(crate) running: AtomicBool,
     pub(crate) stall_timeout: Duration,
     pub(crate) unacknowledged_not_ready: Duration,
 }
 
 impl AgentState {
+    /// Bytes in flight over all streams.
+    fn in_flight_bytes(&self) -> u64 {
+        self.streams.iter().map(|s| s.budget.used()).sum()
+    }
+
     /// Why the agent is not ready, or `None` when it is.
     pub fn not_ready(&self) -> Option<String> {
         if !self.running.load(Ordering::Relaxed) {
@@ -85,7 +88,7 @@ impl AgentState {
     pub fn refresh_gauges(&self) {
         let topo = self.topology.current();
         let zone = self.zone();
-        self.metrics.in_flight_bytes.set(self.budget.used());
+        self.metrics.in_flight_bytes.set(self.in_flight_bytes());
         for s in &self.streams {
             let name = &s.config.name;
             let traffic = &s.producer.context().traffic;
@@ -139,6 +142,8 @@ impl AgentState {
                     name: s.config.name.clone(),
                     topic: s.config.topic.clone(),
                     partitioning: s.config.partitioning,
+                    in_flight_bytes: s.budget.used(),
+                    in_flight_limit: s.budget.max(),
                     local_partitions: routing.selection.as_ref().map(|x| x.partitions.clone()).unwrap_or_default(),
                     fallback_reason: routing.selection.as_ref().and_then(|x| x.fallback).map(|r| r.to_string()),
                     files,
@@ -149,7 +154,7 @@ impl AgentState {
             zone: zone.zone.as_ref().map(|z| z.display_label().to_owned()),
             zone_source: zone.source.to_string(),
             topology_generation: self.topology.current().generation,
-            in_flight_bytes: self.budget.used(),
+            in_flight_bytes: self.in_flight_bytes(),
             streams,
         }
     }

@@ -31,6 +31,10 @@ pub struct StreamStatus {
     pub local_partitions: Vec<i32>,
     /// Why the selection is not zone-local, if it is not.
     pub fallback_reason: Option<String>,
+    /// Bytes this stream has sent and Kafka has not acknowledged yet.
+    pub in_flight_bytes: u64,
+    /// The most it may hold: its share of `max-in-flight-bytes`.
+    pub in_flight_limit: u64,
     /// Files.
     pub files: Vec<FileStatus>,
 }

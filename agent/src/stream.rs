@@ -44,6 +44,8 @@ pub struct StreamShared {
     pub store: Store,
     /// The producer.
     pub producer: Arc<ThreadedProducer<AgentContext>>,
+    /// This stream's part of the in-flight budget.
+    pub budget: Arc<Budget>,
     /// When the stream's thread last made progress (a loop round, a wait for budget, routing or
     /// librdkafka's queue): a thread that stops beating is stuck, whatever Kafka does.
     pub heartbeat: Heartbeat,
@@ -98,7 +100,6 @@ impl StreamRunner {
     pub fn new(
         shared: Arc<StreamShared>,
         metrics: Arc<Metrics>,
-        budget: Arc<Budget>,
         retries: Receiver<Retry>,
         stop: Arc<AtomicBool>,
         poll: Duration,
@@ -107,6 +108,7 @@ impl StreamRunner {
         let c = &shared.config;
         let tailer = Tailer::new(c, shared.store.clone(), shared.tracks.clone(), metrics.clone(), rotate_wait)?;
         let partitioner = Partitioner::new(c)?;
+        let budget = shared.budget.clone();
         Ok(StreamRunner {
             tailer,
             sender: KafkaSender {

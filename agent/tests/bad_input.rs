@@ -199,3 +199,28 @@ fn a_topic_that_would_refuse_the_largest_record_is_named_at_start() -> Res {
     assert_eq!(agent.metric("zonal_agent_truncated_lines_total", &[])?, 50.0);
     Ok(())
 }
+
+/// A line larger than librdkafka's default queue (16 MiB) under a `max-message-bytes` that
+/// allows it: the producer's queue is sized to hold it, so it is delivered whole instead of
+/// being answered QUEUE_FULL forever while its stream stands still.
+#[test]
+fn a_line_over_sixteen_mebibytes_is_delivered_whole() -> Res {
+    const HUGE: usize = 20 * 1024 * 1024;
+    let world = World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?;
+    world.kafka.create_topic("huge", 1)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "huge").edit_stream(|s| s.max_message_bytes = 30_000_000);
+    let agent = Agent::start(&spec)?;
+    let log = tmp.path().join("logs/app.log");
+    let mut bytes = b"before\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'H', HUGE));
+    bytes.extend_from_slice(b"\nafter\n");
+    std::fs::write(&log, &bytes)?;
+    agent.wait_caught_up(&log, "the huge line delivered")?;
+    let records = read_topic(&bootstrap, "huge")?;
+    let lens: Vec<usize> = records.iter().map(|r| r.2.len()).collect();
+    assert_eq!(lens, vec![6, HUGE, 5], "before, the huge line whole, after");
+    assert_eq!(agent.metric("zonal_agent_truncated_lines_total", &[])?, 0.0);
+    Ok(())
+}

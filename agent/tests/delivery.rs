@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use testkit::{World, WorldSpec};
-use zonal_agent::config::Compression;
+use zonal_agent::config::{Compression, StreamConfig};
 
 fn world() -> Res<World> {
     Ok(World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?)
@@ -448,5 +448,61 @@ fn a_leader_move_during_steady_writing_sends_under_one_percent_across_zones() ->
         across * 100.0
     );
     assert!(across < 0.01, "{:.3}% of the bytes went across zones", across * 100.0);
+    Ok(())
+}
+
+/// A keyed stream's partition is led by a broker that goes down (in another zone than the agent)
+/// while both streams write far more than the whole in-flight budget: the stuck stream holds its
+/// share and no more, the healthy one keeps flowing to the end, and once the broker is back the
+/// stuck lines arrive too, each once.
+#[test]
+fn a_stream_without_a_leader_holds_its_share_and_the_other_keeps_flowing() -> Res {
+    const LINES: usize = 60_000;
+    let world = world()?;
+    world.kafka.create_topic("stuck", 1)?;
+    world.kafka.create_topic("healthy", 3)?;
+    let away = world.kafka.brokers_in(&world.kafka.zones()[1])[0];
+    world.kafka.move_leader("stuck", 0, away)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let (bad_log, good_log) = (tmp.path().join("logs/bad/app.log"), tmp.path().join("logs/good/app.log"));
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "stuck").imds(&world.metadata[0].endpoint()).edit(|c| {
+        c.max_in_flight_bytes = 2 * 1024 * 1024;
+        let good = stream("good", &format!("{}/logs/good/*.log", tmp.path().display()), "healthy");
+        let bad = &mut c.streams[0];
+        bad.paths = vec![format!("{}/logs/bad/*.log", tmp.path().display())];
+        bad.partitioning = zonal_agent::config::Partitioning::Keyed;
+        bad.key = Some(zonal_agent::config::KeyConfig::Regex(r"^(\w+)".into()));
+        let (batch_lines, linger_ms) = (bad.batch_lines, bad.linger_ms);
+        c.streams.push(StreamConfig { batch_lines, linger_ms, ..good });
+    });
+    std::fs::create_dir_all(tmp.path().join("logs/bad"))?;
+    std::fs::create_dir_all(tmp.path().join("logs/good"))?;
+    let agent = Agent::start(&spec)?;
+    world.kafka.broker_down(away)?;
+    // 100-byte lines: each stream writes about three times the whole budget.
+    let line = |what: &str, n: usize| format!("{what} {n:07} {}", "x".repeat(88));
+    append(&bad_log, (0..LINES).map(|n| line("bad", n)))?;
+    let share = |a: &Agent| -> Option<(u64, u64)> {
+        let s = a.status().ok()?;
+        Some((s["streams"][0]["in_flight_bytes"].as_u64()?, s["streams"][0]["in_flight_limit"].as_u64()?))
+    };
+    testkit::wait_until("the stuck stream to take its share", Duration::from_secs(30), || {
+        let (used, limit) = share(&agent)?;
+        assert!(used <= limit, "the stuck stream holds {used} bytes, over its share of {limit}");
+        // 90% of an equal share of the budget, whatever the agent says its share is.
+        (used * 10 >= 1024 * 1024 * 9).then_some(())
+    })?;
+    append(&good_log, (0..LINES).map(|n| line("good", n)))?;
+    agent.wait_stream_caught_up(1, &good_log, "the healthy stream to deliver everything while the other is stuck")?;
+    let (used, limit) = share(&agent).ok_or_else(|| anyhow::anyhow!("no status"))?;
+    assert!(used <= limit, "the stuck stream holds {used} bytes, over its share of {limit}");
+    world.kafka.broker_up(away)?;
+    agent.wait_stream_caught_up(0, &bad_log, "the stuck stream to deliver everything once its leader is back")?;
+    for (topic, what) in [("stuck", "bad"), ("healthy", "good")] {
+        let got = counts(&read_topic(&bootstrap, topic)?);
+        let wrong = (0..LINES).filter(|&n| got.get(&line(what, n)).copied() != Some(1)).count();
+        assert_eq!(wrong, 0, "{topic}: {wrong} lines missing or repeated");
+    }
     Ok(())
 }

@@ -92,3 +92,23 @@ fn effective_config_round_trips_inner() {
     let again: AgentConfig = toml::from_str(&text).expect("parse back");
     assert_eq!(c, again);
 }
+
+/// The streams' parts of the in-flight budget follow their shares and never add up to more than
+/// the whole; a zero share is refused by name.
+#[test]
+fn in_flight_shares_split_the_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "{MINIMAL}in-flight-share = 3\n[[streams]]\nname = \"b\"\npaths = [\"/b/*\"]\ntopic = \"b\"\n[[streams]]\nname = \"c\"\npaths = [\"/c/*\"]\ntopic = \"c\"\n"
+    );
+    let path = write(&dir, &text);
+    isolated(|_| {
+        let c = AgentConfig::load(Some(&path)).expect("valid");
+        let parts: Vec<u64> = c.streams.iter().map(|s| c.in_flight_bytes_of(s)).collect();
+        assert_eq!(parts, vec![8 * 1024 * 1024 * 3 / 5, 8 * 1024 * 1024 / 5, 8 * 1024 * 1024 / 5]);
+        assert!(parts.iter().sum::<u64>() <= c.max_in_flight_bytes);
+        let zero = write(&dir, &text.replace("in-flight-share = 3", "in-flight-share = 0"));
+        let e = AgentConfig::load(Some(&zero)).expect_err("zero share");
+        assert!(format!("{e:#}").contains("streams[0].in-flight-share"), "{e:#}");
+    });
+}

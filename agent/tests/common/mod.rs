@@ -210,9 +210,14 @@ impl Agent {
     /// Waits until the stream tails `path` and every file it tails is acknowledged up to its
     /// size on disk (files that are gone: up to the size last seen).
     pub fn wait_caught_up(&self, path: &Path, what: &str) -> Res {
+        self.wait_stream_caught_up(0, path, what)
+    }
+
+    /// [`Agent::wait_caught_up`] for the stream at `index` in the configuration.
+    pub fn wait_stream_caught_up(&self, index: usize, path: &Path, what: &str) -> Res {
         testkit::wait_until(what, Duration::from_secs(60), || {
             let s = self.status().ok()?;
-            let files = s["streams"][0]["files"].as_array()?.clone();
+            let files = s["streams"][index]["files"].as_array()?.clone();
             use std::os::unix::fs::MetadataExt;
             let meta = std::fs::metadata(path).ok()?;
             // The entry for the file now at `path` (by inode, not by name: a deleted file of the
