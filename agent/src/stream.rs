@@ -137,7 +137,8 @@ impl StreamRunner {
                 self.tailer.scan(&mut self.sender);
                 last_scan = Some(Instant::now());
             }
-            if !self.tailer.read_all(&mut self.sender) {
+            // A round of reads ends by the next scan, however many files are busy.
+            if !self.tailer.read_all(&mut self.sender, Instant::now() + self.poll) {
                 // Idle: wait for the next poll (poll-interval-ms: an idle file costs one look per
                 // interval), waking early when a retry arrives or a waiting one is due.
                 let wait = self

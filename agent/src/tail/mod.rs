@@ -128,6 +128,12 @@ pub struct Tailer {
     /// Checkpoints whose files could not be told found or gone (their folder could not be
     /// listed): looked for again at every scan, never removed meanwhile.
     deferred: Vec<crate::checkpoint::Checkpoint>,
+    /// What the globs matched at the last scan: a truncation noticed between scans is handled
+    /// with it.
+    last_seen: Matches,
+    /// The file the next pass starts at: a pass cut short by its deadline goes on from there,
+    /// so every file gets its turn however many there are.
+    cursor: FileId,
 }
 
 impl Tailer {
@@ -156,19 +162,32 @@ impl Tailer {
             multiline,
             buf: vec![0; CHUNK],
             deferred: Vec::new(),
+            last_seen: Matches::new(),
+            cursor: FileId { dev: 0, ino: 0 },
         })
     }
 
-    /// Reads every file once (up to a pass each, for fairness); returns whether anything was
-    /// read or sent.
-    pub fn read_all(&mut self, out: &mut impl Dispatch) -> bool {
-        let ids: Vec<FileId> = self.files.keys().copied().collect();
+    /// Reads every file once (up to a pass each, for fairness) until `deadline`; returns
+    /// whether anything was read or sent. A round cut short by the deadline (many busy files
+    /// while catching up, a slow Kafka) goes on at the next call from the file it reached, so
+    /// that scans keep their cadence and every file its turn.
+    pub fn read_all(&mut self, out: &mut impl Dispatch, deadline: Instant) -> bool {
+        let ids: Vec<FileId> =
+            self.files.range(self.cursor..).chain(self.files.range(..self.cursor)).map(|(id, _)| *id).collect();
         let mut progressed = false;
-        for id in ids {
+        let mut ids = ids.into_iter().peekable();
+        while let Some(id) = ids.next() {
             if out.stopping() {
                 break;
             }
             progressed |= self.read_file(id, out);
+            // At least one file per call, so a deadline already past still makes progress.
+            if let Some(&next) = ids.peek()
+                && Instant::now() >= deadline
+            {
+                self.cursor = next;
+                return true;
+            }
         }
         progressed
     }
@@ -191,9 +210,10 @@ impl Tailer {
         // What the globs match and no track follows is new since the last scan (at the first
         // scan, everything is), so it is opened where its checkpoint, if any, says.
         let known: BTreeSet<FileId> = self.files.keys().copied().collect();
-        for (id, path) in seen.into_iter().filter(|(id, _)| !known.contains(id)) {
-            self.open(id, path);
+        for (id, path) in seen.iter().filter(|(id, _)| !known.contains(id)) {
+            self.open(*id, path.clone());
         }
+        self.last_seen = seen;
         self.first_scan = false;
     }
 }

@@ -20,6 +20,21 @@ use crate::container::EventMeta;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::track::FileTrack;
 
+impl Tailed {
+    /// Whether the file was truncated under the reader: it is shorter than what was read, or
+    /// has more to read and its head is no longer the head it had (truncated and written
+    /// again past the read offset). One `fstat` per read, and a read of the head (at most
+    /// `FINGERPRINT_BYTES`) only when there is something new to read.
+    fn changed_under(&self) -> bool {
+        let Ok(size) = self.file.metadata().map(|m| m.len()) else { return false };
+        match size.cmp(&self.offset) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => false,
+            std::cmp::Ordering::Greater => !self.track.with(|s| s.fingerprint).same_file(&self.file).unwrap_or(true),
+        }
+    }
+}
+
 impl Tailer {
     /// Reads up to one pass worth of a file; returns whether anything was read or sent.
     pub(super) fn read_file(&mut self, id: FileId, out: &mut impl Dispatch) -> bool {
@@ -28,6 +43,16 @@ impl Tailer {
         let unsent_cap = self.config.batch_bytes.max(CHUNK) * 2;
         loop {
             let Some(t) = self.files.get_mut(&id) else { return false };
+            if t.changed_under() {
+                // Truncated (copytruncate) since the last read, and maybe grown again past the
+                // read offset: reading on from that offset would skip what the copy holds
+                // beyond it and ship the new content from its middle. Handled now, not at the
+                // next scan, which may be a long pass away while catching up.
+                let seen = std::mem::take(&mut self.last_seen);
+                self.check_truncation(id, &seen, out);
+                self.last_seen = seen;
+                return true;
+            }
             if t.batch.bytes() >= unsent_cap {
                 self.send_batch(id, false, out);
                 if self.files.get(&id).is_some_and(|t| t.batch.bytes() >= unsent_cap) {
@@ -68,7 +93,7 @@ impl Tailer {
         t.track.with(|s| s.size = size);
         let sent = !t.batch.is_empty();
         if size < t.offset {
-            // A truncation is handled at the next scan, which also knows what the globs match.
+            // Truncated: handled before the next read.
             return true;
         }
         self.send_batch(id, true, out);
