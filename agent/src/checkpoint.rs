@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod first_start;
+pub use first_start::predates;
+
 /// How many leading bytes identify a file's content.
 pub const FINGERPRINT_BYTES: usize = 256;
 const VERSION: u32 = 1;
@@ -263,32 +266,43 @@ impl Store {
             let p = p.to_path_buf();
             move |source| CheckpointError::Io { op, path: p, source }
         };
-        let mut f =
-            OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(&c.encode()).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+        let written = (|| {
+            let mut f =
+                OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io("create", &tmp))?;
+            f.write_all(&c.encode()).map_err(io("write", &tmp))?;
+            f.sync_all().map_err(io("fsync", &tmp))?;
+            drop(f);
+            std::fs::rename(&tmp, &path).map_err(io("rename", &path))
+        })();
+        if written.is_err() {
+            // A full disk would otherwise collect one temp file per failed write until restart.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("fsync", &self.dir))?;
         Ok(())
     }
 
-    /// Every checkpoint in the store, with the files that could not be read as errors.
-    pub fn list(&self) -> (Vec<Checkpoint>, Vec<CheckpointError>) {
+    /// Every checkpoint in the store, with the files that could not be read as errors (with
+    /// the file they are named for, when the error is one checkpoint's).
+    pub fn list(&self) -> (Vec<Checkpoint>, Vec<(Option<FileId>, CheckpointError)>) {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
-            Err(source) => return (good, vec![CheckpointError::Io { op: "list", path: self.dir.clone(), source }]),
+            Err(source) => {
+                return (good, vec![(None, CheckpointError::Io { op: "list", path: self.dir.clone(), source })]);
+            }
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some((dev, ino)) = name.strip_suffix(".json").and_then(|n| n.split_once('-')) else { continue };
             let (Ok(dev), Ok(ino)) = (dev.parse(), ino.parse()) else { continue };
-            match self.load(FileId { dev, ino }) {
+            let id = FileId { dev, ino };
+            match self.load(id) {
                 Ok(Some(c)) => good.push(c),
                 Ok(None) => {}
-                Err(e) => bad.push(e),
+                Err(e) => bad.push((Some(id), e)),
             }
         }
         (good, bad)
@@ -318,63 +332,4 @@ pub fn resume_offset(c: &Checkpoint, file: &mut File, size: u64) -> std::io::Res
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip_and_atomic_save() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), "app").expect("store");
-        let id = FileId { dev: 7, ino: 42 };
-        assert!(store.load(id).expect("load").is_none());
-        let c = Checkpoint::new(Path::new("/var/log/a.log"), id, Fingerprint::of(b"hello\n"), 6);
-        store.save(&c).expect("save");
-        assert_eq!(store.load(id).expect("load"), Some(c.clone()));
-        let leftovers = std::fs::read_dir(dir.path().join("app")).expect("dir").count();
-        assert_eq!(leftovers, 1, "no temp file stays behind");
-        store.remove(id).expect("remove");
-        assert!(store.load(id).expect("load").is_none());
-    }
-
-    #[test]
-    fn corrupt_checkpoints_are_errors_not_panics() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), "app").expect("store");
-        let id = FileId { dev: 1, ino: 2 };
-        let bad: [&[u8]; 5] = [
-            b"",
-            b"\x00\xff garbage",
-            br#"{"version":99,"path":"x","dev":1,"ino":2,"fingerprint_len":0,"fingerprint_crc":0,"offset":0}"#,
-            br#"{"version":1,"path":"x","dev":1,"ino":3,"fingerprint_len":0,"fingerprint_crc":0,"offset":0}"#,
-            br#"{"version":1,"path":"x","dev":1,"ino":2,"fingerprint_len":9999,"fingerprint_crc":0,"offset":0}"#,
-        ];
-        for b in bad {
-            std::fs::write(store.path_of(id), b).expect("write");
-            let err = store.load(id).expect_err("corrupt");
-            assert!(err.to_string().contains("1-2.json"), "{err}");
-        }
-        let moved = store.quarantine(id).expect("quarantine");
-        assert!(moved.exists());
-        assert!(store.load(id).expect("load").is_none());
-    }
-
-    #[test]
-    fn fingerprint_detects_replaced_content() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"first line\nsecond\n").expect("write");
-        let mut f = File::open(&p).expect("open");
-        let fp = Fingerprint::read(&f).expect("fp");
-        assert_eq!(fp.len, 18);
-        let c = Checkpoint::new(&p, FileId::of(&f.metadata().expect("meta")), fp, 11);
-        assert_eq!(resume_offset(&c, &mut f, 18).expect("resume"), 11);
-        std::fs::write(&p, b"other content entirely\n").expect("write");
-        let mut f = File::open(&p).expect("open");
-        assert_eq!(resume_offset(&c, &mut f, 23).expect("resume"), 0);
-        // Same head but shorter than the checkpoint: truncated while we were away.
-        std::fs::write(&p, b"first line\nsecond\n").expect("write");
-        let mut f = File::open(&p).expect("open");
-        let c = Checkpoint { offset: 100, ..c };
-        assert_eq!(resume_offset(&c, &mut f, 18).expect("resume"), 0);
-    }
-}
+mod tests;

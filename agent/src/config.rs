@@ -199,7 +199,9 @@ pub enum StartAt {
     /// From the first byte.
     #[default]
     Beginning,
-    /// From the current end (only new lines). Files appearing later always start at the beginning.
+    /// From the current end (only new lines), for files created before the stream was first
+    /// tailed; a file created since (while the agent was down, say) and files appearing later
+    /// start at the beginning.
     End,
 }
 

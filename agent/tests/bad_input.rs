@@ -224,3 +224,39 @@ fn a_line_over_sixteen_mebibytes_is_delivered_whole() -> Res {
     assert_eq!(agent.metric("zonal_agent_truncated_lines_total", &[])?, 0.0);
     Ok(())
 }
+
+/// `start-at = end` skips what was there at the agent's first start, and only that: after a
+/// restart, a file created while the agent was down is read from its first line, and a known
+/// file goes on from its checkpoint.
+#[test]
+fn start_at_end_skips_only_what_predates_the_first_start() -> Res {
+    let world = World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?;
+    world.kafka.create_topic("tail", 1)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    std::fs::create_dir_all(tmp.path().join("logs"))?;
+    let old = tmp.path().join("logs/old.log");
+    append(&old, (0..10).map(|n| format!("old before {n}")))?;
+    let spec =
+        AgentSpec::new(&bootstrap, tmp.path(), "tail").edit_stream(|s| s.start_at = zonal_agent::config::StartAt::End);
+    let mut agent = Agent::start(&spec)?;
+    agent.wait_tailing(&old)?;
+    append(&old, (0..10).map(|n| format!("old after {n}")))?;
+    agent.wait_caught_up(&old, "the lines written after the first start")?;
+    agent.stop()?;
+    // While the agent is down: a new file, and more lines in the known one.
+    let new = tmp.path().join("logs/new.log");
+    append(&new, (0..10).map(|n| format!("new while down {n}")))?;
+    append(&old, (0..10).map(|n| format!("old while down {n}")))?;
+    agent.restart()?;
+    agent.wait_caught_up(&new, "the file created while the agent was down")?;
+    agent.wait_caught_up(&old, "the known file")?;
+    let got = counts(&read_topic(&bootstrap, "tail")?);
+    for n in 0..10 {
+        assert!(!got.contains_key(&format!("old before {n}")), "a line from before the first start was shipped");
+        for line in [format!("old after {n}"), format!("new while down {n}"), format!("old while down {n}")] {
+            assert_eq!(got.get(&line).copied(), Some(1), "{line}");
+        }
+    }
+    Ok(())
+}

@@ -132,7 +132,15 @@ impl Tailer {
                 }
                 offset
             }
-            Ok(None) if self.first_scan && self.config.start_at == StartAt::End => size,
+            // `start-at = end` skips what was written before the agent first tailed the stream,
+            // never a file created since (while the agent was down, say).
+            Ok(None)
+                if self.first_scan
+                    && self.config.start_at == StartAt::End
+                    && file.metadata().is_ok_and(|m| checkpoint::predates(&m, self.first_start)) =>
+            {
+                size
+            }
             Ok(None) => 0,
             Err(e) => {
                 self.metrics.error(&self.name, ErrorKind::Checkpoint);

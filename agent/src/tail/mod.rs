@@ -131,6 +131,9 @@ pub struct Tailer {
     /// What the globs matched at the last scan: a truncation noticed between scans is handled
     /// with it.
     last_seen: Matches,
+    /// When the agent first tailed this stream (`None`: now). `start-at = end` skips only
+    /// what files created before then hold.
+    first_start: Option<std::time::SystemTime>,
     /// The file the next pass starts at: a pass cut short by its deadline goes on from there,
     /// so every file gets its turn however many there are.
     cursor: FileId,
@@ -148,6 +151,12 @@ impl Tailer {
     ) -> anyhow::Result<Tailer> {
         let exclude = config.exclude.iter().map(|p| glob::Pattern::new(p)).collect::<Result<_, _>>()?;
         let multiline = config.multiline_start.as_deref().map(Regex::new).transpose()?;
+        let first_start = store.first_start().unwrap_or_else(|e| {
+            // Unknown: every file without a checkpoint is read from its start (duplicates
+            // rather than loss).
+            tracing::error!(stream = %config.name, error = %e, "when this stream was first tailed is unknown; files without a checkpoint start at byte 0");
+            Some(std::time::UNIX_EPOCH)
+        });
         Ok(Tailer {
             name: config.name.clone(),
             config: config.clone(),
@@ -163,6 +172,7 @@ impl Tailer {
             buf: vec![0; CHUNK],
             deferred: Vec::new(),
             last_seen: Matches::new(),
+            first_start,
             cursor: FileId { dev: 0, ino: 0 },
         })
     }

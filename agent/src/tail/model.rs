@@ -79,6 +79,7 @@ impl Dispatch for Kafka {
 }
 
 mod app;
+mod corrupt;
 mod pass;
 
 use app::App;

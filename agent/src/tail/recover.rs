@@ -30,15 +30,42 @@ impl Tailer {
     /// it from the checkpoint, so no line written before the rotation is lost.
     pub(super) fn recover_checkpoints(&mut self, seen: &Matches) {
         let (checkpoints, errors) = self.store.list();
-        for e in errors {
+        for (id, e) in errors {
             self.metrics.error(&self.name, ErrorKind::Checkpoint);
-            tracing::error!(stream = %self.name, error = %e, "unreadable checkpoint skipped");
+            match id {
+                // A file the globs match is opened as usual, and its corrupt checkpoint dealt
+                // with there.
+                Some(id) if seen.contains_key(&id) => {}
+                Some(id) => self.finish_without_checkpoint(id, &e, seen),
+                None => tracing::error!(stream = %self.name, error = %e, "checkpoints cannot be listed"),
+            }
         }
         for c in checkpoints {
             if seen.contains_key(&c.id) || self.files.contains_key(&c.id) {
                 continue;
             }
             self.recover(&c, seen);
+        }
+    }
+
+    /// A corrupt checkpoint of a file the globs no longer match (rotated while the agent was
+    /// down): it is moved aside, and the file, if it is still beside its stream's files, is
+    /// finished from its start: where it was read to is unknown, and duplicates are better
+    /// than loss.
+    fn finish_without_checkpoint(&mut self, id: FileId, e: &crate::checkpoint::CheckpointError, seen: &Matches) {
+        let moved = self.store.quarantine(id);
+        tracing::error!(stream = %self.name, error = %e, moved_to = ?moved.as_ref().ok(),
+            "corrupt checkpoint of a file outside the globs moved aside");
+        let dirs = self.search_dirs(seen, None);
+        match rotation::find_inode(id, &dirs) {
+            Some((path, file)) if !self.files.contains_key(&id) => {
+                tracing::warn!(stream = %self.name, path = %path.display(),
+                    "finishing the rotated file of a corrupt checkpoint from its start (lines may repeat)");
+                self.metrics.recovered_files.get_or_create(&Metrics::stream(&self.name)).inc();
+                let fingerprint = Fingerprint::read(&file).unwrap_or_default();
+                self.start(id, path, file, 0, fingerprint, true);
+            }
+            _ => {}
         }
     }
 
