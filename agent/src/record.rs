@@ -1,10 +1,22 @@
 //! What a Kafka record carries besides its payload: headers (the pod's, the container's
-//! stream), the log's timestamp, and what it charges the in-flight budget.
+//! stream, where in which file the line was), the log's timestamp, and what it charges the
+//! in-flight budget.
 
 use rdkafka::message::{Header, OwnedHeaders};
 
-use crate::container::{EventMeta, PodMeta, header};
+use crate::container::{EventMeta, header};
 use crate::kafka::PER_MESSAGE_OVERHEAD;
+use crate::track::FileTrack;
+
+/// Header naming the file a record was read from: `<host>/<dev>-<ino>-<birth>`, the same for
+/// every line of a file on this host (renames included) and never reused by another file.
+pub const SOURCE: &str = "zonal.source";
+/// Header with the byte offset in that file where the record's line ends. With
+/// [`SOURCE`], a key downstream can drop the agent's at-least-once duplicates by.
+pub const OFFSET: &str = "zonal.offset";
+
+/// Longest decimal `u64`.
+const OFFSET_DIGITS: u64 = 20;
 
 /// A record about to be handed to librdkafka.
 #[derive(Debug)]
@@ -19,36 +31,77 @@ pub struct Outgoing<'a> {
     pub timestamp: Option<i64>,
 }
 
-/// What one record charges the in-flight budget: its line (the payload before any cut), its
-/// headers, and librdkafka's own per-record overhead. Computed once, carried with the record
-/// ([`Sent`]) and given back exactly on delivery.
-pub fn record_charge(line: usize, pod_bytes: u64, meta: &EventMeta) -> u64 {
-    let stream = meta.stream.map_or(0, |s| (header::IOSTREAM.len() + s.as_str().len()) as u64);
-    line as u64 + pod_bytes + stream + PER_MESSAGE_OVERHEAD
+/// The headers of the records of one group, read from one file: the file's pod and its
+/// identity, listed once for the group; each record adds its container stream and offset.
+#[derive(Debug)]
+pub struct GroupHeaders<'a> {
+    shared: Vec<(&'static str, &'a str)>,
+    /// Bytes of the shared headers (names and values).
+    shared_bytes: u64,
+    /// Whether each record carries its offset (the file's identity is among `shared`).
+    offsets: bool,
 }
 
-/// A file's pod headers, listed once for all the records of a group.
-pub fn pod_headers(pod: Option<&PodMeta>) -> Vec<(&'static str, &str)> {
-    pod.map(PodMeta::headers).unwrap_or_default()
+impl<'a> GroupHeaders<'a> {
+    /// The headers of records read from `track`'s file.
+    pub fn of(track: &'a FileTrack) -> GroupHeaders<'a> {
+        let mut shared = track.pod.as_deref().map(crate::container::PodMeta::headers).unwrap_or_default();
+        if let Some(source) = track.source.as_deref() {
+            shared.push((SOURCE, source));
+        }
+        let shared_bytes = shared.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        GroupHeaders { shared, shared_bytes, offsets: track.source.is_some() }
+    }
+
+    /// What one record charges the in-flight budget: its line (the payload before any cut),
+    /// its headers, and librdkafka's own per-record overhead. Computed once, carried with the
+    /// record ([`crate::kafka::Sent`]) and given back exactly on delivery.
+    pub fn charge(&self, line: usize, meta: &EventMeta) -> u64 {
+        let stream = meta.stream.map_or(0, |s| (header::IOSTREAM.len() + s.as_str().len()) as u64);
+        let offset = if self.offsets { OFFSET.len() as u64 + OFFSET_DIGITS } else { 0 };
+        line as u64 + self.shared_bytes + stream + offset + PER_MESSAGE_OVERHEAD
+    }
+
+    /// A record's headers, for a line of the file ending at byte `end`; none when there are
+    /// none to carry.
+    pub fn record(&self, meta: &EventMeta, end: u64) -> Option<OwnedHeaders> {
+        if self.shared.is_empty() && meta.stream.is_none() {
+            return None;
+        }
+        let mut h = OwnedHeaders::new_with_capacity(self.shared.len() + 2);
+        for &(key, value) in &self.shared {
+            h = h.insert(Header { key, value: Some(value) });
+        }
+        if let Some(s) = meta.stream {
+            h = h.insert(Header { key: header::IOSTREAM, value: Some(s.as_str()) });
+        }
+        if self.offsets {
+            h = h.insert(Header { key: OFFSET, value: Some(end.to_string().as_str()) });
+        }
+        Some(h)
+    }
 }
 
-/// Bytes of pod headers (names and values).
-pub fn pod_header_bytes(pod: &[(&str, &str)]) -> u64 {
-    pod.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+/// The identity of a file for [`SOURCE`]: the host, the device and inode, and the file's
+/// birth time (so an inode number reused by a later file names another file); 0 where the
+/// filesystem keeps no birth time.
+pub fn source_of(host: &str, id: crate::checkpoint::FileId, meta: &std::fs::Metadata) -> String {
+    let born =
+        meta.created().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    format!("{host}/{}-{}-{born}", id.dev, id.ino)
 }
 
-/// A record's headers: its pod's, and the container stream it was written to; none when
-/// there is neither.
-pub fn headers(pod: &[(&str, &str)], meta: &EventMeta) -> Option<OwnedHeaders> {
-    if pod.is_empty() && meta.stream.is_none() {
-        return None;
+/// This host's name for [`SOURCE`]: `NODE_NAME` where Kubernetes sets it (a DaemonSet pod's own
+/// name changes at every rollout, its node's does not), else the kernel's host name.
+pub fn host_name() -> String {
+    if let Ok(node) = std::env::var("NODE_NAME")
+        && !node.trim().is_empty()
+    {
+        return node.trim().to_owned();
     }
-    let mut h = OwnedHeaders::new_with_capacity(pod.len() + 1);
-    for &(key, value) in pod {
-        h = h.insert(Header { key, value: Some(value) });
-    }
-    if let Some(s) = meta.stream {
-        h = h.insert(Header { key: header::IOSTREAM, value: Some(s.as_str()) });
-    }
-    Some(h)
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
 }

@@ -25,7 +25,7 @@ use crate::config::StreamConfig;
 use crate::kafka::{AgentContext, Budget, Retry, Sent};
 use crate::metrics::{ErrorKind, Metrics};
 use crate::partition::{Partitioner, Routing};
-use crate::record::{Outgoing, headers, pod_header_bytes, pod_headers, record_charge};
+use crate::record::{GroupHeaders, Outgoing};
 use crate::tail::{Dispatch, Tailer};
 use crate::track::{BatchAck, FileTrack, Tracks};
 
@@ -169,12 +169,11 @@ struct KafkaSender {
 impl Dispatch for KafkaSender {
     fn send(&mut self, track: &Arc<FileTrack>, batch: &Batch, range: Range<usize>) -> bool {
         let name = self.shared.config.name.clone();
-        let pod = pod_headers(track.pod.as_deref());
-        let pod_bytes = pod_header_bytes(&pod);
+        let group = GroupHeaders::of(track);
         let charge: u64 = batch
             .events(range.clone())
             .zip(batch.metas(range.clone()))
-            .map(|((d, _), m)| record_charge(d.len(), pod_bytes, &m))
+            .map(|((d, _), m)| group.charge(d.len(), &m))
             .sum();
         // Records waiting for a retry hold budget that only this thread can free by sending
         // them again: never wait for budget while there are any (a long outage would otherwise
@@ -203,7 +202,7 @@ impl Dispatch for KafkaSender {
         let topic = self.shared.config.topic.clone();
         let max = self.shared.config.max_message_bytes;
         let mut payload_bytes = 0u64;
-        for ((line, _), meta) in batch.events(range.clone()).zip(batch.metas(range.clone())) {
+        for ((line, end), meta) in batch.events(range.clone()).zip(batch.metas(range.clone())) {
             let placed = self.partitioner.for_event(&routing, partition, line);
             if placed.key_missing {
                 self.metrics.error(&name, ErrorKind::KeyMissing);
@@ -218,11 +217,11 @@ impl Dispatch for KafkaSender {
                 line
             };
             payload_bytes += payload.len() as u64;
-            let sent = Box::new(Sent { ack: ack.clone(), charge: record_charge(line.len(), pod_bytes, &meta) });
+            let sent = Box::new(Sent { ack: ack.clone(), charge: group.charge(line.len(), &meta) });
             let rec = Outgoing {
                 payload,
                 key: placed.key.as_deref(),
-                headers: headers(&pod, &meta),
+                headers: group.record(&meta, end),
                 timestamp: meta.timestamp_ms,
             };
             self.send_one(&topic, rec, placed.partition, sent);

@@ -25,6 +25,8 @@ pub struct FileTrack {
     state: Mutex<TrackState>,
     /// The pod and container the file belongs to (`pod-metadata`), as record headers.
     pub pod: Option<Arc<crate::container::PodMeta>>,
+    /// The file's identity for the `zonal.source` header (`source-headers`).
+    pub source: Option<Arc<str>>,
 }
 
 /// What the checkpointer and `/status` read of a file.
@@ -64,12 +66,19 @@ impl FileTrack {
                 orphan: false,
             }),
             pod: None,
+            source: None,
         }
     }
 
     /// The same track, its records carrying `pod` as headers.
     pub fn with_pod(mut self, pod: Option<crate::container::PodMeta>) -> FileTrack {
         self.pod = pod.map(Arc::new);
+        self
+    }
+
+    /// The same track, its records carrying `source` and their offset as headers.
+    pub fn with_source(mut self, source: Option<String>) -> FileTrack {
+        self.source = source.map(Arc::from);
         self
     }
 

@@ -134,6 +134,8 @@ pub struct Tailer {
     /// When the agent first tailed this stream (`None`: now). `start-at = end` skips only
     /// what files created before then hold.
     first_start: Option<std::time::SystemTime>,
+    /// This host's name, for the files' `zonal.source` headers.
+    host: String,
     /// The file the next pass starts at: a pass cut short by its deadline goes on from there,
     /// so every file gets its turn however many there are.
     cursor: FileId,
@@ -173,6 +175,7 @@ impl Tailer {
             deferred: Vec::new(),
             last_seen: Matches::new(),
             first_start,
+            host: crate::record::host_name(),
             cursor: FileId { dev: 0, ino: 0 },
         })
     }
