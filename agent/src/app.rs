@@ -147,6 +147,7 @@ async fn open_streams(
             shared.stop.clone(),
             Duration::from_millis(config.poll_interval_ms),
             Duration::from_millis(config.rotate_wait_ms),
+            config.unsent_bytes_of(sc),
         )?;
         streams.push(stream);
         runners.push(runner);

@@ -106,9 +106,12 @@ impl Batch {
         (end > start && (full || all)).then_some(start..end)
     }
 
-    /// Gives the memory back once every event was sent. A batch grows to a read's worth of
-    /// lines; kept by every file tailed, that capacity was most of the agent's memory with 200
-    /// files (120 MB), so a file at its end keeps none.
+    /// Memory the batch holds (its capacity, not only its events), for the unsent-bytes bound.
+    pub fn held(&self) -> usize {
+        self.data.capacity() + self.spans.capacity() * std::mem::size_of::<Span>()
+    }
+
+    /// Gives the memory back when there are no events.
     pub fn release_if_empty(&mut self) {
         if self.spans.is_empty() {
             self.data = Vec::new();

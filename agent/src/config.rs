@@ -60,6 +60,10 @@ pub struct AgentConfig {
     /// held 10-13 MB more (librdkafka keeps a header of about 150 bytes per record besides).
     /// Each stream holds at most its share of it (see `streams[].in-flight-share`).
     pub max_in_flight_bytes: u64,
+    /// Upper bound on lines read from files and not yet handed to Kafka, over all streams (each
+    /// stream its share, as for `max-in-flight-bytes`): while Kafka is slow or away, reading
+    /// stops there, however many files have lines to read. 16 MiB by default.
+    pub max_unsent_bytes: u64,
     /// How often globs are re-expanded and idle files polled for growth, in milliseconds.
     pub poll_interval_ms: u64,
     /// How often acknowledged offsets are written to checkpoint files, in milliseconds.
@@ -91,6 +95,7 @@ impl Default for AgentConfig {
             checkpoint_dir: PathBuf::from("/var/lib/zonal-agent"),
             http: HttpConfig::default(),
             max_in_flight_bytes: 8 * 1024 * 1024,
+            max_unsent_bytes: 16 * 1024 * 1024,
             poll_interval_ms: 250,
             checkpoint_interval_ms: 1000,
             rotate_wait_ms: 30_000,
@@ -262,8 +267,8 @@ pub struct StreamConfig {
     /// or docker's folder and file names; files outside those layouts get none.
     #[serde(default = "default_true")]
     pub pod_metadata: bool,
-    /// This stream's share of `max-in-flight-bytes`, relative to the other streams' (1 each by
-    /// default: equal parts). A stream never holds more than its part, so one whose records
+    /// This stream's share of `max-in-flight-bytes` and `max-unsent-bytes`, relative to the
+    /// other streams' (1 each by default: equal parts). A stream never holds more than its part, so one whose records
     /// Kafka refuses or whose partitions have no leader cannot hold up the others.
     #[serde(default = "default_share")]
     pub in_flight_share: u32,
@@ -301,8 +306,17 @@ fn default_linger_ms() -> u64 {
 impl AgentConfig {
     /// The bytes in flight `stream` may hold: its share of `max-in-flight-bytes` (at least 1).
     pub fn in_flight_bytes_of(&self, stream: &StreamConfig) -> u64 {
+        self.share_of(self.max_in_flight_bytes, stream)
+    }
+
+    /// The bytes read and not yet sent `stream` may hold: its share of `max-unsent-bytes`.
+    pub fn unsent_bytes_of(&self, stream: &StreamConfig) -> u64 {
+        self.share_of(self.max_unsent_bytes, stream)
+    }
+
+    fn share_of(&self, whole: u64, stream: &StreamConfig) -> u64 {
         let total: u64 = self.streams.iter().map(|s| u64::from(s.in_flight_share)).sum::<u64>().max(1);
-        let part = u128::from(self.max_in_flight_bytes) * u128::from(stream.in_flight_share) / u128::from(total);
+        let part = u128::from(whole) * u128::from(stream.in_flight_share) / u128::from(total);
         u64::try_from(part).unwrap_or(u64::MAX).max(1)
     }
 }
@@ -323,6 +337,9 @@ impl shell::ProgramConfig for AgentConfig {
         options.validate()?;
         if self.max_in_flight_bytes < 64 * 1024 {
             bail!("max-in-flight-bytes: must be at least 65536, got {}", self.max_in_flight_bytes);
+        }
+        if self.max_unsent_bytes < 1024 * 1024 {
+            bail!("max-unsent-bytes: must be at least 1048576, got {}", self.max_unsent_bytes);
         }
         if self.poll_interval_ms == 0 || self.checkpoint_interval_ms == 0 {
             bail!("poll-interval-ms and checkpoint-interval-ms: must be positive");

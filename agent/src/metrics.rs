@@ -132,6 +132,8 @@ pub struct Metrics {
     pub kafka_protocol_bytes: Family<TrafficLabel, U64Gauge>,
     /// Bytes sent to Kafka and not yet acknowledged.
     pub in_flight_bytes: U64Gauge,
+    /// Memory holding lines read and not yet handed to Kafka, by stream.
+    pub unsent_bytes: Family<StreamLabel, U64Gauge>,
 }
 
 impl Metrics {
@@ -166,6 +168,7 @@ impl Metrics {
         r.register("local_partitions", "Partitions the stream writes to", self.local_partitions.clone());
         r.register("fallback", "1 when the stream is not zone-local, by reason", self.fallback.clone());
         r.register("in_flight_bytes", "Bytes sent and not yet acknowledged", self.in_flight_bytes.clone());
+        r.register("unsent_bytes", "Memory holding lines read and not yet sent", self.unsent_bytes.clone());
         shell::metrics::register_traffic(r, &self.kafka_bytes, &self.kafka_protocol_bytes);
     }
 

@@ -104,9 +104,11 @@ impl StreamRunner {
         stop: Arc<AtomicBool>,
         poll: Duration,
         rotate_wait: Duration,
+        unsent_limit: u64,
     ) -> anyhow::Result<StreamRunner> {
         let c = &shared.config;
-        let tailer = Tailer::new(c, shared.store.clone(), shared.tracks.clone(), metrics.clone(), rotate_wait)?;
+        let tailer = Tailer::new(c, shared.store.clone(), shared.tracks.clone(), metrics.clone(), rotate_wait)?
+            .with_unsent_limit(unsent_limit);
         let partitioner = Partitioner::new(c)?;
         let budget = shared.budget.clone();
         Ok(StreamRunner {

@@ -531,3 +531,64 @@ fn a_stream_without_a_leader_holds_its_share_and_the_other_keeps_flowing() -> Re
     }
     Ok(())
 }
+
+/// Kafka is away while a hundred files have lines to read: reading stops at the unsent bound
+/// (`max-unsent-bytes`) instead of filling a buffer per file, the peak memory stays within the
+/// README's formula, and once Kafka is back every line arrives once.
+#[test]
+fn kafka_away_with_a_hundred_busy_files_holds_memory_to_the_bound() -> Res {
+    const FILES: usize = 100;
+    const LINES: usize = 3_000;
+    let world = world()?;
+    // Three local partitions: the test cluster keeps 5 MiB a partition.
+    world.kafka.create_topic("many", 9)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let (in_flight, unsent) = (1024 * 1024, 4 * 1024 * 1024);
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "many").imds(&world.metadata[0].endpoint()).edit(|c| {
+        c.max_in_flight_bytes = in_flight;
+        c.max_unsent_bytes = unsent;
+        // Records time out and wait for a retry soon: the moment the stream reads on from other
+        // files while its budget is held by records to re-send.
+        c.kafka.options.insert("message.timeout.ms".to_owned(), "1500".to_owned());
+    });
+    let agent = Agent::start(&spec)?;
+    let pid = agent.pid().ok_or_else(|| anyhow::anyhow!("agent not running"))?;
+    let brokers: Vec<i32> = world.kafka.broker_racks().keys().copied().collect();
+    for &b in &brokers {
+        world.kafka.broker_down(b)?;
+    }
+    // 100 files of 300 kB each (30 MB): without the bound each would hold all of its lines.
+    let line = |f: usize, n: usize| format!("file {f:03} line {n:05} {}", "x".repeat(80));
+    for f in 0..FILES {
+        append(&tmp.path().join(format!("logs/f{f:03}.log")), (0..LINES).map(|n| line(f, n)))?;
+    }
+    let most = std::cell::Cell::new(0.0f64);
+    testkit::wait_until("the agent to fill its unsent bound", Duration::from_secs(60), || {
+        let held = agent.metric("zonal_agent_unsent_bytes", &[]).ok()?;
+        most.set(most.get().max(held));
+        assert!(held <= 2.0 * unsent as f64, "unsent lines hold {held} bytes, bound {unsent}");
+        (held >= 0.75 * unsent as f64).then_some(())
+    })?;
+    for &b in &brokers {
+        world.kafka.broker_up(b)?;
+    }
+    for f in 0..FILES {
+        agent.wait_caught_up(&tmp.path().join(format!("logs/f{f:03}.log")), "every file after Kafka came back")?;
+    }
+    let peak = testkit::process::peak_rss_mib(pid)?;
+    let got = counts(&read_topic(&bootstrap, "many")?);
+    let wrong = (0..FILES)
+        .flat_map(|f| (0..LINES).map(move |n| (f, n)))
+        .filter(|&(f, n)| got.get(&line(f, n)).is_none())
+        .count();
+    assert_eq!(wrong, 0, "lines lost");
+    // The unsent bound holds up to one read's growth of a batch.
+    assert!(most.get() <= 2.0 * unsent as f64, "unsent lines held {} bytes, bound {unsent}", most.get());
+    // README: about 24 MB + 1.5 x max-in-flight-bytes + 2 x max-unsent-bytes, for the release
+    // build; the tests run the debug build, whose base is about 36 MB.
+    let bound = 40.0 + 1.5 * f64::from(in_flight as u32) / 1048576.0 + 2.0 * f64::from(unsent as u32) / 1048576.0;
+    println!("peak RSS {peak:.1} MiB, bound {bound:.1} MiB, most unsent {:.1} MiB", most.get() / 1048576.0);
+    assert!(peak <= bound, "peak RSS {peak:.1} MiB over the bound {bound:.1} MiB");
+    Ok(())
+}

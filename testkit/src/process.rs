@@ -218,6 +218,19 @@ pub fn check_config(program: &str, config: &Path) -> Result<std::process::Output
         .map_err(|source| TestkitError::Io { what: format!("running {program} check -c {}", config.display()), source })
 }
 
+/// Peak resident memory of a running process (`VmHWM` in `/proc/<pid>/status`), in MiB.
+pub fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path)
+        .map_err(|e| TestkitError::Start { server: "process", reason: format!("reading {path}: {e}") })?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| TestkitError::Start { server: "process", reason: format!("no VmHWM in {path}") })?;
+    Ok(kb / 1024.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,3 +262,4 @@ mod tests {
         Ok(())
     }
 }
+

@@ -14,17 +14,6 @@ fn bound_mib(brokers: f64, partitions: f64, prefetch_kib: f64, fetch_kib: f64, r
     80.0 + brokers * 8.0 + partitions * ((prefetch_kib + fetch_kib) / 1024.0 + 0.2) + rolls * 24.0 + uploads
 }
 
-/// Peak resident memory of a process (`VmHWM`), in MiB.
-fn peak_mib(pid: u32) -> Res<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
-    Ok(kb / 1024.0)
-}
-
 #[test]
 fn a_thousand_partitions_stay_within_the_memory_formula() -> Res {
     const PARTITIONS: usize = 1000;
@@ -44,7 +33,7 @@ fn a_thousand_partitions_stay_within_the_memory_formula() -> Res {
     produce(&world, "wide", PARTITIONS as i32, 40, "m")?;
     wait_exactly_once(&world, PARTITIONS * 40, &[&w])?;
     let pid = w.pid().ok_or_else(|| anyhow::anyhow!("worker not running"))?;
-    let peak = peak_mib(pid)?;
+    let peak = testkit::process::peak_rss_mib(pid)?;
     let brokers = world.kafka.broker_racks().len() as f64;
     let worker = zonal_transporter::config::WorkerConfig::default();
     let (rolls, uploads) = (worker.max_concurrent_rolls as f64, worker.max_concurrent_uploads as f64);

@@ -134,6 +134,11 @@ pub struct Tailer {
     /// When the agent first tailed this stream (`None`: now). `start-at = end` skips only
     /// what files created before then hold.
     first_start: Option<std::time::SystemTime>,
+    /// The most memory the files' batches (lines read, not yet sent) may hold together.
+    unsent_limit: usize,
+    /// What the batches of the files other than the one being read hold (kept by `read_all`
+    /// so that a read does not add up every file's batch).
+    others_unsent: usize,
     /// This host's name, for the files' `zonal.source` headers.
     host: String,
     /// The file the next pass starts at: a pass cut short by its deadline goes on from there,
@@ -176,8 +181,22 @@ impl Tailer {
             last_seen: Matches::new(),
             first_start,
             host: crate::record::host_name(),
+            unsent_limit: 16 * 1024 * 1024,
+            others_unsent: 0,
             cursor: FileId { dev: 0, ino: 0 },
         })
+    }
+
+    /// The same tailer, its files' unsent lines held to `limit` bytes together.
+    pub fn with_unsent_limit(mut self, limit: u64) -> Tailer {
+        // Room for a chunk at least, however small the share.
+        self.unsent_limit = usize::try_from(limit).unwrap_or(usize::MAX).max(2 * CHUNK);
+        self
+    }
+
+    /// Memory the files' batches hold together.
+    fn unsent_held(&self) -> usize {
+        self.files.values().map(|t| t.batch.held()).sum()
     }
 
     /// Reads every file once (up to a pass each, for fairness) until `deadline`; returns
@@ -188,21 +207,30 @@ impl Tailer {
         let ids: Vec<FileId> =
             self.files.range(self.cursor..).chain(self.files.range(..self.cursor)).map(|(id, _)| *id).collect();
         let mut progressed = false;
+        let mut total = self.unsent_held();
         let mut ids = ids.into_iter().peekable();
         while let Some(id) = ids.next() {
             if out.stopping() {
                 break;
             }
+            self.others_unsent = total.saturating_sub(self.held_by(id));
             progressed |= self.read_file(id, out);
+            total = self.others_unsent + self.held_by(id);
+            self.metrics.unsent_bytes.get_or_create(&Metrics::stream(&self.name)).set(total as u64);
             // At least one file per call, so a deadline already past still makes progress.
             if let Some(&next) = ids.peek()
                 && Instant::now() >= deadline
             {
                 self.cursor = next;
-                return true;
+                break;
             }
         }
-        progressed
+        progressed || ids.peek().is_some()
+    }
+
+    /// Memory the batch of file `id` holds.
+    fn held_by(&self, id: FileId) -> usize {
+        self.files.get(&id).map_or(0, |t| t.batch.held())
     }
 
     /// Lists the globs: follows renames, notices truncations and files that left the globs,

@@ -42,6 +42,18 @@ impl Tailer {
         // Lines read and not yet sent are bounded: while the budget is exhausted, reading stops.
         let unsent_cap = self.config.batch_bytes.max(CHUNK) * 2;
         loop {
+            if self.others_unsent + self.held_by(id) + CHUNK > self.unsent_limit {
+                // The stream's files hold all the unsent lines they may: this one sends what it
+                // has, an incomplete group too (otherwise files each holding one could wait for
+                // one another for ever), and reads on only if that made room.
+                self.send_batch(id, true, out);
+                if let Some(t) = self.files.get_mut(&id) {
+                    t.batch.release_if_empty();
+                }
+                if self.others_unsent + self.held_by(id) + CHUNK > self.unsent_limit {
+                    return read_total > 0;
+                }
+            }
             let Some(t) = self.files.get_mut(&id) else { return false };
             if t.changed_under() {
                 // Truncated (copytruncate) since the last read, and maybe grown again past the

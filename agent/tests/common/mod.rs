@@ -167,6 +167,11 @@ impl Agent {
         .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", self.log_tail()))
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     pub fn log_tail(&self) -> String {
         self.process.log_tail(30)
     }
