@@ -113,6 +113,7 @@ async fn open_streams(
     for (i, sc) in config.streams.iter().enumerate() {
         crate::limits::check(i, sc, crate::limits::limit_of(&limits, sc))?;
     }
+    let nofile = raise_nofile();
     let mut streams = Vec::new();
     let mut runners = Vec::new();
     for sc in &config.streams {
@@ -146,8 +147,12 @@ async fn open_streams(
             rx,
             shared.stop.clone(),
             Duration::from_millis(config.poll_interval_ms),
-            Duration::from_millis(config.rotate_wait_ms),
-            config.unsent_bytes_of(sc),
+            crate::stream::FileLimits {
+                rotate_wait: Duration::from_millis(config.rotate_wait_ms),
+                unsent_bytes: config.unsent_bytes_of(sc),
+                close_idle: Duration::from_secs(config.close_idle_secs),
+                max_open: usize::try_from(config.open_files_of(sc, nofile)).unwrap_or(usize::MAX),
+            },
         )?;
         streams.push(stream);
         runners.push(runner);
@@ -319,4 +324,21 @@ async fn stop(
     }
     tasks.checkpointer.abort();
     write_checkpoints(&state.streams, &shared.metrics).await.context("final checkpoints")
+}
+
+/// Raises the soft limit on open descriptors to the hard one (systemd's and container
+/// runtimes' soft default of 1,024 is far below what a node's log files need) and returns the
+/// limit in force.
+fn raise_nofile() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => {
+            tracing::info!(limit = n, "open descriptors limit");
+            n
+        }
+        Err(e) => {
+            let n = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+            tracing::warn!(error = %e, limit = n, "cannot raise the open descriptors limit");
+            n
+        }
+    }
 }

@@ -64,6 +64,15 @@ pub struct AgentConfig {
     /// stream its share, as for `max-in-flight-bytes`): while Kafka is slow or away, reading
     /// stops there, however many files have lines to read. 16 MiB by default.
     pub max_unsent_bytes: u64,
+    /// A file idle at its end for this long, in seconds, is closed, and reopened by its identity
+    /// when a scan sees it change: a node's thousands of quiet files hold no descriptor. A file
+    /// written after it was closed and then deleted before the next scan takes those lines with
+    /// it (as with Filebeat's `close_inactive`).
+    pub close_idle_secs: u64,
+    /// The most files open at once, over all streams (each its `in-flight-share`); at the bound
+    /// the file idle the longest is closed, and new files wait for a later scan. Also held
+    /// under the process's descriptor limit (raised to its hard limit at start).
+    pub max_open_files: u64,
     /// How often globs are re-expanded and idle files polled for growth, in milliseconds.
     pub poll_interval_ms: u64,
     /// How often acknowledged offsets are written to checkpoint files, in milliseconds.
@@ -96,6 +105,8 @@ impl Default for AgentConfig {
             http: HttpConfig::default(),
             max_in_flight_bytes: 8 * 1024 * 1024,
             max_unsent_bytes: 16 * 1024 * 1024,
+            close_idle_secs: 300,
+            max_open_files: 10_000,
             poll_interval_ms: 250,
             checkpoint_interval_ms: 1000,
             rotate_wait_ms: 30_000,
@@ -309,6 +320,13 @@ impl AgentConfig {
         self.share_of(self.max_in_flight_bytes, stream)
     }
 
+    /// The files `stream` may keep open: its share of `max-open-files`, within `nofile` (the
+    /// process's descriptor limit) less room for sockets, checkpoints and listings.
+    pub fn open_files_of(&self, stream: &StreamConfig, nofile: u64) -> u64 {
+        let room = nofile.saturating_sub(256).max(self.streams.len() as u64 * 8);
+        self.share_of(self.max_open_files.min(room), stream)
+    }
+
     /// The bytes read and not yet sent `stream` may hold: its share of `max-unsent-bytes`.
     pub fn unsent_bytes_of(&self, stream: &StreamConfig) -> u64 {
         self.share_of(self.max_unsent_bytes, stream)
@@ -337,6 +355,9 @@ impl shell::ProgramConfig for AgentConfig {
         options.validate()?;
         if self.max_in_flight_bytes < 64 * 1024 {
             bail!("max-in-flight-bytes: must be at least 65536, got {}", self.max_in_flight_bytes);
+        }
+        if self.max_open_files == 0 || self.close_idle_secs == 0 {
+            bail!("max-open-files and close-idle-secs: must be positive");
         }
         if self.max_unsent_bytes < 1024 * 1024 {
             bail!("max-unsent-bytes: must be at least 1048576, got {}", self.max_unsent_bytes);

@@ -92,16 +92,14 @@ pub fn source_of(host: &str, id: crate::checkpoint::FileId, meta: &std::fs::Meta
 }
 
 /// This host's name for [`SOURCE`]: `NODE_NAME` where Kubernetes sets it (a DaemonSet pod's own
-/// name changes at every rollout, its node's does not), else the kernel's host name.
+/// name changes at every rollout, its node's does not), else the kernel's host name (asked of
+/// the kernel, not read from `/proc`, which the systemd unit's `ProcSubset=pid` hides).
 pub fn host_name() -> String {
     if let Ok(node) = std::env::var("NODE_NAME")
         && !node.trim().is_empty()
     {
         return node.trim().to_owned();
     }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned())
+    let host = gethostname::gethostname().to_string_lossy().trim().to_owned();
+    if host.is_empty() { "unknown-host".to_owned() } else { host }
 }

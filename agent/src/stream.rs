@@ -88,6 +88,19 @@ impl Heartbeat {
     }
 }
 
+/// What a stream's tailer may hold of its files.
+#[derive(Debug, Clone, Copy)]
+pub struct FileLimits {
+    /// How long a file outside the globs is read after its last data.
+    pub rotate_wait: Duration,
+    /// Lines read and not yet sent, in bytes.
+    pub unsent_bytes: u64,
+    /// How long a file idle at its end stays open.
+    pub close_idle: Duration,
+    /// Files open at once.
+    pub max_open: usize,
+}
+
 /// Runs one stream until `stop` is set.
 pub struct StreamRunner {
     tailer: Tailer,
@@ -103,12 +116,12 @@ impl StreamRunner {
         retries: Receiver<Retry>,
         stop: Arc<AtomicBool>,
         poll: Duration,
-        rotate_wait: Duration,
-        unsent_limit: u64,
+        files: FileLimits,
     ) -> anyhow::Result<StreamRunner> {
         let c = &shared.config;
-        let tailer = Tailer::new(c, shared.store.clone(), shared.tracks.clone(), metrics.clone(), rotate_wait)?
-            .with_unsent_limit(unsent_limit);
+        let tailer = Tailer::new(c, shared.store.clone(), shared.tracks.clone(), metrics.clone(), files.rotate_wait)?
+            .with_unsent_limit(files.unsent_bytes)
+            .with_descriptors(files.close_idle, files.max_open);
         let partitioner = Partitioner::new(c)?;
         let budget = shared.budget.clone();
         Ok(StreamRunner {

@@ -60,7 +60,7 @@ impl Tailer {
         self.files.insert(
             id,
             Tailed {
-                file,
+                file: Some(file),
                 track,
                 splitter,
                 offset,
@@ -118,7 +118,7 @@ impl Tailer {
                     && t.last_data.elapsed() >= self.rotate_wait
                     && t.batch.is_empty()
                     && t.track.with(|s| s.acks.in_flight() == 0)
-                    && t.file.metadata().is_ok_and(|m| m.len() <= t.offset)
+                    && t.file.as_ref().is_some_and(|f| f.metadata().is_ok_and(|m| m.len() <= t.offset))
             })
             .map(|(id, _)| *id)
             .collect()
@@ -126,7 +126,7 @@ impl Tailer {
 
     /// Stops tailing a finished file: its track, lag metric and checkpoint go, since nothing
     /// of it is left to ship.
-    fn let_go(&mut self, id: FileId) {
+    pub(super) fn let_go(&mut self, id: FileId) {
         let Some(t) = self.files.remove(&id) else { return };
         let path = t.track.with(|s| s.path.clone());
         tracing::info!(stream = %self.name, path = %path.display(), "finished a rotated or deleted file");

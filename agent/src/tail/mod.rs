@@ -38,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::track::{FileTrack, Tracks};
 
 mod discover;
+mod idle;
 mod lifecycle;
 #[cfg(test)]
 mod model;
@@ -68,8 +69,10 @@ pub trait Dispatch {
 
 /// One file being tailed.
 struct Tailed {
-    /// The open descriptor: a file renamed away or deleted is still read through it.
-    file: File,
+    /// The open descriptor: a file renamed away or deleted is still read through it. `None`
+    /// while the file is closed for being idle at its end (`close-idle-secs`, or to stay under
+    /// `max-open-files`); it is reopened by identity when it changes.
+    file: Option<File>,
     /// What the checkpointer, `/status` and the delivery reports share of the file.
     track: Arc<FileTrack>,
     /// Cuts what is read into events; holds back a partial last line and a multi-line event
@@ -139,6 +142,10 @@ pub struct Tailer {
     /// What the batches of the files other than the one being read hold (kept by `read_all`
     /// so that a read does not add up every file's batch).
     others_unsent: usize,
+    /// A file idle at its end this long is closed.
+    close_idle: Duration,
+    /// The most files this stream keeps open.
+    max_open: usize,
     /// This host's name, for the files' `zonal.source` headers.
     host: String,
     /// The file the next pass starts at: a pass cut short by its deadline goes on from there,
@@ -182,6 +189,8 @@ impl Tailer {
             first_start,
             host: crate::record::host_name(),
             unsent_limit: 16 * 1024 * 1024,
+            close_idle: Duration::from_secs(300),
+            max_open: usize::MAX,
             others_unsent: 0,
             cursor: FileId { dev: 0, ino: 0 },
         })
@@ -191,6 +200,14 @@ impl Tailer {
     pub fn with_unsent_limit(mut self, limit: u64) -> Tailer {
         // Room for a chunk at least, however small the share.
         self.unsent_limit = usize::try_from(limit).unwrap_or(usize::MAX).max(2 * CHUNK);
+        self
+    }
+
+    /// The same tailer, closing files idle at their end for `close_idle` and keeping at most
+    /// `max_open` open.
+    pub fn with_descriptors(mut self, close_idle: Duration, max_open: usize) -> Tailer {
+        self.close_idle = close_idle;
+        self.max_open = max_open.max(1);
         self
     }
 
@@ -238,6 +255,7 @@ impl Tailer {
     pub fn scan(&mut self, out: &mut impl Dispatch) {
         let seen = self.list_globs();
         self.follow_known(&seen);
+        self.reopen_changed(&seen);
         let ids: Vec<FileId> = self.files.keys().copied().collect();
         for id in ids {
             self.check_truncation(id, &seen, out);
@@ -252,8 +270,13 @@ impl Tailer {
         // scan, everything is), so it is opened where its checkpoint, if any, says.
         let known: BTreeSet<FileId> = self.files.keys().copied().collect();
         for (id, path) in seen.iter().filter(|(id, _)| !known.contains(id)) {
+            // At `max-open-files`, the rest wait for a later scan (their lines stay on disk).
+            if !self.room_to_open() {
+                break;
+            }
             self.open(*id, path.clone());
         }
+        self.close_idle();
         self.last_seen = seen;
         self.first_scan = false;
     }

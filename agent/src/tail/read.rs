@@ -26,11 +26,12 @@ impl Tailed {
     /// again past the read offset). One `fstat` per read, and a read of the head (at most
     /// `FINGERPRINT_BYTES`) only when there is something new to read.
     fn changed_under(&self) -> bool {
-        let Ok(size) = self.file.metadata().map(|m| m.len()) else { return false };
+        let Some(file) = &self.file else { return false };
+        let Ok(size) = file.metadata().map(|m| m.len()) else { return false };
         match size.cmp(&self.offset) {
             std::cmp::Ordering::Less => true,
             std::cmp::Ordering::Equal => false,
-            std::cmp::Ordering::Greater => !self.track.with(|s| s.fingerprint).same_file(&self.file).unwrap_or(true),
+            std::cmp::Ordering::Greater => !self.track.with(|s| s.fingerprint).same_file(file).unwrap_or(true),
         }
     }
 }
@@ -72,7 +73,9 @@ impl Tailer {
                 }
                 continue;
             }
-            let n = match t.file.read(&mut self.buf) {
+            // A closed file is read again once a scan sees it change and reopens it.
+            let Some(file) = t.file.as_mut() else { return read_total > 0 };
+            let n = match file.read(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) => {
                     self.metrics.error(&self.name, ErrorKind::Read);
@@ -101,7 +104,7 @@ impl Tailer {
         if t.splitter.has_pending() && t.last_data.elapsed() >= multiline_timeout {
             t.flush_pending();
         }
-        let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.offset);
+        let size = t.file.as_ref().and_then(|f| f.metadata().ok()).map_or(t.offset, |m| m.len());
         t.track.with(|s| s.size = size);
         let sent = !t.batch.is_empty();
         if size < t.offset {

@@ -29,9 +29,11 @@ impl Tailer {
     /// counted as lost.
     pub(super) fn check_truncation(&mut self, id: FileId, seen: &Matches, out: &mut impl Dispatch) {
         let Some(t) = self.files.get_mut(&id) else { return };
-        let Ok(size) = t.file.metadata().map(|m| m.len()) else { return };
+        // A closed file is looked at when a scan reopens it.
+        let Some(file) = &t.file else { return };
+        let Ok(size) = file.metadata().map(|m| m.len()) else { return };
         let head = t.track.with(|s| s.fingerprint);
-        let same = head.same_file(&t.file).unwrap_or(true);
+        let same = head.same_file(file).unwrap_or(true);
         if size >= t.offset && same {
             if head_can_grow(head, size) {
                 save_longer_head(&self.store, &self.name, t);
@@ -50,13 +52,15 @@ impl Tailer {
             Some(found) => self.move_to_copy(old, found, &path),
             None => self.send_what_was_read(old, &path, out),
         };
-        self.start_again(id, truncated, path, seen);
+        if let Some(truncated) = truncated {
+            self.start_again(id, truncated, path, seen);
+        }
     }
 
     /// logrotate kept a copy of the truncated file: the track (read position, unsent lines,
     /// batches in flight) moves to the copy, which is finished like a renamed file. Returns
     /// the truncated file's descriptor.
-    fn move_to_copy(&mut self, old: Tailed, found: Found, path: &Path) -> File {
+    fn move_to_copy(&mut self, old: Tailed, found: Found, path: &Path) -> Option<File> {
         let Tailed { file: truncated, track, splitter, batch, last_data, offset: read, .. } = old;
         tracing::info!(stream = %self.name, path = %path.display(), copy = %found.path.display(), read,
             "file truncated (copytruncate); finishing the copy, then the file from the start");
@@ -75,13 +79,16 @@ impl Tailer {
         // again): a crash in between must still find the copy and where to finish it.
         self.save_checkpoint(&track.with(|s| s.checkpoint()));
         self.shared_tracks().insert(found.id, track.clone());
-        self.files.insert(found.id, Tailed { file, track, splitter, offset: read, last_data, unseen_scans: 1, batch });
+        self.files.insert(
+            found.id,
+            Tailed { file: Some(file), track, splitter, offset: read, last_data, unseen_scans: 1, batch },
+        );
         truncated
     }
 
     /// No copy beside the truncated file: what was read is sent all the same, and what was not
     /// is counted as lost. Returns the truncated file's descriptor.
-    fn send_what_was_read(&mut self, mut old: Tailed, path: &Path, out: &mut impl Dispatch) -> File {
+    fn send_what_was_read(&mut self, mut old: Tailed, path: &Path, out: &mut impl Dispatch) -> Option<File> {
         let read = old.offset;
         let lost = old.track.with(|s| s.size).saturating_sub(read);
         tracing::warn!(stream = %self.name, path = %path.display(), read, lost_bytes = lost,
@@ -118,7 +125,7 @@ pub(super) fn head_can_grow(head: Fingerprint, size: u64) -> bool {
 /// it covers is sent: a file first seen empty would otherwise be found by nothing. The head stops
 /// growing at [`checkpoint::FINGERPRINT_BYTES`], so this is a few writes per file.
 pub(super) fn save_longer_head(store: &Store, stream: &str, t: &Tailed) {
-    let Ok(new_fp) = Fingerprint::read(&t.file) else { return };
+    let Some(Ok(new_fp)) = t.file.as_ref().map(Fingerprint::read) else { return };
     let changed = t.track.with(|s| {
         let changed = s.fingerprint != new_fp;
         s.fingerprint = new_fp;

@@ -31,11 +31,19 @@ pub struct Agent {
     pub log: PathBuf,
 }
 
-/// The agent's command line, as every test runs it.
-fn command(config: &Path, log: &Path) -> ProcessSpec {
-    ProcessSpec::new(env!("CARGO_BIN_EXE_zonal-agent"), &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log)
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .env_remove("ZONAL_ZONE")
+/// The agent's command line, as every test runs it; under `prlimit` when the test limits its
+/// descriptors.
+fn command(config: &Path, log: &Path, nofile: Option<u64>) -> ProcessSpec {
+    let bin = env!("CARGO_BIN_EXE_zonal-agent");
+    let spec = match nofile {
+        None => ProcessSpec::new(bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log),
+        Some(n) => {
+            let limit = format!("--nofile={n}:{n}");
+            let args = [limit.as_ref(), bin.as_ref(), "run".as_ref(), "-c".as_ref(), config.as_os_str()];
+            ProcessSpec::new("prlimit", &args, log)
+        }
+    };
+    spec.env("RUST_LOG", "info,rdkafka=warn").env_remove("ZONAL_ZONE")
 }
 
 /// Settings of one agent in a test: where it works and the configuration it is started with.
@@ -45,6 +53,8 @@ pub struct AgentSpec {
     pub dir: PathBuf,
     /// The configuration written to `dir/agent.toml`, apart from `http.listen`.
     pub config: AgentConfig,
+    /// The descriptor limit (soft and hard) the agent runs under, if the test sets one.
+    pub nofile: Option<u64>,
 }
 
 /// A stream with every optional field at the agent's own default. `StreamConfig` has no
@@ -75,7 +85,7 @@ impl AgentSpec {
         config.kafka.topology_refresh_secs = 1;
         config.kafka.options.insert("statistics.interval.ms".to_owned(), "200".to_owned());
         config.zone.providers = Vec::new();
-        AgentSpec { dir: dir.to_owned(), config }
+        AgentSpec { dir: dir.to_owned(), config, nofile: None }
     }
 
     /// The zone comes from the fake EC2 instance metadata service at `endpoint`.
@@ -132,7 +142,7 @@ impl Agent {
         let path = spec.dir.join("agent.toml");
         write_config(&path, &config)?;
         let log = spec.dir.join("agent.log");
-        let process = Process::start(command(&path, &log))?;
+        let process = Process::start(command(&path, &log, spec.nofile))?;
         Ok(Agent { process, http: format!("http://{}", config.http.listen), config: path, log })
     }
 
@@ -142,7 +152,7 @@ impl Agent {
         let path = dir.join("agent.toml");
         let config: AgentConfig = toml::from_str(&std::fs::read_to_string(&path)?)?;
         let log = dir.join("agent.log");
-        let process = Process::start(command(&path, &log))?;
+        let process = Process::start(command(&path, &log, None))?;
         let agent = Agent { process, http: format!("http://{}", config.http.listen), config: path, log };
         agent.wait_ready()?;
         Ok(agent)
