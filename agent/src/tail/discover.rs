@@ -23,6 +23,10 @@ impl Tailer {
     pub(super) fn list_globs(&self) -> Matches {
         let name = &self.name;
         let mut seen = Matches::new();
+        #[cfg(test)]
+        if self.listing_fails {
+            return seen;
+        }
         for pattern in &self.config.paths {
             let entries = match glob::glob(pattern) {
                 Ok(e) => e,

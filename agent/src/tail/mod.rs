@@ -44,6 +44,7 @@ mod lifecycle;
 mod model;
 mod read;
 mod recover;
+mod renumber;
 mod truncate;
 
 /// Bytes asked of a file per read; one buffer of this size serves every file of the stream.
@@ -148,6 +149,9 @@ pub struct Tailer {
     max_open: usize,
     /// This host's name, for the files' `zonal.source` headers.
     host: String,
+    /// The model's listing failure: the globs yield nothing while the files are there.
+    #[cfg(test)]
+    listing_fails: bool,
     /// The file the next pass starts at: a pass cut short by its deadline goes on from there,
     /// so every file gets its turn however many there are.
     cursor: FileId,
@@ -193,6 +197,8 @@ impl Tailer {
             max_open: usize::MAX,
             others_unsent: 0,
             cursor: FileId { dev: 0, ino: 0 },
+            #[cfg(test)]
+            listing_fails: false,
         })
     }
 

@@ -40,7 +40,7 @@ impl Tailer {
                 None => tracing::error!(stream = %self.name, error = %e, "checkpoints cannot be listed"),
             }
         }
-        for c in checkpoints {
+        for c in self.adopt_renumbered(checkpoints, seen) {
             if seen.contains_key(&c.id) || self.files.contains_key(&c.id) {
                 continue;
             }
