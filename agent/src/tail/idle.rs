@@ -23,8 +23,9 @@ use crate::rotation;
 
 impl Tailed {
     /// Whether the file can be closed without losing its place: in the globs (an orphan may be
-    /// deleted, and is read only through its descriptor), read to its end, and nothing read
-    /// is waiting to be sent or split.
+    /// deleted, and is read only through its descriptor), read to its end with its head as it
+    /// was (a truncation not yet handled needs the descriptor), and nothing read is waiting to
+    /// be sent or split.
     fn at_rest(&self) -> bool {
         let Some(file) = &self.file else { return false };
         self.unseen_scans == 0
@@ -32,6 +33,7 @@ impl Tailed {
             && self.splitter.buffered() == 0
             && !self.splitter.has_pending()
             && file.metadata().is_ok_and(|m| m.len() == self.offset)
+            && self.track.with(|s| s.fingerprint).same_file(file).unwrap_or(false)
     }
 }
 

@@ -19,68 +19,26 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{Dispatch, Tailer};
-use crate::batch::Batch;
+use super::Tailer;
 use crate::checkpoint::Store;
 use crate::config::StreamConfig;
 use crate::metrics::Metrics;
-use crate::track::{BatchAck, FileTrack, Tracks};
+use crate::track::Tracks;
 
-/// Groups handed over and not yet acknowledged, and the lines acknowledged.
-#[derive(Default)]
-struct Kafka {
-    pending: Vec<Sent>,
-    delivered: Vec<Vec<u8>>,
-}
+mod kafka;
 
-/// A group handed over to the model Kafka and not acknowledged yet.
-struct Sent {
-    /// What the group's records settle when the model acknowledges them.
-    ack: Arc<BatchAck>,
-    /// The group's lines, delivered when the model acknowledges them.
-    lines: Vec<Vec<u8>>,
-}
-
-impl Kafka {
-    fn ack(&mut self, i: usize) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let Sent { ack, lines } = self.pending.remove(i % self.pending.len());
-        for _ in &lines {
-            ack.settle_one();
-        }
-        self.delivered.extend(lines);
-    }
-}
-
-impl Dispatch for Kafka {
-    fn send(&mut self, track: &Arc<FileTrack>, batch: &Batch, range: Range<usize>) -> bool {
-        let Some(end) = batch.end_offset(&range) else { return true };
-        let ack = BatchAck::dispatch(track, end, range.len());
-        self.pending.push(Sent { ack, lines: batch.events(range).map(|(d, _)| d.to_vec()).collect() });
-        true
-    }
-
-    fn make_room(&mut self) {
-        self.ack(0);
-    }
-
-    fn stopping(&self) -> bool {
-        false
-    }
-}
+use kafka::Kafka;
 
 mod app;
 mod corrupt;
 mod listing;
+mod moments;
 mod pass;
 
 use app::App;
@@ -397,38 +355,4 @@ proptest! {
     fn no_line_is_lost_with_idle_files_closed(ops in proptest::collection::vec(op(), 1..60)) {
         run_in(Layout::PlainClosing, &ops)?;
     }
-}
-
-/// The moments the issue names, spelled out: a restart between the rename and the reopen
-/// with lines unread; a copytruncate with lines unread; an unfinished line in a renamed file.
-#[test]
-fn named_moments() -> Result<(), TestCaseError> {
-    use Op::*;
-    let w = |lines| Write { lines, unfinished: false };
-    run(&[w(20), Tick, Checkpoint, w(20), Rename, w(5), Restart, Tick])?;
-    run(&[w(20), Tick, AckAll, Checkpoint, w(30), CopyTruncate, w(10), Tick])?;
-    run(&[w(20), Tick, w(3), CopyTruncate, Restart, w(4), Tick])?;
-    run(&[Write { lines: 5, unfinished: true }, Tick, Rename, Tick, Restart, Tick, Reopen, w(2)])?;
-    run(&[w(10), Tick, Rename, Reopen, w(10), Rename, Restart, Reopen, w(3), CopyTruncate, Tick])?;
-    // Kubelet: a rotation behind the symlink while the agent is down (found in the link's
-    // target folder, the link dangling until the runtime reopens), and a pod deleted with
-    // lines unread.
-    run_in(Layout::Kubelet, &[w(20), Tick, Checkpoint, w(20), Rename, w(5), Restart, Tick, Reopen, w(3), Tick])?;
-    run_in(Layout::Kubelet, &[w(20), Tick, w(20), Rename, Reopen, w(5), Tick, w(7), DeletePod, Tick])?;
-    // Rotations deleted once read (kubelet's max files), with the agent restarted after.
-    let rotate = [Rename, w(4), Reopen, w(6), Tick, AckAll, Checkpoint];
-    let mut ops = vec![w(10), Tick, AckAll];
-    ops.extend(rotate.iter().cloned().chain(rotate.iter().cloned()));
-    ops.extend([DeleteRotated, Restart, w(3), Tick, DeleteRotated, w(2), Tick]);
-    run_in(Layout::Kubelet, &ops)?;
-    // Copytruncate and the file written past the old read offset before any scan: the read
-    // between scans notices it (the head changed) instead of reading on from the old offset.
-    run(&[w(20), Tick, AckAll, Checkpoint, w(30), CopyTruncate, w(60), Read, Tick])?;
-    run(&[w(20), Tick, w(30), Read, CopyTruncate, w(60), Read, w(5), Read, Tick])?;
-    // A device renumbered across a restart, with a rotation and lines unread: the checkpoints
-    // are taken over by the files' new identities, without duplicates or loss.
-    let resent = run(&[w(20), Tick, AckAll, Checkpoint, w(10), Renumber, Tick, AckAll, Checkpoint])?;
-    prop_assert_eq!(resent, 0, "lines acknowledged and checkpointed before the renumbering were sent again");
-    run(&[w(20), Tick, AckAll, Checkpoint, w(10), Rename, Reopen, w(5), Renumber, Tick])?;
-    Ok(())
 }

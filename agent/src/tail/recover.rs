@@ -78,9 +78,10 @@ impl Tailer {
             && let Ok(meta) = std::fs::metadata(path)
             && FileId::of(&meta) == c.id
         {
-            // The listing missed a file that is there: tail it from its checkpoint.
-            if let Ok(file) = std::fs::File::open(path) {
-                self.start(c.id, path.to_owned(), file, c.offset, c.fingerprint(), false);
+            // The listing missed a file that is there: open it like a matched file, from its
+            // checkpoint (or, truncated meanwhile, its copy first and then from the start).
+            self.open(c.id, path.to_owned());
+            if self.files.contains_key(&c.id) {
                 return;
             }
         }
@@ -95,6 +96,16 @@ impl Tailer {
         let dirs = self.search_dirs(seen, Some(Path::new(&c.path)));
         let tailed: BTreeSet<FileId> = self.files.keys().chain(seen.keys()).copied().collect();
         let Some(found) = rotation::find(c.id, c.fingerprint(), c.offset, &dirs, &|id| tailed.contains(&id)) else {
+            if let Some((path, file)) = rotation::find_inode(c.id, &dirs).filter(|_| !tailed.contains(&c.id)) {
+                // The file is there under another name with another head: truncated (its copy
+                // gone too) and written again while the agent was down. What it holds now is new.
+                tracing::warn!(stream = %self.name, was = %c.path, now = %path.display(),
+                    "truncated and renamed while the agent was down, its copy gone; finishing what it holds now from the start");
+                self.metrics.error(&self.name, ErrorKind::RotatedFileGone);
+                let fingerprint = Fingerprint::read(&file).unwrap_or_default();
+                self.start(c.id, path, file, 0, fingerprint, true);
+                return;
+            }
             self.metrics.error(&self.name, ErrorKind::RotatedFileGone);
             tracing::warn!(stream = %self.name, path = %c.path, offset = c.offset,
                 "the file of a checkpoint is gone (compressed or deleted while the agent was down); anything it held past the offset could not be read");
