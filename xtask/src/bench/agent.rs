@@ -16,13 +16,13 @@ use super::Row;
 use super::probe::{PeakRss, Timed, bar, high_watermarks, timed};
 
 /// The input: its files, the glob the agent tails them by, their bytes and lines.
-struct Input {
-    files: Vec<PathBuf>,
+pub(super) struct Input {
+    pub(super) files: Vec<PathBuf>,
     /// What kcat reads: the one file, or every file's lines in one (`kcat -l` takes one file).
-    kcat_file: PathBuf,
-    glob: String,
-    size: u64,
-    lines: usize,
+    pub(super) kcat_file: PathBuf,
+    pub(super) glob: String,
+    pub(super) size: u64,
+    pub(super) lines: usize,
 }
 
 pub(super) fn run(lines: usize, line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
@@ -39,6 +39,13 @@ pub(super) fn run(lines: usize, line_bytes: usize, dir: &Path) -> anyhow::Result
 
 /// The `scale` case's agent: `files` files of `lines_each` lines, tailed at once.
 pub(super) fn run_files(files: usize, lines_each: usize, line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
+    let input = files_input(files, lines_each, line_bytes, dir)?;
+    measure("scale agent", &input)
+}
+
+/// `files` files of `lines_each` lines each, generated once and kept between runs, and their
+/// lines all in one file for kcat.
+pub(super) fn files_input(files: usize, lines_each: usize, line_bytes: usize, dir: &Path) -> anyhow::Result<Input> {
     let sub = dir.join(format!("agent-files-{files}x{lines_each}x{line_bytes}"));
     std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
     let mut paths = Vec::new();
@@ -68,8 +75,7 @@ pub(super) fn run_files(files: usize, lines_each: usize, line_bytes: usize, dir:
         all.flush()?;
     }
     let glob = format!("{}/*.log", sub.display());
-    let input = Input { files: paths, kcat_file, glob, size, lines: files * lines_each };
-    measure("scale agent", &input)
+    Ok(Input { files: paths, kcat_file, glob, size, lines: files * lines_each })
 }
 
 fn measure(case: &'static str, input: &Input) -> anyhow::Result<Vec<Row>> {
@@ -120,7 +126,7 @@ fn measure(case: &'static str, input: &Input) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-fn kcat(bootstrap: &str, input: &Input) -> anyhow::Result<Timed> {
+pub(super) fn kcat(bootstrap: &str, input: &Input) -> anyhow::Result<Timed> {
     let mut cmd = Command::new("kcat");
     cmd.args(["-P", "-b", bootstrap, "-t", "bench-kcat", "-z", "lz4"])
         .args(["-X", "enable.idempotence=true", "-X", "acks=all", "-X", "linger.ms=10"])

@@ -14,7 +14,9 @@
 //! - `cross-zone`: the demo at a fixed rate; the zone-aware run's cross-zone bytes against the
 //!   zone-unaware run's in the same invocation.
 //! - `scale`: wide rather than fast: the agent tailing 200 files at once against `kcat -P` over
-//!   them, and the transporter fleet over 1,000 partitions against `kcat -C`; throughput and
+//!   them, then over 5,000 files with every broker down for 10 s in the middle (`many-files`,
+//!   also runnable alone: bytes lost, peak RSS against the README's formula, most descriptors
+//!   open), and the transporter fleet over 1,000 partitions against `kcat -C`; throughput and
 //!   peak RSS. The transporter case also gives CPU seconds per GB.
 //!
 //! ```text
@@ -26,13 +28,15 @@
 //!                  └─ 3 x zonal-transporter (release) ──> S3                   (time, peak RSS)
 //!  assignment:   assign(100k partitions, 1k workers), fresh and sticky   vs   hash into zone
 //!  cross-zone:   cargo xtask demo (10 s, 300 lines/s): zone-aware   vs   zone-unaware bytes
-//!  scale:        agent over 200 files; 3 transporters over 1,000 partitions   vs   kcat -P / -C
+//!  scale:        agent over 200 files; over 5,000 files with an outage; 3 transporters over
+//!                1,000 partitions   vs   kcat -P / -C
 //!  ratio = Zonal's figure / the reference's figure
 //! ```
 
 mod agent;
 mod assignment;
 mod cross_zone;
+mod many;
 mod probe;
 mod scale;
 mod transporter;
@@ -69,13 +73,14 @@ pub struct Row {
 }
 
 /// Every case, in the order `cargo xtask bench` runs them.
-pub const CASES: [&str; 5] = ["agent", "transporter", "assignment", "cross-zone", "scale"];
+pub const CASES: [&str; 6] = ["agent", "transporter", "assignment", "cross-zone", "scale", "many-files"];
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = crate::target_dir().join("zonal-bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let cases: Vec<&str> = match args.case.as_deref() {
-        None => CASES.to_vec(),
+        // `many-files` is part of `scale`; alone, it is for measuring that part by itself.
+        None => CASES.iter().copied().filter(|c| *c != "many-files").collect(),
         Some(c) if CASES.contains(&c) => vec![c],
         Some(c) => bail!("unknown bench case {c:?}; cases: {}", CASES.join(", ")),
     };
@@ -93,6 +98,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "transporter" => transporter::run(args.transporter_mib, &dir)?,
             "assignment" => assignment::run(),
             "scale" => scale::run(args.line_bytes, &dir)?,
+            "many-files" => many::run(args.line_bytes, &dir)?,
             _ => cross_zone::run(&dir)?,
         });
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask bench scale`: the agent and the transporter where a deployment grows wide rather
-//! than fast. The agent tails 200 files at once (against `kcat -P` over the same 200 files); the
+//! than fast. The agent tails 200 files at once (against `kcat -P` over the same 200 files), then
+//! 5,000 with every broker down in the middle (`many`: nothing lost, memory and descriptors); the
 //! transporter moves a topic of 1,000 partitions with three workers (against `kcat -C`). Each
 //! reports throughput and peak RSS, as the `agent` and `transporter` cases do.
 //!
@@ -10,7 +11,7 @@
 
 use std::path::Path;
 
-use super::{Row, agent, transporter};
+use super::{Row, agent, many, transporter};
 
 /// Files the agent tails at once.
 const FILES: usize = 200;
@@ -24,6 +25,7 @@ const TRANSPORTER_MIB: u64 = 512;
 
 pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let mut rows = agent::run_files(FILES, LINES_PER_FILE, line_bytes, dir)?;
+    rows.extend(many::run(line_bytes, dir)?);
     rows.extend(transporter::run_with("scale transporter", PARTITIONS, TRANSPORTER_MIB, dir)?);
     Ok(rows)
 }

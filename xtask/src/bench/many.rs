@@ -1,0 +1,178 @@
+//! The `scale` case's agent at a node's width: 5,000 files tailed at once, with every broker
+//! down for a while in the middle. It reports what the README promises of that moment: nothing
+//! lost (every byte of every file acknowledged), peak RSS against the memory formula, the most
+//! descriptors open, and the throughput outside the outage against `kcat -P` over the same
+//! lines.
+//!
+//! ```text
+//!  5,000 files ──zonal-agent──> Kafka: half acknowledged ──every broker down 10 s──> up ──> all
+//!     acknowledged; sampled all along: VmHWM, open descriptors    vs   kcat -P (one file)
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use testkit::process::{Process, ProcessSpec};
+use testkit::{World, WorldSpec};
+
+use super::Row;
+use super::agent::{Input, files_input, kcat};
+use super::probe::{PeakRss, bar, high_watermarks};
+
+/// Files tailed at once.
+const FILES: usize = 5_000;
+/// Lines per file.
+const LINES_PER_FILE: usize = 100;
+/// How long every broker is down.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
+    let input = files_input(FILES, LINES_PER_FILE, line_bytes, dir)?;
+    crate::run(
+        "cargo build --release -p zonal-agent",
+        crate::cargo().args(["build", "--release", "-p", "zonal-agent"]),
+    )?;
+    let bin = crate::target_dir().join("release/zonal-agent");
+    let world = World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?;
+    for t in ["bench-kcat", "bench-agent"] {
+        world.kafka.create_topic(t, 12)?;
+    }
+    let bootstrap = world.kafka.bootstrap();
+    let reference = kcat(&bootstrap, &input)?;
+    if reference.code != 0 {
+        bail!("kcat exited with status {}", reference.code);
+    }
+    let run = agent(&world, &bin, &input)?;
+    let records = high_watermarks(&bootstrap, "bench-agent")?;
+    let mb = input.size as f64 / 1e6;
+    let lost = input.size.saturating_sub(run.acked);
+    // README: 24 MB + 1.5 x max-in-flight-bytes (8 MiB) + 2 x max-unsent-bytes (16 MiB).
+    let formula = 24.0 + 1.5 * 8.0 * 1.048_576 + 2.0 * 16.0 * 1.048_576;
+    eprintln!(
+        "agent over {FILES} files: {mb:.0} MB in {:.1} s outside a {:.0} s outage ({:.1} MB/s; kcat {:.1} MB/s); \
+         lost {lost} bytes; {} records for {} lines; peak RSS {:.1} MB (formula {formula:.1}); at most {} descriptors",
+        run.secs,
+        OUTAGE.as_secs_f64(),
+        mb / run.secs,
+        mb / reference.secs,
+        records,
+        input.lines,
+        run.rss_mb,
+        run.fds,
+    );
+    if lost > 0 || records < input.lines as i64 {
+        bail!(
+            "the agent lost lines across the outage: {lost} bytes unacknowledged, {records} records for {} lines",
+            input.lines
+        );
+    }
+    let case = "scale agent 5k files";
+    Ok(vec![
+        Row { case, metric: "MB/s (outage aside)", value: mb / run.secs, reference: mb / reference.secs },
+        Row { case, metric: "peak RSS MB/formula", value: run.rss_mb, reference: formula },
+        Row { case, metric: "peak descriptors", value: run.fds as f64, reference: FILES as f64 },
+        Row { case, metric: "bytes lost", value: lost as f64, reference: 0.0 },
+    ])
+}
+
+/// What one run of the agent came to.
+struct Run {
+    /// Seconds to ship everything, the outage left out.
+    secs: f64,
+    rss_mb: f64,
+    /// The most descriptors it had open at once.
+    fds: u64,
+    /// Bytes acknowledged over all files.
+    acked: u64,
+}
+
+fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<Run> {
+    let work = tempfile::tempdir()?;
+    let port = testkit::net::free_port()?;
+    let config = work.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "checkpoint-dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[kafka]\nbootstrap-servers = \"{}\"\n\
+             [kafka.options]\n\"message.timeout.ms\" = \"5000\"\n\
+             [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{}\"\n[[streams]]\nname = \"bench\"\npaths = [\"{}\"]\ntopic = \"bench-agent\"\n",
+            work.path().join("ckpt").display(),
+            world.kafka.bootstrap(),
+            world.metadata[0].endpoint(),
+            input.glob
+        ),
+    )?;
+    let progress = bar(input.size, "zonal-agent (5,000 files, an outage)");
+    let start = Instant::now();
+    let mut agent = Process::start(
+        ProcessSpec::new(bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], work.path().join("agent.log"))
+            .env("RUST_LOG", "warn"),
+    )?;
+    let pid = agent.pid().context("the agent is not running")?;
+    let peak = PeakRss::watch(pid);
+    let fds = Descriptors::watch(pid);
+    let status_url = format!("127.0.0.1:{port}");
+    let acked = || -> Option<u64> {
+        let (_, body) = testkit::http::get(&status_url, "/status").ok()?;
+        let s: serde_json::Value = serde_json::from_str(&body).ok()?;
+        Some(s["streams"][0]["files"].as_array()?.iter().filter_map(|f| f["acked_offset"].as_u64()).sum())
+    };
+    let reach = |what: &str, bytes: u64| {
+        testkit::wait_until_every(what, Duration::from_secs(1800), Duration::from_millis(200), || {
+            let done = acked().unwrap_or(0);
+            progress.set_position(done);
+            (done >= bytes).then_some(())
+        })
+    };
+    reach("half of the lines acknowledged", input.size / 2)?;
+    let brokers: Vec<i32> = world.kafka.broker_racks().keys().copied().collect();
+    for &b in &brokers {
+        world.kafka.broker_down(b)?;
+    }
+    progress.set_message("zonal-agent: every broker down");
+    // The outage lasts a fixed time: it is the scenario, not a wait for a condition.
+    std::thread::sleep(OUTAGE);
+    for &b in &brokers {
+        world.kafka.broker_up(b)?;
+    }
+    progress.set_message("zonal-agent: brokers back");
+    reach("every line acknowledged after the outage", input.size)?;
+    let secs = start.elapsed().saturating_sub(OUTAGE).as_secs_f64();
+    progress.finish_and_clear();
+    let acked = acked().unwrap_or(0);
+    let rss_mb = peak.finish(pid);
+    let fds = fds.finish();
+    agent.stop(Duration::from_secs(30))?;
+    Ok(Run { secs, rss_mb, fds, acked })
+}
+
+/// The most descriptors a process has open, sampled every 100 ms from `/proc/<pid>/fd`.
+struct Descriptors {
+    most: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Descriptors {
+    fn watch(pid: u32) -> Descriptors {
+        let (most, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (m, s) = (most.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return };
+                m.fetch_max(fds.count() as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Descriptors { most, stop, thread }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.most.load(Ordering::Relaxed)
+    }
+}
