@@ -140,6 +140,7 @@ async fn open_streams(
             budget,
             heartbeat: Default::default(),
             checkpoint_error: Default::default(),
+            listing_error: Default::default(),
         });
         let runner = StreamRunner::new(
             stream.clone(),

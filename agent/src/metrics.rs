@@ -52,6 +52,8 @@ pub enum ErrorKind {
     Refused,
     /// A record's delivery failed; it is retried.
     Delivery,
+    /// A folder of the globs could not be listed; its files are kept as they are.
+    List,
 }
 
 impl ErrorKind {
@@ -66,6 +68,7 @@ impl ErrorKind {
             ErrorKind::Send => "send",
             ErrorKind::Refused => "refused",
             ErrorKind::Delivery => "delivery",
+            ErrorKind::List => "list",
         }
     }
 }

@@ -53,6 +53,9 @@ impl AgentState {
             if let Some(e) = s.checkpoint_error.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
                 return Some(format!("stream {name}: {e}"));
             }
+            if let Some(e) = s.listing_error.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                return Some(format!("stream {name}: {e}; its files there are kept as they are"));
+            }
             let waiting = s
                 .tracks
                 .lock()
@@ -144,6 +147,7 @@ impl AgentState {
                     partitioning: s.config.partitioning,
                     in_flight_bytes: s.budget.used(),
                     in_flight_limit: s.budget.max(),
+                    listing_error: s.listing_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
                     local_partitions: routing.selection.as_ref().map(|x| x.partitions.clone()).unwrap_or_default(),
                     fallback_reason: routing.selection.as_ref().and_then(|x| x.fallback).map(|r| r.to_string()),
                     files,

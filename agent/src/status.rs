@@ -35,6 +35,8 @@ pub struct StreamStatus {
     pub in_flight_bytes: u64,
     /// The most it may hold: its share of `max-in-flight-bytes`.
     pub in_flight_limit: u64,
+    /// Why the last scan could not list every folder of the globs, if it could not.
+    pub listing_error: Option<String>,
     /// Files.
     pub files: Vec<FileStatus>,
 }

@@ -51,6 +51,8 @@ pub struct StreamShared {
     pub heartbeat: Heartbeat,
     /// Why the last round of checkpoint writes failed, until one succeeds.
     pub checkpoint_error: std::sync::Mutex<Option<String>>,
+    /// Why the last scan could not list every folder of the globs, until one can.
+    pub listing_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl StreamShared {
@@ -121,7 +123,8 @@ impl StreamRunner {
         let c = &shared.config;
         let tailer = Tailer::new(c, shared.store.clone(), shared.tracks.clone(), metrics.clone(), files.rotate_wait)?
             .with_unsent_limit(files.unsent_bytes)
-            .with_descriptors(files.close_idle, files.max_open);
+            .with_descriptors(files.close_idle, files.max_open)
+            .with_listing_report(shared.listing_error.clone());
         let partitioner = Partitioner::new(c)?;
         let budget = shared.budget.clone();
         Ok(StreamRunner {

@@ -32,7 +32,7 @@ fn a_hundred_and_fifty_files_under_a_limit_of_128_descriptors_lose_nothing() -> 
     let tmp = tempfile::tempdir()?;
     let logs = tmp.path().join("logs");
     let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "many").edit(|c| c.close_idle_secs = 1);
-    spec.nofile = Some(128);
+    spec.wrapper = vec!["prlimit".into(), "--nofile=128:128".into()];
     let agent = Agent::start(&spec)?;
     let pid = agent.pid().ok_or_else(|| anyhow::anyhow!("agent not running"))?;
     let line = |f: usize, round: usize, n: usize| format!("file {f:03} round {round} line {n:03}");
@@ -67,5 +67,64 @@ fn a_hundred_and_fifty_files_under_a_limit_of_128_descriptors_lose_nothing() -> 
     // 128 less the room kept for sockets and checkpoints leaves 8 files open at most.
     assert!(most_open.get() <= 8, "{} log files open at once", most_open.get());
     assert_eq!(agent.metric("zonal_agent_errors_total", &["read"])?, 0.0);
+    Ok(())
+}
+
+/// A folder of the globs that the agent (running as another user, so that permissions hold)
+/// cannot list for a while: its files are not taken as gone, `/readyz` and `/status` say
+/// which folder, and once it can be listed again nothing is sent a second time.
+#[test]
+fn a_folder_that_cannot_be_listed_keeps_its_files_and_turns_readyz_red() -> Res {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::start(&WorldSpec { etcd: false, s3: false, ..Default::default() })?;
+    world.kafka.create_topic("locked", 1)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let team = tmp.path().join("logs/team");
+    std::fs::create_dir_all(&team)?;
+    // nobody (65534) owns the agent's folders; the log folder is the one it loses access to.
+    let nobody = "65534";
+    let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "locked").edit(|c| {
+        c.streams[0].paths = vec![format!("{}/logs/*/*.log", tmp.path().display())];
+        // Files idle and acknowledged would be let go at once if taken as gone.
+        c.rotate_wait_ms = 0;
+    });
+    let log = team.join("app.log");
+    append(&log, (0..100).map(|n| format!("locked {n}")))?;
+    // Root reads any folder: the agent runs as nobody, from a copy of its binary that nobody
+    // can reach, in folders nobody owns.
+    if unsafe { libc::geteuid() } == 0 {
+        spec.wrapper = ["setpriv", "--reuid", nobody, "--regid", nobody, "--clear-groups"].map(String::from).to_vec();
+        let bin = tmp.path().join("zonal-agent");
+        std::fs::copy(env!("CARGO_BIN_EXE_zonal-agent"), &bin)?;
+        spec.bin = Some(bin);
+        std::fs::create_dir_all(tmp.path().join("checkpoints"))?;
+        let owner = format!("{nobody}:{nobody}");
+        let status = std::process::Command::new("chown").args(["-R", &owner]).arg(tmp.path()).status()?;
+        anyhow::ensure!(status.success(), "chown failed");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
+    let agent = Agent::start(&spec)?;
+    agent.wait_caught_up(&log, "the lines before the folder is locked")?;
+    std::fs::set_permissions(&team, std::fs::Permissions::from_mode(0o000))?;
+    let http = agent.http.clone();
+    testkit::wait_until("/readyz to name the folder", Duration::from_secs(20), || {
+        let (code, body) = http_get(&format!("{http}/readyz")).ok()?;
+        (code != 200 && body.contains("cannot list")).then_some(())
+    })?;
+    let s = agent.status()?;
+    assert!(s["streams"][0]["listing_error"].as_str().is_some_and(|e| e.contains("team")), "{s}");
+    assert_eq!(s["streams"][0]["files"].as_array().map(Vec::len), Some(1), "the file is still tailed: {s}");
+    std::fs::set_permissions(&team, std::fs::Permissions::from_mode(0o755))?;
+    append(&log, (100..150).map(|n| format!("locked {n}")))?;
+    agent.wait_caught_up(&log, "the lines after the folder is back")?;
+    testkit::wait_until("/readyz green again", Duration::from_secs(20), || {
+        (http_get(&format!("{http}/readyz")).ok()?.0 == 200).then_some(())
+    })?;
+    let got = counts(&read_topic(&bootstrap, "locked")?);
+    for n in 0..150 {
+        assert_eq!(got.get(&format!("locked {n}")).copied(), Some(1), "locked {n}");
+    }
+    assert!(agent.metric("zonal_agent_errors_total", &["list"])? > 0.0);
     Ok(())
 }

@@ -23,6 +23,7 @@ impl Tailer {
     pub(super) fn list_globs(&self) -> Matches {
         let name = &self.name;
         let mut seen = Matches::new();
+        let mut failures: Vec<String> = Vec::new();
         #[cfg(test)]
         if self.listing_fails {
             return seen;
@@ -46,12 +47,21 @@ impl Tailer {
                     },
                     Ok(_) => {}
                     Err(e) => {
-                        self.metrics.error(name, ErrorKind::Read);
-                        tracing::warn!(stream = %name, error = %e, "glob entry unreadable");
+                        // Not a deletion: the files of a folder that cannot be listed stay
+                        // tailed as they are (see `follow_known`).
+                        self.metrics.error(name, ErrorKind::List);
+                        tracing::warn!(stream = %name, error = %e, "a folder of the globs cannot be listed; its files are kept as they are");
+                        failures.push(e.to_string());
                     }
                 }
             }
         }
+        let report = match &failures[..] {
+            [] => None,
+            [one] => Some(format!("cannot list {one}")),
+            [first, rest @ ..] => Some(format!("cannot list {first} (and {} more)", rest.len())),
+        };
+        *self.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = report;
         seen
     }
 

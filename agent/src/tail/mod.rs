@@ -149,6 +149,8 @@ pub struct Tailer {
     max_open: usize,
     /// This host's name, for the files' `zonal.source` headers.
     host: String,
+    /// Why the last scan could not list every folder of the globs, for `/status` and `/readyz`.
+    listing: Arc<std::sync::Mutex<Option<String>>>,
     /// The model's listing failure: the globs yield nothing while the files are there.
     #[cfg(test)]
     listing_fails: bool,
@@ -197,6 +199,7 @@ impl Tailer {
             max_open: usize::MAX,
             others_unsent: 0,
             cursor: FileId { dev: 0, ino: 0 },
+            listing: Arc::default(),
             #[cfg(test)]
             listing_fails: false,
         })
@@ -214,6 +217,12 @@ impl Tailer {
     pub fn with_descriptors(mut self, close_idle: Duration, max_open: usize) -> Tailer {
         self.close_idle = close_idle;
         self.max_open = max_open.max(1);
+        self
+    }
+
+    /// The same tailer, reporting its listing failures to `report`.
+    pub fn with_listing_report(mut self, report: Arc<std::sync::Mutex<Option<String>>>) -> Tailer {
+        self.listing = report;
         self
     }
 

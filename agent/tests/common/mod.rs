@@ -31,16 +31,17 @@ pub struct Agent {
     pub log: PathBuf,
 }
 
-/// The agent's command line, as every test runs it; under `prlimit` when the test limits its
-/// descriptors.
-fn command(config: &Path, log: &Path, nofile: Option<u64>) -> ProcessSpec {
-    let bin = env!("CARGO_BIN_EXE_zonal-agent");
-    let spec = match nofile {
-        None => ProcessSpec::new(bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log),
-        Some(n) => {
-            let limit = format!("--nofile={n}:{n}");
-            let args = [limit.as_ref(), bin.as_ref(), "run".as_ref(), "-c".as_ref(), config.as_os_str()];
-            ProcessSpec::new("prlimit", &args, log)
+/// The agent's command line, as every test runs it; after `wrapper` (a program and its
+/// arguments, which then runs the agent: `prlimit`, `setpriv`) when the test gives one.
+fn command(config: &Path, log: &Path, wrapper: &[String], bin: Option<&Path>) -> ProcessSpec {
+    let bin = bin.unwrap_or(Path::new(env!("CARGO_BIN_EXE_zonal-agent")));
+    let agent = [bin.as_os_str(), "run".as_ref(), "-c".as_ref(), config.as_os_str()];
+    let spec = match wrapper {
+        [] => ProcessSpec::new(bin, &agent[1..], log),
+        [program, args @ ..] => {
+            let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+            all.extend(agent);
+            ProcessSpec::new(program, &all, log)
         }
     };
     spec.env("RUST_LOG", "info,rdkafka=warn").env_remove("ZONAL_ZONE")
@@ -53,8 +54,11 @@ pub struct AgentSpec {
     pub dir: PathBuf,
     /// The configuration written to `dir/agent.toml`, apart from `http.listen`.
     pub config: AgentConfig,
-    /// The descriptor limit (soft and hard) the agent runs under, if the test sets one.
-    pub nofile: Option<u64>,
+    /// A program the agent runs under, with its arguments (`prlimit --nofile=128:128`,
+    /// `setpriv --reuid=...`); none by default.
+    pub wrapper: Vec<String>,
+    /// The agent's binary, when not the one cargo built (a copy another user can run).
+    pub bin: Option<PathBuf>,
 }
 
 /// A stream with every optional field at the agent's own default. `StreamConfig` has no
@@ -85,7 +89,7 @@ impl AgentSpec {
         config.kafka.topology_refresh_secs = 1;
         config.kafka.options.insert("statistics.interval.ms".to_owned(), "200".to_owned());
         config.zone.providers = Vec::new();
-        AgentSpec { dir: dir.to_owned(), config, nofile: None }
+        AgentSpec { dir: dir.to_owned(), config, wrapper: Vec::new(), bin: None }
     }
 
     /// The zone comes from the fake EC2 instance metadata service at `endpoint`.
@@ -142,7 +146,7 @@ impl Agent {
         let path = spec.dir.join("agent.toml");
         write_config(&path, &config)?;
         let log = spec.dir.join("agent.log");
-        let process = Process::start(command(&path, &log, spec.nofile))?;
+        let process = Process::start(command(&path, &log, &spec.wrapper, spec.bin.as_deref()))?;
         Ok(Agent { process, http: format!("http://{}", config.http.listen), config: path, log })
     }
 
@@ -152,7 +156,7 @@ impl Agent {
         let path = dir.join("agent.toml");
         let config: AgentConfig = toml::from_str(&std::fs::read_to_string(&path)?)?;
         let log = dir.join("agent.log");
-        let process = Process::start(command(&path, &log, None))?;
+        let process = Process::start(command(&path, &log, &[], None))?;
         let agent = Agent { process, http: format!("http://{}", config.http.listen), config: path, log };
         agent.wait_ready()?;
         Ok(agent)
