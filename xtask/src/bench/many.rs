@@ -51,13 +51,16 @@ pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let lost = input.size.saturating_sub(run.acked);
     // README: 24 MB + 1.5 x max-in-flight-bytes (8 MiB) + 2 x max-unsent-bytes (16 MiB).
     let formula = 24.0 + 1.5 * 8.0 * 1.048_576 + 2.0 * 16.0 * 1.048_576;
+    let first_half = mb / 2.0 / run.first_half_secs;
     eprintln!(
-        "agent over {FILES} files: {mb:.0} MB in {:.1} s outside a {:.0} s outage ({:.1} MB/s; kcat {:.1} MB/s); \
-         lost {lost} bytes; {} records for {} lines; peak RSS {:.1} MB (formula {formula:.1}); at most {} descriptors",
-        run.secs,
-        OUTAGE.as_secs_f64(),
-        mb / run.secs,
+        "agent over {FILES} files: the first half ({:.0} MB) in {:.1} s ({first_half:.1} MB/s; kcat {:.1} MB/s over \
+         all of it); every broker down {:.0} s; the rest acknowledged {:.1} s after they came back; lost {lost} bytes; \
+         {} records for {} lines; peak RSS {:.1} MB (formula {formula:.1}); at most {} descriptors",
+        mb / 2.0,
+        run.first_half_secs,
         mb / reference.secs,
+        OUTAGE.as_secs_f64(),
+        run.after_secs,
         records,
         input.lines,
         run.rss_mb,
@@ -71,7 +74,8 @@ pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
     }
     let case = "scale agent 5k files";
     Ok(vec![
-        Row { case, metric: "MB/s (outage aside)", value: mb / run.secs, reference: mb / reference.secs },
+        Row { case, metric: "MB/s before the outage", value: first_half, reference: mb / reference.secs },
+        Row { case, metric: "s to catch up after", value: run.after_secs, reference: OUTAGE.as_secs_f64() },
         Row { case, metric: "peak RSS MB/formula", value: run.rss_mb, reference: formula },
         Row { case, metric: "peak descriptors", value: run.fds as f64, reference: FILES as f64 },
         Row { case, metric: "bytes lost", value: lost as f64, reference: 0.0 },
@@ -80,8 +84,10 @@ pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
 
 /// What one run of the agent came to.
 struct Run {
-    /// Seconds to ship everything, the outage left out.
-    secs: f64,
+    /// Seconds from the start to half the bytes acknowledged (5,000 files opened included).
+    first_half_secs: f64,
+    /// Seconds from the brokers' return to every byte acknowledged.
+    after_secs: f64,
     rss_mb: f64,
     /// The most descriptors it had open at once.
     fds: u64,
@@ -128,6 +134,7 @@ fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<Run> {
         })
     };
     reach("half of the lines acknowledged", input.size / 2)?;
+    let first_half_secs = start.elapsed().as_secs_f64();
     let brokers: Vec<i32> = world.kafka.broker_racks().keys().copied().collect();
     for &b in &brokers {
         world.kafka.broker_down(b)?;
@@ -139,14 +146,15 @@ fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<Run> {
         world.kafka.broker_up(b)?;
     }
     progress.set_message("zonal-agent: brokers back");
+    let back = Instant::now();
     reach("every line acknowledged after the outage", input.size)?;
-    let secs = start.elapsed().saturating_sub(OUTAGE).as_secs_f64();
+    let after_secs = back.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let acked = acked().unwrap_or(0);
     let rss_mb = peak.finish(pid);
     let fds = fds.finish();
     agent.stop(Duration::from_secs(30))?;
-    Ok(Run { secs, rss_mb, fds, acked })
+    Ok(Run { first_half_secs, after_secs, rss_mb, fds, acked })
 }
 
 /// The most descriptors a process has open, sampled every 100 ms from `/proc/<pid>/fd`.
