@@ -129,16 +129,16 @@ impl BatchAck {
     }
 }
 
-/// Writes the checkpoint of every track of `stream` whose acknowledged offset moved.
+/// Writes the checkpoint of every track of `stream` whose acknowledged offset moved: all of
+/// them recorded, then one write of the stream's registry (two fsyncs a round, whatever the
+/// number of files).
 ///
-/// The map's lock is held only to list the tracks, not across the writes: each write fsyncs,
-/// and `/metrics`, `/status` and the tailer (a new file, a file let go) take that lock. A track
-/// let go or replaced meanwhile is skipped: the check is made under the store's write lock, which
-/// the tailer's removal of its checkpoint also takes, so a removed checkpoint is never written
-/// back.
-/// Returns the last failure of this round, if any, naming the folder.
+/// The map's lock is held only to list the tracks, not across the write: it fsyncs, and
+/// `/metrics`, `/status` and the tailer (a new file, a file let go) take that lock. A track let
+/// go or replaced meanwhile is skipped: the check is made under the store's lock, which the
+/// tailer's removal of its checkpoint also takes, so a removed checkpoint is never written back.
+/// Returns the failure of this round, if any, naming the folder.
 pub fn write_checkpoints(stream: &str, store: &Store, tracks: &Tracks, metrics: &Metrics) -> Option<String> {
-    let mut failed = None;
     let dirty: Vec<(FileId, Arc<FileTrack>)> = tracks
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -146,8 +146,9 @@ pub fn write_checkpoints(stream: &str, store: &Store, tracks: &Tracks, metrics: 
         .filter(|(_, t)| t.with(|s| s.dirty))
         .map(|(id, t)| (*id, t.clone()))
         .collect();
+    let mut staged = Vec::with_capacity(dirty.len());
     for (id, t) in dirty {
-        let saved = store.save_with(|| {
+        let decided = store.stage_with(|| {
             let current =
                 tracks.lock().unwrap_or_else(PoisonError::into_inner).get(&id).is_some_and(|x| Arc::ptr_eq(x, &t));
             if !current {
@@ -155,17 +156,22 @@ pub fn write_checkpoints(stream: &str, store: &Store, tracks: &Tracks, metrics: 
             }
             t.with(|s| s.dirty.then(|| s.checkpoint()))
         });
-        match saved {
-            // Acknowledgements that arrived during the write keep the track dirty for the
-            // next round.
-            Ok(Some(checkpoint)) => t.with(|s| s.dirty = s.acks.acked() != checkpoint.offset),
-            Ok(None) => {}
-            Err(e) => {
-                metrics.error(stream, ErrorKind::Checkpoint);
-                tracing::error!(stream, error = %e, "writing a checkpoint failed");
-                failed = Some(format!("writing checkpoints in {} failed: {e}", store.dir().display()));
-            }
+        if let Some(c) = decided {
+            staged.push((t, c.offset));
         }
     }
-    failed
+    match store.flush() {
+        Ok(()) => {
+            // Acknowledgements that arrived meanwhile keep the track dirty for the next round.
+            for (t, offset) in staged {
+                t.with(|s| s.dirty = s.acks.acked() != offset);
+            }
+            None
+        }
+        Err(e) => {
+            metrics.error(stream, ErrorKind::Checkpoint);
+            tracing::error!(stream, error = %e, "writing the checkpoints failed");
+            Some(format!("writing checkpoints in {} failed: {e}", store.dir().display()))
+        }
+    }
 }

@@ -54,16 +54,12 @@ fn settled(tmp: &std::path::Path) -> Res {
     Ok(())
 }
 
-/// The stream's checkpoints in place, or `None` while one cannot be read. A `.json.tmpN` beside
-/// them is a write that a kill may cut before its rename, so it never counts.
+/// The stream's checkpoints in place (its registry's lines), or `None` while they cannot be
+/// read. A `.tmpN` beside the registry is a write that a kill may cut before its rename, so it
+/// never counts.
 fn checkpoints(tmp: &std::path::Path) -> Option<Vec<serde_json::Value>> {
-    let mut all = Vec::new();
-    for e in std::fs::read_dir(tmp.join("checkpoints/app")).ok()?.flatten() {
-        if e.path().extension().is_some_and(|x| x == "json") {
-            all.push(serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?);
-        }
-    }
-    Some(all)
+    let text = std::fs::read_to_string(tmp.join("checkpoints/app/checkpoints.jsonl")).ok()?;
+    text.lines().map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 /// The messages a container writes: `<pod> <phase> <i>`.

@@ -45,7 +45,10 @@ impl Store {
         std::fs::read_dir(&self.dir)
             .ok()?
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.ends_with(".json") || name == super::store::REGISTRY
+            })
             .filter_map(|e| e.metadata().ok()?.modified().ok())
             .min()
     }
@@ -86,7 +89,8 @@ mod tests {
         let old = Store::open(dir.path(), "old").expect("store");
         let id = crate::checkpoint::FileId { dev: 1, ino: 2 };
         old.save(&crate::checkpoint::Checkpoint::new(Path::new("/x"), id, Default::default(), 0)).expect("save");
-        let mtime = std::fs::metadata(old.path_of(id)).and_then(|m| m.modified()).expect("mtime");
+        let registry = old.dir().join(super::super::store::REGISTRY);
+        let mtime = std::fs::metadata(registry).and_then(|m| m.modified()).expect("mtime");
         assert_eq!(old.first_start().expect("read"), Some(mtime));
 
         std::fs::write(dir.path().join("fresh").join(RECORD), "yesterday").expect("write");

@@ -59,14 +59,14 @@ fn fingerprint_detects_replaced_content() {
     assert_eq!(resume_offset(&c, &mut f, 18).expect("resume"), 0);
 }
 
-/// A write that fails (here the rename, over a folder in the checkpoint's place; a full disk
+/// A write that fails (here the rename, over a folder in the registry's place; a full disk
 /// fails the same way at the write or the fsync) leaves no temp file behind.
 #[test]
 fn a_failed_write_leaves_nothing_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), "app").expect("store");
     let id = FileId { dev: 3, ino: 4 };
-    std::fs::create_dir_all(store.path_of(id).join("in-the-way")).expect("a folder in the way");
+    std::fs::create_dir_all(store.dir().join(store::REGISTRY).join("in-the-way")).expect("a folder in the way");
     for _ in 0..3 {
         let c = Checkpoint::new(Path::new("/var/log/a.log"), id, Fingerprint::of(b"a\n"), 2);
         assert!(store.save(&c).is_err());
@@ -76,5 +76,30 @@ fn a_failed_write_leaves_nothing_behind() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["3-4.json".to_owned()], "only the folder in the way");
+    assert_eq!(names, vec![store::REGISTRY.to_owned()], "only the folder in the way");
+}
+
+/// Checkpoints of an older version, a file each, are taken into the registry and deleted once
+/// it is written; a corrupt line of the registry is reported and the others kept.
+#[test]
+fn older_checkpoints_are_taken_in_and_a_corrupt_line_costs_only_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("app");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let old = Checkpoint::new(Path::new("/var/log/old.log"), FileId { dev: 1, ino: 7 }, Fingerprint::of(b"x"), 9);
+    std::fs::write(folder.join("1-7.json"), old.encode()).expect("an older version's checkpoint");
+    let store = Store::open(dir.path(), "app").expect("store");
+    assert_eq!(store.load(old.id).expect("load"), Some(old.clone()));
+    let new = Checkpoint::new(Path::new("/var/log/new.log"), FileId { dev: 1, ino: 8 }, Fingerprint::of(b"y"), 3);
+    store.stage(&new);
+    store.flush().expect("flush");
+    assert!(!folder.join("1-7.json").exists(), "deleted once the registry holds it");
+    let mut text = std::fs::read_to_string(folder.join(store::REGISTRY)).expect("registry");
+    text.insert_str(0, "{torn\n");
+    std::fs::write(folder.join(store::REGISTRY), text).expect("write");
+    let reopened = Store::open(dir.path(), "app").expect("store");
+    let (good, bad) = reopened.list();
+    assert_eq!(good, vec![old, new]);
+    assert_eq!(bad.len(), 1, "the torn line");
+    assert!(bad[0].1.to_string().contains(":1:"), "{}", bad[0].1);
 }

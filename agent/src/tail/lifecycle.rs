@@ -71,12 +71,27 @@ impl Tailer {
         );
     }
 
-    /// Saves a checkpoint now. A failure is counted and logged and tailing goes on: the track
-    /// is dirty, so the checkpointer writes it again at its next round.
-    pub(super) fn save_checkpoint(&self, c: &Checkpoint) {
-        if let Err(e) = self.store.save(c) {
-            self.metrics.error(&self.name, ErrorKind::Checkpoint);
-            tracing::error!(stream = %self.name, error = %e, "writing a checkpoint failed");
+    /// Records a checkpoint that identifies a file (a new one, a longer head, a copy taking
+    /// over), written before anything more is sent ([`Tailer::flush_identities`]).
+    pub(super) fn save_checkpoint(&mut self, c: &Checkpoint) {
+        self.store.stage(c);
+        self.unflushed = true;
+    }
+
+    /// Writes the checkpoints staged to identify files, if any: at the end of each scan and
+    /// before each send, so a line is never sent before the checkpoint that finds its file
+    /// again after a crash, and the files a scan opens cost one write together. A failure is
+    /// counted and logged and tailing goes on: the next call tries again.
+    pub(super) fn flush_identities(&mut self) {
+        if !self.unflushed {
+            return;
+        }
+        match self.store.flush() {
+            Ok(()) => self.unflushed = false,
+            Err(e) => {
+                self.metrics.error(&self.name, ErrorKind::Checkpoint);
+                tracing::error!(stream = %self.name, error = %e, "writing the checkpoints failed");
+            }
         }
     }
 

@@ -151,6 +151,8 @@ pub struct Tailer {
     host: String,
     /// Why the last scan could not list every folder of the globs, for `/status` and `/readyz`.
     listing: Arc<std::sync::Mutex<Option<String>>>,
+    /// Checkpoints staged to identify files and not yet written.
+    unflushed: bool,
     /// The model's listing failure: the globs yield nothing while the files are there.
     #[cfg(test)]
     listing_fails: bool,
@@ -200,6 +202,7 @@ impl Tailer {
             others_unsent: 0,
             cursor: FileId { dev: 0, ino: 0 },
             listing: Arc::default(),
+            unflushed: false,
             #[cfg(test)]
             listing_fails: false,
         })
@@ -294,5 +297,6 @@ impl Tailer {
         self.close_idle();
         self.last_seen = seen;
         self.first_scan = false;
+        self.flush_identities();
     }
 }

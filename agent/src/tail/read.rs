@@ -138,7 +138,7 @@ impl Tailer {
             head_can_grow(s.fingerprint, off)
         });
         if head_grew {
-            save_longer_head(&self.store, &self.name, t);
+            self.unflushed |= save_longer_head(&self.store, t);
         }
         if truncated > 0 {
             self.metrics.truncated_lines.get_or_create(&Metrics::stream(&self.name)).inc_by(truncated);
@@ -152,6 +152,7 @@ impl Tailer {
     /// Unless `all`, an incomplete last group waits for more lines. Returns false when the
     /// dispatcher refused a group (stopping, or budget held by retries).
     pub(super) fn send_batch(&mut self, id: FileId, all: bool, out: &mut impl Dispatch) -> bool {
+        self.flush_identities();
         let limits = self.limits;
         let Some(t) = self.files.get_mut(&id) else { return true };
         let mut batch = std::mem::take(&mut t.batch);

@@ -36,7 +36,7 @@ impl Tailer {
         let same = head.same_file(file).unwrap_or(true);
         if size >= t.offset && same {
             if head_can_grow(head, size) {
-                save_longer_head(&self.store, &self.name, t);
+                self.unflushed |= save_longer_head(&self.store, t);
             }
             return;
         }
@@ -121,19 +121,17 @@ pub(super) fn head_can_grow(head: Fingerprint, size: u64) -> bool {
 }
 
 /// The head identifies a file after a restart (a copytruncate or a rename while the agent was
-/// down is told by it), so a longer head goes to the checkpoint at once, before any of the lines
-/// it covers is sent: a file first seen empty would otherwise be found by nothing. The head stops
-/// growing at [`checkpoint::FINGERPRINT_BYTES`], so this is a few writes per file.
-pub(super) fn save_longer_head(store: &Store, stream: &str, t: &Tailed) {
-    let Some(Ok(new_fp)) = t.file.as_ref().map(Fingerprint::read) else { return };
+/// down is told by it), so a longer head goes to the checkpoint before any of the lines it
+/// covers is sent (staged here, written before the next send: see `Tailer::flush_identities`):
+/// a file first seen empty would otherwise be found by nothing. The head stops growing at
+/// [`checkpoint::FINGERPRINT_BYTES`], so this is a few records per file. Returns whether a
+/// checkpoint was staged.
+pub(super) fn save_longer_head(store: &Store, t: &Tailed) -> bool {
+    let Some(Ok(new_fp)) = t.file.as_ref().map(Fingerprint::read) else { return false };
     let changed = t.track.with(|s| {
         let changed = s.fingerprint != new_fp;
         s.fingerprint = new_fp;
         changed.then(|| s.checkpoint())
     });
-    if let Some(c) = changed
-        && let Err(e) = store.save(&c)
-    {
-        tracing::error!(stream, error = %e, "writing a checkpoint failed");
-    }
+    changed.inspect(|c| store.stage(c)).is_some()
 }
