@@ -1,6 +1,6 @@
-//! Lock-free bookkeeping on the acknowledgement path: the in-flight byte [`Budget`] shared by
-//! every stream and each stream's [`AckClock`]. Both are touched once per record on librdkafka's
-//! delivery thread, so neither takes a lock unless a reader is waiting for budget.
+//! Lock-free bookkeeping on the acknowledgement path: each stream's in-flight byte [`Budget`]
+//! and [`AckClock`], touched once per record on librdkafka's delivery thread, so neither takes a
+//! lock unless a reader is waiting for budget; and the [`Heartbeat`] of the stream's thread.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -121,6 +121,32 @@ impl AckClock {
     /// Time since the last acknowledgement (or since the clock was made).
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// The last moment a thread showed it was alive, readable from any thread.
+#[derive(Debug)]
+pub struct Heartbeat {
+    base: std::time::Instant,
+    /// Milliseconds from `base` to the last beat.
+    last_ms: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { base: std::time::Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+}
+
+impl Heartbeat {
+    /// Records a beat now.
+    pub fn beat(&self) {
+        self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn since(&self) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 

@@ -103,3 +103,66 @@ pub fn host_name() -> String {
     let host = gethostname::gethostname().to_string_lossy().trim().to_owned();
     if host.is_empty() { "unknown-host".to_owned() } else { host }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rdkafka::message::Headers;
+
+    use super::*;
+    use crate::checkpoint::{FileId, Fingerprint};
+    use crate::container::{IoStream, PodMeta};
+
+    fn track(pod: bool, source: bool) -> FileTrack {
+        let pod = pod.then(|| PodMeta {
+            namespace: Some("shop".into()),
+            pod: Some("web-1".into()),
+            uid: Some("0b6f-uid".into()),
+            container: Some("app".into()),
+            container_id: Some("c0ffee".into()),
+        });
+        let id = FileId { dev: 1, ino: 2 };
+        let source = source.then(|| format!("node-7/{}-{}-1796637600123456789", id.dev, id.ino));
+        FileTrack::new(id, "/var/log/x.log".into(), Fingerprint::default(), 0).with_pod(pod).with_source(source)
+    }
+
+    proptest! {
+        /// What a record charges covers what librdkafka holds of it (payload, key, headers, its
+        /// own bookkeeping), whatever the line, its key, its cut to `max-message-bytes`, its
+        /// headers and offset; and the figure is a function of what the group knows before the
+        /// cut, so the group's charge is the sum of its records' and each is given back as it
+        /// was taken.
+        #[test]
+        fn a_record_s_charge_covers_what_librdkafka_holds(
+            line in 0usize..5000,
+            key in 0usize..300,
+            max in 1usize..4000,
+            pod in any::<bool>(),
+            source in any::<bool>(),
+            stderr in proptest::option::of(any::<bool>()),
+            end in any::<u64>(),
+        ) {
+            let t = track(pod, source);
+            let group = GroupHeaders::of(&t);
+            let meta = EventMeta {
+                timestamp_ms: None,
+                stream: stderr.map(|e| if e { IoStream::Stderr } else { IoStream::Stdout }),
+                malformed: false,
+            };
+            // The sender's cut: the payload gives way to the key within max-message-bytes.
+            let key = key.min(max);
+            let payload = if line + key > max { max.saturating_sub(key).min(line) } else { line };
+            let headers = group.record(&meta, end);
+            let header_bytes: usize = headers.as_ref().map_or(0, |h| {
+                (0..h.count()).map(|i| { let x = h.get(i); x.key.len() + x.value.map_or(0, <[u8]>::len) }).sum()
+            });
+            let charge = group.charge(line, &meta);
+            // The payload (the line, or what is left of it beside the key) and the headers are
+            // charged in full; the key, a copy of part of the line, is not (it is known only once
+            // the budget is taken), so an unkeyed record's charge covers all librdkafka holds.
+            let held = (payload + header_bytes) as u64 + crate::kafka::PER_MESSAGE_OVERHEAD;
+            prop_assert!(charge >= held, "charge {} < payload and headers {}", charge, held);
+            prop_assert_eq!(charge, GroupHeaders::of(&t).charge(line, &meta), "the same figure when given back");
+        }
+    }
+}

@@ -20,6 +20,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::batch::Batch;
+use crate::budget::Heartbeat;
 use crate::checkpoint::Store;
 use crate::config::StreamConfig;
 use crate::kafka::{AgentContext, Budget, Retry, Sent};
@@ -61,32 +62,6 @@ impl StreamShared {
     pub fn write_checkpoints(&self, metrics: &Metrics) {
         let failed = crate::track::write_checkpoints(&self.config.name, &self.store, &self.tracks, metrics);
         *self.checkpoint_error.lock().unwrap_or_else(PoisonError::into_inner) = failed;
-    }
-}
-
-/// The last moment a thread showed it was alive, readable from any thread.
-#[derive(Debug)]
-pub struct Heartbeat {
-    base: Instant,
-    /// Milliseconds from `base` to the last beat.
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Default for Heartbeat {
-    fn default() -> Self {
-        Heartbeat { base: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
-    }
-}
-
-impl Heartbeat {
-    /// Records a beat now.
-    pub fn beat(&self) {
-        self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Time since the last beat.
-    pub fn since(&self) -> Duration {
-        self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
