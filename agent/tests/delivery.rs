@@ -592,3 +592,63 @@ fn kafka_away_with_a_hundred_busy_files_holds_memory_to_the_bound() -> Res {
     assert!(peak <= bound, "peak RSS {peak:.1} MiB over the bound {bound:.1} MiB");
     Ok(())
 }
+
+/// A topic whose ACL is missing (its leader answers every Produce with
+/// TOPIC_AUTHORIZATION_FAILED) beside a healthy one, both written at three times the whole
+/// in-flight budget: the refused stream holds its share and no more while `/readyz` says why,
+/// the healthy one delivers everything meanwhile, and once the topic is writable again (its
+/// leader moved to a broker that accepts) the refused lines arrive too, each once.
+#[test]
+fn a_topic_refused_by_its_acl_holds_its_share_and_the_other_keeps_flowing() -> Res {
+    use rdkafka::types::RDKafkaRespErr;
+    const LINES: usize = 60_000;
+    let world = world()?;
+    world.kafka.create_topic("denied", 1)?;
+    world.kafka.create_topic("healthy", 3)?;
+    let zones = world.kafka.zones().to_vec();
+    let (refusing, accepting) = (world.kafka.brokers_in(&zones[1])[0], world.kafka.brokers_in(&zones[2])[0]);
+    world.kafka.move_leader("denied", 0, refusing)?;
+    let bootstrap = world.kafka.bootstrap();
+    let tmp = tempfile::tempdir()?;
+    let (bad_log, good_log) = (tmp.path().join("logs/bad/app.log"), tmp.path().join("logs/good/app.log"));
+    let spec = AgentSpec::new(&bootstrap, tmp.path(), "denied").imds(&world.metadata[0].endpoint()).edit(|c| {
+        c.max_in_flight_bytes = 2 * 1024 * 1024;
+        let good = stream("good", &format!("{}/logs/good/*.log", tmp.path().display()), "healthy");
+        let bad = &mut c.streams[0];
+        bad.paths = vec![format!("{}/logs/bad/*.log", tmp.path().display())];
+        let (batch_lines, linger_ms) = (bad.batch_lines, bad.linger_ms);
+        c.streams.push(StreamConfig { batch_lines, linger_ms, ..good });
+    });
+    std::fs::create_dir_all(tmp.path().join("logs/bad"))?;
+    std::fs::create_dir_all(tmp.path().join("logs/good"))?;
+    let agent = Agent::start(&spec)?;
+    world.kafka.refuse_produce_at(refusing, RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, 100_000)?;
+    let line = |what: &str, n: usize| format!("{what} {n:07} {}", "x".repeat(88));
+    append(&bad_log, (0..LINES).map(|n| line("bad", n)))?;
+    let share = |a: &Agent| -> Option<(u64, u64)> {
+        let s = a.status().ok()?;
+        Some((s["streams"][0]["in_flight_bytes"].as_u64()?, s["streams"][0]["in_flight_limit"].as_u64()?))
+    };
+    testkit::wait_until("the refused stream to take its share", Duration::from_secs(30), || {
+        let (used, limit) = share(&agent)?;
+        assert!(used <= limit, "the refused stream holds {used} bytes, over its share of {limit}");
+        (used * 10 >= 1024 * 1024 * 9).then_some(())
+    })?;
+    append(&good_log, (0..LINES).map(|n| line("good", n)))?;
+    agent.wait_stream_caught_up(1, &good_log, "the healthy stream to deliver everything while the other is refused")?;
+    let (code, body) = http_get(&format!("{}/readyz", agent.http))?;
+    assert!(code != 200 && body.contains("refuses"), "/readyz while refused: {code} {body}");
+    assert_eq!(
+        counts(&read_topic(&bootstrap, "denied")?).len(),
+        0,
+        "the refusal held while the other stream delivered"
+    );
+    world.kafka.move_leader("denied", 0, accepting)?;
+    agent.wait_stream_caught_up(0, &bad_log, "the refused stream to deliver everything once its topic is writable")?;
+    for (topic, what) in [("denied", "bad"), ("healthy", "good")] {
+        let got = counts(&read_topic(&bootstrap, topic)?);
+        let wrong = (0..LINES).filter(|&n| got.get(&line(what, n)).copied() != Some(1)).count();
+        assert_eq!(wrong, 0, "{topic}: {wrong} lines missing or repeated");
+    }
+    Ok(())
+}
