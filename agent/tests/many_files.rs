@@ -71,8 +71,8 @@ fn a_hundred_and_fifty_files_under_a_limit_of_128_descriptors_lose_nothing() -> 
 }
 
 /// A folder of the globs that the agent (running as another user, so that permissions hold)
-/// cannot list for a while: its files are not taken as gone, `/readyz` and `/status` say
-/// which folder, and once it can be listed again nothing is sent a second time.
+/// cannot list for a while, its file closed as idle: the file is not taken as gone, `/readyz`
+/// and `/status` say which folder, and once it can be listed again nothing is sent twice.
 #[test]
 fn a_folder_that_cannot_be_listed_keeps_its_files_and_turns_readyz_red() -> Res {
     use std::os::unix::fs::PermissionsExt;
@@ -86,8 +86,10 @@ fn a_folder_that_cannot_be_listed_keeps_its_files_and_turns_readyz_red() -> Res 
     let nobody = "65534";
     let mut spec = AgentSpec::new(&bootstrap, tmp.path(), "locked").edit(|c| {
         c.streams[0].paths = vec![format!("{}/logs/*/*.log", tmp.path().display())];
-        // Files idle and acknowledged would be let go at once if taken as gone.
+        // Files idle and acknowledged would be let go at once if taken as gone; and the file is
+        // closed as idle before the folder is locked, so the reopen must not take it as gone.
         c.rotate_wait_ms = 0;
+        c.close_idle_secs = 1;
     });
     let log = team.join("app.log");
     append(&log, (0..100).map(|n| format!("locked {n}")))?;
@@ -106,6 +108,11 @@ fn a_folder_that_cannot_be_listed_keeps_its_files_and_turns_readyz_red() -> Res 
     }
     let agent = Agent::start(&spec)?;
     agent.wait_caught_up(&log, "the lines before the folder is locked")?;
+    let pid = agent.pid().ok_or_else(|| anyhow::anyhow!("agent not running"))?;
+    let logs = tmp.path().join("logs");
+    testkit::wait_until("the idle file closed", Duration::from_secs(20), || {
+        (open_logs(pid, &logs) == 0).then_some(())
+    })?;
     std::fs::set_permissions(&team, std::fs::Permissions::from_mode(0o000))?;
     let http = agent.http.clone();
     testkit::wait_until("/readyz to name the folder", Duration::from_secs(20), || {

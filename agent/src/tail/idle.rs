@@ -86,11 +86,25 @@ impl Tailer {
                     _ => continue,
                 },
                 None => {
-                    let dirs = self.search_dirs(seen, Some(&t.track.with(|s| s.path.clone())));
+                    let path = t.track.with(|s| s.path.clone());
+                    // Still at its path, or that cannot be told: the listing failed (a folder
+                    // unreadable for a moment, descriptors exhausted), which is no rotation.
+                    if super::discover::still_at(&path, id) {
+                        continue;
+                    }
+                    let dirs = self.search_dirs(seen, Some(&path));
                     match rotation::find_inode(id, &dirs) {
                         Some((path, file)) => {
                             t.track.with(|s| s.path = path);
                             Some((file, true))
+                        }
+                        // A folder it may have been renamed into cannot be listed: gone cannot
+                        // be told from hidden, so it waits.
+                        None if dirs
+                            .iter()
+                            .any(|d| std::fs::read_dir(d).is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound)) =>
+                        {
+                            continue;
                         }
                         None => {
                             tracing::info!(stream = %self.name, path = %t.track.with(|s| s.path.display().to_string()),
