@@ -20,8 +20,9 @@ use az_core::kafka_options::ClientOptions;
 use crate::config::{AgentConfig, StreamConfig};
 
 /// Room for a record's and a batch's framing (record batch header 61 bytes, record header up to
-/// about 30, headers none): generous.
-pub const RECORD_OVERHEAD: usize = 1024;
+/// about 30) and its headers (the pod's, at most about 600 bytes with Kubernetes' longest names;
+/// `zonal.source` with a host name of up to 253; `zonal.offset`; `log.iostream`): generous.
+pub const RECORD_OVERHEAD: usize = 4096;
 
 /// librdkafka's default `batch.size`.
 const DEFAULT_BATCH: usize = 1_000_000;
@@ -126,14 +127,14 @@ mod tests {
         assert!(check(0, &stream(1_000_000), Some(1_048_588)).is_ok());
         assert!(check(0, &stream(1_000_000), None).is_ok());
         let err = check(2, &stream(600_000), Some(500_000)).expect_err("refused").to_string();
-        assert!(err.contains("streams[2].max-message-bytes") && err.contains("498976"), "{err}");
+        assert!(err.contains("streams[2].max-message-bytes") && err.contains("495904"), "{err}");
     }
 
     #[test]
     fn the_producer_keeps_records_and_batches_within_the_limits() {
         let sizes = producer_sizes(&stream(2_000_000), None);
-        assert_eq!(sizes, vec![("message.max.bytes", "2001024".to_owned())]);
+        assert_eq!(sizes, vec![("message.max.bytes", "2004096".to_owned())]);
         let sizes = producer_sizes(&stream(100_000), Some(500_000));
-        assert_eq!(sizes, vec![("message.max.bytes", "1000000".to_owned()), ("batch.size", "498976".to_owned())]);
+        assert_eq!(sizes, vec![("message.max.bytes", "1000000".to_owned()), ("batch.size", "495904".to_owned())]);
     }
 }

@@ -8,8 +8,9 @@ use crate::container::{EventMeta, header};
 use crate::kafka::PER_MESSAGE_OVERHEAD;
 use crate::track::FileTrack;
 
-/// Header naming the file a record was read from: `<host>/<dev>-<ino>-<birth>`, the same for
-/// every line of a file on this host (renames included) and never reused by another file.
+/// Header naming the file a record was read from: `<host>/<dev>-<ino>-<crc of its first line>`,
+/// the same for every line of a file on this host (renames and restarts included), and another
+/// for the new content of a truncated file or a reused inode.
 pub const SOURCE: &str = "zonal.source";
 /// Header with the byte offset in that file where the record's line ends. With
 /// [`SOURCE`], a key downstream can drop the agent's at-least-once duplicates by.
@@ -46,11 +47,11 @@ impl<'a> GroupHeaders<'a> {
     /// The headers of records read from `track`'s file.
     pub fn of(track: &'a FileTrack) -> GroupHeaders<'a> {
         let mut shared = track.pod.as_deref().map(crate::container::PodMeta::headers).unwrap_or_default();
-        if let Some(source) = track.source.as_deref() {
-            shared.push((SOURCE, source));
+        if let Some(source) = track.source.get() {
+            shared.push((SOURCE, &**source));
         }
         let shared_bytes = shared.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-        GroupHeaders { shared, shared_bytes, offsets: track.source.is_some() }
+        GroupHeaders { shared, shared_bytes, offsets: track.source.get().is_some() }
     }
 
     /// What one record charges the in-flight budget: its line (the payload before any cut),
@@ -82,13 +83,23 @@ impl<'a> GroupHeaders<'a> {
     }
 }
 
-/// The identity of a file for [`SOURCE`]: the host, the device and inode, and the file's
-/// birth time (so an inode number reused by a later file names another file); 0 where the
-/// filesystem keeps no birth time.
-pub fn source_of(host: &str, id: crate::checkpoint::FileId, meta: &std::fs::Metadata) -> String {
-    let born =
-        meta.created().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-    format!("{host}/{}-{}-{born}", id.dev, id.ino)
+/// The identity of a file for [`SOURCE`]: the host, the device and inode, and a CRC of the
+/// file's first line (at most its first 256 bytes), which is fixed once written: the key a
+/// resend after a crash carries is the first sending's, and the new content of a truncated file
+/// (or a later file on a reused inode) starts another. `None` when the head cannot be read.
+pub fn source_of(host: &str, id: crate::checkpoint::FileId, file: &std::fs::File) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; 256];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read_at(&mut head[n..], n as u64) {
+            Ok(0) => break,
+            Ok(got) => n += got,
+            Err(_) => return None,
+        }
+    }
+    let first = head[..n].iter().position(|b| *b == b'\n').map_or(n, |i| i + 1);
+    Some(format!("{host}/{}-{}-{:08x}", id.dev, id.ino, crc32fast::hash(&head[..first])))
 }
 
 /// This host's name for [`SOURCE`]: `NODE_NAME` where Kubernetes sets it (a DaemonSet pod's own
@@ -124,6 +135,32 @@ mod tests {
         let id = FileId { dev: 1, ino: 2 };
         let source = source.then(|| format!("node-7/{}-{}-1796637600123456789", id.dev, id.ino));
         FileTrack::new(id, "/var/log/x.log".into(), Fingerprint::default(), 0).with_pod(pod).with_source(source)
+    }
+
+    /// The source names the content by its first line: appending keeps it (a resend carries
+    /// the first sending's key), a truncation and new content change it (new lines at the same
+    /// offsets are not taken for duplicates).
+    #[test]
+    fn a_truncated_file_written_again_is_another_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, "2026-12-07 first line\n").expect("write");
+        let f = std::fs::File::open(&path).expect("open");
+        let id = FileId::of(&f.metadata().expect("meta"));
+        let first = source_of("node", id, &f).expect("source");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut a| {
+                use std::io::Write;
+                a.write_all(b"second line\n")
+            })
+            .expect("append");
+        assert_eq!(source_of("node", id, &f), Some(first.clone()), "appending keeps it");
+        std::fs::write(&path, "2026-12-08 another first line\n").expect("truncate and write");
+        let after = source_of("node", id, &f).expect("source");
+        assert_ne!(after, first, "new content after a truncation");
+        assert!(after.starts_with(&format!("node/{}-{}-", id.dev, id.ino)), "{after}");
     }
 
     proptest! {

@@ -25,8 +25,9 @@ pub struct FileTrack {
     state: Mutex<TrackState>,
     /// The pod and container the file belongs to (`pod-metadata`), as record headers.
     pub pod: Option<Arc<crate::container::PodMeta>>,
-    /// The file's identity for the `zonal.source` header (`source-headers`).
-    pub source: Option<Arc<str>>,
+    /// The file's identity for the `zonal.source` header (`source-headers`), set by the tailer
+    /// before the track's first record is sent (it needs the file's first line).
+    pub source: std::sync::OnceLock<Arc<str>>,
 }
 
 /// What the checkpointer and `/status` read of a file.
@@ -66,7 +67,7 @@ impl FileTrack {
                 orphan: false,
             }),
             pod: None,
-            source: None,
+            source: std::sync::OnceLock::new(),
         }
     }
 
@@ -77,8 +78,10 @@ impl FileTrack {
     }
 
     /// The same track, its records carrying `source` and their offset as headers.
-    pub fn with_source(mut self, source: Option<String>) -> FileTrack {
-        self.source = source.map(Arc::from);
+    pub fn with_source(self, source: Option<String>) -> FileTrack {
+        if let Some(s) = source {
+            let _ = self.source.set(Arc::from(s));
+        }
         self
     }
 

@@ -57,8 +57,11 @@ impl Store {
         let nanos = at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let tmp = path.with_extension("tmp");
         let io = |op| move |source| CheckpointError::Io { op, path: path.to_owned(), source };
-        std::fs::write(&tmp, format!("{nanos}\n")).map_err(io("write"))?;
-        std::fs::rename(&tmp, path).map_err(io("rename"))
+        let mut f = std::fs::File::create(&tmp).map_err(io("create"))?;
+        std::io::Write::write_all(&mut f, format!("{nanos}\n").as_bytes()).map_err(io("write"))?;
+        f.sync_all().map_err(io("fsync"))?;
+        std::fs::rename(&tmp, path).map_err(io("rename"))?;
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("fsync"))
     }
 }
 

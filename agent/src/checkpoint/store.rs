@@ -79,6 +79,10 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(CheckpointError::Io { op: "read", path, source }),
         }
+        if !registry.bad_lines.is_empty() {
+            // Kept for inspection: the next write leaves the bad lines out.
+            let _ = std::fs::copy(&path, dir.join(format!("{REGISTRY}.corrupt")));
+        }
         let store = Store { dir, inner: Arc::new(Mutex::new(registry)) };
         // Older versions' checkpoints, a file each: taken in unless the registry has a newer
         // word on the file (it is written after them, and they are deleted once it is).
@@ -154,6 +158,12 @@ impl Store {
         let to = path.with_extension("json.corrupt");
         std::fs::rename(&path, &to).map_err(io("rename", &path))?;
         Ok(to)
+    }
+
+    /// Whether some checkpoints could not be read when the store was opened: which files they
+    /// described is unknown, so none may be taken as never seen (`start-at = end`).
+    pub fn lost_some(&self) -> bool {
+        !self.lock().bad_lines.is_empty()
     }
 
     /// Records a checkpoint, written at the next [`Store::flush`].

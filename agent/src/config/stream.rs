@@ -119,7 +119,8 @@ pub struct StreamConfig {
     /// Kafka refuses or whose partitions have no leader cannot hold up the others.
     #[serde(default = "default_share")]
     pub in_flight_share: u32,
-    /// Attach `zonal.source` (`<host>/<dev>-<ino>-<birth>`: the file) and `zonal.offset` (where
+    /// Attach `zonal.source` (`<host>/<dev>-<ino>-<crc of the first line>`: the file's content)
+    /// and `zonal.offset` (where
     /// in it the line ends) to each record: together a key by which a consumer drops the
     /// duplicates that at-least-once delivery sends after a crash.
     #[serde(default = "default_true")]

@@ -34,12 +34,7 @@ impl Tailer {
         fingerprint: Fingerprint,
         orphan: bool,
     ) {
-        let meta = file.metadata();
-        let size = meta.as_ref().map(|m| m.len()).unwrap_or(offset);
-        let source = match (&meta, self.config.source_headers) {
-            (Ok(m), true) => Some(crate::record::source_of(&self.host, id, m)),
-            _ => None,
-        };
+        let size = file.metadata().map(|m| m.len()).unwrap_or(offset);
         if let Err(e) = file.seek(SeekFrom::Start(offset)) {
             self.metrics.error(&self.name, ErrorKind::Read);
             tracing::error!(stream = %self.name, path = %path.display(), error = %e, "seek failed");
@@ -47,7 +42,7 @@ impl Tailer {
         }
         tracing::info!(stream = %self.name, path = %path.display(), offset, size, orphan, "tailing");
         let pod = self.config.pod_metadata.then(|| crate::container::PodMeta::of(&path)).flatten();
-        let track = Arc::new(FileTrack::new(id, path, fingerprint, offset).with_pod(pod).with_source(source));
+        let track = Arc::new(FileTrack::new(id, path, fingerprint, offset).with_pod(pod));
         track.with(|s| {
             s.size = size;
             s.orphan = orphan;

@@ -173,7 +173,8 @@ impl Tailer {
     ) -> anyhow::Result<Tailer> {
         let exclude = config.exclude.iter().map(|p| glob::Pattern::new(p)).collect::<Result<_, _>>()?;
         let multiline = config.multiline_start.as_deref().map(Regex::new).transpose()?;
-        let first_start = store.first_start().unwrap_or_else(|e| {
+        let first_start = store.first_start().map(|t| if store.lost_some() { Some(std::time::UNIX_EPOCH) } else { t });
+        let first_start = first_start.unwrap_or_else(|e| {
             // Unknown: every file without a checkpoint is read from its start (duplicates
             // rather than loss).
             tracing::error!(stream = %config.name, error = %e, "when this stream was first tailed is unknown; files without a checkpoint start at byte 0");

@@ -155,6 +155,15 @@ impl Tailer {
         self.flush_identities();
         let limits = self.limits;
         let Some(t) = self.files.get_mut(&id) else { return true };
+        // The file's identity for the records' headers, from its first line, which is complete
+        // by the time anything of the file is sent.
+        if self.config.source_headers
+            && t.track.source.get().is_none()
+            && !t.batch.is_empty()
+            && let Some(source) = t.file.as_ref().and_then(|f| crate::record::source_of(&self.host, id, f))
+        {
+            let _ = t.track.source.set(source.into());
+        }
         let mut batch = std::mem::take(&mut t.batch);
         let track = t.track.clone();
         let mut start = 0;

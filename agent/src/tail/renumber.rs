@@ -26,9 +26,12 @@ impl Tailer {
         }
         // The files matched, and those where rotations go: beside the matches and the
         // checkpoints' paths, and in the folders their symlinks point to.
-        let mut dirs = BTreeSet::new();
+        // The matches' folders once, then each checkpoint's own (a search per checkpoint over
+        // every match would be quadratic in the number of files).
+        let mut dirs = self.search_dirs(seen, None);
+        let none = Matches::new();
         for c in checkpoints.iter().filter(|c| !seen.contains_key(&c.id)) {
-            dirs.extend(self.search_dirs(seen, Some(std::path::Path::new(&c.path))));
+            dirs.extend(self.search_dirs(&none, Some(std::path::Path::new(&c.path))));
         }
         let mut files: Matches = seen.clone();
         for dir in dirs {

@@ -108,7 +108,8 @@ impl Tailer {
     /// and its new lines must not be lost. Outside the globs it is finished like any renamed
     /// file.
     fn start_again(&mut self, id: FileId, file: File, path: PathBuf, seen: &Matches) {
-        let orphan = !seen.contains_key(&id);
+        // Outside the globs only if not still at its path (a listing that failed is no rename).
+        let orphan = !seen.contains_key(&id) && !super::discover::still_at(&path, id);
         let path = seen.get(&id).cloned().unwrap_or(path);
         let fingerprint = Fingerprint::read(&file).unwrap_or_default();
         self.start(id, path, file, 0, fingerprint, orphan);
