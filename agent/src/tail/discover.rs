@@ -75,11 +75,24 @@ impl Tailer {
             && self.config.paths.iter().any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches_path(path)))
     }
 
+    /// Whether file `id`, not among the matches, was only missed by a listing that failed: its
+    /// path is one the globs match and it is still there (or that cannot be told). A file
+    /// whose known path is outside the globs (a rotation being finished) is never that.
+    pub(super) fn missed_by_listing(&self, path: &Path, id: FileId) -> bool {
+        self.matches_globs(path) && still_at(path, id)
+    }
+
     /// Brings the tailed files up to date with the globs. A file matched at another path was
     /// renamed within the globs, and its track follows the inode. A file not matched was
     /// renamed out of the globs or deleted: it becomes an orphan, finished through the open
     /// descriptor and then let go.
     pub(super) fn follow_known(&mut self, seen: &Matches) {
+        let missed: std::collections::BTreeSet<FileId> = self
+            .files
+            .iter()
+            .filter(|(id, t)| !seen.contains_key(id) && self.missed_by_listing(&t.track.with(|s| s.path.clone()), **id))
+            .map(|(id, _)| *id)
+            .collect();
         for (id, t) in self.files.iter_mut() {
             match seen.get(id) {
                 Some(path) => {
@@ -97,7 +110,7 @@ impl Tailer {
                 // Not matched, but still at its path as far as a stat can tell: the listing
                 // failed (a folder unreadable for a moment, descriptors exhausted, a stale
                 // handle), which is not a rotation. It stays tailed as it is.
-                None if still_at(&t.track.with(|s| s.path.clone()), *id) => {}
+                None if missed.contains(id) => {}
                 None => {
                     t.unseen_scans += 1;
                     // A file leaving the globs is counted once, at the first scan that misses

@@ -89,7 +89,7 @@ impl Tailer {
                     let path = t.track.with(|s| s.path.clone());
                     // Still at its path, or that cannot be told: the listing failed (a folder
                     // unreadable for a moment, descriptors exhausted), which is no rotation.
-                    if super::discover::still_at(&path, id) {
+                    if self.missed_by_listing(&path, id) {
                         continue;
                     }
                     let dirs = self.search_dirs(seen, Some(&path));

@@ -109,7 +109,7 @@ impl Tailer {
     /// file.
     fn start_again(&mut self, id: FileId, file: File, path: PathBuf, seen: &Matches) {
         // Outside the globs only if not still at its path (a listing that failed is no rename).
-        let orphan = !seen.contains_key(&id) && !super::discover::still_at(&path, id);
+        let orphan = !seen.contains_key(&id) && !self.missed_by_listing(&path, id);
         let path = seen.get(&id).cloned().unwrap_or(path);
         let fingerprint = Fingerprint::read(&file).unwrap_or_default();
         self.start(id, path, file, 0, fingerprint, orphan);

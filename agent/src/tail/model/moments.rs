@@ -42,6 +42,11 @@ fn named_moments() -> Result<(), TestCaseError> {
     // path is opened like a matched one (its copy finished first), not from a stale offset and
     // then closed as idle.
     run_in(Layout::PlainClosing, &[w(1), Tick, CopyTruncate, Restart, ListingFails])?;
+    // A file closed as idle, copytruncated and renamed, then a scan whose listing fails: the
+    // renamed file is reopened as what it is, a rotation outside the globs, not as a file the
+    // listing missed (which would be closed and never read again).
+    let closed_rotation = [w(1), Tick, Tick, CopyTruncate, Rename, ListingFails, w(1)];
+    run_in(Layout::PlainClosing, &closed_rotation)?;
     let resent = run(&[w(20), Tick, AckAll, Checkpoint, w(10), Renumber, Tick, AckAll, Checkpoint])?;
     prop_assert_eq!(resent, 0, "lines acknowledged and checkpointed before the renumbering were sent again");
     run(&[w(20), Tick, AckAll, Checkpoint, w(10), Rename, Reopen, w(5), Renumber, Tick])?;
