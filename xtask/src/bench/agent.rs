@@ -138,43 +138,67 @@ pub(super) fn kcat(bootstrap: &str, input: &Input) -> anyhow::Result<Timed> {
 
 /// The release agent tails the same file until its status shows the whole file acknowledged;
 /// returns the seconds that took and its peak RSS in MB.
+/// A release agent tailing `input` into `bench-agent`, started in `work` with `kafka_options`
+/// (TOML lines of `[kafka.options]`) on top of the bench's configuration.
+pub(super) struct BenchAgent {
+    pub(super) process: Process,
+    pub(super) pid: u32,
+    /// `127.0.0.1:<port>` of its HTTP server.
+    pub(super) http: String,
+}
+
+impl BenchAgent {
+    pub(super) fn start(
+        world: &World,
+        bin: &Path,
+        input: &Input,
+        work: &Path,
+        kafka_options: &str,
+    ) -> anyhow::Result<Self> {
+        let port = testkit::net::free_port()?;
+        let config = work.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "checkpoint-dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[kafka]\nbootstrap-servers = \"{}\"\n\
+                 [kafka.options]\n{kafka_options}\n\
+                 [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{}\"\n[[streams]]\nname = \"bench\"\npaths = [\"{}\"]\ntopic = \"bench-agent\"\n",
+                work.join("ckpt").display(),
+                world.kafka.bootstrap(),
+                world.metadata[0].endpoint(),
+                input.glob
+            ),
+        )?;
+        let process = Process::start(
+            ProcessSpec::new(bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], work.join("agent.log"))
+                .env("RUST_LOG", "warn"),
+        )?;
+        let pid = process.pid().context("the agent is not running")?;
+        Ok(BenchAgent { process, pid, http: format!("127.0.0.1:{port}") })
+    }
+
+    /// Every file's acknowledged bytes, from `/status`: one file, or the many of the scale case.
+    pub(super) fn acked(&self) -> Option<u64> {
+        let (_, body) = testkit::http::get(&self.http, "/status").ok()?;
+        let s: serde_json::Value = serde_json::from_str(&body).ok()?;
+        Some(s["streams"][0]["files"].as_array()?.iter().filter_map(|f| f["acked_offset"].as_u64()).sum())
+    }
+}
+
 fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<(f64, f64)> {
     let work = tempfile::tempdir()?;
-    let port = testkit::net::free_port()?;
-    let config = work.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "checkpoint-dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[kafka]\nbootstrap-servers = \"{}\"\n\
-             [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{}\"\n[[streams]]\nname = \"bench\"\npaths = [\"{}\"]\ntopic = \"bench-agent\"\n",
-            work.path().join("ckpt").display(),
-            world.kafka.bootstrap(),
-            world.metadata[0].endpoint(),
-            input.glob
-        ),
-    )?;
     let progress = bar(input.size, "zonal-agent");
     let start = Instant::now();
-    let mut agent = Process::start(
-        ProcessSpec::new(bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], work.path().join("agent.log"))
-            .env("RUST_LOG", "warn"),
-    )?;
-    let agent_pid = agent.pid().context("the agent is not running")?;
+    let mut agent = BenchAgent::start(world, bin, input, work.path(), "")?;
+    let agent_pid = agent.pid;
     let agent_peak = PeakRss::watch(agent_pid);
-    let status_url = format!("127.0.0.1:{port}");
-    let acked = || -> Option<u64> {
-        let (_, body) = testkit::http::get(&status_url, "/status").ok()?;
-        let s: serde_json::Value = serde_json::from_str(&body).ok()?;
-        // Every file's acknowledged bytes: one file, or the many of the scale case.
-        Some(s["streams"][0]["files"].as_array()?.iter().filter_map(|f| f["acked_offset"].as_u64()).sum())
-    };
     // Poll every 100 ms: often enough for the figure, rarely enough not to load the agent.
     testkit::wait_until_every(
         "the agent to ship every file",
         Duration::from_secs(1800),
         Duration::from_millis(100),
         || {
-            let done = acked().unwrap_or(0);
+            let done = agent.acked().unwrap_or(0);
             progress.set_position(done);
             (done >= input.size).then_some(())
         },
@@ -182,7 +206,7 @@ fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<(f64, f64)>
     let secs = start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let rss = agent_peak.finish(agent_pid);
-    agent.stop(Duration::from_secs(30))?;
+    agent.process.stop(Duration::from_secs(30))?;
     Ok((secs, rss))
 }
 

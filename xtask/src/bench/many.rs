@@ -5,28 +5,26 @@
 //! lines.
 //!
 //! ```text
-//!  5,000 files ──zonal-agent──> Kafka: half acknowledged ──every broker down 10 s──> up ──> all
+//!  5,000 files ──zonal-agent──> Kafka: half acknowledged ──every broker down (>= 10 s, until
+//!     records time out)──> up ──> all
 //!     acknowledged; sampled all along: VmHWM, open descriptors    vs   kcat -P (one file)
 //! ```
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use testkit::process::{Process, ProcessSpec};
+use anyhow::bail;
 use testkit::{World, WorldSpec};
 
 use super::Row;
-use super::agent::{Input, files_input, kcat};
+use super::agent::{BenchAgent, Input, files_input, kcat};
 use super::probe::{PeakRss, bar, high_watermarks};
 
 /// Files tailed at once.
 const FILES: usize = 5_000;
 /// Lines per file.
 const LINES_PER_FILE: usize = 100;
-/// How long every broker is down.
+/// The least time every broker is down (longer until records have timed out).
 const OUTAGE: Duration = Duration::from_secs(10);
 
 pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
@@ -59,7 +57,7 @@ pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
         mb / 2.0,
         run.first_half_secs,
         mb / reference.secs,
-        OUTAGE.as_secs_f64(),
+        run.outage_secs,
         run.after_secs,
         records,
         input.lines,
@@ -75,7 +73,7 @@ pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let case = "scale agent 5k files";
     Ok(vec![
         Row { case, metric: "MB/s before the outage", value: first_half, reference: mb / reference.secs },
-        Row { case, metric: "s to catch up after", value: run.after_secs, reference: OUTAGE.as_secs_f64() },
+        Row { case, metric: "s to catch up after", value: run.after_secs, reference: run.outage_secs },
         Row { case, metric: "peak RSS MB/formula", value: run.rss_mb, reference: formula },
         Row { case, metric: "peak descriptors", value: run.fds as f64, reference: FILES as f64 },
         Row { case, metric: "bytes lost", value: lost as f64, reference: 0.0 },
@@ -86,6 +84,8 @@ pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
 struct Run {
     /// Seconds from the start to half the bytes acknowledged (5,000 files opened included).
     first_half_secs: f64,
+    /// Seconds every broker was down.
+    outage_secs: f64,
     /// Seconds from the brokers' return to every byte acknowledged.
     after_secs: f64,
     rss_mb: f64,
@@ -97,38 +97,15 @@ struct Run {
 
 fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<Run> {
     let work = tempfile::tempdir()?;
-    let port = testkit::net::free_port()?;
-    let config = work.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "checkpoint-dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[kafka]\nbootstrap-servers = \"{}\"\n\
-             [kafka.options]\n\"message.timeout.ms\" = \"5000\"\n\
-             [zone]\nproviders = [\"ec2\"]\nec2-endpoint = \"{}\"\n[[streams]]\nname = \"bench\"\npaths = [\"{}\"]\ntopic = \"bench-agent\"\n",
-            work.path().join("ckpt").display(),
-            world.kafka.bootstrap(),
-            world.metadata[0].endpoint(),
-            input.glob
-        ),
-    )?;
     let progress = bar(input.size, "zonal-agent (5,000 files, an outage)");
     let start = Instant::now();
-    let mut agent = Process::start(
-        ProcessSpec::new(bin, &["run".as_ref(), "-c".as_ref(), config.as_os_str()], work.path().join("agent.log"))
-            .env("RUST_LOG", "warn"),
-    )?;
-    let pid = agent.pid().context("the agent is not running")?;
-    let peak = PeakRss::watch(pid);
-    let fds = Descriptors::watch(pid);
-    let status_url = format!("127.0.0.1:{port}");
-    let acked = || -> Option<u64> {
-        let (_, body) = testkit::http::get(&status_url, "/status").ok()?;
-        let s: serde_json::Value = serde_json::from_str(&body).ok()?;
-        Some(s["streams"][0]["files"].as_array()?.iter().filter_map(|f| f["acked_offset"].as_u64()).sum())
-    };
+    // Records time out within the outage, so the agent meets it as it would a long one: records
+    // waiting for a retry while the files keep being read up to the bounds.
+    let mut agent = BenchAgent::start(world, bin, input, work.path(), "\"message.timeout.ms\" = \"5000\"")?;
+    let peak = PeakRss::watch(agent.pid);
     let reach = |what: &str, bytes: u64| {
         testkit::wait_until_every(what, Duration::from_secs(1800), Duration::from_millis(200), || {
-            let done = acked().unwrap_or(0);
+            let done = agent.acked().unwrap_or(0);
             progress.set_position(done);
             (done >= bytes).then_some(())
         })
@@ -140,8 +117,20 @@ fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<Run> {
         world.kafka.broker_down(b)?;
     }
     progress.set_message("zonal-agent: every broker down");
-    // The outage lasts a fixed time: it is the scenario, not a wait for a condition.
-    std::thread::sleep(OUTAGE);
+    let down = Instant::now();
+    // The outage lasts until records have timed out and wait for a retry (and at least
+    // OUTAGE): the moment whose memory and descriptors the case is about.
+    testkit::wait_until_every(
+        "records to time out during the outage",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || {
+            let (_, body) = testkit::http::get(&agent.http, "/metrics").ok()?;
+            let failed = testkit::http::metric(&body, "zonal_agent_errors_total", &["delivery"]);
+            (failed > 0.0 && down.elapsed() >= OUTAGE).then_some(())
+        },
+    )?;
+    let outage_secs = down.elapsed().as_secs_f64();
     for &b in &brokers {
         world.kafka.broker_up(b)?;
     }
@@ -150,37 +139,9 @@ fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<Run> {
     reach("every line acknowledged after the outage", input.size)?;
     let after_secs = back.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    let acked = acked().unwrap_or(0);
-    let rss_mb = peak.finish(pid);
-    let fds = fds.finish();
-    agent.stop(Duration::from_secs(30))?;
-    Ok(Run { first_half_secs, after_secs, rss_mb, fds, acked })
-}
-
-/// The most descriptors a process has open, sampled every 100 ms from `/proc/<pid>/fd`.
-struct Descriptors {
-    most: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Descriptors {
-    fn watch(pid: u32) -> Descriptors {
-        let (most, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-        let (m, s) = (most.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return };
-                m.fetch_max(fds.count() as u64, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Descriptors { most, stop, thread }
-    }
-
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-        self.most.load(Ordering::Relaxed)
-    }
+    let acked = agent.acked().unwrap_or(0);
+    let fds = peak.most_descriptors();
+    let rss_mb = peak.finish(agent.pid);
+    agent.process.stop(Duration::from_secs(30))?;
+    Ok(Run { first_half_secs, outage_secs, after_secs, rss_mb, fds, acked })
 }

@@ -37,6 +37,8 @@ pub(super) struct PeakRss {
     /// CPU centiseconds at the last sample: the process's use up to (at most one period before)
     /// its exit.
     cpu: Arc<AtomicU64>,
+    /// The most descriptors the process had open at a sample (`/proc/<pid>/fd`).
+    fds: Arc<AtomicU64>,
     /// Dropping the sender stops the sampler at once, between two samples.
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -63,13 +65,17 @@ impl PeakRss {
     pub(super) fn watch(pid: u32) -> PeakRss {
         let peak = Arc::new(AtomicU64::new(0));
         let cpu = Arc::new(AtomicU64::new(0));
+        let fds = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = mpsc::channel::<()>();
-        let (p, c) = (peak.clone(), cpu.clone());
+        let (p, c, f) = (peak.clone(), cpu.clone(), fds.clone());
         let thread = std::thread::spawn(move || {
             while let Some(k) = vm_hwm_kib(pid) {
                 p.fetch_max(k, Ordering::Relaxed);
                 if let Some(secs) = cpu_seconds(&pid.to_string()) {
                     c.fetch_max((secs * 100.0) as u64, Ordering::Relaxed);
+                }
+                if let Ok(open) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+                    f.fetch_max(open.count() as u64, Ordering::Relaxed);
                 }
                 // The receive is the sampling period; it ends early when `finish` drops the
                 // sender.
@@ -78,7 +84,12 @@ impl PeakRss {
                 }
             }
         });
-        PeakRss { peak, cpu, stop: Some(stop), thread: Some(thread) }
+        PeakRss { peak, cpu, fds, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// The most descriptors the process had open at a sample so far.
+    pub(super) fn most_descriptors(&self) -> u64 {
+        self.fds.load(Ordering::Relaxed)
     }
 
     /// Takes one more sample (call before the process exits) and returns the peak in MB.
