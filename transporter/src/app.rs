@@ -243,7 +243,10 @@ struct Registration {
 
 impl Registration {
     fn info(&self, worker: &Worker) -> WorkerInfo {
-        let rates = worker.rates.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        // Only the partitions it owns now, at most coord::MAX_RATES: a registration that kept
+        // every partition ever read grew without bound, and 1,000 of them outgrew a reply.
+        let owned: Vec<_> = worker.owned.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        let rates = coord::registered_rates(&worker.rates.lock().unwrap_or_else(PoisonError::into_inner), owned);
         let zone = self.zone.read().unwrap_or_else(PoisonError::into_inner).zone.clone();
         WorkerInfo {
             id: self.id.clone(),

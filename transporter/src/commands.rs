@@ -96,15 +96,15 @@ pub async fn status(cfg: TransporterConfig, json: bool) -> anyhow::Result<()> {
     }
     println!("cluster: {}", cfg.etcd.cluster);
     println!("master: {}", master.as_deref().unwrap_or("(none)"));
+    // Grouped once: at 100,000 partitions a scan per worker would be 10^8 comparisons.
+    let mut held: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (tp, w) in doc.iter().flat_map(|d| d.owners.iter()) {
+        held.entry(w.as_str()).or_default().push(tp.to_string());
+    }
     for (zone, ws) in &by_zone {
         println!("zone {zone}:");
         for w in ws {
-            let parts: Vec<String> = doc
-                .iter()
-                .flat_map(|d| d.owners.iter())
-                .filter(|(_, o)| **o == w.id)
-                .map(|(tp, _)| tp.to_string())
-                .collect();
+            let parts = held.get(w.id.as_str()).map_or(&[][..], Vec::as_slice);
             println!("  {:<24} host {:<20} capacity {:<4} partitions {:?}", w.id, w.host, w.capacity, parts);
         }
     }

@@ -13,13 +13,15 @@
 //! ```
 //!
 //! By concern: `connect` (clients), `lease` (the lease and its keepalive, on an `OwnThread`),
-//! `registration` (workers and clean stops), `ownership` (the fence, committed offsets, and the
+//! `registration` (workers and clean stops, and the master's incremental view of them), `paged`
+//! (prefixes read a page at a time, under the client's message limit), `ownership` (the fence, committed offsets, and the
 //! operators' view of both).
 
 mod connect;
 mod lease;
 mod own_thread;
 mod ownership;
+pub mod paged;
 mod registration;
 
 use std::collections::BTreeMap;
@@ -33,7 +35,10 @@ pub use own_thread::OwnThread;
 pub use ownership::{
     Acquire, CommittedError, SetOffset, acquire, commit, committed, offsets, owners, release, set_offset,
 };
-pub use registration::{Registrations, WorkerInfo, clear_left, left, mark_left, register, workers};
+pub use registration::{
+    MAX_RATES, ReadCost, Registrations, Registry, WorkerInfo, clear_left, left, mark_left, register, registered_rates,
+    workers,
+};
 
 /// The master's assignment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

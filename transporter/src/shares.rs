@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use az_core::TopicPartition;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use crate::coord::{AssignmentDoc, Keys};
@@ -127,11 +127,12 @@ impl Write {
     }
 }
 
-/// What moving from `previous` to `next` writes: the shares that changed (deleted when a worker
-/// owns nothing any more), then the summary. Unchanged shares are not written.
-pub fn diff(keys: &Keys, previous: Option<&AssignmentDoc>, next: &AssignmentDoc) -> anyhow::Result<Vec<Write>> {
+/// What moving from the shares as stored (`before`) to `next` writes: the shares that differ
+/// (deleted when a worker owns nothing any more), then the summary. Unchanged shares are not
+/// written; a stale one (a partition left in two shares by a master killed mid-write) differs
+/// and is rewritten.
+pub fn diff(keys: &Keys, before: &BTreeMap<String, Share>, next: &AssignmentDoc) -> anyhow::Result<Vec<Write>> {
     let Split { summary, shares } = split(next);
-    let before = previous.map(|p| split(p).shares).unwrap_or_default();
     let mut out = Vec::new();
     for (w, share) in &shares {
         if before.get(w) != Some(share) {
@@ -143,6 +144,12 @@ pub fn diff(keys: &Keys, previous: Option<&AssignmentDoc>, next: &AssignmentDoc)
     }
     out.push(Write::Put(keys.assignment(), serde_json::to_vec(&summary)?));
     Ok(out)
+}
+
+/// Whether the shares as stored differ from what `doc` splits into (a partition in two shares,
+/// or a share a joined view hides): the master then writes although its plan did not change.
+pub fn needs_healing(stored: &BTreeMap<String, Share>, doc: &AssignmentDoc) -> bool {
+    split(doc).shares != *stored
 }
 
 /// Cuts writes into transactions of at most [`MAX_TXN_OPS`] operations and [`MAX_TXN_BYTES`]
@@ -228,38 +235,27 @@ pub async fn summary(client: &Client, keys: &Keys) -> anyhow::Result<Option<Summ
 /// Reads the whole assignment (summary and every share, a page at a time so that no response
 /// nears the client's message limit). `None` before the first assignment.
 pub async fn full(client: &Client, keys: &Keys) -> anyhow::Result<Option<AssignmentDoc>> {
+    Ok(stored(client, keys).await?.map(|s| join(s.summary, s.shares)))
+}
+
+/// Reads the assignment as it is stored: the summary and every share as written. A master
+/// killed between its transactions can leave a partition in two shares; the next master diffs
+/// against this, not the joined view, so that the stale share is rewritten.
+pub async fn stored(client: &Client, keys: &Keys) -> anyhow::Result<Option<Split>> {
     let Some(summary) = summary(client, keys).await? else { return Ok(None) };
     let prefix = keys.shares();
+    let read = crate::coord::paged::range(client, &prefix, crate::coord::paged::RangeRead::values(PAGE))
+        .await
+        .context("reading the assignment shares from etcd")?;
     let mut shares = BTreeMap::new();
-    let mut from = prefix.clone().into_bytes();
-    let mut range_end = prefix.clone().into_bytes();
-    // The prefix's range end: its last byte plus one ('/' + 1 = '0').
-    if let Some(last) = range_end.last_mut() {
-        *last += 1;
+    for kv in &read.kvs {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let worker = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
+        let share: Share =
+            serde_json::from_slice(kv.value()).with_context(|| format!("{key} holds an invalid assignment share"))?;
+        shares.insert(worker, share);
     }
-    let mut c = client.clone();
-    loop {
-        let opts = GetOptions::new()
-            .with_range(range_end.clone())
-            .with_limit(PAGE)
-            .with_sort(SortTarget::Key, SortOrder::Ascend);
-        let resp = c.get(from.clone(), Some(opts)).await.context("reading the assignment shares from etcd")?;
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let worker = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
-            let share: Share = serde_json::from_slice(kv.value())
-                .with_context(|| format!("{key} holds an invalid assignment share"))?;
-            shares.insert(worker, share);
-        }
-        match resp.kvs().last() {
-            Some(kv) if resp.more() => {
-                from = kv.key().to_vec();
-                from.push(0);
-            }
-            _ => break,
-        }
-    }
-    Ok(Some(join(summary, shares)))
+    Ok(Some(Split { summary, shares }))
 }
 
 /// A worker's own share as read.
@@ -314,13 +310,13 @@ mod tests {
     #[test]
     fn only_changed_shares_are_written_and_the_summary_last() {
         let keys = Keys::new("c");
-        let before = doc(&[("t/0", "a"), ("t/1", "b")], 1);
+        let before = split(&doc(&[("t/0", "a"), ("t/1", "b")], 1)).shares;
         // Nothing moved: only the summary (a new generation).
-        let same = diff(&keys, Some(&before), &doc(&[("t/0", "a"), ("t/1", "b")], 2)).expect("diff");
+        let same = diff(&keys, &before, &doc(&[("t/0", "a"), ("t/1", "b")], 2)).expect("diff");
         assert_eq!(same.len(), 1);
         assert!(matches!(&same[0], Write::Put(k, _) if k == "/c/assignment"));
         // b's partition moves to a: a's share is written, b's deleted, then the summary.
-        let moved = diff(&keys, Some(&before), &doc(&[("t/0", "a"), ("t/1", "a")], 2)).expect("diff");
+        let moved = diff(&keys, &before, &doc(&[("t/0", "a"), ("t/1", "a")], 2)).expect("diff");
         let kinds: Vec<String> = moved
             .iter()
             .map(|w| match w {
@@ -330,7 +326,27 @@ mod tests {
             .collect();
         assert_eq!(kinds, vec!["put /c/assignment/a", "delete /c/assignment/b", "put /c/assignment"]);
         // A first assignment writes every share.
-        assert_eq!(diff(&keys, None, &before).expect("diff").len(), 3);
+        let first = doc(&[("t/0", "a"), ("t/1", "b")], 1);
+        assert_eq!(diff(&keys, &BTreeMap::new(), &first).expect("diff").len(), 3);
+    }
+
+    /// Issue 23, item 8: a master killed between its transactions left t/0 in both a's and b's
+    /// shares. The joined view shows one owner, and a plan that keeps it is "unchanged"; against
+    /// the shares as stored, the stale one differs and is rewritten.
+    #[test]
+    fn a_partition_left_in_two_shares_is_healed() {
+        let keys = Keys::new("c");
+        let stored = BTreeMap::from([
+            ("a".to_owned(), Share::from([(tp("t/0"), "z1".to_owned())])),
+            ("b".to_owned(), Share::from([(tp("t/0"), "z1".to_owned()), (tp("t/1"), "z1".to_owned())])),
+        ]);
+        let joined = join(Summary::default(), stored.clone());
+        assert_eq!(joined.owners.get(&tp("t/0")).map(String::as_str), Some("b"), "the later share wins the join");
+        assert!(needs_healing(&stored, &joined));
+        let writes = diff(&keys, &stored, &joined).expect("diff");
+        assert_eq!(writes.first(), Some(&Write::Delete("/c/assignment/a".into())), "{writes:?}");
+        assert_eq!(writes.len(), 2, "a's stale share goes, then the summary: {writes:?}");
+        assert!(!needs_healing(&split(&joined).shares, &joined));
     }
 
     #[test]

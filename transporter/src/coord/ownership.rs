@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use az_core::TopicPartition;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnResponse};
 
 use super::Keys;
 
@@ -187,12 +187,10 @@ pub async fn set_offset(
 /// key that does not name a partition is an error naming it: the listing is for operators, who
 /// must see it rather than a partial answer.
 async fn by_partition(client: &Client, prefix: String, what: &str) -> anyhow::Result<BTreeMap<TopicPartition, String>> {
-    let mut c = client.clone();
-    let resp = c
-        .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+    let read = super::paged::range(client, &prefix, super::paged::RangeRead::values(PARTITIONS_PAGE))
         .await
         .with_context(|| format!("listing {what}"))?;
-    resp.kvs()
+    read.kvs
         .iter()
         .map(|kv| {
             let tp = partition_key(&prefix, &String::from_utf8_lossy(kv.key()))?;
@@ -200,6 +198,9 @@ async fn by_partition(client: &Client, prefix: String, what: &str) -> anyhow::Re
         })
         .collect()
 }
+
+/// Partition keys per page: 100,000 owners or offsets are 100 small replies.
+const PARTITIONS_PAGE: i64 = 1000;
 
 /// The partition a key under `prefix` is for.
 fn partition_key(prefix: &str, key: &str) -> anyhow::Result<TopicPartition> {

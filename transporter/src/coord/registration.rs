@@ -12,10 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use az_core::TopicPartition;
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Client, PutOptions};
 use serde::{Deserialize, Serialize};
 
 use super::Keys;
+use super::paged::{self, RangeRead};
 
 /// What a worker registers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,24 +134,124 @@ pub async fn clear_left(client: &Client, keys: &Keys, id: &str) -> anyhow::Resul
 
 /// Ids of workers that stopped cleanly.
 pub async fn left(client: &Client, keys: &Keys) -> anyhow::Result<BTreeSet<String>> {
-    let mut c = client.clone();
     let prefix = keys.left();
-    let resp = c
-        .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
-        .await
-        .context("listing clean stops")?;
-    Ok(resp
-        .kvs()
+    let listed = paged::range(client, &prefix, RangeRead::keys(KEYS_PAGE)).await.context("listing clean stops")?;
+    Ok(listed
+        .kvs
         .iter()
         .filter_map(|kv| String::from_utf8_lossy(kv.key()).strip_prefix(prefix.as_str()).map(str::to_owned))
         .collect())
 }
 
-/// Live workers; values that do not parse are reported and skipped.
+/// Live workers, read whole a page at a time; values that do not parse are reported and skipped.
 pub async fn workers(client: &Client, keys: &Keys) -> anyhow::Result<Registrations> {
-    let mut c = client.clone();
-    let resp = c.get(keys.workers(), Some(GetOptions::new().with_prefix())).await.context("listing workers in etcd")?;
-    Ok(Registrations::parse(resp.kvs().iter().map(|kv| (kv.key(), kv.value()))))
+    let read = paged::range(client, &keys.workers(), RangeRead::values(VALUES_PAGE))
+        .await
+        .context("listing workers in etcd")?;
+    Ok(Registrations::parse(read.kvs.iter().map(|kv| (kv.key(), kv.value()))))
+}
+
+/// Keys per page when listing keys only (about 60 bytes each).
+const KEYS_PAGE: i64 = 1000;
+/// Registrations per page: at most [`MAX_RATES`] rates of ~30 bytes each, so a page of 32
+/// stays under the client's 4 MiB even when every worker registers its most.
+const VALUES_PAGE: i64 = 32;
+
+/// The most partition rates a registration carries (the largest ones): about 130 KB, so that one
+/// registration stays far below etcd's 1.5 MiB request limit however many partitions a worker
+/// owns. A partition without a rate weighs as the mean.
+pub const MAX_RATES: usize = 4096;
+
+/// The rates a worker registers: those of the partitions it owns now (a partition it gave away
+/// is the new owner's to report), at most [`MAX_RATES`], largest first.
+pub fn registered_rates(
+    rates: &BTreeMap<TopicPartition, f64>,
+    owned: impl IntoIterator<Item = TopicPartition>,
+) -> BTreeMap<TopicPartition, f64> {
+    let mut mine: Vec<(TopicPartition, f64)> =
+        owned.into_iter().filter_map(|tp| rates.get(&tp).map(|r| (tp, *r))).collect();
+    if mine.len() > MAX_RATES {
+        mine.sort_by(|a, b| b.1.total_cmp(&a.1));
+        mine.truncate(MAX_RATES);
+    }
+    mine.into_iter().collect()
+}
+
+/// What reading the registrations cost, for the master's log and the fleet-scale test.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadCost {
+    /// Requests sent.
+    pub requests: usize,
+    /// Bytes of keys and values in the largest reply.
+    pub largest_reply: usize,
+    /// Registrations read with their values (the ones that changed).
+    pub values: usize,
+}
+
+/// The master's view of the registrations, kept current by reading only what changed: every
+/// refresh lists the keys and their revisions (about 60 bytes a worker), then reads the values
+/// of the registrations written since the last refresh. At 1,000 workers a refresh with nothing
+/// new is one small request, not the whole fleet's rates every half second.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Key -> (its modification revision, the registration or why it did not parse).
+    by_key: BTreeMap<Vec<u8>, (i64, Result<WorkerInfo, String>)>,
+    /// The revision the view is current at.
+    revision: i64,
+    /// What the last refresh cost.
+    pub cost: ReadCost,
+}
+
+impl Registry {
+    /// Brings the view up to date; true when a registration came, went or changed.
+    pub async fn refresh(&mut self, client: &Client, keys: &Keys) -> anyhow::Result<bool> {
+        let prefix = keys.workers();
+        let listed = paged::range(client, &prefix, RangeRead::keys(KEYS_PAGE)).await.context("listing workers")?;
+        let live: BTreeMap<Vec<u8>, i64> = listed.kvs.iter().map(|kv| (kv.key().to_vec(), kv.mod_revision())).collect();
+        self.cost = ReadCost { requests: listed.pages, largest_reply: listed.largest_reply, values: 0 };
+        let before = self.by_key.len();
+        self.by_key.retain(|k, _| live.contains_key(k));
+        let mut changed = self.by_key.len() != before;
+        let stale = |by_key: &BTreeMap<Vec<u8>, (i64, Result<WorkerInfo, String>)>| {
+            live.iter().any(|(k, rev)| by_key.get(k).is_none_or(|(r, _)| r != rev))
+        };
+        if stale(&self.by_key) {
+            let since = RangeRead {
+                min_mod_revision: self.revision + 1,
+                revision: listed.revision,
+                ..RangeRead::values(VALUES_PAGE)
+            };
+            let read = paged::range(client, &prefix, since).await.context("reading changed worker registrations")?;
+            self.cost.requests += read.pages;
+            self.cost.largest_reply = self.cost.largest_reply.max(read.largest_reply);
+            self.cost.values = read.kvs.len();
+            for kv in &read.kvs {
+                let parsed = serde_json::from_slice::<WorkerInfo>(kv.value())
+                    .map_err(|e| format!("{}: {e}", String::from_utf8_lossy(kv.key())));
+                self.by_key.insert(kv.key().to_vec(), (kv.mod_revision(), parsed));
+            }
+            changed = true;
+            if stale(&self.by_key) {
+                // Not expected (both reads are at one revision); the next refresh reads all.
+                self.revision = 0;
+                return Ok(true);
+            }
+        }
+        self.revision = listed.revision;
+        Ok(changed)
+    }
+
+    /// The registrations as last refreshed.
+    pub fn registrations(&self) -> Registrations {
+        let mut out = Registrations::default();
+        for (_, parsed) in self.by_key.values() {
+            match parsed {
+                Ok(w) => out.workers.push(w.clone()),
+                Err(why) => out.invalid.push(why.clone()),
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +290,33 @@ mod tests {
         })));
         assert!(base.differs_materially(&with(&|w| w.zone_id = Some("use1-az2".into()))));
         assert!(base.differs_materially(&with(&|w| w.capacity = 2.0)));
+    }
+
+    /// Issue 23, item 1: a worker registered a rate for every partition it ever read. It now
+    /// registers those it owns, at most MAX_RATES of them (the largest).
+    #[test]
+    fn only_owned_partitions_rates_are_registered_and_at_most_max_rates() {
+        let tp = |p| TopicPartition::new("logs", p);
+        let rates: BTreeMap<TopicPartition, f64> = (0..10_000).map(|p| (tp(p), f64::from(p))).collect();
+        let mine = registered_rates(&rates, [tp(3), tp(5), tp(20_000)]);
+        assert_eq!(mine, BTreeMap::from([(tp(3), 3.0), (tp(5), 5.0)]), "owned and known only");
+        let all = registered_rates(&rates, (0..10_000).map(tp));
+        assert_eq!(all.len(), MAX_RATES);
+        assert!(all.keys().all(|k| k.partition >= 10_000 - MAX_RATES as i32), "the largest are kept");
+        let info = WorkerInfo {
+            id: "w".into(),
+            zone_id: None,
+            zone_name: None,
+            host: "h".into(),
+            capacity: 1.0,
+            http: String::new(),
+            rates: all
+                .into_iter()
+                .map(|(k, v)| (TopicPartition::new("a-long-topic-name.of.production.logs", k.partition), v))
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&info).expect("json").len();
+        assert!(bytes < 256 * 1024, "a registration of {bytes} bytes");
     }
 
     /// The rates are keyed `topic/partition` in etcd, as they always were. A registration that is

@@ -1,24 +1,30 @@
 //! The master's term, the I/O around `plan`: it reads the topics, the topology, the workers and
-//! the clean stops, asks `plan` for the next assignment, and writes what changed while its
-//! leader key is unchanged.
+//! the clean stops, asks `plan` for the next assignment when something it plans from changed,
+//! and writes what differs from what is stored while its leader key is unchanged.
 //!
 //! ```text
-//!  previous assignment (etcd) ─┐
-//!  every 500 ms (at a term's start: as soon as the topology is fetched):
-//!                Topics::refresh (list the cluster for a pattern) ─> TopologyWatcher::current
-//!                coord::workers + coord::left ────────────────────────┐
-//!                can_plan ──plan()──> metrics ──changed──> shares::write (guarded by the leader key)
+//!  stored shares + summary (etcd, paged) ─┐
+//!  every 500 ms:  Topics::refresh (list the cluster for a pattern) ─> TopologyWatcher::current
+//!                 Registry::refresh (keys + revisions; values of changed registrations only)
+//!                 coord::left ─────────────────────────────────────────┐
+//!  inputs changed, a grace period ended, or 30 s passed:               v
+//!                 can_plan ──plan()──> metrics ──differs from stored──> shares::write (guarded)
 //! ```
+//!
+//! At 1,000 workers and 100,000 partitions an idle round is two small requests and no plan; the
+//! plan (which walks every partition) runs only when its inputs moved.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use az_core::{TopologyWatcher, WatchOptions};
+use az_core::{Topology, TopologyWatcher, WatchOptions};
 use tokio::sync::watch;
 
 use super::plan::{Plan, PlanInput, PlanSettings, can_plan, plan};
-use crate::coord::{self, AssignmentDoc, Keys, LeaseState};
+use crate::coord::{self, AssignmentDoc, Keys, LeaseState, Registry};
 use crate::metrics::ErrorKind;
+use crate::shares::{self, Share, WriteStats};
 use crate::worker::Worker;
 
 /// The leader key this master was elected with: every write is conditioned on it.
@@ -29,6 +35,10 @@ pub(super) struct Leader {
     pub revision: i64,
 }
 
+/// The longest a master goes without planning although nothing it reads changed: a safety net
+/// for a change no comparison saw.
+const PLAN_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
+
 /// Plans and writes the assignment until the lease is lost or another master took over.
 pub(super) async fn lead(
     worker: &Arc<Worker>,
@@ -36,42 +46,37 @@ pub(super) async fn lead(
     lease: &watch::Receiver<LeaseState>,
     leader: &Leader,
 ) -> anyhow::Result<()> {
-    let settings = PlanSettings::new(&worker.cfg);
     let mut topics = Topics::new(worker)?;
-    let mut previous = previous_assignment(etcd, &worker.keys).await?;
+    let mut term = Term::start(etcd, &worker.keys, leader, PlanSettings::new(&worker.cfg), &worker.id).await?;
     loop {
         if !lease.borrow().valid() {
             anyhow::bail!("lease lost while master");
         }
         topics.refresh(worker).await?;
         let topo = topics.watcher.current();
-        let registered = coord::workers(etcd, &worker.keys).await?;
-        let left = coord::left(etcd, &worker.keys).await?;
-        for b in &registered.invalid {
+        let round = term.round(&topo, &topics.names, topics.listed, chrono::Utc::now().timestamp_millis()).await?;
+        for b in &round.invalid {
             let kind = ErrorKind::EtcdValue;
             worker.metrics.error(kind);
             tracing::error!(kind = kind.as_str(), value = %b, "skipping an invalid worker registration");
         }
-        let fetched = topo.is_fetched();
-        if can_plan(&topo, &topics.names, topics.listed) {
-            let next = plan(&PlanInput {
-                topo: &topo,
-                topics: &topics.names,
-                workers: &registered.workers,
-                left: &left,
-                previous: previous.as_ref(),
-                master: &worker.id,
-                now_ms: chrono::Utc::now().timestamp_millis(),
-                settings: &settings,
-            });
-            worker.metrics.cross_zone_partitions.set(next.doc.cross_zone as u64);
-            worker.metrics.waiting_partitions.set(next.doc.waiting as u64);
-            if next.changed {
-                write(worker, etcd, leader, previous.as_ref(), &next).await?;
-                previous = Some(next.doc);
-            }
+        if let Some(p) = &round.planned {
+            worker.metrics.cross_zone_partitions.set(p.doc.cross_zone as u64);
+            worker.metrics.waiting_partitions.set(p.doc.waiting as u64);
         }
-        if fetched {
+        if let (Some(p), Some(stats)) = (&round.planned, &round.written) {
+            tracing::info!(
+                generation = p.doc.generation,
+                cross_zone = p.doc.cross_zone,
+                waiting = p.doc.waiting,
+                moved = p.moved,
+                keys = stats.keys,
+                txns = stats.txns,
+                bytes = stats.bytes,
+                "assignment written"
+            );
+        }
+        if topo.is_fetched() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         } else {
             // A term's first plan waits for the cluster's topology, not for a fixed half second:
@@ -81,44 +86,141 @@ pub(super) async fn lead(
     }
 }
 
-/// The assignment in force when the term starts. It carries stickiness: an etcd error reading it
-/// ends this term (the campaign starts again) instead of starting from nothing; only a document
-/// that is not an assignment at all is replaced.
-async fn previous_assignment(etcd: &etcd_client::Client, keys: &Keys) -> anyhow::Result<Option<AssignmentDoc>> {
-    match crate::shares::full(etcd, keys).await {
-        Ok(doc) => Ok(doc),
-        Err(e) if e.root_cause().is::<serde_json::Error>() => {
-            tracing::error!(error = %format!("{e:#}"), "replacing an invalid assignment document");
-            Ok(None)
-        }
-        Err(e) => Err(e.context("reading the previous assignment")),
-    }
+/// A master's term: what it planned from last, and the assignment as stored.
+pub(super) struct Term<'a> {
+    etcd: &'a etcd_client::Client,
+    keys: &'a Keys,
+    leader: &'a Leader,
+    settings: PlanSettings,
+    master: String,
+    /// The registrations, read incrementally.
+    pub registry: Registry,
+    /// The assignment in force (stickiness, grace clocks).
+    previous: Option<AssignmentDoc>,
+    /// The shares as stored in etcd: what the next write is a difference from.
+    stored: BTreeMap<String, Share>,
+    /// What the last plan was made from.
+    seen: Option<Seen>,
 }
 
-/// Writes what moving from `previous` to `next` changes; an error when this master is no longer
-/// the leader, so that it steps down.
-async fn write(
-    worker: &Worker,
-    etcd: &etcd_client::Client,
-    leader: &Leader,
-    previous: Option<&AssignmentDoc>,
-    next: &Plan,
-) -> anyhow::Result<()> {
-    let writes = crate::shares::diff(&worker.keys, previous, &next.doc)?;
-    let Some(stats) = crate::shares::write(etcd, writes, &leader.key, leader.revision).await? else {
-        anyhow::bail!("no longer the leader; stepping down");
-    };
-    tracing::info!(
-        generation = next.doc.generation,
-        cross_zone = next.doc.cross_zone,
-        waiting = next.doc.waiting,
-        moved = next.moved,
-        keys = stats.keys,
-        txns = stats.txns,
-        bytes = stats.bytes,
-        "assignment written"
-    );
-    Ok(())
+/// The inputs of the last plan, to tell whether the next round must plan.
+struct Seen {
+    topo: Arc<Topology>,
+    topics: Vec<String>,
+    left: BTreeSet<String>,
+    /// When a departed worker's grace period ends next (Unix ms).
+    grace_ends_ms: Option<i64>,
+    at: Instant,
+}
+
+/// What one round did.
+#[derive(Debug, Default)]
+pub(super) struct Round {
+    /// Registrations that did not parse, when the registrations changed.
+    pub invalid: Vec<String>,
+    /// The plan, when the round planned.
+    pub planned: Option<Plan>,
+    /// What writing it cost, when it was written.
+    pub written: Option<WriteStats>,
+}
+
+impl<'a> Term<'a> {
+    /// Starts a term from the assignment as stored. It carries stickiness: an etcd error reading
+    /// it ends this term (the campaign starts again) instead of starting from nothing; only a
+    /// document that is not an assignment at all is replaced.
+    pub(super) async fn start(
+        etcd: &'a etcd_client::Client,
+        keys: &'a Keys,
+        leader: &'a Leader,
+        settings: PlanSettings,
+        master: &str,
+    ) -> anyhow::Result<Term<'a>> {
+        let stored = match shares::stored(etcd, keys).await {
+            Ok(s) => s,
+            Err(e) if e.root_cause().is::<serde_json::Error>() => {
+                tracing::error!(error = %format!("{e:#}"), "replacing an invalid assignment document");
+                None
+            }
+            Err(e) => return Err(e.context("reading the previous assignment")),
+        };
+        let (previous, stored) = match stored {
+            Some(s) => (Some(shares::join(s.summary, s.shares.clone())), s.shares),
+            None => (None, BTreeMap::new()),
+        };
+        Ok(Term {
+            etcd,
+            keys,
+            leader,
+            settings,
+            master: master.to_owned(),
+            registry: Registry::default(),
+            previous,
+            stored,
+            seen: None,
+        })
+    }
+
+    /// Reads what changed and, when something the plan depends on did, plans and writes. An
+    /// error when etcd cannot be read or this master is no longer the leader (it steps down).
+    pub(super) async fn round(
+        &mut self,
+        topo: &Arc<Topology>,
+        topics: &[String],
+        listed: bool,
+        now_ms: i64,
+    ) -> anyhow::Result<Round> {
+        let mut round = Round::default();
+        let registrations_changed = self.registry.refresh(self.etcd, self.keys).await?;
+        let registered = self.registry.registrations();
+        if registrations_changed {
+            round.invalid = registered.invalid;
+        }
+        let left = coord::left(self.etcd, self.keys).await?;
+        let due = match &self.seen {
+            None => true,
+            Some(seen) => {
+                registrations_changed
+                    || seen.left != left
+                    || seen.topics != topics
+                    || seen.grace_ends_ms.is_some_and(|t| now_ms >= t)
+                    || seen.at.elapsed() >= PLAN_AT_LEAST_EVERY
+                    || (seen.topo.generation != topo.generation
+                        && (seen.topo.brokers != topo.brokers || seen.topo.topics != topo.topics))
+            }
+        };
+        if !due || !can_plan(topo, topics, listed) {
+            return Ok(round);
+        }
+        let next = plan(&PlanInput {
+            topo,
+            topics,
+            workers: &registered.workers,
+            left: &left,
+            previous: self.previous.as_ref(),
+            master: &self.master,
+            now_ms,
+            settings: &self.settings,
+        });
+        let grace_ends_ms = next
+            .doc
+            .departed_ms
+            .values()
+            .map(|t| t.saturating_add(self.settings.grace_ms))
+            .filter(|t| *t > now_ms)
+            .min();
+        self.seen = Some(Seen { topo: topo.clone(), topics: topics.to_vec(), left, grace_ends_ms, at: Instant::now() });
+        if next.changed || shares::needs_healing(&self.stored, &next.doc) {
+            let writes = shares::diff(self.keys, &self.stored, &next.doc)?;
+            let Some(stats) = shares::write(self.etcd, writes, &self.leader.key, self.leader.revision).await? else {
+                anyhow::bail!("no longer the leader; stepping down");
+            };
+            self.stored = shares::split(&next.doc).shares;
+            self.previous = Some(next.doc.clone());
+            round.written = Some(stats);
+        }
+        round.planned = Some(next);
+        Ok(round)
+    }
 }
 
 /// The topics to move and the topology watcher that follows them.

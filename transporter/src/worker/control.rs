@@ -11,8 +11,8 @@
 //!                         that ends well), so a lasting error does not spin on etcd and S3
 //! ```
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -106,7 +106,9 @@ impl Worker {
         backoff: &mut BTreeMap<TopicPartition, Backoff>,
         lease: &watch::Receiver<LeaseState>,
     ) {
-        let desired: Vec<TopicPartition> = self
+        // A set: this runs every 300 ms over every owned partition, and a list's `contains`
+        // made it quadratic (10^9 comparisons a round at 30,000 partitions).
+        let desired: BTreeSet<TopicPartition> = self
             .share
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -158,6 +160,10 @@ impl Worker {
                 tracing::warn!(kind = kind.as_str(), partition = %tp, error = %format!("{e:#}"), "partition task ended");
             }
             me.owned.lock().unwrap_or_else(PoisonError::into_inner).remove(&tp);
+            // Its rate is the next owner's to report, and its lag gauge goes with it (a gauge
+            // of a partition no longer read would stay at its last value forever).
+            me.rates.lock().unwrap_or_else(PoisonError::into_inner).remove(&tp);
+            me.metrics.lag.remove(&Worker::label(&tp));
             result.is_err()
         });
         Running { stop, handle }
