@@ -8,6 +8,7 @@
 //!  move_leader / broker_down / broker_up: what a real cluster does on its own, done by the test
 //! ```
 
+mod markers;
 mod requests;
 
 use std::collections::BTreeMap;

@@ -11,7 +11,7 @@
 //! Anything that does not parse is left alone (`None`): the front then relays the original bytes.
 //! The primitive fields are read and written by `kafka_wire/codec.rs`.
 
-mod codec;
+pub(crate) mod codec;
 
 use std::collections::BTreeMap;
 

@@ -35,7 +35,8 @@ pub enum ErrorKind {
     OffsetOutOfRange,
     /// Kafka returned an error for a partition.
     Kafka,
-    /// The first record read is not the one asked for.
+    /// Reads of one position kept disagreeing on where the log continues (a jump past the
+    /// expected offset that is seen once is read again, and seen again is a gap, not an error).
     OffsetGap,
     /// An upload to S3 failed for good.
     Upload,

@@ -259,3 +259,41 @@ fn sigterm_ends_within_the_shutdown_timeout_while_s3_hangs() -> Res {
     wait_exactly_once(&world, 800, &[&next])?;
     Ok(())
 }
+
+/// Issue 23, item 10: a transactional producer's commit markers take offsets, so a committed
+/// offset often points at one and every transaction makes a jump. Neither is an error: the
+/// jumps are gaps of the log (`gap_records{reason="log"}`), and a worker taking over at a marker
+/// counts nothing. (The mock writes no markers of its own: the testkit writes them as a
+/// transaction coordinator does. It does not abort either, so read_committed's side is guarded
+/// in the configuration: `isolation.level` is refused unless read_committed.)
+#[test]
+fn transaction_markers_are_log_gaps_not_errors_and_a_takeover_at_one_counts_nothing() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("txn", 1)?;
+    let transaction = |tag: &str, n: usize| -> Res {
+        produce(&world, "txn", 1, n, tag)?;
+        Ok(world.kafka.append_commit_marker("txn", 0, 4242)?)
+    };
+    transaction("a", 200)?;
+    transaction("b", 200)?;
+    let tmp = tempfile::tempdir()?;
+    let spec = FleetSpec { topics: vec!["txn".into()], max_records: 10_000, ..FleetSpec::default() };
+    let mut first = Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?;
+    wait_exactly_once(&world, 400, &[&first])?;
+    assert_eq!(first.metric("zonal_transporter_errors_total", &["offset-gap"])?, 0.0, "{}", first.log_tail());
+    assert_eq!(first.metric("zonal_transporter_gap_records_total", &["log"])?, 1.0, "the first marker is a gap");
+    first.stop()?;
+    // The next owner starts at the committed offset, which is the last marker's.
+    transaction("c", 100)?;
+    let second = Worker::start(&world, tmp.path(), "w0-1", Some(0), &spec)?;
+    let got = wait_exactly_once(&world, 500, &[&second])?;
+    let offsets: Vec<i64> = got.keys().map(|(_, _, o)| *o).collect();
+    assert!(!offsets.contains(&200) && !offsets.contains(&401), "a marker's offset in S3: {offsets:?}");
+    for kind in ["offset-gap", "continuity"] {
+        assert_eq!(second.metric("zonal_transporter_errors_total", &[kind])?, 0.0, "{kind}: {}", second.log_tail());
+    }
+    assert_eq!(second.metric("zonal_transporter_gap_records_total", &["log"])?, 1.0, "the marker it started at");
+    let (report, clean) = audit(tmp.path(), "w0-1", "txn", &world)?;
+    assert!(clean, "{report:#}");
+    Ok(())
+}

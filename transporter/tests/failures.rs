@@ -382,8 +382,10 @@ async fn an_offset_that_cannot_be_read_is_waited_for_never_guessed() -> Res {
         assert_eq!(seen.keys().filter(|(_, p, _)| *p == 3).count(), 50, "partition 3 read from a guessed offset");
         Ok(())
     })?;
-    // The permission is fixed: partition 3 starts at its committed offset.
-    root.role_grant_permission("zonal", Permission::read(hidden)).await?;
+    // The permission is fixed: partition 3 starts at its committed offset. (etcd replaces a
+    // key's permission rather than adding to it: read alone would take the write away, and
+    // the commit after the upload would be refused.)
+    root.role_grant_permission("zonal", Permission::read_write(hidden)).await?;
     tokio::task::block_in_place(|| wait_exactly_once(&world, 600, &[&w]))?;
     Ok(())
 }
@@ -484,6 +486,7 @@ fn check_refuses_options_that_break_exactly_once_and_hides_secrets() -> Res {
         ("\"enable.auto.commit\" = \"true\"", "enable.auto.commit"),
         ("\"auto.offset.reset\" = \"latest\"", "kafka.start-from"),
         ("\"group.id\" = \"other\"", "kafka.group-id"),
+        ("\"isolation.level\" = \"read_uncommitted\"", "aborted transactions"),
         ("\"fetch.max.bytes\" = \"lots\"", "fetch.max.bytes"),
     ] {
         let (ok, out) = run(options)?;

@@ -25,6 +25,11 @@ pub const GUARDS: &[Guard] = &[
         allowed: &[],
         reason: "where a partition without a committed offset starts is kafka.start-from; a silent reset would lose or repeat records",
     },
+    Guard {
+        key: "isolation.level",
+        allowed: &["read_committed"],
+        reason: "read_uncommitted would write records of aborted transactions to S3",
+    },
     Guard { key: "group.id", allowed: &[], reason: "set kafka.group-id instead" },
     Guard { key: "bootstrap.servers", allowed: &[], reason: "set kafka.bootstrap-servers instead" },
 ];

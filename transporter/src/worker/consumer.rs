@@ -100,6 +100,9 @@ pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &Cl
     cc.set("group.id", &cfg.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // librdkafka's default, set so that it is never someone else's: read_uncommitted would
+        // write aborted transactions' records to S3 (kafka.options refuses it too).
+        .set("isolation.level", "read_committed")
         // Never reset silently: an offset out of range reaches `pump`, which applies
         // kafka.on-offset-out-of-range and counts it.
         .set("auto.offset.reset", "error")

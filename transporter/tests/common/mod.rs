@@ -319,6 +319,32 @@ pub fn wait_exactly_once(
         let logs: Vec<String> = workers.iter().map(|w| format!("--- {}\n{}", w.id, w.log_tail())).collect();
         anyhow::anyhow!("{e}: {} of {expected} records in {n} objects\n{}", recs.len(), logs.join("\n"))
     })?;
+    // The count matching is not the end: a roll in flight could still land a record a second
+    // time. Wait until every partition the workers own has committed past its last record in
+    // S3 (nothing of it is in flight any more), then count again.
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for (topic, partition, offset) in got.keys() {
+        let e = last.entry(format!("{topic}/{partition}")).or_insert(-1);
+        *e = (*e).max(*offset);
+    }
+    testkit::wait_until("every owned partition to commit past its records", Duration::from_secs(60), || {
+        workers
+            .iter()
+            .all(|w| {
+                let Ok(status) = w.status() else { return true };
+                status["owned"].as_object().into_iter().flatten().all(|(tp, o)| {
+                    o["buffered"].as_u64() == Some(0)
+                        && last.get(tp).is_none_or(|l| o["committed"].as_i64().is_some_and(|c| c > *l))
+                })
+            })
+            .then_some(())
+    })
+    .map_err(|e| {
+        let status: Vec<String> =
+            workers.iter().map(|w| format!("--- {}: {:?}\n{}", w.id, w.status().ok(), w.log_tail())).collect();
+        anyhow::anyhow!("{e}; last records in S3 {last:?}\n{}", status.join("\n"))
+    })?;
+    let (got, _) = s3_records(world)?;
     let dups: Vec<_> = got.iter().filter(|(_, c)| **c > 1).collect();
     anyhow::ensure!(dups.is_empty(), "{} records duplicated in S3, e.g. {:?}", dups.len(), dups.first());
     anyhow::ensure!(got.len() == expected, "{} records in S3, expected {expected}", got.len());
