@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  acquire:    txn [owner key absent] ──put id (lease)──> Acquired
-//!                                     └─else get ──────> Owned { by } (or Acquired: ours, same lease)
+//!                                     └─else get ──────> Owned { by, revision } (or Acquired: ours, same lease)
+//!  owner_released: watch the owner key from revision + 1 for its deletion
 //!  committed:  get /offsets/<tp> ──> Some(next) | None | Unreachable (retry) | Invalid (hold)
 //!  commit:     txn [owner = me, lease = mine] ──put /offsets/<tp> = next──> true | false (fenced)
 //!  set_offset: txn [no owner] (unless while_owned) ──put──> Done | Owned { by }
@@ -29,6 +30,8 @@ pub enum Acquire {
     Owned {
         /// The owner's worker id.
         by: String,
+        /// The etcd revision the key was seen at: a watch from the next one sees it go.
+        revision: i64,
     },
 }
 
@@ -51,10 +54,39 @@ pub async fn acquire(
     if resp.succeeded() {
         return Ok(Acquire::Acquired);
     }
+    let revision = resp.header().map_or(0, |h| h.revision());
     // The comparison and the read are one transaction, so the key exists; were it gone, the
     // owner is reported as "" and the next attempt takes the key.
     let holder = holder(resp).unwrap_or_default();
-    if holder.id == me && holder.lease == lease { Ok(Acquire::Acquired) } else { Ok(Acquire::Owned { by: holder.id }) }
+    if holder.id == me && holder.lease == lease {
+        Ok(Acquire::Acquired)
+    } else {
+        Ok(Acquire::Owned { by: holder.id, revision })
+    }
+}
+
+/// Waits until the owner key of `tp` is deleted after `revision` (released, or its lease
+/// expired), by watching it: one request per waiting partition instead of a poll every 200 ms
+/// (at 100,000 partitions after an etcd restart, a poll was 500,000 transactions a second).
+/// Returns when the key went, or with an error when the watch could not be set up or broke;
+/// the caller bounds the wait (a deletion missed by a compaction is caught by trying again).
+pub async fn owner_released(client: &Client, keys: &Keys, tp: &TopicPartition, revision: i64) -> anyhow::Result<()> {
+    let mut c = client.clone();
+    let key = keys.owner(tp);
+    let opts = etcd_client::WatchOptions::new()
+        .with_start_revision(revision + 1)
+        .with_filters([etcd_client::WatchFilterType::NoPut]);
+    let mut stream = c.watch(key.clone(), Some(opts)).await.with_context(|| format!("watching {key}"))?;
+    loop {
+        let resp = stream.message().await.with_context(|| format!("watching {key}"))?;
+        let resp = resp.with_context(|| format!("the watch of {key} ended"))?;
+        if resp.canceled() {
+            anyhow::bail!("etcd cancelled the watch of {key}: {}", resp.cancel_reason());
+        }
+        if resp.events().iter().any(|e| e.event_type() == etcd_client::EventType::Delete) {
+            return Ok(());
+        }
+    }
 }
 
 /// Who holds an owner key.

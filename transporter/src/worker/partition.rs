@@ -2,7 +2,8 @@
 //! where to start (never guessing), reads the partition's own queue through `pump`, and releases.
 //!
 //! ```text
-//!  acquire /owners/<tp> ──Owned { by }──> wait 200 ms, again (the old owner releases or expires)
+//!  acquire /owners/<tp> ──Owned { by, revision }──> watch the key's deletion (at most a lease TTL), again
+//!                      ──etcd error──> again after 200 ms doubling to 5 s, jittered
 //!      └─Acquired──> committed offset ──Unreachable──> wait 500 ms, again
 //!                                    └──Invalid─────> hold (2 s), until an operator sets it
 //!          ──Some(o)──────────────────────────────────────────────> split queue + incremental_assign ──> pump
@@ -23,6 +24,16 @@ use super::{OwnedStatus, Stop, Worker};
 use crate::config::StartFrom;
 use crate::coord::{self, Acquire, LeaseState};
 use crate::metrics::ErrorKind;
+
+/// The first pause after a failed acquisition, and the longest.
+const ACQUIRE_BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const ACQUIRE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// `d` spread over its second half and once more (0.5 to 1.5 times), so that partitions that
+/// failed together do not try again together.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.5 + rand::random::<f64>())
+}
 
 /// Where a partition starts, once owned.
 enum Start {
@@ -83,7 +94,11 @@ impl Worker {
     }
 
     /// Fencing: waits until the previous owner released or its lease expired, and takes the
-    /// owner key. False when told to stop, or the lease became invalid, first.
+    /// owner key. While another holds it, the key is watched for its deletion (bounded by a
+    /// lease's time to live, then tried again); etcd errors are tried again after a backoff of
+    /// 200 ms doubling to 5 s, spread by a jitter so that a fleet coming back after an etcd
+    /// restart does not come back at once. False when told to stop, or the lease became
+    /// invalid, first.
     async fn acquire(
         &self,
         tp: &TopicPartition,
@@ -91,6 +106,8 @@ impl Worker {
         stop: &mut watch::Receiver<Stop>,
     ) -> bool {
         let mut waited = false;
+        let mut backoff = ACQUIRE_BACKOFF_FIRST;
+        let watch_bound = Duration::from_secs(u64::try_from(self.cfg.etcd.lease_ttl_secs).unwrap_or(10) + 2);
         loop {
             if *stop.borrow() != Stop::Run {
                 return false;
@@ -99,18 +116,36 @@ impl Worker {
             if !l.valid() {
                 return false;
             }
-            match coord::acquire(&self.etcd, &self.keys, tp, &self.id, l.id).await {
+            let pause = match coord::acquire(&self.etcd, &self.keys, tp, &self.id, l.id).await {
                 Ok(Acquire::Acquired) => return true,
-                Ok(Acquire::Owned { by }) => {
+                Ok(Acquire::Owned { by, revision }) => {
                     if !waited {
                         tracing::info!(partition = %tp, owner = by, "waiting for the previous owner to release or expire");
                         waited = true;
                     }
+                    let released = coord::owner_released(&self.etcd, &self.keys, tp, revision);
+                    tokio::select! {
+                        r = tokio::time::timeout(watch_bound, released) => match r {
+                            Ok(Ok(())) | Err(_) => {
+                                backoff = ACQUIRE_BACKOFF_FIRST;
+                                continue;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(partition = %tp, error = %format!("{e:#}"), "watching the owner key failed");
+                                backoff
+                            }
+                        },
+                        _ = stop.changed() => continue,
+                    }
                 }
-                Err(e) => tracing::warn!(partition = %tp, error = %format!("{e:#}"), "acquire failed"),
-            }
+                Err(e) => {
+                    tracing::warn!(partition = %tp, error = %format!("{e:#}"), "acquire failed");
+                    backoff
+                }
+            };
+            backoff = (backoff * 2).min(ACQUIRE_BACKOFF_MAX);
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(jittered(pause)) => {}
                 _ = stop.changed() => {}
             }
         }
