@@ -125,9 +125,10 @@ async fn open_worker(
     let buffers = cfg.worker.buffer_dir.join(&id);
     std::fs::create_dir_all(&buffers)
         .with_context(|| format!("creating worker.buffer-dir {}", cfg.worker.buffer_dir.display()))?;
+    let lock = lock_buffers(&buffers, &id)?;
     // Buffers left by a crash are not committed; their records are read again from Kafka.
     if let Ok(entries) = std::fs::read_dir(&buffers) {
-        for e in entries.flatten() {
+        for e in entries.flatten().filter(|e| e.file_name() != LOCK_FILE) {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -145,8 +146,36 @@ async fn open_worker(
         uploads: tokio::sync::Semaphore::new(cfg.worker.max_concurrent_uploads.max(1)),
         rates: Mutex::new(Default::default()),
         upload_refused: Mutex::new(None),
+        buffer_lock: lock,
         cfg: cfg.clone(),
     }))
+}
+
+/// The lock file in a worker's buffer folder.
+const LOCK_FILE: &str = ".lock";
+
+/// Takes the buffer folder's lock for the life of the process: a second process with the same
+/// `worker.id` and `worker.buffer-dir` would empty and overwrite the first one's buffers (and
+/// share its registration). The lock goes with the process, however it ends.
+fn lock_buffers(dir: &std::path::Path, id: &str) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the buffer lock {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another zonal-transporter with worker.id {id:?} is using {} (its lock {} is held); give each process its own worker.id or worker.buffer-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking the buffer folder {}", dir.display()))
+        }
+    }
 }
 
 /// Refuses to start on a store that does not take the configured uploads, answer HEAD with

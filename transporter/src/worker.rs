@@ -82,6 +82,8 @@ pub struct Worker {
     /// Why S3 refused the last upload that failed for good (a lasting 4xx); cleared by the next
     /// upload that lands. `/readyz` is red while it is set.
     pub upload_refused: Mutex<Option<String>>,
+    /// The buffer folder's lock, held while the worker lives (see `app::lock_buffers`).
+    pub buffer_lock: std::fs::File,
 }
 
 /// How a partition task should stop.

@@ -52,3 +52,26 @@ async fn a_partition_held_by_a_dead_owner_is_watched_not_polled() -> Res {
     assert!(Instant::now() < expires + Duration::from_secs(30));
     Ok(())
 }
+
+/// Issue 23, item 11: a second process with the same `worker.id` and buffer folder would empty
+/// and overwrite the first one's buffers. It stops at start, naming the folder and the setting;
+/// the first one goes on and loses nothing.
+#[test]
+fn a_second_process_with_the_same_worker_id_and_buffer_folder_is_refused() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 3)?;
+    let tmp = tempfile::tempdir()?;
+    let first = Worker::start(&world, tmp.path(), "w0-0", Some(0), &FleetSpec::default())?;
+    testkit::wait_until("the first worker to own its partitions", Duration::from_secs(30), || {
+        (first.owned().len() == 3).then_some(())
+    })?;
+    let spec = FleetSpec::default().edit(|c| c.worker.id = Some("w0-0".into()));
+    let mut twin = Worker::start(&world, tmp.path(), "twin", Some(0), &spec)?;
+    let code = twin.wait_exit(Duration::from_secs(30))?;
+    let log = std::fs::read_to_string(&twin.log)?;
+    assert!(code.is_some_and(|c| c != 0), "the twin ran ({code:?}): {log}");
+    assert!(log.contains("another zonal-transporter with worker.id \"w0-0\""), "{log}");
+    produce(&world, "logs", 3, 50, "a")?;
+    wait_exactly_once(&world, 150, &[&first])?;
+    Ok(())
+}
