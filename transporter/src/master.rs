@@ -15,6 +15,7 @@ mod lead;
 mod plan;
 #[cfg(test)]
 mod scale;
+mod steady;
 
 use std::sync::Arc;
 

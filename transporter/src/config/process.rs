@@ -73,11 +73,16 @@ pub struct AssignmentConfig {
     /// Assign partitions to workers in their zone. `false` balances without regard to zones
     /// (the baseline the demo compares against).
     pub zone_aware: bool,
+    /// Seconds a partition's new leader must lead before the partition moves to a worker in the
+    /// leader's zone (a rolling broker restart moves leaders away and back within a minute or
+    /// two; following each move would hand every partition over twice). Meanwhile it is read
+    /// across zones. 0 follows every move at once.
+    pub leader_settle_secs: u64,
 }
 
 impl Default for AssignmentConfig {
     fn default() -> Self {
-        AssignmentConfig { zone_aware: true }
+        AssignmentConfig { zone_aware: true, leader_settle_secs: 60 }
     }
 }
 

@@ -22,6 +22,7 @@ use az_core::{Topology, TopologyWatcher, WatchOptions};
 use tokio::sync::watch;
 
 use super::plan::{Plan, PlanInput, PlanSettings, can_plan, plan};
+use super::steady::Steady;
 use crate::coord::{self, AssignmentDoc, Keys, LeaseState, Registry};
 use crate::metrics::ErrorKind;
 use crate::shares::{self, Share, WriteStats};
@@ -101,6 +102,14 @@ pub(super) struct Term<'a> {
     stored: BTreeMap<String, Share>,
     /// What the last plan was made from.
     seen: Option<Seen>,
+    /// Leaders settling, topics that failed to be described.
+    steady: Steady,
+    /// The topology as steadied, what the plan reads.
+    planned: Arc<Topology>,
+    /// The generation of the fetched topology `planned` was made from.
+    fetched_generation: Option<u64>,
+    /// When `planned` could change without a new fetch (a settle or a grace ending).
+    steady_until_ms: Option<i64>,
 }
 
 /// The inputs of the last plan, to tell whether the next round must plan.
@@ -151,12 +160,16 @@ impl<'a> Term<'a> {
             etcd,
             keys,
             leader,
+            steady: Steady::new(settings.leader_settle_ms),
             settings,
             master: master.to_owned(),
             registry: Registry::default(),
             previous,
             stored,
             seen: None,
+            planned: Arc::new(Topology::default()),
+            fetched_generation: None,
+            steady_until_ms: None,
         })
     }
 
@@ -176,6 +189,13 @@ impl<'a> Term<'a> {
             round.invalid = registered.invalid;
         }
         let left = coord::left(self.etcd, self.keys).await?;
+        if self.fetched_generation != Some(topo.generation) || self.steady_until_ms.is_some_and(|t| now_ms >= t) {
+            let (steadied, until) = self.steady.apply(topo, now_ms);
+            self.fetched_generation = Some(topo.generation);
+            self.steady_until_ms = until;
+            self.planned = Arc::new(steadied);
+        }
+        let topo = &self.planned.clone();
         let due = match &self.seen {
             None => true,
             Some(seen) => {
@@ -184,7 +204,7 @@ impl<'a> Term<'a> {
                     || seen.topics != topics
                     || seen.grace_ends_ms.is_some_and(|t| now_ms >= t)
                     || seen.at.elapsed() >= PLAN_AT_LEAST_EVERY
-                    || (seen.topo.generation != topo.generation
+                    || (!Arc::ptr_eq(&seen.topo, topo)
                         && (seen.topo.brokers != topo.brokers || seen.topo.topics != topo.topics))
             }
         };

@@ -100,6 +100,8 @@ pub struct PlanSettings {
     pub zone_aware: bool,
     /// How long a departed worker's partitions wait for it.
     pub grace_ms: i64,
+    /// How long a partition's new leader must lead before the plan follows it (`steady`).
+    pub leader_settle_ms: i64,
 }
 
 impl PlanSettings {
@@ -111,6 +113,7 @@ impl PlanSettings {
             follower_fetching: cfg.kafka.follower_fetching,
             zone_aware: cfg.assignment.zone_aware,
             grace_ms: i64::try_from(grace.as_millis()).unwrap_or(i64::MAX),
+            leader_settle_ms: i64::try_from(cfg.assignment.leader_settle_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         }
     }
 }

@@ -133,6 +133,7 @@ async fn a_thousand_workers_and_a_hundred_thousand_partitions_stay_within_etcds_
         follower_fetching: false,
         zone_aware: true,
         grace_ms: 10_000,
+        leader_settle_ms: 0,
     };
     let topo = topology(100, 1000);
     let topics: Vec<String> = topo.topics.keys().cloned().collect();
@@ -292,6 +293,7 @@ async fn a_partition_left_in_two_shares_by_a_killed_master_is_healed_by_the_next
         follower_fetching: false,
         zone_aware: true,
         grace_ms: 10_000,
+        leader_settle_ms: 0,
     };
     let topo = topology(1, 6);
     let topics = vec![topic(0)];

@@ -267,6 +267,7 @@ fn plans() {
             follower_fetching: case.follower_fetching,
             zone_aware: case.zone_aware,
             grace_ms: GRACE_MS,
+            leader_settle_ms: 0,
         };
         let got = plan(&PlanInput {
             topo: &topo,
@@ -312,6 +313,7 @@ fn a_departed_worker_keeps_its_zone_while_waited_for() {
         follower_fetching: false,
         zone_aware: true,
         grace_ms: GRACE_MS,
+        leader_settle_ms: 0,
     };
     let previous = doc(STABLE, &[], 0);
     let got = plan(&PlanInput {
