@@ -59,8 +59,9 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
     let auth = Arc::new(AuthFailure::default());
     let worker = open_worker(&cfg, &zone, metrics, auth.clone()).await?;
     if cfg.s3.probe_on_start {
-        probe_store(&cfg, &worker).await?;
+        crate::upload::probe::check_store(&cfg.s3, &worker.s3, worker.buffers.dir(), &worker.id).await?;
     }
+    crate::upload::deployment::claim(&worker.s3, &cfg.s3, &worker.source).await.context("claiming s3.prefix")?;
     let main_queue = serve_main_queue(&worker);
     let topology =
         TopologyWatcher::start(worker.consumer.clone(), WatchOptions { topics: vec![], ..Default::default() });
@@ -122,6 +123,16 @@ async fn open_worker(
     let s3 = crate::upload::client(&cfg.s3).await;
     // Creating the consumer may ask the cluster for its racks (follower fetching): blocking.
     let consumer = Arc::new(tokio::task::block_in_place(|| worker::consumer(cfg, zone.zone.as_ref(), auth))?);
+    let cluster = {
+        let c = consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            rdkafka::consumer::Consumer::client(&*c).fetch_cluster_id(Duration::from_secs(5))
+        })
+        .await
+        .ok()
+        .flatten()
+    };
+    let source = crate::upload::deployment::source(cluster.as_deref(), &cfg.etcd.cluster);
     let buffers = cfg.worker.buffer_dir.join(&id);
     std::fs::create_dir_all(&buffers)
         .with_context(|| format!("creating worker.buffer-dir {}", cfg.worker.buffer_dir.display()))?;
@@ -147,6 +158,7 @@ async fn open_worker(
         rates: Mutex::new(Default::default()),
         upload_refused: Mutex::new(None),
         buffer_lock: lock,
+        source,
         cfg: cfg.clone(),
     }))
 }
@@ -176,39 +188,6 @@ fn lock_buffers(dir: &std::path::Path, id: &str) -> anyhow::Result<std::fs::File
             Err(e).with_context(|| format!("locking the buffer folder {}", dir.display()))
         }
     }
-}
-
-/// Refuses to start on a store that does not take the configured uploads, answer HEAD with
-/// metadata, or (unless allowed) refuse conditional overwrites: each would otherwise show only
-/// later, as uploads retried forever or objects rewritten silently.
-async fn probe_store(cfg: &TransporterConfig, worker: &Worker) -> anyhow::Result<()> {
-    let s3 = &cfg.s3;
-    let p = crate::upload::probe::probe(&worker.s3, s3, worker.buffers.dir(), &worker.id)
-        .await
-        .context("probing the S3 store (s3.probe-on-start)")?;
-    if !p.keeps_metadata {
-        anyhow::bail!(
-            "the S3 store at {} drops user metadata (x-amz-meta-*): objects could not prove which offsets they hold; it cannot be used",
-            s3.endpoint.as_deref().unwrap_or("AWS")
-        );
-    }
-    if !p.conditional() {
-        let what = p.notes.join("; ");
-        if s3.require_conditional_writes {
-            anyhow::bail!(
-                "the S3 store at {} does not honour conditional writes ({what}): a stalled worker could replace a newer object. Set s3.require-conditional-writes = false to run with fencing by etcd alone (README: S3 stores)",
-                s3.endpoint.as_deref().unwrap_or("AWS")
-            );
-        }
-        tracing::warn!(
-            store = s3.endpoint.as_deref().unwrap_or("AWS"),
-            what,
-            "the S3 store does not honour conditional writes; running with fencing by etcd alone (s3.require-conditional-writes = false)"
-        );
-    } else {
-        tracing::info!(signing = ?s3.upload_signing, "S3 store probed: uploads, conditional writes and metadata as required");
-    }
-    Ok(())
 }
 
 /// Every partition has its own queue; the main queue only carries events, but must be served.

@@ -312,7 +312,7 @@ impl Span {
 
     /// What an object of this span of `t`/`partition` says of itself, read back.
     pub(crate) fn as_object(&self, partition: i32) -> ObjectSpan {
-        let meta = self.to_meta("t", partition).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let meta = self.to_meta("t", partition, "c/zonal").into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         ObjectSpan::from_meta(&meta)
     }
 }

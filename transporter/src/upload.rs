@@ -367,6 +367,7 @@ impl Drop for AbortGuard {
     }
 }
 
+pub mod deployment;
 pub mod probe;
 mod refusal;
 

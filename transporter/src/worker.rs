@@ -84,6 +84,9 @@ pub struct Worker {
     pub upload_refused: Mutex<Option<String>>,
     /// The buffer folder's lock, held while the worker lives (see `app::lock_buffers`).
     pub buffer_lock: std::fs::File,
+    /// This deployment's source, `<kafka cluster id>/<etcd.cluster>`: in every object's
+    /// metadata and the prefix's deployment marker (`upload::deployment`).
+    pub source: String,
 }
 
 /// How a partition task should stop.

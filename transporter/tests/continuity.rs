@@ -192,7 +192,7 @@ async fn audit_finds_holes_and_overlaps_and_a_rewind_reships_the_missing_records
     }
     let stray = key_of(2, 0)?.replace("00000000000000000000", "00000000000000000025");
     let mut put = client.put_object().bucket(BUCKET).key(&stray);
-    for (k, v) in span.to_meta("aud", 2) {
+    for (k, v) in span.to_meta("aud", 2, "unknown/test") {
         put = put.metadata(k, v);
     }
     put.body(aws_sdk_s3::primitives::ByteStream::from(b"stray".to_vec())).send().await?;

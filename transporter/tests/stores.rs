@@ -103,3 +103,31 @@ fn a_lasting_refusal_is_not_retried_forever_and_turns_readyz_red() -> Res {
     })?;
     Ok(())
 }
+
+/// Issue 23, item 4: a second deployment (another `etcd.cluster`, as staging beside production)
+/// pointed at the same bucket and prefix would make the same keys and take the first one's
+/// objects for a previous owner's. It refuses to start, naming the prefix and what to change;
+/// every object names its deployment (`zonal-source`), and the first deployment goes on.
+#[test]
+fn a_second_deployment_in_the_same_prefix_is_refused_at_start() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 2)?;
+    let tmp = tempfile::tempdir()?;
+    let first = Worker::start(&world, tmp.path(), "w0-0", Some(0), &FleetSpec::default())?;
+    produce(&world, "logs", 2, 100, "a")?;
+    wait_exactly_once(&world, 200, &[&first])?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let marker = std::fs::read_to_string(s3.root().join(BUCKET).join("out/_zonal-probe/deployment.json"))?;
+    let marker: serde_json::Value = serde_json::from_str(&marker)?;
+    let source = marker["source"].as_str().unwrap_or_default().to_owned();
+    assert!(source.ends_with("/test") && !source.starts_with("unknown/"), "{marker}");
+    let staging = FleetSpec::default().edit(|c| c.etcd.cluster = "staging".to_owned());
+    let mut second = Worker::start(&world, tmp.path(), "s0-0", Some(0), &staging)?;
+    let (code, log) = exited_with(&mut second)?;
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("belongs to another deployment") && log.contains(&source), "{log}");
+    assert!(log.contains("s3.prefix"), "{log}");
+    produce(&world, "logs", 2, 100, "b")?;
+    wait_exactly_once(&world, 400, &[&first])?;
+    Ok(())
+}

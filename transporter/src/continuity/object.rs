@@ -25,6 +25,9 @@ pub mod meta {
     /// The gaps as `from-to:reason`, comma-separated; cut (and ending in `,…`) past
     /// [`MAX_LISTED_GAPS`], since S3 allows 2 KB of user metadata.
     pub const GAPS: &str = "zonal-gaps";
+    /// The deployment that wrote it, `<kafka cluster id>/<etcd.cluster>`
+    /// (`upload::deployment`).
+    pub const SOURCE: &str = "zonal-source";
     /// Gaps listed in [`GAPS`] at most.
     pub const MAX_LISTED_GAPS: usize = 32;
 }
@@ -48,11 +51,13 @@ pub struct ObjectSpan {
     pub gap_records: Option<u64>,
     /// The gaps, when all of them are listed.
     pub gaps: Option<Vec<Gap>>,
+    /// The deployment that wrote it, when written.
+    pub source: Option<String>,
 }
 
 impl Span {
-    /// The object metadata for this span of `topic`/`partition`.
-    pub fn to_meta(&self, topic: &str, partition: i32) -> Vec<(&'static str, String)> {
+    /// The object metadata for this span of `topic`/`partition`, written by `source`.
+    pub fn to_meta(&self, topic: &str, partition: i32, source: &str) -> Vec<(&'static str, String)> {
         let mut gaps: Vec<String> = self.gaps.iter().take(meta::MAX_LISTED_GAPS).map(Gap::to_string).collect();
         if self.gaps.len() > meta::MAX_LISTED_GAPS {
             gaps.push("…".to_owned());
@@ -65,6 +70,7 @@ impl Span {
             (meta::RECORDS, self.records.to_string()),
             (meta::GAP_RECORDS, self.gap_records().to_string()),
             (meta::GAPS, gaps.join(",")),
+            (meta::SOURCE, source.to_owned()),
         ];
         if let Some(first) = self.first {
             out.push((meta::FIRST_OFFSET, first.to_string()));
@@ -87,6 +93,7 @@ impl ObjectSpan {
             records: num(meta::RECORDS).and_then(|r| u64::try_from(r).ok()),
             gap_records: num(meta::GAP_RECORDS).and_then(|r| u64::try_from(r).ok()),
             gaps,
+            source: m.get(meta::SOURCE).cloned(),
         }
     }
 

@@ -66,7 +66,7 @@ fn spans_refuse_what_does_not_follow_and_check_counts() {
 }
 
 fn meta(span: &Span) -> BTreeMap<String, String> {
-    span.to_meta("t", 3).into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    span.to_meta("t", 3, "c/zonal").into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 #[test]

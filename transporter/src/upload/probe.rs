@@ -133,6 +133,36 @@ async fn run(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>) -> anyh
     Ok(p)
 }
 
+/// Refuses to start on a store that does not take the configured uploads, answer HEAD with
+/// metadata, or (unless allowed) refuse conditional overwrites: each would otherwise show only
+/// later, as uploads retried forever or objects rewritten silently.
+pub async fn check_store(s3: &S3Config, client: &Client, dir: &std::path::Path, id: &str) -> anyhow::Result<()> {
+    let p = probe(client, s3, dir, id).await.context("probing the S3 store (s3.probe-on-start)")?;
+    if !p.keeps_metadata {
+        anyhow::bail!(
+            "the S3 store at {} drops user metadata (x-amz-meta-*): objects could not prove which offsets they hold; it cannot be used",
+            s3.endpoint.as_deref().unwrap_or("AWS")
+        );
+    }
+    if !p.conditional() {
+        let what = p.notes.join("; ");
+        if s3.require_conditional_writes {
+            anyhow::bail!(
+                "the S3 store at {} does not honour conditional writes ({what}): a stalled worker could replace a newer object. Set s3.require-conditional-writes = false to run with fencing by etcd alone (README: S3 stores)",
+                s3.endpoint.as_deref().unwrap_or("AWS")
+            );
+        }
+        tracing::warn!(
+            store = s3.endpoint.as_deref().unwrap_or("AWS"),
+            what,
+            "the S3 store does not honour conditional writes; running with fencing by etcd alone (s3.require-conditional-writes = false)"
+        );
+    } else {
+        tracing::info!(signing = ?s3.upload_signing, "S3 store probed: uploads, conditional writes and metadata as required");
+    }
+    Ok(())
+}
+
 /// A multipart upload at `key` (which exists) completed with `If-None-Match: *`: true when the
 /// store refuses it, as S3 does.
 async fn conditional_completion(

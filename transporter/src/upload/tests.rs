@@ -48,7 +48,7 @@ async fn up_file(
 
 /// The metadata of an object holding every offset from `first` to `last`.
 fn span(first: i64, last: i64) -> Vec<(&'static str, String)> {
-    crate::continuity::Span::of_offsets(first, last, &[]).to_meta("t", 0)
+    crate::continuity::Span::of_offsets(first, last, &[]).to_meta("t", 0, "c/zonal")
 }
 
 fn last_offset(o: &Outcome) -> Option<i64> {

@@ -25,7 +25,7 @@ use crate::continuity::{self, Span};
 use crate::coord::{self, LeaseState};
 use crate::metrics::{ErrorKind, ReasonLabel};
 use crate::naming::{self, ObjectName};
-use crate::upload::{Body, Condition, Outcome, Uploaded};
+use crate::upload::{Body, Condition, Outcome, Uploaded, deployment};
 
 /// Where reading goes on after a roll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +56,18 @@ enum After {
     },
 }
 
-/// Decides what an upload's outcome means for a buffer of `tp` covering `span`. Pure.
-fn after(outcome: &Outcome, tp: &TopicPartition, span: &Span) -> After {
+/// Decides what an upload's outcome means for a buffer of `tp` covering `span`, written by
+/// `source`. Pure.
+fn after(outcome: &Outcome, tp: &TopicPartition, span: &Span, source: &str) -> After {
     match outcome {
         Outcome::Written => After::Ours,
+        Outcome::Exists { span: theirs, .. }
+            if theirs.source.as_deref().is_some_and(|s| !deployment::same_deployment(s, source)) =>
+        {
+            After::Unproven {
+                why: format!("another deployment wrote it (source {:?}, this one {source:?})", theirs.source),
+            }
+        }
         Outcome::Exists { span: theirs, .. }
             if theirs.topic.as_ref().is_some_and(|t| *t != tp.topic)
                 || theirs.partition.is_some_and(|p| p != tp.partition) =>
@@ -116,7 +124,7 @@ impl Worker {
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.upload_seconds.observe(seconds);
         let span = &f.span;
-        let (next, rolled) = match after(&up.outcome, tp, span) {
+        let (next, rolled) = match after(&up.outcome, tp, span, &self.source) {
             After::Ours => (span.next(), Rolled::Next(span.next())),
             After::Theirs { last } => {
                 let kind = ErrorKind::ObjectExists;
@@ -174,7 +182,7 @@ impl Worker {
         lease: &watch::Receiver<LeaseState>,
     ) -> anyhow::Result<Uploaded> {
         let body = Body { path: &f.path, size: f.size };
-        let meta = f.span.to_meta(&tp.topic, tp.partition);
+        let meta = f.span.to_meta(&tp.topic, tp.partition, &self.source);
         let (s3, cfg) = (&self.s3, &self.cfg.s3);
         let count = |up: &Uploaded| {
             let again = u64::from(up.attempts.saturating_sub(1));
@@ -289,7 +297,7 @@ mod tests {
             ("a previous owner's object ending earlier", exists(&span(100, 150, &[])), After::Theirs { last: 150 }),
         ];
         for (name, outcome, want) in cases {
-            assert_eq!(after(&outcome, &tp, &ours), want, "{name}");
+            assert_eq!(after(&outcome, &tp, &ours, "c/zonal"), want, "{name}");
         }
         // Objects that do not prove they hold our records are never committed past.
         for (name, outcome) in [
@@ -297,13 +305,28 @@ mod tests {
             ("an object starting elsewhere", exists(&span(99, 199, &[]))),
             ("an object without offsets", Outcome::Exists { span: ObjectSpan::default(), etag: None }),
         ] {
-            assert!(matches!(after(&outcome, &tp, &ours), After::Unproven { .. }), "{name}");
+            assert!(matches!(after(&outcome, &tp, &ours, "c/zonal"), After::Unproven { .. }), "{name}");
         }
         let mut lying = span(100, 199, &[]).as_object(0);
         lying.records = Some(39_946);
         let lie = Outcome::Exists { span: lying, etag: None };
-        assert!(matches!(after(&lie, &tp, &ours), After::Unproven { .. }), "counts that do not add up");
+        assert!(matches!(after(&lie, &tp, &ours, "c/zonal"), After::Unproven { .. }), "counts that do not add up");
+        let mut staging = ours.as_object(0);
+        staging.source = Some("lkc-staging/zonal".into());
+        let other_deployment = Outcome::Exists { span: staging, etag: None };
+        assert!(
+            matches!(after(&other_deployment, &tp, &ours, "lkc-prod/zonal"), After::Unproven { .. }),
+            "another deployment's object with the same records is not ours"
+        );
+        assert_eq!(
+            after(&exists(&ours), &tp, &ours, "unknown/zonal"),
+            After::Ours,
+            "an unknown cluster does not refuse"
+        );
         let other = TopicPartition { topic: "t".into(), partition: 1 };
-        assert!(matches!(after(&exists(&ours), &other, &ours), After::Unproven { .. }), "another partition's object");
+        assert!(
+            matches!(after(&exists(&ours), &other, &ours, "c/zonal"), After::Unproven { .. }),
+            "another partition's object"
+        );
     }
 }
