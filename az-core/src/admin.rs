@@ -40,6 +40,8 @@ pub(crate) struct RawPartition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RawTopic {
     pub name: String,
+    /// The topic's id (base64, as Kafka's tools print it); `None` when the broker sent none.
+    pub id: Option<String>,
     pub error: Option<String>,
     pub partitions: Vec<RawPartition>,
 }
@@ -292,7 +294,13 @@ pub(crate) fn describe_topics<C: ClientContext>(
                             }
                         })
                         .collect();
-                    RawTopic { name, error, partitions }
+                    let uuid = sys::rd_kafka_TopicDescription_topic_id(desc);
+                    let id = (!uuid.is_null()
+                        && (sys::rd_kafka_Uuid_most_significant_bits(uuid) != 0
+                            || sys::rd_kafka_Uuid_least_significant_bits(uuid) != 0))
+                        .then(|| opt_string(sys::rd_kafka_Uuid_base64str(uuid)))
+                        .flatten();
+                    RawTopic { name, id, error, partitions }
                 };
                 out.push(topic);
             }

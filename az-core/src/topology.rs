@@ -137,6 +137,37 @@ pub enum TopologyError {
     Task(String),
 }
 
+/// The ids of `topics` (base64, as Kafka's tools print them), by name; a topic that does not
+/// exist, or whose broker sends no id (before Kafka 2.8), is absent. Blocking. A topic deleted
+/// and created again under its name has another id: offsets kept by name must not carry over.
+pub fn topic_ids<C: ClientContext>(
+    client: &Client<C>,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<BTreeMap<String, String>, TopologyError> {
+    // Aimed at brokers the client knows, as `fetch` does: the reported controller may be
+    // unreachable.
+    let metadata = client
+        .fetch_metadata(topics.first().map(String::as_str), timeout)
+        .map_err(|source| TopologyError::Metadata { source })?;
+    let mut tried = Vec::new();
+    let mut last = "metadata listed no brokers".to_owned();
+    for b in metadata.brokers().iter().map(|b| b.id()).take(3) {
+        tried.push(b);
+        match admin::describe_topics(client, topics, Some(b), timeout) {
+            Ok(raw) => {
+                return Ok(raw
+                    .into_iter()
+                    .filter(|t| t.error.is_none())
+                    .filter_map(|t| Some((t.name, t.id?)))
+                    .collect());
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(TopologyError::DescribeTopics { topics: topics.to_vec(), tried, reason: last })
+}
+
 /// Fetches a topology snapshot for `topics`. Blocking: run it on a blocking thread.
 ///
 /// Admin requests are aimed at brokers the client already knows from metadata, trying up to

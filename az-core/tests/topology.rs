@@ -78,3 +78,20 @@ async fn refresh_sees_a_moved_leader() -> anyhow::Result<()> {
     assert_ne!(after.leader_rack("moving", 0), first.leader_rack("moving", 0));
     Ok(())
 }
+
+/// Each topic has an id of its own (base64 of 16 bytes), the same at every ask; an unknown topic
+/// has none.
+#[test]
+fn topics_have_ids_of_their_own() -> anyhow::Result<()> {
+    let kafka = cluster()?;
+    kafka.create_topic("ids.a", 2)?;
+    kafka.create_topic("ids.b", 2)?;
+    let c = consumer(&kafka.bootstrap())?;
+    let topics = vec!["ids.a".to_owned(), "ids.b".to_owned(), "ids.none".to_owned()];
+    let ids = az_core::topology::topic_ids(c.client(), &topics, Duration::from_secs(10))?;
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_ne!(ids["ids.a"], ids["ids.b"]);
+    assert!(ids.values().all(|id| id.len() == 22), "{ids:?}");
+    assert_eq!(az_core::topology::topic_ids(c.client(), &topics, Duration::from_secs(10))?, ids);
+    Ok(())
+}

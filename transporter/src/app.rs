@@ -159,6 +159,7 @@ async fn open_worker(
         upload_refused: Mutex::new(None),
         buffer_lock: lock,
         source,
+        topic_ids: Mutex::new(Default::default()),
         cfg: cfg.clone(),
     }))
 }

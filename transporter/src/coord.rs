@@ -10,6 +10,7 @@
 //!  /<cluster>/assignment/<worker>   that worker's share of the assignment (see `shares`)
 //!  /<cluster>/owners/<topic>/<p>    worker id, bound to its lease: the fence
 //!  /<cluster>/offsets/<topic>/<p>   next offset to read, written by txn "owner = me, my lease"
+//!  /<cluster>/topic-ids/<topic>/<p> the id of the topic those offsets were read from (`topic_id`)
 //! ```
 //!
 //! By concern: `connect` (clients), `lease` (the lease and its keepalive, on an `OwnThread`),
@@ -23,6 +24,7 @@ mod own_thread;
 mod ownership;
 pub mod paged;
 mod registration;
+pub mod topic_id;
 
 use std::collections::BTreeMap;
 
@@ -120,6 +122,10 @@ impl Keys {
     /// Committed offset of a partition.
     pub fn offset(&self, tp: &TopicPartition) -> String {
         format!("{}/offsets/{tp}", self.root)
+    }
+    /// The id of the topic a partition's committed offset belongs to (`topic_id`).
+    pub fn topic_id(&self, tp: &TopicPartition) -> String {
+        format!("{}/topic-ids/{tp}", self.root)
     }
     /// Offsets prefix.
     pub fn offsets(&self) -> String {

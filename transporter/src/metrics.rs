@@ -48,6 +48,9 @@ pub enum ErrorKind {
     /// object that did not prove it holds the same records, reads that kept disagreeing. The
     /// partition is read again from its committed offset, or stopped; nothing is committed.
     Continuity,
+    /// The topic's id is not the one its partition's offsets were committed under (deleted and
+    /// created again): the partition is held until an operator sets its offset.
+    TopicRecreated,
 }
 
 impl ErrorKind {
@@ -65,6 +68,7 @@ impl ErrorKind {
             ErrorKind::ObjectExists => "object-exists",
             ErrorKind::Fenced => "fenced",
             ErrorKind::Continuity => "continuity",
+            ErrorKind::TopicRecreated => "topic-recreated",
         }
     }
 }
@@ -229,6 +233,7 @@ mod tests {
             (ErrorKind::ObjectExists, "object-exists"),
             (ErrorKind::Fenced, "fenced"),
             (ErrorKind::Continuity, "continuity"),
+            (ErrorKind::TopicRecreated, "topic-recreated"),
         ];
         for (kind, label) in kinds {
             assert_eq!(kind.as_str(), label);

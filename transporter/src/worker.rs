@@ -22,6 +22,7 @@ mod pump;
 mod range;
 mod roll;
 mod stats;
+mod topic_check;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -87,6 +88,8 @@ pub struct Worker {
     /// This deployment's source, `<kafka cluster id>/<etcd.cluster>`: in every object's
     /// metadata and the prefix's deployment marker (`upload::deployment`).
     pub source: String,
+    /// Topic ids as last asked (`topic_check`), with when.
+    pub topic_ids: Mutex<BTreeMap<String, (Option<String>, std::time::Instant)>>,
 }
 
 /// How a partition task should stop.

@@ -75,3 +75,45 @@ fn a_second_process_with_the_same_worker_id_and_buffer_folder_is_refused() -> Re
     wait_exactly_once(&world, 150, &[&first])?;
     Ok(())
 }
+
+/// Issue 23, item 3: offsets are kept by topic name; a topic deleted and created again under
+/// that name has another id. The partition is held (counted, logged with the command to run)
+/// instead of being read from the old topic's offset, until an operator sets its offset. (The
+/// mock cannot delete a topic: the recorded id is made another, as a re-creation leaves it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_holds_its_partition_until_an_operator_sets_the_offset() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("re", 1)?;
+    let tmp = tempfile::tempdir()?;
+    let spec = FleetSpec { topics: vec!["re".into()], ..FleetSpec::default() };
+    let mut w = tokio::task::block_in_place(|| -> Res<Worker> {
+        let w = Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?;
+        produce(&world, "re", 1, 100, "a")?;
+        wait_exactly_once(&world, 100, &[&w])?;
+        Ok(w)
+    })?;
+    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let recorded = client.get("/test/topic-ids/re/0", None).await?;
+    let real = recorded.kvs().first().map(|kv| kv.value().to_vec()).ok_or_else(|| anyhow::anyhow!("no id recorded"))?;
+    assert_eq!(real.len(), 22, "{}", String::from_utf8_lossy(&real));
+    tokio::task::block_in_place(|| w.stop())?;
+    client.put("/test/topic-ids/re/0", "AAAAAAAAAAAAAAAAAAAAAQ", None).await?;
+    tokio::task::block_in_place(|| -> Res {
+        w.restart()?;
+        produce(&world, "re", 1, 50, "b")?;
+        testkit::wait_until("the partition to be held", Duration::from_secs(30), || {
+            (w.metric("zonal_transporter_errors_total", &["topic-recreated"]).ok()? >= 1.0).then_some(())
+        })?;
+        let log = std::fs::read_to_string(&w.log)?;
+        assert!(log.contains("offsets --set re/0=<offset>"), "{log}");
+        assert_eq!(s3_records(&world)?.0.len(), 100, "read while held");
+        let out = cli(&world, tmp.path(), "w0-0", &["offsets", "--set", "re/0=100", "--while-owned"])?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        wait_exactly_once(&world, 150, &[&w])?;
+        Ok(())
+    })?;
+    let now = client.get("/test/topic-ids/re/0", None).await?;
+    assert_eq!(now.kvs().first().map(|kv| kv.value().to_vec()), Some(real), "the current id is recorded again");
+    Ok(())
+}

@@ -199,13 +199,16 @@ pub async fn set_offset(
 ) -> anyhow::Result<SetOffset> {
     let mut c = client.clone();
     let owner = keys.owner(tp);
-    let put = TxnOp::put(keys.offset(tp), next.to_string(), None);
+    // The operator's offset is for the topic as it is now: the recorded topic id goes with it,
+    // and the next owner records the current one (a partition held because its topic was
+    // created again starts here).
+    let ops = [TxnOp::put(keys.offset(tp), next.to_string(), None), TxnOp::delete(keys.topic_id(tp), None)];
     let txn = if while_owned {
-        Txn::new().and_then([put])
+        Txn::new().and_then(ops)
     } else {
         Txn::new()
             .when([Compare::version(owner.clone(), CompareOp::Equal, 0)])
-            .and_then([put])
+            .and_then(ops)
             .or_else([TxnOp::get(owner, None)])
     };
     let resp = c.txn(txn).await.with_context(|| format!("setting the offset of {tp}"))?;

@@ -55,7 +55,7 @@ impl Worker {
             return Ok(());
         }
         let start = match self.start(tp, &lease, &mut stop).await {
-            Start::At(Some(o)) => Some(o),
+            Start::At(Some(o)) => self.same_topic(tp, o, &lease, &mut stop).await,
             Start::At(None) => self.resolve_start(tp, &lease, &mut stop).await,
             Start::Stopped => None,
         };
@@ -172,6 +172,12 @@ impl Worker {
                     };
                     match coord::commit(&self.etcd, &self.keys, tp, &self.id, l.id, at).await {
                         Ok(true) => {
+                            if let Some(id) = self.topic_id(&tp.topic).await
+                                && let Err(e) =
+                                    coord::topic_id::record(&self.etcd, &self.keys, tp, &id, &self.id, l.id).await
+                            {
+                                tracing::warn!(partition = %tp, error = %format!("{e:#}"), "recording the topic id failed; the next owner records it");
+                            }
                             tracing::info!(partition = %tp, start_from = ?self.cfg.kafka.start_from, offset = at, "no committed offset; starting here, committed");
                             return Some(at);
                         }
