@@ -150,14 +150,15 @@ impl Buffer {
     }
 
     /// Appends a record, which must follow the span: the buffer refuses an offset that would
-    /// leave a hole nobody explained.
-    pub fn append(&mut self, r: &Record<'_>) -> std::io::Result<()> {
+    /// leave a hole nobody explained. Returns the bytes it added to the file.
+    pub fn append(&mut self, r: &Record<'_>) -> std::io::Result<u64> {
         self.span.record(r.offset).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         self.scratch.clear();
         encode(self.format, r, &mut self.scratch);
         self.file.write_all(&self.scratch)?;
-        self.bytes += self.scratch.len() as u64;
-        Ok(())
+        let written = self.scratch.len() as u64;
+        self.bytes += written;
+        Ok(written)
     }
 
     /// Records offsets that Kafka does not hold (`gap` must follow the span).

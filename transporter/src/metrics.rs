@@ -141,6 +141,10 @@ pub struct Metrics {
     pub waiting_partitions: U64Gauge,
     /// 1 on the master.
     pub is_master: U64Gauge,
+    /// Bytes of this worker's buffer files.
+    pub buffer_disk_bytes: U64Gauge,
+    /// Bytes free on the buffer folder's filesystem.
+    pub disk_free_bytes: U64Gauge,
     /// Kafka bytes by zone relation.
     pub kafka_bytes: Family<TrafficLabel, U64Gauge>,
     /// The part of `kafka_bytes` on connections that carried no records (metadata, the group
@@ -167,6 +171,8 @@ impl Default for Metrics {
             cross_zone_partitions: U64Gauge::default(),
             waiting_partitions: U64Gauge::default(),
             is_master: U64Gauge::default(),
+            buffer_disk_bytes: U64Gauge::default(),
+            disk_free_bytes: U64Gauge::default(),
             kafka_bytes: Family::default(),
             kafka_protocol_bytes: Family::default(),
         }
@@ -202,6 +208,8 @@ impl Metrics {
             ("cross_zone_partitions", "Partitions assigned across zones (master)", &self.cross_zone_partitions),
             ("waiting_partitions", "Partitions waiting for a departed worker (master)", &self.waiting_partitions),
             ("is_master", "1 on the elected master", &self.is_master),
+            ("buffer_disk_bytes", "Bytes of this worker's buffer files", &self.buffer_disk_bytes),
+            ("disk_free_bytes", "Bytes free on the buffer folder's filesystem", &self.disk_free_bytes),
         ] {
             r.register(name, help, gauge.clone());
         }

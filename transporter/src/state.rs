@@ -72,6 +72,9 @@ impl shell::http::Endpoints for AppState {
         if let Some(why) = self.worker.upload_refused.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
             return Some(format!("S3 refuses uploads: {why}"));
         }
+        if let Some(why) = self.worker.disk.over() {
+            return Some(format!("no room to buffer: {why}"));
+        }
         let assigned = self.worker.share.read().unwrap_or_else(PoisonError::into_inner).is_some();
         if self.registered.load(Ordering::Relaxed) && assigned {
             None

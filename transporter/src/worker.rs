@@ -17,6 +17,7 @@
 
 mod consumer;
 mod control;
+pub mod disk;
 mod partition;
 mod pump;
 mod range;
@@ -90,6 +91,8 @@ pub struct Worker {
     pub source: String,
     /// Topic ids as last asked (`topic_check`), with when.
     pub topic_ids: Mutex<BTreeMap<String, (Option<String>, std::time::Instant)>>,
+    /// The buffer folder's use against its bounds (`disk`).
+    pub disk: disk::Disk,
 }
 
 /// How a partition task should stop.

@@ -32,6 +32,14 @@ pub struct WorkerConfig {
     /// from Kafka) so that the process ends within a pod's `terminationGracePeriodSeconds`
     /// even while S3 refuses or hangs.
     pub shutdown_timeout_secs: u64,
+    /// Bytes the buffer files (open buffers and objects waiting to upload) may hold together;
+    /// past it, partitions roll early and read nothing more until uploads make room (records
+    /// wait in Kafka). 0: no bound. Keep it under the volume's size (the manifests' `emptyDir`
+    /// `sizeLimit`).
+    pub max_buffer_bytes: u64,
+    /// Bytes that must stay free on the buffer folder's filesystem; below it, as past
+    /// `max-buffer-bytes`. 0: not checked.
+    pub min_free_bytes: u64,
 }
 
 impl Default for WorkerConfig {
@@ -44,6 +52,8 @@ impl Default for WorkerConfig {
             max_concurrent_rolls: default_rolls(),
             max_concurrent_uploads: 32,
             shutdown_timeout_secs: 20,
+            max_buffer_bytes: 16 * 1024 * 1024 * 1024,
+            min_free_bytes: 512 * 1024 * 1024,
         }
     }
 }

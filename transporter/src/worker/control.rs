@@ -65,6 +65,9 @@ impl Worker {
             self.reconcile(&mut running, &mut backoff, &lease);
             self.metrics.owned.set(self.owned.lock().unwrap_or_else(PoisonError::into_inner).len() as u64);
             self.update_lag_metrics();
+            let (used, free) = self.disk.measure();
+            self.metrics.buffer_disk_bytes.set(used);
+            self.metrics.disk_free_bytes.set(free);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}
                 changed = share.next() => match changed {

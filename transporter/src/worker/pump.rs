@@ -14,6 +14,7 @@
 //!                                             past the end ──> hold
 //!              ──other error──> counted; a jump it causes is caught by the chain
 //!  held: every 2 s read the committed offset; set by an operator ──> seek there, read again
+//!  disk past its bounds (`disk`) ──> the buffer rolls, nothing is read until it is not
 //!  roll: when none is in flight ──> the buffer rolls in flight while the next one fills
 //!        (a full buffer waits for it; reading waits with it, answering stop meanwhile)
 //!  roll in flight ends ──Next──> go on | ──ResumeAt(o)──> discard the next buffer, seek to o
@@ -96,11 +97,15 @@ impl Worker {
             spurious: 0,
         };
         let mut inflight: Option<InFlight<'_>> = None;
+        let mut disk = self.disk.subscribe();
         loop {
             let deadline = r.buf.as_ref().map(|b| b.opened + spread_age(max_age, tp, b.first_offset));
             // A full buffer waits for the roll in flight; reading waits with it (the queue
             // holds the prefetched records meanwhile), and every wait here answers `stop`.
-            let full = r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll));
+            // Past the disk's bounds, an open buffer rolls (its upload frees its files) and
+            // nothing more is read until there is room (`disk`).
+            let no_room = self.disk.over().is_some();
+            let full = r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll) || no_room);
             let idle = inflight.is_none();
             tokio::select! {
                 biased;
@@ -143,7 +148,8 @@ impl Worker {
                 // until an operator sets one (`zonal-transporter offsets --set … --while-owned`).
                 // Not while a roll is in flight: its commit would overwrite the operator's offset.
                 _ = tokio::time::sleep(Duration::from_secs(2)), if r.held && idle => self.reread_held(&mut r).await?,
-                msg = queue.recv(), if !r.held && !full => {
+                _ = disk.changed() => {}
+                msg = queue.recv(), if !r.held && !full && !no_room => {
                     // The message is consumed here, before any await: it borrows from librdkafka
                     // and is not to be held while a roll uploads.
                     let msg = match msg {
@@ -224,9 +230,11 @@ impl Worker {
                 r.buf.insert(b)
             }
         };
-        b.append(&rec)
+        let written = b
+            .append(&rec)
             .inspect_err(|_| self.metrics.error(ErrorKind::Continuity))
             .with_context(|| format!("appending offset {} of {tp} to its buffer", rec.offset))?;
+        self.disk.add(written);
         r.spurious = 0;
         // Status is for humans: refresh it every 1024 records, not per record.
         if b.records() % 1024 == 1
