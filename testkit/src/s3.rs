@@ -243,7 +243,8 @@ impl S3Server {
         })?;
         let faults = Arc::new(Faults::default());
         let service = {
-            let mut b = S3ServiceBuilder::new(store::Store { fs, faults: faults.clone() });
+            let mut b =
+                S3ServiceBuilder::new(store::Store { fs, faults: faults.clone(), conditional: Default::default() });
             b.set_auth(SimpleAuth::from_single(access_key.clone(), secret_key.clone()));
             b.build()
         };

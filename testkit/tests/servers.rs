@@ -154,6 +154,33 @@ async fn s3_faults_fail_cut_and_delay_requests_then_stop() -> anyhow::Result<()>
     Ok(())
 }
 
+/// AWS decides a conditional PUT when the write completes: of two creates of one key, the one
+/// whose body arrives first wins, and the other is refused although it started first. (A server
+/// that checks at the start lets the slow one replace the fast one's object.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_conditional_puts_are_decided_when_they_complete() -> anyhow::Result<()> {
+    let s3 = S3Server::start()?;
+    s3.create_bucket("logs")?;
+    let client = s3_client_no_retry(&s3);
+    s3.set_upload_rate(100 * 1024);
+    let create = |body: Vec<u8>| {
+        client.put_object().bucket("logs").key("k").if_none_match("*").body(ByteStream::from(body)).send()
+    };
+    // The slow one (about 1.5 s of body) starts first; the quick one (0.2 s) ends first.
+    let slow = create(vec![b's'; 150 * 1024]);
+    let quick = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        create(vec![b'q'; 20 * 1024]).await
+    };
+    let (slow, quick) = tokio::join!(slow, quick);
+    quick?;
+    let err = slow.expect_err("the slow create must be refused: the object exists when it completes");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(412), "{err:?}");
+    let stored = std::fs::read(s3.root().join("logs/k"))?;
+    assert!(stored.iter().all(|b| *b == b'q') && stored.len() == 20 * 1024, "the quick object was replaced");
+    Ok(())
+}
+
 #[tokio::test]
 async fn etcd_restarts_on_its_ports_with_its_data() -> anyhow::Result<()> {
     let mut etcd = Etcd::start()?;

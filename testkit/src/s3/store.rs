@@ -5,7 +5,9 @@
 //! s3s (`Faults::serve`), where the request is still raw.
 //!
 //! ```text
-//!  s3s (auth, parsing) ──> Store ──ignore conditions: If-None-Match / If-Match cleared──> s3s-fs
+//!  s3s (auth, parsing) ──> Store ──conditional PUT: body read whole, then checked and written
+//!                                   under one lock (AWS decides at completion) ──> s3s-fs
+//!                                ──ignore conditions: If-None-Match / If-Match cleared──> s3s-fs
 //!                                └─drop metadata: x-amz-meta-* cleared on PUT and multipart create
 //! ```
 
@@ -23,6 +25,8 @@ use super::Faults;
 pub(super) struct Store {
     pub(super) fs: s3s_fs::FileSystem,
     pub(super) faults: Arc<Faults>,
+    /// Held while a conditional write is checked and written (see `put_object`).
+    pub(super) conditional: tokio::sync::Mutex<()>,
 }
 
 /// Methods passed to s3s-fs unchanged, written as `async_trait` expands them (its attribute
@@ -73,6 +77,18 @@ impl S3 for Store {
         if self.faults.drop_metadata.load(Ordering::SeqCst) {
             req.input.metadata = None;
         }
+        if req.input.if_none_match.is_none() && req.input.if_match.is_none() {
+            return self.fs.put_object(req).await;
+        }
+        // AWS evaluates a conditional PUT when the write completes, not when the request
+        // starts: of two racing creates, the first to finish wins and the other is refused,
+        // however long its body took. s3s-fs checks before reading the body, so the body is
+        // read first here, and the check and the write are one step among conditional writes.
+        if let Some(body) = req.input.body.take() {
+            let bytes = collect(body).await?;
+            req.input.body = Some(StreamingBlob::from(s3s::Body::from(bytes)));
+        }
+        let _one_at_a_time = self.conditional.lock().await;
         self.fs.put_object(req).await
     }
 
@@ -94,6 +110,15 @@ impl S3 for Store {
             req.input.if_none_match = None;
             req.input.if_match = None;
         }
+        let _one_at_a_time = self.conditional.lock().await;
         self.fs.complete_multipart_upload(req).await
     }
+}
+
+/// A request body, whole.
+async fn collect(body: StreamingBlob) -> S3Result<bytes::Bytes> {
+    use futures::TryStreamExt;
+    let chunks: Vec<bytes::Bytes> =
+        body.try_collect().await.map_err(|e| s3s::s3_error!(IncompleteBody, "reading the body: {e}"))?;
+    Ok(chunks.concat().into())
 }
