@@ -160,6 +160,7 @@ async fn open_worker(
         buffer_lock: lock,
         source,
         topic_ids: Mutex::new(Default::default()),
+        topic_lookup: tokio::sync::Mutex::new(()),
         disk: worker::disk::Disk::new(&buffers, cfg.worker.max_buffer_bytes, cfg.worker.min_free_bytes),
         cfg: cfg.clone(),
     }))

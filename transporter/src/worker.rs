@@ -91,6 +91,8 @@ pub struct Worker {
     pub source: String,
     /// Topic ids as last asked (`topic_check`), with when.
     pub topic_ids: Mutex<BTreeMap<String, (Option<String>, std::time::Instant)>>,
+    /// Held while a topic id is asked of the cluster (one question at a time).
+    pub topic_lookup: tokio::sync::Mutex<()>,
     /// The buffer folder's use against its bounds (`disk`).
     pub disk: disk::Disk,
 }

@@ -106,7 +106,7 @@ async fn a_topic_created_again_holds_its_partition_until_an_operator_sets_the_of
             (w.metric("zonal_transporter_errors_total", &["topic-recreated"]).ok()? >= 1.0).then_some(())
         })?;
         let log = std::fs::read_to_string(&w.log)?;
-        assert!(log.contains("offsets --set re/0=<offset>"), "{log}");
+        assert!(log.contains("offsets --set re/0=<offset> --while-owned"), "{log}");
         assert_eq!(s3_records(&world)?.0.len(), 100, "read while held");
         let out = cli(&world, tmp.path(), "w0-0", &["offsets", "--set", "re/0=100", "--while-owned"])?;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -10,7 +10,7 @@
 //! ```
 
 use anyhow::Context;
-use etcd_client::{Client, GetOptions, KeyValue, SortOrder, SortTarget};
+use etcd_client::{Client, GetOptions, KeyValue};
 
 /// What to read from a prefix.
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +88,8 @@ async fn range_once(client: &Client, prefix: &str, how: RangeRead) -> anyhow::Re
         let mut opts = GetOptions::new()
             .with_range(end.clone())
             .with_limit(limit)
-            .with_sort(SortTarget::Key, SortOrder::Ascend)
+            // No sort order: a range comes in key order anyway, and etcd reads the whole range
+            // before it truncates to the limit when one is asked for.
             .with_revision(out.revision);
         if how.keys_only {
             opts = opts.with_keys_only();
@@ -129,9 +130,10 @@ async fn range_once(client: &Client, prefix: &str, how: RangeRead) -> anyhow::Re
 
 /// Whether the client refused a reply for its size (tonic's decoding limit).
 fn too_large(e: &etcd_client::Error) -> bool {
-    // gRPC codes 8 (resource exhausted) and 11 (out of range), named by number so that the
-    // transporter does not depend on tonic for two constants.
-    matches!(e, etcd_client::Error::GRpcStatus(s) if matches!(s.code() as i32, 8 | 11)
+    // tonic answers a reply over its limit with "decoded message length too large" (code 11,
+    // out of range, which etcd also uses for a compacted revision: the message tells them
+    // apart), or code 8 (resource exhausted), named by number rather than a tonic dependency.
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() as i32 == 8
         || s.message().contains("message length too large"))
 }
 

@@ -189,7 +189,11 @@ impl<'a> Term<'a> {
             round.invalid = registered.invalid;
         }
         let left = coord::left(self.etcd, self.keys).await?;
-        if self.fetched_generation != Some(topo.generation) || self.steady_until_ms.is_some_and(|t| now_ms >= t) {
+        // An unfetched topology (a watcher started again for a new topic list) is not planned
+        // from and must not reset what `steady` remembers.
+        if topo.is_fetched()
+            && (self.fetched_generation != Some(topo.generation) || self.steady_until_ms.is_some_and(|t| now_ms >= t))
+        {
             let (steadied, until) = self.steady.apply(topo, now_ms);
             self.fetched_generation = Some(topo.generation);
             self.steady_until_ms = until;

@@ -65,7 +65,14 @@ impl Steady {
                     {
                         tracing::debug!(topic = %name, error = %why, "planning from the topic's last description");
                         soonest(at.saturating_add(MISSING_GRACE_MS));
-                        *info = TopicInfo::Present(parts.clone());
+                        let mut parts = parts.clone();
+                        // Its leaders as settled, not as last fetched (a new one may be settling).
+                        for p in &mut parts {
+                            if let Some(until) = self.settle(name, p, now_ms) {
+                                soonest(until);
+                            }
+                        }
+                        *info = TopicInfo::Present(parts);
                     }
                 }
             }

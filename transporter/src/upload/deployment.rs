@@ -39,9 +39,11 @@ pub fn source(kafka_cluster_id: Option<&str>, etcd_cluster: &str) -> String {
 /// The cluster part of a source that could not be known.
 pub const UNKNOWN: &str = "unknown";
 
-/// Whether two sources may be the same deployment: equal, or one of them not known.
+/// Whether two sources may be the same deployment: equal, or, when one names no Kafka cluster
+/// (it was not known at that worker's start), of the same `etcd.cluster`.
 pub fn same_deployment(a: &str, b: &str) -> bool {
-    a == b || !known(a) || !known(b)
+    let fleet = |s: &str| s.split_once('/').map_or(s, |(_, f)| f).to_owned();
+    a == b || ((!known(a) || !known(b)) && fleet(a) == fleet(b))
 }
 
 /// Whether a source names its Kafka cluster.
@@ -112,6 +114,7 @@ mod tests {
         assert!(same_deployment(&prod, &prod));
         assert!(!same_deployment(&prod, &source(Some("lkc-staging"), "zonal")));
         assert!(!same_deployment(&prod, &source(Some("lkc-prod"), "zonal-eu")));
-        assert!(same_deployment(&prod, &source(None, "zonal")), "an unknown cluster is not a mismatch");
+        assert!(same_deployment(&prod, &source(None, "zonal")), "an unknown cluster of the same fleet");
+        assert!(!same_deployment(&prod, &source(None, "staging")), "an unknown cluster of another fleet");
     }
 }

@@ -7,6 +7,7 @@
 //!     ──> desired partitions ──> spawn a task for each new one (partition::run)
 //!                            └─> Stop::Flush to each one no longer desired
 //!  shutdown ──> Stop::Flush to all, wait        lease lost ──> Stop::Abandon to all, wait
+//!  the buffer folder measured every 300 ms on a task of its own (`disk`)
 //!  a task that failed ──> started again after a backoff (1 s, doubling to 60 s; reset by a task
 //!                         that ends well), so a lasting error does not spin on etcd and S3
 //! ```
@@ -56,6 +57,7 @@ impl Worker {
         let mut running: BTreeMap<TopicPartition, Running> = BTreeMap::new();
         let mut backoff: BTreeMap<TopicPartition, Backoff> = BTreeMap::new();
         let mut share = ShareFollower { watch: None, reread: Instant::now() };
+        let measuring = self.measure_disk();
         let result = loop {
             let state = *lease.borrow();
             if state.lost {
@@ -65,9 +67,6 @@ impl Worker {
             self.reconcile(&mut running, &mut backoff, &lease);
             self.metrics.owned.set(self.owned.lock().unwrap_or_else(PoisonError::into_inner).len() as u64);
             self.update_lag_metrics();
-            let (used, free) = self.disk.measure();
-            self.metrics.buffer_disk_bytes.set(used);
-            self.metrics.disk_free_bytes.set(free);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}
                 changed = share.next() => match changed {
@@ -81,6 +80,7 @@ impl Worker {
                 _ = shutdown.changed() => break Ok(()),
             }
         };
+        measuring.abort();
         let mode = if result.is_ok() { Stop::Flush } else { Stop::Abandon };
         for r in running.values() {
             let _ = r.stop.send(mode);
@@ -149,6 +149,22 @@ impl Worker {
                 slot.insert(self.spawn_partition(tp, lease.clone()));
             }
         }
+    }
+
+    /// Measures the buffer folder every 300 ms on a task of its own (a blocking thread for the
+    /// listing): a slow etcd in the control loop must not hold partitions that wait for room.
+    fn measure_disk(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let m = me.clone();
+                if let Ok((used, free)) = tokio::task::spawn_blocking(move || m.disk.measure()).await {
+                    me.metrics.buffer_disk_bytes.set(used);
+                    me.metrics.disk_free_bytes.set(free);
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
     }
 
     /// Starts the task that owns `tp`; when it ends, the partition is no longer shown as owned.

@@ -26,6 +26,9 @@ pub struct Disk {
     min_free: u64,
     used: AtomicU64,
     free: AtomicU64,
+    /// Whether the bound on the files was reached: reading resumes only below nine tenths of it,
+    /// so that near the bound every open buffer does not roll at each measure.
+    tripped: std::sync::atomic::AtomicBool,
     /// Bytes appended since the last measure: records arrive faster than the folder is
     /// measured, and a bound checked only every 300 ms would be overshot by what came between.
     added: AtomicU64,
@@ -45,6 +48,7 @@ impl Disk {
             used: AtomicU64::new(0),
             free: AtomicU64::new(u64::MAX),
             added: AtomicU64::new(0),
+            tripped: std::sync::atomic::AtomicBool::new(false),
             over_tx: watch::channel(false).0,
         }
     }
@@ -55,11 +59,16 @@ impl Disk {
         self.publish();
     }
 
-    /// Tells the partitions when over() changed: a partition that stopped reading waits for it.
+    /// Tells the partitions when over() changed: a partition with a buffer open rolls it. The
+    /// state is computed under the channel's lock, so of racing publishes the last one says
+    /// what is true; a partition that stopped reading also looks again every 300 ms (`pump`),
+    /// so a change no publish carried cannot keep it stopped.
     fn publish(&self) {
-        let over = self.over().is_some();
-        if *self.over_tx.borrow() != over {
-            self.over_tx.send_if_modified(|was| std::mem::replace(was, over) != over);
+        if *self.over_tx.borrow() != self.over().is_some() {
+            self.over_tx.send_if_modified(|was| {
+                let over = self.over().is_some();
+                std::mem::replace(was, over) != over
+            });
         }
     }
 
@@ -86,7 +95,14 @@ impl Disk {
         let added = self.added.load(Ordering::Relaxed);
         let used = self.used.load(Ordering::Relaxed).saturating_add(added);
         let free = self.free.load(Ordering::Relaxed).saturating_sub(added);
-        over(used, free, self.max_used, self.min_free)
+        let tripped = self.tripped.load(Ordering::Relaxed);
+        let max_used = if tripped { self.max_used / 10 * 9 } else { self.max_used };
+        let why = over(used, free, max_used, self.min_free);
+        let files_over = self.max_used > 0 && used >= max_used;
+        if files_over != tripped {
+            self.tripped.store(files_over, Ordering::Relaxed);
+        }
+        why
     }
 }
 
@@ -148,5 +164,11 @@ mod tests {
         assert_eq!(d.over(), None);
         d.add(3000);
         assert!(d.over().is_some(), "appends count before the next measure");
+        std::fs::write(dir.path().join("a"), vec![0u8; 2700]).expect("write");
+        d.measure();
+        assert!(d.over().is_some(), "3,700 of 4,000 (with b): not yet under nine tenths");
+        std::fs::write(dir.path().join("a"), vec![0u8; 2500]).expect("write");
+        d.measure();
+        assert_eq!(d.over(), None, "3,500 of 4,000 (with b): under nine tenths, reading resumes");
     }
 }

@@ -172,7 +172,7 @@ impl Worker {
                     };
                     match coord::commit(&self.etcd, &self.keys, tp, &self.id, l.id, at).await {
                         Ok(true) => {
-                            if let Some(id) = self.topic_id(&tp.topic).await
+                            if let Some(id) = self.topic_id(&tp.topic, super::topic_check::TOPIC_ID_TO_RECORD).await
                                 && let Err(e) =
                                     coord::topic_id::record(&self.etcd, &self.keys, tp, &id, &self.id, l.id).await
                             {

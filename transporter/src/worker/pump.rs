@@ -149,6 +149,7 @@ impl Worker {
                 // Not while a roll is in flight: its commit would overwrite the operator's offset.
                 _ = tokio::time::sleep(Duration::from_secs(2)), if r.held && idle => self.reread_held(&mut r).await?,
                 _ = disk.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(300)), if no_room => {}
                 msg = queue.recv(), if !r.held && !full && !no_room => {
                     // The message is consumed here, before any await: it borrows from librdkafka
                     // and is not to be held while a roll uploads.

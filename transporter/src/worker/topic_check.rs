@@ -18,17 +18,34 @@ use super::{Stop, Worker};
 use crate::coord::{self, LeaseState};
 use crate::metrics::ErrorKind;
 
-/// How long a topic's id is taken as known.
+/// How long a topic's id is taken as known when checked.
 const TOPIC_ID_FRESH: Duration = Duration::from_secs(60);
 
+/// How fresh an id must be to be recorded: the partitions of a topic starting together share
+/// one question, and an id from before a re-creation is not written as the new topic's.
+pub(super) const TOPIC_ID_TO_RECORD: Duration = Duration::from_secs(5);
+
 impl Worker {
-    /// The id of `topic`, asked of the cluster at most once a minute; `None` when the cluster
-    /// does not say (then nothing is checked).
-    pub(super) async fn topic_id(&self, topic: &str) -> Option<String> {
-        if let Some((id, at)) = self.topic_ids.lock().unwrap_or_else(PoisonError::into_inner).get(topic)
-            && at.elapsed() < TOPIC_ID_FRESH
-        {
-            return id.clone();
+    /// The id of `topic`, as asked of the cluster at most `fresh` ago; `None` when the cluster
+    /// does not say (then nothing is checked). Only an id is kept: a topic missing between its
+    /// deletion and its creation again is asked again next time.
+    pub(super) async fn topic_id(&self, topic: &str, fresh: Duration) -> Option<String> {
+        let cached = || {
+            self.topic_ids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(topic)
+                .filter(|(_, at)| at.elapsed() < fresh)
+                .and_then(|(id, _)| id.clone())
+        };
+        if let Some(id) = cached() {
+            return Some(id);
+        }
+        // One question at a time: the partitions of a topic starting together wait for the
+        // first one's answer instead of each asking.
+        let _asking = self.topic_lookup.lock().await;
+        if let Some(id) = cached() {
+            return Some(id);
         }
         let consumer = self.consumer.clone();
         let topics = vec![topic.to_owned()];
@@ -48,10 +65,12 @@ impl Worker {
             }
             Err(_) => return None,
         };
-        self.topic_ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(topic.to_owned(), (id.clone(), Instant::now()));
+        if let Some(id) = &id {
+            self.topic_ids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(topic.to_owned(), (Some(id.clone()), Instant::now()));
+        }
         id
     }
 
@@ -67,24 +86,34 @@ impl Worker {
     ) -> Option<i64> {
         let mut reported = false;
         loop {
-            let Some(current) = self.topic_id(&tp.topic).await else { return Some(committed) };
+            let fresh = if reported { Duration::ZERO } else { TOPIC_ID_FRESH };
+            let Some(current) = self.topic_id(&tp.topic, fresh).await else { return Some(committed) };
             let l = *lease.borrow();
             let wait = match coord::topic_id::recorded(&self.etcd, &self.keys, tp).await {
                 Ok(Some(r)) if r == current => return Some(committed),
-                Ok(None) => match coord::topic_id::record(&self.etcd, &self.keys, tp, &current, &self.id, l.id).await {
-                    Ok(true) => return Some(committed),
-                    Ok(false) => return None,
-                    Err(e) => {
-                        tracing::warn!(partition = %tp, error = %format!("{e:#}"), "recording the topic id failed; trying again");
-                        Duration::from_millis(500)
-                    }
+                // Recorded from a fresh answer (not an id cached before a re-creation); the
+                // offset is read again after, since an operator's `offsets --set` may have come
+                // between the first read and the record.
+                Ok(None) => match self.topic_id(&tp.topic, TOPIC_ID_TO_RECORD).await {
+                    None => return Some(committed),
+                    Some(id) => match coord::topic_id::record(&self.etcd, &self.keys, tp, &id, &self.id, l.id).await {
+                        Ok(true) => match coord::committed(&self.etcd, &self.keys, tp).await {
+                            Ok(Some(now)) => return Some(now),
+                            _ => return Some(committed),
+                        },
+                        Ok(false) => return None,
+                        Err(e) => {
+                            tracing::warn!(partition = %tp, error = %format!("{e:#}"), "recording the topic id failed; trying again");
+                            Duration::from_millis(500)
+                        }
+                    },
                 },
                 Ok(Some(recorded)) => {
                     if !reported {
                         let kind = ErrorKind::TopicRecreated;
                         self.metrics.error(kind);
                         tracing::error!(kind = kind.as_str(), partition = %tp, recorded, current, committed,
-                            "the topic was created again since its offsets were committed; the partition is held until an operator sets its offset (zonal-transporter offsets --set {tp}=<offset>)");
+                            "the topic was created again since its offsets were committed; the partition is held until an operator sets its offset (zonal-transporter offsets --set {tp}=<offset> --while-owned)");
                         reported = true;
                     }
                     Duration::from_secs(2)
