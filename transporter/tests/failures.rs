@@ -132,6 +132,11 @@ fn owner_and_peer(world: &testkit::World, dir: &std::path::Path, spec: &FleetSpe
     let a = Worker::start(world, dir, "a", Some(zone), spec)?;
     let b = Worker::start(world, dir, "b", Some(zone), spec)?;
     let view = wait_converged(&[&a, &b], 1, 1)?;
+    // Both past their start (the store's probe writes an object: a peer still starting would
+    // have its probe taken for the owner's held upload).
+    testkit::wait_until("both workers to be ready", Duration::from_secs(60), || {
+        [&a, &b].iter().all(|w| w.get("/readyz").is_ok_and(|(c, _)| c == 200)).then_some(())
+    })?;
     let owner = owners_of(&view).get("logs/0").cloned().ok_or_else(|| anyhow::anyhow!("no owner"))?;
     Ok(if owner == "a" { (a, b) } else { (b, a) })
 }
