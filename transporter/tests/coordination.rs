@@ -164,3 +164,35 @@ fn buffers_stay_within_the_disk_budget_and_a_full_disk_holds_reading() -> Res {
     wait_exactly_once(&world, 5100, &[&w])?;
     Ok(())
 }
+
+/// Issue 23, item 7: `kafka.start-from = latest` is resolved once and saved at once. A worker
+/// killed before its first object does not leave "latest" to be resolved again by the next
+/// owner, which would skip what arrived in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_latest_is_saved_at_once_and_a_crash_skips_nothing() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("late", 1)?;
+    tokio::task::block_in_place(|| produce(&world, "late", 1, 100, "before"))?;
+    let tmp = tempfile::tempdir()?;
+    let spec = FleetSpec { topics: vec!["late".into()], grace_secs: 1, ..FleetSpec::default() }
+        .edit(|c| c.kafka.start_from = zonal_transporter::config::StartFrom::Latest);
+    let mut first = tokio::task::block_in_place(|| Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec))?;
+    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let handle = tokio::runtime::Handle::current();
+    let saved = tokio::task::block_in_place(|| {
+        testkit::wait_until("the resolved offset in etcd", Duration::from_secs(30), || {
+            let got = handle.block_on(client.get("/test/offsets/late/0", None)).ok()?;
+            got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+        })
+    })?;
+    assert_eq!(saved, "100", "latest was not saved when the partition was taken");
+    tokio::task::block_in_place(|| -> Res {
+        first.kill9()?;
+        produce(&world, "late", 1, 50, "between")?;
+        let next = Worker::start(&world, tmp.path(), "w0-1", Some(0), &spec)?;
+        let got = wait_exactly_once(&world, 50, &[&next])?;
+        assert!(got.keys().all(|(_, _, o)| (100..150).contains(o)), "{got:?}");
+        Ok(())
+    })
+}
