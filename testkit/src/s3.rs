@@ -58,6 +58,8 @@ struct Faults {
     released: tokio::sync::Notify,
     /// Request body bytes per second (0: unlimited).
     rate: AtomicU64,
+    /// Requests whose body was paced at `rate`, since the start.
+    paced: AtomicUsize,
     /// Milliseconds every request waits before it is served.
     latency_ms: AtomicU64,
     /// Requests still to answer with `fail_status`.
@@ -155,6 +157,7 @@ impl Faults {
         let req = if rate == 0 {
             req.map(s3s::Body::from)
         } else {
+            self.paced.fetch_add(1, Ordering::SeqCst);
             req.map(|incoming| {
                 let paced = BodyStream::new(incoming).then(move |frame| async move {
                     if let Ok(f) = &frame
@@ -284,6 +287,12 @@ impl S3Server {
     pub fn release_writes(&self) {
         self.faults.to_hold.store(0, Ordering::SeqCst);
         self.faults.released.notify_waiters();
+    }
+
+    /// Requests whose body has begun to be read at the upload rate: a test knows a slow upload
+    /// has reached the server before it starts the next.
+    pub fn paced_requests(&self) -> usize {
+        self.faults.paced.load(Ordering::SeqCst)
     }
 
     /// Reads request bodies at `bytes_per_sec` (0: as fast as they come), as over a slow link.

@@ -166,14 +166,16 @@ async fn s3_conditional_puts_are_decided_when_they_complete() -> anyhow::Result<
     let create = |body: Vec<u8>| {
         client.put_object().bucket("logs").key("k").if_none_match("*").body(ByteStream::from(body)).send()
     };
-    // The slow one (about 1.5 s of body) starts first; the quick one (0.2 s) ends first.
-    let slow = create(vec![b's'; 150 * 1024]);
-    let quick = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        create(vec![b'q'; 20 * 1024]).await
-    };
-    let (slow, quick) = tokio::join!(slow, quick);
-    quick?;
+    // The slow one (about 1.5 s of body) reaches the server first; the quick one (0.2 s) ends
+    // first.
+    let slow = tokio::spawn(create(vec![b's'; 150 * 1024]));
+    tokio::task::block_in_place(|| {
+        testkit::wait_until("the slow create to reach the server", Duration::from_secs(10), || {
+            (s3.paced_requests() == 1).then_some(())
+        })
+    })?;
+    create(vec![b'q'; 20 * 1024]).await?;
+    let slow = slow.await?;
     let err = slow.expect_err("the slow create must be refused: the object exists when it completes");
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(412), "{err:?}");
     let stored = std::fs::read(s3.root().join("logs/k"))?;

@@ -117,8 +117,7 @@ fn an_out_of_range_during_a_burst_at_start_delivers_every_record_once() -> Res {
 async fn retention_before_reading_is_a_counted_gap_and_the_rest_arrives_once() -> Res {
     let world = world()?;
     world.kafka.create_topic("ret", 1)?;
-    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
-    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let mut client = etcd_client(&world).await?;
     client.put("/test/offsets/ret/0", "0", None).await?;
     tokio::task::block_in_place(|| burst(&world, "ret", 1, 80_000, "none"))?;
     let (low, high) = tokio::task::block_in_place(|| -> Res<(i64, i64)> {

@@ -24,8 +24,7 @@ fn etcd_txns(world: &testkit::World) -> Res<f64> {
 async fn a_partition_held_by_a_dead_owner_is_watched_not_polled() -> Res {
     let world = world()?;
     world.kafka.create_topic("logs", 6)?;
-    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
-    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let mut client = etcd_client(&world).await?;
     let ghost = client.lease_grant(8, None).await?.id();
     for p in 0..6 {
         let opts = etcd_client::PutOptions::new().with_lease(ghost);
@@ -67,8 +66,7 @@ fn a_second_process_with_the_same_worker_id_and_buffer_folder_is_refused() -> Re
     })?;
     let spec = FleetSpec::default().edit(|c| c.worker.id = Some("w0-0".into()));
     let mut twin = Worker::start(&world, tmp.path(), "twin", Some(0), &spec)?;
-    let code = twin.wait_exit(Duration::from_secs(30))?;
-    let log = std::fs::read_to_string(&twin.log)?;
+    let (code, log) = exited_with(&mut twin)?;
     assert!(code.is_some_and(|c| c != 0), "the twin ran ({code:?}): {log}");
     assert!(log.contains("another zonal-transporter with worker.id \"w0-0\""), "{log}");
     produce(&world, "logs", 3, 50, "a")?;
@@ -92,8 +90,7 @@ async fn a_topic_created_again_holds_its_partition_until_an_operator_sets_the_of
         wait_exactly_once(&world, 100, &[&w])?;
         Ok(w)
     })?;
-    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
-    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let mut client = etcd_client(&world).await?;
     let recorded = client.get("/test/topic-ids/re/0", None).await?;
     let real = recorded.kvs().first().map(|kv| kv.value().to_vec()).ok_or_else(|| anyhow::anyhow!("no id recorded"))?;
     assert_eq!(real.len(), 22, "{}", String::from_utf8_lossy(&real));
@@ -136,14 +133,7 @@ fn buffers_stay_within_the_disk_budget_and_a_full_disk_holds_reading() -> Res {
     let mut w = Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?;
     produce(&world, "logs", 1, 5000, "a")?;
     wait_exactly_once(&world, 5000, &[&w])?;
-    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
-    let control = format!("/{}/", zonal_transporter::upload::probe::PROBE_DIR);
-    let sizes: Vec<u64> = s3
-        .list_keys(BUCKET)?
-        .iter()
-        .filter(|k| !k.contains(&control))
-        .map(|k| std::fs::metadata(s3.root().join(BUCKET).join(k)).map_or(0, |m| m.len()))
-        .collect();
+    let sizes = object_sizes(&world)?;
     // 5,000 records of ~300 bytes are 1.5 MB: several objects, none past the budget by more
     // than a record (appends count at once; the folder is measured every 300 ms).
     assert!(sizes.len() >= 5, "{sizes:?}");
@@ -177,8 +167,7 @@ async fn start_from_latest_is_saved_at_once_and_a_crash_skips_nothing() -> Res {
     let spec = FleetSpec { topics: vec!["late".into()], grace_secs: 1, ..FleetSpec::default() }
         .edit(|c| c.kafka.start_from = zonal_transporter::config::StartFrom::Latest);
     let mut first = tokio::task::block_in_place(|| Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec))?;
-    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
-    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let mut client = etcd_client(&world).await?;
     let handle = tokio::runtime::Handle::current();
     let saved = tokio::task::block_in_place(|| {
         testkit::wait_until("the resolved offset in etcd", Duration::from_secs(30), || {

@@ -257,10 +257,8 @@ fn s3_at_a_few_hundred_kb_per_second_still_gets_every_record_once() -> Res {
     // The uploads run one after the other at the link's rate: the whole took at most twice
     // the ideal transfer time (plus a second for producing and committing), with no attempt
     // given up and sent again.
-    let control = format!("/{}/", zonal_transporter::upload::probe::PROBE_DIR);
-    let keys: Vec<String> = s3.list_keys(BUCKET)?.into_iter().filter(|k| !k.contains(&control)).collect();
-    let bytes: u64 =
-        keys.iter().map(|k| std::fs::metadata(s3.root().join(BUCKET).join(k)).map_or(0, |m| m.len())).sum();
+    let keys = object_keys(&world)?;
+    let bytes: u64 = object_sizes(&world)?.iter().sum();
     let ideal = Duration::from_secs_f64(bytes as f64 / (200.0 * 1024.0));
     assert!(took <= ideal * 2 + Duration::from_secs(1), "{took:?} for {bytes} bytes (ideal {ideal:?})");
     assert_eq!(worker.metric("zonal_transporter_upload_retries_total", &[])?, 0.0);
@@ -419,8 +417,7 @@ async fn an_offset_that_cannot_be_read_is_waited_for_never_guessed() -> Res {
 async fn garbage_in_etcd_is_reported_and_an_invalid_offset_holds_its_partition_until_fixed() -> Res {
     let world = world()?;
     world.kafka.create_topic("logs", 6)?;
-    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
-    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let mut client = etcd_client(&world).await?;
     client.put("/test/workers/bogus", "{not json", None).await?;
     client.put("/test/offsets/logs/3", "minus seven", None).await?;
     client.put("/test/assignment", "\u{0}garbage", None).await?;
@@ -525,8 +522,7 @@ fn check_refuses_options_that_break_exactly_once_and_hides_secrets() -> Res {
 async fn a_master_starting_during_a_kafka_outage_keeps_the_assignment() -> Res {
     let world = world()?;
     world.kafka.create_topic("logs.app", 6)?;
-    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
-    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let mut client = etcd_client(&world).await?;
     let tmp = tempfile::tempdir()?;
     // Topics only by pattern, as the shipped manifests do.
     let spec = FleetSpec { topics: vec![], topic_pattern: Some("logs\\..*".into()), ..FleetSpec::default() };
@@ -604,8 +600,7 @@ async fn an_offset_past_the_end_holds_its_partition_until_an_operator_sets_one()
         let policy = "earliest";
         let world = world()?;
         world.kafka.create_topic("logs", 3)?;
-        let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
-        let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+        let mut client = etcd_client(&world).await?;
         client.put("/test/offsets/logs/2", "1000000", None).await?;
         let tmp = tempfile::tempdir()?;
         let spec = FleetSpec {

@@ -87,8 +87,7 @@ fn spawn_agent(config: &Path, log: &Path, env: &[(&str, &str)]) -> Res<Process> 
 fn values_in_s3(world: &World) -> Res<BTreeMap<String, usize>> {
     let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
     let mut out = BTreeMap::new();
-    let control = format!("/{}/", zonal_transporter::upload::probe::PROBE_DIR);
-    for k in s3.list_keys(BUCKET)?.into_iter().filter(|k| !k.contains(&control)) {
+    for k in common::object_keys(world)? {
         let body = zstd::stream::decode_all(&std::fs::read(s3.root().join(BUCKET).join(&k))?[..])?;
         for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let v: serde_json::Value = serde_json::from_slice(line)?;

@@ -11,12 +11,6 @@ use std::time::Duration;
 use common::*;
 use zonal_transporter::config::UploadSigning;
 
-/// The log of a worker that exited, for assertions.
-fn exited_with(w: &mut Worker) -> Res<(Option<i32>, String)> {
-    let code = w.wait_exit(Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}\n{}", w.log_tail()))?;
-    Ok((code, std::fs::read_to_string(&w.log)?))
-}
-
 #[test]
 fn a_store_that_refuses_a_signing_mode_is_reported_at_start_and_the_default_mode_works() -> Res {
     let world = world()?;

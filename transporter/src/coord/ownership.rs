@@ -167,12 +167,17 @@ pub async fn commit(
     next: i64,
 ) -> anyhow::Result<bool> {
     let mut c = client.clone();
-    let owner = keys.owner(tp);
-    let txn = Txn::new()
-        .when([Compare::value(owner.clone(), CompareOp::Equal, me), Compare::lease(owner, CompareOp::Equal, lease)])
-        .and_then([TxnOp::put(keys.offset(tp), next.to_string(), None)]);
+    let txn =
+        Txn::new().when(owned_by(keys, tp, me, lease)).and_then([TxnOp::put(keys.offset(tp), next.to_string(), None)]);
     let resp = c.txn(txn).await.context("committing an offset")?;
     Ok(resp.succeeded())
+}
+
+/// The condition of every write an owner makes for its partition: the owner key holds its id
+/// under its current lease (a fenced worker's write fails the transaction).
+pub(super) fn owned_by(keys: &Keys, tp: &TopicPartition, me: &str, lease: i64) -> [Compare; 2] {
+    let owner = keys.owner(tp);
+    [Compare::value(owner.clone(), CompareOp::Equal, me), Compare::lease(owner, CompareOp::Equal, lease)]
 }
 
 /// What `set_offset` did.

@@ -13,7 +13,7 @@
 
 use anyhow::Context;
 use az_core::TopicPartition;
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Txn, TxnOp};
 
 use super::Keys;
 
@@ -36,10 +36,11 @@ pub async fn record(
     lease: i64,
 ) -> anyhow::Result<bool> {
     let mut c = client.clone();
-    let owner = keys.owner(tp);
-    let txn = Txn::new()
-        .when([Compare::value(owner.clone(), CompareOp::Equal, me), Compare::lease(owner, CompareOp::Equal, lease)])
-        .and_then([TxnOp::put(keys.topic_id(tp), id, None)]);
+    let txn = Txn::new().when(super::ownership::owned_by(keys, tp, me, lease)).and_then([TxnOp::put(
+        keys.topic_id(tp),
+        id,
+        None,
+    )]);
     let resp = c.txn(txn).await.with_context(|| format!("recording the topic id of {tp}"))?;
     Ok(resp.succeeded())
 }

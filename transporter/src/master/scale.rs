@@ -61,6 +61,25 @@ fn rate(tp: &az_core::TopicPartition) -> f64 {
     1_500.0 * f64::from(1 + (h % 2000) as u32) + 0.37
 }
 
+/// This test's master, elected on a lease of its own.
+async fn elect(client: &etcd_client::Client, keys: &Keys) -> Leader {
+    let lease = client.clone().lease_grant(600, None).await.expect("lease").id();
+    let won = client.election_client().campaign(keys.election(), "m", lease).await.expect("campaign");
+    let leader = won.leader().expect("leader");
+    Leader { key: leader.key().to_vec(), revision: leader.rev() }
+}
+
+/// Zone-aware, a 10 s grace, leader moves followed at once.
+fn settings() -> PlanSettings {
+    PlanSettings {
+        matcher: az_core::ZoneMatcher::default(),
+        follower_fetching: false,
+        zone_aware: true,
+        grace_ms: 10_000,
+        leader_settle_ms: 0,
+    }
+}
+
 struct Fleet {
     client: etcd_client::Client,
     keys: Keys,
@@ -124,17 +143,8 @@ async fn a_thousand_workers_and_a_hundred_thousand_partitions_stay_within_etcds_
         crate::config::EtcdConfig { endpoints: vec![etcd.endpoint()], cluster: "scale".into(), ..Default::default() };
     let client = coord::connect(&cfg).await.expect("connect");
     let keys = Keys::new("scale");
-    let lease = client.clone().lease_grant(600, None).await.expect("lease").id();
-    let won = client.election_client().campaign(keys.election(), "m", lease).await.expect("campaign");
-    let leader =
-        Leader { key: won.leader().expect("leader").key().to_vec(), revision: won.leader().expect("leader").rev() };
-    let settings = PlanSettings {
-        matcher: az_core::ZoneMatcher::default(),
-        follower_fetching: false,
-        zone_aware: true,
-        grace_ms: 10_000,
-        leader_settle_ms: 0,
-    };
+    let leader = elect(&client, &keys).await;
+    let settings = settings();
     let topo = topology(100, 1000);
     let topics: Vec<String> = topo.topics.keys().cloned().collect();
     let mut fleet =
@@ -284,19 +294,11 @@ async fn a_partition_left_in_two_shares_by_a_killed_master_is_healed_by_the_next
     let cfg = crate::config::EtcdConfig { endpoints: vec![etcd.endpoint()], ..Default::default() };
     let client = coord::connect(&cfg).await.expect("connect");
     let keys = Keys::new("heal");
-    let lease = client.clone().lease_grant(600, None).await.expect("lease").id();
-    let won = client.election_client().campaign(keys.election(), "m", lease).await.expect("campaign");
-    let leader =
-        Leader { key: won.leader().expect("leader").key().to_vec(), revision: won.leader().expect("leader").rev() };
-    let settings = PlanSettings {
-        matcher: az_core::ZoneMatcher::default(),
-        follower_fetching: false,
-        zone_aware: true,
-        grace_ms: 10_000,
-        leader_settle_ms: 0,
-    };
+    let leader = elect(&client, &keys).await;
+    let settings = settings();
     let topo = topology(1, 6);
     let topics = vec![topic(0)];
+    let lease = client.clone().lease_grant(600, None).await.expect("lease").id();
     for i in 0..3 {
         coord::register(&client, &keys, &worker(i), lease).await.expect("register");
     }

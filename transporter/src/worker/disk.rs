@@ -35,6 +35,8 @@ pub struct Disk {
     /// Whether the disk is past its bounds, as last measured: partitions waiting with a buffer
     /// open are woken to roll it, and those holding off reading to read again.
     over_tx: watch::Sender<bool>,
+    /// What `over_tx` holds, readable without its lock.
+    published: std::sync::atomic::AtomicBool,
 }
 
 impl Disk {
@@ -50,6 +52,7 @@ impl Disk {
             added: AtomicU64::new(0),
             tripped: std::sync::atomic::AtomicBool::new(false),
             over_tx: watch::channel(false).0,
+            published: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -63,10 +66,13 @@ impl Disk {
     /// state is computed under the channel's lock, so of racing publishes the last one says
     /// what is true; a partition that stopped reading also looks again every 300 ms (`pump`),
     /// so a change no publish carried cannot keep it stopped.
+    /// Called for every record appended: it compares with an atomic copy of the published
+    /// state, and takes the channel's lock only when the state changed.
     fn publish(&self) {
-        if *self.over_tx.borrow() != self.over().is_some() {
+        if self.published.load(Ordering::Relaxed) != self.over().is_some() {
             self.over_tx.send_if_modified(|was| {
                 let over = self.over().is_some();
+                self.published.store(over, Ordering::Relaxed);
                 std::mem::replace(was, over) != over
             });
         }

@@ -282,13 +282,41 @@ pub fn produce(world: &World, topic: &str, partitions: i32, per_partition: usize
 /// (topic, partition, offset) -> times seen in S3.
 pub type Seen = BTreeMap<(String, i64, i64), usize>;
 
+/// The keys of the objects the transporters wrote (their control folder, the store probe's and
+/// the deployment marker's, left out).
+pub fn object_keys(world: &World) -> Res<Vec<String>> {
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let control = format!("/{}/", zonal_transporter::upload::probe::PROBE_DIR);
+    Ok(s3.list_keys(BUCKET)?.into_iter().filter(|k| !k.contains(&control)).collect())
+}
+
+/// The size of each object the transporters wrote, by key.
+pub fn object_sizes(world: &World) -> Res<Vec<u64>> {
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    Ok(object_keys(world)?
+        .iter()
+        .map(|k| std::fs::metadata(s3.root().join(BUCKET).join(k)).map_or(0, |m| m.len()))
+        .collect())
+}
+
+/// A client of the world's etcd.
+pub async fn etcd_client(world: &World) -> Res<etcd_client::Client> {
+    let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
+    Ok(etcd_client::Client::connect([etcd.endpoint()], None).await?)
+}
+
+/// Waits for a worker expected to stop by itself; its exit code and its whole log.
+pub fn exited_with(w: &mut Worker) -> Res<(Option<i32>, String)> {
+    let code = w.wait_exit(Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}\n{}", w.log_tail()))?;
+    Ok((code, std::fs::read_to_string(&w.log)?))
+}
+
 /// Every record in S3: (topic, partition, offset) -> times seen, plus the object count.
 pub fn s3_records(world: &World) -> Res<(Seen, usize)> {
     let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
-    let keys = s3.list_keys(BUCKET)?;
+    let keys = object_keys(world)?;
     let mut out = BTreeMap::new();
-    let probe = format!("/{}/", zonal_transporter::upload::probe::PROBE_DIR);
-    for k in keys.iter().filter(|k| !k.contains(&probe)) {
+    for k in &keys {
         let body = std::fs::read(s3.root().join(BUCKET).join(k))?;
         let text = if k.ends_with(".zst") { zstd::stream::decode_all(&body[..])? } else { body };
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
