@@ -35,7 +35,10 @@ use s3s::service::S3ServiceBuilder;
 use crate::runtime::ServerRuntime;
 use crate::{Result, TestkitError, io_err};
 
+mod errors;
 mod store;
+
+use errors::{error_response, error_with};
 
 /// A running S3 server.
 pub struct S3Server {
@@ -82,23 +85,6 @@ struct Faults {
 /// Takes one from a countdown; false when it was already 0.
 fn take_one(n: &AtomicUsize) -> bool {
     n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
-}
-
-/// An S3 error response, as S3 sends for throttling (503 SlowDown) or an internal error (500).
-fn error_response(status: u16) -> s3s::HttpResponse {
-    let code = if status == 503 { "SlowDown" } else { "InternalError" };
-    error_with(status, code, "injected by testkit")
-}
-
-/// An S3 error response with `code` and `message`.
-fn error_with(status: u16, code: &str, message: &str) -> s3s::HttpResponse {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    );
-    let mut resp = hyper::Response::new(s3s::Body::from(body));
-    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/xml"));
-    resp
 }
 
 impl Faults {
