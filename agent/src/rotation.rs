@@ -129,6 +129,7 @@ pub fn find_inode(id: FileId, dirs: &BTreeSet<PathBuf>) -> Option<(PathBuf, File
             if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && FileId::of(&m) == id)
                 && let Ok(file) = File::open(&path)
                 && file.metadata().is_ok_and(|m| FileId::of(&m) == id)
+                && !compressed(&file)
             {
                 return Some((path, file));
             }
@@ -137,9 +138,35 @@ pub fn find_inode(id: FileId, dirs: &BTreeSet<PathBuf>) -> Option<(PathBuf, File
     None
 }
 
+/// Whether a file starts as a compressor writes (gzip, zstd, bzip2, xz). logrotate compresses
+/// a rotated copy into a new file, which may get the inode the copy freed: found by inode, it
+/// is not the log truncated and renamed, and its bytes are not lines.
+fn compressed(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    const MAGIC: [&[u8]; 4] = [b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00"];
+    let mut head = [0u8; 6];
+    let n = file.read_at(&mut head, 0).unwrap_or(0);
+    MAGIC.iter().any(|m| head[..n].starts_with(m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A compressed file that took a checkpoint's inode is not that file (the agent shipped a
+    /// gzip's bytes as lines when logrotate's compression reused a finished copy's inode).
+    #[test]
+    fn a_compressed_file_is_not_found_by_inode() {
+        let dir = tempfile::tempdir().expect("dir");
+        let gz = dir.path().join("app.log.2.gz");
+        std::fs::write(&gz, b"\x1f\x8b\x08\x00rest of a gzip stream").expect("write");
+        let plain = dir.path().join("app.log.1");
+        std::fs::write(&plain, b"a line\n").expect("write");
+        let dirs = BTreeSet::from([dir.path().to_owned()]);
+        let id_of = |p: &Path| FileId::of(&std::fs::metadata(p).expect("stat"));
+        assert!(find_inode(id_of(&gz), &dirs).is_none());
+        assert_eq!(find_inode(id_of(&plain), &dirs).map(|(p, _)| p), Some(plain));
+    }
 
     #[test]
     fn pattern_dirs_stop_at_the_first_glob() {
