@@ -125,7 +125,13 @@ async fn open_worker(
     let consumer = Arc::new(tokio::task::block_in_place(|| worker::consumer(cfg, zone.zone.as_ref(), auth))?);
     let cluster = {
         let c = consumer.clone();
+        let topic = cfg.kafka.topics.first().cloned();
         tokio::task::spawn_blocking(move || {
+            // librdkafka's cluster id waits for a metadata refresh to come by, which at start
+            // came with the first broker connection's timer, a second later (two of three
+            // workers started together registered a second after the third, and the first took
+            // every partition meanwhile). Asking for one topic's metadata brings it now.
+            let _ = rdkafka::consumer::Consumer::fetch_metadata(&*c, topic.as_deref(), Duration::from_secs(5));
             rdkafka::consumer::Consumer::client(&*c).fetch_cluster_id(Duration::from_secs(5))
         })
         .await

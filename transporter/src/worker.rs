@@ -102,8 +102,11 @@ pub struct Worker {
 pub enum Stop {
     /// Keep running.
     Run,
-    /// Upload and commit what is buffered, then release (handoff, shutdown).
+    /// Upload and commit what is buffered, then release (shutdown).
     Flush,
+    /// The partition moved to another worker: as `Flush`, except that a young, small buffer
+    /// is dropped for the next owner to read again (`RollConfig::hand_over_by_dropping`).
+    Handoff,
     /// Stop at once, discard the buffer (ownership lost).
     Abandon,
 }

@@ -397,10 +397,17 @@ async fn an_offset_that_cannot_be_read_is_waited_for_never_guessed() -> Res {
     tokio::task::block_in_place(|| -> Res {
         produce(&world, "logs", 6, 50, "b")?;
         // The five readable partitions move on; partition 3 waits, its failed reads counted.
+        // The offset is read by the transaction that takes the partition, so it is that
+        // transaction etcd refuses, and the partition is not taken at all.
         wait_exactly_once(&world, 550, &[&w])?;
         testkit::wait_until("the failed offset reads to be counted", Duration::from_secs(20), || {
-            (w.metric("zonal_transporter_errors_total", &["offset-read"]).ok()? >= 2.0).then_some(())
+            (w.metric("zonal_transporter_errors_total", &["etcd"]).ok()? >= 2.0).then_some(())
         })?;
+        let log = std::fs::read_to_string(&w.log)?;
+        assert!(
+            log.lines().any(|l| l.contains("acquiring /test/owners/logs/3") && l.contains("permission denied")),
+            "the refused read is not reported for partition 3"
+        );
         let (seen, _) = s3_records(&world)?;
         assert_eq!(seen.keys().filter(|(_, p, _)| *p == 3).count(), 50, "partition 3 read from a guessed offset");
         Ok(())

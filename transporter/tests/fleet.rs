@@ -1,6 +1,7 @@
 //! Six workers in three zones move a 12-partition topic to S3: every record exactly once, every
 //! partition read in its leader's zone, cross-zone consume bytes ~0; then the fleet's failure
-//! modes: a worker killed (returns within grace / does not), the master killed.
+//! modes: a worker killed (returns within grace / does not), the master killed; a fleet
+//! forming at its start, and a worker joining a running one.
 
 mod common;
 
@@ -165,5 +166,71 @@ fn sigterm_hands_partitions_over_at_once_without_the_grace_period() -> Res {
     testkit::wait_until("the returning worker to get partitions", Duration::from_secs(30), || {
         (!workers[leaving].owned().is_empty()).then_some(())
     })?;
+    Ok(())
+}
+
+/// Workers started together form one fleet before the first assignment
+/// (`assignment.formation-ms`): the first of them up does not take every partition only to hand
+/// two thirds over a moment later, so one assignment is written and each partition makes one
+/// object. (With `formation-ms = 0` the first master planned for itself alone, then again for
+/// each worker that joined.)
+#[test]
+fn workers_started_together_get_one_assignment_and_each_partition_one_object() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 12)?;
+    let tmp = tempfile::tempdir()?;
+    // The first worker is master before the others start, as when pods start a moment apart;
+    // they register well within the window.
+    let spec = FleetSpec { max_age_ms: 60_000, ..FleetSpec::default() }.edit(|c| c.assignment.formation_ms = 3_000);
+    let mut workers = vec![Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?];
+    testkit::wait_until("w0-0 to be master", Duration::from_secs(20), || {
+        workers[0].status().ok().is_some_and(|s| s["role"] == "master").then_some(())
+    })?;
+    for z in 1..3 {
+        workers.push(Worker::start(&world, tmp.path(), &format!("w{z}-0"), Some(z), &spec)?);
+    }
+    let refs: Vec<&Worker> = workers.iter().collect();
+    let view = wait_converged(&refs, 12, 3)?;
+    assert_eq!(view["generation"], 1, "the assignment was written again at the start: {view}");
+    produce(&world, "logs", 12, 300, "a")?;
+    wait_exactly_once(&world, 12 * 300, &refs)?;
+    assert_eq!(object_keys(&world)?.len(), 12, "a partition moved at the start and made two objects");
+    Ok(())
+}
+
+/// A partition that moves to a worker joining a running fleet, while its buffer is young and
+/// small, is handed over by dropping the buffer: the next owner reads those records again and
+/// makes one object of them, instead of the old owner uploading a small object first and the
+/// new one waiting for it. (With a flush on every move, each moved partition made two objects.)
+#[test]
+fn a_worker_joining_takes_over_young_buffers_without_a_small_object_each() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 6)?;
+    let tmp = tempfile::tempdir()?;
+    // Objects roll at 300 records; the age roll (60 s) never comes in this test, so a buffer
+    // is young (under 15 s) when the partition moves.
+    let spec = FleetSpec { max_age_ms: 60_000, ..FleetSpec::default() };
+    let first = Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?;
+    testkit::wait_until("w0-0 to own every partition", Duration::from_secs(30), || {
+        (first.owned().len() == 6).then_some(())
+    })?;
+    produce(&world, "logs", 6, 150, "a")?;
+    // `/status` shows a buffer once it holds its first record (and every 1,024 after): every
+    // partition then has an open buffer that the move must hand over.
+    testkit::wait_until("w0-0 to have a buffer open for every partition", Duration::from_secs(30), || {
+        let status = first.status().ok()?;
+        let owned = status["owned"].as_object()?;
+        (owned.len() == 6 && owned.values().all(|p| p["buffered"].as_u64() >= Some(1))).then_some(())
+    })?;
+    let second = Worker::start(&world, tmp.path(), "w0-1", Some(0), &spec)?;
+    let both = [&first, &second];
+    let moved = testkit::wait_until("the partitions to be shared", Duration::from_secs(30), || {
+        let (a, b) = (first.owned(), second.owned());
+        (!b.is_empty() && a.len() + b.len() == 6).then_some(b.len())
+    })?;
+    assert!(moved < 6, "w0-0 kept none");
+    produce(&world, "logs", 6, 150, "b")?;
+    wait_exactly_once(&world, 6 * 300, &both)?;
+    assert_eq!(object_keys(&world)?.len(), 6, "a moved partition's young buffer was uploaded as an object of its own");
     Ok(())
 }

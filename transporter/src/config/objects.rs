@@ -168,3 +168,16 @@ impl Default for RollConfig {
         RollConfig { max_bytes: 64 * 1024 * 1024, max_age_ms: 60_000, max_records: 1_000_000 }
     }
 }
+
+impl RollConfig {
+    /// Whether a partition that moved to another worker hands its open buffer over by dropping
+    /// it (the next owner reads it again from Kafka) rather than uploading it: when it holds less
+    /// than a quarter of `max-bytes` and was opened less than a quarter of `max-age-ms` ago. The
+    /// next owner reads so little again sooner than this one could upload it, no small object is
+    /// made, and its records wait at most a quarter of an age longer than an upload would have
+    /// made them. A fleet forming (workers starting seconds apart) moves partitions read only
+    /// for a moment; each move used to upload a tiny object before the next owner could start.
+    pub fn hand_over_by_dropping(&self, bytes: u64, age: std::time::Duration) -> bool {
+        bytes < self.max_bytes / 4 && age.as_millis() < u128::from(self.max_age_ms / 4)
+    }
+}

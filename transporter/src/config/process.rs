@@ -88,11 +88,19 @@ pub struct AssignmentConfig {
     /// two; following each move would hand every partition over twice). Meanwhile it is read
     /// across zones. 0 follows every move at once.
     pub leader_settle_secs: u64,
+    /// Milliseconds a new deployment's first assignment waits for the fleet to form: it is made
+    /// once no worker has registered for this long (at most five times as long after the
+    /// master's start), as Kafka's `group.initial.rebalance.delay.ms` does. Without it the first
+    /// of workers started together took every partition, and handed two thirds of them over a
+    /// moment later. Workers that start seconds apart (pods pulling their image) are not waited
+    /// for: a move of a partition read only briefly is cheap (its young buffer is dropped and
+    /// read again). Only a deployment with no assignment stored waits; 0 does not wait.
+    pub formation_ms: u64,
 }
 
 impl Default for AssignmentConfig {
     fn default() -> Self {
-        AssignmentConfig { zone_aware: true, leader_settle_secs: 60 }
+        AssignmentConfig { zone_aware: true, leader_settle_secs: 60, formation_ms: 250 }
     }
 }
 

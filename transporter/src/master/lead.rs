@@ -77,7 +77,11 @@ pub(super) async fn lead(
                 "assignment written"
             );
         }
-        if topo.is_fetched() {
+        if term.forming() {
+            // A forming fleet's plan comes as soon as its registrations have been still for
+            // the window, not up to a round later.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        } else if topo.is_fetched() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         } else {
             // A term's first plan waits for the cluster's topology, not for a fixed half second:
@@ -110,6 +114,27 @@ pub(super) struct Term<'a> {
     fetched_generation: Option<u64>,
     /// When `planned` could change without a new fetch (a settle or a grace ending).
     steady_until_ms: Option<i64>,
+    /// A new deployment's fleet forming: nothing is planned before this (Unix ms).
+    forming: Option<Forming>,
+}
+
+/// The wait for a new deployment's fleet to form (`assignment.formation-ms`).
+#[derive(Debug, Clone, Copy)]
+struct Forming {
+    /// Registrations unchanged until then end the wait.
+    quiet_until_ms: i64,
+    /// The wait ends then whatever registers.
+    at_most_until_ms: i64,
+}
+
+impl Forming {
+    /// Whether the first plan still waits at `now_ms`, after registrations did or did not change.
+    fn waits(&mut self, registrations_changed: bool, now_ms: i64, quiet_ms: i64) -> bool {
+        if registrations_changed {
+            self.quiet_until_ms = now_ms.saturating_add(quiet_ms);
+        }
+        now_ms < self.quiet_until_ms.min(self.at_most_until_ms)
+    }
 }
 
 /// The inputs of the last plan, to tell whether the next round must plan.
@@ -170,6 +195,7 @@ impl<'a> Term<'a> {
             planned: Arc::new(Topology::default()),
             fetched_generation: None,
             steady_until_ms: None,
+            forming: None,
         })
     }
 
@@ -212,7 +238,7 @@ impl<'a> Term<'a> {
                         && (seen.topo.brokers != topo.brokers || seen.topo.topics != topo.topics))
             }
         };
-        if !due || !can_plan(topo, topics, listed) {
+        if !due || !can_plan(topo, topics, listed) || self.still_forming(registrations_changed, now_ms) {
             return Ok(round);
         }
         let next = plan(&PlanInput {
@@ -244,6 +270,28 @@ impl<'a> Term<'a> {
         }
         round.planned = Some(next);
         Ok(round)
+    }
+}
+
+impl Term<'_> {
+    /// Whether this term waits for a new deployment's fleet to form (nothing planned yet).
+    pub(super) fn forming(&self) -> bool {
+        self.forming.is_some() && self.seen.is_none()
+    }
+
+    /// Whether a new deployment's first plan still waits for its fleet to form. Only a term
+    /// that found no assignment stored waits, so a master taking over a running fleet (or a
+    /// fleet restarting with its worker ids) plans at once.
+    fn still_forming(&mut self, registrations_changed: bool, now_ms: i64) -> bool {
+        let quiet = self.settings.formation_ms;
+        if self.previous.is_some() || quiet <= 0 {
+            return false;
+        }
+        let forming = self.forming.get_or_insert(Forming {
+            quiet_until_ms: now_ms.saturating_add(quiet),
+            at_most_until_ms: now_ms.saturating_add(quiet.saturating_mul(5)),
+        });
+        forming.waits(registrations_changed, now_ms, quiet)
     }
 }
 
@@ -309,4 +357,26 @@ fn start_watcher(worker: &Arc<Worker>, topics: &[String]) -> TopologyWatcher {
             request_timeout: Duration::from_secs(5),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Forming;
+
+    #[test]
+    fn a_new_fleet_forms_once_registrations_are_still_and_at_most_five_times_as_long() {
+        let quiet = 1_000;
+        let mut f = Forming { quiet_until_ms: quiet, at_most_until_ms: 5 * quiet };
+        assert!(f.waits(true, 0, quiet), "the first registration starts the wait");
+        assert!(f.waits(false, 500, quiet));
+        assert!(f.waits(true, 900, quiet), "a worker joining starts it again");
+        assert!(f.waits(false, 1_899, quiet));
+        assert!(!f.waits(false, 1_900, quiet), "still for the whole window: formed");
+
+        let mut f = Forming { quiet_until_ms: quiet, at_most_until_ms: 5 * quiet };
+        for now in (0..5 * quiet).step_by(500) {
+            assert!(f.waits(true, now, quiet), "workers keep registering at {now} ms");
+        }
+        assert!(!f.waits(true, 5 * quiet, quiet), "a fleet that never stops growing is planned after the bound");
+    }
 }

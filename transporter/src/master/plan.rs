@@ -102,6 +102,9 @@ pub struct PlanSettings {
     pub grace_ms: i64,
     /// How long a partition's new leader must lead before the plan follows it (`steady`).
     pub leader_settle_ms: i64,
+    /// How long registrations must be still before a new deployment's first plan
+    /// (`assignment.formation-ms`).
+    pub formation_ms: i64,
 }
 
 impl PlanSettings {
@@ -114,6 +117,7 @@ impl PlanSettings {
             zone_aware: cfg.assignment.zone_aware,
             grace_ms: i64::try_from(grace.as_millis()).unwrap_or(i64::MAX),
             leader_settle_ms: i64::try_from(cfg.assignment.leader_settle_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            formation_ms: i64::try_from(cfg.assignment.formation_ms).unwrap_or(i64::MAX),
         }
     }
 }

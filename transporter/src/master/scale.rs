@@ -77,6 +77,7 @@ fn settings() -> PlanSettings {
         zone_aware: true,
         grace_ms: 10_000,
         leader_settle_ms: 0,
+        formation_ms: 0,
     }
 }
 

@@ -5,7 +5,7 @@
 //!  shares::own (read; again every 30 s and whenever the watch broke) ──┐
 //!  watch /assignment/<id> from the next revision ──────────────────────┴─> Worker::share
 //!     ──> desired partitions ──> spawn a task for each new one (partition::run)
-//!                            └─> Stop::Flush to each one no longer desired
+//!                            └─> Stop::Handoff to each one no longer desired
 //!  shutdown ──> Stop::Flush to all, wait        lease lost ──> Stop::Abandon to all, wait
 //!  the buffer folder measured every 300 ms on a task of its own (`disk`)
 //!  a task that failed ──> started again after a backoff (1 s, doubling to 60 s; reset by a task
@@ -136,8 +136,8 @@ impl Worker {
         });
         for (tp, r) in running.iter() {
             if !desired.contains(tp) && *r.stop.borrow() == Stop::Run {
-                tracing::info!(partition = %tp, "partition reassigned: flushing and handing off");
-                let _ = r.stop.send(Stop::Flush);
+                tracing::info!(partition = %tp, "partition reassigned: handing off");
+                let _ = r.stop.send(Stop::Handoff);
             }
         }
         backoff.retain(|tp, _| desired.contains(tp));

@@ -4,10 +4,12 @@
 //! ```text
 //!  acquire /owners/<tp> ──Owned { by, revision }──> watch the key's deletion (at most a lease TTL), again
 //!                      ──etcd error──> again after 200 ms doubling to 5 s, jittered
-//!      └─Acquired──> committed offset ──Unreachable──> wait 500 ms, again
+//!      └─Acquired (with the offset and topic id read in the same transaction)
+//!          ──> committed offset ──Unreachable──> read again after 500 ms
 //!                                    └──Invalid─────> hold (2 s), until an operator sets it
 //!          ──Some(o)──────────────────────────────────────────────> split queue + incremental_assign ──> pump
-//!          ──None──> ListOffsets (kafka.start-from: log start | end) ──> committed at once ──┘
+//!          ──None──> ListOffsets (kafka.start-from: log start | end) ──> committed at once,
+//!                    with the topic's id, in one transaction ──────────────────────────────┘
 //!  pump ends ──> incremental_unassign ──> release (while the lease is valid)
 //! ```
 
@@ -51,11 +53,14 @@ impl Worker {
         lease: watch::Receiver<LeaseState>,
         mut stop: watch::Receiver<Stop>,
     ) -> anyhow::Result<()> {
-        if !self.acquire(tp, &lease, &mut stop).await {
+        let Some(taken) = self.acquire(tp, &lease, &mut stop).await else {
             return Ok(());
-        }
-        let start = match self.start(tp, &lease, &mut stop).await {
-            Start::At(Some(o)) => self.same_topic(tp, o, &lease, &mut stop).await,
+        };
+        let start = match self.start(tp, taken.as_ref(), &lease, &mut stop).await {
+            Start::At(Some(o)) => {
+                let recorded = taken.map(|t| t.topic_id);
+                self.same_topic(tp, o, recorded, &lease, &mut stop).await
+            }
             Start::At(None) => self.resolve_start(tp, &lease, &mut stop).await,
             Start::Stopped => None,
         };
@@ -97,27 +102,28 @@ impl Worker {
     /// owner key. While another holds it, the key is watched for its deletion (bounded by a
     /// lease's time to live, then tried again); etcd errors are tried again after a backoff of
     /// 200 ms doubling to 5 s, spread by a jitter so that a fleet coming back after an etcd
-    /// restart does not come back at once. False when told to stop, or the lease became
-    /// invalid, first.
+    /// restart does not come back at once. What the taking transaction read with the key
+    /// (`Some(None)` when the key was ours already); None when told to stop, or the lease
+    /// became invalid, first.
     async fn acquire(
         &self,
         tp: &TopicPartition,
         lease: &watch::Receiver<LeaseState>,
         stop: &mut watch::Receiver<Stop>,
-    ) -> bool {
+    ) -> Option<Option<coord::Taken>> {
         let mut waited = false;
         let mut backoff = ACQUIRE_BACKOFF_FIRST;
         let watch_bound = Duration::from_secs(u64::try_from(self.cfg.etcd.lease_ttl_secs).unwrap_or(10) + 2);
         loop {
             if *stop.borrow() != Stop::Run {
-                return false;
+                return None;
             }
             let l = *lease.borrow();
             if !l.valid() {
-                return false;
+                return None;
             }
             let pause = match coord::acquire(&self.etcd, &self.keys, tp, &self.id, l.id).await {
-                Ok(Acquire::Acquired) => return true,
+                Ok(Acquire::Acquired(taken)) => return Some(taken),
                 Ok(Acquire::Owned { by, revision }) => {
                     if !waited {
                         tracing::info!(partition = %tp, owner = by, "waiting for the previous owner to release or expire");
@@ -139,7 +145,11 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(partition = %tp, error = %format!("{e:#}"), "acquire failed");
+                    // The taking transaction also reads the committed offset: a refused read
+                    // (etcd permissions) is reported here, and the partition is not taken.
+                    let kind = ErrorKind::Etcd;
+                    self.metrics.error(kind);
+                    tracing::warn!(kind = kind.as_str(), partition = %tp, error = %format!("{e:#}"), "acquire failed");
                     backoff
                 }
             };
@@ -170,14 +180,11 @@ impl Worker {
                         StartFrom::Earliest => low,
                         StartFrom::Latest => high,
                     };
-                    match coord::commit(&self.etcd, &self.keys, tp, &self.id, l.id, at).await {
+                    // The topic's id is recorded with the offset, from an answer fresh enough
+                    // that it cannot predate a re-creation (without one, the next owner records it).
+                    let id = self.topic_id(&tp.topic, super::topic_check::TOPIC_ID_TO_RECORD).await;
+                    match coord::commit_start(&self.etcd, &self.keys, tp, &self.id, l.id, at, id.as_deref()).await {
                         Ok(true) => {
-                            if let Some(id) = self.topic_id(&tp.topic, super::topic_check::TOPIC_ID_TO_RECORD).await
-                                && let Err(e) =
-                                    coord::topic_id::record(&self.etcd, &self.keys, tp, &id, &self.id, l.id).await
-                            {
-                                tracing::warn!(partition = %tp, error = %format!("{e:#}"), "recording the topic id failed; the next owner records it");
-                            }
                             tracing::info!(partition = %tp, start_from = ?self.cfg.kafka.start_from, offset = at, "no committed offset; starting here, committed");
                             return Some(at);
                         }
@@ -207,15 +214,22 @@ impl Worker {
 
     /// Never guesses an offset: a read that failed is tried again, a value that is not an offset
     /// holds the partition (owned, not read) until an operator sets it. Each is reported once.
+    /// The first read is the one the taking transaction made, when there is one.
     async fn start(
         &self,
         tp: &TopicPartition,
+        taken: Option<&coord::Taken>,
         lease: &watch::Receiver<LeaseState>,
         stop: &mut watch::Receiver<Stop>,
     ) -> Start {
         let mut reported = false;
+        let mut first = taken.map(|t| t.committed(&self.keys, tp));
         loop {
-            let wait = match coord::committed(&self.etcd, &self.keys, tp).await {
+            let read = match first.take() {
+                Some(read) => read,
+                None => coord::committed(&self.etcd, &self.keys, tp).await,
+            };
+            let wait = match read {
                 Ok(c) => return Start::At(c),
                 Err(coord::CommittedError::Unreachable(e)) => {
                     let kind = ErrorKind::OffsetRead;

@@ -112,13 +112,18 @@ impl Worker {
                 changed = stop.changed() => {
                     // The controller gone (it cannot be told to stop any more): abandon.
                     let mode = if changed.is_err() { Stop::Abandon } else { *stop.borrow() };
-                    if mode == Stop::Flush {
+                    if matches!(mode, Stop::Flush | Stop::Handoff) {
                         // The roll under way ends and commits first, then the last buffer. An
                         // Abandon meanwhile (the shutdown timeout, a lost lease) drops both.
                         let flush = async {
                             self.land(&mut r, &mut inflight).await?;
                             if let Some(b) = r.buf.take() {
-                                self.roll(tp, b, lease).await?;
+                                if mode == Stop::Handoff && self.cfg.roll.hand_over_by_dropping(b.bytes, b.opened.elapsed()) {
+                                    tracing::debug!(partition = %tp, bytes = b.bytes, "handing off a young buffer by dropping it; the next owner reads it again");
+                                    b.discard();
+                                } else {
+                                    self.roll(tp, b, lease).await?;
+                                }
                             }
                             anyhow::Ok(())
                         };

@@ -76,11 +76,13 @@ impl Worker {
 
     /// Where an owned partition with committed offset `committed` starts: there, once its
     /// topic's id is the one recorded (or recorded now). Held while another id is recorded,
-    /// until an operator sets the offset; `None` when told to stop or fenced first.
+    /// until an operator sets the offset; `None` when told to stop or fenced first. The first
+    /// look at the recorded id is `recorded` when the taking transaction read it.
     pub(super) async fn same_topic(
         &self,
         tp: &TopicPartition,
         mut committed: i64,
+        mut recorded: Option<Option<String>>,
         lease: &watch::Receiver<LeaseState>,
         stop: &mut watch::Receiver<Stop>,
     ) -> Option<i64> {
@@ -89,7 +91,11 @@ impl Worker {
             let fresh = if reported { Duration::ZERO } else { TOPIC_ID_FRESH };
             let Some(current) = self.topic_id(&tp.topic, fresh).await else { return Some(committed) };
             let l = *lease.borrow();
-            let wait = match coord::topic_id::recorded(&self.etcd, &self.keys, tp).await {
+            let read = match recorded.take() {
+                Some(r) => Ok(r),
+                None => coord::topic_id::recorded(&self.etcd, &self.keys, tp).await,
+            };
+            let wait = match read {
                 Ok(Some(r)) if r == current => return Some(committed),
                 // Recorded from a fresh answer (not an id cached before a re-creation); the
                 // offset is read again after, since an operator's `offsets --set` may have come

@@ -73,14 +73,16 @@ pub struct Row {
 }
 
 /// Every case, in the order `cargo xtask bench` runs them.
-pub const CASES: [&str; 6] = ["agent", "transporter", "assignment", "cross-zone", "scale", "many-files"];
+pub const CASES: [&str; 7] =
+    ["agent", "transporter", "assignment", "cross-zone", "scale", "many-files", "wide-transporter"];
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = crate::target_dir().join("zonal-bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let cases: Vec<&str> = match args.case.as_deref() {
-        // `many-files` is part of `scale`; alone, it is for measuring that part by itself.
-        None => CASES.iter().copied().filter(|c| *c != "many-files").collect(),
+        // `many-files` and `wide-transporter` are parts of `scale`; alone, they are for measuring
+        // that part by itself.
+        None => CASES.iter().copied().filter(|c| !matches!(*c, "many-files" | "wide-transporter")).collect(),
         Some(c) if CASES.contains(&c) => vec![c],
         Some(c) => bail!("unknown bench case {c:?}; cases: {}", CASES.join(", ")),
     };
@@ -99,6 +101,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "assignment" => assignment::run(),
             "scale" => scale::run(args.line_bytes, &dir)?,
             "many-files" => many::run(args.line_bytes, &dir)?,
+            "wide-transporter" => scale::transporter(&dir)?,
             _ => cross_zone::run(&dir)?,
         });
     }

@@ -26,6 +26,11 @@ const TRANSPORTER_MIB: u64 = 512;
 pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let mut rows = agent::run_files(FILES, LINES_PER_FILE, line_bytes, dir)?;
     rows.extend(many::run(line_bytes, dir)?);
-    rows.extend(transporter::run_with("scale transporter", PARTITIONS, TRANSPORTER_MIB, dir)?);
+    rows.extend(self::transporter(dir)?);
     Ok(rows)
+}
+
+/// The transporter's part alone (`cargo xtask bench wide-transporter`).
+pub(super) fn transporter(dir: &Path) -> anyhow::Result<Vec<Row>> {
+    transporter::run_with("scale transporter", PARTITIONS, TRANSPORTER_MIB, dir)
 }

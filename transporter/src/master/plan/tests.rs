@@ -268,6 +268,7 @@ fn plans() {
             zone_aware: case.zone_aware,
             grace_ms: GRACE_MS,
             leader_settle_ms: 0,
+            formation_ms: 0,
         };
         let got = plan(&PlanInput {
             topo: &topo,
@@ -314,6 +315,7 @@ fn a_departed_worker_keeps_its_zone_while_waited_for() {
         zone_aware: true,
         grace_ms: GRACE_MS,
         leader_settle_ms: 0,
+        formation_ms: 0,
     };
     let previous = doc(STABLE, &[], 0);
     let got = plan(&PlanInput {
