@@ -168,6 +168,7 @@ async fn open_worker(
         topic_ids: Mutex::new(Default::default()),
         topic_lookup: tokio::sync::Mutex::new(()),
         disk: worker::disk::Disk::new(&buffers, cfg.worker.max_buffer_bytes, cfg.worker.min_free_bytes),
+        health: crate::health::Health::default(),
         cfg: cfg.clone(),
     }))
 }
@@ -301,11 +302,13 @@ async fn serve_one_lease(
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "etcd unavailable; retrying");
+                worker.health.set_etcd(Some(format!("no lease could be granted ({e:#})")));
                 return Ok(Lease::NotGranted);
             }
         };
     if let Err(e) = coord::register(&worker.etcd, &worker.keys, &registration.info(worker), lease_id).await {
         tracing::warn!(error = %format!("{e:#}"), "registration failed; retrying");
+        worker.health.set_etcd(Some(format!("registering failed ({e:#})")));
         keepalive.abort();
         return Ok(Lease::NotGranted);
     }
@@ -313,6 +316,9 @@ async fn serve_one_lease(
         tracing::warn!(error = %format!("{e:#}"), "could not clear an old clean-stop mark");
     }
     tracing::info!(worker = %worker.id, lease = lease_id, "registered");
+    // The control loop is judged from now, not from its last round under an earlier lease.
+    worker.health.beat_control();
+    worker.health.set_etcd(None);
     state.registered.store(true, Ordering::Relaxed);
     let master = match master_candidate(worker.clone(), lease_rx.clone()) {
         Ok(m) => m,

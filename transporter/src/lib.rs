@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod continuity;
 pub mod coord;
+pub mod health;
 pub mod http;
 pub mod master;
 pub mod metrics;

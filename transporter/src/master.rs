@@ -40,6 +40,8 @@ pub async fn run(worker: Arc<Worker>, lease: watch::Receiver<LeaseState>) -> any
     let resp = election.campaign(name.clone(), worker.id.clone(), lease_id).await.context("campaigning for master")?;
     let leader = resp.leader().context("campaign answered without a leader key")?.clone();
     tracing::info!(worker = %worker.id, "elected master");
+    // The master's loop is judged from now: a standby's campaign is not a stall.
+    worker.health.beat_master();
     worker.metrics.is_master.set(1);
     let term = lead::Leader { key: leader.key().to_vec(), revision: leader.rev() };
     let result = lead::lead(&worker, &etcd, &lease, &term).await;

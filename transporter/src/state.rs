@@ -68,12 +68,24 @@ impl shell::http::Endpoints for AppState {
         }
     }
 
+    fn unhealthy(&self) -> Option<String> {
+        let master = self.worker.metrics.is_master.get() == 1;
+        self.worker.health.stalled(self.registered.load(Ordering::Relaxed), master, crate::health::STALLED_AFTER)
+    }
+
     fn not_ready(&self) -> Option<String> {
         if let Some(why) = self.worker.upload_refused.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
             return Some(format!("S3 refuses uploads: {why}"));
         }
         if let Some(why) = self.worker.disk.over() {
             return Some(format!("no room to buffer: {why}"));
+        }
+        if let Some(why) = self.worker.health.etcd() {
+            return Some(format!("etcd: {why}"));
+        }
+        let context = rdkafka::consumer::Consumer::client(&*self.worker.consumer).context();
+        if context.brokers_up.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Some("Kafka: no broker connection is up".into());
         }
         let assigned = self.worker.share.read().unwrap_or_else(PoisonError::into_inner).is_some();
         if self.registered.load(Ordering::Relaxed) && assigned {

@@ -95,6 +95,8 @@ pub struct Worker {
     pub topic_lookup: tokio::sync::Mutex<()>,
     /// The buffer folder's use against its bounds (`disk`).
     pub disk: disk::Disk,
+    /// The control and master loops' heartbeats, for `/healthz`.
+    pub health: crate::health::Health,
 }
 
 /// How a partition task should stop.

@@ -77,13 +77,22 @@ fn etcd_unreachable_for_a_while_recovers_without_loss_or_duplicates() -> Res {
 
     // A long outage (beyond the lease TTL): leases expire, buffers are dropped, ownership is
     // taken again after recovery; everything still lands exactly once.
+    // Meanwhile every worker says why it is not ready (etcd, by name) and stays alive: an
+    // outage is not a reason for the liveness probe to restart it.
     etcd.pause()?;
     produce(&world, "logs", 12, 100, "c")?;
     let lost = testkit::wait_until("workers to notice the lease is gone", Duration::from_secs(20), || {
-        workers.iter().all(|w| w.owned().is_empty()).then_some(())
+        let gone = workers.iter().all(|w| w.owned().is_empty());
+        let named =
+            workers.iter().all(|w| w.get("/readyz").is_ok_and(|(code, why)| code == 503 && why.contains("etcd: ")));
+        let alive = workers.iter().all(|w| w.get("/healthz").is_ok_and(|(code, _)| code == 200));
+        (gone && named && alive).then_some(())
     });
     etcd.resume()?;
     lost?;
+    testkit::wait_until("every worker ready again", Duration::from_secs(30), || {
+        workers.iter().all(|w| w.get("/readyz").is_ok_and(|(code, _)| code == 200)).then_some(())
+    })?;
     produce(&world, "logs", 12, 100, "d")?;
     wait_exactly_once(&world, 4800, &refs)?;
     Ok(())

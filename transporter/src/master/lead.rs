@@ -50,6 +50,7 @@ pub(super) async fn lead(
     let mut topics = Topics::new(worker)?;
     let mut term = Term::start(etcd, &worker.keys, leader, PlanSettings::new(&worker.cfg), &worker.id).await?;
     loop {
+        worker.health.beat_master();
         if !lease.borrow().valid() {
             anyhow::bail!("lease lost while master");
         }

@@ -9,6 +9,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,8 +22,8 @@ use serde::Deserialize;
 
 use crate::config::TransporterConfig;
 
-/// Consumer context: statistics feed cross-zone accounting and per-partition lag.
-#[derive(Default)]
+/// Consumer context: statistics feed cross-zone accounting, per-partition lag and the brokers
+/// connected (`/readyz`).
 pub struct WorkerContext {
     /// Bytes per broker.
     pub traffic: BrokerTraffic,
@@ -30,6 +31,19 @@ pub struct WorkerContext {
     pub lag: Mutex<BTreeMap<TopicPartition, i64>>,
     /// Where a refused login is reported.
     pub auth: Arc<AuthFailure>,
+    /// Brokers with a connection up, from the latest statistics (-1 before the first).
+    pub brokers_up: AtomicI64,
+}
+
+impl Default for WorkerContext {
+    fn default() -> Self {
+        WorkerContext {
+            traffic: BrokerTraffic::default(),
+            lag: Mutex::default(),
+            auth: Arc::default(),
+            brokers_up: AtomicI64::new(-1),
+        }
+    }
 }
 
 /// The part of librdkafka's statistics the lag comes from.
@@ -37,6 +51,15 @@ pub struct WorkerContext {
 struct Stats {
     #[serde(default)]
     topics: BTreeMap<String, TopicStats>,
+    #[serde(default)]
+    brokers: BTreeMap<String, BrokerStats>,
+}
+#[derive(Deserialize)]
+struct BrokerStats {
+    #[serde(default)]
+    nodeid: i32,
+    #[serde(default)]
+    state: String,
 }
 #[derive(Deserialize)]
 struct TopicStats {
@@ -50,6 +73,11 @@ struct PartStats {
 }
 
 impl Stats {
+    /// Brokers (not bootstrap entries, whose node id is -1) with a connection up.
+    fn brokers_up(&self) -> i64 {
+        self.brokers.values().filter(|b| b.nodeid >= 0 && b.state == "UP").count() as i64
+    }
+
     /// Lag per partition; librdkafka's internal partition `-1` and negative lags (unknown) are
     /// left out or counted as none.
     fn lag(self) -> BTreeMap<TopicPartition, i64> {
@@ -81,6 +109,7 @@ impl ClientContext for WorkerContext {
             tracing::warn!(error = %e, "ignoring librdkafka statistics");
         }
         if let Ok(s) = serde_json::from_slice::<Stats>(statistics) {
+            self.brokers_up.store(s.brokers_up(), Ordering::Relaxed);
             *self.lag.lock().unwrap_or_else(PoisonError::into_inner) = s.lag();
         }
     }
@@ -180,5 +209,13 @@ mod tests {
         let lag = serde_json::from_slice::<Stats>(stats).expect("stats").lag();
         let want = BTreeMap::from([(TopicPartition::new("logs", 0), 12), (TopicPartition::new("logs", 1), 0)]);
         assert_eq!(lag, want);
+    }
+
+    #[test]
+    fn brokers_up_count_real_brokers_with_a_connection() {
+        let stats = br#"{"brokers":{"a:1/bootstrap":{"nodeid":-1,"state":"UP"},"b:2/1":{"nodeid":1,"state":"UP"},"c:3/2":{"nodeid":2,"state":"DOWN"},"d:4/3":{"nodeid":3,"state":"UP"}}}"#;
+        assert_eq!(serde_json::from_slice::<Stats>(stats).expect("stats").brokers_up(), 2);
+        let down = br#"{"brokers":{"b:2/1":{"nodeid":1,"state":"CONNECT"},"c:3/2":{"nodeid":2,"state":"DOWN"}}}"#;
+        assert_eq!(serde_json::from_slice::<Stats>(down).expect("stats").brokers_up(), 0);
     }
 }

@@ -59,10 +59,14 @@ impl Worker {
         let mut share = ShareFollower { watch: None, reread: Instant::now() };
         let measuring = self.measure_disk();
         let result = loop {
+            self.health.beat_control();
             let state = *lease.borrow();
             if state.lost {
+                self.health.set_etcd(Some(format!("lease {} lost", state.id)));
                 break Err(anyhow::anyhow!("lease {} lost", state.id));
             }
+            self.health
+                .set_etcd((!state.valid()).then(|| "the lease is not being renewed (etcd unreachable?)".to_owned()));
             share.refresh(self).await;
             self.reconcile(&mut running, &mut backoff, &lease);
             self.metrics.owned.set(self.owned.lock().unwrap_or_else(PoisonError::into_inner).len() as u64);
