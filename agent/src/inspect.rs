@@ -29,10 +29,11 @@ pub async fn inspect(
     }
     let options = az_core::kafka_options::ClientOptions::resolve(&raw)?;
     options.apply(&mut cc);
-    let consumer: BaseConsumer = cc
-        .create()
+    let consumer: BaseConsumer<az_core::msk_iam::IamContext> = cc
+        .create_with_context(az_core::msk_iam::IamContext)
         .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))
         .context("creating a Kafka client")?;
+    az_core::msk_iam::prime(consumer.client(), &options);
     let topics = vec![topic.clone()];
     let topo = tokio::task::spawn_blocking(move || {
         az_core::topology::fetch(consumer.client(), &topics, Duration::from_secs(10), 1)

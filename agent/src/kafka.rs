@@ -87,6 +87,16 @@ pub struct AgentContext {
 }
 
 impl ClientContext for AgentContext {
+    // MSK IAM tokens (`sasl.mechanism = "AWS_MSK_IAM"`); without it librdkafka never asks.
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        az_core::msk_iam::generate(config)
+    }
+
     fn stats_raw(&self, statistics: &[u8]) {
         if let Err(e) = self.traffic.ingest(statistics) {
             tracing::warn!(stream = %self.stream, error = %e, "ignoring librdkafka statistics");
@@ -294,7 +304,10 @@ pub fn producer(
         fatal_check: Arc::new(tokio::sync::Notify::new()),
         metrics,
     };
-    cc.create_with_context(context)
+    let producer: ThreadedProducer<AgentContext> = cc
+        .create_with_context(context)
         .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))
-        .with_context(|| format!("creating the Kafka producer of stream {}", stream.name))
+        .with_context(|| format!("creating the Kafka producer of stream {}", stream.name))?;
+    az_core::msk_iam::prime(rdkafka::producer::Producer::client(&producer), &options);
+    Ok(producer)
 }

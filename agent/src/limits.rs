@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
 
 use az_core::kafka_options::ClientOptions;
 
@@ -36,8 +35,12 @@ pub async fn topic_limits(config: &AgentConfig, options: &ClientOptions) -> BTre
     let mut cc = rdkafka::ClientConfig::new();
     cc.set("bootstrap.servers", &config.kafka.bootstrap_servers);
     options.apply(&mut cc);
-    let admin: AdminClient<DefaultClientContext> = match cc.create() {
-        Ok(a) => a,
+    let created = cc.create_with_context::<_, AdminClient<az_core::msk_iam::IamContext>>(az_core::msk_iam::IamContext);
+    let admin = match created {
+        Ok(a) => {
+            az_core::msk_iam::prime(a.inner(), options);
+            a
+        }
         Err(e) => {
             tracing::warn!(error = %options.redactor().redact(&e.to_string()), "cannot ask the topics' max.message.bytes");
             return BTreeMap::new();

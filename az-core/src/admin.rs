@@ -308,3 +308,37 @@ pub(crate) fn describe_topics<C: ClientContext>(
         },
     )
 }
+
+/// Sets a client's OAUTHBEARER token (`msk_iam::prime`): the token, its expiry in milliseconds
+/// since the epoch and the principal librdkafka logs. librdkafka's message when it refuses.
+pub(crate) fn set_oauth_token<C: ClientContext>(
+    client: &Client<C>,
+    token: &str,
+    expires_ms: i64,
+    principal: &str,
+) -> Result<(), String> {
+    let token = CString::new(token).map_err(|e| e.to_string())?;
+    let principal = CString::new(principal).map_err(|e| e.to_string())?;
+    let mut err = [0 as c_char; 512];
+    // SAFETY: the client pointer is valid for `client`'s lifetime; the strings outlive the
+    // call (librdkafka copies them); no extensions are passed; `err` is a writable buffer of
+    // the size given.
+    let code = unsafe {
+        sys::rd_kafka_oauthbearer_set_token(
+            client.native_ptr(),
+            token.as_ptr(),
+            expires_ms,
+            principal.as_ptr(),
+            std::ptr::null_mut(),
+            0,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if code == sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        // SAFETY: librdkafka writes a NUL-terminated message into `err`.
+        Err(unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned())
+    }
+}

@@ -157,7 +157,58 @@ impl ClientOptions {
             }
             out.properties.insert(property.to_owned(), value);
         }
+        out.msk_iam()?;
         Ok(out)
+    }
+
+    /// `sasl.mechanism = "AWS_MSK_IAM"` becomes OAUTHBEARER with tokens from `msk_iam`: the
+    /// region and token lifetime options move into `sasl.oauthbearer.config`, where every
+    /// client context's token refresh reads them.
+    fn msk_iam(&mut self) -> Result<(), OptionsError> {
+        use crate::msk_iam::{LIFETIME_OPTION, MECHANISM, REGION_OPTION, Settings};
+        let region = self.properties.remove(REGION_OPTION);
+        let lifetime = self.properties.remove(LIFETIME_OPTION);
+        let mechanism_key = ["sasl.mechanism", "sasl.mechanisms"]
+            .into_iter()
+            .find(|k| self.properties.get(*k).is_some_and(|m| m.trim().eq_ignore_ascii_case(MECHANISM)));
+        let Some(mechanism_key) = mechanism_key else {
+            if let Some(key) = [(REGION_OPTION, &region), (LIFETIME_OPTION, &lifetime)]
+                .into_iter()
+                .find_map(|(k, v)| v.as_ref().map(|_| k))
+            {
+                return Err(OptionsError::Rejected {
+                    key: key.to_owned(),
+                    message: format!("only used with \"sasl.mechanism\" = \"{MECHANISM}\""),
+                });
+            }
+            return Ok(());
+        };
+        if self.properties.contains_key("sasl.oauthbearer.config") {
+            return Err(OptionsError::Rejected {
+                key: "sasl.oauthbearer.config".into(),
+                message: format!("set by \"sasl.mechanism\" = \"{MECHANISM}\"; remove it"),
+            });
+        }
+        let lifetime = match lifetime {
+            None => None,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=900).contains(&n) => Some(std::time::Duration::from_secs(n)),
+                _ => {
+                    return Err(OptionsError::Rejected {
+                        key: LIFETIME_OPTION.into(),
+                        message: format!("{v:?} is not a number of seconds from 1 to 900 (MSK's limit)"),
+                    });
+                }
+            },
+        };
+        self.properties.insert(mechanism_key.to_owned(), "OAUTHBEARER".into());
+        self.properties.insert("sasl.oauthbearer.config".into(), Settings { region, lifetime }.config());
+        Ok(())
+    }
+
+    /// Whether clients log in with MSK IAM (`sasl.mechanism = "AWS_MSK_IAM"`).
+    pub fn msk_iam_login(&self) -> bool {
+        self.get("sasl.oauthbearer.config").is_some_and(|c| crate::msk_iam::Settings::parse(c).is_some())
     }
 
     /// The properties to set on the client, secrets in clear.

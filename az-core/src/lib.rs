@@ -13,6 +13,7 @@ pub mod accounting;
 mod admin;
 pub mod assign;
 pub mod kafka_options;
+pub mod msk_iam;
 pub mod selection;
 pub mod topic_partition;
 pub mod topology;

@@ -21,7 +21,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 
 use crate::kafka_front::{Front, Security, Wire};
-use crate::tls::{CLIENT_KEY_PASSWORD, TlsFiles, make_certs};
+use crate::tls::{TlsFiles, make_certs};
 use crate::{Result, TestkitError, io_err};
 
 /// Shape of the cluster.
@@ -149,26 +149,7 @@ impl KafkaCluster {
             // cluster's lock.
             unsafe { rdkafka_sys::rd_kafka_mock_broker_set_host_port(cluster, id, host.as_ptr(), i32::from(port)) };
         }
-        let protocol = match (security.tls, security.sasl_users.is_empty()) {
-            (true, true) => "SSL",
-            (true, false) => "SASL_SSL",
-            (false, false) => "SASL_PLAINTEXT",
-            (false, true) => "PLAINTEXT",
-        };
-        let mut options = vec![("security.protocol".to_owned(), protocol.to_owned())];
-        if let Some(f) = &files {
-            options.push(("ssl.ca.location".into(), f.ca.display().to_string()));
-            if security.client_certs {
-                options.push(("ssl.certificate.location".into(), f.client_cert.display().to_string()));
-                options.push(("ssl.key.location".into(), f.client_key.display().to_string()));
-                options.push(("ssl.key.password".into(), CLIENT_KEY_PASSWORD.to_owned()));
-            }
-        }
-        if let Some((user, password)) = security.sasl_users.first() {
-            options.push(("sasl.mechanism".into(), "SCRAM-SHA-512".into()));
-            options.push(("sasl.username".into(), user.clone()));
-            options.push(("sasl.password".into(), password.clone()));
-        }
+        let options = security.client_options(files.as_ref());
         self.client_options = options;
         self.tls = files;
         self._front = Some((front, dir));
@@ -187,6 +168,23 @@ impl KafkaCluster {
             None => v.remove(topic),
         };
         Ok(())
+    }
+
+    /// The options a program under test logs in with through MSK IAM, on a cluster started with
+    /// [`Security::msk_iam`]: [`KafkaCluster::client_options`] with `sasl.mechanism =
+    /// AWS_MSK_IAM` and its region instead of the SCRAM user.
+    pub fn msk_iam_client_options(&self) -> Vec<(String, String)> {
+        let sasl = ["sasl.mechanism", "sasl.username", "sasl.password"];
+        let mut options: Vec<_> =
+            self.client_options.iter().filter(|(k, _)| !sasl.contains(&k.as_str())).cloned().collect();
+        options.push(("sasl.mechanism".into(), "AWS_MSK_IAM".into()));
+        options.push(("sasl.aws-msk-iam.region".into(), crate::kafka_front::MSK_REGION.into()));
+        options
+    }
+
+    /// Every OAUTHBEARER (MSK IAM) login the fronts judged, in order.
+    pub fn sasl_logins(&self) -> Vec<crate::kafka_front::SaslLogin> {
+        self.wire.logins.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Sets a topic configuration entry that DescribeConfigs answers (e.g. `max.message.bytes`).

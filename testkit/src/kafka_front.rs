@@ -20,6 +20,7 @@
 //! exchange before relaying) and `scram` (the SCRAM server side).
 
 mod frame;
+mod msk_iam;
 mod sasl;
 mod scram;
 
@@ -34,7 +35,7 @@ use tokio::net::TcpStream;
 pub(crate) use frame::{i16_at, i32_at, parse_header, write_frame};
 
 use crate::runtime::{ServerRuntime, bind_loopback};
-use crate::tls::TlsFiles;
+use crate::tls::{CLIENT_KEY_PASSWORD, TlsFiles};
 use crate::{Result, TestkitError};
 
 /// How clients must connect to a secured cluster.
@@ -44,13 +45,21 @@ pub struct Security {
     pub tls: bool,
     /// With TLS, also require a client certificate signed by the test CA.
     pub client_certs: bool,
-    /// Require SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) as one of these (user, password).
+    /// Require SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) as one of these (user, password), or
+    /// OAUTHBEARER with an MSK IAM token signed with one of them as (access key id, secret key).
     pub sasl_users: Vec<(String, String)>,
     /// Put fronts before the brokers even without TLS or SASL, for what only the fronts can do:
     /// partition increases ([`crate::KafkaCluster::set_visible_partitions`]) and topic
     /// configurations ([`crate::KafkaCluster::set_topic_config`]).
     pub relay: bool,
+    /// The programs under test log in with MSK IAM (OAUTHBEARER), with
+    /// [`crate::KafkaCluster::msk_iam_client_options`]; the testkit's own clients keep SCRAM
+    /// with the same key pair as user and password.
+    pub msk_iam: bool,
 }
+
+/// The region MSK IAM tokens are signed for in tests.
+pub const MSK_REGION: &str = "us-east-1";
 
 impl Security {
     /// TLS with server verification only (`security.protocol=SSL`).
@@ -68,9 +77,41 @@ impl Security {
         Security { tls: true, sasl_users: vec![(user.to_owned(), password.to_owned())], ..Security::default() }
     }
 
+    /// Amazon MSK's IAM login over TLS (`security.protocol=SASL_SSL`, OAUTHBEARER carrying a
+    /// SigV4-presigned token) for one AWS access key; a session ends when its token expires.
+    /// The listeners take SCRAM with the same pair too, for the testkit's own clients.
+    pub fn msk_iam(access_key_id: &str, secret_access_key: &str) -> Security {
+        Security { msk_iam: true, ..Security::sasl_ssl(access_key_id, secret_access_key) }
+    }
+
     /// Plaintext, through fronts (see [`Security::relay`]).
     pub fn relay() -> Security {
         Security { relay: true, ..Security::default() }
+    }
+
+    /// The librdkafka options a client needs for this security (with the test CA's files).
+    pub fn client_options(&self, files: Option<&TlsFiles>) -> Vec<(String, String)> {
+        let protocol = match (self.tls, self.sasl_users.is_empty()) {
+            (true, true) => "SSL",
+            (true, false) => "SASL_SSL",
+            (false, false) => "SASL_PLAINTEXT",
+            (false, true) => "PLAINTEXT",
+        };
+        let mut options = vec![("security.protocol".to_owned(), protocol.to_owned())];
+        if let Some(f) = files {
+            options.push(("ssl.ca.location".into(), f.ca.display().to_string()));
+            if self.client_certs {
+                options.push(("ssl.certificate.location".into(), f.client_cert.display().to_string()));
+                options.push(("ssl.key.location".into(), f.client_key.display().to_string()));
+                options.push(("ssl.key.password".into(), CLIENT_KEY_PASSWORD.to_owned()));
+            }
+        }
+        if let Some((user, password)) = self.sasl_users.first() {
+            options.push(("sasl.mechanism".into(), "SCRAM-SHA-512".into()));
+            options.push(("sasl.username".into(), user.clone()));
+            options.push(("sasl.password".into(), password.clone()));
+        }
+        options
     }
 
     /// Whether brokers need fronts.
@@ -86,6 +127,23 @@ pub(crate) struct Wire {
     pub visible: std::sync::Mutex<std::collections::BTreeMap<String, i32>>,
     /// Topic -> configuration entries DescribeConfigs answers.
     pub configs: std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
+    /// Every OAUTHBEARER login, in order.
+    pub logins: std::sync::Mutex<Vec<SaslLogin>>,
+}
+
+/// An OAUTHBEARER login as a front judged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslLogin {
+    /// The mechanism.
+    pub mechanism: String,
+    /// The access key id of an accepted token.
+    pub principal: Option<String>,
+    /// Whether it was accepted.
+    pub accepted: bool,
+    /// Why it was refused.
+    pub reason: Option<String>,
+    /// When an accepted token expires (its session is closed then).
+    pub expires: Option<std::time::SystemTime>,
 }
 
 /// The running listeners; they stop when this is dropped.
@@ -185,8 +243,20 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut broker = TcpStream::connect(upstream).await?;
     broker.set_nodelay(true)?;
-    if !users.is_empty() && !sasl::authenticate(&mut client, &mut broker, users).await? {
-        return client.shutdown().await;
+    let mut until = None;
+    if !users.is_empty() {
+        match sasl::authenticate(&mut client, &mut broker, users, &wire.logins).await? {
+            sasl::Login::Refused => return client.shutdown().await,
+            sasl::Login::Accepted(expires) => until = expires,
+        }
     }
-    crate::kafka_relay::relay_frames(client, broker, &wire).await
+    let Some(expires) = until else { return crate::kafka_relay::relay_frames(client, broker, &wire).await };
+    // A session ends when its token expires, as a broker closes a connection that was not
+    // authenticated again by then (`connections.max.reauth.ms`): the client must connect again
+    // with a token of its own refreshing.
+    let left = expires.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    match tokio::time::timeout(left, crate::kafka_relay::relay_frames(client, broker, &wire)).await {
+        Ok(done) => done,
+        Err(_) => Ok(()),
+    }
 }

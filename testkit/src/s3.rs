@@ -224,8 +224,7 @@ impl S3Server {
             None => builder.tempdir(),
         }
         .map_err(io_err("create S3 root"))?;
-        let access_key = "zonal-test-access".to_owned();
-        let secret_key = format!("zonal-test-secret-{}", std::process::id());
+        let (access_key, secret_key) = test_credentials();
         let fs = s3s_fs::FileSystem::new(root.path()).map_err(|e| TestkitError::Start {
             server: "s3",
             reason: format!("s3s-fs on {}: {e:?}", root.path().display()),
@@ -389,4 +388,11 @@ impl S3Server {
         out.sort();
         Ok(out)
     }
+}
+
+/// The AWS credentials the test S3 server accepts (the same for every server of a test process):
+/// programs under test get them from the environment, and a secured Kafka cluster can take them
+/// for its MSK IAM login ([`crate::Security::msk_iam`]).
+pub fn test_credentials() -> (String, String) {
+    ("zonal-test-access".to_owned(), format!("zonal-test-secret-{}", std::process::id()))
 }

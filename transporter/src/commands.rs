@@ -272,7 +272,9 @@ async fn log_bounds(cfg: &TransporterConfig, topic: &str) -> anyhow::Result<BTre
     let cc = crate::worker::consumer_config(cfg, None, &options);
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = cc.create().context("creating a Kafka client")?;
+        let consumer: BaseConsumer<az_core::msk_iam::IamContext> =
+            cc.create_with_context(az_core::msk_iam::IamContext).context("creating a Kafka client")?;
+        az_core::msk_iam::prime(consumer.client(), &options);
         let timeout = std::time::Duration::from_secs(10);
         let md = consumer.fetch_metadata(Some(&topic), timeout).with_context(|| format!("metadata of {topic}"))?;
         let mut out = BTreeMap::new();

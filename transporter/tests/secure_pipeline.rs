@@ -1,7 +1,9 @@
 //! The whole pipeline against listeners that really require TLS (with a client certificate whose
 //! key has a password) and SASL/SCRAM over TLS: agent -> Kafka (zstd) -> transporter fleet -> S3,
 //! every line once. Secrets come from files and environment variables and appear in no output;
-//! a wrong password stops both programs at once with a message that names the login.
+//! a wrong password stops both programs at once with a message that names the login. Amazon
+//! MSK's IAM login (OAUTHBEARER with SigV4-signed tokens) carries the same pipeline while every
+//! session is closed as its token expires.
 
 mod common;
 
@@ -100,13 +102,30 @@ fn values_in_s3(world: &World) -> Res<BTreeMap<String, usize>> {
 /// Runs agent and a fleet of three through the secured cluster and checks every line arrives
 /// once; returns everything the programs printed or served, for the secret checks.
 fn pipeline(world: &World, dir: &Path, agent_options: &[(String, String)], fleet: &FleetSpec) -> Res<String> {
+    pipeline_with(world, dir, agent_options, &[], fleet, &|| Ok(()))
+}
+
+/// As [`pipeline`], with more environment variables for the agent, and `halfway` called
+/// between the first half of the lines and the second (the programs running meanwhile).
+fn pipeline_with(
+    world: &World,
+    dir: &Path,
+    agent_options: &[(String, String)],
+    agent_env: &[(&str, &str)],
+    fleet: &FleetSpec,
+    halfway: &dyn Fn() -> Res,
+) -> Res<String> {
     let port = testkit::net::free_port()?;
     let config = write_agent_config(world, dir, agent_options, port)?;
-    let check = Command::new(agent_bin()?).args(["check", "-c"]).arg(&config).output()?;
+    let check = Command::new(agent_bin()?)
+        .args(["check", "-c"])
+        .arg(&config)
+        .envs(agent_env.iter().map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .output()?;
     let mut printed = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
     anyhow::ensure!(check.status.success(), "zonal-agent check failed: {printed}");
     let agent_log = dir.join("agent.log");
-    let _agent = spawn_agent(&config, &agent_log, &[])?;
+    let _agent = spawn_agent(&config, &agent_log, agent_env)?;
     let http = format!("127.0.0.1:{port}");
     testkit::wait_until("the agent to be ready through the secured listener", Duration::from_secs(30), || {
         testkit::http::get(&http, "/readyz").ok().filter(|(c, _)| *c == 200)
@@ -120,7 +139,10 @@ fn pipeline(world: &World, dir: &Path, agent_options: &[(String, String)], fleet
     common::wait_converged(&refs, 6, 3)?;
 
     let lines: Vec<String> = (0..3000).map(|i| format!("secure line {i:05} {}", "z".repeat(120))).collect();
-    for chunk in lines.chunks(500) {
+    for (i, chunk) in lines.chunks(500).enumerate() {
+        if i == 3 {
+            halfway()?;
+        }
         let mut text = chunk.join("\n");
         text.push('\n');
         use std::io::Write;
@@ -227,5 +249,56 @@ fn a_wrong_password_stops_both_programs_with_a_clear_message() -> Res {
     .map_err(|e| anyhow::anyhow!("{e}: {}", worker.log_tail()))?;
     let text = std::fs::read_to_string(&worker.log)?;
     assert!(!text.contains(wrong), "{text}");
+    Ok(())
+}
+
+/// Amazon MSK's IAM login: both programs sign OAUTHBEARER tokens with the AWS credentials chain
+/// (the environment's keys here); the fronts check each token's SigV4 signature with their own
+/// implementation and close every session when its token expires (after 10 s here), as MSK
+/// does. The pipeline completes only if every client refreshed its token before it expired:
+/// a client that did not is refused at its next connection, and a refused login stops it.
+#[test]
+fn msk_iam_login_end_to_end_with_tokens_refreshed_before_they_expire() -> Res {
+    let (key, secret) = testkit::s3::test_credentials();
+    let world = world(Security::msk_iam(&key, &secret))?;
+    let dir = tempfile::tempdir()?;
+    let mut options = world.kafka.msk_iam_client_options();
+    // librdkafka refreshes a token at 80% of its life, looking once a second: 10 s leaves it
+    // a second to spare.
+    options.push(("sasl.aws-msk-iam.token-lifetime-secs".into(), "10".into()));
+    // The chain finds the environment's keys; instance metadata is never asked.
+    let agent_env = [
+        ("AWS_ACCESS_KEY_ID", key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let fleet = FleetSpec {
+        kafka_options: options.clone(),
+        env: vec![("AWS_EC2_METADATA_DISABLED".into(), "true".into())],
+        ..FleetSpec::default()
+    };
+    // Halfway through the lines, the run goes on until a token signed after the first ones
+    // expired (a token's lifetime after) has been accepted: every session had ended by then and
+    // was opened again with a refreshed token.
+    let refreshed = || -> Res {
+        testkit::wait_until("a login with a refreshed token", Duration::from_secs(40), || {
+            let expiries: Vec<_> = world.kafka.sasl_logins().iter().filter_map(|l| l.expires).collect();
+            let (first, last) = (expiries.iter().min().copied()?, expiries.iter().max().copied()?);
+            (last > first + Duration::from_secs(10)).then_some(())
+        })
+        .map_err(|e| {
+            let agent = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+            anyhow::anyhow!("{e}: {:?}\nAGENT {agent}", world.kafka.sasl_logins().len())
+        })?;
+        Ok(())
+    };
+    let printed = pipeline_with(&world, dir.path(), &options, &agent_env, &fleet, &refreshed)?;
+    assert!(!printed.contains(&secret), "the secret key appears in an output");
+    let logins = world.kafka.sasl_logins();
+    let refused: Vec<_> = logins.iter().filter(|l| !l.accepted).collect();
+    assert!(refused.is_empty(), "{} of {} logins refused, e.g. {:?}", refused.len(), logins.len(), refused.first());
+    assert!(logins.iter().all(|l| l.principal.as_deref() == Some(key.as_str())), "{logins:?}");
     Ok(())
 }

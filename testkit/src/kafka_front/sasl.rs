@@ -1,18 +1,23 @@
 //! The SASL exchange a front answers itself before relaying anything: ApiVersions (relayed, with
 //! the SASL keys and DescribeConfigs added), SaslHandshake (v0-1) and SaslAuthenticate (v0-1)
-//! with PLAIN or SCRAM. A failed login is answered with error 58 and the connection closed, as a
-//! broker does.
+//! with PLAIN, SCRAM or OAUTHBEARER carrying an MSK IAM token (`msk_iam`). A failed login is
+//! answered with error 58 and the connection closed, as a broker does; every login is recorded.
 //!
 //! ```text
 //!  ApiVersions ──> broker ──> answer + SaslHandshake, SaslAuthenticate, DescribeConfigs
 //!  SaslHandshake(mechanism) ──> known? else error 33 and close
 //!  SaslAuthenticate(bytes) ──> PLAIN: user and password checked
 //!                          └─> SCRAM: first message ─> server-first; final ─> proof checked
+//!                          └─> OAUTHBEARER: the MSK IAM token's signature and expiry checked
 //! ```
+
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::SaslLogin;
 use super::frame::{parse_header, read_bytes, read_frame, read_str, write_frame};
 use super::scram::ScramServer;
 use crate::kafka_wire::{API_DESCRIBE_CONFIGS, API_VERSIONS, DESCRIBE_CONFIGS_MAX, advertise, put_str};
@@ -23,7 +28,7 @@ const API_SASL_AUTHENTICATE: i16 = 36;
 const ERR_UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 const ERR_ILLEGAL_SASL_STATE: i16 = 34;
 pub(super) const ERR_SASL_AUTHENTICATION_FAILED: i16 = 58;
-const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+const MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 
 /// The outcome of one SaslAuthenticate round.
 pub(super) enum Step {
@@ -35,14 +40,25 @@ pub(super) enum Step {
     Fail(i16, String),
 }
 
-/// Runs the SASL exchange. Returns whether the client authenticated.
+/// How a login ended.
+pub(super) enum Login {
+    /// Refused (the connection is closed).
+    Refused,
+    /// Authenticated; with OAUTHBEARER, until the token expires.
+    Accepted(Option<SystemTime>),
+}
+
+/// Runs the SASL exchange. `users` are (user, password) pairs, and for OAUTHBEARER (access key
+/// id, secret access key) pairs.
 pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut S,
     broker: &mut TcpStream,
     users: &[(String, String)],
-) -> std::io::Result<bool> {
+    logins: &Mutex<Vec<SaslLogin>>,
+) -> std::io::Result<Login> {
     let mut mechanism: Option<String> = None;
     let mut scram: Option<ScramServer> = None;
+    let mut expires = None;
     loop {
         let frame = read_frame(client).await?;
         let h = parse_header(&frame).ok_or_else(|| std::io::Error::other("short request header"))?;
@@ -63,7 +79,7 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 write_frame(client, &resp).await?;
                 if !known {
-                    return Ok(false);
+                    return Ok(Login::Refused);
                 }
                 mechanism = Some(wanted);
             }
@@ -79,6 +95,11 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         Some(server) => server.last(&auth),
                     },
+                    Some("OAUTHBEARER") => {
+                        let (step, expiry) = oauthbearer(&auth, users, logins);
+                        expires = expiry;
+                        step
+                    }
                     _ => Step::Fail(ERR_ILLEGAL_SASL_STATE, "SaslAuthenticate before SaslHandshake".into()),
                 };
                 let (err, msg, bytes, done) = match outcome {
@@ -96,11 +117,42 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 write_frame(client, &resp).await?;
                 if done {
-                    return Ok(err == 0);
+                    return Ok(if err == 0 { Login::Accepted(expires) } else { Login::Refused });
                 }
             }
             // A broker refuses every other request before authentication and closes.
-            _ => return Ok(false),
+            _ => return Ok(Login::Refused),
+        }
+    }
+}
+
+/// OAUTHBEARER with an MSK IAM token: checked, recorded, and the token's expiry when accepted.
+fn oauthbearer(auth: &[u8], users: &[(String, String)], logins: &Mutex<Vec<SaslLogin>>) -> (Step, Option<SystemTime>) {
+    let checked = super::msk_iam::bearer(auth)
+        .ok_or_else(|| "no bearer token".to_owned())
+        .and_then(|t| super::msk_iam::verify(&t, users, SystemTime::now()));
+    let mut all = logins.lock().unwrap_or_else(PoisonError::into_inner);
+    let mechanism = "OAUTHBEARER".to_owned();
+    match checked {
+        Ok(v) => {
+            all.push(SaslLogin {
+                mechanism,
+                principal: Some(v.access_key),
+                accepted: true,
+                reason: None,
+                expires: Some(v.expires),
+            });
+            (Step::Done(Vec::new()), Some(v.expires))
+        }
+        Err(why) => {
+            all.push(SaslLogin {
+                mechanism,
+                principal: None,
+                accepted: false,
+                reason: Some(why.clone()),
+                expires: None,
+            });
+            (Step::Fail(ERR_SASL_AUTHENTICATION_FAILED, format!("Authentication failed: {why}")), None)
         }
     }
 }

@@ -96,6 +96,16 @@ impl Stats {
 }
 
 impl ClientContext for WorkerContext {
+    // MSK IAM tokens (`sasl.mechanism = "AWS_MSK_IAM"`); without it librdkafka never asks.
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        az_core::msk_iam::generate(config)
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         if self.auth.observe(&error, reason) {
             tracing::error!(error = %error, reason, "Kafka refused the login");
@@ -163,7 +173,9 @@ pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &Cl
 /// names (or through an alias). Asked of the cluster once; without an answer, the zone's id.
 fn client_rack(cfg: &TransporterConfig, zone: &Zone, options: &ClientOptions) -> String {
     let probe: anyhow::Result<Vec<String>> = (|| {
-        let consumer: rdkafka::consumer::BaseConsumer = consumer_config(cfg, None, options).create()?;
+        let consumer: rdkafka::consumer::BaseConsumer<az_core::msk_iam::IamContext> =
+            consumer_config(cfg, None, options).create_with_context(az_core::msk_iam::IamContext)?;
+        az_core::msk_iam::prime(consumer.client(), options);
         let topo = az_core::topology::fetch(consumer.client(), &[], Duration::from_secs(10), 0)?;
         Ok(topo.brokers.values().filter_map(|b| b.rack.clone()).collect())
     })();
@@ -194,9 +206,12 @@ pub fn consumer(
         _ => None,
     };
     let cc = consumer_config(cfg, rack.as_deref(), &options);
-    cc.create_with_context(WorkerContext { auth, ..WorkerContext::default() })
+    let consumer: StreamConsumer<WorkerContext> = cc
+        .create_with_context(WorkerContext { auth, ..WorkerContext::default() })
         .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))
-        .context("creating the Kafka consumer")
+        .context("creating the Kafka consumer")?;
+    az_core::msk_iam::prime(consumer.client(), &options);
+    Ok(consumer)
 }
 
 #[cfg(test)]
