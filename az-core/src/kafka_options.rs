@@ -166,6 +166,18 @@ impl ClientOptions {
     /// client context's token refresh reads them.
     fn msk_iam(&mut self) -> Result<(), OptionsError> {
         use crate::msk_iam::{LIFETIME_OPTION, MECHANISM, REGION_OPTION, Settings};
+        // librdkafka's unsecured JWT is never refreshed in these programs (their contexts answer
+        // token refreshes for MSK IAM): its token would expire after an hour and every login fail.
+        if let Some(v) = self.properties.get("enable.sasl.oauthbearer.unsecure.jwt")
+            && v.trim().eq_ignore_ascii_case("true")
+        {
+            return Err(OptionsError::Rejected {
+                key: "enable.sasl.oauthbearer.unsecure.jwt".into(),
+                message: format!(
+                    "unsecured JWTs (a test mechanism) are not supported; use \"sasl.mechanism\" = \"{MECHANISM}\", SCRAM or mutual TLS"
+                ),
+            });
+        }
         let region = self.properties.remove(REGION_OPTION);
         let lifetime = self.properties.remove(LIFETIME_OPTION);
         let mechanism_key = ["sasl.mechanism", "sasl.mechanisms"]
@@ -183,6 +195,16 @@ impl ClientOptions {
             }
             return Ok(());
         };
+        // A token is a bearer credential for 15 minutes: it never travels in clear text.
+        let protocol = self.properties.get("security.protocol").map(|p| p.trim().to_ascii_uppercase());
+        if protocol.as_deref() != Some("SASL_SSL") {
+            return Err(OptionsError::Rejected {
+                key: "security.protocol".into(),
+                message: format!(
+                    "\"sasl.mechanism\" = \"{MECHANISM}\" needs \"security.protocol\" = \"SASL_SSL\" (the token must not travel in clear text)"
+                ),
+            });
+        }
         if self.properties.contains_key("sasl.oauthbearer.config") {
             return Err(OptionsError::Rejected {
                 key: "sasl.oauthbearer.config".into(),

@@ -18,7 +18,7 @@
 //! librdkafka asks for the next one well before. With no credentials the error names the chain
 //! and the client's login fails loudly (the programs stop on a refused login).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,7 +59,7 @@ pub enum MskIamError {
     Signer(String),
     /// `sasl.oauthbearer.config` is not an MSK IAM configuration.
     #[error(
-        "OAUTHBEARER tokens come from kafka.options \"sasl.mechanism\" = \"{MECHANISM}\" (or librdkafka's own unsecured JWT or OIDC); the configuration {0:?} is neither"
+        "OAUTHBEARER tokens come from kafka.options \"sasl.mechanism\" = \"{MECHANISM}\"; this sasl.oauthbearer.config is not its configuration: {0}"
     )]
     NotMskIam(String),
 }
@@ -195,45 +195,53 @@ type Request = (Settings, mpsc::Sender<Result<Token, MskIamError>>);
 /// The process's signer: one thread with its own runtime, holding the AWS credentials chain
 /// (which caches credentials until shortly before they expire). librdkafka asks for tokens from
 /// its own threads or from inside the program's runtime, where an async chain cannot be awaited.
-fn signer() -> &'static Mutex<mpsc::Sender<Request>> {
-    static SIGNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+fn signer() -> &'static tokio::sync::mpsc::UnboundedSender<Request> {
+    static SIGNER: OnceLock<tokio::sync::mpsc::UnboundedSender<Request>> = OnceLock::new();
     SIGNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Request>();
         let spawned = std::thread::Builder::new().name("msk-iam".into()).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(serve(rx)),
                 Err(e) => {
-                    for (_, reply) in rx {
+                    while let Some((_, reply)) = rx.blocking_recv() {
                         let _ = reply.send(Err(MskIamError::Signer(format!("no runtime: {e}"))));
                     }
-                    return;
                 }
-            };
-            runtime.block_on(serve(rx));
+            }
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "MSK IAM: the signer thread could not start");
         }
-        Mutex::new(tx)
+        tx
     })
 }
 
-/// Answers token requests until every sender is gone.
-async fn serve(rx: mpsc::Receiver<Request>) {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-    let provider = config.credentials_provider();
-    let default_region = config.region().map(ToString::to_string);
+/// Answers token requests until every sender is gone. The AWS configuration is loaded at the
+/// first request, with its region when the options name one (no region lookup then).
+async fn serve(mut rx: tokio::sync::mpsc::UnboundedReceiver<Request>) {
+    let mut config: Option<aws_config::SdkConfig> = None;
     let mut regions = BTreeSet::new();
-    // The receiver blocks this thread between requests: nothing else runs on this runtime.
-    while let Ok((settings, reply)) = rx.recv() {
+    while let Some((settings, reply)) = rx.recv().await {
+        if config.is_none() {
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            if let Some(r) = &settings.region {
+                loader = loader.region(aws_config::Region::new(r.clone()));
+            }
+            config = Some(loader.load().await);
+        }
+        let Some(sdk) = config.as_ref() else { continue };
         let token = async {
-            let region = settings.region.clone().or_else(|| default_region.clone()).ok_or(MskIamError::NoRegion)?;
+            let region = settings
+                .region
+                .clone()
+                .or_else(|| sdk.region().map(ToString::to_string))
+                .ok_or(MskIamError::NoRegion)?;
             let provider =
-                provider.as_ref().ok_or_else(|| MskIamError::Credentials("no provider configured".into()))?;
+                sdk.credentials_provider().ok_or_else(|| MskIamError::Credentials("no provider configured".into()))?;
             let credentials =
                 provider.provide_credentials().await.map_err(|e| MskIamError::Credentials(format!("{e}")))?;
             if regions.insert(region.clone()) {
-                tracing::info!(region, access_key = credentials.access_key_id(), "MSK IAM: signing Kafka logins");
+                tracing::info!(region, "MSK IAM: signing Kafka logins");
             }
             presign(&credentials, &region, SystemTime::now(), settings.lifetime.unwrap_or(MAX_LIFETIME))
         }
@@ -242,22 +250,60 @@ async fn serve(rx: mpsc::Receiver<Request>) {
     }
 }
 
-/// A token for an `sasl.oauthbearer.config` value: MSK IAM's, signed now.
+/// The last token made for each configuration, served again while it is still good for
+/// [`STILL_GOOD`] when a new one cannot be made: a throttled or briefly unreachable STS or
+/// instance metadata service must not fail a login that the current token still covers.
+fn last_tokens() -> &'static Mutex<BTreeMap<String, Token>> {
+    static LAST: OnceLock<Mutex<BTreeMap<String, Token>>> = OnceLock::new();
+    LAST.get_or_init(Mutex::default)
+}
+
+/// How long a token must still be good to be served again instead of an error.
+const STILL_GOOD: Duration = Duration::from_secs(30);
+
+/// A token for an `sasl.oauthbearer.config` value: MSK IAM's, signed now (or the last one,
+/// while still good, when signing fails).
 pub fn token(config: Option<&str>) -> Result<Token, MskIamError> {
     let text = config.unwrap_or_default();
     let settings = Settings::parse(text).ok_or_else(|| MskIamError::NotMskIam(text.to_owned()))?;
     let (tx, rx) = mpsc::channel();
-    signer()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+    let made = signer()
         .send((settings, tx))
-        .map_err(|_| MskIamError::Signer("its thread ended".into()))?;
-    rx.recv_timeout(TOKEN_TIMEOUT).map_err(|e| MskIamError::Signer(e.to_string()))?
+        .map_err(|_| MskIamError::Signer("its thread ended".into()))
+        .and_then(|()| rx.recv_timeout(TOKEN_TIMEOUT).map_err(|e| MskIamError::Signer(e.to_string()))?);
+    let mut last = last_tokens().lock().unwrap_or_else(PoisonError::into_inner);
+    match made {
+        Ok(t) => {
+            last.insert(text.to_owned(), t.clone());
+            Ok(t)
+        }
+        Err(e) => {
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+            let good_until = now_ms + STILL_GOOD.as_millis();
+            match last.get(text).filter(|t| u128::try_from(t.expires_ms).unwrap_or(0) > good_until) {
+                Some(t) => {
+                    tracing::warn!(error = %e, "MSK IAM: no new token; the current one is served again while it lasts");
+                    Ok(t.clone())
+                }
+                None => Err(e),
+            }
+        }
+    }
+}
+
+/// Runs `f`, which may block for up to [`TOKEN_TIMEOUT`], without holding up the tasks of a
+/// multi-threaded runtime when called from one (librdkafka's token refresh is served wherever
+/// its queue is polled, which is inside the transporter's runtime).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// What a client context answers librdkafka's token refresh with.
 pub fn generate(config: Option<&str>) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-    let t = token(config)?;
+    let t = blocking(|| token(config))?;
     Ok(rdkafka::client::OAuthToken { token: t.value, principal_name: t.principal, lifetime_ms: t.expires_ms })
 }
 
@@ -273,7 +319,7 @@ pub fn prime<C: rdkafka::ClientContext>(
         return;
     }
     let config = options.get("sasl.oauthbearer.config");
-    match token(config) {
+    match blocking(|| token(config)) {
         Ok(t) => {
             if let Err(e) = crate::admin::set_oauth_token(client, &t.value, t.expires_ms, &t.principal) {
                 tracing::warn!(error = %e, "MSK IAM: librdkafka refused the token");

@@ -144,6 +144,8 @@ pub struct SaslLogin {
     pub reason: Option<String>,
     /// When an accepted token expires (its session is closed then).
     pub expires: Option<std::time::SystemTime>,
+    /// The client's `client.id`, from the request header.
+    pub client_id: Option<String>,
 }
 
 /// The running listeners; they stop when this is dropped.

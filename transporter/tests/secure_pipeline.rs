@@ -267,7 +267,9 @@ fn msk_iam_login_end_to_end_with_tokens_refreshed_before_they_expire() -> Res {
     // a second to spare.
     options.push(("sasl.aws-msk-iam.token-lifetime-secs".into(), "10".into()));
     // The chain finds the environment's keys; instance metadata is never asked.
+    // IRSA and instance credentials always carry a session token; the signature covers it.
     let agent_env = [
+        ("AWS_SESSION_TOKEN", "zonal-test-session/token+1"),
         ("AWS_ACCESS_KEY_ID", key.as_str()),
         ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
         ("AWS_CONFIG_FILE", "/nonexistent"),
@@ -279,18 +281,34 @@ fn msk_iam_login_end_to_end_with_tokens_refreshed_before_they_expire() -> Res {
         env: vec![("AWS_EC2_METADATA_DISABLED".into(), "true".into())],
         ..FleetSpec::default()
     };
-    // Halfway through the lines, the run goes on until a token signed after the first ones
-    // expired (a token's lifetime after) has been accepted: every session had ended by then and
-    // was opened again with a refreshed token.
+    // Halfway through the lines, the run goes on until the agent's producer and every worker's
+    // consumer have logged in again with a token signed after their first one expired: each
+    // session had been closed by then and opened again with a refreshed token.
+    let long_lived = ["zonal-agent-app", "zonal-transporter-w0", "zonal-transporter-w1", "zonal-transporter-w2"];
     let refreshed = || -> Res {
-        testkit::wait_until("a login with a refreshed token", Duration::from_secs(40), || {
-            let expiries: Vec<_> = world.kafka.sasl_logins().iter().filter_map(|l| l.expires).collect();
-            let (first, last) = (expiries.iter().min().copied()?, expiries.iter().max().copied()?);
-            (last > first + Duration::from_secs(10)).then_some(())
-        })
+        testkit::wait_until(
+            "every long-lived client to log in with a refreshed token",
+            Duration::from_secs(40),
+            || {
+                let logins = world.kafka.sasl_logins();
+                long_lived
+                    .iter()
+                    .all(|id| {
+                        let mine: Vec<_> = logins
+                            .iter()
+                            .filter(|l| l.client_id.as_deref() == Some(id))
+                            .filter_map(|l| l.expires)
+                            .collect();
+                        let (first, last) = (mine.iter().min(), mine.iter().max());
+                        first.zip(last).is_some_and(|(f, l)| *l > *f + Duration::from_secs(10))
+                    })
+                    .then_some(())
+            },
+        )
         .map_err(|e| {
-            let agent = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-            anyhow::anyhow!("{e}: {:?}\nAGENT {agent}", world.kafka.sasl_logins().len())
+            let ids: std::collections::BTreeSet<_> =
+                world.kafka.sasl_logins().into_iter().filter_map(|l| l.client_id).collect();
+            anyhow::anyhow!("{e}: clients that logged in: {ids:?}")
         })?;
         Ok(())
     };

@@ -76,6 +76,11 @@ impl AuthFailure {
                 "librdkafka reported a fatal error ({fatal}); stopping so that a restart resumes from the checkpoints"
             ));
         }
+        if options.msk_iam_login() {
+            return options.redactor().redact(&format!(
+                "Kafka refused the MSK IAM login: {reason}; check the AWS credentials the programs find (environment, IRSA or Pod Identity role, instance profile), that their role may kafka-cluster:Connect to this cluster, and kafka.options \"sasl.aws-msk-iam.region\""
+            ));
+        }
         let user = options.get("sasl.username").unwrap_or("(unset)");
         let mechanism = options.get("sasl.mechanism").or(options.get("sasl.mechanisms")).unwrap_or("GSSAPI");
         options.redactor().redact(&format!(

@@ -81,8 +81,37 @@ fn the_mechanism_becomes_oauthbearer_with_the_settings_in_its_config() {
     assert!(e.to_string().contains(REGION_OPTION), "{e}");
     let bad = BTreeMap::from([
         ("sasl.mechanism".to_owned(), "aws_msk_iam".to_owned()),
+        ("security.protocol".to_owned(), "sasl_ssl".to_owned()),
         (LIFETIME_OPTION.to_owned(), "3600".to_owned()),
     ]);
     let e = ClientOptions::resolve_with(&bad, &|_| None).expect_err("a lifetime over MSK's limit");
     assert!(e.to_string().contains("900"), "{e}");
+}
+
+#[test]
+fn a_token_never_travels_in_clear_text_and_unsecured_jwts_are_refused() {
+    let plain = BTreeMap::from([
+        ("sasl.mechanism".to_owned(), "AWS_MSK_IAM".to_owned()),
+        ("security.protocol".to_owned(), "SASL_PLAINTEXT".to_owned()),
+    ]);
+    let e = ClientOptions::resolve_with(&plain, &|_| None).expect_err("MSK IAM over plaintext");
+    assert!(e.to_string().contains("SASL_SSL"), "{e}");
+    let jwt = BTreeMap::from([
+        ("sasl.mechanism".to_owned(), "OAUTHBEARER".to_owned()),
+        ("enable.sasl.oauthbearer.unsecure.jwt".to_owned(), "true".to_owned()),
+    ]);
+    let e = ClientOptions::resolve_with(&jwt, &|_| None).expect_err("an unsecured JWT");
+    assert!(e.to_string().contains("enable.sasl.oauthbearer.unsecure.jwt"), "{e}");
+}
+
+#[test]
+fn a_refused_msk_iam_login_is_explained_in_its_own_terms() {
+    let raw = BTreeMap::from([
+        ("sasl.mechanism".to_owned(), "AWS_MSK_IAM".to_owned()),
+        ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
+    ]);
+    let o = ClientOptions::resolve_with(&raw, &|_| None).expect("options");
+    let text = crate::kafka_options::AuthFailure::explain("the token has expired", &o);
+    assert!(text.contains("MSK IAM login") && text.contains("kafka-cluster:Connect"), "{text}");
+    assert!(!text.contains("sasl.password"), "{text}");
 }

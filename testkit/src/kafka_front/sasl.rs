@@ -96,7 +96,8 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(server) => server.last(&auth),
                     },
                     Some("OAUTHBEARER") => {
-                        let (step, expiry) = oauthbearer(&auth, users, logins);
+                        let client_id = read_str(&frame, 8);
+                        let (step, expiry) = oauthbearer(&auth, users, logins, client_id);
                         expires = expiry;
                         step
                     }
@@ -127,7 +128,12 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// OAUTHBEARER with an MSK IAM token: checked, recorded, and the token's expiry when accepted.
-fn oauthbearer(auth: &[u8], users: &[(String, String)], logins: &Mutex<Vec<SaslLogin>>) -> (Step, Option<SystemTime>) {
+fn oauthbearer(
+    auth: &[u8],
+    users: &[(String, String)],
+    logins: &Mutex<Vec<SaslLogin>>,
+    client_id: Option<String>,
+) -> (Step, Option<SystemTime>) {
     let checked = super::msk_iam::bearer(auth)
         .ok_or_else(|| "no bearer token".to_owned())
         .and_then(|t| super::msk_iam::verify(&t, users, SystemTime::now()));
@@ -141,6 +147,7 @@ fn oauthbearer(auth: &[u8], users: &[(String, String)], logins: &Mutex<Vec<SaslL
                 accepted: true,
                 reason: None,
                 expires: Some(v.expires),
+                client_id,
             });
             (Step::Done(Vec::new()), Some(v.expires))
         }
@@ -151,6 +158,7 @@ fn oauthbearer(auth: &[u8], users: &[(String, String)], logins: &Mutex<Vec<SaslL
                 accepted: false,
                 reason: Some(why.clone()),
                 expires: None,
+                client_id,
             });
             (Step::Fail(ERR_SASL_AUTHENTICATION_FAILED, format!("Authentication failed: {why}")), None)
         }
