@@ -36,9 +36,11 @@ use crate::runtime::ServerRuntime;
 use crate::{Result, TestkitError, io_err};
 
 mod errors;
+mod policy;
 mod store;
 
 use errors::{error_response, error_with};
+pub use policy::{Policy, RECORDED, test_credentials};
 
 /// A running S3 server.
 pub struct S3Server {
@@ -77,6 +79,8 @@ struct Faults {
     conditions_501: AtomicBool,
     /// User metadata dropped from writes.
     drop_metadata: AtomicBool,
+    /// The bucket owner's demands (encryption) and the writes' object-level headers.
+    policy: Policy,
     /// The start of an `x-amz-content-sha256` value (a payload signing mode) answered 400
     /// InvalidRequest.
     refused_payload: Mutex<Option<String>>,
@@ -111,7 +115,7 @@ impl Faults {
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        if let Some(refused) = self.refused(&req) {
+        if let Some(refused) = self.refused(&req).or_else(|| self.policy.check(&req, Faults::is_object_write(&req))) {
             let _ = http_body_util::BodyExt::collect(req.into_body()).await;
             return Ok(refused);
         }
@@ -337,6 +341,11 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// What the bucket owner demands of writes, and the headers they carried.
+    pub fn policy(&self) -> &Policy {
+        &self.faults.policy
+    }
+
     /// Access key id accepted by the server.
     pub fn access_key(&self) -> &str {
         &self.access_key
@@ -388,11 +397,4 @@ impl S3Server {
         out.sort();
         Ok(out)
     }
-}
-
-/// The AWS credentials the test S3 server accepts (the same for every server of a test process):
-/// programs under test get them from the environment, and a secured Kafka cluster can take them
-/// for its MSK IAM login ([`crate::Security::msk_iam`]).
-pub fn test_credentials() -> (String, String) {
-    ("zonal-test-access".to_owned(), format!("zonal-test-secret-{}", std::process::id()))
 }

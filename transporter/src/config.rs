@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 
 pub use etcd::{EtcdConfig, EtcdTls};
 pub use kafka::{GUARDS, KafkaConfig, OutOfRange, StartFrom};
-pub use objects::{Compression, DEFAULT_KEY_TEMPLATE, Format, RollConfig, S3Config, UploadSigning};
+pub use objects::{
+    Compression, DEFAULT_KEY_TEMPLATE, Encryption, Format, ObjectSettings, RollConfig, S3Config, UploadSigning,
+};
 pub use process::{AssignmentConfig, HttpConfig, WorkerConfig};
 
 /// Environment prefix of overrides.

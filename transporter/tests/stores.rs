@@ -125,3 +125,50 @@ fn a_second_deployment_in_the_same_prefix_is_refused_at_start() -> Res {
     wait_exactly_once(&world, 400, &[&first])?;
     Ok(())
 }
+
+/// Issue 25, item 5: a bucket policy that denies writes without SSE-KMS (as AWS users commonly
+/// set) refuses the start of a worker that does not encrypt, at the store probe, naming the
+/// refusal; a worker with `server-side-encryption = "sse-kms"`, a key, a bucket key and a
+/// storage class sends them with every write (objects, parts' creation, the probe and the
+/// deployment marker) and moves every record once.
+#[test]
+fn objects_carry_the_configured_encryption_and_storage_class_and_a_policy_demanding_it_is_met() -> Res {
+    use zonal_transporter::config::Encryption;
+    let world = world()?;
+    world.kafka.create_topic("logs", 2)?;
+    let tmp = tempfile::tempdir()?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    s3.policy().require_encryption(Some("aws:kms"));
+    let mut plain = Worker::start(&world, tmp.path(), "w0-0", Some(0), &FleetSpec::default())?;
+    let (code, log) = exited_with(&mut plain)?;
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("AccessDenied") && log.contains("check s3.server-side-encryption"), "{log}");
+
+    // The store (as MinIO and most S3-compatible stores) takes only STANDARD and
+    // REDUCED_REDUNDANCY: another class is refused at start, naming the setting.
+    let class = |class: &'static str| {
+        FleetSpec::default().edit(move |c| {
+            c.s3.server_side_encryption = Encryption::SseKms;
+            c.s3.sse_kms_key_id = Some("alias/zonal-test".to_owned());
+            c.s3.storage_class = Some(class.to_owned());
+        })
+    };
+    let mut infrequent = Worker::start(&world, tmp.path(), "w0-1", Some(0), &class("STANDARD_IA"))?;
+    let (code, log) = exited_with(&mut infrequent)?;
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("s3.storage-class = \"STANDARD_IA\" is not one this store takes"), "{log}");
+
+    let before = s3.policy().writes().len();
+    let worker = Worker::start(&world, tmp.path(), "w0-2", Some(0), &class("REDUCED_REDUNDANCY"))?;
+    produce(&world, "logs", 2, 300, "a")?;
+    wait_exactly_once(&world, 600, &[&worker]).map_err(|e| anyhow::anyhow!("{e}: {}", worker.log_tail()))?;
+    let writes = s3.policy().writes().split_off(before);
+    assert!(writes.len() >= 4, "the probe, the marker and two objects at least: {writes:?}");
+    for w in &writes {
+        assert_eq!(w.get("x-amz-server-side-encryption").map(String::as_str), Some("aws:kms"), "{w:?}");
+        assert_eq!(w.get("x-amz-server-side-encryption-aws-kms-key-id").map(String::as_str), Some("alias/zonal-test"));
+        assert_eq!(w.get("x-amz-server-side-encryption-bucket-key-enabled").map(String::as_str), Some("true"));
+        assert_eq!(w.get("x-amz-storage-class").map(String::as_str), Some("REDUCED_REDUNDANCY"));
+    }
+    Ok(())
+}

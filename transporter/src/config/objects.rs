@@ -72,6 +72,44 @@ pub struct S3Config {
     /// stalled past its lease in the middle of an upload can replace a newer object of the same
     /// key (same records from the same first offset, unless offsets were rewound meanwhile).
     pub require_conditional_writes: bool,
+    /// Server-side encryption of every object: `none` (the bucket's default encryption
+    /// applies), `sse-s3` (AES256, keys kept by S3) or `sse-kms` (AWS KMS; a bucket policy that
+    /// denies unencrypted writes needs the matching one).
+    pub server_side_encryption: Encryption,
+    /// With `sse-kms`: the KMS key (id, ARN or alias); the account's `aws/s3` key when absent.
+    pub sse_kms_key_id: Option<String>,
+    /// With `sse-kms`: an S3 Bucket Key, which spares most KMS requests (and their cost).
+    pub bucket_key: bool,
+    /// Storage class of every object (the bucket's, `STANDARD` by default, when absent), as S3
+    /// names it: `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`… `GLACIER` and
+    /// `DEEP_ARCHIVE` are refused: their objects cannot be read back without a restore.
+    pub storage_class: Option<String>,
+}
+
+/// Server-side encryption (`s3.server-side-encryption`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encryption {
+    /// No encryption header: the bucket's default encryption applies.
+    #[default]
+    None,
+    /// `AES256`, keys kept by S3.
+    SseS3,
+    /// `aws:kms`.
+    SseKms,
+}
+
+/// The object-level settings every write carries, in the SDK's types.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectSettings {
+    /// `x-amz-server-side-encryption`.
+    pub encryption: Option<aws_sdk_s3::types::ServerSideEncryption>,
+    /// `x-amz-server-side-encryption-aws-kms-key-id`.
+    pub kms_key: Option<String>,
+    /// `x-amz-server-side-encryption-bucket-key-enabled`.
+    pub bucket_key: Option<bool>,
+    /// `x-amz-storage-class`.
+    pub storage_class: Option<aws_sdk_s3::types::StorageClass>,
 }
 
 /// How upload bodies are signed (see `s3.upload-signing`).
@@ -105,6 +143,10 @@ impl Default for S3Config {
             upload_attempt_min_secs: 30,
             probe_on_start: true,
             require_conditional_writes: true,
+            server_side_encryption: Encryption::None,
+            sse_kms_key_id: None,
+            bucket_key: true,
+            storage_class: None,
         }
     }
 }
@@ -146,7 +188,38 @@ impl S3Config {
         if self.upload_min_bytes_per_sec == 0 || self.upload_attempt_min_secs == 0 {
             bail!("s3.upload-min-bytes-per-sec and s3.upload-attempt-min-secs: must be positive");
         }
+        if self.sse_kms_key_id.is_some() && self.server_side_encryption != Encryption::SseKms {
+            bail!("s3.sse-kms-key-id: only used with s3.server-side-encryption = \"sse-kms\"");
+        }
+        if let Some(class) = &self.storage_class {
+            use aws_sdk_s3::types::StorageClass;
+            if !StorageClass::values().contains(&class.as_str()) {
+                bail!("s3.storage-class: {class:?} is not one S3 knows ({})", StorageClass::values().join(", "));
+            }
+            if matches!(class.as_str(), "GLACIER" | "DEEP_ARCHIVE") {
+                bail!(
+                    "s3.storage-class: {class} objects cannot be read back without a restore (audits and readers need them); use GLACIER_IR or a lifecycle rule"
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The object-level settings every write carries (`server-side-encryption`, its key and
+    /// bucket key, `storage-class`).
+    pub fn object_settings(&self) -> ObjectSettings {
+        use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+        let kms = self.server_side_encryption == Encryption::SseKms;
+        ObjectSettings {
+            encryption: match self.server_side_encryption {
+                Encryption::None => None,
+                Encryption::SseS3 => Some(ServerSideEncryption::Aes256),
+                Encryption::SseKms => Some(ServerSideEncryption::AwsKms),
+            },
+            kms_key: self.sse_kms_key_id.clone().filter(|_| kms),
+            bucket_key: kms.then_some(self.bucket_key),
+            storage_class: self.storage_class.as_deref().map(StorageClass::from),
+        }
     }
 }
 

@@ -62,6 +62,13 @@ fn errors_name_the_field_inner() {
             "s3.multipart-threshold-bytes",
         ),
         (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nupload-signing = \"sigv2\""), "upload-signing"),
+        (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nsse-kms-key-id = \"k\""), "s3.sse-kms-key-id"),
+        (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nstorage-class = \"COLD\""), "s3.storage-class"),
+        (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nstorage-class = \"GLACIER\""), "s3.storage-class"),
+        (
+            MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nserver-side-encryption = \"rot13\""),
+            "server-side-encryption",
+        ),
     ] {
         let err = TransporterConfig::load(Some(&write(&dir, &text))).expect_err(field);
         assert!(format!("{err:#}").contains(field), "{err:#} does not name {field}");

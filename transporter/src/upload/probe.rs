@@ -83,11 +83,18 @@ async fn probe_once(client: &Client, cfg: &S3Config, dir: &std::path::Path, id: 
 
 async fn run(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>) -> anyhow::Result<Probed> {
     let bucket = &cfg.bucket;
+    // The probe's writes carry the objects' settings, so that a bucket policy demanding
+    // encryption refuses the probe (and the start) rather than every upload.
     let put = |if_none_match: bool| async move {
+        let o = cfg.object_settings();
         let mut put = client
             .put_object()
             .bucket(bucket)
             .key(key)
+            .set_server_side_encryption(o.encryption)
+            .set_ssekms_key_id(o.kms_key)
+            .set_bucket_key_enabled(o.bucket_key)
+            .set_storage_class(o.storage_class)
             .metadata(PROBE_META, "1")
             .body(body.stream(0, body.size, cfg.upload_signing).await?);
         if if_none_match {
@@ -95,13 +102,11 @@ async fn run(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>) -> anyh
         }
         anyhow::Ok(put.send().await)
     };
-    // Unconditional first: this one tries the signing mode alone.
+    // Unconditional first: this one tries the signing mode and the objects' settings alone.
     put(false).await?.map_err(|e| {
-        let err = anyhow::anyhow!(
-            "S3 refused an upload to s3://{bucket}/{key} signed as s3.upload-signing = {:?} ({}); stores differ in the signing modes they take: try \"unsigned-payload\" or \"signed-payload\"",
-            cfg.upload_signing,
-            brief(&e)
-        );
+        let what = brief(&e);
+        let err =
+            anyhow::anyhow!("S3 refused an upload to s3://{bucket}/{key} ({what}); {}", refused_because(cfg, &what));
         refusal(status_of(&e), err)
     })?;
     let mut p = Probed::default();
@@ -136,6 +141,27 @@ async fn run(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>) -> anyh
 /// Refuses to start on a store that does not take the configured uploads, answer HEAD with
 /// metadata, or (unless allowed) refuse conditional overwrites: each would otherwise show only
 /// later, as uploads retried forever or objects rewritten silently.
+/// What to change when the store refused a plain upload, from its answer: the storage class,
+/// the encryption (a bucket policy, a KMS key the credentials may not use) or the signing mode.
+fn refused_because(cfg: &S3Config, answer: &str) -> String {
+    if answer.contains("StorageClass") {
+        format!(
+            "s3.storage-class = {:?} is not one this store takes (many S3-compatible stores take only STANDARD)",
+            cfg.storage_class.as_deref().unwrap_or("STANDARD")
+        )
+    } else if answer.contains("Encryption") || answer.contains("KMS") || answer.contains("AccessDenied") {
+        format!(
+            "check s3.server-side-encryption = {:?} (and s3.sse-kms-key-id) against the bucket's policy, and that the credentials may write there and use the key",
+            cfg.server_side_encryption
+        )
+    } else {
+        format!(
+            "it was signed as s3.upload-signing = {:?}, and stores differ in the signing modes they take: try \"unsigned-payload\" or \"signed-payload\"",
+            cfg.upload_signing
+        )
+    }
+}
+
 pub async fn check_store(s3: &S3Config, client: &Client, dir: &std::path::Path, id: &str) -> anyhow::Result<()> {
     let p = probe(client, s3, dir, id).await.context("probing the S3 store (s3.probe-on-start)")?;
     if !p.keeps_metadata {
@@ -173,10 +199,15 @@ async fn conditional_completion(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<bool> {
     let bucket = &cfg.bucket;
+    let o = cfg.object_settings();
     let created = client
         .create_multipart_upload()
         .bucket(bucket)
         .key(key)
+        .set_server_side_encryption(o.encryption)
+        .set_ssekms_key_id(o.kms_key)
+        .set_bucket_key_enabled(o.bucket_key)
+        .set_storage_class(o.storage_class)
         .send()
         .await
         .with_context(|| format!("starting a multipart upload of s3://{bucket}/{key}"))?;
