@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub checkpoint_dir: PathBuf,
     /// HTTP server for metrics, health and status.
     pub http: HttpConfig,
+    /// How log lines are written.
+    pub log: shell::config::LogConfig,
     /// Upper bound on bytes sent to Kafka and not yet acknowledged, over all streams; reading
     /// stops while it is reached. 8 MiB by default: 16 MiB was no faster in the benchmark and
     /// held 10-13 MB more (librdkafka keeps a header of about 150 bytes per record besides).
@@ -103,6 +105,7 @@ impl Default for AgentConfig {
             zone: ZoneSettings::default(),
             checkpoint_dir: PathBuf::from("/var/lib/zonal-agent"),
             http: HttpConfig::default(),
+            log: shell::config::LogConfig::default(),
             max_in_flight_bytes: 8 * 1024 * 1024,
             max_unsent_bytes: 16 * 1024 * 1024,
             close_idle_secs: 300,
@@ -196,6 +199,10 @@ impl AgentConfig {
 }
 
 impl shell::ProgramConfig for AgentConfig {
+    fn log(&self) -> &shell::config::LogConfig {
+        &self.log
+    }
+
     const ENV_PREFIX: &'static str = ENV_PREFIX;
 
     /// Checks what serde cannot: required values, patterns, ranges.

@@ -32,6 +32,9 @@ pub trait ProgramConfig: Serialize + DeserializeOwned + Default {
     /// Checks what serde cannot: required values, patterns, ranges. Errors name the field.
     fn validate(&self) -> anyhow::Result<()>;
 
+    /// The `[log]` section.
+    fn log(&self) -> &LogConfig;
+
     /// The layers: defaults, the file (when given), the environment.
     fn figment(file: Option<&Path>) -> Figment {
         layered::<Self>(Self::ENV_PREFIX, file)
@@ -89,4 +92,25 @@ pub fn config_error(e: figment::Error, file: Option<&Path>) -> String {
         .collect::<Vec<_>>()
         .join("; ");
     format!("invalid configuration{where_}: {text}")
+}
+
+/// The `[log]` section of both programs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (the default) or `json`: one JSON object per line, with `timestamp`, `level`,
+    /// `target` and `fields` (`message` and the event's own fields), for log collectors that
+    /// parse JSON. `RUST_LOG` filters either.
+    pub format: LogFormat,
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }

@@ -33,6 +33,7 @@ pub fn run_command<C: ProgramConfig, F: Future<Output = anyhow::Result<()>>>(
     program: impl FnOnce(C) -> F,
 ) -> anyhow::Result<()> {
     let config = C::load(Some(file))?;
+    set_log_format(config.log().format);
     runtime().context("starting the runtime")?.block_on(program(config))
 }
 
@@ -49,9 +50,10 @@ pub fn check_command<C: ProgramConfig>(
     Ok(())
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: info, librdkafka's own warnings only).
-/// Colours only on a terminal: a log file or a container runtime's log gets plain text that
-/// log collectors and `grep` read.
+/// Logs to stderr, filtered by `RUST_LOG` (default: info, librdkafka's own warnings only), as
+/// text until the configuration says `log.format = "json"` ([`set_log_format`]). Colours only
+/// on a terminal: a log file or a container runtime's log gets plain text that log collectors
+/// and `grep` read.
 pub fn init_tracing() {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -60,7 +62,47 @@ pub fn init_tracing() {
         )
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .event_format(Switch {
+            text: Default::default(),
+            json: tracing_subscriber::fmt::format().json().flatten_event(false),
+        })
         .init();
+}
+
+/// Whether log lines are JSON: set once the configuration is loaded, which is after logging
+/// starts (a configuration error is itself logged).
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Switches the log lines to `format` (`log.format`).
+pub fn set_log_format(format: crate::config::LogFormat) {
+    JSON.store(format == crate::config::LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The event format: tracing's text or JSON one, as [`JSON`] says. JSON lines have stable fields:
+/// `timestamp` (RFC 3339, UTC), `level`, `target`, `fields` (`message` and the event's own
+/// fields), and `span`/`spans` when inside one.
+struct Switch {
+    text: tracing_subscriber::fmt::format::Format,
+    json: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Switch
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+            self.json.format_event(ctx, writer, event)
+        } else {
+            self.text.format_event(ctx, writer, event)
+        }
+    }
 }
 
 /// Runs a program's body: logs set up first, then an error becomes one line on stderr, with its

@@ -53,10 +53,17 @@ pub struct TransporterConfig {
     pub assignment: AssignmentConfig,
     /// HTTP server for metrics, health, status and the assignment view.
     pub http: HttpConfig,
+    /// How log lines are written.
+    pub log: shell::config::LogConfig,
 }
 
 impl shell::ProgramConfig for TransporterConfig {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
+
+    fn log(&self) -> &shell::config::LogConfig {
+        &self.log
+    }
+
     const SECRETS: &'static [&'static str] = &["etcd.password"];
 
     /// Checks what serde cannot. The first invalid field is reported; the sections are checked

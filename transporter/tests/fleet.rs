@@ -234,3 +234,31 @@ fn a_worker_joining_takes_over_young_buffers_without_a_small_object_each() -> Re
     assert_eq!(object_keys(&world)?.len(), 6, "a moved partition's young buffer was uploaded as an object of its own");
     Ok(())
 }
+
+/// `log.format = "json"` (here from the environment, as a manifest sets it): every line the
+/// worker writes is one JSON object with `timestamp`, `level`, `target` and `fields`, the
+/// message among the fields, so that a log collector parses it without patterns.
+#[test]
+fn json_logs_are_one_object_per_line_with_stable_fields() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 2)?;
+    let tmp = tempfile::tempdir()?;
+    let spec =
+        FleetSpec { env: vec![("ZONAL_TRANSPORTER__LOG__FORMAT".into(), "json".into())], ..FleetSpec::default() };
+    let worker = Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?;
+    produce(&world, "logs", 2, 300, "a")?;
+    wait_exactly_once(&world, 600, &[&worker])?;
+    let text = std::fs::read_to_string(&worker.log)?;
+    let mut messages = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not a JSON line ({e}): {line}"))?;
+        for field in ["timestamp", "level", "target", "fields"] {
+            assert!(v.get(field).is_some(), "no {field} in {line}");
+        }
+        messages.push(v["fields"]["message"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(messages.iter().any(|m| m == "registered"), "{messages:?}");
+    assert!(messages.iter().any(|m| m == "object uploaded and committed"), "{messages:?}");
+    Ok(())
+}
