@@ -109,6 +109,7 @@ where
 /// causes, and a failure exit status.
 pub fn main<E: std::fmt::Display>(name: &str, body: impl FnOnce() -> Result<(), E>) -> std::process::ExitCode {
     limit_malloc_arenas();
+    private_files();
     init_tracing();
     match body() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -116,6 +117,16 @@ pub fn main<E: std::fmt::Display>(name: &str, body: impl FnOnce() -> Result<(), 
             eprintln!("{name}: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Everything the programs create is their own: files 0600, folders 0700 (umask 077). The
+/// agent's checkpoints name the files it reads, the transporter's buffers hold raw log records,
+/// and on a Kubernetes node both live on host paths or volumes other pods may mount.
+fn private_files() {
+    // SAFETY: umask only sets this process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 
@@ -141,14 +152,22 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on SIGTERM or SIGINT. SIGHUP, which asks many daemons to reload, is answered with a
+/// warning: restart is the reload (a restart resumes from checkpoints and committed offsets, and
+/// a rolling restart applies a change with nothing lost), and SIGHUP's default action would
+/// have ended the process without its orderly stop.
 pub async fn wait_for_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP: the configuration is not reloaded; restart the process (SIGTERM, or a rolling restart) to apply a change"
+            ),
+        }
     }
-    Ok(())
 }

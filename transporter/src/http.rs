@@ -65,8 +65,18 @@ pub fn view(doc: &crate::coord::AssignmentDoc) -> View {
     }
 }
 
+/// Escapes text for HTML, inside elements and inside quoted attributes of either kind (the
+/// cross-zone mark's title is single-quoted: a zone or topic name with `'` ended it).
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&#39;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_cannot_leave_an_attribute_or_open_an_element() {
+        assert_eq!(super::escape("a'b\"c<d>&e"), "a&#39;b&quot;c&lt;d&gt;&amp;e");
+    }
 }
 
 async fn assignment(State(s): State<Arc<AppState>>, Query(f): Query<Fmt>) -> Response {

@@ -262,3 +262,53 @@ fn json_logs_are_one_object_per_line_with_stable_fields() -> Res {
     assert!(messages.iter().any(|m| m == "object uploaded and committed"), "{messages:?}");
     Ok(())
 }
+
+/// Buffers hold raw log records: the folder a worker makes is 0700 and every file in it 0600,
+/// whatever the umask of whoever started it.
+#[test]
+fn buffers_are_private_to_the_worker() -> Res {
+    use std::os::unix::fs::PermissionsExt;
+    let world = world()?;
+    world.kafka.create_topic("logs", 2)?;
+    let tmp = tempfile::tempdir()?;
+    let worker = Worker::start(&world, tmp.path(), "w0-0", Some(0), &FleetSpec::default())?;
+    produce(&world, "logs", 2, 300, "a")?;
+    wait_exactly_once(&world, 600, &[&worker])?;
+    let dir = tmp.path().join("buffers").join("w0-0");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode(&tmp.path().join("buffers"))?, 0o700);
+    assert_eq!(mode(&dir)?, 0o700);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            assert_eq!(mode(&path)?, 0o600, "{}", path.display());
+            files += 1;
+        }
+    }
+    assert!(files > 0, "no buffer file to look at");
+    Ok(())
+}
+
+/// Restart is the reload: SIGHUP (which asks many daemons to reload) is answered with a warning
+/// and the worker goes on owning its partitions; before, its default action ended the process
+/// without the orderly stop. SIGTERM then stops it cleanly.
+#[test]
+fn sighup_is_answered_with_a_warning_not_an_exit() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("logs", 2)?;
+    let tmp = tempfile::tempdir()?;
+    let mut worker = Worker::start(&world, tmp.path(), "w0-0", Some(0), &FleetSpec::default())?;
+    testkit::wait_until("w0-0 to own its partitions", Duration::from_secs(30), || {
+        (worker.owned().len() == 2).then_some(())
+    })?;
+    worker.signal(libc::SIGHUP)?;
+    testkit::wait_until("the warning", Duration::from_secs(10), || {
+        std::fs::read_to_string(&worker.log).ok()?.contains("SIGHUP: the configuration is not reloaded").then_some(())
+    })?;
+    produce(&world, "logs", 2, 300, "a")?;
+    wait_exactly_once(&world, 600, &[&worker])?;
+    assert_eq!(worker.owned().len(), 2, "the worker let its partitions go");
+    assert_eq!(worker.stop()?, Some(0), "{}", worker.log_tail());
+    Ok(())
+}
