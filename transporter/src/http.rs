@@ -71,14 +71,6 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&#39;").replace('"', "&quot;")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn names_cannot_leave_an_attribute_or_open_an_element() {
-        assert_eq!(super::escape("a'b\"c<d>&e"), "a&#39;b&quot;c&lt;d&gt;&amp;e");
-    }
-}
-
 async fn assignment(State(s): State<Arc<AppState>>, Query(f): Query<Fmt>) -> Response {
     // Assembled from etcd on demand: workers only keep their own share.
     let doc = match crate::shares::full(&s.worker.etcd, &s.worker.keys).await {
@@ -121,4 +113,12 @@ async fn assignment(State(s): State<Arc<AppState>>, Query(f): Query<Fmt>) -> Res
         html.push_str("</table>");
     }
     Html(html).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_cannot_leave_an_attribute_or_open_an_element() {
+        assert_eq!(super::escape("a'b\"c<d>&e"), "a&#39;b&quot;c&lt;d&gt;&amp;e");
+    }
 }
