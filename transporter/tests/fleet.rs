@@ -222,6 +222,9 @@ fn a_worker_joining_takes_over_young_buffers_without_a_small_object_each() -> Re
         let owned = status["owned"].as_object()?;
         (owned.len() == 6 && owned.values().all(|p| p["buffered"].as_u64() >= Some(1))).then_some(())
     })?;
+    testkit::wait_until("w0-0 to export the lag of every partition", Duration::from_secs(30), || {
+        (lag_gauges(&first).len() == 6).then_some(())
+    })?;
     let second = Worker::start(&world, tmp.path(), "w0-1", Some(0), &spec)?;
     let both = [&first, &second];
     let moved = testkit::wait_until("the partitions to be shared", Duration::from_secs(30), || {
@@ -232,7 +235,25 @@ fn a_worker_joining_takes_over_young_buffers_without_a_small_object_each() -> Re
     produce(&world, "logs", 6, 150, "b")?;
     wait_exactly_once(&world, 6 * 300, &both)?;
     assert_eq!(object_keys(&world)?.len(), 6, "a moved partition's young buffer was uploaded as an object of its own");
+    // The lag of a partition that moved away is no longer exported by its old owner: a gauge
+    // left at its last value would show lag that nobody has.
+    let mut owned: Vec<String> =
+        first.owned().iter().filter_map(|tp| tp.rsplit('/').next().map(str::to_owned)).collect();
+    owned.sort();
+    assert_eq!(lag_gauges(&first), owned, "w0-0 exports the lag of partitions it no longer owns");
     Ok(())
+}
+
+/// The partitions whose `lag_records` gauge a worker exports, sorted.
+fn lag_gauges(w: &Worker) -> Vec<String> {
+    let text = w.get("/metrics").map(|(_, t)| t).unwrap_or_default();
+    let mut parts: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("zonal_transporter_lag_records{"))
+        .filter_map(|l| l.split("partition=\"").nth(1)?.split('"').next().map(str::to_owned))
+        .collect();
+    parts.sort();
+    parts
 }
 
 /// `log.format = "json"` (here from the environment, as a manifest sets it): every line the
