@@ -251,15 +251,11 @@ async fn once(
     let size = body.len();
     if size <= cfg.multipart_threshold_bytes as u64 {
         let stream = body.stream(0, size, cfg.upload_signing).await?;
-        let o = cfg.object_settings();
-        let mut put = client
-            .put_object()
+        let mut put = cfg
+            .object_settings()
+            .on_put(client.put_object())
             .bucket(&cfg.bucket)
             .key(key)
-            .set_server_side_encryption(o.encryption)
-            .set_ssekms_key_id(o.kms_key)
-            .set_bucket_key_enabled(o.bucket_key)
-            .set_storage_class(o.storage_class)
             .set_if_none_match(if_none_match.clone())
             .set_if_match(if_match.clone())
             .body(stream);
@@ -288,15 +284,7 @@ async fn multipart(
     (if_none_match, if_match): (Option<String>, Option<String>),
 ) -> anyhow::Result<Outcome> {
     let size = body.len();
-    let o = cfg.object_settings();
-    let mut create = client
-        .create_multipart_upload()
-        .bucket(&cfg.bucket)
-        .key(key)
-        .set_server_side_encryption(o.encryption)
-        .set_ssekms_key_id(o.kms_key)
-        .set_bucket_key_enabled(o.bucket_key)
-        .set_storage_class(o.storage_class);
+    let mut create = cfg.object_settings().on_create(client.create_multipart_upload()).bucket(&cfg.bucket).key(key);
     for (k, v) in meta {
         create = create.metadata(*k, v);
     }

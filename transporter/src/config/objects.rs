@@ -112,6 +112,31 @@ pub struct ObjectSettings {
     pub storage_class: Option<aws_sdk_s3::types::StorageClass>,
 }
 
+impl ObjectSettings {
+    /// These settings on a PUT.
+    pub fn on_put(
+        self,
+        put: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        put.set_server_side_encryption(self.encryption)
+            .set_ssekms_key_id(self.kms_key)
+            .set_bucket_key_enabled(self.bucket_key)
+            .set_storage_class(self.storage_class)
+    }
+
+    /// These settings on the creation of a multipart upload (its parts carry none).
+    pub fn on_create(
+        self,
+        create: aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
+    ) -> aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder {
+        create
+            .set_server_side_encryption(self.encryption)
+            .set_ssekms_key_id(self.kms_key)
+            .set_bucket_key_enabled(self.bucket_key)
+            .set_storage_class(self.storage_class)
+    }
+}
+
 /// How upload bodies are signed (see `s3.upload-signing`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -199,16 +199,12 @@ pub async fn commit(
     lease: i64,
     next: i64,
 ) -> anyhow::Result<bool> {
-    let mut c = client.clone();
-    let txn =
-        Txn::new().when(owned_by(keys, tp, me, lease)).and_then([TxnOp::put(keys.offset(tp), next.to_string(), None)]);
-    let resp = c.txn(txn).await.context("committing an offset")?;
-    Ok(resp.succeeded())
+    commit_start(client, keys, tp, me, lease, next, None).await
 }
 
-/// Commits where a partition never committed starts, and the id of the topic it was resolved
-/// in (when known), in one transaction, only if this worker still owns it under this lease.
-/// Returns false when fenced out.
+/// Commits `next`, and the id of the topic it was read in when given (a partition's first
+/// commit, of where it starts), in one transaction, only if this worker still owns it under
+/// this lease. Returns false when fenced out.
 pub async fn commit_start(
     client: &Client,
     keys: &Keys,
@@ -224,7 +220,7 @@ pub async fn commit_start(
         puts.push(TxnOp::put(keys.topic_id(tp), id, None));
     }
     let txn = Txn::new().when(owned_by(keys, tp, me, lease)).and_then(puts);
-    let resp = c.txn(txn).await.context("committing the start offset")?;
+    let resp = c.txn(txn).await.context("committing an offset")?;
     Ok(resp.succeeded())
 }
 

@@ -65,15 +65,11 @@ pub async fn claim(client: &Client, cfg: &S3Config, source: &str) -> anyhow::Res
     }
     let key = key(cfg);
     let marker = Marker { source: source.to_owned(), claimed_at: chrono::Utc::now().to_rfc3339() };
-    let o = cfg.object_settings();
-    let put = client
-        .put_object()
+    let put = cfg
+        .object_settings()
+        .on_put(client.put_object())
         .bucket(&cfg.bucket)
         .key(&key)
-        .set_server_side_encryption(o.encryption)
-        .set_ssekms_key_id(o.kms_key)
-        .set_bucket_key_enabled(o.bucket_key)
-        .set_storage_class(o.storage_class)
         .if_none_match("*")
         .body(ByteStream::from(serde_json::to_vec(&marker)?))
         .send()

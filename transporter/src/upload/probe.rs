@@ -86,15 +86,11 @@ async fn run(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>) -> anyh
     // The probe's writes carry the objects' settings, so that a bucket policy demanding
     // encryption refuses the probe (and the start) rather than every upload.
     let put = |if_none_match: bool| async move {
-        let o = cfg.object_settings();
-        let mut put = client
-            .put_object()
+        let mut put = cfg
+            .object_settings()
+            .on_put(client.put_object())
             .bucket(bucket)
             .key(key)
-            .set_server_side_encryption(o.encryption)
-            .set_ssekms_key_id(o.kms_key)
-            .set_bucket_key_enabled(o.bucket_key)
-            .set_storage_class(o.storage_class)
             .metadata(PROBE_META, "1")
             .body(body.stream(0, body.size, cfg.upload_signing).await?);
         if if_none_match {
@@ -199,15 +195,11 @@ async fn conditional_completion(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<bool> {
     let bucket = &cfg.bucket;
-    let o = cfg.object_settings();
-    let created = client
-        .create_multipart_upload()
+    let created = cfg
+        .object_settings()
+        .on_create(client.create_multipart_upload())
         .bucket(bucket)
         .key(key)
-        .set_server_side_encryption(o.encryption)
-        .set_ssekms_key_id(o.kms_key)
-        .set_bucket_key_enabled(o.bucket_key)
-        .set_storage_class(o.storage_class)
         .send()
         .await
         .with_context(|| format!("starting a multipart upload of s3://{bucket}/{key}"))?;
