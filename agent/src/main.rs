@@ -38,8 +38,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     shell::main("zonal-agent", || {
         match shell::parse_command::<Command>("zonal-agent", "Zone-aware log shipping to Kafka") {
-            Command::Run(file) => shell::run_command(&file.config, app::run),
-            Command::Check(file) => shell::check_command(&file.config, app::check),
+            Command::Run(file) => shell::run_command(&file, app::run),
+            Command::Check(file) => shell::check_command(&file, app::check),
             Command::Inspect { bootstrap, topic, zone, ec2_endpoint, options, json } => shell::runtime()
                 .context("starting the runtime")?
                 .block_on(zonal_agent::inspect::inspect(bootstrap, topic, zone, ec2_endpoint, options, json)),

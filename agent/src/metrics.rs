@@ -98,6 +98,8 @@ type U64Gauge = Gauge<u64, AtomicU64>;
 /// Every metric.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// `ready` and `healthy`, set at each scrape.
+    pub health: shell::metrics::Health,
     /// Lines (events) read and handed to Kafka.
     pub lines: Family<StreamLabel, Counter>,
     /// Payload bytes handed to Kafka.
@@ -173,6 +175,7 @@ impl Metrics {
         r.register("in_flight_bytes", "Bytes sent and not yet acknowledged", self.in_flight_bytes.clone());
         r.register("unsent_bytes", "Memory holding lines read and not yet sent", self.unsent_bytes.clone());
         shell::metrics::register_traffic(r, &self.kafka_bytes, &self.kafka_protocol_bytes);
+        self.health.register(r);
     }
 
     /// Counts an error of `kind` on `stream`.

@@ -188,6 +188,10 @@ impl shell::http::Endpoints for AgentState {
     fn status(&self) -> Status {
         AgentState::status(self)
     }
+
+    fn health(&self) -> Option<&shell::metrics::Health> {
+        Some(&self.metrics.health)
+    }
 }
 
 /// Recomputes every stream's routing from a topology snapshot.

@@ -37,12 +37,18 @@ pub trait ProgramConfig: Serialize + DeserializeOwned + Default {
 
     /// The layers: defaults, the file (when given), the environment.
     fn figment(file: Option<&Path>) -> Figment {
-        layered::<Self>(Self::ENV_PREFIX, file)
+        layered::<Self>(Self::ENV_PREFIX, file.as_slice())
     }
 
     /// Loads and validates; errors name the file and the field.
     fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let config: Self = extract(Self::ENV_PREFIX, file)?;
+        Self::load_files(file.as_slice())
+    }
+
+    /// Loads `files` in order (a later file's keys win, tables merge) and validates; errors name
+    /// the file and the field.
+    fn load_files(files: &[&Path]) -> anyhow::Result<Self> {
+        let config: Self = extract(Self::ENV_PREFIX, files)?;
         config.validate()?;
         Ok(config)
     }
@@ -53,11 +59,12 @@ pub trait ProgramConfig: Serialize + DeserializeOwned + Default {
     }
 }
 
-/// Configuration layers, later ones winning: `T::default()`, the TOML file (when given), then
-/// environment variables `<prefix>SECTION__KEY` (`__` separates levels, `_` stands for `-`).
-pub fn layered<T: Serialize + Default>(env_prefix: &str, file: Option<&Path>) -> Figment {
+/// Configuration layers, later ones winning: `T::default()`, the TOML files in order (tables
+/// merge, so a Kubernetes overlay can add `[kafka.options]` beside a base file's settings),
+/// then environment variables `<prefix>SECTION__KEY` (`__` separates levels, `_` stands for `-`).
+pub fn layered<T: Serialize + Default>(env_prefix: &str, files: &[&Path]) -> Figment {
     let mut f = Figment::from(Serialized::defaults(T::default()));
-    if let Some(file) = file {
+    for file in files {
         f = f.merge(Toml::file_exact(file));
     }
     f.merge(Env::prefixed(env_prefix).split("__").map(|k| k.as_str().replace('_', "-").into()))
@@ -65,11 +72,8 @@ pub fn layered<T: Serialize + Default>(env_prefix: &str, file: Option<&Path>) ->
 
 /// Reads `T` from its layers (see [`layered`]). What serde cannot check (required values,
 /// ranges) is the program's own validation, after this.
-pub fn extract<T: Serialize + DeserializeOwned + Default>(
-    env_prefix: &str,
-    file: Option<&Path>,
-) -> Result<T, ConfigError> {
-    layered::<T>(env_prefix, file).extract().map_err(|e| ConfigError::Invalid(config_error(e, file)))
+pub fn extract<T: Serialize + DeserializeOwned + Default>(env_prefix: &str, files: &[&Path]) -> Result<T, ConfigError> {
+    layered::<T>(env_prefix, files).extract().map_err(|e| ConfigError::Invalid(config_error(e, files)))
 }
 
 /// The effective configuration as TOML, with every librdkafka secret and each of `secrets`
@@ -80,14 +84,19 @@ pub fn to_toml<T: Serialize>(config: &T, secrets: &[&str]) -> Result<String, Con
     toml::to_string_pretty(&value).map_err(|e| ConfigError::Render(e.to_string()))
 }
 
-/// One line for a figment extraction error: every failure with the dotted path of its field.
-pub fn config_error(e: figment::Error, file: Option<&Path>) -> String {
-    let where_ = file.map(|f| format!(" {}", f.display())).unwrap_or_default();
+/// One line for a figment extraction error: every failure with the dotted path of its field,
+/// and, when there are several files, the one the value came from.
+pub fn config_error(e: figment::Error, files: &[&Path]) -> String {
+    let where_: String = files.iter().map(|f| format!(" {}", f.display())).collect::<Vec<_>>().join(",");
     let text = e
         .into_iter()
         .map(|e| {
             let path = e.path.join(".");
-            if path.is_empty() { e.kind.to_string() } else { format!("{path}: {}", e.kind) }
+            let from = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(figment::Source::File(f)) if files.len() > 1 => format!(" (in {})", f.display()),
+                _ => String::new(),
+            };
+            if path.is_empty() { format!("{}{from}", e.kind) } else { format!("{path}: {}{from}", e.kind) }
         })
         .collect::<Vec<_>>()
         .join("; ");

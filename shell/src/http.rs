@@ -80,6 +80,12 @@ pub trait Endpoints: Send + Sync + 'static {
 
     /// The `/status` document.
     fn status(&self) -> Self::Status;
+
+    /// The `ready` and `healthy` gauges, set from [`Self::not_ready`] and [`Self::unhealthy`]
+    /// at each scrape.
+    fn health(&self) -> Option<&crate::metrics::Health> {
+        None
+    }
 }
 
 /// The shell's routes over `state`.
@@ -94,6 +100,10 @@ pub fn router<E: Endpoints>(state: Arc<E>) -> Router {
 
 async fn metrics<E: Endpoints>(State(state): State<Arc<E>>) -> Response {
     state.refresh_gauges();
+    if let Some(h) = state.health() {
+        h.ready.set(i64::from(state.not_ready().is_none()));
+        h.healthy.set(i64::from(state.unhealthy().is_none()));
+    }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, state.registry()) {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics failed: {e}\n")).into_response();
@@ -160,6 +170,7 @@ mod tests {
         registry: Registry,
         ready: AtomicBool,
         refreshed: Counter,
+        health: crate::metrics::Health,
     }
 
     impl Endpoints for Fake {
@@ -179,6 +190,9 @@ mod tests {
         fn status(&self) -> serde_json::Value {
             serde_json::json!({ "ready": self.ready.load(Ordering::Relaxed) })
         }
+        fn health(&self) -> Option<&crate::metrics::Health> {
+            Some(&self.health)
+        }
     }
 
     async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -192,11 +206,15 @@ mod tests {
         let refreshed = Counter::default();
         let mut registry = Registry::default();
         registry.register("refreshes", "Gauge refreshes", refreshed.clone());
-        let state = Arc::new(Fake { registry, ready: AtomicBool::new(false), refreshed });
+        let health = crate::metrics::Health::default();
+        health.register(&mut registry);
+        let state = Arc::new(Fake { registry, ready: AtomicBool::new(false), refreshed, health });
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
         let server = serve(listen, router(state.clone())).await.expect("serve");
 
         assert_eq!(get(server.addr, "/readyz").await, (503, "not ready: no assignment yet\n".into()));
+        let text = get(server.addr, "/metrics").await.1;
+        assert!(text.contains("\nready 0\n") && text.contains("\nhealthy 0\n"), "{text}");
         assert_eq!(get(server.addr, "/healthz").await, (503, "stalled\n".into()));
         assert_eq!(get(server.addr, "/status").await, (200, r#"{"ready":false}"#.into()));
         state.ready.store(true, Ordering::Relaxed);
@@ -204,7 +222,8 @@ mod tests {
         assert_eq!(get(server.addr, "/healthz").await, (200, "ok\n".into()));
         let (code, text) = get(server.addr, "/metrics").await;
         assert_eq!(code, 200);
-        assert!(text.contains("refreshes_total 1"), "{text}");
+        assert!(text.contains("refreshes_total 2"), "{text}");
+        assert!(text.contains("\nready 1\n") && text.contains("\nhealthy 1\n"), "{text}");
         server.task.abort();
     }
 
@@ -216,6 +235,7 @@ mod tests {
             registry: Registry::default(),
             ready: AtomicBool::new(true),
             refreshed: Counter::default(),
+            health: crate::metrics::Health::default(),
         });
         let err = serve(addr, router(state)).await.expect_err("port in use").to_string();
         assert!(err.contains(&addr.to_string()) && err.contains("http.listen"), "{err}");

@@ -21,18 +21,27 @@ pub fn parse_command<C: clap::Subcommand + clap::FromArgMatches>(name: &'static 
 /// The `-c FILE` argument of every command that reads the configuration.
 #[derive(Debug, clap::Args)]
 pub struct ConfigFile {
-    /// Configuration file (TOML); the program's `ZONAL_…__` environment variables override it.
-    #[arg(short, long)]
-    pub config: std::path::PathBuf,
+    /// Configuration file (TOML); repeatable, later files' keys win and tables merge (a base
+    /// file and a Kafka-login file, as the Kubernetes overlays mount them). The program's
+    /// `ZONAL_…__` environment variables override them all.
+    #[arg(short, long, required = true)]
+    pub config: Vec<std::path::PathBuf>,
+}
+
+impl ConfigFile {
+    /// The files, in the order given.
+    pub fn files(&self) -> Vec<&Path> {
+        self.config.iter().map(std::path::PathBuf::as_path).collect()
+    }
 }
 
 /// `run -c FILE`: loads the configuration and runs `program` on the shell's runtime until it
 /// returns (after SIGTERM or SIGINT, or a fatal error).
 pub fn run_command<C: ProgramConfig, F: Future<Output = anyhow::Result<()>>>(
-    file: &Path,
+    file: &ConfigFile,
     program: impl FnOnce(C) -> F,
 ) -> anyhow::Result<()> {
-    let config = C::load(Some(file))?;
+    let config = C::load_files(&file.files())?;
     set_log_format(config.log().format);
     runtime().context("starting the runtime")?.block_on(program(config))
 }
@@ -41,10 +50,10 @@ pub fn run_command<C: ProgramConfig, F: Future<Output = anyhow::Result<()>>>(
 /// refuse: clients librdkafka will not create, files it could not read), and prints the
 /// effective configuration with its secrets hidden.
 pub fn check_command<C: ProgramConfig>(
-    file: &Path,
+    file: &ConfigFile,
     check: impl FnOnce(&C) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let config = C::load(Some(file))?;
+    let config = C::load_files(&file.files())?;
     check(&config)?;
     print!("{}", config.to_toml()?);
     Ok(())

@@ -71,6 +71,7 @@ pub async fn run(cfg: TransporterConfig) -> anyhow::Result<()> {
         zone: zone.clone(),
         topology,
         registered: AtomicBool::new(false),
+        assignment_view: Default::default(),
     });
     let server = shell::http::serve(cfg.http.listen, crate::http::router(state.clone())).await?;
 

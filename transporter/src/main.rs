@@ -10,14 +10,14 @@ use zonal_transporter::commands::{audit, offsets, parse_set, status};
 fn main() -> std::process::ExitCode {
     shell::main("zonal-transporter", || {
         match shell::parse_command::<Command>("zonal-transporter", "Zone-aware Kafka-to-S3 fleet") {
-            Command::Run(file) => shell::run_command(&file.config, app::run),
-            Command::Check(file) => shell::check_command(&file.config, app::check),
-            Command::Status { file, json } => shell::run_command(&file.config, |cfg| status(cfg, json)),
+            Command::Run(file) => shell::run_command(&file, app::run),
+            Command::Check(file) => shell::check_command(&file, app::check),
+            Command::Status { file, json } => shell::run_command(&file, |cfg| status(cfg, json)),
             Command::Offsets { file, set, while_owned, json } => {
                 let changes = set.iter().map(|s| parse_set(s)).collect::<anyhow::Result<Vec<_>>>()?;
-                shell::run_command(&file.config, |cfg| offsets(cfg, changes, while_owned, json))
+                shell::run_command(&file, |cfg| offsets(cfg, changes, while_owned, json))
             }
-            Command::Audit { file, topic, json } => shell::run_command(&file.config, |cfg| audit(cfg, topic, json)),
+            Command::Audit { file, topic, json } => shell::run_command(&file, |cfg| audit(cfg, topic, json)),
         }
     })
 }

@@ -107,6 +107,8 @@ type U64Gauge = Gauge<u64, AtomicU64>;
 /// Every metric.
 #[derive(Debug)]
 pub struct Metrics {
+    /// `ready` and `healthy`, set at each scrape.
+    pub health: shell::metrics::Health,
     /// Records written to objects.
     pub records: Counter,
     /// Uncompressed bytes written to objects.
@@ -175,6 +177,7 @@ impl Default for Metrics {
             disk_free_bytes: U64Gauge::default(),
             kafka_bytes: Family::default(),
             kafka_protocol_bytes: Family::default(),
+            health: shell::metrics::Health::default(),
         }
     }
 }
@@ -214,6 +217,7 @@ impl Metrics {
             r.register(name, help, gauge.clone());
         }
         shell::metrics::register_traffic(r, &self.kafka_bytes, &self.kafka_protocol_bytes);
+        self.health.register(r);
     }
 
     /// Counts an error of `kind`.

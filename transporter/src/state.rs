@@ -25,6 +25,8 @@ pub struct AppState {
     pub topology: TopologyWatcher,
     /// Registered with a valid lease.
     pub registered: AtomicBool,
+    /// The last assignment `/assignment` read from etcd.
+    pub assignment_view: crate::http::AssignmentCache,
 }
 
 /// `/status` body.
@@ -71,6 +73,10 @@ impl shell::http::Endpoints for AppState {
     fn unhealthy(&self) -> Option<String> {
         let master = self.worker.metrics.is_master.get() == 1;
         self.worker.health.stalled(self.registered.load(Ordering::Relaxed), master, crate::health::STALLED_AFTER)
+    }
+
+    fn health(&self) -> Option<&shell::metrics::Health> {
+        Some(&self.worker.metrics.health)
     }
 
     fn not_ready(&self) -> Option<String> {

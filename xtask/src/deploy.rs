@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  cargo build --release ──> zonal-agent, zonal-transporter ──check──> deploy/*/*.example.toml
-//!  target/zonal-deploy/{bin,systemd,config,k8s,grafana}/ + SHA256SUMS
+//!  target/zonal-deploy/{bin,systemd,config,kubernetes,grafana}/ + SHA256SUMS
 //! ```
 
 use std::path::Path;
@@ -56,7 +56,12 @@ pub fn run() -> anyhow::Result<()> {
     ] {
         copy(&root.join(from), to)?;
     }
-    crate::k8s::render(None, &out.join("k8s")).context("rendering the Kubernetes manifests")?;
+    for overlay in crate::k8s::OVERLAYS {
+        let text = crate::k8s::check(overlay).context("rendering the Kubernetes manifests")?;
+        let dest = out.join(format!("kubernetes/{overlay}.yaml"));
+        std::fs::create_dir_all(out.join("kubernetes"))?;
+        std::fs::write(&dest, text).with_context(|| format!("writing {}", dest.display()))?;
+    }
     let sums = Command::new("sh")
         .current_dir(&out)
         .args(["-c", "find . -type f ! -name SHA256SUMS | sort | xargs sha256sum > SHA256SUMS"])
@@ -70,7 +75,7 @@ pub fn run() -> anyhow::Result<()> {
         "hosts: copy bin/* to /usr/local/bin, config/* to /etc/zonal, systemd/* to /etc/systemd/system, then `systemctl enable --now zonal-agent`"
     );
     println!(
-        "kubernetes: `cargo xtask deploy image`, push it, `cargo xtask deploy kubernetes --values mine.toml`, then `kubectl apply -f k8s/`; import grafana/zonal-dashboard.json"
+        "kubernetes: `cargo xtask deploy image`, push it, copy deploy/kubernetes/overlays/<plain|eks> and edit it, `kubectl apply -k` it (or apply kubernetes/<overlay>.yaml); import grafana/zonal-dashboard.json"
     );
     Ok(())
 }

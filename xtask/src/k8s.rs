@@ -1,247 +1,427 @@
-//! `cargo xtask deploy kubernetes`: renders the manifests in `deploy/k8s/` with their parameters
-//! and checks them: every placeholder resolved, every referenced object (namespace, service
-//! account, secret, config map, priority class, cluster role) present, and, in the test suite,
-//! the Kubernetes 1.30 schema (`kubernetes-validate --strict`).
+//! `cargo xtask deploy kubernetes`: renders a kustomize overlay of `deploy/kubernetes/` with the
+//! kustomize built into kubectl and checks what kubectl cannot: every referenced object present,
+//! every selector matching, both programs' configurations (their ConfigMaps, merged as the pods
+//! read them) valid, and memory and disk resources equal to the documented formulas; and, when
+//! `kubernetes-validate` is installed (always in the test suite), the Kubernetes 1.30 schema.
 //!
 //! ```text
-//!  deploy/k8s/values.toml (+ --values FILE) ──┐
-//!  deploy/k8s/*.yaml with ${name} ────────────┴─ render ──> target/zonal-deploy/k8s/*.yaml
-//!                                                  └─ cross_references ─ kubernetes-validate
+//!  deploy/kubernetes/overlays/<name> ──kubectl kustomize──> target/zonal-deploy/kubernetes/<name>.yaml
+//!      └─ cross_references ─ configs (AgentConfig / TransporterConfig) ─ resources ─ kubernetes-validate
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
+use serde_yaml::Value;
+use shell::ProgramConfig as _;
 
 /// The Kubernetes version the manifests are validated against.
 pub const KUBERNETES_VERSION: &str = "1.30.0";
 
-/// The sources and their default parameters.
+/// The overlays shipped in `deploy/kubernetes/overlays/`.
+pub const OVERLAYS: [&str; 2] = ["plain", "eks"];
+
+const MIB: f64 = 1_048_576.0;
+
+/// `deploy/kubernetes/`.
 pub fn source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
 }
 
-/// Parameters: `values.toml`, then `overrides` on top. Every value must be a string.
-pub fn values(overrides: Option<&Path>) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    let defaults = source_dir().join("values.toml");
-    for file in std::iter::once(defaults.as_path()).chain(overrides) {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
-        for (k, v) in table {
-            let v = v.as_str().with_context(|| format!("{}: {k} must be a string", file.display()))?;
-            out.insert(k, v.to_owned());
-        }
-    }
-    Ok(out)
+/// An overlay by name (one of [`OVERLAYS`]) or by path (a user's own overlay).
+pub fn overlay_dir(overlay: &str) -> PathBuf {
+    if OVERLAYS.contains(&overlay) { source_dir().join("overlays").join(overlay) } else { PathBuf::from(overlay) }
 }
 
-/// `${name}` replaced by its value; a placeholder without a value is an error naming it.
-pub fn substitute(text: &str, values: &BTreeMap<String, String>, file: &str) -> anyhow::Result<String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find('}').with_context(|| format!("{file}: unterminated ${{ placeholder"))?;
-        let name = &after[..end];
-        let value = values.get(name).with_context(|| format!("{file}: no value for ${{{name}}}"))?;
-        out.push_str(value);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+/// `kubectl kustomize DIR`: the rendered manifests as text.
+pub fn render(dir: &Path) -> anyhow::Result<String> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .context("running kubectl kustomize (kubectl carries kustomize since 1.14)")?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).context("kubectl kustomize wrote something other than UTF-8")
 }
 
-/// Renders every source manifest into `out`, returning the files written.
-pub fn render(overrides: Option<&Path>, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let values = values(overrides)?;
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(source_dir())
-        .context("listing deploy/k8s")?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    sources.sort();
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut written = Vec::new();
-    for src in sources {
-        let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let text = std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
-        let rendered = substitute(&text, &values, &name)?;
-        let dest = out.join(&name);
-        std::fs::write(&dest, rendered).with_context(|| format!("writing {}", dest.display()))?;
-        written.push(dest);
-    }
-    cross_references(&written)?;
-    Ok(written)
-}
-
-/// One object's identity.
-type Id = (String, String, String); // (kind, namespace, name)
-
-/// Checks that every object the manifests refer to is among them.
-pub fn cross_references(files: &[PathBuf]) -> anyhow::Result<()> {
-    let mut objects: BTreeSet<Id> = BTreeSet::new();
+/// The YAML documents of a rendering.
+pub fn documents(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut docs = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: serde_yaml::Value =
-                serde::Deserialize::deserialize(doc).with_context(|| format!("parsing {}", f.display()))?;
-            if v.is_null() {
-                continue;
-            }
-            let kind = v["kind"].as_str().unwrap_or_default().to_owned();
-            let ns = v["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
-            let name = v["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-            objects.insert((kind, ns, name));
-            docs.push((f.clone(), v));
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc).context("parsing the rendered manifests")?;
+        if !v.is_null() {
+            docs.push(v);
         }
     }
-    let need = |kind: &str, ns: &str, name: &str, from: &str| -> anyhow::Result<()> {
-        if objects.contains(&(kind.to_owned(), ns.to_owned(), name.to_owned())) {
+    Ok(docs)
+}
+
+fn str_of<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    path.iter().fold(v, |v, k| &v[*k]).as_str().unwrap_or_default()
+}
+
+fn name_of(v: &Value) -> String {
+    format!("{} {}/{}", str_of(v, &["kind"]), str_of(v, &["metadata", "namespace"]), str_of(v, &["metadata", "name"]))
+}
+
+/// The object of `kind` named `name` in `ns`.
+fn find<'a>(docs: &'a [Value], kind: &str, ns: &str, name: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| {
+        str_of(d, &["kind"]) == kind
+            && str_of(d, &["metadata", "namespace"]) == ns
+            && str_of(d, &["metadata", "name"]) == name
+    })
+}
+
+/// Whether every `matchLabels` entry of `selector` is among `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector.as_mapping().is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &labels[k] == v))
+}
+
+/// Workloads (DaemonSet, StatefulSet, Deployment): their pod templates.
+fn workloads(docs: &[Value]) -> impl Iterator<Item = &Value> {
+    docs.iter().filter(|d| !d["spec"]["template"]["spec"].is_null())
+}
+
+/// Checks that every object the manifests refer to is among them, and that every selector
+/// selects something.
+pub fn cross_references(docs: &[Value]) -> anyhow::Result<()> {
+    for v in docs {
+        let ns = str_of(v, &["metadata", "namespace"]);
+        let from = name_of(v);
+        let need = |kind: &str, ns: &str, name: &str| -> anyhow::Result<()> {
+            ensure!(
+                find(docs, kind, ns, name).is_some(),
+                "{from} refers to {kind} {ns}/{name}, which no manifest defines"
+            );
             Ok(())
-        } else {
-            bail!("{from} refers to {kind} {ns}/{name}, which no manifest defines")
-        }
-    };
-    for (file, v) in &docs {
-        let kind = v["kind"].as_str().unwrap_or_default();
-        let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
-        let from = format!("{} {kind} {}", file.display(), v["metadata"]["name"].as_str().unwrap_or_default());
+        };
         if !ns.is_empty() {
-            need("Namespace", "", ns, &from)?;
+            need("Namespace", "", ns)?;
         }
         let pod = &v["spec"]["template"]["spec"];
         if !pod.is_null() {
-            if let Some(sa) = pod["serviceAccountName"].as_str() {
-                need("ServiceAccount", ns, sa, &from)?;
-            }
+            need("ServiceAccount", ns, str_of(pod, &["serviceAccountName"]))?;
             if let Some(pc) = pod["priorityClassName"].as_str() {
-                need("PriorityClass", "", pc, &from)?;
+                need("PriorityClass", "", pc)?;
             }
             for vol in pod["volumes"].as_sequence().into_iter().flatten() {
-                if let Some(s) = vol["secret"]["secretName"].as_str() {
-                    need("Secret", ns, s, &from)?;
+                let optional = |src: &Value| src["optional"].as_bool() == Some(true);
+                if let Some(s) = vol["secret"]["secretName"].as_str().filter(|_| !optional(&vol["secret"])) {
+                    need("Secret", ns, s)?;
                 }
-                if let Some(c) = vol["configMap"]["name"].as_str() {
-                    need("ConfigMap", ns, c, &from)?;
+                if let Some(c) = vol["configMap"]["name"].as_str().filter(|_| !optional(&vol["configMap"])) {
+                    need("ConfigMap", ns, c)?;
                 }
             }
-            let selector = &v["spec"]["selector"]["matchLabels"];
             let labels = &v["spec"]["template"]["metadata"]["labels"];
-            for (k, want) in selector.as_mapping().into_iter().flatten() {
-                if &labels[k] != want {
-                    bail!("{from}: the selector {k:?} does not match the pod template's labels");
-                }
-            }
+            ensure!(
+                selects(&v["spec"]["selector"]["matchLabels"], labels),
+                "{from}: its selector does not match its pods"
+            );
         }
         if let Some(svc) = v["spec"]["serviceName"].as_str() {
-            need("Service", ns, svc, &from)?;
+            need("Service", ns, svc)?;
         }
-        if kind == "ClusterRoleBinding" || kind == "RoleBinding" {
-            let role = &v["roleRef"];
-            need(role["kind"].as_str().unwrap_or_default(), "", role["name"].as_str().unwrap_or_default(), &from)?;
-            for s in v["subjects"].as_sequence().into_iter().flatten() {
-                let sns = s["namespace"].as_str().unwrap_or(ns);
-                need("ServiceAccount", sns, s["name"].as_str().unwrap_or_default(), &from)?;
+        match str_of(v, &["kind"]) {
+            "ClusterRoleBinding" | "RoleBinding" => {
+                need(str_of(v, &["roleRef", "kind"]), "", str_of(v, &["roleRef", "name"]))?;
+                for s in v["subjects"].as_sequence().into_iter().flatten() {
+                    need("ServiceAccount", s["namespace"].as_str().unwrap_or(ns), str_of(s, &["name"]))?;
+                }
             }
+            "Service" | "PodDisruptionBudget" | "NetworkPolicy" => {
+                let selector = match str_of(v, &["kind"]) {
+                    "Service" => &v["spec"]["selector"],
+                    "NetworkPolicy" => &v["spec"]["podSelector"]["matchLabels"],
+                    _ => &v["spec"]["selector"]["matchLabels"],
+                };
+                let pods: Vec<&Value> = workloads(docs)
+                    .filter(|w| str_of(w, &["metadata", "namespace"]) == ns)
+                    .filter(|w| selects(selector, &w["spec"]["template"]["metadata"]["labels"]))
+                    .collect();
+                ensure!(!pods.is_empty(), "{from} selects no pods");
+                ports_exist(v, &pods, &from)?;
+            }
+            "ServiceMonitor" => {
+                let services: Vec<&Value> = docs
+                    .iter()
+                    .filter(|d| str_of(d, &["kind"]) == "Service" && str_of(d, &["metadata", "namespace"]) == ns)
+                    .filter(|d| selects(&v["spec"]["selector"]["matchLabels"], &d["metadata"]["labels"]))
+                    .collect();
+                ensure!(!services.is_empty(), "{from} selects no Service");
+                for e in v["spec"]["endpoints"].as_sequence().into_iter().flatten() {
+                    let port = str_of(e, &["port"]);
+                    ensure!(
+                        services.iter().all(|s| s["spec"]["ports"]
+                            .as_sequence()
+                            .into_iter()
+                            .flatten()
+                            .any(|p| p["name"] == port)),
+                        "{from}: a selected Service has no port named {port:?}"
+                    );
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
 }
 
-/// Validates rendered manifests against the Kubernetes schema with `kubernetes-validate`.
-pub fn validate_schema(files: &[PathBuf]) -> anyhow::Result<()> {
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--quiet", "-k", KUBERNETES_VERSION])
-        .args(files)
-        .output()
-        .context("running kubernetes-validate (pip install kubernetes-validate)")?;
-    if !out.status.success() {
-        bail!(
-            "kubernetes-validate {KUBERNETES_VERSION} refused the manifests:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+/// The ports a Service targets, or a NetworkPolicy opens, are ports of the selected pods.
+fn ports_exist(v: &Value, pods: &[&Value], from: &str) -> anyhow::Result<()> {
+    let container_ports: Vec<&Value> = pods
+        .iter()
+        .flat_map(|w| w["spec"]["template"]["spec"]["containers"].as_sequence().into_iter().flatten())
+        .flat_map(|c| c["ports"].as_sequence().into_iter().flatten())
+        .collect();
+    let wanted = v["spec"]["ports"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|p| if p["targetPort"].is_null() { &p["port"] } else { &p["targetPort"] })
+        .chain(
+            v["spec"]["ingress"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .flat_map(|i| i["ports"].as_sequence().into_iter().flatten().map(|p| &p["port"])),
+        );
+    for port in wanted {
+        ensure!(
+            container_ports.iter().any(|c| &c["name"] == port || &c["containerPort"] == port),
+            "{from}: no selected container has port {port:?}"
         );
     }
     Ok(())
 }
 
-/// `cargo xtask deploy kubernetes`.
-pub fn run(overrides: Option<&Path>) -> anyhow::Result<()> {
-    let out = crate::target_dir().join("zonal-deploy/k8s");
-    let files = render(overrides, &out)?;
-    for f in &files {
-        eprintln!("==> {}", f.display());
+/// A container's configuration files (its `-c` arguments) read from the ConfigMaps mounted at
+/// their folders, written under `dir` as the pod would see them; paths into mounted Secrets (a
+/// password file) point at their keys written under `dir` too.
+fn config_files(docs: &[Value], workload: &Value, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use base64::Engine as _;
+    let ns = str_of(workload, &["metadata", "namespace"]);
+    let pod = &workload["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let volume_of = |mount: &Value| {
+        pod["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == mount["name"])
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mounts: Vec<&Value> = container["volumeMounts"].as_sequence().into_iter().flatten().collect();
+    let mut secret_dirs = Vec::new();
+    for m in &mounts {
+        let Some(secret) = find(docs, "Secret", ns, str_of(&volume_of(m), &["secret", "secretName"])) else { continue };
+        let into = dir.join(format!("secret-{}", secret_dirs.len()));
+        std::fs::create_dir_all(&into)?;
+        for (k, v) in secret["data"].as_mapping().into_iter().flatten() {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .with_context(|| format!("{}: data is not base64", name_of(secret)))?;
+            std::fs::write(into.join(k.as_str().unwrap_or_default()), bytes)?;
+        }
+        secret_dirs.push((format!("{}/", str_of(m, &["mountPath"])), format!("{}/", into.display())));
     }
-    if crate::tools::present("kubernetes-validate") {
-        validate_schema(&files)?;
+    let command: Vec<&str> =
+        container["command"].as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
+    let mut files = Vec::new();
+    for pair in command.windows(2).filter(|w| w[0] == "-c") {
+        let path = Path::new(pair[1]);
+        let (folder, key) = (path.parent().unwrap_or(Path::new("/")), path.file_name().unwrap_or_default());
+        let mount = mounts
+            .iter()
+            .find(|m| Path::new(str_of(m, &["mountPath"])) == folder)
+            .with_context(|| format!("{}: nothing is mounted at {}", name_of(workload), folder.display()))?;
+        let map = find(docs, "ConfigMap", ns, str_of(&volume_of(mount), &["configMap", "name"]))
+            .with_context(|| format!("{}: {} is not a ConfigMap", name_of(workload), folder.display()))?;
+        let mut text = map["data"][key.to_string_lossy().as_ref()]
+            .as_str()
+            .with_context(|| format!("{}: has no {}", name_of(map), key.to_string_lossy()))?
+            .to_owned();
+        for (mounted, written) in &secret_dirs {
+            text = text.replace(mounted.as_str(), written);
+        }
+        let dest = dir.join(format!("{}-{}", files.len(), key.to_string_lossy()));
+        std::fs::write(&dest, text).with_context(|| format!("writing {}", dest.display()))?;
+        files.push(dest);
+    }
+    ensure!(!files.is_empty(), "{}: its command has no -c FILE", name_of(workload));
+    Ok(files)
+}
+
+fn workload<'a>(docs: &'a [Value], kind: &str) -> anyhow::Result<&'a Value> {
+    docs.iter().find(|d| str_of(d, &["kind"]) == kind).with_context(|| format!("no {kind}"))
+}
+
+/// A quantity in bytes (`388Mi`, `10Gi`, `1073741824`).
+pub fn bytes_of(q: &str) -> anyhow::Result<f64> {
+    let (digits, unit) = q.split_at(q.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(q.len()));
+    let n: f64 = digits.parse().with_context(|| format!("quantity {q:?}"))?;
+    let scale = match unit {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => MIB,
+        "Gi" => MIB * 1024.0,
+        other => bail!("quantity {q:?}: unit {other:?} is not used here"),
+    };
+    Ok(n * scale)
+}
+
+/// The agent's memory bound (docs/operations.md): 24 MiB + 1.5 x in flight + 2 x unsent.
+pub fn agent_memory_bytes(c: &zonal_agent::config::AgentConfig) -> f64 {
+    24.0 * MIB + 1.5 * c.max_in_flight_bytes as f64 + 2.0 * c.max_unsent_bytes as f64
+}
+
+/// The transporter's memory bound (docs/operations.md): 80 MiB + brokers x 8 MiB + partitions x
+/// (queued + fetch + 0.2 MiB) + rolls x 24 MiB + uploads x 1 MiB.
+pub fn transporter_memory_bytes(
+    c: &zonal_transporter::config::TransporterConfig,
+    brokers: f64,
+    partitions: f64,
+) -> f64 {
+    let option = |k: &str, default: f64| c.kafka.options.get(k).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let per_partition = option("queued.max.messages.kbytes", 64.0) * 1024.0
+        + option("max.partition.fetch.bytes", 262_144.0)
+        + 0.2 * MIB;
+    80.0 * MIB
+        + brokers * 8.0 * MIB
+        + partitions * per_partition
+        + c.worker.max_concurrent_rolls as f64 * 24.0 * MIB
+        + c.worker.max_concurrent_uploads as f64 * MIB
+}
+
+/// Requests equal to the formula and limits half as much again, in whole MiB.
+fn memory_matches(w: &Value, bound: f64) -> anyhow::Result<()> {
+    let res = &w["spec"]["template"]["spec"]["containers"][0]["resources"];
+    let want_request = (bound / MIB).ceil();
+    let want_limit = (bound * 1.5 / MIB).ceil();
+    let got =
+        (bytes_of(str_of(res, &["requests", "memory"]))? / MIB, bytes_of(str_of(res, &["limits", "memory"]))? / MIB);
+    ensure!(
+        got == (want_request, want_limit),
+        "{}: memory request/limit {}Mi/{}Mi, the formula for its configuration says {want_request}Mi/{want_limit}Mi",
+        name_of(w),
+        got.0,
+        got.1
+    );
+    Ok(())
+}
+
+/// Both programs read their configuration from the rendered ConfigMaps, and the pods' memory
+/// and disk are what the formulas say for it.
+pub fn configs_and_resources(docs: &[Value]) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let agent = workload(docs, "DaemonSet")?;
+    let files = config_files(docs, agent, dir.path())?;
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let a = zonal_agent::config::AgentConfig::load_files(&paths).context("the agent's ConfigMaps")?;
+    memory_matches(agent, agent_memory_bytes(&a))?;
+
+    let sts = workload(docs, "StatefulSet")?;
+    let files = config_files(docs, sts, dir.path())?;
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let t = zonal_transporter::config::TransporterConfig::load_files(&paths).context("the transporter's ConfigMaps")?;
+    let sizing = |k: &str| -> anyhow::Result<f64> {
+        str_of(sts, &["metadata", "annotations", k])
+            .parse()
+            .with_context(|| format!("{}: annotation {k}", name_of(sts)))
+    };
+    let bound = transporter_memory_bytes(
+        &t,
+        sizing("zonal.io/sizing-brokers")?,
+        sizing("zonal.io/sizing-partitions-per-worker")?,
+    );
+    memory_matches(sts, bound)?;
+    // Disk: the buffers' budget plus a quarter, as the emptyDir's limit and the pod's request.
+    let want = t.worker.max_buffer_bytes as f64 * 1.25;
+    let pod = &sts["spec"]["template"]["spec"];
+    let buffers = pod["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "buffers")
+        .context("no buffers volume")?;
+    let res = &pod["containers"][0]["resources"];
+    for (what, q) in [
+        ("emptyDir.sizeLimit", str_of(buffers, &["emptyDir", "sizeLimit"])),
+        ("ephemeral-storage request", str_of(res, &["requests", "ephemeral-storage"])),
+    ] {
+        ensure!(bytes_of(q)? == want, "{}: {what} {q}, worker.max-buffer-bytes x 1.25 is {want} bytes", name_of(sts));
+    }
+    Ok(())
+}
+
+/// Validates rendered manifests against the Kubernetes schema with `kubernetes-validate`
+/// (the Prometheus Operator's kinds have no schema there: `cross_references` checks them).
+pub fn validate_schema(text: &str) -> anyhow::Result<()> {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+    std::fs::write(file.path(), text)?;
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "--no-warn", "-k", KUBERNETES_VERSION])
+        .arg(file.path())
+        .output()
+        .context("running kubernetes-validate (pip install kubernetes-validate)")?;
+    ensure!(
+        out.status.success(),
+        "kubernetes-validate {KUBERNETES_VERSION} refused the manifests:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Renders and checks an overlay; the rendering.
+pub fn check(overlay: &str) -> anyhow::Result<String> {
+    let text = render(&overlay_dir(overlay))?;
+    let docs = documents(&text)?;
+    cross_references(&docs).with_context(|| format!("overlay {overlay}"))?;
+    configs_and_resources(&docs).with_context(|| format!("overlay {overlay}"))?;
+    let kinds: BTreeSet<&str> = docs.iter().map(|d| str_of(d, &["kind"])).collect();
+    ensure!(kinds.contains("NetworkPolicy"), "overlay {overlay}: no NetworkPolicy");
+    Ok(text)
+}
+
+/// `cargo xtask deploy kubernetes [--overlay NAME|PATH]`: every shipped overlay, or one.
+pub fn run(overlay: Option<&str>) -> anyhow::Result<()> {
+    let out = crate::target_dir().join("zonal-deploy/kubernetes");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let chosen: Vec<&str> = overlay.map_or(OVERLAYS.to_vec(), |o| vec![o]);
+    let validator = crate::tools::present("kubernetes-validate");
+    for o in chosen {
+        let text = check(o)?;
+        if validator {
+            validate_schema(&text)?;
+        }
+        let name =
+            overlay_dir(o).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "overlay".into());
+        let dest = out.join(format!("{name}.yaml"));
+        std::fs::write(&dest, &text).with_context(|| format!("writing {}", dest.display()))?;
+        eprintln!("==> {}: references, configurations and resources checked", dest.display());
+        println!(
+            "apply with: kubectl apply -f {}   (or kubectl apply -k {})",
+            dest.display(),
+            overlay_dir(o).display()
+        );
+    }
+    if validator {
         eprintln!("==> valid against the Kubernetes {KUBERNETES_VERSION} schema");
     } else {
         eprintln!("==> kubernetes-validate not installed (pip install kubernetes-validate); schema not checked");
     }
-    println!("apply with: kubectl apply -f {}", out.display());
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use serde::Deserialize as _;
-
-    use super::*;
-
-    #[test]
-    fn placeholders_must_all_resolve() {
-        let values = BTreeMap::from([("a".to_owned(), "1".to_owned())]);
-        assert_eq!(substitute("x ${a} y", &values, "f").expect("resolves"), "x 1 y");
-        let e = substitute("x ${b}", &values, "f.yaml").expect_err("unknown");
-        assert!(e.to_string().contains("${b}") && e.to_string().contains("f.yaml"), "{e}");
-    }
-
-    #[test]
-    fn rendered_manifests_are_complete_and_valid_for_kubernetes_1_30() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let files = render(None, dir.path()).expect("renders with cross-references intact");
-        assert!(files.len() >= 5, "{files:?}");
-        let all: String = files.iter().map(|f| std::fs::read_to_string(f).expect("read")).collect();
-        for kind in ["Namespace", "ServiceAccount", "ClusterRole", "DaemonSet", "StatefulSet", "PodDisruptionBudget"] {
-            assert!(all.contains(&format!("kind: {kind}")), "no {kind}");
-        }
-        validate_schema(&files).expect("schema");
-        // The agent's configuration in its ConfigMap is one the agent reads (an unknown or
-        // misspelt key is an error there).
-        let agent = files.iter().find(|f| f.ends_with("30-agent.yaml")).expect("the agent's manifest");
-        let text = std::fs::read_to_string(agent).expect("read");
-        let toml_text = serde_yaml::Deserializer::from_str(&text)
-            .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
-            .find_map(|v| v["data"]["agent.toml"].as_str().map(str::to_owned))
-            .expect("a ConfigMap with agent.toml");
-        let cfg: zonal_agent::config::AgentConfig = toml::from_str(&toml_text).expect("the agent reads its ConfigMap");
-        assert_eq!(cfg.streams[0].format, zonal_agent::container::LogFormat::Cri);
-        assert!(!cfg.streams[0].exclude.is_empty(), "the agent's own logs are excluded");
-        // A broken reference is caught.
-        let broken = dir.path().join("30-agent.yaml");
-        let text =
-            std::fs::read_to_string(&broken).expect("read").replace("secretName: zonal-kafka", "secretName: nope");
-        std::fs::write(&broken, text).expect("write");
-        let e = cross_references(&files).expect_err("dangling secret");
-        assert!(e.to_string().contains("Secret") && e.to_string().contains("nope"), "{e}");
-    }
-
-    #[test]
-    fn systemd_units_are_sandboxed() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        for unit in ["deploy/agent/zonal-agent.service", "deploy/transporter/zonal-transporter.service"] {
-            let out = Command::new("systemd-analyze")
-                .args(["security", "--offline=true", "--threshold=40"])
-                .arg(root.join(unit))
-                .output()
-                .expect("systemd-analyze (Debian's systemd) runs");
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{unit} is exposed above 4.0:\n{text}");
-        }
-    }
-}
+mod tests;

@@ -55,11 +55,12 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum DeployTarget {
-    /// Render deploy/k8s/ with its parameters into target/zonal-deploy/k8s/ and check them.
+    /// Render the kustomize overlays of deploy/kubernetes/ into target/zonal-deploy/kubernetes/
+    /// and check them (references, configurations, resources, the Kubernetes schema).
     Kubernetes {
-        /// Parameters layered over deploy/k8s/values.toml.
+        /// One overlay: `plain`, `eks`, or the path of your own; every shipped one when absent.
         #[arg(long)]
-        values: Option<std::path::PathBuf>,
+        overlay: Option<String>,
     },
     /// Build the container image (Dockerfile) with docker or podman.
     Image {
@@ -109,7 +110,7 @@ fn real_main() -> anyhow::Result<()> {
         ),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Deploy { target: None } => deploy::run(),
-        Cmd::Deploy { target: Some(DeployTarget::Kubernetes { values }) } => k8s::run(values.as_deref()),
+        Cmd::Deploy { target: Some(DeployTarget::Kubernetes { overlay }) } => k8s::run(overlay.as_deref()),
         Cmd::Deploy { target: Some(DeployTarget::Image { tag }) } => deploy::image(&tag),
     }
 }

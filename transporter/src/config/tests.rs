@@ -41,6 +41,31 @@ fn layering() {
 }
 
 #[test]
+fn several_files_merge_in_order_and_an_error_names_its_file() {
+    // As the Kubernetes overlays mount them: a base file and a Kafka-login file that adds
+    // `[kafka.options]` and overrides one key of the base.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = write(
+        &dir,
+        &MINIMAL.replace("topics = [\"logs\"]", "topics = [\"logs\"]\n[kafka.options]\n\"client.id\" = \"base\""),
+    );
+    let login = dir.path().join("kafka.toml");
+    std::fs::write(
+        &login,
+        "[kafka]\nbootstrap-servers = \"b-1.msk:9098\"\n[kafka.options]\n\"security.protocol\" = \"SASL_SSL\"\n",
+    )
+    .expect("write");
+    let c = TransporterConfig::load_files(&[&base, &login]).expect("valid");
+    assert_eq!(c.kafka.bootstrap_servers, "b-1.msk:9098");
+    assert_eq!(c.kafka.topics, ["logs"]);
+    assert_eq!(c.kafka.options.get("client.id").map(String::as_str), Some("base"), "tables merge");
+    assert_eq!(c.kafka.options.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
+    std::fs::write(&login, "[kafka]\nbootstrap = \"x\"\n").expect("write");
+    let e = TransporterConfig::load_files(&[&base, &login]).expect_err("unknown key").to_string();
+    assert!(e.contains("kafka.toml") && e.contains("bootstrap"), "{e}");
+}
+
+#[test]
 fn errors_name_the_field() {
     isolated(|_| errors_name_the_field_inner());
 }
