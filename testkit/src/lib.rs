@@ -21,6 +21,7 @@ pub mod kubelet;
 pub mod metadata;
 pub mod net;
 pub mod process;
+pub mod promql;
 pub mod readme;
 mod runtime;
 pub mod s3;
@@ -72,6 +73,14 @@ pub enum TestkitError {
         what: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A PromQL query (a dashboard's or an alert's) does not parse.
+    #[error("PromQL {expr:?} does not parse: {reason}")]
+    Query {
+        /// The query.
+        expr: String,
+        /// The parser's message.
+        reason: String,
     },
 }
 

@@ -163,9 +163,14 @@ fn pipeline_with(
     anyhow::ensure!(twice.is_empty(), "{} lines twice in S3, e.g. {:?}", twice.len(), twice.first());
     assert_eq!(seen.len(), lines.len());
 
+    let mut scrapes = testkit::http::get(&http, "/metrics")?.1;
     for path in ["/status", "/metrics", "/readyz"] {
         printed.push_str(&testkit::http::get(&http, path)?.1);
     }
+    for w in &workers {
+        scrapes.push_str(&w.get("/metrics")?.1);
+    }
+    monitoring_queries_name_only_exported_metrics(&scrapes)?;
     printed.push_str(&std::fs::read_to_string(&agent_log)?);
     for w in &workers {
         for path in ["/status", "/metrics", "/assignment"] {
@@ -182,6 +187,31 @@ fn pipeline_with(
         anyhow::ensure!(check.status.success(), "zonal-transporter check failed: {printed}");
     }
     Ok(printed)
+}
+
+/// Every query of the Grafana dashboard and of the PrometheusRule parses as PromQL and names
+/// only metrics that the running programs export (the master's included).
+fn monitoring_queries_name_only_exported_metrics(scrapes: &str) -> Res {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/zonal-dashboard.json"))?)?;
+    let mut queries = testkit::promql::grafana_queries(&dashboard);
+    anyhow::ensure!(queries.len() >= 20, "the dashboard has {} queries", queries.len());
+    let rules = std::fs::read_to_string(root.join("deploy/kubernetes/components/prometheus-operator/monitoring.yaml"))?;
+    let mut alerts = 0;
+    for doc in serde_yaml::Deserializer::from_str(&rules) {
+        let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)?;
+        for group in v["spec"]["groups"].as_sequence().into_iter().flatten() {
+            for rule in group["rules"].as_sequence().into_iter().flatten() {
+                queries.push(rule["expr"].as_str().unwrap_or_default().to_owned());
+                alerts += 1;
+            }
+        }
+    }
+    anyhow::ensure!(alerts >= 8, "the PrometheusRule has {alerts} alerts");
+    let unknown = testkit::promql::unknown_metrics(&queries, scrapes)?;
+    anyhow::ensure!(unknown.is_empty(), "queries name metrics the programs do not export: {unknown:#?}");
+    Ok(())
 }
 
 #[test]
