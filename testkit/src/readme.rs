@@ -1,14 +1,14 @@
-//! The check that the README's configuration reference documents every key a program has: both
-//! programs print their effective configuration (`check`), and every key of it must appear in
-//! backquotes in the program's section of the README, so the reference cannot drift from the
-//! structs.
+//! The check that the configuration reference (`docs/configuration.md`) documents every key a
+//! program has: both programs print their effective configuration (`check`), and every key of
+//! it must appear in backquotes in the program's section of the reference, so the reference
+//! cannot drift from the structs.
 //!
 //! ```text
 //!  check's TOML ─config_keys─> kafka.bootstrap-servers, streams[].topic, checkpoint-dir, …
-//!  README ─section_start … section_end─> the program's reference ─`key`?─> undocumented keys
+//!  docs/configuration.md ─section_start … section_end─> the program's reference ─`key`?─> undocumented keys
 //! ```
 
-/// The keys of an effective configuration as the README names them, sorted and without
+/// The keys of an effective configuration as the reference names them, sorted and without
 /// repeats: a top-level value is `key`, a value of a table `table.key`, and a value of the
 /// tables in an array `array[].key`. Deeper levels (`kafka.options`' own keys, `etcd.tls`'s
 /// fields) stay under their parent's name, since the reference documents them there.
@@ -32,9 +32,9 @@ pub fn config_keys(effective: &toml::Table) -> Vec<String> {
     keys
 }
 
-/// The keys of `effective` (see [`config_keys`]) that the README's section between the first
+/// The keys of `effective` (see [`config_keys`]) that the reference's section between the first
 /// `section_start` and the next `section_end` after it does not name in backquotes, leaving out
-/// those `skip` accepts (settings documented in another program's section). A README without
+/// those `skip` accepts (settings documented in another program's section). A reference without
 /// the section documents nothing.
 pub fn undocumented_keys(
     effective: &toml::Table,

@@ -211,6 +211,26 @@ fn monitoring_queries_name_only_exported_metrics(scrapes: &str) -> Res {
     anyhow::ensure!(alerts >= 8, "the PrometheusRule has {alerts} alerts");
     let unknown = testkit::promql::unknown_metrics(&queries, scrapes)?;
     anyhow::ensure!(unknown.is_empty(), "queries name metrics the programs do not export: {unknown:#?}");
+
+    // docs/metrics.md names each exported family (a counter by its `_total` series) and nothing else.
+    let reference = std::fs::read_to_string(root.join("docs/metrics.md"))?;
+    let named: std::collections::BTreeSet<&str> =
+        reference.split('`').skip(1).step_by(2).filter(|w| w.starts_with("zonal_")).collect();
+    let offered = testkit::promql::exported(scrapes);
+    // A histogram is named by its family (its series end in `_bucket`, `_sum`, `_count`).
+    let stale: Vec<&&str> =
+        named.iter().filter(|n| !offered.contains(**n) && !offered.contains(&format!("{n}_bucket"))).collect();
+    anyhow::ensure!(stale.is_empty(), "docs/metrics.md names metrics nobody exports: {stale:?}");
+    let undocumented: Vec<String> = scrapes
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let (name, kind) = l.split_once(' ')?;
+            Some(if kind == "counter" { format!("{name}_total") } else { name.to_owned() })
+        })
+        .filter(|n| !named.contains(n.as_str()))
+        .collect();
+    anyhow::ensure!(undocumented.is_empty(), "docs/metrics.md does not document {undocumented:?}");
     Ok(())
 }
 

@@ -170,7 +170,7 @@ pub async fn check_store(s3: &S3Config, client: &Client, dir: &std::path::Path, 
         let what = p.notes.join("; ");
         if s3.require_conditional_writes {
             anyhow::bail!(
-                "the S3 store at {} does not honour conditional writes ({what}): a stalled worker could replace a newer object. Set s3.require-conditional-writes = false to run with fencing by etcd alone (README: S3 stores)",
+                "the S3 store at {} does not honour conditional writes ({what}): a stalled worker could replace a newer object. Set s3.require-conditional-writes = false to run with fencing by etcd alone (docs/guarantees.md: S3 stores)",
                 s3.endpoint.as_deref().unwrap_or("AWS")
             );
         }

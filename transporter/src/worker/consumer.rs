@@ -150,7 +150,7 @@ pub fn consumer_config(cfg: &TransporterConfig, rack: Option<&str>, options: &Cl
         // consumer). Each partition's records go to its buffer file as they come, even while
         // an object uploads, so a queue only needs to cover one fetch round trip: 64 KiB
         // each, fetched at most 256 KiB at a time, in responses of at most 8 MiB per broker;
-        // memory is the README's formula in the partitions owned (override in kafka.options).
+        // memory is the formula in docs/operations.md in the partitions owned (override in kafka.options).
         .set("queued.min.messages", "20000")
         .set("queued.max.messages.kbytes", "64")
         .set("max.partition.fetch.bytes", "262144")

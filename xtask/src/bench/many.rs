@@ -1,5 +1,5 @@
 //! The `scale` case's agent at a node's width: 5,000 files tailed at once, with every broker
-//! down for a while in the middle. It reports what the README promises of that moment: nothing
+//! down for a while in the middle. It reports what docs/guarantees.md promises of that moment: nothing
 //! lost (every byte of every file acknowledged), peak RSS against the memory formula, the most
 //! descriptors open, and the throughput outside the outage against `kcat -P` over the same
 //! lines.
@@ -47,7 +47,7 @@ pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let records = high_watermarks(&bootstrap, "bench-agent")?;
     let mb = input.size as f64 / 1e6;
     let lost = input.size.saturating_sub(run.acked);
-    // README: 24 MB + 1.5 x max-in-flight-bytes (8 MiB) + 2 x max-unsent-bytes (16 MiB).
+    // docs/operations.md: 24 MB + 1.5 x max-in-flight-bytes (8 MiB) + 2 x max-unsent-bytes (16 MiB).
     let formula = 24.0 + 1.5 * 8.0 * 1.048_576 + 2.0 * 16.0 * 1.048_576;
     let first_half = mb / 2.0 / run.first_half_secs;
     eprintln!(

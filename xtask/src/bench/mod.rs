@@ -15,7 +15,7 @@
 //!   zone-unaware run's in the same invocation.
 //! - `scale`: wide rather than fast: the agent tailing 200 files at once against `kcat -P` over
 //!   them, then over 5,000 files with every broker down for 10 s in the middle (`many-files`,
-//!   also runnable alone: bytes lost, peak RSS against the README's formula, most descriptors
+//!   also runnable alone: bytes lost, peak RSS against the formula in docs/operations.md, most descriptors
 //!   open), and the transporter fleet over 1,000 partitions against `kcat -C`; throughput and
 //!   peak RSS. The transporter case also gives CPU seconds per GB.
 //!

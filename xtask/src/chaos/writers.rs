@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 
 /// The least time between two rotations of one log. Two copytruncates within one poll of the
 /// agent (100 ms here) leave the lines written between them in a copy the agent never saw the
-/// head of, under a name its glob does not match: the README names that window. logrotate
+/// head of, under a name its glob does not match: docs/guarantees.md names that window. logrotate
 /// runs hours apart; back-to-back rotations (a periodic one, then a fault) were the harness's
 /// own doing.
 const ROTATION_SPACING: Duration = Duration::from_secs(1);

@@ -1,7 +1,11 @@
 //! Tests of the Kubernetes manifests: each overlay as kubectl renders it, checked and validated,
 //! and the checks themselves shown to catch what they are for.
 
+use super::pods::{bytes_of, config_files};
 use super::*;
+use shell::ProgramConfig as _;
+
+const MIB: f64 = 1_048_576.0;
 
 fn rendered(overlay: &str) -> (String, Vec<Value>) {
     let text = check(overlay).unwrap_or_else(|e| panic!("overlay {overlay}: {e:#}"));
@@ -157,4 +161,20 @@ fn systemd_units_are_sandboxed() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{unit} is exposed above 4.0:\n{text}");
     }
+}
+
+#[test]
+fn every_alert_has_a_troubleshooting_entry() {
+    let (_, docs) = rendered("plain");
+    let guide = std::fs::read_to_string(source_dir().join("../../docs/troubleshooting.md")).expect("the guide");
+    let rule = docs.iter().find(|d| str_of(d, &["kind"]) == "PrometheusRule").expect("rules");
+    let mut alerts = 0;
+    for group in rule["spec"]["groups"].as_sequence().expect("groups") {
+        for r in group["rules"].as_sequence().expect("rules") {
+            let name = str_of(r, &["alert"]);
+            assert!(guide.contains(&format!("\n### {name}\n")), "docs/troubleshooting.md has no entry for {name}");
+            alerts += 1;
+        }
+    }
+    assert!(alerts >= 8, "{alerts} alerts");
 }
