@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Bodies are signed as `s3.upload-signing` says: stores differ in which of the SDK's signing
-//! and checksum modes they accept, so the mode is chosen, not left to the SDK's default.
+//! and checksum modes they accept, so the mode is chosen, not left to the SDK's default. With
+//! `s3.checksum-algorithm`, each body's checksum is computed from the file first (`checksum`).
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 use crate::config::{S3Config, UploadSigning};
 use crate::continuity::ObjectSpan;
 use crate::coord::LeaseState;
+use checksum::WithChecksum as _;
 
 /// An object's bytes: a file of `size` bytes, streamed from disk (a part at a time for
 /// multipart uploads), so that uploading holds no object in memory.
@@ -251,6 +253,7 @@ async fn once(
     let size = body.len();
     if size <= cfg.multipart_threshold_bytes as u64 {
         let stream = body.stream(0, size, cfg.upload_signing).await?;
+        let sum = checksum::of_file(cfg.checksum_algorithm, body.path, 0, size).await?;
         let mut put = cfg
             .object_settings()
             .on_put(client.put_object())
@@ -258,6 +261,7 @@ async fn once(
             .key(key)
             .set_if_none_match(if_none_match.clone())
             .set_if_match(if_match.clone())
+            .with_checksum(cfg.checksum_algorithm, sum)
             .body(stream);
         for (k, v) in meta {
             put = put.metadata(*k, v);
@@ -306,20 +310,24 @@ async fn multipart(
     let mut parts = Vec::new();
     for (i, offset) in (0..size).step_by(PART).enumerate() {
         let n = i32::try_from(i + 1)?;
-        let stream = body.stream(offset, (size - offset).min(PART as u64), cfg.upload_signing).await?;
+        let len = (size - offset).min(PART as u64);
+        let stream = body.stream(offset, len, cfg.upload_signing).await?;
+        let sum = checksum::of_file(cfg.checksum_algorithm, body.path, offset, len).await?;
         let part = client
             .upload_part()
             .bucket(&cfg.bucket)
             .key(key)
             .upload_id(&upload_id)
             .part_number(n)
+            .with_checksum(cfg.checksum_algorithm, sum.clone())
             .body(stream)
             .send()
             .await
             .map_err(|e| {
                 refusal(status_of(&e), anyhow::Error::new(e).context(format!("uploading part {n} of {key}")))
             })?;
-        parts.push(CompletedPart::builder().part_number(n).set_e_tag(part.e_tag().map(str::to_owned)).build());
+        let done = CompletedPart::builder().part_number(n).set_e_tag(part.e_tag().map(str::to_owned));
+        parts.push(done.with_checksum(cfg.checksum_algorithm, sum).build());
     }
     let completed = client
         .complete_multipart_upload()
@@ -368,6 +376,7 @@ impl Drop for AbortGuard {
     }
 }
 
+pub mod checksum;
 pub mod deployment;
 pub mod probe;
 mod refusal;

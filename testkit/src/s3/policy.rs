@@ -17,11 +17,15 @@ pub fn test_credentials() -> (String, String) {
 
 /// The object-level headers recorded from each write (encryption, key, bucket key, storage
 /// class), as the store received them.
-pub const RECORDED: [&str; 4] = [
+pub const RECORDED: [&str; 8] = [
     "x-amz-server-side-encryption",
     "x-amz-server-side-encryption-aws-kms-key-id",
     "x-amz-server-side-encryption-bucket-key-enabled",
     "x-amz-storage-class",
+    "x-amz-checksum-algorithm",
+    "x-amz-checksum-crc32c",
+    "x-amz-checksum-crc32",
+    "x-amz-checksum-sha256",
 ];
 
 /// The bucket owner's demands and what writers sent.

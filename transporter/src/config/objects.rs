@@ -84,6 +84,39 @@ pub struct S3Config {
     /// names it: `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`… `GLACIER` and
     /// `DEEP_ARCHIVE` are refused: their objects cannot be read back without a restore.
     pub storage_class: Option<String>,
+    /// A checksum of every object (of every part, for multipart uploads) computed from the file
+    /// before it is sent and given to the store, which refuses a body that does not match and
+    /// keeps the checksum with the object: `none` (the default: TLS protects the transfer, and
+    /// stores that do not know the headers are not tried), `crc32c`, `crc32` or `sha256`.
+    pub checksum_algorithm: ChecksumAlgorithm,
+}
+
+/// An object's checksum (`s3.checksum-algorithm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumAlgorithm {
+    /// No checksum header.
+    #[default]
+    None,
+    /// `x-amz-checksum-crc32c` (Castagnoli).
+    Crc32c,
+    /// `x-amz-checksum-crc32`.
+    Crc32,
+    /// `x-amz-checksum-sha256`.
+    Sha256,
+}
+
+impl ChecksumAlgorithm {
+    /// The SDK's name for it, on the creation of a multipart upload.
+    pub fn sdk(self) -> Option<aws_sdk_s3::types::ChecksumAlgorithm> {
+        use aws_sdk_s3::types::ChecksumAlgorithm as Sdk;
+        match self {
+            ChecksumAlgorithm::None => None,
+            ChecksumAlgorithm::Crc32c => Some(Sdk::Crc32C),
+            ChecksumAlgorithm::Crc32 => Some(Sdk::Crc32),
+            ChecksumAlgorithm::Sha256 => Some(Sdk::Sha256),
+        }
+    }
 }
 
 /// Server-side encryption (`s3.server-side-encryption`).
@@ -110,6 +143,8 @@ pub struct ObjectSettings {
     pub bucket_key: Option<bool>,
     /// `x-amz-storage-class`.
     pub storage_class: Option<aws_sdk_s3::types::StorageClass>,
+    /// `x-amz-checksum-algorithm` of a multipart upload (a PUT carries the checksum itself).
+    pub checksum: ChecksumAlgorithm,
 }
 
 impl ObjectSettings {
@@ -134,6 +169,7 @@ impl ObjectSettings {
             .set_ssekms_key_id(self.kms_key)
             .set_bucket_key_enabled(self.bucket_key)
             .set_storage_class(self.storage_class)
+            .set_checksum_algorithm(self.checksum.sdk())
     }
 }
 
@@ -172,6 +208,7 @@ impl Default for S3Config {
             sse_kms_key_id: None,
             bucket_key: true,
             storage_class: None,
+            checksum_algorithm: ChecksumAlgorithm::None,
         }
     }
 }
@@ -244,6 +281,7 @@ impl S3Config {
             kms_key: self.sse_kms_key_id.clone().filter(|_| kms),
             bucket_key: kms.then_some(self.bucket_key),
             storage_class: self.storage_class.as_deref().map(StorageClass::from),
+            checksum: self.checksum_algorithm,
         }
     }
 }

@@ -18,6 +18,7 @@ use anyhow::Context;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
+use super::checksum::{self, WithChecksum as _};
 use super::{Body, Refused, brief, precondition_failed, refusal, status_of};
 use crate::config::S3Config;
 
@@ -92,6 +93,10 @@ async fn run(client: &Client, cfg: &S3Config, key: &str, body: Body<'_>) -> anyh
             .bucket(bucket)
             .key(key)
             .metadata(PROBE_META, "1")
+            .with_checksum(
+                cfg.checksum_algorithm,
+                checksum::of_file(cfg.checksum_algorithm, body.path, 0, body.size).await?,
+            )
             .body(body.stream(0, body.size, cfg.upload_signing).await?);
         if if_none_match {
             put = put.if_none_match("*");
@@ -204,12 +209,14 @@ async fn conditional_completion(
         .await
         .with_context(|| format!("starting a multipart upload of s3://{bucket}/{key}"))?;
     let id = created.upload_id().context("S3 returned no upload id")?.to_owned();
+    let sum = checksum::of_file(cfg.checksum_algorithm, body.path, 0, body.size).await?;
     let part = client
         .upload_part()
         .bucket(bucket)
         .key(key)
         .upload_id(&id)
         .part_number(1)
+        .with_checksum(cfg.checksum_algorithm, sum.clone())
         .body(body.stream(0, body.size, cfg.upload_signing).await?)
         .send()
         .await;
@@ -220,7 +227,8 @@ async fn conditional_completion(
             return Err(e).with_context(|| format!("uploading a part of s3://{bucket}/{key}"));
         }
     };
-    let parts = vec![CompletedPart::builder().part_number(1).set_e_tag(part.e_tag().map(str::to_owned)).build()];
+    let done = CompletedPart::builder().part_number(1).set_e_tag(part.e_tag().map(str::to_owned));
+    let parts = vec![done.with_checksum(cfg.checksum_algorithm, sum).build()];
     let completed = client
         .complete_multipart_upload()
         .bucket(bucket)

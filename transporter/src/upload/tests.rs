@@ -185,6 +185,61 @@ async fn every_signing_mode_uploads_in_one_put_and_in_parts() {
     }
 }
 
+/// `s3.checksum-algorithm`: in every signing mode, in one PUT and in parts, each body carries the
+/// checksum of what the worker wrote, the store (which verifies it: a wrong one is refused)
+/// accepts it and keeps it with the object, and the store probe passes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_checksum_algorithm_is_sent_verified_and_kept_in_every_signing_mode() {
+    use crate::config::ChecksumAlgorithm as Alg;
+    let (s3, client, cfg) = setup().await;
+    let (_keep, lease) = lease(Duration::from_secs(60));
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let wrong =
+        client.put_object().bucket("uploads").key("wrong").checksum_crc32_c("AAAAAA==").body(b"tiny".to_vec().into());
+    let refused = format!("{:?}", wrong.send().await.expect_err("the test store verifies checksums"));
+    assert!(refused.contains("BadDigest"), "{refused}");
+    for alg in [Alg::Crc32c, Alg::Crc32, Alg::Sha256] {
+        for signing in [UploadSigning::UnsignedPayload, UploadSigning::SignedPayload, UploadSigning::AwsChunked] {
+            let client = Client::from_conf(with_signing(client.config().to_builder(), signing).build());
+            let cfg = S3Config { upload_signing: signing, checksum_algorithm: alg, ..cfg.clone() };
+            let before = s3.policy().writes().len();
+            for (name, body) in [("small", b"tiny".to_vec()), ("big", big.clone())] {
+                let key = format!("{alg:?}/{signing:?}/{name}");
+                let got = up_file(&client, &cfg, &key, &body, span(0, 9), &lease).await.expect("upload");
+                assert_eq!(got, Outcome::Written, "{key}");
+                assert_eq!(std::fs::read(s3.root().join("uploads").join(&key)).expect("object"), body, "{key}");
+            }
+            let writes = s3.policy().writes().split_off(before);
+            let header = format!("x-amz-checksum-{}", format!("{alg:?}").to_lowercase());
+            assert_eq!(
+                writes[0].get(&header),
+                checksum::of_bytes(alg, b"tiny").as_ref(),
+                "{alg:?} {signing:?}: {writes:?}"
+            );
+            let sdk_name = alg.sdk().expect("an algorithm").as_str().to_owned();
+            assert_eq!(writes[1].get("x-amz-checksum-algorithm"), Some(&sdk_name), "{writes:?}");
+            let head = client
+                .head_object()
+                .bucket("uploads")
+                .key(format!("{alg:?}/{signing:?}/small"))
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                .send()
+                .await
+                .expect("head");
+            let kept = match alg {
+                Alg::Crc32c => head.checksum_crc32_c(),
+                Alg::Crc32 => head.checksum_crc32(),
+                _ => head.checksum_sha256(),
+            };
+            assert_eq!(kept.map(str::to_owned), checksum::of_bytes(alg, b"tiny"), "{alg:?} {signing:?}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = S3Config { checksum_algorithm: alg, ..cfg.clone() };
+        let p = probe::probe(&client, &cfg, dir.path(), "w").await.expect("the probe with a checksum");
+        assert!(p.conditional() && p.keeps_metadata, "{p:?}");
+    }
+}
+
 #[test]
 fn an_attempt_is_given_time_by_the_size_of_its_object() {
     let cfg = S3Config { upload_min_bytes_per_sec: 1024 * 1024, upload_attempt_min_secs: 30, ..Default::default() };
