@@ -171,17 +171,21 @@ fn a_kubelet_node_through_rotations_kills_and_pod_deletion_loses_nothing() -> Re
     assert!(dups <= 2 * 100 + 1, "{dups} duplicates over {} lines", expected.len());
     assert_eq!(agent.metric("zonal_agent_malformed_lines_total", &[])?, 0.0);
 
-    // Checkpoints name the node's pods and files: private to the agent (0700 folders, 0600
-    // files), as docs/operations.md says, whatever the umask it was started with.
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
-    for dir in [tmp.path().join("checkpoints"), tmp.path().join("checkpoints/app")] {
-        assert_eq!(mode(&dir)?, 0o700, "{}", dir.display());
-    }
-    assert_eq!(mode(&tmp.path().join("checkpoints/app/checkpoints.jsonl"))?, 0o600);
-
+    assert_checkpoints_private(tmp.path())?;
     assert_headers(&got, &web1)?;
     assert_kcat_sees_messages_and_headers(&bootstrap)
+}
+
+/// Checkpoints name the node's pods and files: private to the agent (0700 folders, 0600 files),
+/// as docs/operations.md says, whatever the umask it was started with.
+fn assert_checkpoints_private(tmp: &std::path::Path) -> Res {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    for dir in [tmp.join("checkpoints"), tmp.join("checkpoints/app")] {
+        assert_eq!(mode(&dir)?, 0o700, "{}", dir.display());
+    }
+    assert_eq!(mode(&tmp.join("checkpoints/app/checkpoints.jsonl"))?, 0o600);
+    Ok(())
 }
 
 /// kcat, a reader nobody here wrote, sees the message alone and the headers.
