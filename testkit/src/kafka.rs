@@ -306,32 +306,26 @@ impl KafkaCluster {
 
     /// Replica lists per partition, as the cluster reports them.
     pub fn replicas(&self, topic: &str) -> Result<BTreeMap<i32, Vec<i32>>> {
-        let md = self
-            .admin
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(kafka_err(format!("metadata of {topic}")))?;
-        Ok(md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions())
-            .map(|p| (p.id(), p.replicas().to_vec()))
-            .collect())
+        self.per_partition(topic, |p| p.replicas().to_vec())
     }
 
     /// Leader per partition, as the cluster reports them.
     pub fn leaders(&self, topic: &str) -> Result<BTreeMap<i32, i32>> {
+        self.per_partition(topic, rdkafka::metadata::MetadataPartition::leader)
+    }
+
+    /// `what` of each partition of `topic`, from a fresh metadata request.
+    fn per_partition<T>(
+        &self,
+        topic: &str,
+        what: impl Fn(&rdkafka::metadata::MetadataPartition) -> T,
+    ) -> Result<BTreeMap<i32, T>> {
         let md = self
             .admin
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .map_err(kafka_err(format!("metadata of {topic}")))?;
-        Ok(md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions())
-            .map(|p| (p.id(), p.leader()))
-            .collect())
+        let topics = md.topics().iter().filter(|t| t.name() == topic);
+        Ok(topics.flat_map(|t| t.partitions()).map(|p| (p.id(), what(p))).collect())
     }
 
     /// Makes `broker` the leader of a partition, as a real cluster would after a failover or a

@@ -32,7 +32,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub(crate) use frame::{i16_at, i32_at, parse_header, write_frame};
+pub(crate) use frame::{i16_at, i32_at, write_frame};
 
 use crate::runtime::{ServerRuntime, bind_loopback};
 use crate::tls::{CLIENT_KEY_PASSWORD, TlsFiles};

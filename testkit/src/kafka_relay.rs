@@ -19,9 +19,9 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::kafka_front::{Wire, i16_at, i32_at, parse_header, write_frame};
+use crate::kafka_front::{Wire, i16_at, i32_at, write_frame};
 use crate::kafka_wire::{
-    API_DESCRIBE_CONFIGS, API_METADATA, API_VERSIONS, DESCRIBE_CONFIGS_MAX, advertise, describe_configs,
+    API_DESCRIBE_CONFIGS, API_METADATA, API_VERSIONS, advertise, describe_configs, describe_configs_versions,
     rewrite_metadata,
 };
 
@@ -83,7 +83,7 @@ where
                         let visible = wire.visible.lock().unwrap_or_else(PoisonError::into_inner).clone();
                         rewrite_metadata(&frame, version, &visible)
                     } else {
-                        advertise(&frame, version, &[(API_DESCRIBE_CONFIGS, 0, DESCRIBE_CONFIGS_MAX)])
+                        advertise(&frame, version, &[describe_configs_versions()])
                     };
                     write_frame(&mut *client_tx, rewritten.as_deref().unwrap_or(&frame)).await?;
                 }
@@ -101,9 +101,8 @@ where
 /// The front's answer to a DescribeConfigs request frame, or `None` when it does not parse (the
 /// broker then refuses it as it would anyway).
 fn answer_describe_configs(frame: &[u8], wire: &Wire) -> Option<Vec<u8>> {
-    let h = parse_header(frame)?;
     let table = wire.configs.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    describe_configs(h.correlation_id, h.api_version, frame.get(h.body..)?, &table)
+    describe_configs(frame, &table)
 }
 
 /// Reads a frame's size and up to `want` bytes of it: enough to tell what the frame is without
@@ -292,7 +291,8 @@ mod tests {
         ends.broker.write_all(&frame(&listed)).await?;
         let got = read_body(&mut ends.client).await?;
         assert_eq!(i32_at(&got, 6), Some(2));
-        assert_eq!(&got[16..22], &[0, 32, 0, 0, 0, DESCRIBE_CONFIGS_MAX as u8]);
+        let (key, min, max) = describe_configs_versions();
+        assert_eq!(&got[16..22], [key.to_be_bytes(), min.to_be_bytes(), max.to_be_bytes()].concat());
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The SASL exchange a front answers itself before relaying anything: ApiVersions (relayed, with
-//! the SASL keys and DescribeConfigs added), SaslHandshake (v0-1) and SaslAuthenticate (v0-1)
-//! with PLAIN, SCRAM or OAUTHBEARER carrying an MSK IAM token (`msk_iam`). A failed login is
+//! the SASL keys and DescribeConfigs added), SaslHandshake and SaslAuthenticate (every version
+//! kafka-protocol knows, decoded and encoded by `kafka_wire`) with PLAIN, SCRAM or OAUTHBEARER carrying an MSK IAM token (`msk_iam`). A failed login is
 //! answered with error 58 and the connection closed, as a broker does; every login is recorded.
 //!
 //! ```text
@@ -17,14 +17,18 @@ use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::SaslLogin;
-use super::frame::{parse_header, read_bytes, read_frame, read_str, write_frame};
-use super::scram::ScramServer;
-use crate::kafka_wire::{API_DESCRIBE_CONFIGS, API_VERSIONS, DESCRIBE_CONFIGS_MAX, advertise, put_str};
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+use kafka_protocol::protocol::Message;
 
-// These are the Kafka API keys and error codes the exchange speaks.
-const API_SASL_HANDSHAKE: i16 = 17;
-const API_SASL_AUTHENTICATE: i16 = 36;
+use super::SaslLogin;
+use super::frame::{read_frame, write_frame};
+use super::scram::ScramServer;
+use crate::kafka_wire::{
+    API_SASL_AUTHENTICATE, API_SASL_HANDSHAKE, API_VERSIONS, advertise, describe_configs_versions, request,
+    sasl_authenticate, sasl_authenticate_answer, sasl_handshake, sasl_handshake_answer,
+};
+
+// These are the Kafka error codes the exchange speaks.
 const ERR_UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 const ERR_ILLEGAL_SASL_STATE: i16 = 34;
 pub(super) const ERR_SASL_AUTHENTICATION_FAILED: i16 = 58;
@@ -61,30 +65,26 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let mut expires = None;
     loop {
         let frame = read_frame(client).await?;
-        let h = parse_header(&frame).ok_or_else(|| std::io::Error::other("short request header"))?;
-        let mut resp = h.correlation_id.to_be_bytes().to_vec();
-        match h.api_key {
+        let (h, body) = request(&frame).ok_or_else(|| std::io::Error::other("a request that does not decode"))?;
+        let unanswerable = || std::io::Error::other("an answer that does not encode");
+        match h.request_api_key {
             API_VERSIONS => {
                 write_frame(broker, &frame).await?;
                 let answer = read_frame(broker).await?;
-                write_frame(client, &advertise_sasl(answer, h.api_version)).await?;
+                write_frame(client, &advertise_sasl(answer, h.request_api_version)).await?;
             }
             API_SASL_HANDSHAKE => {
-                let wanted = read_str(&frame, h.body).unwrap_or_default();
+                let wanted = sasl_handshake(&h, body).unwrap_or_default();
                 let known = MECHANISMS.contains(&wanted.as_str());
-                resp.extend_from_slice(&(if known { 0 } else { ERR_UNSUPPORTED_SASL_MECHANISM }).to_be_bytes());
-                resp.extend_from_slice(&(MECHANISMS.len() as i32).to_be_bytes());
-                for m in MECHANISMS {
-                    put_str(&mut resp, Some(m));
-                }
-                write_frame(client, &resp).await?;
+                let error = if known { 0 } else { ERR_UNSUPPORTED_SASL_MECHANISM };
+                write_frame(client, &sasl_handshake_answer(&h, error, &MECHANISMS).ok_or_else(unanswerable)?).await?;
                 if !known {
                     return Ok(Login::Refused);
                 }
                 mechanism = Some(wanted);
             }
             API_SASL_AUTHENTICATE => {
-                let auth = read_bytes(&frame, h.body).unwrap_or_default();
+                let auth = sasl_authenticate(&h, body).unwrap_or_default();
                 let outcome = match mechanism.as_deref() {
                     Some("PLAIN") => plain(&auth, users),
                     Some(m @ ("SCRAM-SHA-256" | "SCRAM-SHA-512")) => match scram.take() {
@@ -96,7 +96,7 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(server) => server.last(&auth),
                     },
                     Some("OAUTHBEARER") => {
-                        let client_id = read_str(&frame, 8);
+                        let client_id = h.client_id.as_ref().map(|c| c.to_string());
                         let (step, expiry) = oauthbearer(&auth, users, logins, client_id);
                         expires = expiry;
                         step
@@ -108,15 +108,7 @@ pub(super) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                     Step::Done(b) => (0, None, b, true),
                     Step::Fail(code, msg) => (code, Some(msg), Vec::new(), true),
                 };
-                resp.extend_from_slice(&err.to_be_bytes());
-                put_str(&mut resp, msg.as_deref());
-                resp.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-                resp.extend_from_slice(&bytes);
-                // Version 1 adds the session lifetime; 0 means the session does not expire.
-                if h.api_version >= 1 {
-                    resp.extend_from_slice(&0i64.to_be_bytes());
-                }
-                write_frame(client, &resp).await?;
+                write_frame(client, &sasl_authenticate_answer(&h, err, msg, bytes).ok_or_else(unanswerable)?).await?;
                 if done {
                     return Ok(if err == 0 { Login::Accepted(expires) } else { Login::Refused });
                 }
@@ -165,12 +157,12 @@ fn oauthbearer(
     }
 }
 
-/// Adds SaslHandshake v0-1, SaslAuthenticate v0-1 and the front's own DescribeConfigs to a
-/// successful non-flexible ApiVersions response (v0-2, which is all the mock answers), so clients
-/// use the Kafka SASL framing; anything else is left as it is.
+/// Adds SaslHandshake, SaslAuthenticate and the front's own DescribeConfigs (each at the
+/// versions the front reads) to a successful ApiVersions response, so clients use the Kafka SASL
+/// framing; an error answer, or one that does not decode, is left as it is.
 fn advertise_sasl(answer: Vec<u8>, request_version: i16) -> Vec<u8> {
-    let keys =
-        [(API_SASL_HANDSHAKE, 0, 1), (API_SASL_AUTHENTICATE, 0, 1), (API_DESCRIBE_CONFIGS, 0, DESCRIBE_CONFIGS_MAX)];
+    let (h, a) = (SaslHandshakeRequest::VERSIONS, SaslAuthenticateRequest::VERSIONS);
+    let keys = [(API_SASL_HANDSHAKE, h.min, h.max), (API_SASL_AUTHENTICATE, a.min, a.max), describe_configs_versions()];
     advertise(&answer, request_version, &keys).unwrap_or(answer)
 }
 
@@ -187,27 +179,31 @@ fn plain(auth: &[u8], users: &[(String, String)]) -> Step {
 
 #[cfg(test)]
 mod tests {
-    use super::super::frame::{i16_at, i32_at};
     use super::*;
 
     #[test]
-    fn api_versions_gain_the_sasl_keys_once() {
-        // The answer has correlation id 7, no error, one key (ApiVersions 0..2) and throttle 0.
-        let mut answer = 7i32.to_be_bytes().to_vec();
-        answer.extend_from_slice(&0i16.to_be_bytes());
-        answer.extend_from_slice(&1i32.to_be_bytes());
-        for v in [18i16, 0, 2] {
-            answer.extend_from_slice(&v.to_be_bytes());
+    fn api_versions_gain_the_sasl_keys_once_at_every_version() {
+        use kafka_protocol::messages::ApiVersionsResponse;
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        for version in 0..=ApiVersionsResponse::VERSIONS.max {
+            let mut answer = 7i32.to_be_bytes().to_vec();
+            let mine = ApiVersionsResponse::default()
+                .with_api_keys(vec![ApiVersion::default().with_api_key(API_VERSIONS).with_max_version(2)]);
+            let mut body = bytes::BytesMut::new();
+            mine.encode(&mut body, version).expect("encodes");
+            answer.extend_from_slice(&body);
+            let patched = advertise_sasl(answer.clone(), version);
+            let mut rest = bytes::Bytes::copy_from_slice(&patched[4..]);
+            let got = ApiVersionsResponse::decode(&mut rest, version).expect("decodes");
+            let keys: Vec<i16> = got.api_keys.iter().map(|k| k.api_key).collect();
+            assert_eq!(
+                keys,
+                vec![API_VERSIONS, API_SASL_HANDSHAKE, API_SASL_AUTHENTICATE, describe_configs_versions().0]
+            );
+            assert_eq!(advertise_sasl(patched.clone(), version), patched, "idempotent at version {version}");
+            assert_eq!(advertise_sasl(answer[..6].to_vec(), version), answer[..6].to_vec(), "garbage untouched");
         }
-        answer.extend_from_slice(&0i32.to_be_bytes());
-        let patched = advertise_sasl(answer.clone(), 2);
-        assert_eq!(i32_at(&patched, 6), Some(4));
-        assert_eq!(i16_at(&patched, 16), Some(API_SASL_HANDSHAKE));
-        assert_eq!(i16_at(&patched, 22), Some(API_SASL_AUTHENTICATE));
-        assert_eq!(i16_at(&patched, 28), Some(API_DESCRIBE_CONFIGS));
-        assert_eq!(i32_at(&patched, patched.len() - 4), Some(0), "throttle time stays last");
-        assert_eq!(advertise_sasl(patched.clone(), 2), patched, "idempotent");
-        assert_eq!(advertise_sasl(answer.clone(), 3), answer, "flexible answers untouched");
     }
 
     #[test]
