@@ -125,10 +125,10 @@ fn garbage_huge_lines_and_corrupt_checkpoints_do_not_stop_it() -> Res {
     for n in 0..10 {
         assert!(payloads.contains(&format!("old {n}").as_bytes()), "old {n} missing");
     }
-    assert!(agent.metric("zonal_agent_errors_total", &["checkpoint"])? >= 1.0);
+    assert!(agent.metric("zonal_agent_errors_total", &[("kind", "checkpoint")])? >= 1.0);
     // Root can read anything, so the unreadable file only counts as an error for other users.
     if unsafe { libc::geteuid() } != 0 {
-        assert!(agent.metric("zonal_agent_errors_total", &["read"])? >= 1.0);
+        assert!(agent.metric("zonal_agent_errors_total", &[("kind", "read")])? >= 1.0);
     }
     assert!(ckpt_dir.read_dir()?.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".corrupt")));
     assert_eq!(common::http_get(&format!("{}/healthz", agent.http))?.0, 200);

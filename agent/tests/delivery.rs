@@ -255,7 +255,7 @@ fn an_outage_longer_than_message_timeout_ends_with_every_line_delivered_and_no_r
     append(&log, (0..TOTAL).map(|n| format!("line {n:07} {}", "o".repeat(60))))?;
     // Several message timeouts pass while Kafka is down.
     testkit::wait_until("records to time out and wait for a retry", Duration::from_secs(30), || {
-        (agent.metric("zonal_agent_errors_total", &["delivery"]).ok()? >= 50.0).then_some(())
+        (agent.metric("zonal_agent_errors_total", &[("kind", "delivery")]).ok()? >= 50.0).then_some(())
     })?;
     // Lines waiting and none acknowledged: /readyz says so, and /healthz stays green although
     // the outage lasts many times the stall timeout: the agent is not stuck, and a restart
@@ -267,9 +267,9 @@ fn an_outage_longer_than_message_timeout_ends_with_every_line_delivered_and_no_r
     })?;
     assert_eq!(http_get(&format!("{http}/healthz"))?.0, 200, "a Kafka outage is not a stuck agent");
     // The outage goes on through more rounds of timeouts and retries.
-    let failed = agent.metric("zonal_agent_errors_total", &["delivery"])?;
+    let failed = agent.metric("zonal_agent_errors_total", &[("kind", "delivery")])?;
     testkit::wait_until("more rounds of timed-out records", Duration::from_secs(30), || {
-        (agent.metric("zonal_agent_errors_total", &["delivery"]).ok()? >= failed + 50.0).then_some(())
+        (agent.metric("zonal_agent_errors_total", &[("kind", "delivery")]).ok()? >= failed + 50.0).then_some(())
     })?;
     assert_eq!(http_get(&format!("{http}/healthz"))?.0, 200, "a Kafka outage is not a stuck agent");
     for b in world.kafka.broker_racks().keys() {
@@ -312,7 +312,7 @@ fn an_authorization_error_keeps_lines_and_turns_readyz_red_until_fixed() -> Res 
     let got = counts(&read_topic(&bootstrap, "acl")?);
     let missing = (0..3000).filter(|n| !got.contains_key(&format!("acl line {n}"))).count();
     assert_eq!(missing, 0, "lines dropped on an authorization error");
-    assert!(agent.metric("zonal_agent_errors_total", &["refused"])? > 0.0);
+    assert!(agent.metric("zonal_agent_errors_total", &[("kind", "refused")])? > 0.0);
     Ok(())
 }
 

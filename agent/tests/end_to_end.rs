@@ -94,11 +94,11 @@ fn three_zones_rotations_no_loss_no_cross_zone() -> Res {
 
     for (_, agent) in &agents {
         testkit::wait_until("statistics to cover the produced bytes", std::time::Duration::from_secs(20), || {
-            let same = agent.metric("zonal_agent_kafka_bytes", &["same-zone", "tx"]).ok()?;
+            let same = agent.metric("zonal_agent_kafka_bytes", &[("zone", "same-zone"), ("direction", "tx")]).ok()?;
             (same >= (LINES * 100) as f64).then_some(())
         })?;
-        let cross = agent.metric("zonal_agent_kafka_bytes", &["cross-zone", "tx"])?;
-        let same = agent.metric("zonal_agent_kafka_bytes", &["same-zone", "tx"])?;
+        let cross = agent.metric("zonal_agent_kafka_bytes", &[("zone", "cross-zone"), ("direction", "tx")])?;
+        let same = agent.metric("zonal_agent_kafka_bytes", &[("zone", "same-zone"), ("direction", "tx")])?;
         assert!(cross / (cross + same) < 0.02, "cross-zone share {cross} / {}", cross + same);
     }
 

@@ -255,6 +255,6 @@ fn a_folder_missing_at_start_keeps_its_checkpoints() -> Res {
         let n = got.get(&format!("mounted {i:05}")).copied().unwrap_or(0);
         assert_eq!(n, 1, "line {i} delivered {n} times");
     }
-    assert_eq!(agent.metric("zonal_agent_errors_total", &["rotated-file-gone"])?, 0.0);
+    assert_eq!(agent.metric("zonal_agent_errors_total", &[("kind", "rotated-file-gone")])?, 0.0);
     Ok(())
 }

@@ -66,7 +66,7 @@ fn a_hundred_and_fifty_files_under_a_limit_of_128_descriptors_lose_nothing() -> 
     }
     // 128 less the room kept for sockets and checkpoints leaves 8 files open at most.
     assert!(most_open.get() <= 8, "{} log files open at once", most_open.get());
-    assert_eq!(agent.metric("zonal_agent_errors_total", &["read"])?, 0.0);
+    assert_eq!(agent.metric("zonal_agent_errors_total", &[("kind", "read")])?, 0.0);
     Ok(())
 }
 
@@ -132,6 +132,6 @@ fn a_folder_that_cannot_be_listed_keeps_its_files_and_turns_readyz_red() -> Res 
     for n in 0..150 {
         assert_eq!(got.get(&format!("locked {n}")).copied(), Some(1), "locked {n}");
     }
-    assert!(agent.metric("zonal_agent_errors_total", &["list"])? > 0.0);
+    assert!(agent.metric("zonal_agent_errors_total", &[("kind", "list")])? > 0.0);
     Ok(())
 }

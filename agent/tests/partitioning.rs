@@ -69,7 +69,7 @@ fn unknown_zone_falls_back_to_all_partitions() -> Res {
     assert_eq!(s["zone"], serde_json::Value::Null);
     assert_eq!(s["zone_source"], "unknown");
     assert_eq!(s["streams"][0]["fallback_reason"], "unknown-zone");
-    assert_eq!(agent.metric("zonal_agent_fallback", &["unknown-zone"])?, 1.0);
+    assert_eq!(agent.metric("zonal_agent_fallback", &[("reason", "unknown-zone")])?, 1.0);
     let log = tmp.path().join("logs/app.log");
     append(&log, (0..600).map(|n| format!("line {n}")))?;
     agent.wait_caught_up(&log, "lines shipped")?;
@@ -96,7 +96,7 @@ fn zone_without_leaders_falls_back_and_says_why() -> Res {
     let agent = Agent::start(&AgentSpec::new(&bootstrap, tmp.path(), "noleader").imds(&world.metadata[0].endpoint()))?;
     assert_eq!(agent.status()?["zone"], "use1-az1");
     assert_eq!(agent.status()?["streams"][0]["fallback_reason"], "no-local-partition");
-    assert_eq!(agent.metric("zonal_agent_fallback", &["no-local-partition"])?, 1.0);
+    assert_eq!(agent.metric("zonal_agent_fallback", &[("reason", "no-local-partition")])?, 1.0);
     let log = tmp.path().join("logs/app.log");
     append(&log, (0..300).map(|n| format!("line {n}")))?;
     agent.wait_caught_up(&log, "lines shipped")?;

@@ -35,7 +35,7 @@ fn burst(world: &testkit::World, topic: &str, partitions: i32, n: usize, compres
     Ok(())
 }
 
-fn sum_metric(workers: &[&Worker], name: &str, labels: &[&str]) -> f64 {
+fn sum_metric(workers: &[&Worker], name: &str, labels: &[(&str, &str)]) -> f64 {
     workers.iter().map(|w| w.metric(name, labels).unwrap_or(0.0)).sum()
 }
 
@@ -98,7 +98,7 @@ fn an_out_of_range_during_a_burst_at_start_delivers_every_record_once() -> Res {
     let got = wait_exactly_once(&world, 100_000, &refs)?;
     assert!(got.keys().all(|(_, p, o)| (0..2).contains(p) && (0..50_000).contains(o)));
     testkit::wait_until("the out-of-range to be counted", Duration::from_secs(20), || {
-        (sum_metric(&refs, "zonal_transporter_errors_total", &["offset-out-of-range"]) >= 2.0).then_some(())
+        (sum_metric(&refs, "zonal_transporter_errors_total", &[("kind", "offset-out-of-range")]) >= 2.0).then_some(())
     })?;
     let (report, clean) = audit(tmp.path(), "w0-0", "f.slow", &world)?;
     assert!(clean, "{report:#}");
@@ -132,7 +132,8 @@ async fn retention_before_reading_is_a_counted_gap_and_the_rest_arrives_once() -
         let got = wait_exactly_once(&world, (high - low) as usize, &[&w])?;
         assert!(got.keys().all(|(_, _, o)| (low..high).contains(o)), "a record below the log start");
         testkit::wait_until("the retention gap to be counted", Duration::from_secs(20), || {
-            (w.metric("zonal_transporter_gap_records_total", &["retention"]).ok()? == low as f64).then_some(())
+            (w.metric("zonal_transporter_gap_records_total", &[("reason", "retention")]).ok()? == low as f64)
+                .then_some(())
         })?;
         let (report, clean) = audit(tmp.path(), "w0-0", "ret", &world)?;
         assert!(clean, "{report:#}");
@@ -281,8 +282,12 @@ fn transaction_markers_are_log_gaps_not_errors_and_a_takeover_at_one_counts_noth
     let spec = FleetSpec { topics: vec!["txn".into()], max_records: 10_000, ..FleetSpec::default() };
     let mut first = Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?;
     wait_exactly_once(&world, 400, &[&first])?;
-    assert_eq!(first.metric("zonal_transporter_errors_total", &["offset-gap"])?, 0.0, "{}", first.log_tail());
-    assert_eq!(first.metric("zonal_transporter_gap_records_total", &["log"])?, 1.0, "the first marker is a gap");
+    assert_eq!(first.metric("zonal_transporter_errors_total", &[("kind", "offset-gap")])?, 0.0, "{}", first.log_tail());
+    assert_eq!(
+        first.metric("zonal_transporter_gap_records_total", &[("reason", "log")])?,
+        1.0,
+        "the first marker is a gap"
+    );
     first.stop()?;
     // The next owner starts at the committed offset, which is the last marker's.
     transaction("c", 100)?;
@@ -291,9 +296,18 @@ fn transaction_markers_are_log_gaps_not_errors_and_a_takeover_at_one_counts_noth
     let offsets: Vec<i64> = got.keys().map(|(_, _, o)| *o).collect();
     assert!(!offsets.contains(&200) && !offsets.contains(&401), "a marker's offset in S3: {offsets:?}");
     for kind in ["offset-gap", "continuity"] {
-        assert_eq!(second.metric("zonal_transporter_errors_total", &[kind])?, 0.0, "{kind}: {}", second.log_tail());
+        assert_eq!(
+            second.metric("zonal_transporter_errors_total", &[("kind", kind)])?,
+            0.0,
+            "{kind}: {}",
+            second.log_tail()
+        );
     }
-    assert_eq!(second.metric("zonal_transporter_gap_records_total", &["log"])?, 1.0, "the marker it started at");
+    assert_eq!(
+        second.metric("zonal_transporter_gap_records_total", &[("reason", "log")])?,
+        1.0,
+        "the marker it started at"
+    );
     let (report, clean) = audit(tmp.path(), "w0-1", "txn", &world)?;
     assert!(clean, "{report:#}");
     Ok(())

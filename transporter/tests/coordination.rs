@@ -13,7 +13,7 @@ fn etcd_txns(world: &testkit::World) -> Res<f64> {
     let etcd = world.etcd.as_ref().ok_or_else(|| anyhow::anyhow!("etcd"))?;
     let host = etcd.endpoint().trim_start_matches("http://").to_owned();
     let (_, text) = testkit::http::get(&host, "/metrics")?;
-    Ok(testkit::http::metric(&text, "grpc_server_handled_total", &["grpc_method=\"Txn\""]))
+    Ok(testkit::http::metric(&text, "grpc_server_handled_total", &[("grpc_method", "Txn")]))
 }
 
 /// Issue 23, item 5: six partitions whose owner keys are held by a worker that died (its
@@ -100,7 +100,7 @@ async fn a_topic_created_again_holds_its_partition_until_an_operator_sets_the_of
         w.restart()?;
         produce(&world, "re", 1, 50, "b")?;
         testkit::wait_until("the partition to be held", Duration::from_secs(30), || {
-            (w.metric("zonal_transporter_errors_total", &["topic-recreated"]).ok()? >= 1.0).then_some(())
+            (w.metric("zonal_transporter_errors_total", &[("kind", "topic-recreated")]).ok()? >= 1.0).then_some(())
         })?;
         let log = std::fs::read_to_string(&w.log)?;
         assert!(log.contains("offsets --set re/0=<offset> --while-owned"), "{log}");

@@ -235,7 +235,7 @@ fn a_previous_owners_object_found_while_the_next_buffer_filled_resumes_after_it(
     s3.release_writes();
     owner.signal(libc::SIGCONT)?;
     wait_exactly_once(&world, 1700, &refs)?;
-    let found = peer.metric("zonal_transporter_errors_total", &["object-exists"])?;
+    let found = peer.metric("zonal_transporter_errors_total", &[("kind", "object-exists")])?;
     assert!(found >= 1.0, "the peer never found the owner's object ({found})\n{}", peer.log_tail());
     Ok(())
 }
@@ -410,7 +410,7 @@ async fn an_offset_that_cannot_be_read_is_waited_for_never_guessed() -> Res {
         // transaction etcd refuses, and the partition is not taken at all.
         wait_exactly_once(&world, 550, &[&w])?;
         testkit::wait_until("the failed offset reads to be counted", Duration::from_secs(20), || {
-            (w.metric("zonal_transporter_errors_total", &["etcd"]).ok()? >= 2.0).then_some(())
+            (w.metric("zonal_transporter_errors_total", &[("kind", "etcd")]).ok()? >= 2.0).then_some(())
         })?;
         let log = std::fs::read_to_string(&w.log)?;
         assert!(
@@ -445,7 +445,7 @@ async fn garbage_in_etcd_is_reported_and_an_invalid_offset_holds_its_partition_u
         // duplicate, from the end would lose); the partition waits while the others move.
         wait_exactly_once(&world, 250, &[&w])?;
         testkit::wait_until("the invalid offset to be reported", Duration::from_secs(20), || {
-            (w.metric("zonal_transporter_errors_total", &["etcd-value"]).ok()? >= 2.0).then_some(())
+            (w.metric("zonal_transporter_errors_total", &[("kind", "etcd-value")]).ok()? >= 2.0).then_some(())
         })?;
         let (seen, _) = s3_records(&world)?;
         assert!(!seen.keys().any(|(_, p, _)| *p == 3), "partition 3 was read from a guessed offset");
@@ -631,7 +631,8 @@ async fn an_offset_past_the_end_holds_its_partition_until_an_operator_sets_one()
             // held for an operator, and the others go on.
             wait_exactly_once(&world, 100, &[&w])?;
             testkit::wait_until("the out-of-range offset to be counted", Duration::from_secs(20), || {
-                (w.metric("zonal_transporter_errors_total", &["offset-out-of-range"]).ok()? >= 1.0).then_some(())
+                (w.metric("zonal_transporter_errors_total", &[("kind", "offset-out-of-range")]).ok()? >= 1.0)
+                    .then_some(())
             })?;
             {
                 let (seen, _) = s3_records(&world)?;

@@ -42,8 +42,9 @@ fn six_workers_three_zones_exactly_once_in_zone() -> Res {
     // Cross-zone consume bytes ~0, from each worker's statistics.
     for w in &workers {
         let (cross, same) = testkit::wait_until("consumer statistics", Duration::from_secs(20), || {
-            let same = w.metric("zonal_transporter_kafka_bytes", &["same-zone", "rx"]).ok()?;
-            let cross = w.metric("zonal_transporter_kafka_bytes", &["cross-zone", "rx"]).ok()?;
+            let same = w.metric("zonal_transporter_kafka_bytes", &[("zone", "same-zone"), ("direction", "rx")]).ok()?;
+            let cross =
+                w.metric("zonal_transporter_kafka_bytes", &[("zone", "cross-zone"), ("direction", "rx")]).ok()?;
             (same > 150_000.0).then_some((cross, same))
         })?;
         assert!(cross / (cross + same) < 0.05, "{}: cross-zone {cross} of {}", w.id, cross + same);

@@ -48,13 +48,14 @@ impl Node {
     }
 
     /// A metric's value (0 when absent or unreachable).
-    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         testkit::http::metric(&self.get("/metrics").unwrap_or_default(), name, labels)
     }
 
     /// Bytes this client exchanged with Kafka in the given zone relation, both directions.
     pub fn kafka_bytes(&self, metric: &str, zone: &str) -> u64 {
-        (self.metric(metric, &[zone, "\"tx\""]) + self.metric(metric, &[zone, "\"rx\""])) as u64
+        (self.metric(metric, &[("zone", zone), ("direction", "tx")])
+            + self.metric(metric, &[("zone", zone), ("direction", "rx")])) as u64
     }
 
     /// Whether `/readyz` says ready.

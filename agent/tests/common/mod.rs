@@ -222,7 +222,7 @@ impl Agent {
     }
 
     /// Sum of a metric's samples whose label text contains every given fragment.
-    pub fn metric(&self, name: &str, labels: &[&str]) -> Res<f64> {
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Res<f64> {
         Ok(testkit::http::metric(&self.metrics()?, name, labels))
     }
 

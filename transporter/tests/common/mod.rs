@@ -235,7 +235,7 @@ impl Worker {
         self.status().ok().and_then(|s| s["owned"].as_object().map(|o| o.keys().cloned().collect())).unwrap_or_default()
     }
 
-    pub fn metric(&self, name: &str, labels: &[&str]) -> Res<f64> {
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Res<f64> {
         Ok(testkit::http::metric(&self.get("/metrics")?.1, name, labels))
     }
 

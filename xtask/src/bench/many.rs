@@ -126,7 +126,7 @@ fn agent(world: &World, bin: &Path, input: &Input) -> anyhow::Result<Run> {
         Duration::from_millis(200),
         || {
             let (_, body) = testkit::http::get(&agent.http, "/metrics").ok()?;
-            let failed = testkit::http::metric(&body, "zonal_agent_errors_total", &["delivery"]);
+            let failed = testkit::http::metric(&body, "zonal_agent_errors_total", &[("kind", "delivery")]);
             (failed > 0.0 && down.elapsed() >= OUTAGE).then_some(())
         },
     )?;
