@@ -53,6 +53,10 @@ pub struct ChaosArgs {
     /// Where summary.json goes (default target/zonal-chaos).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Build the programs as the test run built them (the whole workspace with its tests, so
+    /// features resolve the same and nothing is compiled again); set by `cargo xtask test`.
+    #[arg(skip)]
+    pub after_tests: bool,
 }
 
 impl ChaosArgs {
@@ -67,6 +71,7 @@ impl ChaosArgs {
             partitions: 12,
             kinds: Vec::new(),
             out: None,
+            after_tests: true,
         }
     }
 }
@@ -118,10 +123,15 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         args.rate > 0 && args.partitions > 0 && args.line_bytes >= 40,
         "--rate, --partitions must be positive and --line-bytes at least 40"
     );
-    crate::run(
-        "cargo build -p zonal-agent -p zonal-transporter",
-        crate::cargo().args(["build", "-p", "zonal-agent", "-p", "zonal-transporter"]),
-    )?;
+    // Alone, only the two programs are built. After the test run, the build asks for what the
+    // tests had (the workspace, with tests): features then resolve as they did, and the
+    // programs the tests built are used as they are instead of being compiled again.
+    let build: &[&str] = if args.after_tests {
+        &["build", "--workspace", "--bins", "--tests", "--locked"]
+    } else {
+        &["build", "-p", "zonal-agent", "-p", "zonal-transporter"]
+    };
+    crate::run(&format!("cargo {}", build.join(" ")), crate::cargo().args(build))?;
     let bins = crate::target_dir().join("debug");
     let out = args.out.clone().unwrap_or_else(|| crate::target_dir().join("zonal-chaos"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
