@@ -51,6 +51,10 @@ pub struct OwnedStatus {
     pub uploads: u64,
     /// Records in the open buffer.
     pub buffered: u64,
+    /// The id of the topic the partition started in, when the cluster says (it is the one
+    /// recorded in etcd then): every upload and commit is made only while it still is.
+    #[serde(skip)]
+    pub topic_id: Option<String>,
 }
 
 /// Everything a worker's tasks share.

@@ -115,6 +115,47 @@ async fn a_topic_created_again_holds_its_partition_until_an_operator_sets_the_of
     Ok(())
 }
 
+/// Issue 23: the same while the partition is owned and read. Each commit is made only while the
+/// recorded topic id is the one the partition started with (and each upload only while the
+/// topic still has it): the owner does not commit past records of another incarnation of the
+/// topic, nor its progress over an operator's offset. The partition starts again and is held.
+/// (The mock cannot create a topic again: the recorded id is made another while owned.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_id_changed_while_owned_stops_its_commits_and_holds_the_partition() -> Res {
+    let world = world()?;
+    world.kafka.create_topic("re2", 1)?;
+    let tmp = tempfile::tempdir()?;
+    let spec = FleetSpec { topics: vec!["re2".into()], ..FleetSpec::default() };
+    let w = tokio::task::block_in_place(|| -> Res<Worker> {
+        let w = Worker::start(&world, tmp.path(), "w0-0", Some(0), &spec)?;
+        produce(&world, "re2", 1, 100, "a")?;
+        wait_exactly_once(&world, 100, &[&w])?;
+        Ok(w)
+    })?;
+    let mut client = etcd_client(&world).await?;
+    client.put("/test/topic-ids/re2/0", "AAAAAAAAAAAAAAAAAAAAAQ", None).await?;
+    tokio::task::block_in_place(|| -> Res {
+        produce(&world, "re2", 1, 50, "b")?;
+        testkit::wait_until("the partition to be held", Duration::from_secs(30), || {
+            (w.metric("zonal_transporter_errors_total", &[("kind", "topic-recreated")]).ok()? >= 1.0).then_some(())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}: {}", w.log_tail()))?;
+        let log = std::fs::read_to_string(&w.log)?;
+        assert!(log.contains("not committing 150"), "{log}");
+        assert!(log.contains("offsets --set re2/0=<offset> --while-owned"), "{log}");
+        Ok(())
+    })?;
+    let committed = client.get("/test/offsets/re2/0", None).await?;
+    assert_eq!(committed.kvs().first().map(|kv| kv.value().to_vec()), Some(b"100".to_vec()), "nothing committed past");
+    tokio::task::block_in_place(|| -> Res {
+        let out = cli(&world, tmp.path(), "w0-0", &["offsets", "--set", "re2/0=100", "--while-owned"])?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        wait_exactly_once(&world, 150, &[&w])?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
 /// Issue 23, item 6: the buffer files are bounded (`worker.max-buffer-bytes`): past it a
 /// partition rolls what it holds and reads nothing more until the upload made room, so objects
 /// stay near the bound however large `roll.max-bytes` is; and a filesystem short of

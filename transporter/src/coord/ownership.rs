@@ -189,8 +189,26 @@ pub enum CommittedError {
     },
 }
 
-/// Commits `next` for a partition, only if this worker still owns it under this lease.
-/// Returns false when fenced out.
+/// What a commit came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// The offset is written.
+    Done,
+    /// Another worker (or another lease) owns the partition.
+    Fenced,
+    /// Still ours, but the recorded topic id is no longer the one the partition started with:
+    /// an operator set its offset (which drops the id), or the id was recorded for a topic
+    /// created again. Nothing is written.
+    TopicId {
+        /// The id recorded now, if any.
+        recorded: Option<String>,
+    },
+}
+
+/// Commits `next` for a partition, only if this worker still owns it under this lease and,
+/// when `topic_id` is given, the recorded topic id is still that one (so that an owner does not
+/// commit its progress over an operator's offset, or past records of another incarnation of
+/// the topic).
 pub async fn commit(
     client: &Client,
     keys: &Keys,
@@ -198,8 +216,29 @@ pub async fn commit(
     me: &str,
     lease: i64,
     next: i64,
-) -> anyhow::Result<bool> {
-    commit_start(client, keys, tp, me, lease, next, None).await
+    topic_id: Option<&str>,
+) -> anyhow::Result<Committed> {
+    let mut c = client.clone();
+    let mut when = owned_by(keys, tp, me, lease).to_vec();
+    if let Some(id) = topic_id {
+        when.push(Compare::value(keys.topic_id(tp), CompareOp::Equal, id));
+    }
+    let txn = Txn::new()
+        .when(when)
+        .and_then([TxnOp::put(keys.offset(tp), next.to_string(), None)])
+        .or_else([TxnOp::get(keys.owner(tp), None), TxnOp::get(keys.topic_id(tp), None)]);
+    let resp = c.txn(txn).await.context("committing an offset")?;
+    if resp.succeeded() {
+        return Ok(Committed::Done);
+    }
+    let mut reads = resp.op_responses().into_iter().map(|r| match r {
+        etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.value().to_vec(), kv.lease())),
+        _ => None,
+    });
+    let owner = reads.next().flatten();
+    let recorded = reads.next().flatten().map(|(v, _)| String::from_utf8_lossy(&v).into_owned());
+    let ours = owner.is_some_and(|(id, l)| id == me.as_bytes() && l == lease);
+    Ok(if ours { Committed::TopicId { recorded } } else { Committed::Fenced })
 }
 
 /// Commits `next`, and the id of the topic it was read in when given (a partition's first

@@ -77,10 +77,12 @@ impl Worker {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&tp.topic, tp.partition, offset)?;
         self.consumer.incremental_assign(&tpl).with_context(|| format!("assigning {tp}"))?;
+        // The id the start was checked against (or recorded with), from the same cache.
+        let topic_id = self.topic_id(&tp.topic, super::topic_check::TOPIC_ID_FRESH).await;
         self.owned
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(tp.clone(), OwnedStatus { committed: start, position: start - 1, ..Default::default() });
+            .insert(tp.clone(), OwnedStatus { committed: start, position: start - 1, topic_id, ..Default::default() });
 
         let result = self.pump(tp, &queue, &lease, &mut stop, start).await;
 

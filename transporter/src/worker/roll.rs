@@ -116,6 +116,7 @@ impl Worker {
         wait += waited.elapsed();
         self.metrics.roll_wait_seconds.observe(wait.as_secs_f64());
         let key = self.object_key(tp, &f)?;
+        let topic_id = self.topic_unchanged(tp).await?;
         if !lease.borrow().valid() {
             anyhow::bail!("lease no longer valid; not uploading {key}");
         }
@@ -144,7 +145,7 @@ impl Worker {
             }
         };
         let committing = Instant::now();
-        self.commit(tp, &key, next, lease).await?;
+        self.commit(tp, &key, next, topic_id.as_deref(), lease).await?;
         self.metrics.commit_seconds.observe(committing.elapsed().as_secs_f64());
         tracing::info!(partition = %tp, key, from = span.from, first = f.first_offset, last = span.last,
             records = span.records, gap_records = span.gap_records(), bytes = f.size, attempts = up.attempts,
@@ -215,13 +216,15 @@ impl Worker {
         }
     }
 
-    /// Commits `next` under the same fence; while etcd does not answer, retries until the lease
-    /// would have expired.
+    /// Commits `next` under the same fence, and while the recorded topic id is still
+    /// `topic_id` (when known); while etcd does not answer, retries until the lease would have
+    /// expired.
     async fn commit(
         &self,
         tp: &TopicPartition,
         key: &str,
         next: i64,
+        topic_id: Option<&str>,
         lease: &watch::Receiver<LeaseState>,
     ) -> anyhow::Result<()> {
         loop {
@@ -230,11 +233,20 @@ impl Worker {
                 anyhow::bail!("lease lost before committing {tp} at {next}; the next owner re-uploads {key}");
             }
             let left = l.valid_until.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, coord::commit(&self.etcd, &self.keys, tp, &self.id, l.id, next)).await {
-                Ok(Ok(true)) => return Ok(()),
-                Ok(Ok(false)) => {
+            let commit = coord::commit(&self.etcd, &self.keys, tp, &self.id, l.id, next, topic_id);
+            match tokio::time::timeout(left, commit).await {
+                Ok(Ok(coord::Committed::Done)) => return Ok(()),
+                Ok(Ok(coord::Committed::Fenced)) => {
                     self.metrics.error(ErrorKind::Fenced);
                     anyhow::bail!("fenced: {tp} is no longer ours");
+                }
+                // An operator's offset (which drops the recorded id) or an id recorded for
+                // another incarnation of the topic: the partition starts again from what etcd
+                // says, where a foreign id holds it.
+                Ok(Ok(coord::Committed::TopicId { recorded })) => {
+                    anyhow::bail!(
+                        "{tp}: not committing {next}: the recorded topic id is {recorded:?}, not {topic_id:?} as at start; starting the partition again"
+                    )
                 }
                 Ok(Err(e)) => {
                     let kind = ErrorKind::Etcd;

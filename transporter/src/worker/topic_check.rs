@@ -1,11 +1,14 @@
-//! A partition's offsets are checked against its topic's id before it is read (`coord::topic_id`):
-//! a topic deleted and created again under its name would otherwise be read from the old
-//! topic's offsets, skipping its first records with nothing counted.
+//! A partition's offsets are checked against its topic's id before it is read (`coord::topic_id`),
+//! and again before each of its uploads and in each commit: a topic deleted and created again
+//! under its name would otherwise be read from the old topic's offsets, skipping its first
+//! records with nothing counted.
 //!
 //! ```text
 //!  topic id (DescribeTopics, cached a minute) ──unknown (broker before 2.8)──> read (not checked)
 //!  recorded id ──none──> record it ──> read      ──same──> read
 //!              ──other──> hold (topic-recreated, once) ── offsets --set drops it ──> record ──> read
+//!  while owned: before an upload, the id now = the id at start?  no ──> the partition starts again (held above)
+//!               the commit's transaction: recorded id = the id at start?  no ──> likewise, nothing committed
 //! ```
 
 use std::sync::PoisonError;
@@ -19,13 +22,32 @@ use crate::coord::{self, LeaseState};
 use crate::metrics::ErrorKind;
 
 /// How long a topic's id is taken as known when checked.
-const TOPIC_ID_FRESH: Duration = Duration::from_secs(60);
+pub(super) const TOPIC_ID_FRESH: Duration = Duration::from_secs(60);
 
 /// How fresh an id must be to be recorded: the partitions of a topic starting together share
 /// one question, and an id from before a re-creation is not written as the new topic's.
 pub(super) const TOPIC_ID_TO_RECORD: Duration = Duration::from_secs(5);
 
 impl Worker {
+    /// Before an upload: the id the partition started with (when known), as long as the topic
+    /// still has it. An error otherwise (the topic was created again while owned): nothing is
+    /// uploaded or committed, and the partition starts again, where `same_topic` holds it.
+    pub(super) async fn topic_unchanged(&self, tp: &TopicPartition) -> anyhow::Result<Option<String>> {
+        let started =
+            self.owned.lock().unwrap_or_else(PoisonError::into_inner).get(tp).and_then(|s| s.topic_id.clone());
+        let Some(started) = started else { return Ok(None) };
+        match self.topic_id(&tp.topic, TOPIC_ID_FRESH).await {
+            Some(now) if now != started => {
+                let kind = ErrorKind::TopicRecreated;
+                self.metrics.error(kind);
+                anyhow::bail!(
+                    "{tp}: the topic was created again while owned (id {started} at start, {now} now); nothing more is uploaded from it"
+                )
+            }
+            _ => Ok(Some(started)),
+        }
+    }
+
     /// The id of `topic`, as asked of the cluster at most `fresh` ago; `None` when the cluster
     /// does not say (then nothing is checked). Only an id is kept: a topic missing between its
     /// deletion and its creation again is asked again next time.
