@@ -21,17 +21,21 @@ struct Http {
 }
 
 fn http() -> Result<&'static Http> {
-    static HTTP: OnceLock<Http> = OnceLock::new();
-    if let Some(h) = HTTP.get() {
-        return Ok(h);
-    }
-    let failed = |reason: String| TestkitError::Start { server: "http client", reason };
+    // Built once, by the first caller (the others wait): a runtime built twice would be
+    // dropped by the loser, which panics inside an async test.
+    static HTTP: OnceLock<std::result::Result<Http, String>> = OnceLock::new();
+    HTTP.get_or_init(build)
+        .as_ref()
+        .map_err(|reason| TestkitError::Start { server: "http client", reason: reason.clone() })
+}
+
+fn build() -> std::result::Result<Http, String> {
     // The endpoints speak plain HTTP; reqwest is built (for az-core) with rustls but no default
     // crypto provider, so the TLS configuration it insists on is given, on aws-lc-rs.
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
     let client = reqwest::Client::builder()
@@ -39,14 +43,14 @@ fn http() -> Result<&'static Http> {
         .timeout(Duration::from_secs(5))
         .no_proxy()
         .build()
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("testkit-http")
         .enable_all()
         .build()
-        .map_err(|e| failed(e.to_string()))?;
-    Ok(HTTP.get_or_init(|| Http { client, runtime }))
+        .map_err(|e| e.to_string())?;
+    Ok(Http { client, runtime })
 }
 
 /// GETs `path` from `host` (`127.0.0.1:PORT`); returns the status code and body.

@@ -53,15 +53,16 @@ pub fn request(frame: &[u8]) -> Option<(RequestHeader, Bytes)> {
     Some((header, buf))
 }
 
-/// A message of type `M` at `version`, or `None` when bytes are missing. Bytes after it are
-/// ignored: librdkafka's mock broker ends some responses with one more (empty) tagged-field
-/// count than the schema has, which brokers' clients ignore too.
-fn decode_all<M: Decodable>(mut buf: Bytes, version: i16) -> Option<M> {
+/// A request body of type `M` at `version`, or `None` when bytes are missing. Bytes after it
+/// are ignored, as brokers ignore them.
+fn decode_body<M: Decodable>(mut buf: Bytes, version: i16) -> Option<M> {
     M::decode(&mut buf, version).ok()
 }
 
 /// A response frame (from the correlation id on): its header and `body` at `version`, then
-/// `trailing` (what followed the message in the frame it was read from) as it was.
+/// `trailing` (what followed the message in the frame it was read from) as it was:
+/// librdkafka's mock broker ends some responses with one more (empty) tagged-field count than
+/// the schema has, and clients read it as the broker wrote it.
 fn response_with<M: Encodable + HeaderVersion>(
     correlation_id: i32,
     body: &M,
@@ -152,7 +153,7 @@ const CONFIG_SOURCE_DYNAMIC_TOPIC: i8 = 1;
 pub fn describe_configs(frame: &[u8], table: &BTreeMap<String, BTreeMap<String, String>>) -> Option<Vec<u8>> {
     let (header, body) = request(frame)?;
     let version = header.request_api_version;
-    let asked: DescribeConfigsRequest = decode_all(body, version)?;
+    let asked: DescribeConfigsRequest = decode_body(body, version)?;
     let results = asked
         .resources
         .iter()
@@ -184,7 +185,7 @@ pub fn describe_configs(frame: &[u8], table: &BTreeMap<String, BTreeMap<String, 
 
 /// The mechanism a SaslHandshake request names.
 pub fn sasl_handshake(header: &RequestHeader, body: Bytes) -> Option<String> {
-    let r: SaslHandshakeRequest = decode_all(body, header.request_api_version)?;
+    let r: SaslHandshakeRequest = decode_body(body, header.request_api_version)?;
     Some(r.mechanism.to_string())
 }
 
@@ -198,7 +199,7 @@ pub fn sasl_handshake_answer(header: &RequestHeader, error: i16, mechanisms: &[&
 
 /// The bytes a SaslAuthenticate request carries.
 pub fn sasl_authenticate(header: &RequestHeader, body: Bytes) -> Option<Bytes> {
-    let r: SaslAuthenticateRequest = decode_all(body, header.request_api_version)?;
+    let r: SaslAuthenticateRequest = decode_body(body, header.request_api_version)?;
     Some(r.auth_bytes)
 }
 

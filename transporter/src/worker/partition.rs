@@ -37,6 +37,15 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.5 + rand::random::<f64>())
 }
 
+/// Where an owned partition starts reading, and the id of its topic as recorded in etcd then
+/// (`None` when the cluster does not say: nothing is checked), which its commits compare.
+pub(super) struct Started {
+    /// The first offset to read.
+    pub(super) offset: i64,
+    /// The topic's recorded id.
+    pub(super) topic_id: Option<String>,
+}
+
 /// Where a partition starts, once owned.
 enum Start {
     /// From this committed offset, or, without one, from `kafka.start-from`.
@@ -64,7 +73,7 @@ impl Worker {
             Start::At(None) => self.resolve_start(tp, &lease, &mut stop).await,
             Start::Stopped => None,
         };
-        let Some(start) = start else {
+        let Some(Started { offset: start, topic_id }) = start else {
             let _ = coord::release(&self.etcd, &self.keys, tp, &self.id).await;
             return Ok(());
         };
@@ -77,8 +86,6 @@ impl Worker {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&tp.topic, tp.partition, offset)?;
         self.consumer.incremental_assign(&tpl).with_context(|| format!("assigning {tp}"))?;
-        // The id the start was checked against (or recorded with), from the same cache.
-        let topic_id = self.topic_id(&tp.topic, super::topic_check::TOPIC_ID_FRESH).await;
         self.owned
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -172,7 +179,7 @@ impl Worker {
         tp: &TopicPartition,
         lease: &watch::Receiver<LeaseState>,
         stop: &mut watch::Receiver<Stop>,
-    ) -> Option<i64> {
+    ) -> Option<Started> {
         let mut reported = false;
         loop {
             let l = *lease.borrow();
@@ -188,7 +195,7 @@ impl Worker {
                     match coord::commit_start(&self.etcd, &self.keys, tp, &self.id, l.id, at, id.as_deref()).await {
                         Ok(true) => {
                             tracing::info!(partition = %tp, start_from = ?self.cfg.kafka.start_from, offset = at, "no committed offset; starting here, committed");
-                            return Some(at);
+                            return Some(Started { offset: at, topic_id: id });
                         }
                         Ok(false) => {
                             self.metrics.error(ErrorKind::Fenced);

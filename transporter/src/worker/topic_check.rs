@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use az_core::TopicPartition;
 use tokio::sync::watch;
 
+use super::partition::Started;
 use super::{Stop, Worker};
 use crate::coord::{self, LeaseState};
 use crate::metrics::ErrorKind;
@@ -32,11 +33,22 @@ impl Worker {
     /// Before an upload: the id the partition started with (when known), as long as the topic
     /// still has it. An error otherwise (the topic was created again while owned): nothing is
     /// uploaded or committed, and the partition starts again, where `same_topic` holds it.
+    ///
+    /// Uploads do not wait on Kafka for it: the last answer (or failure) serves for a minute,
+    /// then one roll asks again while the others go on with the last answer.
     pub(super) async fn topic_unchanged(&self, tp: &TopicPartition) -> anyhow::Result<Option<String>> {
         let started =
             self.owned.lock().unwrap_or_else(PoisonError::into_inner).get(tp).and_then(|s| s.topic_id.clone());
         let Some(started) = started else { return Ok(None) };
-        match self.topic_id(&tp.topic, TOPIC_ID_FRESH).await {
+        let last = self.topic_ids.lock().unwrap_or_else(PoisonError::into_inner).get(&tp.topic).cloned();
+        let now = match last {
+            Some((id, at)) if at.elapsed() < TOPIC_ID_FRESH => id,
+            last => match self.topic_lookup.try_lock() {
+                Ok(_asking) => self.ask_topic_id(&tp.topic).await,
+                Err(_) => last.and_then(|(id, _)| id),
+            },
+        };
+        match now {
             Some(now) if now != started => {
                 let kind = ErrorKind::TopicRecreated;
                 self.metrics.error(kind);
@@ -49,8 +61,8 @@ impl Worker {
     }
 
     /// The id of `topic`, as asked of the cluster at most `fresh` ago; `None` when the cluster
-    /// does not say (then nothing is checked). Only an id is kept: a topic missing between its
-    /// deletion and its creation again is asked again next time.
+    /// does not say (then nothing is checked). Only an id counts here: a topic missing between
+    /// its deletion and its creation again is asked again next time.
     pub(super) async fn topic_id(&self, topic: &str, fresh: Duration) -> Option<String> {
         let cached = || {
             self.topic_ids
@@ -69,6 +81,13 @@ impl Worker {
         if let Some(id) = cached() {
             return Some(id);
         }
+        self.ask_topic_id(topic).await
+    }
+
+    /// Asks the cluster for `topic`'s id (the caller holds `topic_lookup`) and keeps the answer
+    /// with its time; a failure or a missing topic is kept as `None`, which `topic_id` asks
+    /// again but `topic_unchanged` does not, for a minute.
+    async fn ask_topic_id(&self, topic: &str) -> Option<String> {
         let consumer = self.consumer.clone();
         let topics = vec![topic.to_owned()];
         let asked = tokio::task::spawn_blocking(move || {
@@ -83,21 +102,19 @@ impl Worker {
             Ok(Ok(ids)) => ids.get(topic).cloned(),
             Ok(Err(e)) => {
                 tracing::debug!(topic, error = %e, "the topic's id could not be asked for");
-                return None;
+                None
             }
-            Err(_) => return None,
+            Err(_) => None,
         };
-        if let Some(id) = &id {
-            self.topic_ids
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(topic.to_owned(), (Some(id.clone()), Instant::now()));
-        }
+        self.topic_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(topic.to_owned(), (id.clone(), Instant::now()));
         id
     }
 
     /// Where an owned partition with committed offset `committed` starts: there, once its
-    /// topic's id is the one recorded (or recorded now). Held while another id is recorded,
+    /// topic's id is the one recorded (or recorded now), with that id. Held while another id is recorded,
     /// until an operator sets the offset; `None` when told to stop or fenced first. The first
     /// look at the recorded id is `recorded` when the taking transaction read it.
     pub(super) async fn same_topic(
@@ -107,28 +124,32 @@ impl Worker {
         mut recorded: Option<Option<String>>,
         lease: &watch::Receiver<LeaseState>,
         stop: &mut watch::Receiver<Stop>,
-    ) -> Option<i64> {
+    ) -> Option<Started> {
+        let unchecked = |offset| Some(Started { offset, topic_id: None });
         let mut reported = false;
         loop {
             let fresh = if reported { Duration::ZERO } else { TOPIC_ID_FRESH };
-            let Some(current) = self.topic_id(&tp.topic, fresh).await else { return Some(committed) };
+            let Some(current) = self.topic_id(&tp.topic, fresh).await else { return unchecked(committed) };
             let l = *lease.borrow();
             let read = match recorded.take() {
                 Some(r) => Ok(r),
                 None => coord::topic_id::recorded(&self.etcd, &self.keys, tp).await,
             };
             let wait = match read {
-                Ok(Some(r)) if r == current => return Some(committed),
+                Ok(Some(r)) if r == current => return Some(Started { offset: committed, topic_id: Some(current) }),
                 // Recorded from a fresh answer (not an id cached before a re-creation); the
                 // offset is read again after, since an operator's `offsets --set` may have come
                 // between the first read and the record.
                 Ok(None) => match self.topic_id(&tp.topic, TOPIC_ID_TO_RECORD).await {
-                    None => return Some(committed),
+                    None => return unchecked(committed),
                     Some(id) => match coord::topic_id::record(&self.etcd, &self.keys, tp, &id, &self.id, l.id).await {
-                        Ok(true) => match coord::committed(&self.etcd, &self.keys, tp).await {
-                            Ok(Some(now)) => return Some(now),
-                            _ => return Some(committed),
-                        },
+                        Ok(true) => {
+                            let offset = match coord::committed(&self.etcd, &self.keys, tp).await {
+                                Ok(Some(now)) => now,
+                                _ => committed,
+                            };
+                            return Some(Started { offset, topic_id: Some(id) });
+                        }
                         Ok(false) => return None,
                         Err(e) => {
                             tracing::warn!(partition = %tp, error = %format!("{e:#}"), "recording the topic id failed; trying again");
