@@ -1,21 +1,29 @@
-//! A partition's local buffer: records appended to a file until the roll policy says so, then
-//! compressed into the file of one object, which the upload streams from disk.
+//! A partition's local buffer: records appended to a file until the roll policy (or a record
+//! of another time partition) says so, then written into the file of one object, which the
+//! upload streams from disk.
 //!
 //! ```text
-//!  record ──encode (lines | JSON lines)──> <buffer-dir>/<worker>/slot-<n>.buf   (a slot: see `slots`)
-//!           roll on bytes / records / age ──> finish() ──zstd|gzip|none──> slot-<n>.obj
+//!  record ──encode (lines | JSON lines | frame)──> <buffer-dir>/<worker>/slot-<n>.buf   (a slot: see `slots`)
+//!           roll on bytes / records / age / time partition ──> finish() ──> slot-<n>.obj
+//!              lines, JSON: zstd | gzip | none over the file;  Parquet: frames ──> columns (`parquet`)
 //!           uploaded or abandoned ──> the slot's files emptied, the slot reused
 //! ```
 //!
 //! Memory does not grow with object size: records go to disk as they come, the object is
-//! written to disk as it is compressed, and the upload reads it a part at a time.
+//! written to disk as it is compressed, and the upload reads it a part at a time (Parquet holds
+//! one row group, `parquet.row-group-bytes`).
 //!
 //! Compression happens at roll time, on a blocking thread, one buffer at a time: a streaming
 //! encoder per open partition would hold its compression state (about 1 MB for zstd level 3)
 //! for every owned partition at once; the raw file is read back from the page cache.
 
 mod encode;
+mod frame;
+mod parquet;
+mod record;
 mod slots;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -25,38 +33,26 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Compression, RollConfig};
+use crate::config::{Compression, Newlines, RollConfig, TransporterConfig};
 use crate::continuity::{Gap, Span};
-pub use encode::encode;
+use crate::timepart::Bucket;
+pub use encode::{encode, needs_escape};
+pub use parquet::ParquetSettings;
+pub use record::{Headers, Record, TimestampType};
 pub use slots::{Slot, Slots};
 
 /// Output format of objects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
-    /// Record values, one per line.
+    /// Record values, one per line (line breaks in a value escaped or refused:
+    /// `records.newlines`).
     #[default]
     Lines,
-    /// JSON lines with key, value, offset, partition and timestamp.
+    /// JSON lines with key, value, headers, offset, partition, timestamp and its type.
     Json,
-}
-
-/// One Kafka record as the buffer needs it: borrowed from the consumer's message, so that
-/// appending copies its bytes only once, into the buffer file.
-#[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
-    /// Topic.
-    pub topic: &'a str,
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-    /// Timestamp in ms, if any.
-    pub timestamp_ms: Option<i64>,
-    /// Key.
-    pub key: Option<&'a [u8]>,
-    /// Value.
-    pub value: Option<&'a [u8]>,
+    /// Apache Parquet, a column per field (`buffer::parquet`).
+    Parquet,
 }
 
 /// File extension for a format and compression.
@@ -64,10 +60,40 @@ pub fn extension(format: Format, compression: Compression) -> &'static str {
     match (format, compression) {
         (Format::Lines, Compression::Zstd) => "log.zst",
         (Format::Lines, Compression::Gzip) => "log.gz",
-        (Format::Lines, Compression::None) => "log",
+        (Format::Lines, _) => "log",
         (Format::Json, Compression::Zstd) => "jsonl.zst",
         (Format::Json, Compression::Gzip) => "jsonl.gz",
-        (Format::Json, Compression::None) => "jsonl",
+        (Format::Json, _) => "jsonl",
+        // Parquet compresses its columns inside the file.
+        (Format::Parquet, _) => "parquet",
+    }
+}
+
+/// How buffers encode and finish their records: the same for every buffer of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Format.
+    pub format: Format,
+    /// Compression.
+    pub compression: Compression,
+    /// Its level.
+    pub level: i32,
+    /// Line breaks in `lines`.
+    pub newlines: Newlines,
+    /// Parquet row groups.
+    pub row_group_bytes: usize,
+}
+
+impl Layout {
+    /// The layout a configuration asks for.
+    pub fn of(cfg: &TransporterConfig) -> Layout {
+        Layout {
+            format: cfg.s3.format,
+            compression: cfg.s3.compression,
+            level: cfg.s3.compression_level,
+            newlines: cfg.records.newlines,
+            row_group_bytes: cfg.parquet.row_group_bytes,
+        }
     }
 }
 
@@ -76,21 +102,23 @@ pub fn extension(format: Format, compression: Compression) -> &'static str {
 pub struct Buffer {
     slot: Slot,
     file: BufWriter<File>,
-    compression: Compression,
-    level: i32,
+    layout: Layout,
+    topic: String,
+    partition: i32,
     /// First record's offset.
     pub first_offset: i64,
     /// What the buffer covers: its chain from the committed offset, records and gaps. Every
     /// record appended must follow it, and it must add up before the buffer becomes an object.
     pub span: Span,
-    /// First record's timestamp (ms), for the key's date and hour.
-    pub first_timestamp_ms: i64,
+    /// The time partition every record of it belongs to.
+    pub bucket: Bucket,
     /// Uncompressed bytes appended.
     pub bytes: u64,
+    /// Records whose line breaks `lines` escaped.
+    pub escaped: u64,
     /// When the first record arrived.
     pub opened: Instant,
     scratch: Vec<u8>,
-    format: Format,
 }
 
 /// A finished buffer: the object's file and what it covers. The file is emptied when this is
@@ -107,22 +135,23 @@ pub struct Finished {
     pub first_offset: i64,
     /// What the object covers, checked to add up.
     pub span: Span,
-    /// First timestamp (ms).
-    pub first_timestamp_ms: i64,
+    /// The time partition of all its records.
+    pub bucket: Bucket,
     /// Uncompressed bytes.
     pub bytes: u64,
+    /// Records whose line breaks were escaped.
+    pub escaped: u64,
 }
 
 impl Buffer {
-    /// Opens a buffer for a partition in a slot of `slots`, for record `first`, continuing
-    /// `span` (empty but for gaps before the first record).
+    /// Opens a buffer for a partition in a slot of `slots`, for record `first` of time partition
+    /// `bucket`, continuing `span` (empty but for gaps before the first record).
     pub fn create(
         slots: &Arc<Slots>,
-        format: Format,
-        compression: Compression,
-        level: i32,
+        layout: Layout,
         span: Span,
         first: &Record<'_>,
+        bucket: Bucket,
     ) -> std::io::Result<Buffer> {
         std::fs::create_dir_all(slots.dir())?;
         let slot = slots.take();
@@ -132,15 +161,16 @@ impl Buffer {
         Ok(Buffer {
             slot,
             file,
-            compression,
-            level,
+            layout,
+            topic: first.topic.to_owned(),
+            partition: first.partition,
             first_offset: first.offset,
             span,
-            first_timestamp_ms: first.timestamp_ms.unwrap_or(0),
+            bucket,
             bytes: 0,
+            escaped: 0,
             opened: Instant::now(),
             scratch: Vec::with_capacity(4096),
-            format,
         })
     }
 
@@ -149,12 +179,31 @@ impl Buffer {
         self.span.records
     }
 
-    /// Appends a record, which must follow the span: the buffer refuses an offset that would
-    /// leave a hole nobody explained. Returns the bytes it added to the file.
-    pub fn append(&mut self, r: &Record<'_>) -> std::io::Result<u64> {
-        self.span.record(r.offset).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    /// Appends a record of time partition `bucket`, which must follow the span and be the
+    /// buffer's partition: the buffer refuses an offset that would leave a hole nobody
+    /// explained, and a record that belongs in another object. Returns the bytes it added.
+    pub fn append(&mut self, r: &Record<'_>, bucket: Bucket) -> std::io::Result<u64> {
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        if bucket != self.bucket {
+            return Err(invalid(format!(
+                "offset {} belongs to time partition {bucket:?}, the buffer to {:?}",
+                r.offset, self.bucket
+            )));
+        }
+        if self.layout.format == Format::Lines
+            && self.layout.newlines == Newlines::Refuse
+            && needs_escape(r.value.unwrap_or_default())
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("offset {} has a line break, and records.newlines = \"refuse\"", r.offset),
+            ));
+        }
+        self.span.record(r.offset).map_err(|e| invalid(e.to_string()))?;
         self.scratch.clear();
-        encode(self.format, r, &mut self.scratch);
+        if encode(self.layout.format, r, &mut self.scratch) {
+            self.escaped += 1;
+        }
         self.file.write_all(&self.scratch)?;
         let written = self.scratch.len() as u64;
         self.bytes += written;
@@ -171,39 +220,50 @@ impl Buffer {
         self.bytes >= roll.max_bytes || self.span.records >= roll.max_records
     }
 
-    /// Closes the file and compresses it into the object's bytes; the file is removed.
-    /// Blocking: call it on a blocking thread.
-    pub fn finish(mut self) -> std::io::Result<Finished> {
+    /// Closes the file and writes it into the object's file (Parquet, or compressed lines);
+    /// `meta` is the object's metadata, which a Parquet file carries too. The raw file is
+    /// emptied. Blocking: call it on a blocking thread.
+    pub fn finish(mut self, meta: &[(&str, String)]) -> std::io::Result<Finished> {
         // The last check before an object exists: its counts must add up.
         self.span.check().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         self.file.flush()?;
         drop(self.file.into_inner().map_err(|e| e.into_error())?);
         let raw = File::open(self.slot.raw())?;
         let raw_len = raw.metadata()?.len();
-        let raw = std::io::BufReader::with_capacity(256 * 1024, raw);
+        let mut raw = std::io::BufReader::with_capacity(256 * 1024, raw);
         let object = self.slot.object();
         let out = std::io::BufWriter::with_capacity(256 * 1024, File::create(&object)?);
-        let out = match self.compression {
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(out, self.level)?;
+        let l = self.layout;
+        let out = match (l.format, l.compression) {
+            (Format::Parquet, compression) => {
+                let settings = ParquetSettings { compression, level: l.level, row_group_bytes: l.row_group_bytes };
+                let meta = meta.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+                let (out, rows) = parquet::write(&mut raw, out, &self.topic, self.partition, &settings, meta)?;
+                // The file must hold exactly the records the span counts.
+                if rows != self.span.records {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{rows} rows written for a span of {} records", self.span.records),
+                    ));
+                }
+                out
+            }
+            (_, Compression::Zstd) => {
+                let mut enc = zstd::stream::write::Encoder::new(out, l.level)?;
                 // The size is known: zstd sizes its window and tables to it (less memory for
                 // small objects) and writes it in the frame header for readers.
                 enc.set_pledged_src_size(Some(raw_len))?;
                 enc.include_contentsize(true)?;
-                let mut raw = raw;
                 std::io::copy(&mut raw, &mut enc)?;
                 enc.finish()?
             }
-            Compression::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(out, flate2::Compression::new(self.level.clamp(0, 9) as u32));
-                let mut raw = raw;
+            (_, Compression::Gzip) => {
+                let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(l.level.clamp(0, 9) as u32));
                 std::io::copy(&mut raw, &mut enc)?;
                 enc.finish()?
             }
-            Compression::None => {
+            (_, Compression::None | Compression::Snappy) => {
                 let mut out = out;
-                let mut raw = raw;
                 std::io::copy(&mut raw, &mut out)?;
                 out
             }
@@ -219,8 +279,9 @@ impl Buffer {
             size,
             first_offset: self.first_offset,
             span: self.span,
-            first_timestamp_ms: self.first_timestamp_ms,
+            bucket: self.bucket,
             bytes: self.bytes,
+            escaped: self.escaped,
         })
     }
 
@@ -242,48 +303,6 @@ pub fn decompress(compression: Compression, body: &[u8]) -> std::io::Result<Vec<
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out)?;
             Ok(out)
         }
-        Compression::None => Ok(body.to_vec()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A record of topic `t`, partition 2, key `k`, timestamped 1000 ms after its offset.
-    pub(super) fn rec(offset: i64, value: &[u8]) -> Record<'_> {
-        Record {
-            topic: "t",
-            partition: 2,
-            offset,
-            timestamp_ms: Some(1000 + offset),
-            key: Some(b"k"),
-            value: Some(value),
-        }
-    }
-
-    #[test]
-    fn roll_and_compress_round_trip() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let slots = Slots::new(dir.path());
-        for compression in [Compression::Zstd, Compression::Gzip, Compression::None] {
-            let mut b = Buffer::create(&slots, Format::Lines, compression, 3, Span::starting(10), &rec(10, b"a"))
-                .expect("create");
-            for o in 10..20 {
-                b.append(&rec(o, format!("line {o}").as_bytes())).expect("append");
-            }
-            assert!(b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 10 }));
-            assert!(!b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 11 }));
-            assert!(b.append(&rec(21, b"a jump")).is_err(), "an offset that does not follow is refused");
-            let f = b.finish().expect("finish");
-            assert_eq!((f.first_offset, f.span.last, f.span.records, f.first_timestamp_ms), (10, 19, 10, 1010));
-            let text = decompress(compression, &std::fs::read(&f.path).expect("object")).expect("decompress");
-            assert_eq!(text.iter().filter(|&&c| c == b'\n').count(), 10);
-            assert!(String::from_utf8_lossy(&text).starts_with("line 10\n"));
-        }
-        // One slot served every buffer in turn, and is empty between them.
-        let files: Vec<u64> =
-            dir.path().read_dir().expect("dir").map(|e| e.expect("entry").metadata().expect("meta").len()).collect();
-        assert_eq!(files, vec![0, 0], "one slot's two files, emptied");
+        Compression::None | Compression::Snappy => Ok(body.to_vec()),
     }
 }

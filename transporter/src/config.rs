@@ -7,8 +7,8 @@
 //!  ZONAL_TRANSPORTER__S3__BUCKET=... ┘
 //! ```
 //!
-//! Each section is a file of its own: `kafka`, `etcd`, `objects` (`[s3]` and `[roll]`) and
-//! `process` (`[worker]`, `[assignment]`, `[http]`); what serde checks (types, enumerations,
+//! Each section is a file of its own: `kafka`, `etcd`, `objects` (`[s3]` and `[roll]`),
+//! `records` (`[records]`, `[parquet]`) and `process` (`[worker]`, `[assignment]`, `[http]`); what serde checks (types, enumerations,
 //! unknown fields) is named by figment, the rest by each section's `validate`.
 //!
 //! S3 credentials are never part of it: they come from aws-config's default chain.
@@ -17,6 +17,7 @@ mod etcd;
 mod kafka;
 mod objects;
 mod process;
+mod records;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +31,7 @@ pub use objects::{
     UploadSigning,
 };
 pub use process::{AssignmentConfig, HttpConfig, WorkerConfig};
+pub use records::{Newlines, ParquetConfig, RecordsConfig, TimeSource};
 
 /// Environment prefix of overrides.
 pub const ENV_PREFIX: &str = "ZONAL_TRANSPORTER__";
@@ -50,6 +52,10 @@ pub struct TransporterConfig {
     pub s3: S3Config,
     /// When a buffer becomes an object.
     pub roll: RollConfig,
+    /// Where a record's time comes from, and what `lines` does with line breaks.
+    pub records: RecordsConfig,
+    /// How Parquet objects are laid out.
+    pub parquet: ParquetConfig,
     /// How the master assigns partitions.
     pub assignment: AssignmentConfig,
     /// HTTP server for metrics, health, status and the assignment view.
@@ -74,7 +80,9 @@ impl shell::ProgramConfig for TransporterConfig {
         self.etcd.validate()?;
         self.kafka.validate_options()?;
         self.worker.validate()?;
-        self.s3.validate(&self.roll)
+        self.s3.validate(&self.roll)?;
+        self.records.validate()?;
+        self.parquet.validate()
     }
 }
 

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod naming;
 pub mod shares;
 pub mod state;
+pub mod timepart;
 pub mod topics;
 pub mod upload;
 pub mod worker;

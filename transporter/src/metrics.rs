@@ -51,6 +51,9 @@ pub enum ErrorKind {
     /// The topic's id is not the one its partition's offsets were committed under (deleted and
     /// created again): the partition is held until an operator sets its offset.
     TopicRecreated,
+    /// A value with a line break while `records.newlines = "refuse"`: the partition is held
+    /// before it.
+    Newline,
 }
 
 impl ErrorKind {
@@ -69,6 +72,7 @@ impl ErrorKind {
             ErrorKind::Fenced => "fenced",
             ErrorKind::Continuity => "continuity",
             ErrorKind::TopicRecreated => "topic-recreated",
+            ErrorKind::Newline => "newline",
         }
     }
 }
@@ -113,6 +117,10 @@ pub struct Metrics {
     pub records: Counter,
     /// Uncompressed bytes written to objects.
     pub bytes: Counter,
+    /// Records without a time (`records.time-source`) written to the `records.no-time` partition.
+    pub records_without_time: Counter,
+    /// Records whose line breaks `lines` escaped.
+    pub records_escaped: Counter,
     /// Objects uploaded.
     pub uploads: Counter,
     /// Upload latency in seconds.
@@ -159,6 +167,8 @@ impl Default for Metrics {
         Metrics {
             records: Counter::default(),
             bytes: Counter::default(),
+            records_without_time: Counter::default(),
+            records_escaped: Counter::default(),
             uploads: Counter::default(),
             upload_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             roll_wait_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -189,6 +199,12 @@ impl Metrics {
         for (name, help, counter) in [
             ("records", "Records written to S3 objects", &self.records),
             ("bytes", "Uncompressed bytes written to S3 objects", &self.bytes),
+            (
+                "records_without_time",
+                "Records without a time, in the records.no-time partition",
+                &self.records_without_time,
+            ),
+            ("records_escaped", "Records whose line breaks the lines format escaped", &self.records_escaped),
             ("uploads", "Objects uploaded", &self.uploads),
             ("upload_retries", "Upload attempts made again", &self.upload_retries),
             ("upload_retried_bytes", "Bytes sent again by repeated upload attempts", &self.upload_retried_bytes),
@@ -246,6 +262,7 @@ mod tests {
             (ErrorKind::Fenced, "fenced"),
             (ErrorKind::Continuity, "continuity"),
             (ErrorKind::TopicRecreated, "topic-recreated"),
+            (ErrorKind::Newline, "newline"),
         ];
         for (kind, label) in kinds {
             assert_eq!(kind.as_str(), label);

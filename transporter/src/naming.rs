@@ -1,14 +1,12 @@
 //! Object naming: the S3 key of a rolled buffer, from a template. Deterministic in (topic,
-//! partition, first offset, first record's timestamp), so that whoever uploads the same records
-//! again overwrites the same object instead of duplicating it. Pure logic.
+//! partition, first offset, the records' time partition), so that whoever uploads the same
+//! records again overwrites the same object instead of duplicating it. Pure logic.
 //!
 //! ```text
 //!  "{prefix}/{topic}/dt={date}/hr={hour}/{topic}-{partition}-{first_offset:020}.{ext}"
-//!     + ObjectName { topic: "logs", partition: 3, first_offset: 42, timestamp_ms, .. }
+//!     + ObjectName { topic: "logs", partition: 3, first_offset: 42, date: "2026-11-22", hour: "07", .. }
 //!     = "zonal/logs/dt=2026-11-22/hr=07/logs-3-00000000000000000042.jsonl.zst"
 //! ```
-
-use chrono::{DateTime, Utc};
 
 /// What a key is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +19,10 @@ pub struct ObjectName<'a> {
     pub partition: i32,
     /// `{first_offset}`.
     pub first_offset: i64,
-    /// First record's timestamp (ms since the epoch), for `{date}` and `{hour}` in UTC.
-    pub timestamp_ms: i64,
+    /// `{date}`: the records' local date (`timepart`), or `records.no-time`.
+    pub date: &'a str,
+    /// `{hour}`: their hour.
+    pub hour: &'a str,
     /// `{ext}`, e.g. `jsonl.zst`.
     pub ext: &'a str,
 }
@@ -92,7 +92,6 @@ pub fn check_template(template: &str) -> Result<(), TemplateError> {
 /// function of the records, never of the worker, so any owner renders the same key.
 pub fn render(template: &str, n: &ObjectName<'_>) -> Result<String, TemplateError> {
     let ps = placeholders(template)?;
-    let time: DateTime<Utc> = DateTime::from_timestamp_millis(n.timestamp_ms.max(0)).unwrap_or_default();
     let mut out = String::with_capacity(template.len() + 64);
     let mut last = 0;
     for (start, end, name, width) in ps {
@@ -102,8 +101,8 @@ pub fn render(template: &str, n: &ObjectName<'_>) -> Result<String, TemplateErro
             "topic" => n.topic.to_owned(),
             "partition" => n.partition.to_string(),
             "first_offset" => n.first_offset.to_string(),
-            "date" => time.format("%Y-%m-%d").to_string(),
-            "hour" => time.format("%H").to_string(),
+            "date" => n.date.to_owned(),
+            "hour" => n.hour.to_owned(),
             _ => n.ext.to_owned(),
         };
         match width {
@@ -135,7 +134,8 @@ mod tests {
             topic: "logs",
             partition: 3,
             first_offset: 42,
-            timestamp_ms: 1_795_337_700_000, // 2026-11-22T08:15:00Z
+            date: "2026-11-22",
+            hour: "08",
             ext: "jsonl.zst",
         }
     }
@@ -170,9 +170,9 @@ mod tests {
     proptest::proptest! {
         /// Keys are deterministic and distinct for distinct (topic, partition, first offset).
         #[test]
-        fn unique_and_deterministic(p1 in 0i32..1000, o1 in 0i64..i64::MAX, p2 in 0i32..1000, o2 in 0i64..i64::MAX, ts in 0i64..4_000_000_000_000) {
-            let a = ObjectName { partition: p1, first_offset: o1, timestamp_ms: ts, ..name("z") };
-            let b = ObjectName { partition: p2, first_offset: o2, timestamp_ms: ts, ..name("z") };
+        fn unique_and_deterministic(p1 in 0i32..1000, o1 in 0i64..i64::MAX, p2 in 0i32..1000, o2 in 0i64..i64::MAX, hour in "[0-2][0-9]") {
+            let a = ObjectName { partition: p1, first_offset: o1, hour: &hour, ..name("z") };
+            let b = ObjectName { partition: p2, first_offset: o2, hour: &hour, ..name("z") };
             let ka = render(DEFAULT_KEY_TEMPLATE, &a).expect("render");
             proptest::prop_assert_eq!(&ka, &render(DEFAULT_KEY_TEMPLATE, &a).expect("render"));
             let kb = render(DEFAULT_KEY_TEMPLATE, &b).expect("render");

@@ -15,6 +15,7 @@
 //! The consumer is one for the whole worker (`consumer`): each owned partition reads its own
 //! split queue, so a slow partition never holds up another.
 
+mod append;
 mod consumer;
 mod control;
 pub mod disk;
@@ -75,6 +76,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Owned partitions.
     pub owned: Mutex<BTreeMap<TopicPartition, OwnedStatus>>,
+    /// Which time partition a record goes to (`records`, the key template).
+    pub times: crate::timepart::TimeParts,
     /// The files buffers are written to (`worker.buffer-dir/<id>`), reused from roll to roll.
     pub buffers: Arc<crate::buffer::Slots>,
     /// Compressions allowed at once.

@@ -21,6 +21,8 @@ pub enum Compression {
     Gzip,
     /// None.
     None,
+    /// Snappy: Parquet only (fast, larger than zstd; some older readers want it).
+    Snappy,
 }
 
 /// S3 settings.
@@ -38,12 +40,15 @@ pub struct S3Config {
     /// Path-style addressing (most S3-compatible stores need it).
     pub path_style: bool,
     /// Object key template: `{prefix} {topic} {partition} {first_offset} {first_offset:020}
-    /// {date} {hour} {ext}` (`{last_offset}` is refused: a re-read roll could end elsewhere); date and hour come from the first record's timestamp
-    /// (UTC), so a re-upload lands on the same key.
+    /// {date} {hour} {ext}` (`{last_offset}` is refused: a re-read roll could end elsewhere).
+    /// `{date}` and `{hour}` are the records' own time partition (`[records]`): an object holds
+    /// records of one, so a re-upload lands on the same key.
     pub key_template: String,
-    /// Record format.
+    /// Record format: `lines` (values, one per line), `json` (JSON lines with key, headers,
+    /// timestamp and its type) or `parquet` (a column per field, `[parquet]`).
     pub format: Format,
-    /// Compression.
+    /// Compression: `zstd`, `gzip` or `none`, and `snappy` for Parquet (whose columns are
+    /// compressed inside the file; the others compress the whole object).
     pub compression: Compression,
     /// Compression level (zstd 1-19, gzip 0-9).
     pub compression_level: i32,
@@ -227,8 +232,11 @@ impl S3Config {
         let levels = match self.compression {
             Compression::Zstd => 1..=19,
             Compression::Gzip => 0..=9,
-            Compression::None => i32::MIN..=i32::MAX,
+            Compression::None | Compression::Snappy => i32::MIN..=i32::MAX,
         };
+        if self.compression == Compression::Snappy && self.format != Format::Parquet {
+            bail!("s3.compression: snappy is for format = \"parquet\" only (use zstd or gzip for {:?})", self.format);
+        }
         if !levels.contains(&self.compression_level) {
             bail!("s3.compression-level: {} is out of range for {:?}", self.compression_level, self.compression);
         }

@@ -28,6 +28,8 @@ pub mod meta {
     /// The deployment that wrote it, `<kafka cluster id>/<etcd.cluster>`
     /// (`upload::deployment`).
     pub const SOURCE: &str = "zonal-source";
+    /// Records of a `lines` object whose line breaks were escaped (absent when none were).
+    pub const ESCAPED: &str = "zonal-escaped-records";
     /// Gaps listed in [`GAPS`] at most.
     pub const MAX_LISTED_GAPS: usize = 32;
 }

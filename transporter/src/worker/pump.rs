@@ -5,6 +5,7 @@
 //!  stop (Flush | Abandon) ──> the roll in flight ends ──> roll the buffer | discard it ──> return
 //!  age timer (spread over the last fifth of roll.max-age-ms) ──> roll
 //!  split queue ──record──> Chain::offer: Append ──> Buffer::append (refuses what does not follow) ──full?──> roll
+//!                                      (another time partition: held back, the buffer rolls, then it opens the next)
 //!                                      Stale ──> dropped (fetched before a seek)
 //!                                      Verify ──> seek to the expected offset (an unexplained jump is read again)
 //!                                      Gap ──> counted in the buffer's span (the log has no records there)
@@ -38,15 +39,14 @@ use anyhow::Context;
 use az_core::TopicPartition;
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
-use rdkafka::message::{BorrowedMessage, Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::roll::Rolled;
 use super::stats::RateWindow;
 use super::{Stop, Worker, WorkerContext};
-use crate::buffer::{Buffer, Record};
-use crate::continuity::{Chain, ContinuityError, Gap, Span, Verdict};
+use crate::buffer::Buffer;
+use crate::continuity::{Chain, Gap, Span};
 use crate::coord::{self, LeaseState};
 use crate::metrics::ErrorKind;
 
@@ -72,6 +72,9 @@ pub(super) struct Reading<'a> {
     pub(super) spurious: u32,
     /// Bytes read, for the partition's rate.
     pub(super) rate: RateWindow,
+    /// A record of another time partition than the open buffer's: held back until that buffer
+    /// has rolled, then the first of the next one (`append`).
+    pub(super) carry: Option<rdkafka::message::OwnedMessage>,
 }
 
 impl Worker {
@@ -95,6 +98,7 @@ impl Worker {
             buf: None,
             rate: RateWindow::new(),
             spurious: 0,
+            carry: None,
         };
         let mut inflight: Option<InFlight<'_>> = None;
         let mut disk = self.disk.subscribe();
@@ -105,7 +109,7 @@ impl Worker {
             // Past the disk's bounds, an open buffer rolls (its upload frees its files) and
             // nothing more is read until there is room (`disk`).
             let no_room = self.disk.over().is_some();
-            let full = r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll) || no_room);
+            let full = r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll) || no_room || r.carry.is_some());
             let idle = inflight.is_none();
             tokio::select! {
                 biased;
@@ -148,6 +152,7 @@ impl Worker {
                     self.resume(&mut r, rolled?)?;
                 }
                 () = std::future::ready(()), if full && idle => self.start_roll(&mut r, &mut inflight, lease),
+                () = std::future::ready(()), if r.buf.is_none() && r.carry.is_some() => self.append_carried(&mut r)?,
                 _ = sleep_until(deadline), if deadline.is_some() && idle => self.start_roll(&mut r, &mut inflight, lease),
                 // A partition held on an out-of-range offset reads its committed offset again
                 // until an operator sets one (`zonal-transporter offsets --set … --while-owned`).
@@ -181,77 +186,6 @@ impl Worker {
         }
     }
 
-    /// Appends a record to the buffer, opening one for the first record after a roll, as the
-    /// chain says; returns the payload size (0 for a record not appended).
-    fn append(&self, r: &mut Reading<'_>, m: &BorrowedMessage<'_>) -> anyhow::Result<u64> {
-        let tp = r.tp;
-        let verdict = r.chain.offer(m.offset()).map_err(|e| {
-            self.metrics.error(match e {
-                ContinuityError::Unstable { .. } => ErrorKind::OffsetGap,
-                _ => ErrorKind::Continuity,
-            });
-            anyhow::anyhow!("reading {tp}: {e}")
-        })?;
-        match verdict {
-            Verdict::Append => {}
-            Verdict::Stale => {
-                tracing::debug!(partition = %tp, offset = m.offset(), want = r.chain.expected(), "dropping a record from before a seek");
-                return Ok(0);
-            }
-            Verdict::Verify => {
-                // Not an error: a transactional topic's commit markers make a jump after every
-                // transaction, and a committed offset often points at one. The jump is read again
-                // and, seen again, counted as a gap (`gap_records{reason="log"}`); only reads
-                // that keep disagreeing are an error (offset-gap).
-                let want = r.chain.expected();
-                tracing::debug!(partition = %tp, want, got = m.offset(),
-                    "a record past the expected offset; reading again from the expected one before believing the jump");
-                self.seek(tp, Offset::Offset(want))?;
-                return Ok(0);
-            }
-            Verdict::Gap(g) => {
-                tracing::info!(partition = %tp, from = g.from, to = g.to, reason = g.reason.as_str(),
-                    "offsets not in the log (compaction, transaction markers), seen twice; counted as a gap");
-                self.gap(r, g)?;
-            }
-        }
-        let rec = Record {
-            topic: &tp.topic,
-            partition: tp.partition,
-            offset: m.offset(),
-            timestamp_ms: match m.timestamp() {
-                Timestamp::NotAvailable => None,
-                t => t.to_millis(),
-            },
-            key: m.key(),
-            value: m.payload(),
-        };
-        let b = match &mut r.buf {
-            Some(b) => b,
-            None => {
-                let s3 = &self.cfg.s3;
-                let span = std::mem::replace(&mut r.pending, Span::starting(rec.offset));
-                let b = Buffer::create(&self.buffers, s3.format, s3.compression, s3.compression_level, span, &rec)
-                    .with_context(|| format!("creating a buffer in {}", self.buffers.dir().display()))?;
-                r.buf.insert(b)
-            }
-        };
-        let written = b
-            .append(&rec)
-            .inspect_err(|_| self.metrics.error(ErrorKind::Continuity))
-            .with_context(|| format!("appending offset {} of {tp} to its buffer", rec.offset))?;
-        self.disk.add(written);
-        r.spurious = 0;
-        // Status is for humans: refresh it every 1024 records, not per record.
-        if b.records() % 1024 == 1
-            && let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp)
-        {
-            s.position = m.offset();
-            s.buffered = b.records();
-        }
-        Ok(m.payload_len() as u64)
-    }
-
     /// Adds a gap to the open buffer, or to what the next one continues.
     pub(super) fn gap(&self, r: &mut Reading<'_>, g: Gap) -> anyhow::Result<()> {
         match &mut r.buf {
@@ -272,6 +206,7 @@ impl Worker {
             if let Some(b) = r.buf.take() {
                 b.discard();
             }
+            r.carry = None;
             self.seek(r.tp, Offset::Offset(set))?;
             r.committed = set;
             r.chain.seek(set);
@@ -316,6 +251,7 @@ impl Worker {
                 if let Some(b) = r.buf.take() {
                     b.discard();
                 }
+                r.carry = None;
                 self.seek(r.tp, Offset::Offset(at))?;
                 r.chain.seek(at);
                 r.pending = Span::starting(at);

@@ -25,6 +25,7 @@ use crate::continuity::{self, Span};
 use crate::coord::{self, LeaseState};
 use crate::metrics::{ErrorKind, ReasonLabel};
 use crate::naming::{self, ObjectName};
+use crate::timepart::Bucket;
 use crate::upload::{Body, Condition, Outcome, Uploaded, deployment};
 
 /// Where reading goes on after a roll.
@@ -100,7 +101,9 @@ impl Worker {
         let slot = self.rolls.acquire().await.context("the roll limiter closed")?;
         let mut wait = waited.elapsed();
         let compressing = Instant::now();
-        let f = tokio::task::spawn_blocking(move || b.finish())
+        // A Parquet file carries the object's metadata too (a copy survives a copy of the file).
+        let meta: Vec<(&'static str, String)> = b.span.to_meta(&tp.topic, tp.partition, &self.source);
+        let f = tokio::task::spawn_blocking(move || b.finish(&meta))
             .await
             .context("buffer task")?
             .inspect_err(|e| {
@@ -157,6 +160,7 @@ impl Worker {
     /// The object key of a finished buffer.
     fn object_key(&self, tp: &TopicPartition, f: &Finished) -> anyhow::Result<String> {
         let s3 = &self.cfg.s3;
+        let (date, hour) = self.times.date_hour(f.bucket);
         Ok(naming::render(
             &s3.key_template,
             &ObjectName {
@@ -164,7 +168,8 @@ impl Worker {
                 topic: &tp.topic,
                 partition: tp.partition,
                 first_offset: f.first_offset,
-                timestamp_ms: f.first_timestamp_ms,
+                date: &date,
+                hour: &hour,
                 ext: buffer::extension(s3.format, s3.compression),
             },
         )?)
@@ -183,7 +188,10 @@ impl Worker {
         lease: &watch::Receiver<LeaseState>,
     ) -> anyhow::Result<Uploaded> {
         let body = Body { path: &f.path, size: f.size };
-        let meta = f.span.to_meta(&tp.topic, tp.partition, &self.source);
+        let mut meta = f.span.to_meta(&tp.topic, tp.partition, &self.source);
+        if f.escaped > 0 {
+            meta.push((crate::continuity::meta::ESCAPED, f.escaped.to_string()));
+        }
         let (s3, cfg) = (&self.s3, &self.cfg.s3);
         let count = |up: &Uploaded| {
             let again = u64::from(up.attempts.saturating_sub(1));
@@ -271,6 +279,10 @@ impl Worker {
                 .inc_by(g.len());
         }
         self.metrics.bytes.inc_by(f.bytes);
+        self.metrics.records_escaped.inc_by(f.escaped);
+        if f.bucket == Bucket::NoTime {
+            self.metrics.records_without_time.inc_by(f.span.records);
+        }
         // Position and buffered records belong to the buffer filling meanwhile (`pump`).
         if let Some(s) = self.owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(tp) {
             s.committed = next;

@@ -317,6 +317,12 @@ pub fn s3_records(world: &World) -> Res<(Seen, usize)> {
     let keys = object_keys(world)?;
     let mut out = BTreeMap::new();
     for k in &keys {
+        if k.ends_with(".parquet") {
+            for (topic, partition, offset) in parquet_offsets(&s3.root().join(BUCKET).join(k))? {
+                *out.entry((topic, partition, offset)).or_insert(0) += 1;
+            }
+            continue;
+        }
         let body = std::fs::read(s3.root().join(BUCKET).join(k))?;
         let text = if k.ends_with(".zst") { zstd::stream::decode_all(&body[..])? } else { body };
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -330,6 +336,26 @@ pub fn s3_records(world: &World) -> Res<(Seen, usize)> {
         }
     }
     Ok((out, keys.len()))
+}
+
+/// (topic, partition, offset) of every row of a Parquet object, read with the parquet crate.
+pub fn parquet_offsets(path: &Path) -> Res<Vec<(String, i64, i64)>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, Int64Type};
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?.build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let col = |name: &str| batch.column_by_name(name).ok_or_else(|| anyhow::anyhow!("no column {name}"));
+        let (topic, partition, offset) = (col("topic")?, col("partition")?, col("offset")?);
+        let (topic, partition, offset) =
+            (topic.as_string::<i32>(), partition.as_primitive::<Int32Type>(), offset.as_primitive::<Int64Type>());
+        for i in 0..batch.num_rows() {
+            out.push((topic.value(i).to_owned(), i64::from(partition.value(i)), offset.value(i)));
+        }
+    }
+    Ok(out)
 }
 
 /// Waits until S3 holds `expected` distinct records, then checks none is there twice.

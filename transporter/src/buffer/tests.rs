@@ -1,0 +1,191 @@
+//! Buffers end to end: compressed lines, Parquet read back, and objects cut by time partition.
+
+use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+
+use super::*;
+use crate::config::{RecordsConfig, RollConfig};
+use crate::timepart::TimeParts;
+
+/// A record of topic `t`, partition 2, key `k`, created 1000 ms after its offset.
+pub(crate) fn rec(offset: i64, value: &[u8]) -> Record<'_> {
+    Record {
+        topic: "t",
+        partition: 2,
+        offset,
+        timestamp_ms: Some(1000 + offset),
+        timestamp_type: TimestampType::CreateTime,
+        key: Some(b"k"),
+        value: Some(value),
+        headers: Headers::None,
+    }
+}
+
+fn layout(format: Format, compression: Compression) -> Layout {
+    Layout { format, compression, level: 3, newlines: Newlines::Escape, row_group_bytes: 1 << 20 }
+}
+
+const B: Bucket = Bucket::At(0);
+
+#[test]
+fn roll_and_compress_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slots = Slots::new(dir.path());
+    for compression in [Compression::Zstd, Compression::Gzip, Compression::None] {
+        let l = layout(Format::Lines, compression);
+        let mut b = Buffer::create(&slots, l, Span::starting(10), &rec(10, b"a"), B).expect("create");
+        for o in 10..20 {
+            b.append(&rec(o, format!("line {o}").as_bytes()), B).expect("append");
+        }
+        assert!(b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 10 }));
+        assert!(!b.full(&RollConfig { max_bytes: 1 << 20, max_age_ms: 1, max_records: 11 }));
+        assert!(b.append(&rec(21, b"a jump"), B).is_err(), "an offset that does not follow is refused");
+        assert!(b.append(&rec(20, b"another hour"), Bucket::NoTime).is_err(), "so is another time partition");
+        let f = b.finish(&[]).expect("finish");
+        assert_eq!((f.first_offset, f.span.last, f.span.records), (10, 19, 10));
+        let text = decompress(compression, &std::fs::read(&f.path).expect("object")).expect("decompress");
+        assert_eq!(text.iter().filter(|&&c| c == b'\n').count(), 10);
+        assert!(String::from_utf8_lossy(&text).starts_with("line 10\n"));
+    }
+    // One slot served every buffer in turn, and is empty between them.
+    let files: Vec<u64> =
+        dir.path().read_dir().expect("dir").map(|e| e.expect("entry").metadata().expect("meta").len()).collect();
+    assert_eq!(files, vec![0, 0], "one slot's two files, emptied");
+}
+
+#[test]
+fn lines_can_refuse_line_breaks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slots = Slots::new(dir.path());
+    let l = Layout { newlines: Newlines::Refuse, ..layout(Format::Lines, Compression::None) };
+    let mut b = Buffer::create(&slots, l, Span::starting(0), &rec(0, b"a"), B).expect("create");
+    b.append(&rec(0, b"fine"), B).expect("append");
+    let e = b.append(&rec(1, b"two\nlines"), B).expect_err("refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(b.records(), 1, "the refused record is not in the buffer");
+    b.append(&rec(1, b"fine again"), B).expect("the same offset, without a break");
+}
+
+/// Reads a Parquet object back with the parquet crate's Arrow reader.
+fn read_parquet(path: &std::path::Path) -> (Vec<RecordBatch>, Vec<(String, String)>, usize) {
+    let file = std::fs::File::open(path).expect("object");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("a Parquet file");
+    let meta = builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let meta = meta.into_iter().map(|kv| (kv.key, kv.value.unwrap_or_default())).collect();
+    let groups = builder.metadata().num_row_groups();
+    let batches = builder.build().expect("reader").map(|b| b.expect("batch")).collect();
+    (batches, meta, groups)
+}
+
+#[test]
+fn parquet_keeps_every_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slots = Slots::new(dir.path());
+    let headers: [(&str, Option<&[u8]>); 2] = [("trace", Some(b"\xff\x00")), ("trace", None)];
+    for compression in [Compression::Zstd, Compression::Snappy, Compression::Gzip, Compression::None] {
+        let l = layout(Format::Parquet, compression);
+        let mut b = Buffer::create(&slots, l, Span::starting(5), &rec(5, b""), B).expect("create");
+        b.append(&Record { headers: Headers::List(&headers), ..rec(5, b"caf\xe9 \n") }, B).expect("append");
+        b.append(
+            &Record { value: None, key: None, timestamp_ms: None, timestamp_type: TimestampType::None, ..rec(6, b"") },
+            B,
+        )
+        .expect("a tombstone");
+        let f = b.finish(&[("zonal-records", "2".into())]).expect("finish");
+        let (batches, meta, _) = read_parquet(&f.path);
+        assert!(meta.contains(&("zonal-records".into(), "2".into())), "{meta:?}");
+        let b = &batches[0];
+        assert_eq!(b.num_rows(), 2);
+        let col = |name: &str| b.column_by_name(name).expect(name);
+        assert_eq!(col("offset").as_primitive::<Int64Type>().values().to_vec(), vec![5, 6]);
+        let ts = col("timestamp").as_primitive::<TimestampMillisecondType>();
+        assert_eq!((ts.value(0), ts.is_null(1)), (1005, true));
+        assert_eq!(col("timestamp_type").as_string::<i32>().value(0), "create-time");
+        let value = col("value").as_binary::<i32>();
+        assert_eq!((value.value(0), value.is_null(1)), (&b"caf\xe9 \n"[..], true), "bytes kept, a tombstone null");
+        assert!(col("key").as_binary::<i32>().is_null(1));
+        let hs = col("headers").as_list::<i32>();
+        let first = hs.value(0);
+        let first = first.as_struct();
+        assert_eq!(first.len(), 2);
+        assert_eq!(first.column(0).as_string::<i32>().value(1), "trace");
+        assert_eq!(first.column(1).as_binary::<i32>().value(0), b"\xff\x00");
+        assert!(first.column(1).is_null(1));
+        assert_eq!(hs.value(1).len(), 0);
+    }
+}
+
+#[test]
+fn parquet_row_groups_follow_their_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slots = Slots::new(dir.path());
+    let l = Layout { row_group_bytes: 1 << 20, ..layout(Format::Parquet, Compression::Zstd) };
+    let mut b = Buffer::create(&slots, l, Span::starting(0), &rec(0, b""), B).expect("create");
+    // Values that neither a dictionary nor zstd shrinks: 4 KB of a linear congruential sequence.
+    let mut x = 1u64;
+    for o in 0..3000 {
+        let value: Vec<u8> = (0..500)
+            .flat_map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                x.to_le_bytes()
+            })
+            .collect();
+        b.append(&rec(o, &value), B).expect("append");
+    }
+    let f = b.finish(&[]).expect("finish");
+    let (batches, _, groups) = read_parquet(&f.path);
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3000);
+    assert!((8..=20).contains(&groups), "12 MB of values in 1 MiB row groups: {groups}");
+}
+
+/// Appends records as the pump does: a record of another time partition ends the buffer.
+fn split(slots: &Arc<Slots>, parts: &TimeParts, records: &[(i64, Option<i64>)]) -> Vec<(Bucket, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut open: Option<Buffer> = None;
+    let l = layout(Format::Json, Compression::None);
+    for &(offset, ts) in records {
+        let r = Record { timestamp_ms: ts, ..rec(offset, b"v") };
+        let bucket = parts.bucket(parts.time_of(&r));
+        if open.as_ref().is_some_and(|b| b.bucket != bucket)
+            && let Some(b) = open.take()
+        {
+            let f = b.finish(&[]).expect("finish");
+            out.push((f.bucket, std::fs::read(&f.path).expect("object")));
+        }
+        let b = match &mut open {
+            Some(b) => b,
+            None => open.insert(Buffer::create(slots, l, Span::starting(offset), &r, bucket).expect("create")),
+        };
+        b.append(&r, bucket).expect("append");
+    }
+    if let Some(b) = open {
+        let f = b.finish(&[]).expect("finish");
+        out.push((f.bucket, std::fs::read(&f.path).expect("object")));
+    }
+    out
+}
+
+proptest::proptest! {
+    /// Any records, late ones and ones without a time included, split into objects that each
+    /// hold only records of their own time partition, all of them, once, in order.
+    #[test]
+    fn objects_hold_one_time_partition(times in proptest::collection::vec(proptest::option::weighted(0.9, 0i64..4 * 3_600_000), 1..60)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slots = Slots::new(dir.path());
+        let parts = TimeParts::new(&RecordsConfig::default(), crate::config::DEFAULT_KEY_TEMPLATE).expect("parts");
+        let records: Vec<(i64, Option<i64>)> = times.iter().enumerate().map(|(i, t)| (i as i64, *t)).collect();
+        let objects = split(&slots, &parts, &records);
+        let mut seen = Vec::new();
+        for (bucket, body) in &objects {
+            for line in body.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                let v: serde_json::Value = serde_json::from_slice(line).expect("json");
+                let ts = v["timestamp"].as_i64();
+                proptest::prop_assert_eq!(parts.bucket(ts), *bucket);
+                seen.push((v["offset"].as_i64().expect("offset"), ts));
+            }
+        }
+        proptest::prop_assert_eq!(seen, records);
+    }
+}

@@ -1,0 +1,194 @@
+//! Data-lake output end to end: a worker writes Parquet objects cut by record-time hour, and
+//! pyarrow (a reader nobody here wrote) reads back exactly what was produced: keys, values,
+//! headers, offsets and timestamps, each record once, each in the `dt=`/`hr=` of its own time.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BUCKET, FleetSpec, Res, Worker};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use zonal_transporter::config::{Compression, Format};
+
+/// 2026-11-22T06:00:00Z.
+const BASE_MS: i64 = 1_795_327_200_000;
+const PARTITIONS: i32 = 3;
+const PER_PARTITION: i64 = 120;
+
+/// One produced record, as the reader should give it back (bytes as hex).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+struct Row {
+    topic: String,
+    partition: i64,
+    offset: i64,
+    timestamp: Option<i64>,
+    timestamp_type: Option<String>,
+    key: Option<String>,
+    value: Option<String>,
+    headers: Vec<(String, Option<String>)>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|c| format!("{c:02x}")).collect()
+}
+
+/// Record `i` of partition `p`: 90 s apart (120 of them span three hours), every 7th an hour
+/// and a half late, some without a key, some tombstones, values with line breaks and bytes
+/// that are not UTF-8, repeated and null headers.
+fn record(p: i32, i: i64) -> (Option<Vec<u8>>, Option<Vec<u8>>, i64, Vec<(String, Option<Vec<u8>>)>) {
+    let late = if i % 7 == 3 { 90 * 60_000 } else { 0 };
+    let ts = BASE_MS + i * 90_000 - late;
+    let key = (i % 11 != 0).then(|| format!("k{p}-{i}").into_bytes());
+    let value = match i {
+        i if i % 13 == 0 => None,
+        i if i % 5 == 0 => {
+            Some(format!("r{p}-{i} first\nsecond \u{e9}\r\n").into_bytes().into_iter().chain([0xff, 0x00]).collect())
+        }
+        i => Some(format!("r{p}-{i} {}", "x".repeat(100)).into_bytes()),
+    };
+    let headers = if i % 2 == 0 {
+        vec![
+            ("trace".to_owned(), Some(i.to_string().into_bytes())),
+            ("trace".to_owned(), None),
+            ("bin".to_owned(), Some(vec![0xfe, i as u8])),
+        ]
+    } else {
+        Vec::new()
+    };
+    (key, value, ts, headers)
+}
+
+/// Produces every record in order (one request in flight: offsets follow `i`).
+fn produce(world: &testkit::World, topic: &str) -> Res<BTreeMap<(i64, i64), Row>> {
+    let producer: BaseProducer =
+        world.kafka.client_config().set("linger.ms", "5").set("max.in.flight.requests.per.connection", "1").create()?;
+    let mut expected = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        for i in 0..PER_PARTITION {
+            let (key, value, ts, headers) = record(p, i);
+            let mut hs = OwnedHeaders::new();
+            for (k, v) in &headers {
+                hs = hs.insert(Header { key: k, value: v.as_deref() });
+            }
+            let mut r = BaseRecord::<[u8], [u8]>::to(topic).partition(p).timestamp(ts).headers(hs);
+            if let Some(k) = &key {
+                r = r.key(k);
+            }
+            if let Some(v) = &value {
+                r = r.payload(v);
+            }
+            testkit::kafka::send_waiting(&producer, r);
+            expected.insert(
+                (i64::from(p), i),
+                Row {
+                    topic: topic.to_owned(),
+                    partition: i64::from(p),
+                    offset: i,
+                    timestamp: Some(ts),
+                    timestamp_type: Some("create-time".into()),
+                    key: key.as_deref().map(hex),
+                    value: value.as_deref().map(hex),
+                    headers: headers.iter().map(|(k, v)| (k.clone(), v.as_deref().map(hex))).collect(),
+                },
+            );
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(expected)
+}
+
+/// What pyarrow reads from one object.
+#[derive(Debug, serde::Deserialize)]
+struct Read {
+    path: PathBuf,
+    meta: BTreeMap<String, String>,
+    row_groups: u64,
+    schema: Vec<String>,
+    rows: Vec<Row>,
+}
+
+/// Reads objects with pyarrow (`tests/readers/parquet_rows.py`).
+fn pyarrow(files: &[PathBuf]) -> Res<Vec<Read>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers/parquet_rows.py");
+    let out = Command::new("python3").arg(script).args(files).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "pyarrow could not read the objects (cargo xtask test installs it: python3 -m pip install pyarrow):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// `dt=` and `hr=` of a key.
+fn partition_of(key: &str) -> Option<(String, String)> {
+    let dt = key.split('/').find_map(|s| s.strip_prefix("dt="))?;
+    let hr = key.split('/').find_map(|s| s.strip_prefix("hr="))?;
+    Some((dt.to_owned(), hr.to_owned()))
+}
+
+#[test]
+fn parquet_objects_read_by_pyarrow_hold_every_record_once_in_its_own_hour() -> Res {
+    let world = common::world()?;
+    world.kafka.create_topic("lake", PARTITIONS)?;
+    let dir = tempfile::tempdir()?;
+    let spec = FleetSpec { topics: vec!["lake".into()], max_records: 50, ..FleetSpec::default() }.edit(|c| {
+        c.s3.format = Format::Parquet;
+        c.s3.compression = Compression::Zstd;
+    });
+    let w = Worker::start(&world, dir.path(), "w0", Some(0), &spec)?;
+    let expected = produce(&world, "lake")?;
+    common::wait_exactly_once(&world, expected.len(), &[&w])?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let keys = common::object_keys(&world)?;
+    anyhow::ensure!(keys.iter().all(|k| k.ends_with(".parquet")), "{keys:?}");
+    let files: Vec<PathBuf> = keys.iter().map(|k| s3.root().join(BUCKET).join(k)).collect();
+    let mut got = BTreeMap::new();
+    for (key, read) in keys.iter().zip(pyarrow(&files)?) {
+        check_object(key, &read)?;
+        for row in read.rows {
+            anyhow::ensure!(got.insert((row.partition, row.offset), row).is_none(), "a row twice in {key}");
+        }
+    }
+    for (id, want) in &expected {
+        anyhow::ensure!(got.get(id) == Some(want), "record {id:?}: pyarrow read {:?}, produced {want:?}", got.get(id));
+    }
+    anyhow::ensure!(got.len() == expected.len(), "{} rows, {} produced", got.len(), expected.len());
+    // The hours the records span (with the late ones) each have objects, as the times say.
+    let hours: std::collections::BTreeSet<_> = keys.iter().filter_map(|k| partition_of(k)).collect();
+    anyhow::ensure!(hours.len() >= 4, "objects in {hours:?}");
+    Ok(())
+}
+
+/// An object as pyarrow reads it: the schema, every row in the key's hour, and metadata that
+/// counts its rows and names its offsets.
+fn check_object(key: &str, read: &Read) -> Res {
+    let (dt, hr) = partition_of(key).ok_or_else(|| anyhow::anyhow!("{key} has no dt=/hr="))?;
+    for row in &read.rows {
+        let ts = row.timestamp.ok_or_else(|| anyhow::anyhow!("{key}: a row without a timestamp"))?;
+        let t = chrono::DateTime::from_timestamp_millis(ts).ok_or_else(|| anyhow::anyhow!("time {ts}"))?;
+        let own = (t.format("%Y-%m-%d").to_string(), t.format("%H").to_string());
+        anyhow::ensure!(own == (dt.clone(), hr.clone()), "{key}: offset {} at {t} is not in its hour", row.offset);
+    }
+    let meta = |k: &str| read.meta.get(k).map(String::as_str);
+    anyhow::ensure!(meta("zonal-records") == Some(read.rows.len().to_string().as_str()), "{key}: {:?}", read.meta);
+    let first = read.rows.iter().map(|r| r.offset).min().map(|o| o.to_string());
+    let last = read.rows.iter().map(|r| r.offset).max().map(|o| o.to_string());
+    anyhow::ensure!(meta("zonal-first-offset") == first.as_deref(), "{key}: {:?}", read.meta);
+    anyhow::ensure!(meta("zonal-last-offset") == last.as_deref(), "{key}: {:?}", read.meta);
+    anyhow::ensure!(read.row_groups >= 1, "{}: no row group", read.path.display());
+    let want = [
+        "topic:string",
+        "partition:int32",
+        "offset:int64",
+        "timestamp:timestamp[ms, tz=UTC]",
+        "timestamp_type:string",
+        "key:binary",
+        "value:binary",
+    ];
+    anyhow::ensure!(read.schema.starts_with(&want.map(String::from)), "{key}: schema {:?}", read.schema);
+    Ok(())
+}
