@@ -36,10 +36,13 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|c| format!("{c:02x}")).collect()
 }
 
+/// Key, value, timestamp and headers of a produced record.
+type Produced = (Option<Vec<u8>>, Option<Vec<u8>>, i64, Vec<(String, Option<Vec<u8>>)>);
+
 /// Record `i` of partition `p`: 90 s apart (120 of them span three hours), every 7th an hour
 /// and a half late, some without a key, some tombstones, values with line breaks and bytes
 /// that are not UTF-8, repeated and null headers.
-fn record(p: i32, i: i64) -> (Option<Vec<u8>>, Option<Vec<u8>>, i64, Vec<(String, Option<Vec<u8>>)>) {
+fn record(p: i32, i: i64) -> Produced {
     let late = if i % 7 == 3 { 90 * 60_000 } else { 0 };
     let ts = BASE_MS + i * 90_000 - late;
     let key = (i % 11 != 0).then(|| format!("k{p}-{i}").into_bytes());
