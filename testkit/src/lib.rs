@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod net;
 pub mod process;
 pub mod promql;
+pub mod pyarrow;
 pub mod readme;
 mod runtime;
 pub mod s3;
@@ -55,6 +56,14 @@ pub enum TestkitError {
     Start {
         /// Which server.
         server: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// An independent reader (pyarrow) could not read what it was given.
+    #[error("{reader}: {reason}")]
+    Reader {
+        /// Which reader.
+        reader: &'static str,
         /// Why.
         reason: String,
     },

@@ -5,36 +5,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{BUCKET, FleetSpec, Res, Worker};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use testkit::pyarrow::{ParquetObject as Read, ParquetRow as Row, hex};
 use zonal_transporter::config::{Compression, Format};
 
 /// 2026-11-22T06:00:00Z.
 const BASE_MS: i64 = 1_795_327_200_000;
 const PARTITIONS: i32 = 3;
 const PER_PARTITION: i64 = 120;
-
-/// One produced record, as the reader should give it back (bytes as hex).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-struct Row {
-    topic: String,
-    partition: i64,
-    offset: i64,
-    timestamp: Option<i64>,
-    timestamp_type: Option<String>,
-    key: Option<String>,
-    value: Option<String>,
-    headers: Vec<(String, Option<String>)>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|c| format!("{c:02x}")).collect()
-}
 
 /// Key, value, timestamp and headers of a produced record.
 type Produced = (Option<Vec<u8>>, Option<Vec<u8>>, i64, Vec<(String, Option<Vec<u8>>)>);
@@ -104,28 +87,6 @@ fn produce(world: &testkit::World, topic: &str) -> Res<BTreeMap<(i64, i64), Row>
     Ok(expected)
 }
 
-/// What pyarrow reads from one object.
-#[derive(Debug, serde::Deserialize)]
-struct Read {
-    path: PathBuf,
-    meta: BTreeMap<String, String>,
-    row_groups: u64,
-    schema: Vec<String>,
-    rows: Vec<Row>,
-}
-
-/// Reads objects with pyarrow (`tests/readers/parquet_rows.py`).
-fn pyarrow(files: &[PathBuf]) -> Res<Vec<Read>> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers/parquet_rows.py");
-    let out = Command::new("python3").arg(script).args(files).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "pyarrow could not read the objects (cargo xtask test installs it: python3 -m pip install pyarrow):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
 /// `dt=` and `hr=` of a key.
 fn partition_of(key: &str) -> Option<(String, String)> {
     let dt = key.split('/').find_map(|s| s.strip_prefix("dt="))?;
@@ -150,7 +111,7 @@ fn parquet_objects_read_by_pyarrow_hold_every_record_once_in_its_own_hour() -> R
     anyhow::ensure!(keys.iter().all(|k| k.ends_with(".parquet")), "{keys:?}");
     let files: Vec<PathBuf> = keys.iter().map(|k| s3.root().join(BUCKET).join(k)).collect();
     let mut got = BTreeMap::new();
-    for (key, read) in keys.iter().zip(pyarrow(&files)?) {
+    for (key, read) in keys.iter().zip(testkit::pyarrow::read(&files)?) {
         check_object(key, &read)?;
         for row in read.rows {
             anyhow::ensure!(got.insert((row.partition, row.offset), row).is_none(), "a row twice in {key}");

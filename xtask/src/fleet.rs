@@ -24,6 +24,39 @@ use testkit::process::{Process, ProcessSpec};
 use zonal_agent::config::{AgentConfig, Partitioning, StreamConfig};
 use zonal_transporter::config::TransporterConfig;
 
+/// The objects' format, as the command lines of the demo, the chaos run and the benchmarks name
+/// it (`s3.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectFormat {
+    /// Values, one per line.
+    Lines,
+    /// JSON lines (partition and offset per record).
+    Json,
+    /// Parquet (a column per field).
+    Parquet,
+}
+
+impl ObjectFormat {
+    /// The name the configuration gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectFormat::Lines => "lines",
+            ObjectFormat::Json => "json",
+            ObjectFormat::Parquet => "parquet",
+        }
+    }
+}
+
+impl From<ObjectFormat> for zonal_transporter::config::Format {
+    fn from(f: ObjectFormat) -> Self {
+        match f {
+            ObjectFormat::Lines => zonal_transporter::config::Format::Lines,
+            ObjectFormat::Json => zonal_transporter::config::Format::Json,
+            ObjectFormat::Parquet => zonal_transporter::config::Format::Parquet,
+        }
+    }
+}
+
 /// The S3 bucket pipelines write to.
 pub const BUCKET: &str = "zonal-demo";
 
@@ -94,8 +127,8 @@ pub struct FleetSpec<'a> {
     pub batch_lines: usize,
     /// Extra top-level agent settings (TOML lines), laid over the typed configuration.
     pub agent_extra: String,
-    /// Object format: `lines` or `json` (with partition and offset per record).
-    pub format: &'a str,
+    /// Object format.
+    pub format: ObjectFormat,
     /// librdkafka options every program gets (`kafka.options`).
     pub kafka_options: &'a [(&'a str, &'a str)],
 }
@@ -169,8 +202,7 @@ impl FleetSpec<'_> {
         c.s3.prefix = self.name.to_owned();
         c.s3.endpoint = Some(s3.endpoint());
         c.s3.path_style = true;
-        // The format is named as the configuration spells it, so serde reads it as the file would.
-        c.s3.format = toml::Value::from(self.format).try_into().with_context(|| format!("format {:?}", self.format))?;
+        c.s3.format = self.format.into();
         c.roll.max_age_ms = self.max_age_ms;
         c.assignment.zone_aware = self.zone_aware;
         c.http.listen = ([127, 0, 0, 1], port).into();

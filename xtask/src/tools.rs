@@ -30,16 +30,42 @@ pub const TEST_PACKAGES: [Package; 8] = [
     Package { binary: "systemd-analyze", debian: "systemd" },
 ];
 
-/// Python tools the tests need, as (command, pip requirement): the Kubernetes schema validator
-/// carries the 1.30 schema offline.
-pub const TEST_PIP: [(&str, &str); 1] = [("kubernetes-validate", "kubernetes-validate==1.37.0")];
+/// A Python package from PyPI, and how to tell it is there.
+#[derive(Debug, Clone, Copy)]
+pub struct Pip {
+    /// A command it puts on PATH, or (`import …`) a module `python3` imports.
+    pub present: &'static str,
+    /// The pip requirement.
+    pub requirement: &'static str,
+}
 
-/// Installs missing Python tools with pip (user site when not root).
-pub fn ensure_pip(tools: &[(&str, &str)]) -> anyhow::Result<()> {
-    for (command, requirement) in tools {
-        if present(command) {
+/// Python tools the tests need: the Kubernetes schema validator (it carries the 1.30 schema
+/// offline), and pyarrow, the independent reader of the transporter's Parquet objects.
+pub const TEST_PIP: [Pip; 2] =
+    [Pip { present: "kubernetes-validate", requirement: "kubernetes-validate==1.37.0" }, PYARROW];
+
+/// pyarrow: the demo and the chaos run read Parquet objects back with it.
+pub const PYARROW: Pip = Pip { present: "import pyarrow.parquet", requirement: "pyarrow>=17" };
+
+impl Pip {
+    fn is_present(&self) -> bool {
+        match self.present.strip_prefix("import ") {
+            Some(module) => Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            None => present(self.present),
+        }
+    }
+}
+
+/// Installs missing Python packages with pip (user site when not root).
+pub fn ensure_pip(tools: &[Pip]) -> anyhow::Result<()> {
+    for tool in tools {
+        if tool.is_present() {
             continue;
         }
+        let requirement = tool.requirement;
         eprintln!("==> pip install {requirement}");
         let pip = |extra: &[&str]| {
             Command::new("python3")
@@ -52,9 +78,10 @@ pub fn ensure_pip(tools: &[(&str, &str)]) -> anyhow::Result<()> {
         // Debian's own Python refuses installs outside a virtualenv (PEP 668); the tool is a
         // test dependency, so installing beside the system packages is what is wanted.
         let ok = pip(&[]) || pip(&["--break-system-packages"]);
-        if !ok || !present(command) {
+        if !ok || !tool.is_present() {
             bail!(
-                "installing {requirement} failed; run `python3 -m pip install {requirement}` and make sure {command} is on PATH"
+                "installing {requirement} failed; run `python3 -m pip install '{requirement}'` and make sure `{}` works",
+                tool.present
             );
         }
     }

@@ -16,6 +16,7 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<Vec<Row>> {
         line_bytes: 200,
         volume_gb_per_day: 1000.0,
         price_per_gb: 0.02,
+        format: crate::fleet::ObjectFormat::Lines,
         out: Some(out.clone()),
     };
     crate::demo::run(&args)?;

@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// MiB moved by the transporter benchmark.
     #[arg(long, default_value_t = 1024)]
     transporter_mib: u64,
+    /// The transporter benchmark's object format (`lines` zstd, `json` zstd, `parquet` zstd
+    /// columns).
+    #[arg(long, value_enum, default_value = "lines")]
+    format: crate::fleet::ObjectFormat,
 }
 
 /// One row of results.json.
@@ -97,7 +101,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         rows.extend(match case {
             "agent" => agent::run(args.lines, args.line_bytes, &dir)?,
-            "transporter" => transporter::run(args.transporter_mib, &dir)?,
+            "transporter" => transporter::run(args.transporter_mib, args.format, &dir)?,
             "assignment" => assignment::run(),
             "scale" => scale::run(args.line_bytes, &dir)?,
             "many-files" => many::run(args.line_bytes, &dir)?,

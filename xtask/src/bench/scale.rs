@@ -32,5 +32,5 @@ pub(super) fn run(line_bytes: usize, dir: &Path) -> anyhow::Result<Vec<Row>> {
 
 /// The transporter's part alone (`cargo xtask bench wide-transporter`).
 pub(super) fn transporter(dir: &Path) -> anyhow::Result<Vec<Row>> {
-    transporter::run_with("scale transporter", PARTITIONS, TRANSPORTER_MIB, dir)
+    transporter::run_with("scale transporter", PARTITIONS, TRANSPORTER_MIB, crate::fleet::ObjectFormat::Lines, dir)
 }

@@ -5,7 +5,7 @@
 //! ```text
 //!  produce N MiB into 256 partitions (each under the mock broker's 5 MB per-partition log limit)
 //!     ├─ reference: kcat -C -e -o beginning ──> file          (time, peak RSS)
-//!     └─ 3 x zonal-transporter (release) ──> S3 (zstd objects) (time until every offset is
+//!     └─ 3 x zonal-transporter (release) ──> S3 (zstd objects, or --format parquet) (time until every offset is
 //!                                                               committed, peak RSS per worker)
 //! ```
 
@@ -22,6 +22,7 @@ use zonal_transporter::config::TransporterConfig;
 
 use super::Row;
 use super::probe::{PeakRss, Timed, bar, cpu_by_thread, cpu_delta, cpu_seconds, high_watermarks, timed};
+use crate::fleet::ObjectFormat;
 
 /// Partitions of the `transporter` case (the `scale` case uses 1,000).
 const PARTITIONS: i32 = 256;
@@ -45,12 +46,23 @@ struct Worker {
     peak: PeakRss,
 }
 
-pub(super) fn run(mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
-    run_with("transporter", PARTITIONS, mib, dir)
+pub(super) fn run(mib: u64, format: ObjectFormat, dir: &Path) -> anyhow::Result<Vec<Row>> {
+    let case = match format {
+        ObjectFormat::Lines => "transporter",
+        ObjectFormat::Json => "transporter json",
+        ObjectFormat::Parquet => "transporter parquet",
+    };
+    run_with(case, PARTITIONS, mib, format, dir)
 }
 
-/// The case over `partitions` partitions, its rows named `case`.
-pub(super) fn run_with(case: &'static str, partitions: i32, mib: u64, dir: &Path) -> anyhow::Result<Vec<Row>> {
+/// The case over `partitions` partitions writing `format`, its rows named `case`.
+pub(super) fn run_with(
+    case: &'static str,
+    partitions: i32,
+    mib: u64,
+    format: ObjectFormat,
+    dir: &Path,
+) -> anyhow::Result<Vec<Row>> {
     // kcat is the reference; etcd coordinates the workers.
     crate::tools::ensure_installed(&[crate::tools::TEST_PACKAGES[5], crate::tools::TEST_PACKAGES[0]])?;
     crate::run(
@@ -91,7 +103,7 @@ pub(super) fn run_with(case: &'static str, partitions: i32, mib: u64, dir: &Path
     let world_cpu = cpu_seconds("self").unwrap_or(0.0);
     let threads = cpu_by_thread();
     world.kafka.track_requests();
-    let workers = start_workers(&world, &bin, work.path())?;
+    let workers = start_workers(&world, &bin, work.path(), format)?;
     let all_owned = wait_committed(&workers, &volume)?;
     let zonal_secs = start.elapsed().as_secs_f64();
     let transfer_secs = all_owned.map_or(zonal_secs, |t| t.elapsed().as_secs_f64());
@@ -201,7 +213,7 @@ fn produce(bootstrap: &str, volume: &Volume) -> anyhow::Result<()> {
 }
 
 /// Starts one release worker per zone, each with its RSS sampled from its start.
-fn start_workers(world: &World, bin: &Path, work: &Path) -> anyhow::Result<Vec<Worker>> {
+fn start_workers(world: &World, bin: &Path, work: &Path, format: ObjectFormat) -> anyhow::Result<Vec<Worker>> {
     let s3 = world.s3.as_ref().context("no S3")?;
     let etcd = world.etcd.as_ref().context("no etcd")?;
     let bootstrap = world.kafka.bootstrap();
@@ -221,6 +233,7 @@ fn start_workers(world: &World, bin: &Path, work: &Path) -> anyhow::Result<Vec<W
         c.s3.bucket = "bench".to_owned();
         c.s3.endpoint = Some(s3.endpoint());
         c.s3.path_style = true;
+        c.s3.format = format.into();
         c.roll.max_bytes = 4 * 1024 * 1024;
         c.roll.max_age_ms = 2000;
         c.http.listen = ([127, 0, 0, 1], port).into();

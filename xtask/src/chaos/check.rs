@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  ListObjectsV2 + GetObject ──zstd -d──> JSON records {partition, offset, value}
+//!                            ──pyarrow (an independent reader, all new objects at once)──> Parquet rows
 //!       └─ cached by key and ETag (objects are read again while the pipeline drains)
 //!  Records + lines written per zone + Kafka watermarks ──tally (pure)──> Outcome
 //!     lost: a written line in no record            duplicated_in_s3: an offset in two records
@@ -92,6 +93,8 @@ pub struct Reader {
     prefix: String,
     /// key -> (version: the ETag, or size and time, records).
     cache: HashMap<String, (String, Vec<Record>)>,
+    /// Where Parquet objects are put for pyarrow to read.
+    scratch: tempfile::TempDir,
 }
 
 impl Reader {
@@ -112,6 +115,7 @@ impl Reader {
             bucket: bucket.to_owned(),
             prefix: format!("{prefix}/"),
             cache: HashMap::new(),
+            scratch: tempfile::tempdir().context("a folder for Parquet objects")?,
         })
     }
 
@@ -119,12 +123,33 @@ impl Reader {
     pub fn records(&mut self) -> anyhow::Result<Vec<Record>> {
         let listed = self.rt.block_on(self.list())?;
         self.cache.retain(|k, _| listed.iter().any(|(key, _)| key == k));
+        let mut parquet = Vec::new();
         for (key, etag) in listed {
             if self.cache.get(&key).is_some_and(|(e, _)| *e == etag) {
                 continue;
             }
             let body = self.rt.block_on(self.get(&key))?;
+            if key.ends_with(".parquet") {
+                let path = self.scratch.path().join(format!("{}.parquet", parquet.len()));
+                std::fs::write(&path, &body).with_context(|| format!("writing {}", path.display()))?;
+                parquet.push((key, etag, path));
+                continue;
+            }
             let records = decode(&key, &body)?;
+            self.cache.insert(key, (etag, records));
+        }
+        let paths: Vec<_> = parquet.iter().map(|(_, _, p)| p.clone()).collect();
+        let read = testkit::pyarrow::read(&paths).context("reading the Parquet objects with pyarrow")?;
+        for ((key, etag, _), object) in parquet.into_iter().zip(read) {
+            let records = object
+                .rows
+                .iter()
+                .map(|r| Record {
+                    partition: i32::try_from(r.partition).unwrap_or(-1),
+                    offset: r.offset,
+                    line: r.value_bytes().and_then(|v| String::from_utf8(v).ok()).and_then(|l| writers::parse(&l)),
+                })
+                .collect();
             self.cache.insert(key, (etag, records));
         }
         Ok(self.cache.values().flat_map(|(_, r)| r.iter().cloned()).collect())

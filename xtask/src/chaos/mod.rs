@@ -50,6 +50,10 @@ pub struct ChaosArgs {
     /// Only these fault kinds, comma-separated (default: all 15), to study one.
     #[arg(long, value_delimiter = ',')]
     pub kinds: Vec<String>,
+    /// The objects' format: `parquet` (read back with pyarrow) or `json` (`lines` has no
+    /// offsets to check).
+    #[arg(long, value_enum, default_value = "parquet")]
+    pub format: crate::fleet::ObjectFormat,
     /// Where summary.json goes (default target/zonal-chaos).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -70,6 +74,7 @@ impl ChaosArgs {
             line_bytes: 120,
             partitions: 12,
             kinds: Vec::new(),
+            format: crate::fleet::ObjectFormat::Parquet,
             out: None,
             after_tests: true,
         }
@@ -123,6 +128,13 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         args.rate > 0 && args.partitions > 0 && args.line_bytes >= 40,
         "--rate, --partitions must be positive and --line-bytes at least 40"
     );
+    anyhow::ensure!(
+        args.format != crate::fleet::ObjectFormat::Lines,
+        "--format lines: its objects carry no offsets, and the check needs them (json or parquet)"
+    );
+    if args.format == crate::fleet::ObjectFormat::Parquet {
+        crate::tools::ensure_pip(&[crate::tools::PYARROW])?;
+    }
     // Alone, only the two programs are built. After the test run, the build asks for what the
     // tests had (the workspace, with tests): features then resolve as they did, and the
     // programs the tests built are used as they are instead of being compiled again.
@@ -138,9 +150,10 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     let work = tempfile::Builder::new().prefix("zonal-chaos-").tempdir()?;
     let faults = schedule::plan(args.seed, args.faults, &kinds(args)?);
     let reproduce = format!(
-        "cargo xtask chaos --seed {} --faults {}{}",
+        "cargo xtask chaos --seed {} --faults {} --format {}{}",
         args.seed,
         args.faults,
+        args.format.as_str(),
         if args.kinds.is_empty() { String::new() } else { format!(" --kinds {}", args.kinds.join(",")) }
     );
     eprintln!("==> chaos, seed {} ({} faults): reproduce with `{reproduce}`", args.seed, faults.len());
@@ -205,7 +218,7 @@ fn start(args: &ChaosArgs, bins: &std::path::Path, dir: &std::path::Path) -> any
         max_age_ms: 1000,
         batch_lines: 100,
         agent_extra: String::new(),
-        format: "json",
+        format: args.format,
         // A downed mock broker keeps the connections made to it open without answering (as a
         // crashed host does): requests on them wait for librdkafka's socket timeout, 60 s by
         // default, and two in a row made a broker-down take two minutes to recover from.

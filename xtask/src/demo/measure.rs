@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use anyhow::Context;
 use testkit::World;
 
 use super::Phase;
@@ -28,19 +29,41 @@ pub(super) struct Contents {
     pub per_partition: BTreeMap<i32, u64>,
 }
 
-/// Reads every object of a phase back from the S3 server's storage and counts lines.
+/// Reads every object of a phase back from the S3 server's storage and counts lines: the
+/// values of `lines` objects (zstd), of JSON lines, and of Parquet objects as pyarrow (an
+/// independent reader) reads them.
 pub(super) fn read_back(s3: &testkit::S3Server, prefix: &str) -> anyhow::Result<Contents> {
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut c = Contents::default();
-    for key in s3.list_keys(BUCKET)?.iter().filter(|k| k.starts_with(&format!("{prefix}/")) && k.ends_with(".zst")) {
-        let partition = partition_of(key);
-        let text = zstd::stream::decode_all(std::fs::File::open(s3.root().join(BUCKET).join(key))?)?;
-        for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            c.total += 1;
-            *c.per_partition.entry(partition).or_default() += 1;
-            if seen.insert(l.to_vec()) {
-                c.distinct += 1;
+    let mut count = |partition: i32, line: &[u8]| {
+        c.total += 1;
+        *c.per_partition.entry(partition).or_default() += 1;
+        if seen.insert(line.to_vec()) {
+            c.distinct += 1;
+        }
+    };
+    let mut parquet = Vec::new();
+    for key in s3.list_keys(BUCKET)?.iter().filter(|k| k.starts_with(&format!("{prefix}/"))) {
+        let (partition, path) = (partition_of(key), s3.root().join(BUCKET).join(key));
+        if key.ends_with(".parquet") {
+            parquet.push((partition, path));
+        } else if key.ends_with(".jsonl.zst") {
+            let text = zstd::stream::decode_all(std::fs::File::open(&path)?)?;
+            for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let v: serde_json::Value = serde_json::from_slice(l).with_context(|| format!("a record of {key}"))?;
+                count(partition, v["value"].as_str().unwrap_or_default().as_bytes());
             }
+        } else if key.ends_with(".log.zst") {
+            let text = zstd::stream::decode_all(std::fs::File::open(&path)?)?;
+            for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                count(partition, l);
+            }
+        }
+    }
+    let paths: Vec<_> = parquet.iter().map(|(_, p)| p.clone()).collect();
+    for ((partition, _), object) in parquet.iter().zip(testkit::pyarrow::read(&paths)?) {
+        for row in &object.rows {
+            count(*partition, &row.value_bytes().unwrap_or_default());
         }
     }
     Ok(c)

@@ -55,6 +55,9 @@ pub struct DemoArgs {
     /// Price per GB crossing zones (AWS: $0.01 out + $0.01 in).
     #[arg(long, default_value_t = 0.02)]
     pub price_per_gb: f64,
+    /// The objects' format: `lines`, `json` or `parquet` (read back with pyarrow).
+    #[arg(long, value_enum, default_value = "lines")]
+    pub format: crate::fleet::ObjectFormat,
     /// Where summary.json and report.html go (default target/zonal-demo).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -93,6 +96,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
     if args.partitions < 1 || args.rate == 0 || args.duration == 0 || args.line_bytes < 40 {
         bail!("--partitions, --rate and --duration must be positive and --line-bytes at least 40");
+    }
+    if args.format == crate::fleet::ObjectFormat::Parquet {
+        crate::tools::ensure_pip(&[crate::tools::PYARROW])?;
     }
     crate::run(
         "cargo build -p zonal-agent -p zonal-transporter",

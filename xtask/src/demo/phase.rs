@@ -77,7 +77,7 @@ impl PhaseRun<'_> {
             max_age_ms: 1000,
             batch_lines: 100,
             agent_extra: String::new(),
-            format: "lines",
+            format: self.args.format,
             kafka_options: &[],
         }
     }

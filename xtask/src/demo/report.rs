@@ -53,6 +53,7 @@ pub(super) fn report(args: &DemoArgs, base: &Phase, aware: &Phase, out: &Path) -
     let summary = json!({
         "zones": args.zones,
         "partitions": args.partitions,
+        "format": args.format.as_str(),
         "lines_generated": base.lines_generated + aware.lines_generated,
         "lines_in_s3": base.lines_in_s3 + aware.lines_in_s3,
         "lost": base.lost + aware.lost,
@@ -119,8 +120,12 @@ fn table(args: &DemoArgs, base: &Phase, aware: &Phase, costs: &Costs) -> Vec<Str
     let mut lines = vec![
         String::new(),
         format!(
-            "Zonal demo: {} zones, RF 3, {} partitions, {} lines/s per agent for {} s per phase",
-            args.zones, args.partitions, args.rate, args.duration
+            "Zonal demo: {} zones, RF 3, {} partitions, {} lines/s per agent for {} s per phase, {} objects",
+            args.zones,
+            args.partitions,
+            args.rate,
+            args.duration,
+            args.format.as_str()
         ),
         String::new(),
         format!("{:<28} {:>14} {:>14}", "", "zone-unaware", "zone-aware"),
@@ -243,6 +248,7 @@ mod tests {
             line_bytes: 200,
             volume_gb_per_day: 1000.0,
             price_per_gb: 0.02,
+            format: crate::fleet::ObjectFormat::Lines,
             out: None,
         }
     }
