@@ -69,6 +69,26 @@ pub fn extension(format: Format, compression: Compression) -> &'static str {
     }
 }
 
+/// Where a record belongs: its time partition and, in deterministic mode
+/// (`roll.offset-interval`), its interval of offsets (`offset / interval`; 0 otherwise). A
+/// buffer holds the records of one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// The time partition.
+    pub bucket: Bucket,
+    /// The offset interval.
+    pub cell: i64,
+}
+
+impl Place {
+    /// The place of a record at `offset` in time partition `bucket`, with offset intervals of
+    /// `interval` (0: none).
+    pub fn of(bucket: Bucket, offset: i64, interval: u64) -> Place {
+        let cell = i64::try_from(interval).ok().filter(|n| *n > 0).map_or(0, |n| offset.div_euclid(n));
+        Place { bucket, cell }
+    }
+}
+
 /// How buffers encode and finish their records: the same for every buffer of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -110,8 +130,8 @@ pub struct Buffer {
     /// What the buffer covers: its chain from the committed offset, records and gaps. Every
     /// record appended must follow it, and it must add up before the buffer becomes an object.
     pub span: Span,
-    /// The time partition every record of it belongs to.
-    pub bucket: Bucket,
+    /// The place every record of it belongs to.
+    pub place: Place,
     /// Uncompressed bytes appended.
     pub bytes: u64,
     /// Records whose line breaks `lines` escaped.
@@ -144,14 +164,14 @@ pub struct Finished {
 }
 
 impl Buffer {
-    /// Opens a buffer for a partition in a slot of `slots`, for record `first` of time partition
-    /// `bucket`, continuing `span` (empty but for gaps before the first record).
+    /// Opens a buffer for a partition in a slot of `slots`, for record `first` at `place`,
+    /// continuing `span` (empty but for gaps before the first record).
     pub fn create(
         slots: &Arc<Slots>,
         layout: Layout,
         span: Span,
         first: &Record<'_>,
-        bucket: Bucket,
+        place: Place,
     ) -> std::io::Result<Buffer> {
         std::fs::create_dir_all(slots.dir())?;
         let slot = slots.take();
@@ -166,7 +186,7 @@ impl Buffer {
             partition: first.partition,
             first_offset: first.offset,
             span,
-            bucket,
+            place,
             bytes: 0,
             escaped: 0,
             opened: Instant::now(),
@@ -179,16 +199,13 @@ impl Buffer {
         self.span.records
     }
 
-    /// Appends a record of time partition `bucket`, which must follow the span and be the
-    /// buffer's partition: the buffer refuses an offset that would leave a hole nobody
-    /// explained, and a record that belongs in another object. Returns the bytes it added.
-    pub fn append(&mut self, r: &Record<'_>, bucket: Bucket) -> std::io::Result<u64> {
+    /// Appends a record at `place`, which must follow the span and be the buffer's place: the
+    /// buffer refuses an offset that would leave a hole nobody explained, and a record that
+    /// belongs in another object. Returns the bytes it added.
+    pub fn append(&mut self, r: &Record<'_>, place: Place) -> std::io::Result<u64> {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-        if bucket != self.bucket {
-            return Err(invalid(format!(
-                "offset {} belongs to time partition {bucket:?}, the buffer to {:?}",
-                r.offset, self.bucket
-            )));
+        if place != self.place {
+            return Err(invalid(format!("offset {} belongs to {place:?}, the buffer to {:?}", r.offset, self.place)));
         }
         if self.layout.format == Format::Lines
             && self.layout.newlines == Newlines::Refuse
@@ -215,9 +232,12 @@ impl Buffer {
         self.span.gap(gap).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
-    /// Whether size or count says roll now (age is checked by the caller's timer).
+    /// Whether size or count says roll now, or (deterministic mode) the last offset of the
+    /// buffer's interval is in; age is checked by the caller's timer.
     pub fn full(&self, roll: &RollConfig) -> bool {
-        self.bytes >= roll.max_bytes || self.span.records >= roll.max_records
+        let interval = i64::try_from(roll.offset_interval).unwrap_or(0);
+        let complete = interval > 0 && self.span.last >= (self.place.cell + 1) * interval - 1;
+        self.bytes >= roll.max_bytes || self.span.records >= roll.max_records || complete
     }
 
     /// Closes the file and writes it into the object's file (Parquet, or compressed lines);
@@ -279,7 +299,7 @@ impl Buffer {
             size,
             first_offset: self.first_offset,
             span: self.span,
-            bucket: self.bucket,
+            bucket: self.place.bucket,
             bytes: self.bytes,
             escaped: self.escaped,
         })

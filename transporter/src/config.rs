@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 pub use etcd::{EtcdConfig, EtcdTls};
 pub use kafka::{GUARDS, KafkaConfig, OutOfRange, StartFrom};
 pub use objects::{
-    ChecksumAlgorithm, Compression, DEFAULT_KEY_TEMPLATE, Encryption, Format, ObjectSettings, RollConfig, S3Config,
-    UploadSigning,
+    ChecksumAlgorithm, Compression, DEFAULT_KEY_TEMPLATE, DETERMINISTIC_KEY_TEMPLATE, Encryption, Format,
+    ObjectSettings, RollConfig, S3Config, UploadSigning,
 };
 pub use process::{AssignmentConfig, HttpConfig, WorkerConfig};
 pub use records::{Newlines, ParquetConfig, RecordsConfig, TimeSource};

@@ -19,6 +19,8 @@ pub struct ObjectName<'a> {
     pub partition: i32,
     /// `{first_offset}`.
     pub first_offset: i64,
+    /// `{last_offset}` (deterministic mode only: `roll.offset-interval`).
+    pub last_offset: i64,
     /// `{date}`: the records' local date (`timepart`), or `records.no-time`.
     pub date: &'a str,
     /// `{hour}`: their hour.
@@ -38,15 +40,19 @@ pub enum TemplateError {
     Unclosed(usize),
     /// A placeholder whose value a restart does not reproduce.
     #[error(
-        "{{{0}}} is not allowed: an object re-read after a crash can end at another offset, get another key and duplicate records"
+        "{{{0}}} is not allowed: an object re-read after a crash can end at another offset, get another key and duplicate records (it is for roll.offset-interval, whose objects end where the offsets say)"
     )]
     NotReproducible(&'static str),
+    /// In deterministic mode, `{last_offset}` must follow every other placeholder but `{ext}`:
+    /// the objects that start at an offset are found by listing the key before it.
+    #[error("with roll.offset-interval, {{last_offset}} must come after every other placeholder except {{ext}}")]
+    LastOffsetNotLast,
     /// A placeholder every key needs is absent.
     #[error("must contain {{{0}}} so that keys are unique and re-uploads overwrite")]
     Missing(&'static str),
 }
 
-const NAMES: [&str; 7] = ["prefix", "topic", "partition", "first_offset", "date", "hour", "ext"];
+const NAMES: [&str; 8] = ["prefix", "topic", "partition", "first_offset", "last_offset", "date", "hour", "ext"];
 
 /// A placeholder: start and end byte, name, zero-padding width.
 type Placeholder<'a> = (usize, usize, &'a str, Option<usize>);
@@ -65,9 +71,6 @@ fn placeholders(template: &str) -> Result<Vec<Placeholder<'_>>, TemplateError> {
             }
             None => (inner, None),
         };
-        if name == "last_offset" {
-            return Err(TemplateError::NotReproducible("last_offset"));
-        }
         if !NAMES.contains(&name) {
             return Err(TemplateError::Unknown(inner.to_owned()));
         }
@@ -77,15 +80,32 @@ fn placeholders(template: &str) -> Result<Vec<Placeholder<'_>>, TemplateError> {
     Ok(out)
 }
 
-/// Checks a template: known placeholders, and topic, partition and first offset present.
-pub fn check_template(template: &str) -> Result<(), TemplateError> {
+/// Checks a template: known placeholders, and topic, partition and first offset present. In
+/// deterministic mode (`roll.offset-interval`) `{last_offset}` is required, after every other
+/// placeholder but `{ext}`; otherwise it is refused (a re-read would end elsewhere).
+pub fn check_template(template: &str, deterministic: bool) -> Result<(), TemplateError> {
     let ps = placeholders(template)?;
     for need in ["topic", "partition", "first_offset"] {
         if !ps.iter().any(|p| p.2 == need) {
             return Err(TemplateError::Missing(need));
         }
     }
-    Ok(())
+    let last = ps.iter().position(|p| p.2 == "last_offset");
+    match (deterministic, last) {
+        (false, Some(_)) => Err(TemplateError::NotReproducible("last_offset")),
+        (true, None) => Err(TemplateError::Missing("last_offset")),
+        (true, Some(i)) if ps[i + 1..].iter().any(|p| p.2 != "ext") => Err(TemplateError::LastOffsetNotLast),
+        _ => Ok(()),
+    }
+}
+
+/// The part of a deterministic key that does not depend on its last offset: listing it finds
+/// every object that starts where this one does, whatever its end.
+pub fn same_start_prefix(template: &str, n: &ObjectName<'_>) -> Result<String, TemplateError> {
+    let low = render(template, &ObjectName { last_offset: 0, ..n.clone() })?;
+    let high = render(template, &ObjectName { last_offset: i64::MAX, ..n.clone() })?;
+    let common = low.bytes().zip(high.bytes()).take_while(|(a, b)| a == b).count();
+    Ok(low[..common].to_owned())
 }
 
 /// Renders a key. An empty prefix leaves no leading or doubled `/`. Every placeholder is a
@@ -101,6 +121,7 @@ pub fn render(template: &str, n: &ObjectName<'_>) -> Result<String, TemplateErro
             "topic" => n.topic.to_owned(),
             "partition" => n.partition.to_string(),
             "first_offset" => n.first_offset.to_string(),
+            "last_offset" => n.last_offset.to_string(),
             "date" => n.date.to_owned(),
             "hour" => n.hour.to_owned(),
             _ => n.ext.to_owned(),
@@ -126,7 +147,7 @@ pub fn render(template: &str, n: &ObjectName<'_>) -> Result<String, TemplateErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DEFAULT_KEY_TEMPLATE;
+    use crate::config::{DEFAULT_KEY_TEMPLATE, DETERMINISTIC_KEY_TEMPLATE};
 
     fn name(prefix: &str) -> ObjectName<'_> {
         ObjectName {
@@ -134,6 +155,7 @@ mod tests {
             topic: "logs",
             partition: 3,
             first_offset: 42,
+            last_offset: 99,
             date: "2026-11-22",
             hour: "08",
             ext: "jsonl.zst",
@@ -150,21 +172,27 @@ mod tests {
 
     #[test]
     fn bad_templates() {
-        assert_eq!(check_template("{topic}/{partition}"), Err(TemplateError::Missing("first_offset")));
+        assert_eq!(check_template("{topic}/{partition}", false), Err(TemplateError::Missing("first_offset")));
         assert_eq!(
-            check_template("{topic}/{partition}/{first_offset}/{nope}"),
+            check_template("{topic}/{partition}/{first_offset}/{nope}", false),
             Err(TemplateError::Unknown("nope".into()))
         );
         assert_eq!(
-            check_template("{topic}/{partition}/{first_offset:x}"),
+            check_template("{topic}/{partition}/{first_offset:x}", false),
             Err(TemplateError::Unknown("first_offset:x".into()))
         );
-        assert!(matches!(check_template("{topic}/{partition}/{first_offset"), Err(TemplateError::Unclosed(_))));
+        assert!(matches!(check_template("{topic}/{partition}/{first_offset", false), Err(TemplateError::Unclosed(_))));
         assert_eq!(
-            check_template("{topic}/{partition}/{first_offset}-{last_offset}"),
+            check_template("{topic}/{partition}/{first_offset}-{last_offset}", false),
             Err(TemplateError::NotReproducible("last_offset"))
         );
-        assert!(check_template(DEFAULT_KEY_TEMPLATE).is_ok());
+        assert!(check_template(DEFAULT_KEY_TEMPLATE, false).is_ok());
+        assert_eq!(check_template(DEFAULT_KEY_TEMPLATE, true), Err(TemplateError::Missing("last_offset")));
+        assert_eq!(
+            check_template("{topic}/{partition}/{last_offset}-{first_offset}", true),
+            Err(TemplateError::LastOffsetNotLast)
+        );
+        assert!(check_template(DETERMINISTIC_KEY_TEMPLATE, true).is_ok());
     }
 
     proptest::proptest! {
@@ -178,5 +206,18 @@ mod tests {
             let kb = render(DEFAULT_KEY_TEMPLATE, &b).expect("render");
             proptest::prop_assert_eq!(ka == kb, (p1, o1) == (p2, o2));
         }
+    }
+
+    #[test]
+    fn the_same_start_prefix_finds_every_end() {
+        let n = name("zonal");
+        let prefix = same_start_prefix(DETERMINISTIC_KEY_TEMPLATE, &n).expect("prefix");
+        assert_eq!(prefix, "zonal/logs/dt=2026-11-22/hr=08/logs-3-00000000000000000042-0");
+        for last in [42, 99, 1_000_000, i64::MAX] {
+            let key = render(DETERMINISTIC_KEY_TEMPLATE, &ObjectName { last_offset: last, ..n.clone() }).expect("key");
+            assert!(key.starts_with(&prefix), "{key}");
+        }
+        let other = render(DETERMINISTIC_KEY_TEMPLATE, &ObjectName { first_offset: 420, ..n.clone() }).expect("key");
+        assert!(!other.starts_with(&prefix), "{other}");
     }
 }

@@ -380,6 +380,7 @@ pub mod checksum;
 pub mod deployment;
 pub mod probe;
 mod refusal;
+pub mod siblings;
 
 pub use refusal::{MAX_REFUSED, Refused};
 use refusal::{brief, precondition_failed, refusal, status_of};

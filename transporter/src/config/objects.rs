@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_KEY_TEMPLATE: &str =
     "{prefix}/{topic}/dt={date}/hr={hour}/{topic}-{partition}-{first_offset:020}.{ext}";
 
+/// The key template of deterministic mode (`roll.offset-interval`) when none is given: every
+/// key names its first and last offset.
+pub const DETERMINISTIC_KEY_TEMPLATE: &str =
+    "{prefix}/{topic}/dt={date}/hr={hour}/{topic}-{partition}-{first_offset:020}-{last_offset:020}.{ext}";
+
 pub use crate::buffer::Format;
 
 /// Object compression.
@@ -225,7 +230,7 @@ impl S3Config {
         if self.bucket.is_empty() {
             bail!("s3.bucket: must be set");
         }
-        crate::naming::check_template(&self.key_template).context("s3.key-template")?;
+        crate::naming::check_template(self.key_template(roll), roll.offset_interval > 0).context("s3.key-template")?;
         if roll.max_bytes == 0 || roll.max_age_ms == 0 || roll.max_records == 0 {
             bail!("roll.max-bytes, roll.max-age-ms and roll.max-records: must be positive");
         }
@@ -275,6 +280,16 @@ impl S3Config {
         Ok(())
     }
 
+    /// The key template in use: the deterministic default when `roll.offset-interval` is set and
+    /// the template is the default one.
+    pub fn key_template(&self, roll: &RollConfig) -> &str {
+        if roll.offset_interval > 0 && self.key_template == DEFAULT_KEY_TEMPLATE {
+            DETERMINISTIC_KEY_TEMPLATE
+        } else {
+            &self.key_template
+        }
+    }
+
     /// The object-level settings every write carries (`server-side-encryption`, its key and
     /// bucket key, `storage-class`).
     pub fn object_settings(&self) -> ObjectSettings {
@@ -305,11 +320,20 @@ pub struct RollConfig {
     pub max_age_ms: u64,
     /// Records.
     pub max_records: u64,
+    /// Deterministic objects (0: off): objects also end at every offset that is a multiple of
+    /// this, and keys name their first and last offset (`{last_offset}`). Whoever reads the
+    /// same offsets again (a restart, the next owner, a stale worker) writes byte-identical
+    /// objects under the same keys, so no write can replace an object with other records, even
+    /// on a store without conditional writes. The cost: an object waits for its interval to
+    /// fill, unless the age (or a handover) cuts it first; such an object ends elsewhere and is
+    /// named so, and a reader that starts there again finds it by its first offset and goes on
+    /// after it (docs/guarantees.md).
+    pub offset_interval: u64,
 }
 
 impl Default for RollConfig {
     fn default() -> Self {
-        RollConfig { max_bytes: 64 * 1024 * 1024, max_age_ms: 60_000, max_records: 1_000_000 }
+        RollConfig { max_bytes: 64 * 1024 * 1024, max_age_ms: 60_000, max_records: 1_000_000, offset_interval: 0 }
     }
 }
 

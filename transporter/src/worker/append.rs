@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  message ──Chain::offer──> Stale (dropped) | Verify (seek back) | Gap (counted) | Append
-//!     Append ──time partition = open buffer's?──yes──> Buffer::append
+//!     Append ──place (time partition, offset interval) = open buffer's?──yes──> Buffer::append
 //!                                             ──no───> carry (copied): the buffer rolls, the carry opens the next
 //!            ──lines, newlines = refuse, a line break──> held before it (what came before still uploads)
 //! ```
@@ -15,7 +15,7 @@ use std::sync::PoisonError;
 
 use super::Worker;
 use super::pump::Reading;
-use crate::buffer::{Buffer, Format, Record, needs_escape};
+use crate::buffer::{Buffer, Format, Place, Record, needs_escape};
 use crate::config::Newlines;
 use crate::continuity::{ContinuityError, Span, Verdict};
 use crate::metrics::ErrorKind;
@@ -56,14 +56,14 @@ impl Worker {
             }
         }
         let rec = Record::of_message(&tp.topic, m);
-        let bucket = self.times.bucket(self.times.time_of(&rec));
-        if r.buf.as_ref().is_some_and(|b| b.bucket != bucket) {
+        let place = self.place(&rec);
+        if r.buf.as_ref().is_some_and(|b| b.place != place) {
             // The record belongs to another object: the open buffer rolls first. The message
             // borrows from librdkafka and cannot wait for that roll, so it is copied.
             r.carry = Some(m.detach());
             return Ok(m.payload_len() as u64);
         }
-        self.push(r, &rec, bucket)?;
+        self.push(r, &rec, place)?;
         Ok(m.payload_len() as u64)
     }
 
@@ -71,14 +71,19 @@ impl Worker {
     pub(super) fn append_carried(&self, r: &mut Reading<'_>) -> anyhow::Result<()> {
         if let Some(m) = r.carry.take() {
             let rec = Record::of_owned(&r.tp.topic, &m);
-            let bucket = self.times.bucket(self.times.time_of(&rec));
-            self.push(r, &rec, bucket)?;
+            let place = self.place(&rec);
+            self.push(r, &rec, place)?;
         }
         Ok(())
     }
 
+    /// Where a record belongs: its time partition and offset interval.
+    fn place(&self, rec: &Record<'_>) -> Place {
+        Place::of(self.times.bucket(self.times.time_of(rec)), rec.offset, self.cfg.roll.offset_interval)
+    }
+
     /// Appends a record that follows the chain to the open buffer (opening one if none is).
-    fn push(&self, r: &mut Reading<'_>, rec: &Record<'_>, bucket: crate::timepart::Bucket) -> anyhow::Result<()> {
+    fn push(&self, r: &mut Reading<'_>, rec: &Record<'_>, place: Place) -> anyhow::Result<()> {
         let (tp, s3) = (r.tp, &self.cfg.s3);
         if s3.format == Format::Lines
             && self.cfg.records.newlines == Newlines::Refuse
@@ -98,13 +103,13 @@ impl Worker {
             None => {
                 let span = std::mem::replace(&mut r.pending, Span::starting(rec.offset));
                 let layout = crate::buffer::Layout::of(&self.cfg);
-                let b = Buffer::create(&self.buffers, layout, span, rec, bucket)
+                let b = Buffer::create(&self.buffers, layout, span, rec, place)
                     .with_context(|| format!("creating a buffer in {}", self.buffers.dir().display()))?;
                 r.buf.insert(b)
             }
         };
         let written = b
-            .append(rec, bucket)
+            .append(rec, place)
             .inspect_err(|_| self.metrics.error(ErrorKind::Continuity))
             .with_context(|| format!("appending offset {} of {tp} to its buffer", rec.offset))?;
         self.disk.add(written);

@@ -124,7 +124,12 @@ impl Worker {
             anyhow::bail!("lease no longer valid; not uploading {key}");
         }
         let started = Instant::now();
-        let up = self.upload(tp, &key, &f, lease).await?;
+        // Deterministic mode: an object that starts here under another last offset (cut by
+        // age before a crash, or by a stale owner) holds these records already.
+        let up = match self.same_start(tp, &key, &f).await? {
+            Some(outcome) => Uploaded { outcome, attempts: 0 },
+            None => self.upload(tp, &key, &f, lease).await?,
+        };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.upload_seconds.observe(seconds);
         let span = &f.span;
@@ -159,20 +164,49 @@ impl Worker {
 
     /// The object key of a finished buffer.
     fn object_key(&self, tp: &TopicPartition, f: &Finished) -> anyhow::Result<String> {
-        let s3 = &self.cfg.s3;
-        let (date, hour) = self.times.date_hour(f.bucket);
         Ok(naming::render(
-            &s3.key_template,
-            &ObjectName {
-                prefix: &s3.prefix,
-                topic: &tp.topic,
-                partition: tp.partition,
-                first_offset: f.first_offset,
-                date: &date,
-                hour: &hour,
-                ext: buffer::extension(s3.format, s3.compression),
-            },
+            self.cfg.s3.key_template(&self.cfg.roll),
+            &self.object_name(tp, f, &self.times.date_hour(f.bucket)),
         )?)
+    }
+
+    /// What a finished buffer's key is made of.
+    fn object_name<'a>(
+        &'a self,
+        tp: &'a TopicPartition,
+        f: &Finished,
+        (date, hour): &'a (String, String),
+    ) -> ObjectName<'a> {
+        let s3 = &self.cfg.s3;
+        ObjectName {
+            prefix: &s3.prefix,
+            topic: &tp.topic,
+            partition: tp.partition,
+            first_offset: f.first_offset,
+            last_offset: f.span.last,
+            date,
+            hour,
+            ext: buffer::extension(s3.format, s3.compression),
+        }
+    }
+
+    /// In deterministic mode, the object that starts where `f` does under another key and
+    /// holds the most records, when there is one: its records are in S3 already.
+    async fn same_start(&self, tp: &TopicPartition, key: &str, f: &Finished) -> anyhow::Result<Option<Outcome>> {
+        if self.cfg.roll.offset_interval == 0 {
+            return Ok(None);
+        }
+        let parts = self.times.date_hour(f.bucket);
+        let prefix =
+            naming::same_start_prefix(self.cfg.s3.key_template(&self.cfg.roll), &self.object_name(tp, f, &parts))?;
+        let found = crate::upload::siblings::same_start(&self.s3, &self.cfg.s3, &prefix, key).await?;
+        // The one that covers most (an unproven one is kept too: it stops the roll, as at our key).
+        let rank = |o: &Outcome| match after(o, tp, &f.span, &self.source) {
+            After::Unproven { .. } => i64::MAX,
+            After::Theirs { last } => last,
+            After::Ours => f.span.last,
+        };
+        Ok(found.into_iter().max_by_key(rank))
     }
 
     /// Uploads the object unless one is at its key. An object without any offsets was written
