@@ -100,6 +100,42 @@ fn errors_name_the_field_inner() {
     }
 }
 
+/// The data-lake settings (issue 24): each mistake names its field.
+#[test]
+fn records_and_parquet_errors_name_the_field() {
+    isolated(|_| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let with = |extra: &str| format!("{MINIMAL}{extra}");
+        for (text, field) in [
+            (MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\ncompression = \"snappy\""), "s3.compression"),
+            (with("[records]\ntime-zone = \"Mars/Olympus\""), "records.time-zone"),
+            (with("[records]\ntime-source = \"json-field\""), "records.time-field"),
+            (with("[records]\ntime-field = \"ts\""), "records.time-field"),
+            (with("[records]\nno-time = \"a/b\""), "records.no-time"),
+            (with("[records]\nnewlines = \"drop\""), "newlines"),
+            (with("[parquet]\nrow-group-bytes = 10"), "parquet.row-group-bytes"),
+            (
+                MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nkey-template = \"{topic}/{partition}/{first_offset}-{last_offset}\""),
+                "s3.key-template",
+            ),
+            (
+                MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nkey-template = \"{topic}/{partition}/{first_offset}\"")
+                    + "[roll]\noffset-interval = 100\n",
+                "s3.key-template",
+            ),
+        ] {
+            let err = TransporterConfig::load(Some(&write(&dir, &text))).expect_err(field);
+            assert!(format!("{err:#}").contains(field), "{err:#} does not name {field}");
+        }
+        // What is valid: Parquet with snappy, a zone, a JSON field, deterministic keys by default.
+        let ok = MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nformat = \"parquet\"\ncompression = \"snappy\"")
+            + "[records]\ntime-source = \"json-field\"\ntime-field = \"ts\"\ntime-zone = \"Europe/Berlin\"\n[roll]\noffset-interval = 1000\n";
+        let c = TransporterConfig::load(Some(&write(&dir, &ok))).expect("valid");
+        assert_eq!(c.s3.key_template(&c.roll), DETERMINISTIC_KEY_TEMPLATE);
+        assert_eq!(c.records.time_source, TimeSource::JsonField);
+    });
+}
+
 #[test]
 fn password_is_hidden() {
     isolated(|_| password_is_hidden_inner());
