@@ -37,6 +37,8 @@ def main(paths):
                     "key": hexed(r["key"]),
                     "value": hexed(r["value"]),
                     "headers": [[h["key"], hexed(h["value"])] for h in r["headers"]],
+                    # Typed columns from JSON values (parquet.value-schema), when there are.
+                    "fields": r.get("value_fields"),
                 }
             )
         out.append(
@@ -48,7 +50,8 @@ def main(paths):
                 "rows": rows,
             }
         )
-    json.dump(out, sys.stdout)
+    # Typed timestamps come back as datetimes: written as their ISO text.
+    json.dump(out, sys.stdout, default=lambda v: v.isoformat())
 
 
 if __name__ == "__main__":

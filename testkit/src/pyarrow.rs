@@ -50,6 +50,9 @@ pub struct ParquetRow {
     pub value: Option<String>,
     /// Headers in order: key and value (hex).
     pub headers: Vec<(String, Option<String>)>,
+    /// The typed columns (`value_fields`), when the object has them.
+    #[serde(default)]
+    pub fields: Option<serde_json::Value>,
 }
 
 impl ParquetRow {

@@ -24,6 +24,7 @@ mod record;
 mod slots;
 #[cfg(test)]
 pub(crate) mod tests;
+mod typed;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -37,9 +38,10 @@ use crate::config::{Compression, Newlines, RollConfig, TransporterConfig};
 use crate::continuity::{Gap, Span};
 use crate::timepart::Bucket;
 pub use encode::{encode, needs_escape};
-pub use parquet::ParquetSettings;
+pub use parquet::{DEAD_LETTER_RECORDS, ParquetSettings};
 pub use record::{Headers, Record, TimestampType};
 pub use slots::{Slot, Slots};
+pub use typed::{SharedSchema, ValueSchema, ValueType};
 
 /// Output format of objects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +92,7 @@ impl Place {
 }
 
 /// How buffers encode and finish their records: the same for every buffer of a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// Format.
     pub format: Format,
@@ -102,6 +104,8 @@ pub struct Layout {
     pub newlines: Newlines,
     /// Parquet row groups.
     pub row_group_bytes: usize,
+    /// Parquet: typed columns from JSON values (`parquet.value-schema`).
+    pub value_schema: Option<SharedSchema>,
 }
 
 impl Layout {
@@ -113,6 +117,11 @@ impl Layout {
             level: cfg.s3.compression_level,
             newlines: cfg.records.newlines,
             row_group_bytes: cfg.parquet.row_group_bytes,
+            value_schema: (!cfg.parquet.value_schema.is_empty()).then(|| {
+                Arc::new(ValueSchema {
+                    fields: cfg.parquet.value_schema.iter().map(|(k, t)| (k.clone(), *t)).collect(),
+                })
+            }),
         }
     }
 }
@@ -161,6 +170,9 @@ pub struct Finished {
     pub bytes: u64,
     /// Records whose line breaks were escaped.
     pub escaped: u64,
+    /// The dead-letter object (Parquet with a value schema): its file, size and records, when
+    /// some values did not fit.
+    pub dead_letter: Option<(PathBuf, u64, u64)>,
 }
 
 impl Buffer {
@@ -253,20 +265,33 @@ impl Buffer {
         let mut raw = std::io::BufReader::with_capacity(256 * 1024, raw);
         let object = self.slot.object();
         let out = std::io::BufWriter::with_capacity(256 * 1024, File::create(&object)?);
-        let l = self.layout;
+        let l = &self.layout;
+        let mut dead_letter = None;
         let out = match (l.format, l.compression) {
             (Format::Parquet, compression) => {
-                let settings = ParquetSettings { compression, level: l.level, row_group_bytes: l.row_group_bytes };
+                let settings = ParquetSettings {
+                    compression,
+                    level: l.level,
+                    row_group_bytes: l.row_group_bytes,
+                    value_schema: l.value_schema.clone(),
+                };
                 let meta = meta.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-                let (out, rows) = parquet::write(&mut raw, out, &self.topic, self.partition, &settings, meta)?;
-                // The file must hold exactly the records the span counts.
-                if rows != self.span.records {
+                let path = self.slot.dead_letter();
+                let w = parquet::write(&mut raw, out, &path, &self.topic, self.partition, &settings, meta)?;
+                // The files must hold exactly the records the span counts.
+                if w.rows + w.dead != self.span.records {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        format!("{rows} rows written for a span of {} records", self.span.records),
+                        format!(
+                            "{} rows (and {} dead letters) written for a span of {} records",
+                            w.rows, w.dead, self.span.records
+                        ),
                     ));
                 }
-                out
+                if w.dead > 0 {
+                    dead_letter = Some((path.clone(), std::fs::metadata(&path)?.len(), w.dead));
+                }
+                w.out
             }
             (_, Compression::Zstd) => {
                 let mut enc = zstd::stream::write::Encoder::new(out, l.level)?;
@@ -302,6 +327,7 @@ impl Buffer {
             bucket: self.place.bucket,
             bytes: self.bytes,
             escaped: self.escaped,
+            dead_letter,
         })
     }
 

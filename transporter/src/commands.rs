@@ -193,8 +193,17 @@ async fn objects_of(
     let mut pages = s3.list_objects_v2().bucket(bucket).prefix(&cfg.s3.prefix).into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.with_context(|| format!("listing s3://{bucket}/{}", cfg.s3.prefix))?;
+        // The store probes and the dead-letter objects (whose records the objects count) are
+        // not part of a partition's chain.
         let probe = format!("/{}/", crate::upload::probe::PROBE_DIR);
-        keys.extend(page.contents().iter().filter_map(|o| o.key()).filter(|k| !k.contains(&probe)).map(str::to_owned));
+        let dead = format!("/{}/", cfg.parquet.dead_letter_folder);
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .filter(|k| !k.contains(&probe) && !k.contains(&dead))
+                .map(str::to_owned),
+        );
     }
     let heads = futures::stream::iter(keys)
         .map(|key| {

@@ -82,7 +82,11 @@ impl shell::ProgramConfig for TransporterConfig {
         self.worker.validate()?;
         self.s3.validate(&self.roll)?;
         self.records.validate()?;
-        self.parquet.validate()
+        self.parquet.validate()?;
+        if !self.parquet.value_schema.is_empty() && self.s3.format != Format::Parquet {
+            anyhow::bail!("parquet.value-schema: only with s3.format = \"parquet\"");
+        }
+        Ok(())
     }
 }
 

@@ -121,6 +121,8 @@ pub struct Metrics {
     pub records_without_time: Counter,
     /// Records whose line breaks `lines` escaped.
     pub records_escaped: Counter,
+    /// Records whose value did not fit `parquet.value-schema`, written to dead-letter objects.
+    pub records_dead_lettered: Counter,
     /// Objects uploaded.
     pub uploads: Counter,
     /// Upload latency in seconds.
@@ -169,6 +171,7 @@ impl Default for Metrics {
             bytes: Counter::default(),
             records_without_time: Counter::default(),
             records_escaped: Counter::default(),
+            records_dead_lettered: Counter::default(),
             uploads: Counter::default(),
             upload_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             roll_wait_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -205,6 +208,11 @@ impl Metrics {
                 &self.records_without_time,
             ),
             ("records_escaped", "Records whose line breaks the lines format escaped", &self.records_escaped),
+            (
+                "records_dead_lettered",
+                "Records whose value did not fit the value schema, in dead-letter objects",
+                &self.records_dead_lettered,
+            ),
             ("uploads", "Objects uploaded", &self.uploads),
             ("upload_retries", "Upload attempts made again", &self.upload_retries),
             ("upload_retried_bytes", "Bytes sent again by repeated upload attempts", &self.upload_retried_bytes),

@@ -108,6 +108,22 @@ pub fn same_start_prefix(template: &str, n: &ObjectName<'_>) -> Result<String, T
     Ok(low[..common].to_owned())
 }
 
+/// The key of an object's dead-letter object: in `folder` under `prefix`, the object's own key
+/// with the span's last offset added (`…-upto-<last>.<ext>`), so that objects cut differently
+/// never share one.
+pub fn dead_letter_key(key: &str, prefix: &str, folder: &str, last: i64) -> String {
+    let prefix = prefix.trim_matches('/');
+    let (head, rest) = match key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) {
+        Some(rest) if !prefix.is_empty() => (format!("{prefix}/{folder}/"), rest),
+        _ => (format!("{folder}/"), key),
+    };
+    let (dir, file) = rest.rsplit_once('/').map_or(("", rest), |(d, f)| (d, f));
+    let (stem, ext) = file.split_once('.').unwrap_or((file, ""));
+    let dir = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+    let ext = if ext.is_empty() { String::new() } else { format!(".{ext}") };
+    format!("{head}{dir}{stem}-upto-{last:020}{ext}")
+}
+
 /// Renders a key. An empty prefix leaves no leading or doubled `/`. Every placeholder is a
 /// function of the records, never of the worker, so any owner renders the same key.
 pub fn render(template: &str, n: &ObjectName<'_>) -> Result<String, TemplateError> {
@@ -219,5 +235,19 @@ mod tests {
         }
         let other = render(DETERMINISTIC_KEY_TEMPLATE, &ObjectName { first_offset: 420, ..n.clone() }).expect("key");
         assert!(!other.starts_with(&prefix), "{other}");
+    }
+
+    #[test]
+    fn dead_letter_keys_sit_in_their_folder_and_name_the_end() {
+        let key = "zonal/logs/dt=2026-11-22/hr=08/logs-3-00000000000000000042.parquet";
+        assert_eq!(
+            dead_letter_key(key, "zonal", "_dead-letter", 99),
+            "zonal/_dead-letter/logs/dt=2026-11-22/hr=08/logs-3-00000000000000000042-upto-00000000000000000099.parquet"
+        );
+        assert_eq!(
+            dead_letter_key("logs-3-42.parquet", "", "_dl", 7),
+            "_dl/logs-3-42-upto-00000000000000000007.parquet"
+        );
+        assert_ne!(dead_letter_key(key, "zonal", "_dl", 99), dead_letter_key(key, "zonal", "_dl", 100));
     }
 }

@@ -18,7 +18,9 @@
 mod append;
 mod consumer;
 mod control;
+mod dead_letter;
 pub mod disk;
+mod keys;
 mod partition;
 mod pump;
 mod range;

@@ -79,6 +79,7 @@ fn produce(world: &testkit::World, topic: &str) -> Res<BTreeMap<(i64, i64), Row>
                     key: key.as_deref().map(hex),
                     value: value.as_deref().map(hex),
                     headers: headers.iter().map(|(k, v)| (k.clone(), v.as_deref().map(hex))).collect(),
+                    fields: None,
                 },
             );
         }
@@ -230,5 +231,80 @@ fn an_object_cut_by_age_is_found_by_its_first_offset_when_read_again() -> Res {
         let full = format!("cut-{p}-{:020}-{:020}.jsonl.zst", 20, 39);
         anyhow::ensure!(names.contains(&full), "no {full} in {names:?}");
     }
+    Ok(())
+}
+
+/// `parquet.value-schema`: values parsed into typed columns, as pyarrow reads them; a value that
+/// does not fit (not JSON, a field of another type, a tombstone) goes whole to the dead-letter
+/// folder, counted, and every record is in exactly one of the two.
+#[test]
+fn json_values_become_typed_columns_and_misfits_go_to_dead_letters() -> Res {
+    use zonal_transporter::buffer::ValueType;
+    let world = common::world()?;
+    world.kafka.create_topic("typed", 2)?;
+    let dir = tempfile::tempdir()?;
+    let spec = FleetSpec { topics: vec!["typed".into()], max_records: 25, ..FleetSpec::default() }.edit(|c| {
+        c.s3.format = Format::Parquet;
+        c.parquet.value_schema =
+            [("level".to_owned(), ValueType::String), ("status".to_owned(), ValueType::Int64)].into();
+    });
+    let w = Worker::start(&world, dir.path(), "w0", Some(0), &spec)?;
+    let producer: BaseProducer = world.kafka.client_config().set("linger.ms", "5").create()?;
+    let mut misfits = std::collections::BTreeSet::new();
+    for p in 0..2 {
+        for i in 0..60i64 {
+            let value = match i % 10 {
+                3 => "plain text, not JSON".to_owned(),
+                7 => format!(r#"{{"level":"warn","status":"{i}"}}"#),
+                _ => format!(r#"{{"level":"info","status":{i},"extra":[1]}}"#),
+            };
+            if matches!(i % 10, 3 | 7) {
+                misfits.insert((i64::from(p), value.clone()));
+            }
+            testkit::kafka::send_waiting(&producer, BaseRecord::<(), String>::to("typed").partition(p).payload(&value));
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let path = |k: &String| s3.root().join(BUCKET).join(k);
+    testkit::wait_until("every record committed, typed or dead-lettered", Duration::from_secs(60), || {
+        let counted = w.metric("zonal_transporter_records_total", &[]).ok()?;
+        (counted >= 120.0).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", w.log_tail()))?;
+    let main: Vec<PathBuf> = common::object_keys(&world)?.iter().map(path).collect();
+    let dead: Vec<PathBuf> = common::dead_letter_keys(&world)?.iter().map(path).collect();
+    let (main, dead) = (testkit::pyarrow::read(&main)?, testkit::pyarrow::read(&dead)?);
+    let mut seen = BTreeMap::new();
+    for row in main.iter().chain(&dead).flat_map(|o| &o.rows) {
+        *seen.entry((row.partition, row.offset)).or_insert(0) += 1;
+    }
+    anyhow::ensure!(
+        seen.len() == 120 && seen.values().all(|n| *n == 1),
+        "{} records, some twice: {seen:?}",
+        seen.len()
+    );
+    let dead_values: std::collections::BTreeSet<(i64, String)> = dead
+        .iter()
+        .flat_map(|o| &o.rows)
+        .map(|r| (r.partition, String::from_utf8_lossy(&r.value_bytes().unwrap_or_default()).into_owned()))
+        .collect();
+    anyhow::ensure!(dead_values == misfits, "dead letters {dead_values:?}");
+    for o in &main {
+        anyhow::ensure!(
+            o.schema.iter().any(|c| c == "value_fields:struct<level: string, status: int64>"),
+            "{:?}",
+            o.schema
+        );
+        for r in &o.rows {
+            let value: serde_json::Value = serde_json::from_slice(&r.value_bytes().unwrap_or_default())?;
+            let fields = r.fields.clone().unwrap_or_default();
+            anyhow::ensure!(
+                fields["level"] == value["level"] && fields["status"] == value["status"],
+                "{fields} for {value}"
+            );
+        }
+    }
+    anyhow::ensure!(w.metric("zonal_transporter_records_dead_lettered_total", &[])? == 24.0, "dead letters counted");
     Ok(())
 }

@@ -5,6 +5,8 @@
 //!  slot-<n>.buf ──frames──> column builders (≤ 8192 rows or 8 MiB a batch) ──RecordBatch──>
 //!     ArrowWriter (a row group per `parquet.row-group-bytes`) ──> slot-<n>.obj
 //!     + key-value metadata: the object's span (the same `zonal-*` keys as its S3 metadata)
+//!  with `parquet.value-schema`: the value's fields ──typed──> a `value_fields` struct column;
+//!     a value that does not fit ──> its whole record to slot-<n>.dlq (the dead-letter object)
 //! ```
 //!
 //! Columns: `topic` string, `partition` int32, `offset` int64, `timestamp` (ms, UTC; null when
@@ -27,6 +29,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::frame;
+use super::typed::{self, SharedSchema, Typed, ValueSchema};
 use crate::config::Compression;
 
 /// Rows a batch holds at most before it goes to the writer.
@@ -35,7 +38,7 @@ const BATCH_ROWS: usize = 8192;
 const BATCH_BYTES: usize = 8 << 20;
 
 /// How a Parquet object is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParquetSettings {
     /// Column compression.
     pub compression: Compression,
@@ -43,16 +46,18 @@ pub struct ParquetSettings {
     pub level: i32,
     /// A row group is closed past this many bytes (the writer's estimate of its encoded size).
     pub row_group_bytes: usize,
+    /// Typed columns from JSON values, when configured.
+    pub value_schema: Option<SharedSchema>,
 }
 
 fn header_fields() -> Fields {
     Fields::from(vec![Field::new("key", DataType::Utf8, false), Field::new("value", DataType::Binary, true)])
 }
 
-/// The schema of every object.
-pub fn schema() -> SchemaRef {
+/// The schema of every object: the record's fields, and `value_fields` with a value schema.
+pub fn schema(value: Option<&ValueSchema>) -> SchemaRef {
     let element = Field::new("element", DataType::Struct(header_fields()), false);
-    Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("topic", DataType::Utf8, false),
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
@@ -61,7 +66,11 @@ pub fn schema() -> SchemaRef {
         Field::new("key", DataType::Binary, true),
         Field::new("value", DataType::Binary, true),
         Field::new("headers", DataType::List(Arc::new(element)), false),
-    ]))
+    ];
+    if let Some(v) = value {
+        fields.push(Field::new("value_fields", DataType::Struct(v.arrow_fields()), true));
+    }
+    Arc::new(Schema::new(fields))
 }
 
 fn err(e: impl std::fmt::Display) -> io::Error {
@@ -78,11 +87,13 @@ struct Columns {
     key: BinaryBuilder,
     value: BinaryBuilder,
     headers: ListBuilder<StructBuilder>,
+    /// The typed fields, with a value schema.
+    fields: Option<(StructBuilder, SharedSchema)>,
     bytes: usize,
 }
 
 impl Columns {
-    fn new() -> Columns {
+    fn new(value: Option<SharedSchema>) -> Columns {
         let element = Field::new("element", DataType::Struct(header_fields()), false);
         let headers = StructBuilder::new(
             header_fields(),
@@ -97,11 +108,16 @@ impl Columns {
             key: BinaryBuilder::new(),
             value: BinaryBuilder::new(),
             headers: ListBuilder::new(headers).with_field(Arc::new(element)),
+            fields: value.map(|v| (v.builder(), v)),
             bytes: 0,
         }
     }
 
-    fn push(&mut self, topic: &str, partition: i32, f: &frame::Frame<'_>) -> io::Result<()> {
+    /// Appends a record, with its typed fields when the columns have them.
+    fn push(&mut self, topic: &str, partition: i32, f: &frame::Frame<'_>, typed: Option<&[Typed]>) -> io::Result<()> {
+        if let Some((b, schema)) = &mut self.fields {
+            typed::append(b, schema, typed).map_err(err)?;
+        }
         self.topic.append_value(topic);
         self.partition.append_value(partition);
         self.offset.append_value(f.offset);
@@ -127,7 +143,7 @@ impl Columns {
 
     fn batch(&mut self, schema: &SchemaRef) -> io::Result<RecordBatch> {
         self.bytes = 0;
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.topic.finish()),
             Arc::new(self.partition.finish()),
             Arc::new(self.offset.finish()),
@@ -137,6 +153,9 @@ impl Columns {
             Arc::new(self.value.finish()),
             Arc::new(self.headers.finish()),
         ];
+        if let Some((b, _)) = &mut self.fields {
+            columns.push(Arc::new(b.finish()));
+        }
         RecordBatch::try_new(schema.clone(), columns).map_err(err)
     }
 }
@@ -158,32 +177,92 @@ fn properties(s: &ParquetSettings, meta: Vec<(String, String)>) -> io::Result<Wr
         .build())
 }
 
-/// Writes the frames read from `raw` as one Parquet file to `out`; returns `out` and the rows
-/// written. Blocking.
+/// What [`write`] wrote.
+pub struct Written<W> {
+    /// The object's file.
+    pub out: W,
+    /// Its rows.
+    pub rows: u64,
+    /// Rows of the dead-letter file (0: none was written).
+    pub dead: u64,
+}
+
+/// One Parquet file being written: the writer, its batch and its schema.
+struct File<W: Write + Send> {
+    writer: ArrowWriter<W>,
+    cols: Columns,
+    schema: SchemaRef,
+    rows: u64,
+}
+
+impl<W: Write + Send> File<W> {
+    fn new(out: W, value: Option<SharedSchema>, props: WriterProperties) -> io::Result<File<W>> {
+        let schema = schema(value.as_deref());
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(err)?;
+        Ok(File { writer, cols: Columns::new(value), schema, rows: 0 })
+    }
+
+    fn push(&mut self, topic: &str, partition: i32, f: &frame::Frame<'_>, typed: Option<&[Typed]>) -> io::Result<()> {
+        self.cols.push(topic, partition, f, typed)?;
+        self.rows += 1;
+        if self.cols.rows() >= BATCH_ROWS || self.cols.bytes >= BATCH_BYTES {
+            self.writer.write(&self.cols.batch(&self.schema)?).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn close(mut self, dead: u64) -> io::Result<W> {
+        if self.cols.rows() > 0 {
+            self.writer.write(&self.cols.batch(&self.schema)?).map_err(err)?;
+        }
+        self.writer.append_key_value_metadata(KeyValue::new(DEAD_LETTER_RECORDS.to_owned(), dead.to_string()));
+        self.writer.into_inner().map_err(err)
+    }
+}
+
+/// The key-value metadata (and S3 metadata) key counting the span's records in the
+/// dead-letter object.
+pub const DEAD_LETTER_RECORDS: &str = "zonal-dead-letter-records";
+
+/// Writes the frames read from `raw` as one Parquet file to `out`; with a value schema, the
+/// records whose value does not fit go to a second file, created at `dead_letter` only when
+/// there is one. Blocking.
 pub fn write<W: Write + Send>(
     raw: &mut impl Read,
     out: W,
+    dead_letter: &std::path::Path,
     topic: &str,
     partition: i32,
     settings: &ParquetSettings,
     meta: Vec<(String, String)>,
-) -> io::Result<(W, u64)> {
-    let schema = schema();
-    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties(settings, meta)?)).map_err(err)?;
-    let mut cols = Columns::new();
+) -> io::Result<Written<W>> {
+    let value = settings.value_schema.clone().filter(|v| !v.is_empty());
+    let mut main = File::new(out, value.clone(), properties(settings, meta.clone())?)?;
+    let mut dead: Option<File<io::BufWriter<std::fs::File>>> = None;
     let mut body = Vec::new();
-    let mut rows = 0u64;
+    let mut read = 0u64;
     while frame::read_next(raw, &mut body)? {
-        let f = frame::decode(&body).map_err(|e| io::Error::new(e.kind(), format!("{e} (record {rows})")))?;
-        cols.push(topic, partition, &f)?;
-        rows += 1;
-        if cols.rows() >= BATCH_ROWS || cols.bytes >= BATCH_BYTES {
-            writer.write(&cols.batch(&schema)?).map_err(err)?;
+        let f = frame::decode(&body).map_err(|e| io::Error::new(e.kind(), format!("{e} (record {read})")))?;
+        read += 1;
+        match value.as_deref().map(|v| v.parse(f.value)) {
+            None => main.push(topic, partition, &f, None)?,
+            Some(Ok(typed)) => main.push(topic, partition, &f, Some(&typed))?,
+            Some(Err(_)) => {
+                let d = match &mut dead {
+                    Some(d) => d,
+                    None => {
+                        let file = io::BufWriter::with_capacity(64 * 1024, std::fs::File::create(dead_letter)?);
+                        dead.insert(File::new(file, None, properties(settings, meta.clone())?)?)
+                    }
+                };
+                d.push(topic, partition, &f, None)?;
+            }
         }
     }
-    if cols.rows() > 0 {
-        writer.write(&cols.batch(&schema)?).map_err(err)?;
+    let dead_rows = dead.as_ref().map_or(0, |d| d.rows);
+    if let Some(d) = dead {
+        d.close(dead_rows)?.flush()?;
     }
-    let out = writer.into_inner().map_err(err)?;
-    Ok((out, rows))
+    let rows = main.rows;
+    Ok(Written { out: main.close(dead_rows)?, rows, dead: dead_rows })
 }

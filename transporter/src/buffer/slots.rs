@@ -66,12 +66,17 @@ impl Slot {
     pub fn object(&self) -> PathBuf {
         self.pool.dir.join(format!("slot-{}.obj", self.n))
     }
+
+    /// The dead-letter object's file (Parquet with `parquet.value-schema`), when one is written.
+    pub fn dead_letter(&self) -> PathBuf {
+        self.pool.dir.join(format!("slot-{}.dlq", self.n))
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         // Emptied, not removed: the disk is freed and the inodes stay for the next buffer.
-        for path in [self.raw(), self.object()] {
+        for path in [self.raw(), self.object(), self.dead_letter()] {
             if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
                 let _ = f.set_len(0);
             }

@@ -24,7 +24,7 @@ pub(crate) fn rec(offset: i64, value: &[u8]) -> Record<'_> {
 }
 
 fn layout(format: Format, compression: Compression) -> Layout {
-    Layout { format, compression, level: 3, newlines: Newlines::Escape, row_group_bytes: 1 << 20 }
+    Layout { format, compression, level: 3, newlines: Newlines::Escape, row_group_bytes: 1 << 20, value_schema: None }
 }
 
 const B: Place = Place { bucket: Bucket::At(0), cell: 0 };
@@ -128,6 +128,49 @@ fn parquet_keeps_every_field() {
 }
 
 #[test]
+fn parquet_values_in_typed_columns_and_the_rest_in_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slots = Slots::new(dir.path());
+    let schema = ValueSchema { fields: vec![("level".into(), ValueType::String), ("status".into(), ValueType::Int64)] };
+    let l = Layout { value_schema: Some(Arc::new(schema)), ..layout(Format::Parquet, Compression::Zstd) };
+    let values: [Option<&[u8]>; 5] = [
+        Some(br#"{"level":"info","status":200}"#),
+        Some(b"not json"),
+        Some(br#"{"status":"x"}"#),
+        None,
+        Some(br#"{"level":"warn"}"#),
+    ];
+    let mut b = Buffer::create(&slots, l, Span::starting(0), &rec(0, b""), B).expect("create");
+    for (o, v) in values.iter().enumerate() {
+        b.append(&Record { value: *v, ..rec(o as i64, b"") }, B).expect("append");
+    }
+    let f = b.finish(&[]).expect("finish");
+    let (dead, size, n) = f.dead_letter.clone().expect("dead letters");
+    assert_eq!(n, 3);
+    assert_eq!(std::fs::metadata(&dead).expect("dead-letter file").len(), size);
+    let (batches, meta, _) = read_parquet(&f.path);
+    assert!(meta.contains(&("zonal-dead-letter-records".into(), "3".into())), "{meta:?}");
+    let offsets: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column_by_name("offset").expect("offset").as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(offsets, vec![0, 4], "the values that fit");
+    let fields = batches[0].column_by_name("value_fields").expect("typed columns");
+    let fields = fields.as_struct();
+    assert_eq!(fields.column(0).as_string::<i32>().value(1), "warn");
+    assert_eq!(fields.column(1).as_primitive::<Int64Type>().value(0), 200);
+    assert!(fields.column(1).is_null(1), "an absent field is null");
+    let (dead_batches, dead_meta, _) = read_parquet(&dead);
+    assert!(dead_meta.contains(&("zonal-dead-letter-records".into(), "3".into())));
+    let dead_offsets: Vec<i64> = dead_batches
+        .iter()
+        .flat_map(|b| b.column_by_name("offset").expect("offset").as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(dead_offsets, vec![1, 2, 3], "the rest, whole");
+    assert!(dead_batches[0].column_by_name("value_fields").is_none());
+}
+
+#[test]
 fn parquet_row_groups_follow_their_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let slots = Slots::new(dir.path());
@@ -191,7 +234,7 @@ fn split(
             Some(b) => b,
             None => {
                 let span = std::mem::replace(&mut pending, Span::starting(offset));
-                open.insert(Buffer::create(slots, l, span, &r, place).expect("create"))
+                open.insert(Buffer::create(slots, l.clone(), span, &r, place).expect("create"))
             }
         };
         b.append(&r, place).expect("append");
@@ -256,7 +299,7 @@ proptest::proptest! {
         let mut offset = 0;
         let records: Vec<(i64, Option<i64>)> = steps.iter().zip(&sorted).map(|(s, t)| { offset += s; (offset, Some(*t)) }).collect();
         let l = layout(format, Compression::Zstd);
-        let all = split(&slots, &parts, l, interval, 0, &records);
+        let all = split(&slots, &parts, l.clone(), interval, 0, &records);
         // A committed offset: where an object ends, plus one.
         let from = start.index(all.len());
         let committed = if from == 0 { 0 } else { all[from - 1].1 + 1 };

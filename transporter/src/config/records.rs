@@ -97,11 +97,24 @@ pub struct ParquetConfig {
     /// decode a row group at a time: tens of MiB keep their requests few and large (an object
     /// is at most `roll.max-bytes` before compression, so most objects are one row group).
     pub row_group_bytes: usize,
+    /// Typed columns from JSON values: field name = `string`, `int64`, `float64`, `boolean`,
+    /// `timestamp` (ms or RFC 3339) or `json` (kept as text), written in a `value_fields`
+    /// struct column beside the raw `value`. A record whose value does not fit (not a JSON
+    /// object, a field of another type, a tombstone) goes whole to the dead-letter object,
+    /// counted (`records_dead_lettered`), never dropped. Empty: no typed columns.
+    pub value_schema: std::collections::BTreeMap<String, crate::buffer::ValueType>,
+    /// The folder under `s3.prefix` that dead-letter objects go to; Hive, Spark, Trino and
+    /// Athena skip folders whose names start with `_`.
+    pub dead_letter_folder: String,
 }
 
 impl Default for ParquetConfig {
     fn default() -> Self {
-        ParquetConfig { row_group_bytes: 64 << 20 }
+        ParquetConfig {
+            row_group_bytes: 64 << 20,
+            value_schema: Default::default(),
+            dead_letter_folder: "_dead-letter".into(),
+        }
     }
 }
 
@@ -110,6 +123,12 @@ impl ParquetConfig {
     pub(super) fn validate(&self) -> anyhow::Result<()> {
         if self.row_group_bytes < 1 << 20 {
             bail!("parquet.row-group-bytes: must be at least 1 MiB (readers fetch a row group at a time)");
+        }
+        if let Some(empty) = self.value_schema.keys().find(|k| k.is_empty()) {
+            bail!("parquet.value-schema: a field name is empty ({empty:?})");
+        }
+        if self.dead_letter_folder.is_empty() || self.dead_letter_folder.contains('/') {
+            bail!("parquet.dead-letter-folder: must be a non-empty folder name without '/'");
         }
         Ok(())
     }

@@ -115,11 +115,15 @@ fn records_and_parquet_errors_name_the_field() {
             (with("[records]\nnewlines = \"drop\""), "newlines"),
             (with("[parquet]\nrow-group-bytes = 10"), "parquet.row-group-bytes"),
             (
-                MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nkey-template = \"{topic}/{partition}/{first_offset}-{last_offset}\""),
+                MINIMAL.replace(
+                    "bucket = \"b\"",
+                    "bucket = \"b\"\nkey-template = \"{topic}/{partition}/{first_offset}-{last_offset}\"",
+                ),
                 "s3.key-template",
             ),
             (
-                MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nkey-template = \"{topic}/{partition}/{first_offset}\"")
+                MINIMAL
+                    .replace("bucket = \"b\"", "bucket = \"b\"\nkey-template = \"{topic}/{partition}/{first_offset}\"")
                     + "[roll]\noffset-interval = 100\n",
                 "s3.key-template",
             ),

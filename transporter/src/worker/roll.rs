@@ -20,11 +20,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::Worker;
-use crate::buffer::{self, Buffer, Finished};
+use crate::buffer::{Buffer, Finished};
 use crate::continuity::{self, Span};
 use crate::coord::{self, LeaseState};
 use crate::metrics::{ErrorKind, ReasonLabel};
-use crate::naming::{self, ObjectName};
 use crate::timepart::Bucket;
 use crate::upload::{Body, Condition, Outcome, Uploaded, deployment};
 
@@ -39,7 +38,7 @@ pub(super) enum Rolled {
 
 /// What an upload's outcome means for the partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum After {
+pub(super) enum After {
     /// The buffer's records are in S3 (our object, or one that proved it holds the same).
     Ours,
     /// A previous owner's object (stalled, or crashed before committing) starts at the same
@@ -59,7 +58,7 @@ enum After {
 
 /// Decides what an upload's outcome means for a buffer of `tp` covering `span`, written by
 /// `source`. Pure.
-fn after(outcome: &Outcome, tp: &TopicPartition, span: &Span, source: &str) -> After {
+pub(super) fn after(outcome: &Outcome, tp: &TopicPartition, span: &Span, source: &str) -> After {
     match outcome {
         Outcome::Written => After::Ours,
         Outcome::Exists { span: theirs, .. }
@@ -124,6 +123,9 @@ impl Worker {
             anyhow::bail!("lease no longer valid; not uploading {key}");
         }
         let started = Instant::now();
+        // Records whose value did not fit the value schema go up first, so that a committed
+        // object never lacks its dead letters.
+        let dead = self.upload_dead_letter(tp, &key, &f, lease).await?;
         // Deterministic mode: an object that starts here under another last offset (cut by
         // age before a crash, or by a stale owner) holds these records already.
         let up = match self.same_start(tp, &key, &f).await? {
@@ -136,6 +138,8 @@ impl Worker {
         let (next, rolled) = match after(&up.outcome, tp, span, &self.source) {
             After::Ours => (span.next(), Rolled::Next(span.next())),
             After::Theirs { last } => {
+                // The object found holds these records, and its own dead letters are up.
+                self.drop_dead_letter(dead.as_deref()).await;
                 let kind = ErrorKind::ObjectExists;
                 self.metrics.error(kind);
                 tracing::warn!(kind = kind.as_str(), partition = %tp, key, ours = span.last, theirs = last,
@@ -143,6 +147,7 @@ impl Worker {
                 (last + 1, Rolled::ResumeAt(last + 1))
             }
             After::Unproven { why } => {
+                self.drop_dead_letter(dead.as_deref()).await;
                 self.metrics.error(ErrorKind::Continuity);
                 anyhow::bail!(
                     "s3://{}/{key} exists and does not prove it holds offsets {}..={} of {tp} ({why}); nothing is committed past it, the partition stops until an operator looks (zonal-transporter audit)",
@@ -162,53 +167,6 @@ impl Worker {
         Ok(rolled)
     }
 
-    /// The object key of a finished buffer.
-    fn object_key(&self, tp: &TopicPartition, f: &Finished) -> anyhow::Result<String> {
-        Ok(naming::render(
-            self.cfg.s3.key_template(&self.cfg.roll),
-            &self.object_name(tp, f, &self.times.date_hour(f.bucket)),
-        )?)
-    }
-
-    /// What a finished buffer's key is made of.
-    fn object_name<'a>(
-        &'a self,
-        tp: &'a TopicPartition,
-        f: &Finished,
-        (date, hour): &'a (String, String),
-    ) -> ObjectName<'a> {
-        let s3 = &self.cfg.s3;
-        ObjectName {
-            prefix: &s3.prefix,
-            topic: &tp.topic,
-            partition: tp.partition,
-            first_offset: f.first_offset,
-            last_offset: f.span.last,
-            date,
-            hour,
-            ext: buffer::extension(s3.format, s3.compression),
-        }
-    }
-
-    /// In deterministic mode, the object that starts where `f` does under another key and
-    /// holds the most records, when there is one: its records are in S3 already.
-    async fn same_start(&self, tp: &TopicPartition, key: &str, f: &Finished) -> anyhow::Result<Option<Outcome>> {
-        if self.cfg.roll.offset_interval == 0 {
-            return Ok(None);
-        }
-        let parts = self.times.date_hour(f.bucket);
-        let prefix =
-            naming::same_start_prefix(self.cfg.s3.key_template(&self.cfg.roll), &self.object_name(tp, f, &parts))?;
-        let found = crate::upload::siblings::same_start(&self.s3, &self.cfg.s3, &prefix, key).await?;
-        // The one that covers most (an unproven one is kept too: it stops the roll, as at our key).
-        let rank = |o: &Outcome| match after(o, tp, &f.span, &self.source) {
-            After::Unproven { .. } => i64::MAX,
-            After::Theirs { last } => last,
-            After::Ours => f.span.last,
-        };
-        Ok(found.into_iter().max_by_key(rank))
-    }
-
     /// Uploads the object unless one is at its key. An object without any offsets was written
     /// before objects carried them (an older version that crashed before committing): its range
     /// is unknown but starts at this buffer's first offset, which is the committed one, so
@@ -225,6 +183,9 @@ impl Worker {
         let mut meta = f.span.to_meta(&tp.topic, tp.partition, &self.source);
         if f.escaped > 0 {
             meta.push((crate::continuity::meta::ESCAPED, f.escaped.to_string()));
+        }
+        if let Some((_, _, n)) = f.dead_letter {
+            meta.push((crate::buffer::DEAD_LETTER_RECORDS, n.to_string()));
         }
         let (s3, cfg) = (&self.s3, &self.cfg.s3);
         let count = |up: &Uploaded| {
@@ -251,7 +212,7 @@ impl Worker {
     }
 
     /// Counts an upload that failed for good; a lasting refusal turns `/readyz` red.
-    fn upload_failed(&self, e: &anyhow::Error) {
+    pub(super) fn upload_failed(&self, e: &anyhow::Error) {
         self.metrics.error(ErrorKind::Upload);
         if e.downcast_ref::<crate::upload::Refused>().is_some() {
             *self.upload_refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!("{e:#}"));
@@ -314,6 +275,7 @@ impl Worker {
         }
         self.metrics.bytes.inc_by(f.bytes);
         self.metrics.records_escaped.inc_by(f.escaped);
+        self.metrics.records_dead_lettered.inc_by(f.dead_letter.as_ref().map_or(0, |d| d.2));
         if f.bucket == Bucket::NoTime {
             self.metrics.records_without_time.inc_by(f.span.records);
         }

@@ -283,11 +283,17 @@ pub fn produce(world: &World, topic: &str, partitions: i32, per_partition: usize
 pub type Seen = BTreeMap<(String, i64, i64), usize>;
 
 /// The keys of the objects the transporters wrote (their control folder, the store probe's and
-/// the deployment marker's, left out).
+/// the deployment marker's, left out, and the dead-letter objects: [`dead_letter_keys`]).
 pub fn object_keys(world: &World) -> Res<Vec<String>> {
     let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
     let control = format!("/{}/", zonal_transporter::upload::probe::PROBE_DIR);
-    Ok(s3.list_keys(BUCKET)?.into_iter().filter(|k| !k.contains(&control)).collect())
+    Ok(s3.list_keys(BUCKET)?.into_iter().filter(|k| !k.contains(&control) && !k.contains("/_dead-letter/")).collect())
+}
+
+/// The keys of the dead-letter objects (the default `parquet.dead-letter-folder`).
+pub fn dead_letter_keys(world: &World) -> Res<Vec<String>> {
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    Ok(s3.list_keys(BUCKET)?.into_iter().filter(|k| k.contains("/_dead-letter/")).collect())
 }
 
 /// The size of each object the transporters wrote, by key.
