@@ -12,6 +12,7 @@
 pub mod accounting;
 mod admin;
 pub mod assign;
+pub mod headers;
 pub mod kafka_options;
 pub mod msk_iam;
 pub mod selection;

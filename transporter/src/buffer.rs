@@ -39,7 +39,7 @@ use crate::continuity::{Gap, Span};
 use crate::timepart::Bucket;
 pub use encode::{encode, needs_escape};
 pub use parquet::{DEAD_LETTER_RECORDS, ParquetSettings};
-pub use record::{Headers, Record, TimestampType};
+pub use record::{Header, OwnedRecord, Record, TimestampType};
 pub use slots::{Slot, Slots};
 pub use typed::{SharedSchema, ValueSchema, ValueType};
 

@@ -196,12 +196,13 @@ async fn objects_of(
         // The store probes and the dead-letter objects (whose records the objects count) are
         // not part of a partition's chain.
         let probe = format!("/{}/", crate::upload::probe::PROBE_DIR);
-        let dead = format!("/{}/", cfg.parquet.dead_letter_folder);
+        let folder = &cfg.parquet.dead_letter_folder;
+        let dead = |k: &str| k.starts_with(&format!("{folder}/")) || k.contains(&format!("/{folder}/"));
         keys.extend(
             page.contents()
                 .iter()
                 .filter_map(|o| o.key())
-                .filter(|k| !k.contains(&probe) && !k.contains(&dead))
+                .filter(|k| !k.contains(&probe) && !dead(k))
                 .map(str::to_owned),
         );
     }

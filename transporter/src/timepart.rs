@@ -11,7 +11,7 @@
 //! A bucket is the local date-and-hour label, not an instant: in the hour a clock falls back,
 //! two real hours share one label and one partition, as a reader filtering `hr=01` expects.
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Timelike};
+use chrono::{DateTime, NaiveDateTime, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -102,8 +102,9 @@ impl TimeParts {
     }
 
     fn local(&self, ms: i64) -> Option<NaiveDateTime> {
-        let utc = DateTime::from_timestamp_millis(ms)?;
-        Some(self.zone.from_utc_datetime(&utc.naive_utc()).naive_local())
+        let utc = DateTime::from_timestamp_millis(ms)?.naive_utc();
+        // Checked: a time within the zone's offset of chrono's range has no local date.
+        utc.checked_add_offset(self.zone.offset_from_utc_datetime(&utc).fix())
     }
 
     /// `{date}` and `{hour}` of a bucket.

@@ -44,8 +44,9 @@ pub fn encode(format: Format, r: &Record<'_>, out: &mut Vec<u8>) -> bool {
                 .headers
                 .iter()
                 .map(|(k, v)| {
-                    let (value, value_b64) = text_or_base64(v);
-                    JsonHeader { key: k, value, value_b64 }
+                    let (key, key_b64) = text_or_base64(Some(k));
+                    let (value, value_b64) = text_or_base64(*v);
+                    JsonHeader { key, key_b64, value, value_b64 }
                 })
                 .collect();
             let doc = JsonRecord {
@@ -72,10 +73,13 @@ pub fn encode(format: Format, r: &Record<'_>, out: &mut Vec<u8>) -> bool {
     }
 }
 
-/// A header as JSON: its key, and its value as text, `null`, or base64.
+/// A header as JSON: its key and its value as text, `null`, or base64.
 #[derive(Serialize)]
 struct JsonHeader<'a> {
-    key: &'a str,
+    #[serde(skip_serializing_if = "Field::is_base64")]
+    key: Field<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_b64: Option<String>,
     #[serde(skip_serializing_if = "Field::is_base64")]
     value: Field<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,7 +173,10 @@ mod tests {
             .iter()
             .map(|(k, v)| {
                 let mut h = serde_json::Map::new();
-                h.insert("key".into(), k.into());
+                match std::str::from_utf8(k) {
+                    Ok(k) => h.insert("key".into(), k.into()),
+                    Err(_) => h.insert("key_b64".into(), base64::engine::general_purpose::STANDARD.encode(k).into()),
+                };
                 match v.map(std::str::from_utf8) {
                     None => h.insert("value".into(), serde_json::Value::Null),
                     Some(Ok(s)) => h.insert("value".into(), s.into()),
@@ -189,9 +196,10 @@ mod tests {
 
     #[test]
     fn json_is_the_same_as_a_map_of_the_fields() {
-        let headers: [(&str, Option<&[u8]>); 3] = [("trace", Some(b"abc")), ("trace", None), ("bin", Some(b"\xff"))];
+        let headers: [super::super::Header<'_>; 4] =
+            [(b"trace", Some(b"abc")), (b"trace", None), (b"bin", Some(b"\xff")), (b"\xfe key", Some(b"v"))];
         let cases = [
-            Record { headers: super::super::Headers::List(&headers), ..rec(0, b"with headers") },
+            Record { headers: &headers, ..rec(0, b"with headers") },
             Record { timestamp_type: super::super::TimestampType::LogAppendTime, ..rec(6, b"appended") },
             rec(1, b"plain"),
             rec(2, b"caf\xe9"),

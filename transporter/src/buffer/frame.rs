@@ -12,7 +12,7 @@
 
 use std::io::{self, Read};
 
-use super::record::{Record, TimestampType};
+use super::record::{Header, Record, TimestampType};
 
 /// Appends the frame of `r` to `out`.
 pub fn encode(r: &Record<'_>, out: &mut Vec<u8>) {
@@ -24,10 +24,10 @@ pub fn encode(r: &Record<'_>, out: &mut Vec<u8>) {
     bytes(out, r.key);
     bytes(out, r.value);
     out.extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
-    for (k, v) in r.headers.iter() {
+    for (k, v) in r.headers {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(k.as_bytes());
-        bytes(out, v);
+        out.extend_from_slice(k);
+        bytes(out, *v);
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -57,7 +57,7 @@ pub struct Frame<'a> {
     /// Value.
     pub value: Option<&'a [u8]>,
     /// Headers.
-    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    pub headers: Vec<Header<'a>>,
 }
 
 fn bad(what: &str) -> io::Error {
@@ -107,7 +107,7 @@ pub fn decode(body: &[u8]) -> io::Result<Frame<'_>> {
     let mut headers = Vec::with_capacity(count);
     for _ in 0..count {
         let klen = u32::from_le_bytes(c.array()?) as usize;
-        let k = std::str::from_utf8(c.take(klen)?).map_err(|_| bad("header key not UTF-8"))?;
+        let k = c.take(klen)?;
         headers.push((k, c.bytes()?));
     }
     if !c.0.is_empty() {
@@ -134,7 +134,6 @@ pub fn read_next(from: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::Headers;
 
     proptest::proptest! {
         /// Every record survives its frame, headers (repeated keys, null values) included.
@@ -144,13 +143,13 @@ mod tests {
             ts in proptest::option::of(0i64..i64::MAX),
             key in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)),
             value in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)),
-            headers in proptest::collection::vec(("[a-z]{0,5}", proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8))), 0..5),
+            headers in proptest::collection::vec((proptest::collection::vec(proptest::prelude::any::<u8>(), 0..5), proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8))), 0..5),
         ) {
-            let hs: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+            let hs: Vec<Header<'_>> = headers.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect();
             let r = Record {
                 topic: "t", partition: 1, offset, timestamp_ms: ts,
                 timestamp_type: if ts.is_some() { TimestampType::LogAppendTime } else { TimestampType::None },
-                key: key.as_deref(), value: value.as_deref(), headers: Headers::List(&hs),
+                key: key.as_deref(), value: value.as_deref(), headers: &hs,
             };
             let mut out = Vec::new();
             encode(&r, &mut out);

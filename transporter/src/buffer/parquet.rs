@@ -127,7 +127,10 @@ impl Columns {
         self.value.append_option(f.value);
         let hs = self.headers.values();
         for (k, v) in &f.headers {
-            hs.field_builder::<StringBuilder>(0).ok_or_else(|| err("header key column"))?.append_value(k);
+            // Kafka defines header names as strings: one that is not UTF-8 is written with
+            // U+FFFD in its invalid bytes (JSON objects keep them exactly, as `key_b64`).
+            let key = String::from_utf8_lossy(k);
+            hs.field_builder::<StringBuilder>(0).ok_or_else(|| err("header key column"))?.append_value(key.as_ref());
             hs.field_builder::<BinaryBuilder>(1).ok_or_else(|| err("header value column"))?.append_option(*v);
             hs.append(true);
             self.bytes += k.len() + v.map_or(0, <[u8]>::len);

@@ -1,9 +1,11 @@
 //! One Kafka record as the buffer sees it: borrowed from the consumer's message (or from a
 //! record held back across a roll), so that appending copies its bytes only once.
 
-use rdkafka::message::{
-    BorrowedHeaders, BorrowedMessage, Headers as _, Message, OwnedHeaders, OwnedMessage, Timestamp,
-};
+use rdkafka::message::{BorrowedMessage, Message, Timestamp};
+
+/// A header: its name's bytes (Kafka defines names as strings, but a producer can send any
+/// bytes) and its value (`None` for a null value).
+pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// One Kafka record.
 #[derive(Debug, Clone, Copy)]
@@ -22,8 +24,8 @@ pub struct Record<'a> {
     pub key: Option<&'a [u8]>,
     /// Value.
     pub value: Option<&'a [u8]>,
-    /// Headers, in the order the producer gave them (a key may repeat).
-    pub headers: Headers<'a>,
+    /// Headers, in the order the producer gave them (a name may repeat).
+    pub headers: &'a [Header<'a>],
 }
 
 /// What a record's timestamp means.
@@ -66,58 +68,6 @@ impl TimestampType {
     }
 }
 
-/// A record's headers, wherever they are kept.
-#[derive(Clone, Copy, Default)]
-pub enum Headers<'a> {
-    /// None.
-    #[default]
-    None,
-    /// A consumed message's.
-    Borrowed(&'a BorrowedHeaders),
-    /// A record held back across a roll.
-    Owned(&'a OwnedHeaders),
-    /// Given as a list (decoded from a buffer frame, or in tests).
-    List(&'a [(&'a str, Option<&'a [u8]>)]),
-}
-
-impl std::fmt::Debug for Headers<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter().map(|(k, v)| (k, v.map(<[u8]>::len)))).finish()
-    }
-}
-
-impl<'a> Headers<'a> {
-    /// How many.
-    pub fn len(&self) -> usize {
-        match self {
-            Headers::None => 0,
-            Headers::Borrowed(h) => h.count(),
-            Headers::Owned(h) => h.count(),
-            Headers::List(l) => l.len(),
-        }
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Header `i`: its key and value (`None` for a header without one).
-    pub fn get(&self, i: usize) -> Option<(&'a str, Option<&'a [u8]>)> {
-        match *self {
-            Headers::None => None,
-            Headers::Borrowed(h) => h.try_get(i).map(|h| (h.key, h.value)),
-            Headers::Owned(h) => h.try_get(i).map(|h| (h.key, h.value)),
-            Headers::List(l) => l.get(i).copied(),
-        }
-    }
-
-    /// Every header in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + '_ {
-        (0..self.len()).filter_map(|i| self.get(i))
-    }
-}
-
 /// The timestamp and its type as librdkafka gives them.
 fn timestamp(t: Timestamp) -> (Option<i64>, TimestampType) {
     match t {
@@ -130,8 +80,8 @@ fn timestamp(t: Timestamp) -> (Option<i64>, TimestampType) {
 }
 
 impl<'a> Record<'a> {
-    /// A consumed message of `topic`.
-    pub fn of_message(topic: &'a str, m: &'a BorrowedMessage<'_>) -> Record<'a> {
+    /// A consumed message of `topic`, with its headers (`az_core::headers::of`).
+    pub fn of_message(topic: &'a str, m: &'a BorrowedMessage<'_>, headers: &'a [Header<'a>]) -> Record<'a> {
         let (timestamp_ms, timestamp_type) = timestamp(m.timestamp());
         Record {
             topic,
@@ -141,22 +91,49 @@ impl<'a> Record<'a> {
             timestamp_type,
             key: m.key(),
             value: m.payload(),
-            headers: m.headers().map_or(Headers::None, Headers::Borrowed),
+            headers,
+        }
+    }
+}
+
+/// A record copied out of librdkafka: held back across a roll (its message cannot wait).
+#[derive(Debug, Clone)]
+pub struct OwnedRecord {
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    timestamp_type: TimestampType,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl OwnedRecord {
+    /// A copy of `r`.
+    pub fn of(r: &Record<'_>) -> OwnedRecord {
+        OwnedRecord {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            timestamp_type: r.timestamp_type,
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+            headers: r.headers.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect(),
         }
     }
 
-    /// A record held back across a roll.
-    pub fn of_owned(topic: &'a str, m: &'a OwnedMessage) -> Record<'a> {
-        let (timestamp_ms, timestamp_type) = timestamp(m.timestamp());
-        Record {
+    /// Calls `f` with the record borrowed, as a record of `topic`.
+    pub fn with<R>(&self, topic: &str, f: impl FnOnce(&Record<'_>) -> R) -> R {
+        let headers: Vec<Header<'_>> = self.headers.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect();
+        f(&Record {
             topic,
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp_ms,
-            timestamp_type,
-            key: m.key(),
-            value: m.payload(),
-            headers: m.headers().map_or(Headers::None, Headers::Owned),
-        }
+            partition: self.partition,
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            timestamp_type: self.timestamp_type,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: &headers,
+        })
     }
 }

@@ -19,7 +19,7 @@ pub(crate) fn rec(offset: i64, value: &[u8]) -> Record<'_> {
         timestamp_type: TimestampType::CreateTime,
         key: Some(b"k"),
         value: Some(value),
-        headers: Headers::None,
+        headers: &[],
     }
 }
 
@@ -93,11 +93,11 @@ fn read_parquet(path: &std::path::Path) -> (Vec<RecordBatch>, Vec<(String, Strin
 fn parquet_keeps_every_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let slots = Slots::new(dir.path());
-    let headers: [(&str, Option<&[u8]>); 2] = [("trace", Some(b"\xff\x00")), ("trace", None)];
+    let headers: [Header<'_>; 2] = [(b"trace", Some(b"\xff\x00")), (b"trace", None)];
     for compression in [Compression::Zstd, Compression::Snappy, Compression::Gzip, Compression::None] {
         let l = layout(Format::Parquet, compression);
         let mut b = Buffer::create(&slots, l, Span::starting(5), &rec(5, b""), B).expect("create");
-        b.append(&Record { headers: Headers::List(&headers), ..rec(5, b"caf\xe9 \n") }, B).expect("append");
+        b.append(&Record { headers: &headers, ..rec(5, b"caf\xe9 \n") }, B).expect("append");
         b.append(
             &Record { value: None, key: None, timestamp_ms: None, timestamp_type: TimestampType::None, ..rec(6, b"") },
             B,

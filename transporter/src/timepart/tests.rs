@@ -54,6 +54,16 @@ fn records_without_time_go_to_their_own_partition() {
     assert_eq!(p.bucket(Some(i64::MAX)), Bucket::NoTime, "a time chrono cannot place");
     assert_eq!(p.date_hour(Bucket::NoTime), ("unknown".into(), "unknown".into()));
     assert_ne!(p.bucket(Some(0)), Bucket::NoTime, "the epoch is a time like any other");
+    // Times at the edges of what chrono can place, in zones east and west of UTC: no local
+    // date, so no time, never a panic.
+    for zone in ["Asia/Tokyo", "America/Los_Angeles", "UTC"] {
+        let p = parts(zone, "{date}/{hour}");
+        for ms in
+            [8_210_266_876_799_999, 8_210_266_876_800_000, -8_334_601_228_800_000, -8_334_632_851_200_001, i64::MIN]
+        {
+            let _ = p.bucket(Some(ms));
+        }
+    }
 }
 
 #[test]

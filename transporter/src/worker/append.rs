@@ -15,7 +15,7 @@ use std::sync::PoisonError;
 
 use super::Worker;
 use super::pump::Reading;
-use crate::buffer::{Buffer, Format, Place, Record, needs_escape};
+use crate::buffer::{Buffer, Format, OwnedRecord, Place, Record, needs_escape};
 use crate::config::Newlines;
 use crate::continuity::{ContinuityError, Span, Verdict};
 use crate::metrics::ErrorKind;
@@ -55,12 +55,13 @@ impl Worker {
                 self.gap(r, g)?;
             }
         }
-        let rec = Record::of_message(&tp.topic, m);
+        let headers = az_core::headers::of(m);
+        let rec = Record::of_message(&tp.topic, m, &headers);
         let place = self.place(&rec);
         if r.buf.as_ref().is_some_and(|b| b.place != place) {
             // The record belongs to another object: the open buffer rolls first. The message
             // borrows from librdkafka and cannot wait for that roll, so it is copied.
-            r.carry = Some(m.detach());
+            r.carry = Some(OwnedRecord::of(&rec));
             return Ok(m.payload_len() as u64);
         }
         self.push(r, &rec, place)?;
@@ -69,10 +70,9 @@ impl Worker {
 
     /// Appends the record held back for the next buffer (none is open).
     pub(super) fn append_carried(&self, r: &mut Reading<'_>) -> anyhow::Result<()> {
-        if let Some(m) = r.carry.take() {
-            let rec = Record::of_owned(&r.tp.topic, &m);
-            let place = self.place(&rec);
-            self.push(r, &rec, place)?;
+        if let Some(carried) = r.carry.take() {
+            let topic = r.tp.topic.clone();
+            carried.with(&topic, |rec| self.push(r, rec, self.place(rec)))?;
         }
         Ok(())
     }

@@ -74,7 +74,7 @@ pub(super) struct Reading<'a> {
     pub(super) rate: RateWindow,
     /// A record of another time partition than the open buffer's: held back until that buffer
     /// has rolled, then the first of the next one (`append`).
-    pub(super) carry: Option<rdkafka::message::OwnedMessage>,
+    pub(super) carry: Option<crate::buffer::OwnedRecord>,
 }
 
 impl Worker {
@@ -109,7 +109,9 @@ impl Worker {
             // Past the disk's bounds, an open buffer rolls (its upload frees its files) and
             // nothing more is read until there is room (`disk`).
             let no_room = self.disk.over().is_some();
-            let full = r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll) || no_room || r.carry.is_some());
+            // A held partition rolls what it read at once: an operator's offset, set next, must
+            // not find it still buffered (it would be dropped with nothing committed for it).
+            let full = r.buf.as_ref().is_some_and(|b| b.full(&self.cfg.roll) || no_room || r.carry.is_some() || r.held);
             let idle = inflight.is_none();
             tokio::select! {
                 biased;

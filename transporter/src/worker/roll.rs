@@ -132,14 +132,16 @@ impl Worker {
             Some(outcome) => Uploaded { outcome, attempts: 0 },
             None => self.upload(tp, &key, &f, lease).await?,
         };
+        if up.outcome != Outcome::Written {
+            // The records are in an object found there, whose dead letters went up before it.
+            self.drop_dead_letter(dead.as_deref()).await;
+        }
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.upload_seconds.observe(seconds);
         let span = &f.span;
         let (next, rolled) = match after(&up.outcome, tp, span, &self.source) {
             After::Ours => (span.next(), Rolled::Next(span.next())),
             After::Theirs { last } => {
-                // The object found holds these records, and its own dead letters are up.
-                self.drop_dead_letter(dead.as_deref()).await;
                 let kind = ErrorKind::ObjectExists;
                 self.metrics.error(kind);
                 tracing::warn!(kind = kind.as_str(), partition = %tp, key, ours = span.last, theirs = last,
@@ -147,7 +149,6 @@ impl Worker {
                 (last + 1, Rolled::ResumeAt(last + 1))
             }
             After::Unproven { why } => {
-                self.drop_dead_letter(dead.as_deref()).await;
                 self.metrics.error(ErrorKind::Continuity);
                 anyhow::bail!(
                     "s3://{}/{key} exists and does not prove it holds offsets {}..={} of {tp} ({why}); nothing is committed past it, the partition stops until an operator looks (zonal-transporter audit)",
