@@ -224,15 +224,16 @@ async fn lease_lost(mut lease: watch::Receiver<LeaseState>) {
     }
 }
 
-/// The last offset of the object at `key`, from its metadata.
-async fn existing(client: &Client, cfg: &S3Config, key: &str) -> anyhow::Result<Outcome> {
+/// What the object at `key` covers, from its metadata (after S3 refused to replace it, or
+/// found by `siblings`).
+pub(crate) async fn existing(client: &Client, cfg: &S3Config, key: &str) -> anyhow::Result<Outcome> {
     let head = client
         .head_object()
         .bucket(&cfg.bucket)
         .key(key)
         .send()
         .await
-        .with_context(|| format!("HEAD s3://{}/{key} after S3 refused to replace it", cfg.bucket))?;
+        .with_context(|| format!("HEAD s3://{}/{key}", cfg.bucket))?;
     let meta: std::collections::BTreeMap<String, String> =
         head.metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     Ok(Outcome::Exists { span: ObjectSpan::from_meta(&meta), etag: head.e_tag().map(str::to_owned) })

@@ -13,7 +13,6 @@ use aws_sdk_s3::Client;
 
 use super::Outcome;
 use crate::config::S3Config;
-use crate::continuity::ObjectSpan;
 
 /// Objects under `prefix` other than `key`, as [`Outcome::Exists`] with what their metadata
 /// says. At most 100: one first offset has one object, or a few when writers cut it
@@ -29,16 +28,7 @@ pub async fn same_start(client: &Client, cfg: &S3Config, prefix: &str, key: &str
         .with_context(|| format!("listing s3://{}/{prefix}", cfg.bucket))?;
     let mut out = Vec::new();
     for other in listed.contents().iter().filter_map(|o| o.key()).filter(|k| *k != key) {
-        let head = client
-            .head_object()
-            .bucket(&cfg.bucket)
-            .key(other)
-            .send()
-            .await
-            .with_context(|| format!("HEAD s3://{}/{other}", cfg.bucket))?;
-        let meta: std::collections::BTreeMap<String, String> =
-            head.metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-        out.push(Outcome::Exists { span: ObjectSpan::from_meta(&meta), etag: head.e_tag().map(str::to_owned) });
+        out.push(super::existing(client, cfg, other).await?);
     }
     Ok(out)
 }
