@@ -123,6 +123,30 @@ fn a_second_deployment_in_the_same_prefix_is_refused_at_start() -> Res {
     assert!(log.contains("s3.prefix"), "{log}");
     produce(&world, "logs", 2, 100, "b")?;
     wait_exactly_once(&world, 400, &[&first])?;
+    unknown_clusters_are_checked_against_the_claim(&world, tmp.path())
+}
+
+/// A worker that could not learn the Kafka cluster's id does not claim the prefix, but the claim
+/// there still refuses it when it is of another fleet (`etcd.cluster`).
+fn unknown_clusters_are_checked_against_the_claim(world: &testkit::World, dir: &std::path::Path) -> Res {
+    use zonal_transporter::upload::deployment::{claim, source};
+    let s3 = world.s3.as_ref().ok_or_else(|| anyhow::anyhow!("no s3"))?;
+    let creds = aws_sdk_s3::config::Credentials::new(s3.access_key(), s3.secret_key(), None, None, "test");
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(s3.endpoint())
+            .region(aws_sdk_s3::config::Region::new(s3.region().to_owned()))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build(),
+    );
+    let cfg = FleetSpec::default().config(world, dir, "x", None, 0)?.s3;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let other = rt.block_on(claim(&client, &cfg, &source(None, "staging")));
+    let err = other.err().ok_or_else(|| anyhow::anyhow!("another fleet with an unknown cluster was let in"))?;
+    assert!(format!("{err:#}").contains("belongs to another deployment"), "{err:#}");
+    rt.block_on(claim(&client, &cfg, &source(None, "test")))?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //!  PUT {prefix}/_zonal-probe/deployment.json (If-None-Match: *) ──200──> claimed
 //!                                                              ──412──> GET: same source ──> ours
 //!                                                                        other source ──> refuse to start
+//!  cluster id unknown: no PUT; GET: none, or the same fleet ──> go on | another fleet ──> refuse
 //! ```
 
 use anyhow::Context;
@@ -31,7 +32,8 @@ pub struct Marker {
 }
 
 /// A worker's source: the Kafka cluster it reads and the fleet it belongs to. `None` for the
-/// cluster id when Kafka did not say (then the marker is neither written nor checked).
+/// cluster id when Kafka did not say (then the marker is not written, but a marker there is
+/// still checked against the fleet).
 pub fn source(kafka_cluster_id: Option<&str>, etcd_cluster: &str) -> String {
     format!("{}/{etcd_cluster}", kafka_cluster_id.unwrap_or(UNKNOWN))
 }
@@ -59,11 +61,19 @@ pub fn key(cfg: &S3Config) -> String {
 /// Claims the prefix for `source`, or finds it claimed by the same source; an error naming both
 /// sources and the settings to change when another deployment claimed it.
 pub async fn claim(client: &Client, cfg: &S3Config, source: &str) -> anyhow::Result<()> {
-    if !known(source) {
-        tracing::warn!(source, "the Kafka cluster's id is not known: the prefix's deployment marker is not checked");
-        return Ok(());
-    }
     let key = key(cfg);
+    if !known(source) {
+        // Without the cluster's id the prefix is not claimed (a later worker that knows it
+        // would find a marker it cannot match), but a marker of another fleet still refuses.
+        tracing::warn!(
+            source,
+            "the Kafka cluster's id is not known: the prefix is not claimed, only checked against a claim"
+        );
+        return match read(client, cfg, &key).await? {
+            Some(theirs) => refuse_other(cfg, &key, source, &theirs),
+            None => Ok(()),
+        };
+    }
     let marker = Marker { source: source.to_owned(), claimed_at: chrono::Utc::now().to_rfc3339() };
     let put = cfg
         .object_settings()
@@ -82,17 +92,29 @@ pub async fn claim(client: &Client, cfg: &S3Config, source: &str) -> anyhow::Res
         Err(e) if precondition_failed(&e) => {}
         Err(e) => return Err(e).with_context(|| format!("writing the deployment marker s3://{}/{key}", cfg.bucket)),
     }
-    let got = client
-        .get_object()
-        .bucket(&cfg.bucket)
-        .key(&key)
-        .send()
-        .await
-        .with_context(|| format!("reading the deployment marker s3://{}/{key}", cfg.bucket))?;
+    let theirs = read(client, cfg, &key)
+        .await?
+        .with_context(|| format!("s3://{}/{key} was refused as existing, then not found", cfg.bucket))?;
+    refuse_other(cfg, &key, source, &theirs)
+}
+
+/// The marker at `key`, if there is one.
+async fn read(client: &Client, cfg: &S3Config, key: &str) -> anyhow::Result<Option<Marker>> {
+    let got = match client.get_object().bucket(&cfg.bucket).key(key).send().await {
+        Ok(got) => got,
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading the deployment marker s3://{}/{key}", cfg.bucket)),
+    };
     let body = got.body.collect().await.with_context(|| format!("reading s3://{}/{key}", cfg.bucket))?.into_bytes();
     let theirs: Marker = serde_json::from_slice(&body).with_context(|| {
         format!("s3://{}/{key} is not a deployment marker; remove it if nothing else wrote it", cfg.bucket)
     })?;
+    Ok(Some(theirs))
+}
+
+/// An error naming both sources and the settings to change, when the marker is another
+/// deployment's.
+fn refuse_other(cfg: &S3Config, key: &str, source: &str, theirs: &Marker) -> anyhow::Result<()> {
     anyhow::ensure!(
         same_deployment(source, &theirs.source),
         "s3://{}/{} belongs to another deployment (source {:?}, claimed {}); this one is {source:?}. Two deployments in one prefix would take each other's objects for their own: give this one its own s3.prefix (or bucket), or, if this is the same deployment after a Kafka cluster change, remove {key}",
