@@ -14,6 +14,7 @@ mod admin;
 pub mod assign;
 pub mod headers;
 pub mod kafka_options;
+pub mod leaders;
 pub mod msk_iam;
 pub mod selection;
 pub mod topic_partition;
