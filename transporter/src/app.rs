@@ -161,6 +161,7 @@ async fn open_worker(
         share: RwLock::new(None),
         buffers: crate::buffer::Slots::new(&buffers),
         times: crate::timepart::TimeParts::new(&cfg.records, cfg.s3.key_template(&cfg.roll))?,
+        layout: crate::buffer::Layout::of(cfg),
         rolls: tokio::sync::Semaphore::new(cfg.worker.max_concurrent_rolls.max(1)),
         uploads: tokio::sync::Semaphore::new(cfg.worker.max_concurrent_uploads.max(1)),
         rates: Mutex::new(Default::default()),

@@ -80,6 +80,12 @@ fn placeholders(template: &str) -> Result<Vec<Placeholder<'_>>, TemplateError> {
     Ok(out)
 }
 
+/// Whether `template` has placeholder `name` (with or without padding); false for a template
+/// that does not parse (`check_template` reports it).
+pub fn uses(template: &str, name: &str) -> bool {
+    placeholders(template).is_ok_and(|ps| ps.iter().any(|p| p.2 == name))
+}
+
 /// Checks a template: known placeholders, and topic, partition and first offset present. In
 /// deterministic mode (`roll.offset-interval`) `{last_offset}` is required, after every other
 /// placeholder but `{ext}`; otherwise it is refused (a re-read would end elsewhere).

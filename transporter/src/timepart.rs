@@ -33,9 +33,9 @@ pub enum Granularity {
 impl Granularity {
     /// The granularity a key template asks for.
     pub fn of_template(template: &str) -> Granularity {
-        if template.contains("{hour") {
+        if crate::naming::uses(template, "hour") {
             Granularity::Hour
-        } else if template.contains("{date") {
+        } else if crate::naming::uses(template, "date") {
             Granularity::Day
         } else {
             Granularity::None

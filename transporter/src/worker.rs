@@ -80,6 +80,8 @@ pub struct Worker {
     pub owned: Mutex<BTreeMap<TopicPartition, OwnedStatus>>,
     /// Which time partition a record goes to (`records`, the key template).
     pub times: crate::timepart::TimeParts,
+    /// How every buffer encodes and finishes its records (`s3`, `records`, `parquet`).
+    pub layout: crate::buffer::Layout,
     /// The files buffers are written to (`worker.buffer-dir/<id>`), reused from roll to roll.
     pub buffers: Arc<crate::buffer::Slots>,
     /// Compressions allowed at once.

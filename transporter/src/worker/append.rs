@@ -102,8 +102,7 @@ impl Worker {
             Some(b) => b,
             None => {
                 let span = std::mem::replace(&mut r.pending, Span::starting(rec.offset));
-                let layout = crate::buffer::Layout::of(&self.cfg);
-                let b = Buffer::create(&self.buffers, layout, span, rec, place)
+                let b = Buffer::create(&self.buffers, self.layout.clone(), span, rec, place)
                     .with_context(|| format!("creating a buffer in {}", self.buffers.dir().display()))?;
                 r.buf.insert(b)
             }
