@@ -20,23 +20,10 @@ pub async fn inspect(
 ) -> anyhow::Result<()> {
     let discovery = DiscoveryConfig { zone, ec2_endpoint, ..Default::default() };
     let info = az_core::discover(&discovery, &Env::Process).await;
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &bootstrap).set("group.id", "zonal-agent-inspect");
-    let mut raw = std::collections::BTreeMap::new();
-    for o in &options {
-        let Some((k, v)) = o.split_once('=') else { bail!("-X {:?}: expected KEY=VALUE", o.split('=').next()) };
-        raw.insert(k.to_owned(), v.to_owned());
-    }
-    let options = az_core::kafka_options::ClientOptions::resolve(&raw)?;
-    options.apply(&mut cc);
-    let consumer: BaseConsumer<az_core::msk_iam::IamContext> = cc
-        .create_with_context(az_core::msk_iam::IamContext)
-        .map_err(|e| anyhow::anyhow!(options.redactor().redact(&e.to_string())))
-        .context("creating a Kafka client")?;
-    az_core::msk_iam::prime(consumer.client(), &options);
+    let (consumer, _options, _) = client(&bootstrap, &options)?;
     let topics = vec![topic.clone()];
     let topo = tokio::task::spawn_blocking(move || {
-        az_core::topology::fetch(consumer.client(), &topics, Duration::from_secs(10), 1)
+        az_core::topology::fetch(Consumer::client(&*consumer), &topics, Duration::from_secs(10), 1)
     })
     .await
     .context("topology task")?
@@ -81,4 +68,31 @@ pub async fn inspect(
         Some(r) => println!("no zone-local selection ({r}); writing to all partitions: {:?}", sel.partitions),
     }
     Ok(())
+}
+
+/// A Kafka client for the one-shot commands (metadata and admin calls).
+pub type InspectClient = std::sync::Arc<BaseConsumer<az_core::msk_iam::IamContext>>;
+
+/// A client of `bootstrap` with the `-X key=value` `options` (TLS, SASL, MSK IAM), the options
+/// resolved, and the raw options.
+pub fn client(
+    bootstrap: &str,
+    options: &[String],
+) -> anyhow::Result<(InspectClient, az_core::kafka_options::ClientOptions, std::collections::BTreeMap<String, String>)>
+{
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", bootstrap).set("group.id", "zonal-agent-inspect");
+    let mut raw = std::collections::BTreeMap::new();
+    for o in options {
+        let Some((k, v)) = o.split_once('=') else { bail!("-X {:?}: expected KEY=VALUE", o.split('=').next()) };
+        raw.insert(k.to_owned(), v.to_owned());
+    }
+    let resolved = az_core::kafka_options::ClientOptions::resolve(&raw)?;
+    resolved.apply(&mut cc);
+    let consumer: BaseConsumer<az_core::msk_iam::IamContext> = cc
+        .create_with_context(az_core::msk_iam::IamContext)
+        .map_err(|e| anyhow::anyhow!(resolved.redactor().redact(&e.to_string())))
+        .context("creating a Kafka client")?;
+    az_core::msk_iam::prime(consumer.client(), &resolved);
+    Ok((std::sync::Arc::new(consumer), resolved, raw))
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod container;
 pub mod inspect;
 pub mod kafka;
+pub mod leaders;
 pub mod limits;
 pub mod lines;
 pub mod metrics;

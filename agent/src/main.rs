@@ -33,6 +33,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Plan leaders so that each zone leads a share of partitions proportional to the bytes it
+    /// produces (replicas reordered, no data moved); print it for Kafka's tools, or `--apply` it.
+    Leaders(zonal_agent::leaders::LeadersArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +46,9 @@ fn main() -> std::process::ExitCode {
             Command::Inspect { bootstrap, topic, zone, ec2_endpoint, options, json } => shell::runtime()
                 .context("starting the runtime")?
                 .block_on(zonal_agent::inspect::inspect(bootstrap, topic, zone, ec2_endpoint, options, json)),
+            Command::Leaders(args) => {
+                shell::runtime().context("starting the runtime")?.block_on(zonal_agent::leaders::leaders(args))
+            }
         }
     })
 }

@@ -93,6 +93,19 @@ pub struct TrafficLabel {
     pub direction: String,
 }
 
+/// Labels of a stream's identity: where its bytes go and which zone they come from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamInfoLabel {
+    /// Stream name.
+    pub stream: String,
+    /// The topic it writes to.
+    pub topic: String,
+    /// The agent's zone (`unknown` until discovered).
+    pub zone: String,
+    /// The rack label the brokers use for that zone (empty when no broker is in it).
+    pub rack: String,
+}
+
 type U64Gauge = Gauge<u64, AtomicU64>;
 
 /// Every metric.
@@ -139,6 +152,9 @@ pub struct Metrics {
     pub in_flight_bytes: U64Gauge,
     /// Memory holding lines read and not yet handed to Kafka, by stream.
     pub unsent_bytes: Family<StreamLabel, U64Gauge>,
+    /// 1 per stream with its topic, zone and rack: what `zonal-agent leaders --scrape` joins
+    /// `bytes` with to learn each zone's produce rate.
+    pub stream_info: Family<StreamInfoLabel, U64Gauge>,
 }
 
 impl Metrics {
@@ -174,6 +190,7 @@ impl Metrics {
         r.register("fallback", "1 when the stream is not zone-local, by reason", self.fallback.clone());
         r.register("in_flight_bytes", "Bytes sent and not yet acknowledged", self.in_flight_bytes.clone());
         r.register("unsent_bytes", "Memory holding lines read and not yet sent", self.unsent_bytes.clone());
+        r.register("stream_info", "1 per stream: its topic, the agent's zone and rack", self.stream_info.clone());
         shell::metrics::register_traffic(r, &self.kafka_bytes, &self.kafka_protocol_bytes);
         self.health.register(r);
     }

@@ -92,8 +92,21 @@ impl AgentState {
         let topo = self.topology.current();
         let zone = self.zone();
         self.metrics.in_flight_bytes.set(self.in_flight_bytes());
+        // Rebuilt at each scrape: a zone discovered late replaces the `unknown` series.
+        self.metrics.stream_info.clear();
+        let rack = zone
+            .zone
+            .as_ref()
+            .and_then(|z| self.matcher.rack_label(z, topo.brokers.values().filter_map(|b| b.rack.as_deref())));
         for s in &self.streams {
             let name = &s.config.name;
+            let info = crate::metrics::StreamInfoLabel {
+                stream: name.clone(),
+                topic: s.config.topic.clone(),
+                zone: zone.zone.as_ref().map_or("unknown", |z| z.display_label()).to_owned(),
+                rack: rack.unwrap_or_default().to_owned(),
+            };
+            self.metrics.stream_info.get_or_create(&info).set(1);
             let traffic = &s.producer.context().traffic;
             let all = traffic.report(&topo, zone.zone.as_ref(), &self.matcher);
             let protocol = traffic.report_protocol_only(&topo, zone.zone.as_ref(), &self.matcher);

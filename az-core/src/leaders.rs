@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::topology::PartitionInfo;
 
+pub mod apply;
+
 /// Why no plan could be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -199,6 +201,61 @@ pub fn reassignment_json(topic: &str, plan: &Plan) -> serde_json::Value {
         .map(|p| serde_json::json!({ "topic": topic, "partition": p.partition, "replicas": p.replicas }))
         .collect();
     serde_json::json!({ "version": 1, "partitions": partitions })
+}
+
+/// The preferred-leader election step as `kafka-leader-election.sh --path-to-json-file` takes
+/// it: every partition whose leader changes.
+pub fn election_json(topic: &str, plan: &Plan) -> serde_json::Value {
+    let partitions: Vec<serde_json::Value> = plan
+        .partitions
+        .iter()
+        .filter(|p| p.leader_before != Some(p.leader()))
+        .map(|p| serde_json::json!({ "topic": topic, "partition": p.partition }))
+        .collect();
+    serde_json::json!({ "partitions": partitions })
+}
+
+/// One partition's expected load before and after a plan.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Row {
+    /// Partition id.
+    pub partition: i32,
+    /// Leader and its zone now.
+    pub leader_before: Option<i32>,
+    /// The zone leading now.
+    pub zone_before: Option<String>,
+    /// Expected load now (rate units as given).
+    pub load_before: f64,
+    /// Planned leader.
+    pub leader_after: i32,
+    /// Its zone.
+    pub zone_after: String,
+    /// Expected load after.
+    pub load_after: f64,
+}
+
+/// The before/after table of `plan`: per partition, its leader and expected load, and the skew
+/// (max/mean) before and after.
+pub fn table(plan: &Plan, zone_of: &BTreeMap<i32, String>, rates: &BTreeMap<String, f64>) -> (Vec<Row>, f64, f64) {
+    let before_zones: Vec<Option<&str>> =
+        plan.partitions.iter().map(|p| p.leader_before.and_then(|l| zone_of.get(&l)).map(String::as_str)).collect();
+    let after_zones: Vec<Option<&str>> = plan.partitions.iter().map(|p| Some(p.zone.as_str())).collect();
+    let (before, after) = (loads(&before_zones, rates), loads(&after_zones, rates));
+    let rows = plan
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Row {
+            partition: p.partition,
+            leader_before: p.leader_before,
+            zone_before: before_zones[i].map(str::to_owned),
+            load_before: before[i],
+            leader_after: p.leader(),
+            zone_after: p.zone.clone(),
+            load_after: after[i],
+        })
+        .collect();
+    (rows, skew(&before), skew(&after))
 }
 
 #[cfg(test)]

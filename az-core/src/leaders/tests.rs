@@ -118,3 +118,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_table_and_the_election_follow_the_plan() {
+    let r = rates(&[("a", 1.0), ("b", 2.0), ("c", 4.0)]);
+    let (parts, zone_of) = spread(28);
+    let plan = plan(&parts, &zone_of, &r).expect("plan");
+    let (rows, before, after) = table(&plan, &zone_of, &r);
+    assert_eq!(rows.len(), 28);
+    assert!(before > 1.5 && after <= 1.1, "{before} {after}");
+    let total: f64 = rows.iter().map(|row| row.load_after).sum();
+    assert!((total - 7.0).abs() < 1e-9, "every byte is somewhere: {total}");
+    let elected = election_json("t", &plan)["partitions"].as_array().map_or(0, Vec::len);
+    assert_eq!(elected, rows.iter().filter(|row| row.leader_before != Some(row.leader_after)).count());
+    assert!(elected > 0);
+}
+
+#[tokio::test]
+async fn apply_refuses_a_secured_cluster_before_connecting() {
+    let err = apply::check(&["127.0.0.1:1".to_owned()], "SASL_SSL", std::time::Duration::from_secs(1)).await;
+    let text = err.expect_err("refused").to_string();
+    assert!(text.contains("security.protocol=SASL_SSL") && text.contains("kafka-reassign-partitions.sh"), "{text}");
+}

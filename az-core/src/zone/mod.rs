@@ -47,6 +47,12 @@ pub use matcher::{Zone, ZoneMatcher};
 pub use provider::ProbeError;
 pub use settings::{DiscoveryConfig, ZoneSettings};
 
+/// A client for plain-HTTP services near the program (metadata services, agents' metrics), on
+/// the process's own TLS configuration and without a proxy from the environment.
+pub fn plain_http_client(timeout: std::time::Duration) -> Result<reqwest::Client, ProbeError> {
+    http::http_client(timeout)
+}
+
 // The registry of providers: the default chain, in priority order. Each line is
 // `module::Type = "name"`: the file, the unit struct implementing `ZoneProvider` (which also names
 // the `Provider` variant) and how configuration and output spell it.

@@ -1,0 +1,320 @@
+//! Applying a leader plan through Kafka's Admin API: AlterPartitionReassignments (the same
+//! replicas, the planned leader first) and then a preferred-leader election (ElectLeaders), the
+//! two steps `kafka-reassign-partitions.sh` and `kafka-leader-election.sh` take. librdkafka has
+//! no AlterPartitionReassignments, so these requests are spoken here with the `kafka-protocol`
+//! crate (generated from Kafka's own schemas) on a plaintext connection.
+//!
+//! ```text
+//!  brokers (advertised host:port) ──connect──> ApiVersions: keys 45 and 43 offered?
+//!     no ──> Unsupported (the printed JSON and the tools still work)
+//!  AlterPartitionReassignments(reordered partitions) ──NOT_CONTROLLER──> next broker
+//!  ElectLeaders(PREFERRED, partitions whose leader changes) ──> per-partition errors
+//! ```
+//!
+//! Deliberately absent: TLS and SASL. A cluster that needs them is refused with the commands
+//! that apply the same plan ([`ApplyError::Security`]), rather than half-implementing them here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, ApiVersionsRequest,
+    ApiVersionsResponse, BrokerId, ElectLeadersRequest, ElectLeadersResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Plan;
+
+/// `NOT_CONTROLLER`: the request must go to another broker.
+const NOT_CONTROLLER: i16 = 41;
+/// `UNSUPPORTED_VERSION`: the broker does not speak that version of the request.
+const UNSUPPORTED_VERSION: i16 = 35;
+/// `ELECTION_NOT_NEEDED`: the preferred replica already leads.
+const ELECTION_NOT_NEEDED: i16 = 84;
+/// Responses larger than this are refused rather than allocated.
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// Why a plan could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The connection is not plaintext.
+    #[error(
+        "--apply speaks Kafka's Admin API itself and only over PLAINTEXT listeners; this cluster uses \
+         security.protocol={0}. Apply the same plan with Kafka's tools: kafka-reassign-partitions.sh \
+         --reassignment-json-file <the printed JSON> --execute, then kafka-leader-election.sh \
+         --election-type preferred --path-to-json-file <the printed election JSON>"
+    )]
+    Security(String),
+    /// The broker does not offer an API the plan needs.
+    #[error(
+        "the broker at {addr} does not support {api} (API key {key}) in a version this tool speaks; \
+         the cluster cannot apply a leader plan through the Admin API (Kafka 2.4 or later can). \
+         Apply the printed JSON by hand, or move leaders with the cluster's own tools"
+    )]
+    Unsupported {
+        /// The broker asked.
+        addr: String,
+        /// The API's name.
+        api: &'static str,
+        /// Its key.
+        key: i16,
+    },
+    /// A broker could not be reached or spoke something else.
+    #[error("talking to the broker at {addr}: {what}")]
+    Io {
+        /// The broker.
+        addr: String,
+        /// What failed.
+        what: String,
+    },
+    /// No broker accepted the reassignment as controller.
+    #[error("no broker accepted the reassignment (every one answered NOT_CONTROLLER): {0:?}")]
+    NoController(Vec<String>),
+    /// A partition was refused.
+    #[error("{api} refused {topic}/{partition}: error {code} {message}")]
+    Refused {
+        /// The request.
+        api: &'static str,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Kafka's error code.
+        code: i16,
+        /// Kafka's message, if any.
+        message: String,
+    },
+}
+
+/// One plaintext connection to a broker, with the API versions it offers.
+struct Connection {
+    addr: String,
+    stream: TcpStream,
+    correlation: i32,
+    offered: BTreeMap<i16, (i16, i16)>,
+}
+
+impl Connection {
+    async fn open(addr: &str, timeout: Duration) -> Result<Connection, ApplyError> {
+        let io = |what: String| ApplyError::Io { addr: addr.to_owned(), what };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io(format!("no connection within {timeout:?}")))?
+            .map_err(|e| io(e.to_string()))?;
+        let mut c = Connection { addr: addr.to_owned(), stream, correlation: 0, offered: BTreeMap::new() };
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("zonal-agent"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let mut answer: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &request, timeout).await?;
+        if answer.error_code == UNSUPPORTED_VERSION {
+            // A broker that does not speak v3 says so; v0 every broker speaks.
+            answer = c.call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default(), timeout).await?;
+        }
+        if answer.error_code != 0 {
+            return Err(io(format!("ApiVersions answered error {}", answer.error_code)));
+        }
+        c.offered = answer.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        Ok(c)
+    }
+
+    /// The highest version of `key` both sides speak.
+    fn version<M: Message>(&self, key: ApiKey, api: &'static str) -> Result<i16, ApplyError> {
+        let ours = M::VERSIONS;
+        match self.offered.get(&(key as i16)) {
+            Some((min, max)) if *max >= ours.min && *min <= ours.max => Ok((*max).min(ours.max)),
+            _ => Err(ApplyError::Unsupported { addr: self.addr.clone(), api, key: key as i16 }),
+        }
+    }
+
+    async fn call<Q, R>(&mut self, key: ApiKey, version: i16, body: &Q, timeout: Duration) -> Result<R, ApplyError>
+    where
+        Q: Encodable + HeaderVersion,
+        R: Decodable + HeaderVersion,
+    {
+        let addr = self.addr.clone();
+        let io = |what: String| ApplyError::Io { addr: addr.clone(), what };
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("zonal-agent-leaders")));
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        header.encode(&mut frame, Q::header_version(version)).map_err(|e| io(format!("encoding: {e}")))?;
+        body.encode(&mut frame, version).map_err(|e| io(format!("encoding: {e}")))?;
+        let size = i32::try_from(frame.len() - 4).map_err(|_| io("request too large".into()))?;
+        frame[0..4].copy_from_slice(&size.to_be_bytes());
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            let size = self.stream.read_i32().await?;
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|s| *s <= MAX_RESPONSE)
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("response size {size}")))?;
+            let mut buf = vec![0; size];
+            self.stream.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        };
+        let buf = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| io(format!("no answer within {timeout:?}")))?
+            .map_err(|e| io(e.to_string()))?;
+        let mut buf = Bytes::from(buf);
+        let header = ResponseHeader::decode(&mut buf, R::header_version(version))
+            .map_err(|e| io(format!("decoding the response header: {e}")))?;
+        if header.correlation_id != self.correlation {
+            return Err(io(format!("answer to request {} instead of {}", header.correlation_id, self.correlation)));
+        }
+        let answer = R::decode(&mut buf, version).map_err(|e| io(format!("decoding the response: {e}")))?;
+        let _ = buf.remaining();
+        Ok(answer)
+    }
+}
+
+/// A connection to the first broker of `addrs` that answers, once it is known to offer both
+/// APIs a plan needs (checked before anything changes: half a plan is worse than none), with
+/// their versions.
+async fn open(
+    addrs: &[String],
+    security_protocol: &str,
+    timeout: Duration,
+) -> Result<(Connection, i16, i16), ApplyError> {
+    if !security_protocol.eq_ignore_ascii_case("plaintext") {
+        return Err(ApplyError::Security(security_protocol.to_owned()));
+    }
+    let mut last = ApplyError::NoController(Vec::new());
+    for addr in addrs {
+        match Connection::open(addr, timeout).await {
+            Ok(c) => {
+                let alter = c.version::<AlterPartitionReassignmentsRequest>(
+                    ApiKey::AlterPartitionReassignments,
+                    "AlterPartitionReassignments",
+                )?;
+                let elect = c.version::<ElectLeadersRequest>(ApiKey::ElectLeaders, "ElectLeaders")?;
+                return Ok((c, alter, elect));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Checks that the cluster at `addrs` can apply a plan (plaintext, both APIs offered), before
+/// anything is changed.
+pub async fn check(addrs: &[String], security_protocol: &str, timeout: Duration) -> Result<(), ApplyError> {
+    open(addrs, security_protocol, timeout).await.map(|_| ())
+}
+
+/// Step 1: the planned leader made the preferred replica of every partition where it is not
+/// (AlterPartitionReassignments with the same replicas reordered, so no data moves). Tries the
+/// brokers in turn while they answer NOT_CONTROLLER (clusters before KIP-590 take it only at the
+/// controller). Returns the partitions reordered.
+pub async fn reorder(
+    addrs: &[String],
+    security_protocol: &str,
+    topic: &str,
+    plan: &Plan,
+    timeout: Duration,
+) -> Result<Vec<i32>, ApplyError> {
+    let reordered: Vec<&super::Placed> = plan.partitions.iter().filter(|p| p.replicas != p.replicas_before).collect();
+    if reordered.is_empty() {
+        return Ok(Vec::new());
+    }
+    let partitions: Vec<ReassignablePartition> = reordered
+        .iter()
+        .map(|p| {
+            ReassignablePartition::default()
+                .with_partition_index(p.partition)
+                .with_replicas(Some(p.replicas.iter().map(|b| BrokerId(*b)).collect()))
+        })
+        .collect();
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(millis(timeout))
+        .with_topics(vec![ReassignableTopic::default().with_name(name(topic)).with_partitions(partitions)]);
+    let mut not_controller = Vec::new();
+    for i in 0..addrs.len() {
+        let (mut c, version, _) = open(&addrs[i..], security_protocol, timeout).await?;
+        let answer: AlterPartitionReassignmentsResponse =
+            c.call(ApiKey::AlterPartitionReassignments, version, &request, timeout).await?;
+        if answer.error_code == NOT_CONTROLLER {
+            not_controller.push(c.addr.clone());
+            continue;
+        }
+        let refused = |partition: i32, code: i16, message: Option<&StrBytes>| ApplyError::Refused {
+            api: "AlterPartitionReassignments",
+            topic: topic.to_owned(),
+            partition,
+            code,
+            message: message.map(|m| m.to_string()).unwrap_or_default(),
+        };
+        if answer.error_code != 0 {
+            return Err(refused(-1, answer.error_code, answer.error_message.as_ref()));
+        }
+        if let Some(p) = answer.responses.iter().flat_map(|t| &t.partitions).find(|p| p.error_code != 0) {
+            return Err(refused(p.partition_index, p.error_code, p.error_message.as_ref()));
+        }
+        return Ok(reordered.iter().map(|p| p.partition).collect());
+    }
+    Err(ApplyError::NoController(not_controller))
+}
+
+/// Step 2, once the new order shows in metadata: a preferred-leader election for `partitions`.
+/// A partition already led by its preferred replica is not an error.
+pub async fn elect_preferred(
+    addrs: &[String],
+    security_protocol: &str,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<(), ApplyError> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let (mut c, _, version) = open(addrs, security_protocol, timeout).await?;
+    elect(&mut c, version, topic, partitions, timeout).await
+}
+
+fn millis(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+async fn elect(
+    c: &mut Connection,
+    version: i16,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<(), ApplyError> {
+    let request =
+        ElectLeadersRequest::default().with_election_type(0).with_timeout_ms(millis(timeout)).with_topic_partitions(
+            Some(vec![TopicPartitions::default().with_topic(name(topic)).with_partitions(partitions.to_vec())]),
+        );
+    let answer: ElectLeadersResponse = c.call(ApiKey::ElectLeaders, version, &request, timeout).await?;
+    let refused = |partition: i32, code: i16, message: String| ApplyError::Refused {
+        api: "ElectLeaders",
+        topic: topic.to_owned(),
+        partition,
+        code,
+        message,
+    };
+    if answer.error_code != 0 {
+        return Err(refused(-1, answer.error_code, String::new()));
+    }
+    for p in answer.replica_election_results.iter().flat_map(|t| &t.partition_result) {
+        if p.error_code != 0 && p.error_code != ELECTION_NOT_NEEDED {
+            let message = p.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            return Err(refused(p.partition_id, p.error_code, message));
+        }
+    }
+    Ok(())
+}
+
+fn name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_owned()))
+}
