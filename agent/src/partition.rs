@@ -230,6 +230,9 @@ impl Chooser {
         match strategy {
             Partitioning::Random => Some(candidates[rng.random_range(0..candidates.len())]),
             Partitioning::ZoneAware => {
+                if self.sent.len() != candidates.len() || !candidates.iter().all(|c| self.sent.contains_key(c)) {
+                    self.rebase(candidates);
+                }
                 // Least loaded; ties go to the next one after the previous choice, so equal
                 // batches still rotate.
                 let n = candidates.len();
@@ -251,6 +254,19 @@ impl Chooser {
                 self.cursor = self.cursor.wrapping_add(1);
                 Some(p)
             }
+        }
+    }
+
+    /// The candidates changed (a leader moved into or out of the zone): partitions no longer
+    /// local are forgotten, and a partition that became local starts level with the least
+    /// loaded one. Starting at 0 it would take the zone's whole traffic until it caught up with
+    /// bytes the others received before it was local: up to [`BALANCE_WINDOW`] of skew after
+    /// every leader move.
+    fn rebase(&mut self, candidates: &[i32]) {
+        self.sent.retain(|p, _| candidates.contains(p));
+        let floor = self.sent.values().copied().min().unwrap_or(0);
+        for c in candidates {
+            self.sent.entry(*c).or_insert(floor);
         }
     }
 }
@@ -308,6 +324,26 @@ mod tests {
             let mean = per.values().sum::<u64>() as f64 / partitions as f64;
             proptest::prop_assert!(max / mean <= 1.1, "max/mean {} over {per:?}", max / mean);
         }
+    }
+
+    /// After a leader moves into the zone, the new local partition shares the traffic from its
+    /// first batch instead of taking all of it until it has caught up.
+    #[test]
+    fn a_partition_that_becomes_local_joins_level() {
+        let mut c = Chooser::default();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+        for _ in 0..1_000 {
+            c.for_batch(Partitioning::ZoneAware, &[0, 3], 1_000, &mut rng);
+        }
+        let mut per: std::collections::BTreeMap<i32, u64> = std::collections::BTreeMap::new();
+        for _ in 0..300 {
+            let p = c.for_batch(Partitioning::ZoneAware, &[0, 3, 6], 1_000, &mut rng).expect("a partition");
+            *per.entry(p).or_insert(0) += 1;
+        }
+        assert_eq!(per.values().copied().collect::<Vec<_>>(), vec![100, 100, 100], "{per:?}");
+        // A partition no longer local is forgotten, and starts level when it comes back.
+        c.for_batch(Partitioning::ZoneAware, &[0, 6], 1_000, &mut rng);
+        assert!(!c.sent.contains_key(&3));
     }
 
     /// Vectors from Kafka's own `UtilsTest.testMurmur2`.

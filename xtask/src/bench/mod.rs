@@ -13,6 +13,9 @@
 //!   and sticky, against only hashing each partition to a worker of its zone.
 //! - `cross-zone`: the demo at a fixed rate; the zone-aware run's cross-zone bytes against the
 //!   zone-unaware run's in the same invocation.
+//! - `leaders`: zones producing at 1:2:4; each partition's load (max/mean) before and after
+//!   `zonal-agent leaders` plans leaders from the agents' metrics (applied with the mock's leader
+//!   controls).
 //! - `scale`: wide rather than fast: the agent tailing 200 files at once against `kcat -P` over
 //!   them, then over 5,000 files with every broker down for 10 s in the middle (`many-files`,
 //!   also runnable alone: bytes lost, peak RSS against the formula in docs/operations.md, most descriptors
@@ -28,6 +31,7 @@
 //!                  └─ 3 x zonal-transporter (release) ──> S3                   (time, peak RSS)
 //!  assignment:   assign(100k partitions, 1k workers), fresh and sticky   vs   hash into zone
 //!  cross-zone:   cargo xtask demo (10 s, 300 lines/s): zone-aware   vs   zone-unaware bytes
+//!  leaders:      agents at 1:2:4 over 28 partitions: load max/mean after the plan   vs   before
 //!  scale:        agent over 200 files; over 5,000 files with an outage; 3 transporters over
 //!                1,000 partitions   vs   kcat -P / -C
 //!  ratio = Zonal's figure / the reference's figure
@@ -36,6 +40,7 @@
 mod agent;
 mod assignment;
 mod cross_zone;
+mod leaders;
 mod many;
 mod probe;
 mod scale;
@@ -47,7 +52,8 @@ use serde_json::json;
 /// Options of the benchmarks.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// One case: agent, transporter, assignment, cross-zone or scale (all of them when absent).
+    /// One case: agent, transporter, assignment, cross-zone, leaders or scale (all of them when
+    /// absent).
     case: Option<String>,
     /// Lines in the agent benchmark's input file.
     #[arg(long, default_value_t = 5_000_000)]
@@ -77,8 +83,8 @@ pub struct Row {
 }
 
 /// Every case, in the order `cargo xtask bench` runs them.
-pub const CASES: [&str; 7] =
-    ["agent", "transporter", "assignment", "cross-zone", "scale", "many-files", "wide-transporter"];
+pub const CASES: [&str; 8] =
+    ["agent", "transporter", "assignment", "cross-zone", "leaders", "scale", "many-files", "wide-transporter"];
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = crate::target_dir().join("zonal-bench");
@@ -106,6 +112,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "scale" => scale::run(args.line_bytes, &dir)?,
             "many-files" => many::run(args.line_bytes, &dir)?,
             "wide-transporter" => scale::transporter(&dir)?,
+            "leaders" => leaders::run(&dir)?,
             _ => cross_zone::run(&dir)?,
         });
     }

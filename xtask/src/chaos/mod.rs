@@ -15,7 +15,7 @@ mod check;
 mod inject;
 mod report;
 pub mod schedule;
-mod writers;
+pub(crate) mod writers;
 
 use std::time::{Duration, Instant};
 
