@@ -131,6 +131,17 @@ pub struct FleetSpec<'a> {
     pub format: ObjectFormat,
     /// librdkafka options every program gets (`kafka.options`).
     pub kafka_options: &'a [(&'a str, &'a str)],
+    /// Run each zone's programs with the zone's own group id ([`zone_gid`]), so that the
+    /// kernel's packet filter can tell a zone's traffic from the others' (chaos's
+    /// `zone-isolation`); the user stays root, so files are reached as before.
+    pub zone_groups: bool,
+    /// The transporters' grace period for a departed worker (their default when `None`).
+    pub grace_secs: Option<u64>,
+}
+
+/// The group id the programs of `zone` run with when [`FleetSpec::zone_groups`] is set.
+pub fn zone_gid(zone: usize) -> u32 {
+    61_000 + zone as u32
 }
 
 impl FleetSpec<'_> {
@@ -152,9 +163,20 @@ impl FleetSpec<'_> {
     }
 
     /// Environment every program gets: S3 credentials, and no ambient AWS files or zone.
-    fn command(&self, bin: &str, config: &Path, log: PathBuf) -> anyhow::Result<ProcessSpec> {
+    fn command(&self, bin: &str, zone: usize, config: &Path, log: PathBuf) -> anyhow::Result<ProcessSpec> {
         let s3 = self.world.s3.as_ref().context("the world has no S3 server")?;
-        Ok(ProcessSpec::new(self.bins.join(bin), &["run".as_ref(), "-c".as_ref(), config.as_os_str()], log)
+        let bin = self.bins.join(bin);
+        let run = [bin.as_os_str(), "run".as_ref(), "-c".as_ref(), config.as_os_str()];
+        let spec = if self.zone_groups {
+            // setpriv execs the program: the process (and its pid) is the program's own.
+            let gid = zone_gid(zone).to_string();
+            let mut args: Vec<&std::ffi::OsStr> = vec!["--regid".as_ref(), gid.as_ref(), "--clear-groups".as_ref()];
+            args.extend(run);
+            ProcessSpec::new("setpriv", &args, log)
+        } else {
+            ProcessSpec::new(&bin, &run[1..], log)
+        };
+        Ok(spec
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("AWS_CONFIG_FILE", "/nonexistent")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
@@ -164,11 +186,18 @@ impl FleetSpec<'_> {
             .env_remove("ZONAL_ZONE"))
     }
 
-    /// Writes `config` as TOML and starts `bin` with it.
-    fn launch(&self, bin: &str, path: &Path, config: &impl Serialize, log: PathBuf) -> anyhow::Result<Process> {
+    /// Writes `config` as TOML and starts `bin` of `zone` with it.
+    fn launch(
+        &self,
+        bin: &str,
+        zone: usize,
+        path: &Path,
+        config: &impl Serialize,
+        log: PathBuf,
+    ) -> anyhow::Result<Process> {
         let text = toml::to_string(config).with_context(|| format!("rendering {}", path.display()))?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-        Ok(Process::start(self.command(bin, path, log)?)?)
+        Ok(Process::start(self.command(bin, zone, path, log)?)?)
     }
 
     /// The brokers a client in `zone` bootstraps through: its zone's own, as a deployment
@@ -205,6 +234,9 @@ impl FleetSpec<'_> {
         c.s3.format = self.format.into();
         c.roll.max_age_ms = self.max_age_ms;
         c.assignment.zone_aware = self.zone_aware;
+        if let Some(grace) = self.grace_secs {
+            c.worker.grace_period_secs = grace;
+        }
         c.http.listen = ([127, 0, 0, 1], port).into();
         Ok(c)
     }
@@ -215,8 +247,13 @@ impl FleetSpec<'_> {
         let wdir = dir.join(&id);
         std::fs::create_dir_all(wdir.join("buffers")).with_context(|| format!("creating {}", wdir.display()))?;
         let config = self.transporter_config(zone, &id, wdir.join("buffers"), testkit::net::free_port()?)?;
-        let process =
-            self.launch("zonal-transporter", &wdir.join("transporter.toml"), &config, wdir.join("transporter.log"))?;
+        let process = self.launch(
+            "zonal-transporter",
+            zone,
+            &wdir.join("transporter.toml"),
+            &config,
+            wdir.join("transporter.log"),
+        )?;
         Ok(Node { name: id, zone, http: config.http.listen.to_string(), dir: wdir, process })
     }
 
@@ -262,7 +299,7 @@ impl FleetSpec<'_> {
         let adir = dir.join(&name);
         std::fs::create_dir_all(adir.join("logs")).with_context(|| format!("creating {}", adir.display()))?;
         let config = self.agent_config(zone, &adir, testkit::net::free_port()?)?;
-        let process = self.launch("zonal-agent", &adir.join("agent.toml"), &config, adir.join("agent.log"))?;
+        let process = self.launch("zonal-agent", zone, &adir.join("agent.toml"), &config, adir.join("agent.log"))?;
         Ok(Node { name, zone, http: config.http.listen.to_string(), dir: adir, process })
     }
 }

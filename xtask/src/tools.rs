@@ -92,9 +92,9 @@ pub fn ensure_pip(tools: &[Pip]) -> anyhow::Result<()> {
 pub const DEMO_PACKAGES: [Package; 5] =
     [TEST_PACKAGES[0], TEST_PACKAGES[1], TEST_PACKAGES[2], TEST_PACKAGES[3], TEST_PACKAGES[4]];
 
-/// What `cargo xtask chaos` needs: the demo's, logrotate, and chattr (e2fsprogs) to make a
-/// directory unwritable even to root.
-pub const CHAOS_PACKAGES: [Package; 7] = [
+/// What `cargo xtask chaos` needs: the demo's, logrotate, chattr (e2fsprogs) to make a
+/// directory unwritable even to root, and iptables to cut a zone off (`zone-isolation`).
+pub const CHAOS_PACKAGES: [Package; 8] = [
     TEST_PACKAGES[0],
     TEST_PACKAGES[1],
     TEST_PACKAGES[2],
@@ -102,6 +102,7 @@ pub const CHAOS_PACKAGES: [Package; 7] = [
     TEST_PACKAGES[4],
     TEST_PACKAGES[6],
     Package { binary: "chattr", debian: "e2fsprogs" },
+    Package { binary: "iptables", debian: "iptables" },
 ];
 
 /// Whether a binary is on PATH (or, for an absolute path, the file exists).

@@ -52,6 +52,8 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<Vec<Row>> {
         agent_extra: String::new(),
         format: ObjectFormat::Lines,
         kafka_options: &[],
+        zone_groups: false,
+        grace_secs: None,
     };
     let agents: Vec<Node> = (0..3).map(|z| fleet.agent(z, work.path())).collect::<anyhow::Result<_>>()?;
     testkit::wait_until("the agents ready", Duration::from_secs(60), || agents.iter().all(Node::ready).then_some(()))?;

@@ -121,6 +121,8 @@ impl Pipeline {
             Kind::DirUnwritable => self.dir_unwritable(f, holds)?,
             Kind::FetchOutOfRange => self.fetch_out_of_range(f, holds)?,
             Kind::S3SlowPastLease => self.s3_slow_past_lease(f, holds)?,
+            Kind::ZoneOutage => self.zone_outage(f)?,
+            Kind::ZoneIsolation => self.zone_isolation(f)?,
         };
         Ok(Injected { healed_at: Instant::now(), note })
     }

@@ -16,6 +16,7 @@ mod inject;
 mod report;
 pub mod schedule;
 pub(crate) mod writers;
+mod zones;
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use crate::fleet::{self, BUCKET, FleetSpec, Node};
 pub use args::ChaosArgs;
 use inject::Pipeline;
 use schedule::Kind;
+pub use zones::ZoneCost;
 
 /// What one injected fault came to.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -38,6 +40,8 @@ pub struct Event {
     pub recovery_seconds: Option<f64>,
     /// For a recovery over 5 s, the last thing waited for.
     pub waited_for: Option<String>,
+    /// For a zone's fault, what it cost in traffic.
+    pub cost: Option<ZoneCost>,
 }
 
 /// Per partition, the offset committed after its newest object in S3.
@@ -64,6 +68,9 @@ fn committed(p: &Pipeline) -> Newest {
 
 /// How long a pipeline may take to be healthy again after a fault is healed.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(180);
+
+/// The transporters' grace period for a departed worker.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// How often each zone's log is rotated in steady operation.
 const ROTATE_EVERY: Duration = Duration::from_secs(15);
@@ -169,6 +176,11 @@ fn start(args: &ChaosArgs, bins: &std::path::Path, dir: &std::path::Path) -> any
         // crashed host does): requests on them wait for librdkafka's socket timeout, 60 s by
         // default, and two in a row made a broker-down take two minutes to recover from.
         kafka_options: &[("socket.timeout.ms", "15000")],
+        // Each zone's programs under their own group id, for `zone-isolation`'s packet filter.
+        zone_groups: true,
+        // A departed worker's partitions wait 10 s (30 by default), so that a zone's faults
+        // show the failover to other zones within a fault's hold.
+        grace_secs: Some(GRACE.as_secs()),
     };
     let mut workers = Vec::new();
     for zone in 0..world.zones.len() {
@@ -233,11 +245,17 @@ fn unhealthy(p: &mut Pipeline, newest: &Newest, exits: &mut Vec<String>) -> Opti
     (!stuck.is_empty()).then(|| format!("no new commit (object in S3) for partitions {stuck:?}"))
 }
 
-/// Waits until the pipeline is healthy; returns what it waited for last (empty when healthy at
-/// once), or the reason it is not, past the deadline.
-fn wait_healthy(p: &mut Pipeline, newest: &Newest, exits: &mut Vec<String>) -> Result<String, String> {
+/// Waits until the pipeline is healthy, calling `watch` at every look; returns what it waited
+/// for last (empty when healthy at once), or the reason it is not, past the deadline.
+fn wait_healthy(
+    p: &mut Pipeline,
+    newest: &Newest,
+    exits: &mut Vec<String>,
+    watch: &mut impl FnMut(&Pipeline),
+) -> Result<String, String> {
     let mut why = String::new();
     testkit::wait_until_every("a healthy pipeline", RECOVERY_DEADLINE, Duration::from_millis(250), || {
+        watch(p);
         match unhealthy(p, newest, exits) {
             None => Some(()),
             Some(w) => {
@@ -327,22 +345,44 @@ fn one_fault(
     bar: &ProgressBar,
     exits: &mut Vec<String>,
 ) -> anyhow::Result<Event> {
+    let zonal = matches!(f.kind, Kind::ZoneOutage | Kind::ZoneIsolation);
+    let mut meter = zones::Meter::default();
+    if zonal {
+        meter.sample(p);
+    }
     let injected = p.inject(f).with_context(|| format!("injecting {}", f.kind.name()))?;
+    let during = if zonal { Some(meter.sample(p)) } else { None };
     let newest = committed(p);
-    let recovered = wait_healthy(p, &newest, exits);
+    let back = std::cell::Cell::new(None);
+    let mut watch = |p: &Pipeline| {
+        if zonal && back.get().is_none() && meter.window(p).is_some_and(|share| share < zones::ZONE_AWARE_SHARE) {
+            back.set(Some(injected.healed_at.elapsed().as_secs_f64()));
+        }
+    };
+    let recovered = wait_healthy(p, &newest, exits, &mut watch);
     let recovery_seconds = recovered.is_ok().then(|| injected.healed_at.elapsed().as_secs_f64());
+    // The cross-zone share may take longer to settle than the pipeline to be healthy: the
+    // zone's partitions come back to its own workers once they have registered again.
+    let settle = Instant::now();
+    while zonal && recovered.is_ok() && back.get().is_none() && settle.elapsed() < Duration::from_secs(120) {
+        supervise(p, exits);
+        watch(p);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let cost = during.map(|bytes| ZoneCost::new(bytes, back.get()));
     // For slow recoveries, what was waited for last.
     let waited_for = match &recovered {
         Ok(why) if recovery_seconds.is_some_and(|s| s > 5.0) => Some(why.clone()),
         _ => None,
     };
     let line = format!(
-        "{:>4}s {:>18} {:<44} {}{}",
+        "{:>4}s {:>18} {:<44} {}{}{}",
         started.elapsed().as_secs(),
         f.kind.name(),
         injected.note,
         recovery_seconds.map_or("NOT RECOVERED".to_owned(), |s| format!("recovered in {s:.1} s")),
-        waited_for.as_deref().map(|w| format!(" (last waited for: {w})")).unwrap_or_default()
+        waited_for.as_deref().map(|w| format!(" (last waited for: {w})")).unwrap_or_default(),
+        cost.as_ref().map(ZoneCost::line).unwrap_or_default()
     );
     // Without a terminal the bar is hidden and so is its println.
     if bar.is_hidden() {
@@ -354,5 +394,5 @@ fn one_fault(
         let tails: Vec<String> = p.agents.iter().chain(p.workers.iter()).map(Node::log_tail).collect();
         eprintln!("not recovered: {why}; the programs' last lines:\n{}", tails.join("\n"));
     }
-    Ok(Event { kind: f.kind, note: injected.note, recovery_seconds, waited_for })
+    Ok(Event { kind: f.kind, note: injected.note, recovery_seconds, waited_for, cost })
 }

@@ -134,6 +134,10 @@ pub fn print(s: &Summary, out: &Path) -> anyhow::Result<()> {
         s.cross_zone_share * 100.0,
         s.exits.len()
     );
+    for e in s.events.iter().filter(|e| e.cost.is_some()) {
+        let cost = e.cost.as_ref().map(super::ZoneCost::line).unwrap_or_default();
+        eprintln!("{} {}{cost}", e.kind.name(), e.note);
+    }
     for e in &s.exits {
         eprintln!("{e}");
     }

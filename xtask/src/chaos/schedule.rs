@@ -48,11 +48,15 @@ pub enum Kind {
     FetchOutOfRange,
     /// S3 taking uploads so slowly that one upload outlasts the workers' lease TTL.
     S3SlowPastLease,
+    /// A whole zone down: its brokers (leadership moved away first), workers and agent.
+    ZoneOutage,
+    /// A zone's programs cut off from the other zones' brokers and from etcd, still running.
+    ZoneIsolation,
 }
 
 impl Kind {
     /// Every kind, in report order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::AgentKill,
         Kind::WorkerKill,
         Kind::MasterKill,
@@ -70,6 +74,8 @@ impl Kind {
         Kind::DirUnwritable,
         Kind::FetchOutOfRange,
         Kind::S3SlowPastLease,
+        Kind::ZoneOutage,
+        Kind::ZoneIsolation,
     ];
 
     /// The kebab-case name used in reports.
@@ -92,6 +98,8 @@ impl Kind {
             Kind::DirUnwritable => "dir-unwritable",
             Kind::FetchOutOfRange => "fetch-out-of-range",
             Kind::S3SlowPastLease => "s3-slow-past-lease",
+            Kind::ZoneOutage => "zone-outage",
+            Kind::ZoneIsolation => "zone-isolation",
         }
     }
 

@@ -79,6 +79,8 @@ impl PhaseRun<'_> {
             agent_extra: String::new(),
             format: self.args.format,
             kafka_options: &[],
+            zone_groups: false,
+            grace_secs: None,
         }
     }
 
