@@ -262,7 +262,7 @@ async fn apply_plan(
         .unwrap_or_default();
     apply::elect_preferred(addrs, protocol, topic, &elect, timeout).await?;
     wait(client, topic, plan, bootstrap, |p, placed| p.leader == Some(placed.leader())).await?;
-    println!(
+    eprintln!(
         "applied: {} partitions reordered, {} leaders elected; every leader is where the plan puts it",
         reordered.len(),
         elect.len()

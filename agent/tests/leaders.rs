@@ -82,6 +82,36 @@ fn a_1_2_4_world_is_planned_even_without_moving_data() -> Res {
     Ok(())
 }
 
+/// Through the testkit fronts, which answer AlterPartitionReassignments (the order shown in
+/// Metadata) and ElectLeaders (the mock's leader control), as a cluster of Kafka 2.4 or later does.
+#[test]
+fn apply_reorders_replicas_and_elects_the_planned_leaders() -> Res {
+    let spec = WorldSpec { etcd: false, s3: false, security: testkit::Security::relay(), ..Default::default() };
+    let world = World::start(&spec)?;
+    world.kafka.create_topic("applied", 28)?;
+    let replicas = world.kafka.replicas("applied")?;
+    let rates = ["--rate", "use1-az1=1000", "--rate", "use1-az2=2000", "--rate", "use1-az3=4000", "--json"];
+    let doc = json(&leaders(&world, "applied", &[&rates[..], &["--apply"]].concat())?)?;
+    let leaders_now = world.kafka.leaders("applied")?;
+    let replicas_now = world.kafka.replicas("applied")?;
+    for row in doc["partitions"].as_array().into_iter().flatten() {
+        let p = row["partition"].as_i64().unwrap_or(-1) as i32;
+        let planned = row["leader_after"].as_i64().map(|l| l as i32);
+        assert_eq!(leaders_now.get(&p).copied(), planned, "partition {p}");
+        assert_eq!(replicas_now[&p].first().copied(), planned, "partition {p}: the planned leader is preferred");
+        let (mut a, mut b) = (replicas_now[&p].clone(), replicas[&p].clone());
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "partition {p}: the same replicas");
+    }
+    // Planned again, the cluster is where the plan puts it: nothing left to move.
+    let again = json(&leaders(&world, "applied", &rates)?)?;
+    assert!(again["skew_before"].as_f64().unwrap_or(f64::MAX) <= 1.1, "{}", again["skew_before"]);
+    assert_eq!(again["reassignment"]["partitions"].as_array().map(Vec::len), Some(0));
+    assert_eq!(again["election"]["partitions"].as_array().map(Vec::len), Some(0));
+    Ok(())
+}
+
 #[test]
 fn rates_come_from_the_agents_metrics() -> Res {
     let world = world()?;

@@ -55,6 +55,14 @@ impl std::fmt::Debug for KafkaCluster {
     }
 }
 
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        // The fronts may still answer an election while the host client (and its mock cluster)
+        // goes: the pointer is taken away first, under the lock every election holds.
+        *self.wire.mock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
 fn kafka_err(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> TestkitError {
     let what = what.into();
     move |source| TestkitError::Kafka { what, source }
@@ -141,6 +149,8 @@ impl KafkaCluster {
         if cluster.is_null() {
             return Err(TestkitError::Start { server: "kafka", reason: "the host client has no mock cluster".into() });
         }
+        *self.wire.mock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(crate::kafka_front::MockPtr(cluster));
         let host = c"127.0.0.1";
         let bootstrap = ports.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
         for (id, port) in ports {

@@ -129,6 +129,32 @@ pub(crate) struct Wire {
     pub configs: std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
     /// Every OAUTHBEARER login, in order.
     pub logins: std::sync::Mutex<Vec<SaslLogin>>,
+    /// Replica orders set through AlterPartitionReassignments.
+    pub preferred: std::sync::Mutex<crate::kafka_wire::Preferred>,
+    /// The mock cluster, for elections; `None` once the cluster is being dropped.
+    pub mock: std::sync::Mutex<Option<MockPtr>>,
+}
+
+/// The mock cluster's handle. librdkafka's mock control functions post to the cluster's own
+/// thread and may be called from any thread; the handle lives as long as the host client, and
+/// `KafkaCluster` clears it before that client is dropped.
+#[derive(Debug)]
+pub(crate) struct MockPtr(pub *mut rdkafka_sys::rd_kafka_mock_cluster_t);
+
+// SAFETY: see `MockPtr`: the functions called through it are thread-safe, and every use holds
+// `Wire::mock`'s lock, which the cluster's drop takes before the pointer dies.
+unsafe impl Send for MockPtr {}
+
+impl Wire {
+    /// Makes `broker` the leader of `topic`/`partition`; false when the mock refused or is gone.
+    pub fn elect(&self, topic: &str, partition: i32, broker: i32) -> bool {
+        let mock = self.mock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (Some(mock), Ok(topic)) = (mock.as_ref(), std::ffi::CString::new(topic)) else { return false };
+        // SAFETY: the pointer is live while the lock is held (see `MockPtr`); the topic string
+        // outlives the call, which copies it.
+        let err = unsafe { rdkafka_sys::rd_kafka_mock_partition_set_leader(mock.0, topic.as_ptr(), partition, broker) };
+        err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+    }
 }
 
 /// An OAUTHBEARER login as a front judged it.

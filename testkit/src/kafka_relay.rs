@@ -1,14 +1,14 @@
 //! The front's relay between an authenticated client and its mock broker, frame by frame.
 //!
 //! The relay must see frame boundaries, because it rewrites two kinds of answers (Metadata, for
-//! partitions made visible later, and ApiVersions, for the DescribeConfigs it adds) and answers
-//! DescribeConfigs itself. It must not buffer whole frames otherwise: produce requests and fetch
+//! partitions made visible later and replicas reordered, and ApiVersions, for the APIs it adds)
+//! and answers DescribeConfigs, AlterPartitionReassignments and ElectLeaders itself. It must not buffer whole frames otherwise: produce requests and fetch
 //! responses reach about 100 MB, so every other frame is streamed through a fixed buffer as it
 //! arrives, whatever its size.
 //!
 //! ```text
 //!  client ── request ──> header noted by correlation id (Metadata, ApiVersions) ──> broker
-//!         <── answer ─── DescribeConfigs answered from the table, never sent on
+//!         <── answer ─── DescribeConfigs, reassignments, elections answered here, never sent on
 //!         <── response ─ noted id: read whole, rewritten (or left as is if it does not parse)
 //!                        other ids: streamed as they arrive
 //! ```
@@ -21,8 +21,8 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt
 
 use crate::kafka_front::{Wire, i16_at, i32_at, write_frame};
 use crate::kafka_wire::{
-    API_DESCRIBE_CONFIGS, API_METADATA, API_VERSIONS, advertise, describe_configs, describe_configs_versions,
-    rewrite_metadata,
+    API_DESCRIBE_CONFIGS, API_ELECT, API_METADATA, API_REASSIGN, API_VERSIONS, advertise, describe_configs, elect,
+    own_versions, reassign, rewrite_metadata,
 };
 
 /// The largest frame read whole to be rewritten or answered. Metadata and ApiVersions responses
@@ -54,9 +54,11 @@ where
             let (len, head) = read_head(&mut client_rx, 8).await?;
             let (key, version, id) = (i16_at(&head, 0), i16_at(&head, 2), i32_at(&head, 4));
             match (key, version, id) {
-                (Some(API_DESCRIBE_CONFIGS), Some(_), Some(_)) if len <= MAX_REWRITTEN_FRAME => {
+                (Some(key @ (API_DESCRIBE_CONFIGS | API_REASSIGN | API_ELECT)), Some(_), Some(_))
+                    if len <= MAX_REWRITTEN_FRAME =>
+                {
                     let frame = read_rest(&mut client_rx, head, len).await?;
-                    match answer_describe_configs(&frame, wire) {
+                    match answer_own(key, &frame, wire) {
                         Some(answer) => write_frame(&mut *client_tx.lock().await, &answer).await?,
                         None => write_frame(&mut broker_tx, &frame).await?,
                     }
@@ -81,9 +83,10 @@ where
                     let frame = read_rest(&mut broker_rx, head, len).await?;
                     let rewritten = if key == API_METADATA {
                         let visible = wire.visible.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                        rewrite_metadata(&frame, version, &visible)
+                        let preferred = wire.preferred.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                        rewrite_metadata(&frame, version, &visible, &preferred)
                     } else {
-                        advertise(&frame, version, &[describe_configs_versions()])
+                        advertise(&frame, version, &own_versions())
                     };
                     write_frame(&mut *client_tx, rewritten.as_deref().unwrap_or(&frame)).await?;
                 }
@@ -98,11 +101,18 @@ where
     }
 }
 
-/// The front's answer to a DescribeConfigs request frame, or `None` when it does not parse (the
-/// broker then refuses it as it would anyway).
-fn answer_describe_configs(frame: &[u8], wire: &Wire) -> Option<Vec<u8>> {
-    let table = wire.configs.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    describe_configs(frame, &table)
+/// The front's answer to a request of an API it answers itself (DescribeConfigs from the table,
+/// a reassignment recorded, an election through the mock's leader control), or `None` when it
+/// does not parse (the broker then refuses it as it would anyway).
+fn answer_own(key: i16, frame: &[u8], wire: &Wire) -> Option<Vec<u8>> {
+    match key {
+        API_DESCRIBE_CONFIGS => describe_configs(frame, &wire.configs.lock().unwrap_or_else(PoisonError::into_inner)),
+        API_REASSIGN => reassign(frame, &mut wire.preferred.lock().unwrap_or_else(PoisonError::into_inner)),
+        _ => {
+            let preferred = wire.preferred.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            elect(frame, &preferred, |topic, partition, broker| wire.elect(topic, partition, broker))
+        }
+    }
 }
 
 /// Reads a frame's size and up to `want` bytes of it: enough to tell what the frame is without
@@ -290,8 +300,8 @@ mod tests {
         listed.extend_from_slice(&0i32.to_be_bytes());
         ends.broker.write_all(&frame(&listed)).await?;
         let got = read_body(&mut ends.client).await?;
-        assert_eq!(i32_at(&got, 6), Some(2));
-        let (key, min, max) = describe_configs_versions();
+        assert_eq!(i32_at(&got, 6), Some(4));
+        let (key, min, max) = own_versions()[0];
         assert_eq!(&got[16..22], [key.to_be_bytes(), min.to_be_bytes(), max.to_be_bytes()].concat());
         Ok(())
     }

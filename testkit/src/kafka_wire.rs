@@ -6,10 +6,13 @@
 //! a client may send is read as Kafka reads it. Pure: bytes in, bytes out.
 //!
 //! ```text
-//!  Metadata response (v0..v13) ──rewrite_metadata(visible)──> partitions >= N dropped
+//!  Metadata response (v0..v13) ──rewrite_metadata(visible, preferred)──> partitions >= N dropped,
+//!                                                       replicas in the order reassigned
 //!  ApiVersions response (v0..v4) ──advertise(keys)──> more API keys listed
 //!  DescribeConfigs request (v1..v4) ──describe_configs(table)──> response
 //!  SaslHandshake / SaslAuthenticate request ──sasl_*──> what the client sent; answers encoded
+//!  AlterPartitionReassignments / ElectLeaders request ──reassign / elect──> the order recorded,
+//!                                                       the preferred replica made leader
 //! ```
 //!
 //! Anything that does not decode is left alone (`None`): the front then relays the original
@@ -18,11 +21,17 @@
 use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::alter_partition_reassignments_response::{
+    ReassignablePartitionResponse, ReassignableTopicResponse,
+};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, DescribeConfigsRequest, DescribeConfigsResponse, MetadataResponse, RequestHeader,
-    ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, ApiVersionsResponse, BrokerId,
+    DescribeConfigsRequest, DescribeConfigsResponse, ElectLeadersRequest, ElectLeadersResponse, MetadataResponse,
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
 
@@ -37,10 +46,20 @@ pub const API_SASL_HANDSHAKE: i16 = ApiKey::SaslHandshake as i16;
 /// SaslAuthenticate.
 pub const API_SASL_AUTHENTICATE: i16 = ApiKey::SaslAuthenticate as i16;
 
-/// The DescribeConfigs versions the front answers (advertised in ApiVersions).
-pub fn describe_configs_versions() -> (i16, i16, i16) {
-    let v = DescribeConfigsRequest::VERSIONS;
-    (API_DESCRIBE_CONFIGS, v.min, v.max)
+/// AlterPartitionReassignments.
+pub const API_REASSIGN: i16 = ApiKey::AlterPartitionReassignments as i16;
+/// ElectLeaders.
+pub const API_ELECT: i16 = ApiKey::ElectLeaders as i16;
+
+/// Replica orders set by AlterPartitionReassignments, by (topic, partition): the mock keeps
+/// its own order, so the fronts show this one in Metadata and elect its first replica.
+pub type Preferred = BTreeMap<(String, i32), Vec<i32>>;
+
+/// The APIs the front answers itself, with the versions it reads (advertised in ApiVersions).
+pub fn own_versions() -> [(i16, i16, i16); 3] {
+    let (d, r, e) =
+        (DescribeConfigsRequest::VERSIONS, AlterPartitionReassignmentsRequest::VERSIONS, ElectLeadersRequest::VERSIONS);
+    [(API_DESCRIBE_CONFIGS, d.min, d.max), (API_REASSIGN, r.min, r.max), (API_ELECT, e.min, e.max)]
 }
 
 /// A request's header, read with the header version its API key and version call for, and the
@@ -115,17 +134,30 @@ fn read_response_with<M: Decodable + HeaderVersion>(frame: &[u8], version: i16) 
 
 /// A Metadata response for request `version`, with every topic of `visible` listing only its
 /// partitions below the visible count. `None` when nothing changes or the frame does not decode.
-pub fn rewrite_metadata(frame: &[u8], version: i16, visible: &BTreeMap<String, i32>) -> Option<Vec<u8>> {
-    if visible.is_empty() {
+pub fn rewrite_metadata(
+    frame: &[u8],
+    version: i16,
+    visible: &BTreeMap<String, i32>,
+    preferred: &Preferred,
+) -> Option<Vec<u8>> {
+    if visible.is_empty() && preferred.is_empty() {
         return None;
     }
     let (id, mut meta, trailing) = read_response_with::<MetadataResponse>(frame, version)?;
     let mut changed = false;
     for t in &mut meta.topics {
-        let Some(limit) = t.name.as_ref().and_then(|n| visible.get(n.as_str())) else { continue };
-        let before = t.partitions.len();
-        t.partitions.retain(|p| p.partition_index < *limit);
-        changed |= t.partitions.len() != before;
+        let Some(name) = t.name.as_ref().map(|n| n.to_string()) else { continue };
+        if let Some(limit) = visible.get(&name) {
+            let before = t.partitions.len();
+            t.partitions.retain(|p| p.partition_index < *limit);
+            changed |= t.partitions.len() != before;
+        }
+        for p in &mut t.partitions {
+            if let Some(order) = preferred.get(&(name.clone(), p.partition_index)) {
+                p.replica_nodes = order.iter().map(|b| BrokerId(*b)).collect();
+                changed = true;
+            }
+        }
     }
     if changed { response_with(id, &meta, version, &trailing) } else { None }
 }
@@ -181,6 +213,57 @@ pub fn describe_configs(frame: &[u8], table: &BTreeMap<String, BTreeMap<String, 
         })
         .collect();
     response(header.correlation_id, &DescribeConfigsResponse::default().with_results(results), version)
+}
+
+/// The answer to an AlterPartitionReassignments request frame: each partition's replica order
+/// recorded in `preferred` (a cancellation, without replicas, forgets it). `None` when it does
+/// not decode.
+pub fn reassign(frame: &[u8], preferred: &mut Preferred) -> Option<Vec<u8>> {
+    let (header, body) = request(frame)?;
+    let version = header.request_api_version;
+    let asked: AlterPartitionReassignmentsRequest = decode_body(body, version)?;
+    let mut topics = Vec::new();
+    for t in &asked.topics {
+        let mut partitions = Vec::new();
+        for p in &t.partitions {
+            let key = (t.name.to_string(), p.partition_index);
+            match &p.replicas {
+                Some(r) => preferred.insert(key, r.iter().map(|b| b.0).collect()),
+                None => preferred.remove(&key),
+            };
+            partitions.push(ReassignablePartitionResponse::default().with_partition_index(p.partition_index));
+        }
+        topics.push(ReassignableTopicResponse::default().with_name(t.name.clone()).with_partitions(partitions));
+    }
+    response(header.correlation_id, &AlterPartitionReassignmentsResponse::default().with_responses(topics), version)
+}
+
+/// The answer to an ElectLeaders request frame: each partition with a recorded order is led
+/// by its first replica (`elect(topic, partition, broker)`, false when that failed:
+/// error 84 ELECTION_NOT_NEEDED is answered for partitions without one, as for a preferred
+/// replica that already leads). `None` when it does not decode.
+pub fn elect(frame: &[u8], preferred: &Preferred, mut elect: impl FnMut(&str, i32, i32) -> bool) -> Option<Vec<u8>> {
+    let (header, body) = request(frame)?;
+    let version = header.request_api_version;
+    let asked: ElectLeadersRequest = decode_body(body, version)?;
+    let mut results = Vec::new();
+    for t in asked.topic_partitions.iter().flatten() {
+        let partition_result = t
+            .partitions
+            .iter()
+            .map(|&p| {
+                let code = match preferred.get(&(t.topic.to_string(), p)).and_then(|r| r.first()) {
+                    Some(&leader) if elect(&t.topic, p, leader) => 0,
+                    Some(_) => 15, // COORDINATOR_NOT_AVAILABLE stands for "the controller failed".
+                    None => 84,
+                };
+                PartitionResult::default().with_partition_id(p).with_error_code(code)
+            })
+            .collect();
+        results
+            .push(ReplicaElectionResult::default().with_topic(t.topic.clone()).with_partition_result(partition_result));
+    }
+    response(header.correlation_id, &ElectLeadersResponse::default().with_replica_election_results(results), version)
 }
 
 /// The mechanism a SaslHandshake request names.

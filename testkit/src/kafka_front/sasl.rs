@@ -24,8 +24,8 @@ use super::SaslLogin;
 use super::frame::{read_frame, write_frame};
 use super::scram::ScramServer;
 use crate::kafka_wire::{
-    API_SASL_AUTHENTICATE, API_SASL_HANDSHAKE, API_VERSIONS, advertise, describe_configs_versions, request,
-    sasl_authenticate, sasl_authenticate_answer, sasl_handshake, sasl_handshake_answer,
+    API_SASL_AUTHENTICATE, API_SASL_HANDSHAKE, API_VERSIONS, advertise, own_versions, request, sasl_authenticate,
+    sasl_authenticate_answer, sasl_handshake, sasl_handshake_answer,
 };
 
 // These are the Kafka error codes the exchange speaks.
@@ -157,12 +157,13 @@ fn oauthbearer(
     }
 }
 
-/// Adds SaslHandshake, SaslAuthenticate and the front's own DescribeConfigs (each at the
+/// Adds SaslHandshake, SaslAuthenticate and the APIs the front answers itself (each at the
 /// versions the front reads) to a successful ApiVersions response, so clients use the Kafka SASL
 /// framing; an error answer, or one that does not decode, is left as it is.
 fn advertise_sasl(answer: Vec<u8>, request_version: i16) -> Vec<u8> {
     let (h, a) = (SaslHandshakeRequest::VERSIONS, SaslAuthenticateRequest::VERSIONS);
-    let keys = [(API_SASL_HANDSHAKE, h.min, h.max), (API_SASL_AUTHENTICATE, a.min, a.max), describe_configs_versions()];
+    let [d, r, e] = own_versions();
+    let keys = [(API_SASL_HANDSHAKE, h.min, h.max), (API_SASL_AUTHENTICATE, a.min, a.max), d, r, e];
     advertise(&answer, request_version, &keys).unwrap_or(answer)
 }
 
@@ -199,7 +200,7 @@ mod tests {
             let keys: Vec<i16> = got.api_keys.iter().map(|k| k.api_key).collect();
             assert_eq!(
                 keys,
-                vec![API_VERSIONS, API_SASL_HANDSHAKE, API_SASL_AUTHENTICATE, describe_configs_versions().0]
+                [&[API_VERSIONS, API_SASL_HANDSHAKE, API_SASL_AUTHENTICATE][..], &own_versions().map(|k| k.0)].concat()
             );
             assert_eq!(advertise_sasl(patched.clone(), version), patched, "idempotent at version {version}");
             assert_eq!(advertise_sasl(answer[..6].to_vec(), version), answer[..6].to_vec(), "garbage untouched");

@@ -36,10 +36,15 @@ pub(crate) fn metadata_response(version: i16, partitions: i32) -> Vec<u8> {
 fn metadata_lists_only_the_visible_partitions_at_every_version() {
     let visible = BTreeMap::from([("logs".to_owned(), 3)]);
     for version in MetadataResponse::VERSIONS.min..=MetadataResponse::VERSIONS.max {
-        let rewritten = rewrite_metadata(&metadata_response(version, 6), version, &visible).expect("rewritten");
+        let rewritten =
+            rewrite_metadata(&metadata_response(version, 6), version, &visible, &Preferred::new()).expect("rewritten");
         assert_eq!(rewritten, metadata_response(version, 3), "version {version}");
         // With nothing to hide, the response is left alone.
-        assert_eq!(rewrite_metadata(&metadata_response(version, 2), version, &visible), None, "version {version}");
+        assert_eq!(
+            rewrite_metadata(&metadata_response(version, 2), version, &visible, &Preferred::new()),
+            None,
+            "version {version}"
+        );
     }
 }
 
@@ -48,8 +53,8 @@ fn garbage_is_left_alone() {
     let visible = BTreeMap::from([("logs".to_owned(), 3)]);
     let mut frame = metadata_response(12, 6);
     frame.truncate(frame.len() / 2);
-    assert_eq!(rewrite_metadata(&frame, 12, &visible), None);
-    assert_eq!(rewrite_metadata(&[1, 2, 3], 4, &visible), None);
+    assert_eq!(rewrite_metadata(&frame, 12, &visible, &Preferred::new()), None);
+    assert_eq!(rewrite_metadata(&[1, 2, 3], 4, &visible, &Preferred::new()), None);
     let mut request = describe_configs_request(1);
     request.truncate(request.len() - 3);
     assert_eq!(describe_configs(&request, &BTreeMap::new()), None);
@@ -64,14 +69,14 @@ fn api_versions_gain_keys_at_every_version() {
             ApiVersion::default().with_api_key(API_DESCRIBE_CONFIGS).with_max_version(0),
         ]);
         let answer = response(5, &broker, version).expect("encodes");
-        let out = advertise(&answer, version, &[describe_configs_versions()]).expect("advertised");
+        let out = advertise(&answer, version, &[own_versions()[0]]).expect("advertised");
         let (id, got) = read_response::<ApiVersionsResponse>(&out, version).expect("decodes");
         let keys: Vec<(i16, i16, i16)> =
             got.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
         assert_eq!(id, 5);
-        assert_eq!(keys, vec![(API_METADATA, 0, 12), describe_configs_versions()], "version {version}");
+        assert_eq!(keys, vec![(API_METADATA, 0, 12), own_versions()[0]], "version {version}");
         let refused = response(5, &ApiVersionsResponse::default().with_error_code(35), version).expect("encodes");
-        assert_eq!(advertise(&refused, version, &[describe_configs_versions()]), None);
+        assert_eq!(advertise(&refused, version, &[own_versions()[0]]), None);
     }
 }
 
