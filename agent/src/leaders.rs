@@ -117,18 +117,22 @@ async fn scrape_rates(addrs: &[String], topic: &str, window: Duration) -> anyhow
         addrs.iter().map(|a| if a.contains("://") { a.clone() } else { format!("http://{a}/metrics") }).collect();
     let mut first = Vec::new();
     for u in &urls {
-        first.push(scrape(&http, u, topic).await?);
+        first.push((scrape(&http, u, topic).await?, tokio::time::Instant::now()));
     }
     eprintln!("measuring produce rates over {} s from {} agents", window.as_secs(), urls.len());
     tokio::time::sleep(window).await;
     let mut out = BTreeMap::new();
-    for (u, before) in urls.iter().zip(first) {
-        let after = scrape(&http, u, topic).await?;
-        let Some((zone, bytes)) = after else { continue };
-        let earlier = before.map_or(0.0, |(_, b)| b);
+    for (u, (before, at)) in urls.iter().zip(first) {
+        // An agent without the topic (or a zone) at the first scrape has no starting point:
+        // its whole counter over the window would overstate its rate many times.
+        let Some((_, earlier)) = before else {
+            tracing::warn!(url = %u, "left out: nothing to measure from at the first scrape");
+            continue;
+        };
+        let Some((zone, bytes)) = scrape(&http, u, topic).await? else { continue };
         // A restarted agent's counter starts again at 0: its bytes since then are the rate.
         let delta = if bytes >= earlier { bytes - earlier } else { bytes };
-        *out.entry(zone).or_default() += delta / window.as_secs_f64();
+        *out.entry(zone).or_default() += delta / at.elapsed().as_secs_f64().max(0.001);
     }
     Ok(out)
 }

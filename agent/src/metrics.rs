@@ -155,6 +155,8 @@ pub struct Metrics {
     /// 1 per stream with its topic, zone and rack: what `zonal-agent leaders --scrape` joins
     /// `bytes` with to learn each zone's produce rate.
     pub stream_info: Family<StreamInfoLabel, U64Gauge>,
+    /// The `stream_info` series set at the last scrape, removed when they change.
+    pub stream_info_shown: std::sync::Mutex<Vec<StreamInfoLabel>>,
 }
 
 impl Metrics {

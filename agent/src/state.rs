@@ -92,8 +92,10 @@ impl AgentState {
         let topo = self.topology.current();
         let zone = self.zone();
         self.metrics.in_flight_bytes.set(self.in_flight_bytes());
-        // Rebuilt at each scrape: a zone discovered late replaces the `unknown` series.
-        self.metrics.stream_info.clear();
+        // A zone discovered late replaces the `unknown` series. Stale series are removed after
+        // the current ones are set, never cleared first: a scrape meanwhile would see none.
+        let mut shown = self.metrics.stream_info_shown.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now = Vec::with_capacity(self.streams.len());
         let rack = zone
             .zone
             .as_ref()
@@ -107,6 +109,7 @@ impl AgentState {
                 rack: rack.unwrap_or_default().to_owned(),
             };
             self.metrics.stream_info.get_or_create(&info).set(1);
+            now.push(info);
             let traffic = &s.producer.context().traffic;
             let all = traffic.report(&topo, zone.zone.as_ref(), &self.matcher);
             let protocol = traffic.report_protocol_only(&topo, zone.zone.as_ref(), &self.matcher);
@@ -122,6 +125,10 @@ impl AgentState {
                 self.metrics.lag_bytes.get_or_create(&FileLabel { stream: name.clone(), path }).set(lag);
             }
         }
+        for stale in shown.iter().filter(|l| !now.contains(l)) {
+            self.metrics.stream_info.remove(stale);
+        }
+        *shown = now;
     }
 
     /// The zone as currently known.

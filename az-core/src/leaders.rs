@@ -107,8 +107,15 @@ pub fn plan(
     if !rates.values().any(|r| r.is_finite() && *r > 0.0) {
         return Err(PlanError::NoTraffic);
     }
-    let zones_of =
-        |p: &PartitionInfo| -> BTreeSet<String> { p.replicas.iter().filter_map(|b| zone_of.get(b).cloned()).collect() };
+    // Only an in-sync replica can be elected: the others are left where they are in the order
+    // (a partition whose in-sync set is unknown has every replica eligible).
+    let eligible = |p: &PartitionInfo| -> Vec<i32> {
+        let isr: Vec<i32> = p.replicas.iter().copied().filter(|b| p.isr.contains(b)).collect();
+        if isr.is_empty() { p.replicas.clone() } else { isr }
+    };
+    let zones_of = |p: &PartitionInfo| -> BTreeSet<String> {
+        eligible(p).iter().filter_map(|b| zone_of.get(b).cloned()).collect()
+    };
     if let Some(p) = partitions.iter().find(|p| zones_of(p).is_empty()) {
         return Err(PlanError::NoZone(p.id));
     }
@@ -145,7 +152,7 @@ pub fn plan(
     let mut out = Vec::with_capacity(partitions.len());
     for p in partitions {
         let zone = chosen.get(&p.id).cloned().ok_or(PlanError::NoZone(p.id))?;
-        let in_zone: Vec<i32> = p.replicas.iter().copied().filter(|b| zone_of.get(b) == Some(&zone)).collect();
+        let in_zone: Vec<i32> = eligible(p).into_iter().filter(|b| zone_of.get(b) == Some(&zone)).collect();
         let leader = match p.leader.filter(|l| in_zone.contains(l)) {
             Some(l) => l,
             None => *in_zone

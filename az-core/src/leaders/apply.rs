@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::{
@@ -36,6 +36,8 @@ const NOT_CONTROLLER: i16 = 41;
 const UNSUPPORTED_VERSION: i16 = 35;
 /// `ELECTION_NOT_NEEDED`: the preferred replica already leads.
 const ELECTION_NOT_NEEDED: i16 = 84;
+/// What the client waits beyond the time a request gives the broker.
+const MARGIN: Duration = Duration::from_secs(5);
 /// Responses larger than this are refused rather than allocated.
 const MAX_RESPONSE: usize = 64 << 20;
 
@@ -75,19 +77,16 @@ pub enum ApplyError {
     /// No broker accepted the reassignment as controller.
     #[error("no broker accepted the reassignment (every one answered NOT_CONTROLLER): {0:?}")]
     NoController(Vec<String>),
-    /// A partition was refused.
-    #[error("{api} refused {topic}/{partition}: error {code} {message}")]
+    /// Partitions were refused (every one the broker refused, with Kafka's error code and
+    /// message; partition -1 stands for the whole request).
+    #[error("{api} refused for {topic}: {}", refused.iter().map(|(p, code, m)| format!("partition {p}: error {code} {m}")).collect::<Vec<_>>().join("; "))]
     Refused {
         /// The request.
         api: &'static str,
         /// The topic.
         topic: String,
-        /// The partition.
-        partition: i32,
-        /// Kafka's error code.
-        code: i16,
-        /// Kafka's message, if any.
-        message: String,
+        /// (partition, error code, message).
+        refused: Vec<(i32, i16, String)>,
     },
 }
 
@@ -110,12 +109,23 @@ impl Connection {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("zonal-agent"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let mut answer: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &request, timeout).await?;
-        if answer.error_code == UNSUPPORTED_VERSION {
-            // A broker that does not speak v3 says so; v0 every broker speaks.
+        let body = c.exchange::<_, ApiVersionsResponse>(ApiKey::ApiVersions, 3, &request, timeout).await?;
+        // A broker that does not speak v3 answers UNSUPPORTED_VERSION in the v0 layout with the
+        // versions it does speak (Kafka), so a v3 decode may fail; or in the asked layout
+        // without them.
+        let mut answer = match ApiVersionsResponse::decode(&mut body.clone(), 3) {
+            Ok(a) => a,
+            Err(_) => {
+                ApiVersionsResponse::decode(&mut body.clone(), 0).map_err(|e| io(format!("decoding ApiVersions: {e}")))?
+            }
+        };
+        if answer.error_code == UNSUPPORTED_VERSION && answer.api_keys.is_empty() {
+            // Refused without a list (librdkafka's mock does this): v0 every broker speaks.
             answer = c.call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default(), timeout).await?;
         }
-        if answer.error_code != 0 {
+        // UNSUPPORTED_VERSION with a list is the v0 answer read above: the list is what counts.
+        let listed = answer.error_code == UNSUPPORTED_VERSION && !answer.api_keys.is_empty();
+        if answer.error_code != 0 && !listed {
             return Err(io(format!("ApiVersions answered error {}", answer.error_code)));
         }
         c.offered = answer.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
@@ -136,8 +146,28 @@ impl Connection {
         Q: Encodable + HeaderVersion,
         R: Decodable + HeaderVersion,
     {
-        let addr = self.addr.clone();
-        let io = |what: String| ApplyError::Io { addr: addr.clone(), what };
+        let mut buf = self.exchange::<Q, R>(key, version, body, timeout).await?;
+        R::decode(&mut buf, version).map_err(|e| self.io(format!("decoding the response: {e}")))
+    }
+
+    fn io(&self, what: String) -> ApplyError {
+        ApplyError::Io { addr: self.addr.clone(), what }
+    }
+
+    /// Sends one request and returns its response's body (after the header). The read waits
+    /// `timeout` plus a margin: requests carry `timeout` less a margin as their own, so the
+    /// broker answers before the client gives up on a change the broker may have made.
+    async fn exchange<Q, R>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        body: &Q,
+        timeout: Duration,
+    ) -> Result<Bytes, ApplyError>
+    where
+        Q: Encodable + HeaderVersion,
+        R: HeaderVersion,
+    {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(key as i16)
@@ -146,34 +176,34 @@ impl Connection {
             .with_client_id(Some(StrBytes::from_static_str("zonal-agent-leaders")));
         let mut frame = BytesMut::new();
         frame.put_i32(0);
-        header.encode(&mut frame, Q::header_version(version)).map_err(|e| io(format!("encoding: {e}")))?;
-        body.encode(&mut frame, version).map_err(|e| io(format!("encoding: {e}")))?;
-        let size = i32::try_from(frame.len() - 4).map_err(|_| io("request too large".into()))?;
+        header.encode(&mut frame, Q::header_version(version)).map_err(|e| self.io(format!("encoding: {e}")))?;
+        body.encode(&mut frame, version).map_err(|e| self.io(format!("encoding: {e}")))?;
+        let size = i32::try_from(frame.len() - 4).map_err(|_| self.io("request too large".into()))?;
         frame[0..4].copy_from_slice(&size.to_be_bytes());
+        let stream = &mut self.stream;
         let exchange = async {
-            self.stream.write_all(&frame).await?;
-            let size = self.stream.read_i32().await?;
+            stream.write_all(&frame).await?;
+            let size = stream.read_i32().await?;
             let size = usize::try_from(size)
                 .ok()
                 .filter(|s| *s <= MAX_RESPONSE)
                 .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("response size {size}")))?;
             let mut buf = vec![0; size];
-            self.stream.read_exact(&mut buf).await?;
+            stream.read_exact(&mut buf).await?;
             Ok::<_, std::io::Error>(buf)
         };
-        let buf = tokio::time::timeout(timeout, exchange)
+        let wait = timeout + MARGIN;
+        let buf = tokio::time::timeout(wait, exchange)
             .await
-            .map_err(|_| io(format!("no answer within {timeout:?}")))?
-            .map_err(|e| io(e.to_string()))?;
+            .map_err(|_| self.io(format!("no answer within {wait:?}")))?
+            .map_err(|e| self.io(e.to_string()))?;
         let mut buf = Bytes::from(buf);
         let header = ResponseHeader::decode(&mut buf, R::header_version(version))
-            .map_err(|e| io(format!("decoding the response header: {e}")))?;
+            .map_err(|e| self.io(format!("decoding the response header: {e}")))?;
         if header.correlation_id != self.correlation {
-            return Err(io(format!("answer to request {} instead of {}", header.correlation_id, self.correlation)));
+            return Err(self.io(format!("answer to request {} instead of {}", header.correlation_id, self.correlation)));
         }
-        let answer = R::decode(&mut buf, version).map_err(|e| io(format!("decoding the response: {e}")))?;
-        let _ = buf.remaining();
-        Ok(answer)
+        Ok(buf)
     }
 }
 
@@ -212,9 +242,8 @@ pub async fn check(addrs: &[String], security_protocol: &str, timeout: Duration)
 }
 
 /// Step 1: the planned leader made the preferred replica of every partition where it is not
-/// (AlterPartitionReassignments with the same replicas reordered, so no data moves). Tries the
-/// brokers in turn while they answer NOT_CONTROLLER (clusters before KIP-590 take it only at the
-/// controller). Returns the partitions reordered.
+/// (AlterPartitionReassignments with the same replicas reordered, so no data moves). Returns
+/// the partitions reordered.
 pub async fn reorder(
     addrs: &[String],
     security_protocol: &str,
@@ -237,31 +266,25 @@ pub async fn reorder(
     let request = AlterPartitionReassignmentsRequest::default()
         .with_timeout_ms(millis(timeout))
         .with_topics(vec![ReassignableTopic::default().with_name(name(topic)).with_partitions(partitions)]);
-    let mut not_controller = Vec::new();
-    for i in 0..addrs.len() {
-        let (mut c, version, _) = open(&addrs[i..], security_protocol, timeout).await?;
-        let answer: AlterPartitionReassignmentsResponse =
-            c.call(ApiKey::AlterPartitionReassignments, version, &request, timeout).await?;
-        if answer.error_code == NOT_CONTROLLER {
-            not_controller.push(c.addr.clone());
-            continue;
+    let (_, version, _) = open(addrs, security_protocol, timeout).await?;
+    let answers = at_controller(addrs, timeout, |mut c| {
+        let request = request.clone();
+        async move {
+            let a: AlterPartitionReassignmentsResponse =
+                c.call(ApiKey::AlterPartitionReassignments, version, &request, timeout).await?;
+            let mut errors = vec![(-1, a.error_code, text(a.error_message.as_ref()))];
+            errors.extend(
+                a.responses
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .map(|p| (p.partition_index, p.error_code, text(p.error_message.as_ref()))),
+            );
+            Ok(errors)
         }
-        let refused = |partition: i32, code: i16, message: Option<&StrBytes>| ApplyError::Refused {
-            api: "AlterPartitionReassignments",
-            topic: topic.to_owned(),
-            partition,
-            code,
-            message: message.map(|m| m.to_string()).unwrap_or_default(),
-        };
-        if answer.error_code != 0 {
-            return Err(refused(-1, answer.error_code, answer.error_message.as_ref()));
-        }
-        if let Some(p) = answer.responses.iter().flat_map(|t| &t.partitions).find(|p| p.error_code != 0) {
-            return Err(refused(p.partition_index, p.error_code, p.error_message.as_ref()));
-        }
-        return Ok(reordered.iter().map(|p| p.partition).collect());
-    }
-    Err(ApplyError::NoController(not_controller))
+    })
+    .await?;
+    refusals("AlterPartitionReassignments", topic, answers, &[])?;
+    Ok(reordered.iter().map(|p| p.partition).collect())
 }
 
 /// Step 2, once the new order shows in metadata: a preferred-leader election for `partitions`.
@@ -276,43 +299,70 @@ pub async fn elect_preferred(
     if partitions.is_empty() {
         return Ok(());
     }
-    let (mut c, _, version) = open(addrs, security_protocol, timeout).await?;
-    elect(&mut c, version, topic, partitions, timeout).await
-}
-
-fn millis(d: Duration) -> i32 {
-    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
-}
-
-async fn elect(
-    c: &mut Connection,
-    version: i16,
-    topic: &str,
-    partitions: &[i32],
-    timeout: Duration,
-) -> Result<(), ApplyError> {
+    let (_, _, version) = open(addrs, security_protocol, timeout).await?;
     let request =
         ElectLeadersRequest::default().with_election_type(0).with_timeout_ms(millis(timeout)).with_topic_partitions(
             Some(vec![TopicPartitions::default().with_topic(name(topic)).with_partitions(partitions.to_vec())]),
         );
-    let answer: ElectLeadersResponse = c.call(ApiKey::ElectLeaders, version, &request, timeout).await?;
-    let refused = |partition: i32, code: i16, message: String| ApplyError::Refused {
-        api: "ElectLeaders",
-        topic: topic.to_owned(),
-        partition,
-        code,
-        message,
-    };
-    if answer.error_code != 0 {
-        return Err(refused(-1, answer.error_code, String::new()));
-    }
-    for p in answer.replica_election_results.iter().flat_map(|t| &t.partition_result) {
-        if p.error_code != 0 && p.error_code != ELECTION_NOT_NEEDED {
-            let message = p.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
-            return Err(refused(p.partition_id, p.error_code, message));
+    let answers = at_controller(addrs, timeout, |mut c| {
+        let request = request.clone();
+        async move {
+            let a: ElectLeadersResponse = c.call(ApiKey::ElectLeaders, version, &request, timeout).await?;
+            let mut errors = vec![(-1, a.error_code, String::new())];
+            errors.extend(
+                a.replica_election_results
+                    .iter()
+                    .flat_map(|t| &t.partition_result)
+                    .map(|p| (p.partition_id, p.error_code, text(p.error_message.as_ref()))),
+            );
+            Ok(errors)
         }
+    })
+    .await?;
+    refusals("ElectLeaders", topic, answers, &[ELECTION_NOT_NEEDED])
+}
+
+/// Sends a request with `call` to each broker of `addrs` in turn until one answers other than
+/// NOT_CONTROLLER (for the request or every partition): clusters before KIP-590 take these
+/// requests only at the controller. Returns the answer's (partition, error, message) triples.
+async fn at_controller<F, Fut>(
+    addrs: &[String],
+    timeout: Duration,
+    call: F,
+) -> Result<Vec<(i32, i16, String)>, ApplyError>
+where
+    F: Fn(Connection) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(i32, i16, String)>, ApplyError>>,
+{
+    let mut not_controller = Vec::new();
+    for addr in addrs {
+        let Ok(c) = Connection::open(addr, timeout).await else { continue };
+        let answers = call(c).await?;
+        let whole = answers.first().map_or(0, |a| a.1);
+        let parts = &answers[1.min(answers.len())..];
+        if whole == NOT_CONTROLLER || (!parts.is_empty() && parts.iter().all(|p| p.1 == NOT_CONTROLLER)) {
+            not_controller.push(addr.clone());
+            continue;
+        }
+        return Ok(answers);
     }
-    Ok(())
+    Err(ApplyError::NoController(not_controller))
+}
+
+/// Every refusal in `answers` but those with an error in `fine`, as one error.
+fn refusals(api: &'static str, topic: &str, answers: Vec<(i32, i16, String)>, fine: &[i16]) -> Result<(), ApplyError> {
+    let refused: Vec<(i32, i16, String)> =
+        answers.into_iter().filter(|(_, code, _)| *code != 0 && !fine.contains(code)).collect();
+    if refused.is_empty() { Ok(()) } else { Err(ApplyError::Refused { api, topic: topic.to_owned(), refused }) }
+}
+
+fn text(message: Option<&StrBytes>) -> String {
+    message.map(|m| m.to_string()).unwrap_or_default()
+}
+
+/// The time a request gives the broker: the client's timeout less [`MARGIN`].
+fn millis(d: Duration) -> i32 {
+    i32::try_from(d.saturating_sub(MARGIN).as_millis()).unwrap_or(i32::MAX)
 }
 
 fn name(topic: &str) -> TopicName {

@@ -72,22 +72,24 @@ fn errors_name_what_is_missing() {
 }
 
 prop_compose! {
-    /// A topology: 2-9 brokers over 2-4 zones, 1-60 partitions of 1-3 distinct replicas.
-    fn topology()(brokers in 2i32..10, zone_count in 2usize..5, seeds in prop::collection::vec((any::<u32>(), 1usize..4, any::<bool>()), 1..60))
+    /// A topology: 2-9 brokers over 2-4 zones, 1-60 partitions of 1-3 distinct replicas, some
+    /// out of sync (the first replica always in sync, so that the in-sync set is never empty).
+    fn topology()(brokers in 2i32..10, zone_count in 2usize..5, seeds in prop::collection::vec((any::<u32>(), 1usize..4, any::<bool>(), any::<u8>()), 1..60))
         -> (Vec<PartitionInfo>, BTreeMap<i32, String>) {
         let zone_of: BTreeMap<i32, String> = (0..brokers).map(|b| (b, format!("z{}", b as usize % zone_count))).collect();
-        let parts = seeds.iter().enumerate().map(|(p, (seed, rf, led))| {
+        let parts = seeds.iter().enumerate().map(|(p, (seed, rf, led, in_sync))| {
             let start = (*seed % brokers as u32) as i32;
             let rf = (*rf).min(brokers as usize) as i32;
             let replicas: Vec<i32> = (0..rf).map(|k| (start + k) % brokers).collect();
-            PartitionInfo { id: p as i32, leader: led.then_some(replicas[0]), isr: replicas.clone(), replicas }
+            let isr = replicas.iter().enumerate().filter(|(k, _)| *k == 0 || in_sync & (1 << k) != 0).map(|(_, b)| *b).collect();
+            PartitionInfo { id: p as i32, leader: led.then_some(replicas[0]), isr, replicas }
         }).collect();
         (parts, zone_of)
     }
 }
 
 proptest! {
-    /// Replica sets never change, leaders are existing replicas in the planned zone, and where
+    /// Replica sets never change, leaders are in-sync replicas in the planned zone, and where
     /// every partition can be led from every zone, each zone leads its target within one.
     #[test]
     fn plans_only_reorder_replicas((parts, zone_of) in topology(), r in prop::collection::vec(0.0f64..100.0, 4)) {
@@ -98,12 +100,12 @@ proptest! {
             a.sort_unstable();
             b.sort_unstable();
             prop_assert_eq!(a, b, "partition {} changed replicas", p.id);
-            prop_assert!(p.replicas.contains(&placed.leader()));
+            prop_assert!(p.isr.contains(&placed.leader()), "partition {}: leader {} not in sync", p.id, placed.leader());
             prop_assert_eq!(zone_of.get(&placed.leader()), Some(&placed.zone));
         }
         let all: BTreeSet<&String> = zone_of.values().collect();
         let everywhere = parts.iter().all(|p| {
-            let z: BTreeSet<&String> = p.replicas.iter().filter_map(|b| zone_of.get(b)).collect();
+            let z: BTreeSet<&String> = p.isr.iter().filter_map(|b| zone_of.get(b)).collect();
             z == all
         });
         if everywhere {

@@ -156,6 +156,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<()> {
 /// Starts the world, the transporters (two per zone), the agents and the writers.
 fn start(args: &ChaosArgs, bins: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<Pipeline> {
     eprintln!("==> starting the testkit world: 3 zones x 2 brokers (RF 3), etcd, S3");
+    zones::clear_leftover_cuts();
     let world = testkit::World::start(&testkit::WorldSpec::default())?;
     world.s3.as_ref().context("no S3")?.create_bucket(BUCKET)?;
     let topic = "chaos";

@@ -126,36 +126,39 @@ impl Pipeline {
         let (replicas, leaders) = testkit::wait_until("the topic's metadata", Duration::from_secs(120), || {
             Some((kafka.replicas(&self.topic).ok()?, kafka.leaders(&self.topic).ok()?))
         })?;
-        let mut moved = Vec::new();
+        // Every move is known before anything changes: a partition without a replica elsewhere
+        // stops the fault before it starts.
+        let mut moves = Vec::new();
         for (p, l) in leaders.iter().filter(|(_, l)| down.contains(l)) {
             let others: Vec<i32> =
                 replicas.get(p).into_iter().flatten().copied().filter(|b| !down.contains(b)).collect();
             let Some(to) = others.get((f.variant % others.len().max(1) as u64) as usize) else {
                 bail!("partition {p} has no replica outside zone {}", zones[z]);
             };
-            kafka.move_leader(&self.topic, *p, *to)?;
-            moved.push((*p, *l));
+            moves.push((*p, *l, *to));
         }
         let programs: Vec<usize> = (0..self.workers.len()).filter(|&i| self.workers[i].zone == z).collect();
-        for &i in &programs {
-            self.workers[i].process.kill9()?;
-        }
-        self.agents[z].process.kill9()?;
-        for b in &down {
-            kafka.broker_down(*b)?;
-        }
         let held = zone_hold(self, f);
-        hold(held);
+        let outage = self.take_zone_down(z, &down, &moves, &programs, held);
+        // Restored whatever happened: a fault left half-injected would fail every later one.
+        let mut restored = Vec::new();
         for b in &down {
-            self.world.kafka.broker_up(*b)?;
+            restored.push(self.world.kafka.broker_up(*b).map_err(anyhow::Error::from));
         }
         for &i in &programs {
-            self.workers[i].process.restart()?;
+            if !self.workers[i].process.running() {
+                restored.push(self.workers[i].process.restart().map_err(anyhow::Error::from));
+            }
         }
-        self.agents[z].process.restart()?;
-        for (p, l) in &moved {
-            self.world.kafka.move_leader(&self.topic, *p, *l)?;
+        if !self.agents[z].process.running() {
+            restored.push(self.agents[z].process.restart().map_err(anyhow::Error::from));
         }
+        for (p, from, _) in &moves {
+            restored.push(self.world.kafka.move_leader(&self.topic, *p, *from).map_err(anyhow::Error::from));
+        }
+        outage?;
+        restored.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        let moved = moves;
         Ok(format!(
             "{} for {:.0} s: brokers {down:?}, {} leaders moved, {} workers and its agent",
             zones[z],
@@ -163,6 +166,29 @@ impl Pipeline {
             moved.len(),
             programs.len()
         ))
+    }
+
+    /// Leadership moved away, the zone's programs killed, its brokers down, held.
+    fn take_zone_down(
+        &mut self,
+        z: usize,
+        down: &[i32],
+        moves: &[(i32, i32, i32)],
+        programs: &[usize],
+        held: Duration,
+    ) -> anyhow::Result<()> {
+        for (p, _, to) in moves {
+            self.world.kafka.move_leader(&self.topic, *p, *to)?;
+        }
+        for &i in programs {
+            self.workers[i].process.kill9()?;
+        }
+        self.agents[z].process.kill9()?;
+        for b in down {
+            self.world.kafka.broker_down(*b)?;
+        }
+        hold(held);
+        Ok(())
     }
 
     /// `zone-isolation`: the zone's programs cut off from the other zones' brokers and from
@@ -178,8 +204,7 @@ impl Pipeline {
         let etcd = self.world.etcd.as_ref().context("no etcd")?.endpoint();
         let etcd_port: u16 = etcd.rsplit(':').next().and_then(|p| p.parse().ok()).context("etcd's port")?;
         ports.push(etcd_port);
-        let cut = Cut::drop(zone_gid(z), &ports)?;
-        cut.verify(etcd_port)?;
+        let cut = Cut::verified(zone_gid(z), &ports, etcd_port)?;
         let held = zone_hold(self, f);
         hold(held);
         drop(cut);
@@ -187,18 +212,35 @@ impl Pipeline {
     }
 }
 
+/// The harness's own chain: OUTPUT jumps to it first, and it is flushed before every cut and
+/// after it, so rules left by a harness that was killed mid-fault bind nothing for long.
+const CHAIN: &str = "ZONAL-CHAOS";
+
+/// Flushes rules a killed harness left behind, before a run starts (silently: the chain may not
+/// exist, and only `zone-isolation` needs iptables).
+pub fn clear_leftover_cuts() {
+    let _ = iptables(&["-F", CHAIN]);
+}
+
 /// Packet-filter rules dropping a group's TCP packets to some loopback ports, removed on drop.
 struct Cut {
-    rules: Vec<Vec<String>>,
     gid: u32,
 }
 
 impl Cut {
     fn drop(gid: u32, ports: &[u16]) -> anyhow::Result<Cut> {
-        let mut cut = Cut { rules: Vec::new(), gid };
+        // -N fails when the chain exists already (an earlier fault made it).
+        let _ = iptables(&["-N", CHAIN]);
+        if iptables(&["-C", "OUTPUT", "-j", CHAIN]).is_err() {
+            iptables(&["-I", "OUTPUT", "1", "-j", CHAIN])?;
+        }
+        iptables(&["-F", CHAIN])?;
+        let cut = Cut { gid };
         for port in ports {
-            let rule: Vec<String> = [
-                "OUTPUT",
+            let (port, gid) = (port.to_string(), gid.to_string());
+            iptables(&[
+                "-A",
+                CHAIN,
                 "-o",
                 "lo",
                 "-p",
@@ -206,56 +248,67 @@ impl Cut {
                 "-d",
                 "127.0.0.1",
                 "--dport",
-                &port.to_string(),
+                &port,
                 "-m",
                 "owner",
                 "--gid-owner",
-                &gid.to_string(),
+                &gid,
                 "-j",
                 "DROP",
-            ]
-            .map(str::to_owned)
-            .to_vec();
-            iptables("-A", &rule)?;
-            cut.rules.push(rule);
+            ])?;
         }
         Ok(cut)
     }
 
-    /// A fault that silently did nothing would prove nothing: a connection from the group to
-    /// `port` must not get through.
-    fn verify(&self, port: u16) -> anyhow::Result<()> {
-        let probe = format!("exec 3<>/dev/tcp/127.0.0.1/{port}");
+    /// A connection from the group to `port`: `Ok(true)` when it got through within 2 s,
+    /// `Ok(false)` when it timed out (dropped packets), an error when the probe could not run.
+    fn probe(gid: u32, port: u16) -> anyhow::Result<bool> {
+        let script = format!("exec 3<>/dev/tcp/127.0.0.1/{port}");
         let out = Command::new("setpriv")
-            .args(["--regid", &self.gid.to_string(), "--clear-groups", "timeout", "2", "bash", "-c", &probe])
+            .args(["--regid", &gid.to_string(), "--clear-groups", "timeout", "2", "bash", "-c", &script])
             .output()
             .context("running setpriv (util-linux)")?;
-        if out.status.success() {
-            bail!("iptables did not cut group {} off from port {port}", self.gid);
+        match out.status.code() {
+            Some(0) => Ok(true),
+            // timeout(1)'s status when the command ran out of time.
+            Some(124) => Ok(false),
+            other => bail!(
+                "probing port {port} as group {gid} failed ({other:?}): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         }
-        Ok(())
+    }
+
+    /// A fault that silently did nothing would prove nothing: the same probe that gets through
+    /// before the cut must time out after it.
+    fn verified(gid: u32, ports: &[u16], probe_port: u16) -> anyhow::Result<Cut> {
+        if !Cut::probe(gid, probe_port)? {
+            bail!("group {gid} cannot reach port {probe_port} even before the cut");
+        }
+        let cut = Cut::drop(gid, ports)?;
+        if Cut::probe(gid, probe_port)? {
+            bail!("iptables did not cut group {} off from port {probe_port}", cut.gid);
+        }
+        Ok(cut)
     }
 }
 
 impl Drop for Cut {
     fn drop(&mut self) {
-        for rule in &self.rules {
-            if let Err(e) = iptables("-D", rule) {
-                eprintln!("warning: removing a zone-isolation rule: {e}");
-            }
+        if let Err(e) = iptables(&["-F", CHAIN]) {
+            eprintln!("warning: removing the zone-isolation rules: {e}");
         }
     }
 }
 
-fn iptables(op: &str, rule: &[String]) -> anyhow::Result<()> {
+fn iptables(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("iptables")
-        .arg("-w")
-        .arg(op)
-        .args(rule)
+        .args(["-w", "10"])
+        .args(args)
         .output()
         .context("running iptables (apt install iptables; it needs CAP_NET_ADMIN)")?;
     if !out.status.success() {
-        bail!("iptables {op} {}: {}", rule.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!("iptables {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
