@@ -115,9 +115,8 @@ impl Connection {
         // without them.
         let mut answer = match ApiVersionsResponse::decode(&mut body.clone(), 3) {
             Ok(a) => a,
-            Err(_) => {
-                ApiVersionsResponse::decode(&mut body.clone(), 0).map_err(|e| io(format!("decoding ApiVersions: {e}")))?
-            }
+            Err(_) => ApiVersionsResponse::decode(&mut body.clone(), 0)
+                .map_err(|e| io(format!("decoding ApiVersions: {e}")))?,
         };
         if answer.error_code == UNSUPPORTED_VERSION && answer.api_keys.is_empty() {
             // Refused without a list (librdkafka's mock does this): v0 every broker speaks.
