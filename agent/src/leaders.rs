@@ -32,8 +32,9 @@ pub struct LeadersArgs {
     /// name it); repeatable.
     #[arg(long = "rate", value_name = "ZONE=RATE")]
     pub rates: Vec<String>,
-    /// An agent's metrics address (`host:port` or a URL); its bytes for the topic are counted
-    /// in its zone. Repeatable; combined with `--rate`.
+    /// An agent's metrics address (`host:port`, every address the host resolves to, such as a
+    /// headless Service's pods; or a URL); its bytes for the topic are counted in its zone.
+    /// Repeatable; combined with `--rate`.
     #[arg(long = "scrape", value_name = "ADDR")]
     pub scrape: Vec<String>,
     /// Seconds between the two scrapes a rate is measured over.
@@ -113,8 +114,7 @@ fn to_racks(rates: BTreeMap<String, f64>, zone_of: &BTreeMap<i32, String>, m: &Z
 /// address `window` apart.
 async fn scrape_rates(addrs: &[String], topic: &str, window: Duration) -> anyhow::Result<BTreeMap<String, f64>> {
     let http = az_core::zone::plain_http_client(Duration::from_secs(10)).context("an HTTP client")?;
-    let urls: Vec<String> =
-        addrs.iter().map(|a| if a.contains("://") { a.clone() } else { format!("http://{a}/metrics") }).collect();
+    let urls = expand(addrs).await?;
     let mut first = Vec::new();
     for u in &urls {
         first.push((scrape(&http, u, topic).await?, tokio::time::Instant::now()));
@@ -135,6 +135,28 @@ async fn scrape_rates(addrs: &[String], topic: &str, window: Duration) -> anyhow
         *out.entry(zone).or_default() += delta / at.elapsed().as_secs_f64().max(0.001);
     }
     Ok(out)
+}
+
+/// The metrics URL of every agent the addresses name: a URL as it is; a `host:port` for every
+/// address the host resolves to, so that a Kubernetes headless Service
+/// (`zonal-agent.zonal.svc:9464`) names every agent pod at once.
+async fn expand(addrs: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut urls = Vec::new();
+    for a in addrs {
+        if a.contains("://") {
+            urls.push(a.clone());
+            continue;
+        }
+        let resolved =
+            tokio::net::lookup_host(a.as_str()).await.with_context(|| format!("--scrape {a:?}: resolving it"))?;
+        for addr in resolved {
+            let url = format!("http://{addr}/metrics");
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+    }
+    Ok(urls)
 }
 
 async fn scrape(http: &reqwest::Client, url: &str, topic: &str) -> anyhow::Result<Option<(String, f64)>> {
