@@ -346,14 +346,6 @@ impl KafkaCluster {
             .map_err(kafka_err(format!("move leader of {topic}/{partition} to {broker}")))
     }
 
-    /// Sets the follower a fetch for the partition is redirected to (the mock ignores
-    /// `client.rack` and uses this instead).
-    pub fn set_follower(&self, topic: &str, partition: i32, broker: i32) -> Result<()> {
-        self.mock()?
-            .partition_follower(topic, partition, broker)
-            .map_err(kafka_err(format!("set follower of {topic}/{partition} to {broker}")))
-    }
-
     /// Disconnects a broker and refuses new connections. Leadership does not move by itself.
     pub fn broker_down(&self, broker: i32) -> Result<()> {
         self.mock()?.broker_down(broker).map_err(kafka_err(format!("take broker {broker} down")))

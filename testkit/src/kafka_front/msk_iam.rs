@@ -110,52 +110,22 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// SigV4's encoding: unreserved characters kept, every other byte `%XX`.
+const SIGV4: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(v, SIGV4).to_string()
 }
 
 fn decode(v: &str) -> Result<String, String> {
-    let mut out = Vec::with_capacity(v.len());
-    let bytes = v.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hexpair = v.get(i + 1..i + 3).ok_or("a truncated escape")?;
-            out.push(u8::from_str_radix(hexpair, 16).map_err(|_| "a malformed escape")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "an escape that is not UTF-8".to_owned())
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(v).collect();
+    String::from_utf8(bytes).map_err(|_| "an escape that is not UTF-8".to_owned())
 }
 
 /// `20261207T133000Z` as a time.
 fn parse_amz_date(s: &str) -> Option<SystemTime> {
-    if s.len() != 16 || !s.ends_with('Z') || s.as_bytes().get(8) != Some(&b'T') {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
-    let (hh, mm, ss) = (n(9..11)?, n(11..13)?, n(13..15)?);
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+    let t = chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ").ok()?.and_utc();
+    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).ok()?))
 }
 
 #[cfg(test)]
