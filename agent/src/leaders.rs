@@ -116,19 +116,30 @@ async fn scrape_rates(addrs: &[String], topic: &str, window: Duration) -> anyhow
     let http = az_core::zone::plain_http_client(Duration::from_secs(10)).context("an HTTP client")?;
     let urls = expand(addrs).await?;
     let mut first = Vec::new();
-    for u in &urls {
-        first.push((scrape(&http, u, topic).await?, tokio::time::Instant::now()));
+    for (u, named) in &urls {
+        // An address a name resolved to may be a pod that just ended: left out with a warning.
+        // An address given as such must answer.
+        let found = match scrape(&http, u, topic).await {
+            Ok(found) => found,
+            Err(e) if *named => {
+                tracing::warn!(url = %u, error = %format!("{e:#}"), "left out: the agent did not answer");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        first.push((found, tokio::time::Instant::now()));
     }
-    eprintln!("measuring produce rates over {} s from {} agents", window.as_secs(), urls.len());
+    let answered = first.iter().filter(|(f, _)| f.is_some()).count();
+    if answered == 0 {
+        bail!("no agent at {addrs:?} answered with a stream writing to {topic} and a known zone");
+    }
+    eprintln!("measuring produce rates over {} s from {answered} of {} agents", window.as_secs(), urls.len());
     tokio::time::sleep(window).await;
     let mut out = BTreeMap::new();
-    for (u, (before, at)) in urls.iter().zip(first) {
+    for ((u, _), (before, at)) in urls.iter().zip(first) {
         // An agent without the topic (or a zone) at the first scrape has no starting point:
         // its whole counter over the window would overstate its rate many times.
-        let Some((_, earlier)) = before else {
-            tracing::warn!(url = %u, "left out: nothing to measure from at the first scrape");
-            continue;
-        };
+        let Some((_, earlier)) = before else { continue };
         let Some((zone, bytes)) = scrape(&http, u, topic).await? else { continue };
         // A restarted agent's counter starts again at 0: its bytes since then are the rate.
         let delta = if bytes >= earlier { bytes - earlier } else { bytes };
@@ -137,22 +148,27 @@ async fn scrape_rates(addrs: &[String], topic: &str, window: Duration) -> anyhow
     Ok(out)
 }
 
-/// The metrics URL of every agent the addresses name: a URL as it is; a `host:port` for every
-/// address the host resolves to, so that a Kubernetes headless Service
-/// (`zonal-agent.zonal.svc:9464`) names every agent pod at once.
-async fn expand(addrs: &[String]) -> anyhow::Result<Vec<String>> {
-    let mut urls = Vec::new();
+/// The metrics URL of every agent the addresses name, and whether it came from a name: a URL
+/// as it is; a `host:port` for every address the host resolves to, so that a Kubernetes
+/// headless Service (`zonal-agent.zonal.svc:9464`) names every agent pod at once. A name with
+/// IPv4 addresses is taken at those only: a dual-stack pod has one of each, and is one agent.
+async fn expand(addrs: &[String]) -> anyhow::Result<Vec<(String, bool)>> {
+    let mut urls: Vec<(String, bool)> = Vec::new();
     for a in addrs {
         if a.contains("://") {
-            urls.push(a.clone());
+            urls.push((a.clone(), false));
             continue;
         }
-        let resolved =
-            tokio::net::lookup_host(a.as_str()).await.with_context(|| format!("--scrape {a:?}: resolving it"))?;
-        for addr in resolved {
+        let named = a.parse::<std::net::SocketAddr>().is_err();
+        let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host(a.as_str())
+            .await
+            .with_context(|| format!("--scrape {a:?}: resolving it (HOST:PORT)"))?
+            .collect();
+        let v4 = resolved.iter().any(std::net::SocketAddr::is_ipv4);
+        for addr in resolved.into_iter().filter(|r| !v4 || r.is_ipv4()) {
             let url = format!("http://{addr}/metrics");
-            if !urls.contains(&url) {
-                urls.push(url);
+            if !urls.iter().any(|(u, _)| *u == url) {
+                urls.push((url, named));
             }
         }
     }

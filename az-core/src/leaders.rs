@@ -107,11 +107,11 @@ pub fn plan(
     if !rates.values().any(|r| r.is_finite() && *r > 0.0) {
         return Err(PlanError::NoTraffic);
     }
-    // Only an in-sync replica can be elected: the others are left where they are in the order
-    // (a partition whose in-sync set is unknown has every replica eligible).
+    // Only an in-sync replica can be elected. A partition with none (offline) is left as it
+    // is: its preferred replica stays first.
     let eligible = |p: &PartitionInfo| -> Vec<i32> {
         let isr: Vec<i32> = p.replicas.iter().copied().filter(|b| p.isr.contains(b)).collect();
-        if isr.is_empty() { p.replicas.clone() } else { isr }
+        if isr.is_empty() { p.replicas.first().copied().into_iter().collect() } else { isr }
     };
     let zones_of = |p: &PartitionInfo| -> BTreeSet<String> {
         eligible(p).iter().filter_map(|b| zone_of.get(b).cloned()).collect()

@@ -265,10 +265,15 @@ pub async fn reorder(
     let request = AlterPartitionReassignmentsRequest::default()
         .with_timeout_ms(millis(timeout))
         .with_topics(vec![ReassignableTopic::default().with_name(name(topic)).with_partitions(partitions)]);
-    let (_, version, _) = open(addrs, security_protocol, timeout).await?;
+    open(addrs, security_protocol, timeout).await?;
     let answers = at_controller(addrs, timeout, |mut c| {
         let request = request.clone();
         async move {
+            // Each broker's own versions: in a rolling upgrade they differ.
+            let version = c.version::<AlterPartitionReassignmentsRequest>(
+                ApiKey::AlterPartitionReassignments,
+                "AlterPartitionReassignments",
+            )?;
             let a: AlterPartitionReassignmentsResponse =
                 c.call(ApiKey::AlterPartitionReassignments, version, &request, timeout).await?;
             let mut errors = vec![(-1, a.error_code, text(a.error_message.as_ref()))];
@@ -298,7 +303,7 @@ pub async fn elect_preferred(
     if partitions.is_empty() {
         return Ok(());
     }
-    let (_, _, version) = open(addrs, security_protocol, timeout).await?;
+    open(addrs, security_protocol, timeout).await?;
     let request =
         ElectLeadersRequest::default().with_election_type(0).with_timeout_ms(millis(timeout)).with_topic_partitions(
             Some(vec![TopicPartitions::default().with_topic(name(topic)).with_partitions(partitions.to_vec())]),
@@ -306,6 +311,7 @@ pub async fn elect_preferred(
     let answers = at_controller(addrs, timeout, |mut c| {
         let request = request.clone();
         async move {
+            let version = c.version::<ElectLeadersRequest>(ApiKey::ElectLeaders, "ElectLeaders")?;
             let a: ElectLeadersResponse = c.call(ApiKey::ElectLeaders, version, &request, timeout).await?;
             let mut errors = vec![(-1, a.error_code, String::new())];
             errors.extend(
@@ -334,9 +340,21 @@ where
     Fut: std::future::Future<Output = Result<Vec<(i32, i16, String)>, ApplyError>>,
 {
     let mut not_controller = Vec::new();
+    let mut last = None;
     for addr in addrs {
-        let Ok(c) = Connection::open(addr, timeout).await else { continue };
-        let answers = call(c).await?;
+        // A broker that cannot be reached, or fails the exchange, is one of several: the next
+        // one is tried, and the last failure reported if none answers.
+        let answers = match Connection::open(addr, timeout).await {
+            Ok(c) => call(c).await,
+            Err(e) => Err(e),
+        };
+        let answers = match answers {
+            Ok(a) => a,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
         let whole = answers.first().map_or(0, |a| a.1);
         let parts = &answers[1.min(answers.len())..];
         if whole == NOT_CONTROLLER || (!parts.is_empty() && parts.iter().all(|p| p.1 == NOT_CONTROLLER)) {
@@ -345,7 +363,10 @@ where
         }
         return Ok(answers);
     }
-    Err(ApplyError::NoController(not_controller))
+    match last {
+        Some(e) if not_controller.is_empty() => Err(e),
+        _ => Err(ApplyError::NoController(not_controller)),
+    }
 }
 
 /// Every refusal in `answers` but those with an error in `fine`, as one error.

@@ -156,8 +156,12 @@ impl Pipeline {
         for (p, from, _) in &moves {
             restored.push(self.world.kafka.move_leader(&self.topic, *p, *from).map_err(anyhow::Error::from));
         }
-        outage?;
-        restored.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        let restored = restored.into_iter().collect::<anyhow::Result<Vec<()>>>();
+        match (outage, restored) {
+            (Err(e), Err(r)) => bail!("{e:#}; restoring the zone failed too: {r:#}"),
+            (Err(e), Ok(_)) | (Ok(()), Err(e)) => return Err(e),
+            (Ok(()), Ok(_)) => {}
+        }
         let moved = moves;
         Ok(format!(
             "{} for {:.0} s: brokers {down:?}, {} leaders moved, {} workers and its agent",
@@ -207,7 +211,7 @@ impl Pipeline {
         let cut = Cut::verified(zone_gid(z), &ports, etcd_port)?;
         let held = zone_hold(self, f);
         hold(held);
-        drop(cut);
+        cut.heal(etcd_port)?;
         Ok(format!("{} for {:.0} s: cut from ports {ports:?}", zones[z], held.as_secs_f64()))
     }
 }
@@ -222,7 +226,8 @@ pub fn clear_leftover_cuts() {
     let _ = iptables(&["-F", CHAIN]);
 }
 
-/// Packet-filter rules dropping a group's TCP packets to some loopback ports, removed on drop.
+/// Packet-filter rules dropping a group's TCP packets to some loopback ports; removed by
+/// [`Cut::heal`], or when dropped (a fault that failed on the way).
 struct Cut {
     gid: u32,
 }
@@ -290,6 +295,18 @@ impl Cut {
             bail!("iptables did not cut group {} off from port {probe_port}", cut.gid);
         }
         Ok(cut)
+    }
+}
+
+impl Cut {
+    /// Removes the rules and checks that the group gets through again: a zone left cut off
+    /// would fail every later fault without saying why.
+    fn heal(self, probe_port: u16) -> anyhow::Result<()> {
+        iptables(&["-F", CHAIN])?;
+        if !Cut::probe(self.gid, probe_port)? {
+            bail!("group {} still cannot reach port {probe_port} after the rules were removed", self.gid);
+        }
+        Ok(())
     }
 }
 
