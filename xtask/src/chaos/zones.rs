@@ -70,14 +70,19 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// Bytes (cross-zone, all) every program moved since the previous sample. A program that
-    /// restarted counts from 0 again.
+    /// Bytes (cross-zone, all) every program moved since the previous sample (the first sample
+    /// of a program is its baseline). A program that restarted counts from 0 again.
     pub fn sample(&mut self, p: &Pipeline) -> (u64, u64) {
         let (mut cross, mut all) = (0, 0);
         let nodes = p.agents.iter().map(|n| (n, "zonal_agent_kafka_bytes"));
         for (n, metric) in nodes.chain(p.workers.iter().map(|n| (n, "zonal_transporter_kafka_bytes"))) {
-            let Some((c, a)) = bytes(n, metric) else { continue };
-            let (lc, la) = self.last.insert(n.name.clone(), (c, a)).unwrap_or((0, 0));
+            // A program that does not answer (restarting) starts again from its next answer:
+            // counting all it did until then into one window would misplace it in time.
+            let Some((c, a)) = bytes(n, metric) else {
+                self.last.remove(&n.name);
+                continue;
+            };
+            let Some((lc, la)) = self.last.insert(n.name.clone(), (c, a)) else { continue };
             cross += if c >= lc { c - lc } else { c };
             all += if a >= la { a - la } else { a };
         }
