@@ -129,8 +129,8 @@ fn rates_come_from_the_agents_metrics() -> Res {
             while !done.load(Ordering::Relaxed) {
                 let _ = append(&log, (n..n + 100).map(|i| format!("line {i} {}", "x".repeat(100))));
                 n += 100;
-                // Pacing of the load, not a wait for anything.
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                // Paced by the agent: the next lines once these are shipped.
+                let _ = agent.wait_caught_up(&log, "lines shipped");
             }
         });
         // By name: every address it resolves to is scraped once (a headless Service's pods).

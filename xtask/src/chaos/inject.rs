@@ -91,7 +91,7 @@ fn index(len: usize, n: u64) -> usize {
 }
 
 /// Waits `d`: how long a fault lasts, part of the scenario, not a wait for a condition.
-fn hold(d: Duration) {
+pub(super) fn hold(d: Duration) {
     std::thread::sleep(d);
 }
 

@@ -364,11 +364,8 @@ fn one_fault(
     let recovery_seconds = recovered.is_ok().then(|| injected.healed_at.elapsed().as_secs_f64());
     // The cross-zone share may take longer to settle than the pipeline to be healthy: the
     // zone's partitions come back to its own workers once they have registered again.
-    let settle = Instant::now();
-    while zonal && recovered.is_ok() && back.get().is_none() && settle.elapsed() < Duration::from_secs(120) {
-        supervise(p, exits);
-        watch(p);
-        std::thread::sleep(Duration::from_millis(250));
+    if zonal && recovered.is_ok() {
+        zones::settle(p, exits, &mut watch, &back);
     }
     let cost = during.map(|bytes| ZoneCost::new(bytes, back.get()));
     // For slow recoveries, what was waited for last.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::inject::Pipeline;
+use super::inject::{Pipeline, hold};
 use super::schedule::Fault;
 use crate::fleet::{Node, zone_gid};
 
@@ -109,15 +109,27 @@ fn bytes(n: &Node, metric: &str) -> Option<(u64, u64)> {
     Some((cross, cross + m("same-zone") + m("unknown")))
 }
 
+/// After a zone's fault has been recovered from, waits (two minutes at most, with the
+/// programs supervised meanwhile) until `back` holds the seconds to a zone-aware share again,
+/// calling `watch` at every look. Not reaching it is a figure (`None`), not a failure.
+pub fn settle(
+    p: &mut Pipeline,
+    exits: &mut Vec<String>,
+    watch: &mut impl FnMut(&Pipeline),
+    back: &std::cell::Cell<Option<f64>>,
+) {
+    let every = Duration::from_millis(250);
+    let _ = testkit::wait_until_every("the zone-aware share", Duration::from_secs(120), every, || {
+        super::supervise(p, exits);
+        watch(p);
+        back.get()
+    });
+}
+
 /// How long a zone's fault is held: past the lease and the grace, so that its partitions fail
 /// over to the other zones' workers while it lasts.
 fn zone_hold(p: &Pipeline, f: &Fault) -> Duration {
     p.lease_ttl + super::GRACE + Duration::from_secs(4) + Duration::from_millis(f.hold_ms)
-}
-
-fn hold(d: Duration) {
-    // How long the fault lasts: part of the scenario, not a wait for a condition.
-    std::thread::sleep(d);
 }
 
 impl Pipeline {
@@ -207,7 +219,12 @@ impl Pipeline {
         let z = (f.target % zones.len() as u64) as usize;
         let mut ports = Vec::new();
         for (i, rack) in zones.iter().enumerate().filter(|(i, _)| *i != z) {
-            let bootstrap = self.world.kafka.bootstrap_in(rack).with_context(|| format!("the brokers of zone {i}"))?;
+            // The harness's own client meets the faults too (a connection to a broker that was
+            // down may hang until its socket timeout): asked again until it answers.
+            let kafka = &self.world.kafka;
+            let bootstrap =
+                testkit::wait_until("a zone's brokers", Duration::from_secs(120), || kafka.bootstrap_in(rack).ok())
+                    .with_context(|| format!("the brokers of zone {i}"))?;
             ports.extend(bootstrap.split(',').filter_map(|a| a.rsplit(':').next()?.parse::<u16>().ok()));
         }
         let etcd = self.world.etcd.as_ref().context("no etcd")?.endpoint();
