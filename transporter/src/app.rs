@@ -153,6 +153,7 @@ async fn open_worker(
     Ok(Arc::new(Worker {
         keys: Keys::new(&cfg.etcd.cluster),
         id,
+        txns: coord::Batcher::new(etcd.clone(), cfg.etcd.gathers_transactions()),
         etcd,
         s3,
         consumer,

@@ -18,6 +18,7 @@
 //! (prefixes read a page at a time, under the client's message limit), `ownership` (the fence, committed offsets, and the
 //! operators' view of both).
 
+pub mod batch;
 mod connect;
 mod lease;
 mod own_thread;
@@ -31,6 +32,7 @@ use std::collections::BTreeMap;
 use az_core::TopicPartition;
 use serde::{Deserialize, Serialize};
 
+pub use batch::Batcher;
 pub use connect::{connect, connect_untimed};
 pub use lease::{Lease, LeaseState, lease};
 pub use own_thread::OwnThread;

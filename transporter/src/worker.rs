@@ -70,6 +70,8 @@ pub struct Worker {
     pub keys: Keys,
     /// etcd client.
     pub etcd: Client,
+    /// The partitions' fenced writes (taking, committing, releasing), gathered (`coord::batch`).
+    pub txns: crate::coord::Batcher,
     /// S3 client.
     pub s3: aws_sdk_s3::Client,
     /// The one consumer; each owned partition reads its own split queue.

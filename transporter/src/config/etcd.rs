@@ -24,6 +24,14 @@ pub struct EtcdConfig {
     pub tls: Option<EtcdTls>,
     /// Lease TTL in seconds: how long a dead worker keeps its partitions fenced.
     pub lease_ttl_secs: i64,
+    /// Whether the partitions' transactions made at the same moment (taking, committing,
+    /// releasing) go to etcd as nested transactions of one request (`coord::batch`): a
+    /// thousand partitions start with a few dozen requests instead of two thousand. Unset: on,
+    /// except when the worker authenticates to etcd (`username` or a client certificate).
+    /// etcd releases without the fix of GHSA-rfx7-8w68-q57q (March 2026; Debian's 3.4.23 is
+    /// one) do not check a role's key permissions on nested transactions, so a role narrower
+    /// than the fleet's keys would not hold; set `true` with an etcd that has the fix.
+    pub gather_transactions: Option<bool>,
 }
 
 impl Default for EtcdConfig {
@@ -36,6 +44,7 @@ impl Default for EtcdConfig {
             password_file: None,
             tls: None,
             lease_ttl_secs: 10,
+            gather_transactions: None,
         }
     }
 }
@@ -53,6 +62,13 @@ impl EtcdConfig {
             }
             (None, None) => Ok(None),
         }
+    }
+
+    /// Whether transactions are gathered: `gather-transactions`, or by default unless the
+    /// worker authenticates.
+    pub fn gathers_transactions(&self) -> bool {
+        let authenticates = self.username.is_some() || self.tls.as_ref().is_some_and(|t| t.cert_file.is_some());
+        self.gather_transactions.unwrap_or(!authenticates)
     }
 
     /// Checks what serde cannot; the password file is read, so a missing one fails at startup.

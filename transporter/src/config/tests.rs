@@ -166,3 +166,25 @@ fn start_from_keeps_its_toml_values_inner() {
     let c = TransporterConfig::load(Some(&write(&dir, &text))).expect("valid");
     assert_eq!(c.kafka.start_from, StartFrom::Latest);
 }
+
+#[test]
+fn transactions_are_gathered_unless_the_worker_authenticates_or_says_otherwise() {
+    let mut c = super::EtcdConfig::default();
+    assert!(c.gathers_transactions());
+    c.username = Some("zonal".into());
+    assert!(!c.gathers_transactions(), "a role's key permissions must hold");
+    c.gather_transactions = Some(true);
+    assert!(c.gathers_transactions());
+    let mut c = super::EtcdConfig {
+        tls: Some(super::EtcdTls {
+            ca_file: "ca.pem".into(),
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+            domain: None,
+        }),
+        ..Default::default()
+    };
+    assert!(!c.gathers_transactions(), "a client certificate names a role too");
+    c.gather_transactions = Some(true);
+    assert!(c.gathers_transactions());
+}

@@ -20,6 +20,7 @@ use az_core::TopicPartition;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnResponse};
 
 use super::Keys;
+use super::batch::{Answer, Batcher};
 
 /// What [`acquire`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,13 +60,12 @@ impl Taken {
 /// Tries to become the owner of a partition: succeeds if nobody owns it (or we already do under
 /// this lease), and says who does otherwise.
 pub async fn acquire(
-    client: &Client,
+    txns: &Batcher,
     keys: &Keys,
     tp: &TopicPartition,
     me: &str,
     lease: i64,
 ) -> anyhow::Result<Acquire> {
-    let mut c = client.clone();
     let key = keys.owner(tp);
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -75,7 +75,7 @@ pub async fn acquire(
             TxnOp::get(keys.topic_id(tp), None),
         ])
         .or_else([TxnOp::get(key.clone(), None)]);
-    let resp = c.txn(txn).await.with_context(|| format!("acquiring {key}"))?;
+    let Answer { resp, revision } = txns.txn(tp, txn).await.with_context(|| format!("acquiring {key}"))?;
     if resp.succeeded() {
         let mut reads = resp.op_responses().into_iter().filter_map(|r| match r {
             etcd_client::TxnOpResponse::Get(g) => {
@@ -87,7 +87,6 @@ pub async fn acquire(
         let topic_id = reads.next().flatten();
         return Ok(Acquire::Acquired(Some(Taken { offset, topic_id })));
     }
-    let revision = resp.header().map_or(0, |h| h.revision());
     // The comparison and the read are one transaction, so the key exists; were it gone, the
     // owner is reported as "" and the next attempt takes the key.
     let holder = holder(resp).unwrap_or_default();
@@ -142,11 +141,10 @@ fn holder(resp: TxnResponse) -> Option<Holder> {
 }
 
 /// Gives up ownership, if still ours.
-pub async fn release(client: &Client, keys: &Keys, tp: &TopicPartition, me: &str) -> anyhow::Result<()> {
-    let mut c = client.clone();
+pub async fn release(txns: &Batcher, keys: &Keys, tp: &TopicPartition, me: &str) -> anyhow::Result<()> {
     let key = keys.owner(tp);
     let txn = Txn::new().when([Compare::value(key.clone(), CompareOp::Equal, me)]).and_then([TxnOp::delete(key, None)]);
-    c.txn(txn).await.context("releasing a partition")?;
+    txns.txn(tp, txn).await.context("releasing a partition")?;
     Ok(())
 }
 
@@ -210,7 +208,7 @@ pub enum Committed {
 /// commit its progress over an operator's offset, or past records of another incarnation of
 /// the topic).
 pub async fn commit(
-    client: &Client,
+    txns: &Batcher,
     keys: &Keys,
     tp: &TopicPartition,
     me: &str,
@@ -218,7 +216,6 @@ pub async fn commit(
     next: i64,
     topic_id: Option<&str>,
 ) -> anyhow::Result<Committed> {
-    let mut c = client.clone();
     let mut when = owned_by(keys, tp, me, lease).to_vec();
     if let Some(id) = topic_id {
         when.push(Compare::value(keys.topic_id(tp), CompareOp::Equal, id));
@@ -227,7 +224,7 @@ pub async fn commit(
         .when(when)
         .and_then([TxnOp::put(keys.offset(tp), next.to_string(), None)])
         .or_else([TxnOp::get(keys.owner(tp), None), TxnOp::get(keys.topic_id(tp), None)]);
-    let resp = c.txn(txn).await.context("committing an offset")?;
+    let resp = txns.txn(tp, txn).await.context("committing an offset")?.resp;
     if resp.succeeded() {
         return Ok(Committed::Done);
     }
@@ -245,7 +242,7 @@ pub async fn commit(
 /// commit, of where it starts), in one transaction, only if this worker still owns it under
 /// this lease. Returns false when fenced out.
 pub async fn commit_start(
-    client: &Client,
+    txns: &Batcher,
     keys: &Keys,
     tp: &TopicPartition,
     me: &str,
@@ -253,13 +250,12 @@ pub async fn commit_start(
     next: i64,
     topic_id: Option<&str>,
 ) -> anyhow::Result<bool> {
-    let mut c = client.clone();
     let mut puts = vec![TxnOp::put(keys.offset(tp), next.to_string(), None)];
     if let Some(id) = topic_id {
         puts.push(TxnOp::put(keys.topic_id(tp), id, None));
     }
     let txn = Txn::new().when(owned_by(keys, tp, me, lease)).and_then(puts);
-    let resp = c.txn(txn).await.context("committing an offset")?;
+    let resp = txns.txn(tp, txn).await.context("committing an offset")?.resp;
     Ok(resp.succeeded())
 }
 

@@ -80,8 +80,11 @@ pub(super) async fn lead(
         }
         if term.forming() {
             // A forming fleet's plan comes as soon as its registrations have been still for
-            // the window, not up to a round later.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // the window, not up to a round later: registrations are read every 25 ms while it
+            // forms (a keys-only read, for at most five windows), so that the window starts
+            // when the last worker registered, not up to a tick after (100 ms ticks made the
+            // first assignment 100 ms later at every deployment's start).
+            tokio::time::sleep(Duration::from_millis(25)).await;
         } else if topo.is_fetched() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         } else {

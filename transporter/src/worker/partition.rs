@@ -74,7 +74,7 @@ impl Worker {
             Start::Stopped => None,
         };
         let Some(Started { offset: start, topic_id }) = start else {
-            let _ = coord::release(&self.etcd, &self.keys, tp, &self.id).await;
+            let _ = coord::release(&self.txns, &self.keys, tp, &self.id).await;
             return Ok(());
         };
         let offset = Offset::Offset(start);
@@ -100,7 +100,7 @@ impl Worker {
         }
         drop(queue);
         if lease.borrow().valid()
-            && let Err(e) = coord::release(&self.etcd, &self.keys, tp, &self.id).await
+            && let Err(e) = coord::release(&self.txns, &self.keys, tp, &self.id).await
         {
             tracing::warn!(partition = %tp, error = %format!("{e:#}"), "release failed; the owner key expires with the lease");
         }
@@ -131,7 +131,7 @@ impl Worker {
             if !l.valid() {
                 return None;
             }
-            let pause = match coord::acquire(&self.etcd, &self.keys, tp, &self.id, l.id).await {
+            let pause = match coord::acquire(&self.txns, &self.keys, tp, &self.id, l.id).await {
                 Ok(Acquire::Acquired(taken)) => return Some(taken),
                 Ok(Acquire::Owned { by, revision }) => {
                     if !waited {
@@ -192,7 +192,7 @@ impl Worker {
                     // The topic's id is recorded with the offset, from an answer fresh enough
                     // that it cannot predate a re-creation (without one, the next owner records it).
                     let id = self.topic_id(&tp.topic, super::topic_check::TOPIC_ID_TO_RECORD).await;
-                    match coord::commit_start(&self.etcd, &self.keys, tp, &self.id, l.id, at, id.as_deref()).await {
+                    match coord::commit_start(&self.txns, &self.keys, tp, &self.id, l.id, at, id.as_deref()).await {
                         Ok(true) => {
                             tracing::info!(partition = %tp, start_from = ?self.cfg.kafka.start_from, offset = at, "no committed offset; starting here, committed");
                             return Some(Started { offset: at, topic_id: id });

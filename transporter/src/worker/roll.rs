@@ -237,7 +237,7 @@ impl Worker {
                 anyhow::bail!("lease lost before committing {tp} at {next}; the next owner re-uploads {key}");
             }
             let left = l.valid_until.saturating_duration_since(Instant::now());
-            let commit = coord::commit(&self.etcd, &self.keys, tp, &self.id, l.id, next, topic_id);
+            let commit = coord::commit(&self.txns, &self.keys, tp, &self.id, l.id, next, topic_id);
             match tokio::time::timeout(left, commit).await {
                 Ok(Ok(coord::Committed::Done)) => return Ok(()),
                 Ok(Ok(coord::Committed::Fenced)) => {
