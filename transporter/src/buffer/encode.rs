@@ -6,9 +6,11 @@ use serde::Serialize;
 
 use super::{Format, Record};
 
-/// Whether a value holds a line break, which `lines` must escape (or refuse).
+/// Whether a value holds a line break, which `lines` must escape (or refuse). memchr scans 16
+/// or 32 bytes at a time; the byte loop it replaces was a sixth of a worker's CPU while reading
+/// (`perf` during `bench wide-transporter`), as every record's value is scanned.
 pub fn needs_escape(value: &[u8]) -> bool {
-    value.iter().any(|&c| c == b'\n' || c == b'\r')
+    memchr::memchr2(b'\n', b'\r', value).is_some()
 }
 
 /// Appends the encoding of `r` to `out`; returns whether line breaks were escaped. Lines: the

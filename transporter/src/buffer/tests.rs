@@ -255,6 +255,12 @@ fn times() -> TimeParts {
 }
 
 proptest::proptest! {
+    /// The vectorised scan finds exactly the values with a line break, wherever it is.
+    #[test]
+    fn needs_escape_finds_every_line_break(value in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\n', b'\r', 0xff, b' ']), 0..200)) {
+        proptest::prop_assert_eq!(super::needs_escape(&value), value.iter().any(|&c| c == b'\n' || c == b'\r'));
+    }
+
     /// Any records, late ones and ones without a time included, split into objects that each
     /// hold only records of their own time partition, all of them, once, in order.
     #[test]
