@@ -1,6 +1,7 @@
-//! Real etcd (Debian's `etcd` binary) on free loopback ports with a temporary data directory,
-//! killed when dropped, including during a panic's unwinding. It can be paused (SIGSTOP, a
-//! network partition as clients see it) and killed and restarted on the same ports and data.
+//! Real etcd (Debian's `etcd` binary) on free loopback ports with a temporary data directory
+//! (in `/dev/shm` where the machine has it), killed when dropped, including during a panic's
+//! unwinding. It can be paused (SIGSTOP, a network partition as clients see it) and killed and
+//! restarted on the same ports and data.
 //!
 //! The process itself is a [`Process`]: it is started, signalled, killed and reaped there, so the
 //! testkit controls child processes in one place.

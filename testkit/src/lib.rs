@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  World ─┬─ Kafka: librdkafka mock cluster, zones x brokers, racks round-robin, RF 3
-//!         ├─ Etcd: Debian's etcd server, free port, temp data dir, killed on drop
+//!         ├─ Etcd: Debian's etcd server, free port, data dir in /dev/shm, killed on drop
 //!         ├─ S3: s3s + s3s-fs on a free port, with credentials
 //!         └─ MetadataServer per zone: fake EC2 IMDSv2, GCP and Azure endpoints
 //! ```

@@ -2,6 +2,8 @@
 //! partitions starting together cost a few requests, each transaction keeps its own condition
 //! and answer, and a request etcd refuses whole costs no transaction its answer.
 
+use std::time::Duration;
+
 use az_core::TopicPartition;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use zonal_transporter::coord::{self, Acquire, Batcher, Committed, Keys};
@@ -109,5 +111,52 @@ async fn a_refused_request_fails_only_its_bad_transaction_and_gathers_fewer_afte
     assert!(answers.into_iter().all(|a| a.is_ok_and(|a| a.resp.succeeded())));
     let requests = txn_requests(&etcd)? - before;
     assert!(requests >= (64 / cap) as f64, "64 transactions in {requests} requests of at most {cap}");
+    Ok(())
+}
+
+/// A request that times out (etcd stopped) fails every transaction it gathered: none is sent
+/// again alone, which would multiply the load on an etcd that struggles and perhaps apply each
+/// twice. The callers back off and try again themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_times_out_is_every_transactions_failure_and_is_not_sent_again() -> Res {
+    let etcd = testkit::etcd::Etcd::start()?;
+    let opts = etcd_client::ConnectOptions::new().with_timeout(std::time::Duration::from_secs(1));
+    let client = etcd_client::Client::connect([etcd.endpoint()], Some(opts)).await?;
+    let txns = Batcher::new(client, true);
+    let tps = partitions(40);
+    let before = txn_requests(&etcd)?;
+    etcd.pause()?;
+    let put = |tp: &TopicPartition| Txn::new().and_then([TxnOp::put(format!("/t/{tp}"), "v", None)]);
+    let answers = futures::future::join_all(tps.iter().map(|tp| txns.txn(tp, put(tp)))).await;
+    etcd.resume()?;
+    assert!(answers.iter().all(Result::is_err), "a transaction got through a stopped etcd");
+    // etcd handles what reached it while stopped once it runs again: the gathered requests,
+    // not one request per transaction.
+    let handled =
+        testkit::wait_until("etcd to handle the requests sent while it was stopped", Duration::from_secs(10), || {
+            let n = txn_requests(&etcd).ok()? - before;
+            (n > 0.0).then_some(n)
+        })?;
+    assert!(handled <= 20.0, "{handled} requests for 40 transactions: they were sent again one by one");
+    assert_eq!(txns.cap(), 64, "a timeout says nothing about gathering");
+    Ok(())
+}
+
+/// Without gathering (`etcd.gather-transactions` off), each transaction is a request of its
+/// own, all in flight at once, and fenced as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_gathering_each_transaction_is_its_own_request() -> Res {
+    let etcd = testkit::etcd::Etcd::start()?;
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None).await?;
+    let a = client.lease_grant(30, None).await?.id();
+    let txns = Batcher::new(client.clone(), false);
+    let keys = Keys::new("t");
+    let tps = partitions(50);
+    let before = txn_requests(&etcd)?;
+    let taken = futures::future::join_all(tps.iter().map(|tp| coord::acquire(&txns, &keys, tp, "a", a))).await;
+    assert!(taken.into_iter().all(|t| t.is_ok_and(|t| t == Acquire::Acquired(Some(coord::Taken::default())))));
+    assert_eq!(txn_requests(&etcd)? - before, 50.0);
+    let again = coord::acquire(&txns, &keys, &tps[0], "b", a + 1).await?;
+    assert!(matches!(again, Acquire::Owned { ref by, .. } if by == "a"));
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! ```text
 //!  partition tasks ──Job { partition, txn }──> queue ──drain (at most `cap`, one job per partition)──>
 //!      Txn [ ] then [ Txn(job 1), Txn(job 2), … ] ──> etcd ──> each job's own TxnResponse + the revision
-//!      └─the request refused─> each job sent alone (and `cap` halved when etcd said "too many")
+//!      ├─refused as such (too many operations, permissions)─> each job sent alone; all pass: `cap` lowered
+//!      └─any other failure (timeout, unreachable)─> every job's error: the callers back off
+//!  `cap` at 1 (`etcd.gather-transactions` off, or lowered to it) ──> each transaction straight to etcd
 //! ```
 //!
 //! Why: 1,000 partitions starting together made 2,000 write transactions at once, and etcd
@@ -27,8 +29,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Nested transactions per request at most, to start with.
 const CAP: usize = 64;
-/// Requests in flight at once: a request waits for etcd's disk, so a few overlap.
-const IN_FLIGHT: usize = 4;
+/// Gathered requests in flight at once. Jobs gather while these are out; more of them would
+/// send each job alone again at low load, fewer would queue jobs behind a slow request (an
+/// etcd that does not answer holds each for the client's 5 s timeout).
+const IN_FLIGHT: usize = 16;
 
 /// A nested transaction's answer.
 #[derive(Debug)]
@@ -52,6 +56,7 @@ struct Job {
 pub struct Batcher {
     jobs: mpsc::UnboundedSender<Job>,
     cap: Arc<AtomicUsize>,
+    client: Client,
 }
 
 impl Batcher {
@@ -60,12 +65,17 @@ impl Batcher {
     pub fn new(client: Client, gather: bool) -> Batcher {
         let (jobs, rx) = mpsc::unbounded_channel();
         let cap = Arc::new(AtomicUsize::new(if gather { CAP } else { 1 }));
-        tokio::spawn(run(client, rx, cap.clone()));
-        Batcher { jobs, cap }
+        tokio::spawn(run(client.clone(), rx, cap.clone()));
+        Batcher { jobs, cap, client }
     }
 
-    /// Sends `txn`, a transaction about `partition`'s keys only, and returns its answer.
+    /// Sends `txn`, a transaction about `partition`'s keys only, and returns its answer. When
+    /// nothing is gathered (`etcd.gather-transactions` off, or etcd refused gathering), it goes
+    /// straight to etcd, with no limit on the requests in flight, as before gathering existed.
     pub async fn txn(&self, partition: &TopicPartition, txn: Txn) -> anyhow::Result<Answer> {
+        if self.cap() <= 1 {
+            return Ok(alone(self.client.clone().txn(txn).await?));
+        }
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { partition: partition.clone(), txn, reply })
@@ -132,11 +142,15 @@ fn gather(
     (batch, later)
 }
 
-/// Sends one request and answers its jobs. A refused request is sent again job by job, so that
-/// one bad job (or etcd's limits) cannot fail the others; when etcd refused the request itself
-/// (`refuses_gathering`) and every job passed alone, the gathering was at fault, and later
-/// requests gather half as many (down to one: no gathering).
+/// Sends one request and answers its jobs. A request etcd refused as such (`refused_as_such`)
+/// is sent again job by job, so that one bad job (or etcd's limits) cannot fail the others;
+/// when every job then passed alone, the gathering was at fault, and later requests gather at
+/// most half as many as were refused (down to one: no gathering). The cap does not rise again:
+/// etcd's limits and its handling of nested transactions do not change while it runs.
 async fn send(mut client: Client, mut batch: Vec<Job>, cap: &AtomicUsize) {
+    if batch.is_empty() {
+        return;
+    }
     if let [_] = batch.as_slice() {
         let job = batch.remove(0);
         let r = client.txn(job.txn).await;
@@ -159,33 +173,47 @@ async fn send(mut client: Client, mut batch: Vec<Job>, cap: &AtomicUsize) {
         }
         Err(e) => e,
     };
+    // Any other failure (a timeout, etcd unreachable or overloaded, a leader changing) is every
+    // job's: sent again alone, they would multiply the load on an etcd that is struggling, each
+    // perhaps applied twice, past the callers' own backoff. A refusal of the request itself is
+    // made before anything is applied, so its jobs are sent again, alone.
+    if !refused_as_such(&e) {
+        let e = format!("{e}");
+        for job in batch {
+            let _ = job.reply.send(Err(e.clone()));
+        }
+        return;
+    }
     let jobs = batch.len();
-    let alone = batch.into_iter().map(|job| {
+    let alone = batch.into_iter().filter(|job| !job.reply.is_closed()).map(|job| {
         let mut c = client.clone();
         async move { (job.reply, c.txn(job.txn).await.map(alone).map_err(|e| format!("{e}"))) }
     });
     let answers = futures::future::join_all(alone).await;
     // The cap is lowered before anyone is answered, so that what a caller sends next already
-    // goes out in smaller requests.
-    let passed = answers.iter().all(|(_, r)| r.is_ok());
-    if passed && refuses_gathering(&e) {
-        let now = (cap.load(Ordering::Relaxed) / 2).max(1);
-        cap.store(now, Ordering::Relaxed);
-        tracing::warn!(error = %e, jobs, cap = now, "etcd refused a request of gathered transactions that it took one by one; gathering fewer");
+    // goes out in smaller requests: to half of what was refused, at most (one refusal seen by
+    // several requests in flight lowers it once, not once each).
+    if answers.iter().all(|(_, r)| r.is_ok()) {
+        let now = (jobs / 2).max(1);
+        let was = cap.fetch_min(now, Ordering::Relaxed);
+        if now < was {
+            tracing::warn!(error = %e, jobs, cap = now, "etcd refused a request of gathered transactions that it took one by one; gathering fewer");
+        }
     } else {
-        tracing::debug!(error = %e, jobs, "a request of gathered transactions failed; sent them one by one");
+        tracing::debug!(error = %e, jobs, "etcd refused a request of gathered transactions; sent them one by one");
     }
     for (reply, answer) in answers {
         let _ = reply.send(answer);
     }
 }
 
-/// Whether etcd's refusal of a request is about the request itself rather than the moment:
-/// InvalidArgument (over `--max-txn-ops` or `--max-request-bytes`), PermissionDenied (an etcd
-/// that refuses nested transactions to roles), FailedPrecondition, Unimplemented. A refusal
-/// while etcd was unreachable or electing says nothing about gathering.
-fn refuses_gathering(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if matches!(s.code() as i32, 3 | 7 | 9 | 12))
+/// Whether etcd refused a request as such, before applying any of it, rather than failing to
+/// answer: InvalidArgument (over `--max-txn-ops` or `--max-request-bytes`), NotFound (a put's
+/// lease is gone: one job's, or every job's of a worker whose lease ended), PermissionDenied (an
+/// etcd that refuses nested transactions to roles), FailedPrecondition, Unimplemented. A
+/// timeout, or etcd unreachable or electing, says nothing about the jobs or the gathering.
+fn refused_as_such(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if matches!(s.code() as i32, 3 | 5 | 7 | 9 | 12))
 }
 
 /// A transaction sent alone: its answer with its own header's revision.
