@@ -7,7 +7,8 @@
 //!                                     └─else get ──────> Owned { by, revision } (or Acquired: ours, same lease)
 //!  owner_released: watch the owner key from revision + 1 for its deletion
 //!  committed:  get /offsets/<tp> ──> Some(next) | None | Unreachable (retry) | Invalid (hold)
-//!  commit:     txn [owner = me, lease = mine] ──put /offsets/<tp> = next──> true | false (fenced)
+//!  commit:     txn [owner = me, lease = mine, offset = the object's first, topic id as at start]
+//!                  ──put /offsets/<tp> = next──> Done | Fenced | TopicId | Moved (offsets only contiguous)
 //!  commit_start: the same, with /topic-ids/<tp> put beside the offset
 //!  set_offset: txn [no owner] (unless while_owned) ──put──> Done | Owned { by }
 //!  release:    txn [owner = me] ──delete owner key
@@ -190,7 +191,7 @@ pub enum CommittedError {
 /// What a commit came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Committed {
-    /// The offset is written.
+    /// The offset is written (or an earlier send of this same commit had written it).
     Done,
     /// Another worker (or another lease) owns the partition.
     Fenced,
@@ -201,29 +202,41 @@ pub enum Committed {
         /// The id recorded now, if any.
         recorded: Option<String>,
     },
+    /// Still ours, same topic, but the committed offset is not the one the object starts at:
+    /// the object would not follow what is committed (an operator's offset, or a commit this
+    /// worker never made). Nothing is written.
+    Moved {
+        /// The offset recorded now, as stored.
+        recorded: Option<String>,
+    },
 }
 
-/// Commits `next` for a partition, only if this worker still owns it under this lease and,
-/// when `topic_id` is given, the recorded topic id is still that one (so that an owner does not
-/// commit its progress over an operator's offset, or past records of another incarnation of
-/// the topic).
+/// Commits `next` for a partition, only if this worker still owns it under this lease, the
+/// committed offset is still `from` as stored (the offset the object starts at: offsets are
+/// committed only contiguously, each object following the last) and, when `topic_id` is given,
+/// the recorded topic id is still that one (so that an owner does not commit its progress over
+/// an operator's offset, or past records of another incarnation of the topic).
+#[allow(clippy::too_many_arguments)] // the condition's parts, each one of the fence's
 pub async fn commit(
     txns: &Batcher,
     keys: &Keys,
     tp: &TopicPartition,
     me: &str,
     lease: i64,
+    from: &str,
     next: i64,
     topic_id: Option<&str>,
 ) -> anyhow::Result<Committed> {
     let mut when = owned_by(keys, tp, me, lease).to_vec();
+    when.push(Compare::value(keys.offset(tp), CompareOp::Equal, from));
     if let Some(id) = topic_id {
         when.push(Compare::value(keys.topic_id(tp), CompareOp::Equal, id));
     }
-    let txn = Txn::new()
-        .when(when)
-        .and_then([TxnOp::put(keys.offset(tp), next.to_string(), None)])
-        .or_else([TxnOp::get(keys.owner(tp), None), TxnOp::get(keys.topic_id(tp), None)]);
+    let txn = Txn::new().when(when).and_then([TxnOp::put(keys.offset(tp), next.to_string(), None)]).or_else([
+        TxnOp::get(keys.owner(tp), None),
+        TxnOp::get(keys.topic_id(tp), None),
+        TxnOp::get(keys.offset(tp), None),
+    ]);
     let resp = txns.txn(tp, txn).await.context("committing an offset")?.resp;
     if resp.succeeded() {
         return Ok(Committed::Done);
@@ -233,9 +246,20 @@ pub async fn commit(
         _ => None,
     });
     let owner = reads.next().flatten();
-    let recorded = reads.next().flatten().map(|(v, _)| String::from_utf8_lossy(&v).into_owned());
+    let text = |v: Option<(Vec<u8>, i64)>| v.map(|(v, _)| String::from_utf8_lossy(&v).into_owned());
+    let recorded_id = text(reads.next().flatten());
+    let recorded_offset = text(reads.next().flatten());
     let ours = owner.is_some_and(|(id, l)| id == me.as_bytes() && l == lease);
-    Ok(if ours { Committed::TopicId { recorded } } else { Committed::Fenced })
+    Ok(if !ours {
+        Committed::Fenced
+    } else if topic_id.is_some() && recorded_id.as_deref() != topic_id {
+        Committed::TopicId { recorded: recorded_id }
+    } else if recorded_offset.as_deref() == Some(next.to_string().as_str()) {
+        // An earlier send of this commit landed, its answer lost (a timeout).
+        Committed::Done
+    } else {
+        Committed::Moved { recorded: recorded_offset }
+    })
 }
 
 /// Commits `next`, and the id of the topic it was read in when given (a partition's first

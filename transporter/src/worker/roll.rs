@@ -159,7 +159,7 @@ impl Worker {
             }
         };
         let committing = Instant::now();
-        self.commit(tp, &key, next, topic_id.as_deref(), lease).await?;
+        self.commit(tp, &key, span.from, next, topic_id.as_deref(), lease).await?;
         self.metrics.commit_seconds.observe(committing.elapsed().as_secs_f64());
         tracing::info!(partition = %tp, key, from = span.from, first = f.first_offset, last = span.last,
             records = span.records, gap_records = span.gap_records(), bytes = f.size, attempts = up.attempts,
@@ -227,17 +227,20 @@ impl Worker {
         &self,
         tp: &TopicPartition,
         key: &str,
+        from: i64,
         next: i64,
         topic_id: Option<&str>,
         lease: &watch::Receiver<LeaseState>,
     ) -> anyhow::Result<()> {
+        // The committed offset as stored; written by this program it is `from` in decimal.
+        let mut stored = from.to_string();
         loop {
             let l = *lease.borrow();
             if !l.valid() {
                 anyhow::bail!("lease lost before committing {tp} at {next}; the next owner re-uploads {key}");
             }
             let left = l.valid_until.saturating_duration_since(Instant::now());
-            let commit = coord::commit(&self.txns, &self.keys, tp, &self.id, l.id, next, topic_id);
+            let commit = coord::commit(&self.txns, &self.keys, tp, &self.id, l.id, &stored, next, topic_id);
             match tokio::time::timeout(left, commit).await {
                 Ok(Ok(coord::Committed::Done)) => return Ok(()),
                 Ok(Ok(coord::Committed::Fenced)) => {
@@ -250,6 +253,20 @@ impl Worker {
                 Ok(Ok(coord::Committed::TopicId { recorded })) => {
                     anyhow::bail!(
                         "{tp}: not committing {next}: the recorded topic id is {recorded:?}, not {topic_id:?} as at start; starting the partition again"
+                    )
+                }
+                // The same offset written otherwise (`etcdctl put` of " 42"): compared as stored.
+                Ok(Ok(coord::Committed::Moved { recorded: Some(r) }))
+                    if r != stored && r.trim().parse() == Ok(from) =>
+                {
+                    stored = r;
+                }
+                // Offsets are committed only contiguously: an object that does not start at the
+                // committed offset is not committed past it, whatever moved it.
+                Ok(Ok(coord::Committed::Moved { recorded })) => {
+                    self.metrics.error(ErrorKind::Continuity);
+                    anyhow::bail!(
+                        "{tp}: not committing {next}: the committed offset is {recorded:?}, not {from} where {key} starts; starting the partition again from it"
                     )
                 }
                 Ok(Err(e)) => {
