@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use az_core::TopicPartition;
 use etcd_client::{Client, Txn, TxnOp, TxnOpResponse, TxnResponse};
@@ -55,8 +55,25 @@ struct Job {
 #[derive(Clone)]
 pub struct Batcher {
     jobs: mpsc::UnboundedSender<Job>,
-    cap: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     client: Client,
+}
+
+/// What the batcher and its requests share.
+#[derive(Debug)]
+struct Shared {
+    /// Nested transactions per request at most.
+    cap: AtomicUsize,
+    /// Requests sent to etcd.
+    sent: AtomicU64,
+}
+
+impl Shared {
+    /// Counts a request and sends it.
+    async fn txn(&self, client: &mut Client, txn: Txn) -> Result<TxnResponse, etcd_client::Error> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        client.txn(txn).await
+    }
 }
 
 impl Batcher {
@@ -64,9 +81,9 @@ impl Batcher {
     /// Without `gather`, every transaction goes alone (see `etcd.gather-transactions`).
     pub fn new(client: Client, gather: bool) -> Batcher {
         let (jobs, rx) = mpsc::unbounded_channel();
-        let cap = Arc::new(AtomicUsize::new(if gather { CAP } else { 1 }));
-        tokio::spawn(run(client.clone(), rx, cap.clone()));
-        Batcher { jobs, cap, client }
+        let shared = Arc::new(Shared { cap: AtomicUsize::new(if gather { CAP } else { 1 }), sent: AtomicU64::new(0) });
+        tokio::spawn(run(client.clone(), rx, shared.clone()));
+        Batcher { jobs, shared, client }
     }
 
     /// Sends `txn`, a transaction about `partition`'s keys only, and returns its answer. When
@@ -74,7 +91,7 @@ impl Batcher {
     /// straight to etcd, with no limit on the requests in flight, as before gathering existed.
     pub async fn txn(&self, partition: &TopicPartition, txn: Txn) -> anyhow::Result<Answer> {
         if self.cap() <= 1 {
-            return Ok(alone(self.client.clone().txn(txn).await?));
+            return Ok(alone(self.shared.txn(&mut self.client.clone(), txn).await?));
         }
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -85,12 +102,17 @@ impl Batcher {
 
     /// How many transactions a request gathers at most now.
     pub fn cap(&self) -> usize {
-        self.cap.load(Ordering::Relaxed)
+        self.shared.cap.load(Ordering::Relaxed)
+    }
+
+    /// How many requests went to etcd so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.sent.load(Ordering::Relaxed)
     }
 }
 
 /// Drains the queue into requests, a few in flight at once.
-async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Job>, cap: Arc<AtomicUsize>) {
+async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Job>, shared: Arc<Shared>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut deferred: VecDeque<Job> = VecDeque::new();
     loop {
@@ -102,11 +124,11 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Job>, cap: Arc<Atom
                 None => return,
             },
         };
-        let (batch, later) = gather(first, &mut deferred, &mut rx, cap.load(Ordering::Relaxed));
+        let (batch, later) = gather(first, &mut deferred, &mut rx, shared.cap.load(Ordering::Relaxed));
         deferred = later;
-        let (client, cap) = (client.clone(), cap.clone());
+        let (client, shared) = (client.clone(), shared.clone());
         tokio::spawn(async move {
-            send(client, batch, &cap).await;
+            send(client, batch, &shared).await;
             drop(slot);
         });
     }
@@ -147,18 +169,18 @@ fn gather(
 /// when every job then passed alone, the gathering was at fault, and later requests gather at
 /// most half as many as were refused (down to one: no gathering). The cap does not rise again:
 /// etcd's limits and its handling of nested transactions do not change while it runs.
-async fn send(mut client: Client, mut batch: Vec<Job>, cap: &AtomicUsize) {
+async fn send(mut client: Client, mut batch: Vec<Job>, shared: &Shared) {
     if batch.is_empty() {
         return;
     }
     if let [_] = batch.as_slice() {
         let job = batch.remove(0);
-        let r = client.txn(job.txn).await;
+        let r = shared.txn(&mut client, job.txn).await;
         let _ = job.reply.send(r.map(alone).map_err(|e| format!("{e}")));
         return;
     }
     let outer = Txn::new().and_then(batch.iter().map(|j| TxnOp::txn(j.txn.clone())).collect::<Vec<_>>());
-    let e = match client.txn(outer).await {
+    let e = match shared.txn(&mut client, outer).await {
         Ok(resp) => {
             let revision = resp.header().map_or(0, |h| h.revision());
             let mut nested = resp.op_responses().into_iter();
@@ -187,7 +209,7 @@ async fn send(mut client: Client, mut batch: Vec<Job>, cap: &AtomicUsize) {
     let jobs = batch.len();
     let alone = batch.into_iter().filter(|job| !job.reply.is_closed()).map(|job| {
         let mut c = client.clone();
-        async move { (job.reply, c.txn(job.txn).await.map(alone).map_err(|e| format!("{e}"))) }
+        async move { (job.reply, shared.txn(&mut c, job.txn).await.map(alone).map_err(|e| format!("{e}"))) }
     });
     let answers = futures::future::join_all(alone).await;
     // The cap is lowered before anyone is answered, so that what a caller sends next already
@@ -195,7 +217,7 @@ async fn send(mut client: Client, mut batch: Vec<Job>, cap: &AtomicUsize) {
     // several requests in flight lowers it once, not once each).
     if answers.iter().all(|(_, r)| r.is_ok()) {
         let now = (jobs / 2).max(1);
-        let was = cap.fetch_min(now, Ordering::Relaxed);
+        let was = shared.cap.fetch_min(now, Ordering::Relaxed);
         if now < was {
             tracing::warn!(error = %e, jobs, cap = now, "etcd refused a request of gathered transactions that it took one by one; gathering fewer");
         }
