@@ -19,6 +19,7 @@
 //! operators' view of both).
 
 pub mod batch;
+mod commit;
 mod connect;
 mod lease;
 mod own_thread;
@@ -33,12 +34,12 @@ use az_core::TopicPartition;
 use serde::{Deserialize, Serialize};
 
 pub use batch::Batcher;
+pub use commit::{CommitStart, Committed, commit, commit_start};
 pub use connect::{connect, connect_untimed};
 pub use lease::{Lease, LeaseState, lease};
 pub use own_thread::OwnThread;
 pub use ownership::{
-    Acquire, Committed, CommittedError, SetOffset, Taken, acquire, commit, commit_start, committed, offsets,
-    owner_released, owners, release, set_offset,
+    Acquire, CommittedError, SetOffset, Taken, acquire, committed, offsets, owner_released, owners, release, set_offset,
 };
 pub use registration::{
     MAX_RATES, ReadCost, Registrations, Registry, WorkerInfo, clear_left, left, mark_left, register, registered_rates,

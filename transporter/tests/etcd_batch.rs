@@ -1,10 +1,11 @@
 //! The partitions' fenced etcd writes, gathered (`coord::batch`), against a real etcd: many
 //! partitions starting together cost a few requests, each transaction keeps its own condition
-//! and answer, and a request etcd refuses whole costs no transaction its answer.
+//! and answer, a request etcd refuses whole costs no transaction its answer, and commits advance
+//! the offset only contiguously (`coord::commit`).
 
 use az_core::TopicPartition;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
-use zonal_transporter::coord::{self, Acquire, Batcher, Committed, Keys};
+use zonal_transporter::coord::{self, Acquire, Batcher, CommitStart, Committed, Keys};
 
 type Res<T = ()> = anyhow::Result<T>;
 
@@ -47,14 +48,14 @@ async fn partitions_starting_together_share_requests_and_keep_their_own_fence() 
     // The owner's commits land; another worker's, and the owner's under another lease, do not.
     let started =
         futures::future::join_all(tps.iter().map(|tp| coord::commit_start(&txns, &keys, tp, "a", a, 0, None))).await;
-    assert!(started.into_iter().all(|s| s.is_ok_and(|s| s)));
+    assert!(started.into_iter().all(|s| s.is_ok_and(|s| s == CommitStart::Done)));
     let commits = futures::future::join_all(tps.iter().enumerate().map(|(i, tp)| {
         let (me, lease) = match i % 3 {
             0 => ("a", a),
             1 => ("b", b),
             _ => ("a", b),
         };
-        coord::commit(&txns, &keys, tp, me, lease, "0", 7, None)
+        coord::commit(&txns, &keys, tp, me, lease, Some("0"), 7, None)
     }))
     .await;
     for (i, c) in commits.into_iter().enumerate() {
@@ -68,12 +69,26 @@ async fn partitions_starting_together_share_requests_and_keep_their_own_fence() 
     // Offsets are committed only contiguously: an object must start at the committed offset.
     // The same commit sent again (its answer lost) is done; a stale or foreign start is not.
     let tp = &tps[0];
-    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, "0", 7, None).await?, Committed::Done);
+    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, Some("0"), 7, None).await?, Committed::Done);
     let moved = Committed::Moved { recorded: Some("7".into()) };
-    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, "0", 9, None).await?, moved);
-    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, "8", 9, None).await?, moved);
-    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, "7", 9, None).await?, Committed::Done);
+    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, Some("0"), 9, None).await?, moved);
+    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, Some("8"), 9, None).await?, moved);
+    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, Some("7"), 9, None).await?, Committed::Done);
     assert_eq!(coord::offsets(&client, &keys).await?.get(tp).map(String::as_str), Some("9"));
+    // A first commit lands only where none is: a late copy of an earlier attempt is told where
+    // the partition starts instead of moving it back, and another worker is fenced.
+    let exists = CommitStart::Exists { offset: "9".into(), topic_id: None };
+    assert_eq!(coord::commit_start(&txns, &keys, tp, "a", a, 3, None).await?, exists);
+    assert_eq!(coord::commit_start(&txns, &keys, &tps[1], "b", b, 3, None).await?, CommitStart::Fenced);
+    // An offset key removed while owned is put back by a commit that says so, and by no other.
+    client.delete(keys.offset(tp), None).await?;
+    let gone = Committed::Moved { recorded: None };
+    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, Some("9"), 11, None).await?, gone);
+    assert_eq!(coord::commit(&txns, &keys, tp, "a", a, None, 11, None).await?, Committed::Done);
+    assert_eq!(
+        coord::commit(&txns, &keys, tp, "a", a, None, 12, None).await?,
+        Committed::Moved { recorded: Some("11".into()) }
+    );
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use super::{OwnedStatus, Stop, Worker};
 use crate::config::StartFrom;
-use crate::coord::{self, Acquire, LeaseState};
+use crate::coord::{self, Acquire, CommitStart, LeaseState};
 use crate::metrics::ErrorKind;
 
 /// The first pause after a failed acquisition, and the longest.
@@ -193,14 +193,22 @@ impl Worker {
                     // that it cannot predate a re-creation (without one, the next owner records it).
                     let id = self.topic_id(&tp.topic, super::topic_check::TOPIC_ID_TO_RECORD).await;
                     match coord::commit_start(&self.txns, &self.keys, tp, &self.id, l.id, at, id.as_deref()).await {
-                        Ok(true) => {
+                        Ok(CommitStart::Done) => {
                             tracing::info!(partition = %tp, start_from = ?self.cfg.kafka.start_from, offset = at, "no committed offset; starting here, committed");
                             return Some(Started { offset: at, topic_id: id });
                         }
-                        Ok(false) => {
+                        Ok(CommitStart::Fenced) => {
                             self.metrics.error(ErrorKind::Fenced);
                             tracing::warn!(partition = %tp, "fenced before the first commit");
                             return None;
+                        }
+                        // An earlier attempt's first commit landed after all: it is where this
+                        // partition starts (one that is not an offset: the partition starts
+                        // again, and is held on it there).
+                        Ok(CommitStart::Exists { offset, topic_id }) => {
+                            tracing::info!(partition = %tp, offset, "an earlier first commit landed after all; starting there");
+                            let offset = offset.trim().parse::<i64>().ok().filter(|o| *o >= 0)?;
+                            return Some(Started { offset, topic_id });
                         }
                         Err(e) => e.context("committing the resolved start offset"),
                     }

@@ -233,14 +233,14 @@ impl Worker {
         lease: &watch::Receiver<LeaseState>,
     ) -> anyhow::Result<()> {
         // The committed offset as stored; written by this program it is `from` in decimal.
-        let mut stored = from.to_string();
+        let mut stored = Some(from.to_string());
         loop {
             let l = *lease.borrow();
             if !l.valid() {
                 anyhow::bail!("lease lost before committing {tp} at {next}; the next owner re-uploads {key}");
             }
             let left = l.valid_until.saturating_duration_since(Instant::now());
-            let commit = coord::commit(&self.txns, &self.keys, tp, &self.id, l.id, &stored, next, topic_id);
+            let commit = coord::commit(&self.txns, &self.keys, tp, &self.id, l.id, stored.as_deref(), next, topic_id);
             match tokio::time::timeout(left, commit).await {
                 Ok(Ok(coord::Committed::Done)) => return Ok(()),
                 Ok(Ok(coord::Committed::Fenced)) => {
@@ -257,14 +257,21 @@ impl Worker {
                 }
                 // The same offset written otherwise (`etcdctl put` of " 42"): compared as stored.
                 Ok(Ok(coord::Committed::Moved { recorded: Some(r) }))
-                    if r != stored && r.trim().parse() == Ok(from) =>
+                    if stored.as_deref() != Some(r.as_str()) && r.trim().parse() == Ok(from) =>
                 {
-                    stored = r;
+                    stored = Some(r);
+                }
+                // The offset key removed while owned (`etcdctl del`): the object follows what
+                // this owner committed last, so its commit puts the key back. Starting again
+                // would resolve `kafka.start-from` and skip or rewrite the partition.
+                Ok(Ok(coord::Committed::Moved { recorded: None })) if stored.is_some() => {
+                    tracing::warn!(partition = %tp, from, next, "the committed offset was removed while owned; committing the next one again");
+                    stored = None;
                 }
                 // Offsets are committed only contiguously: an object that does not start at the
-                // committed offset is not committed past it, whatever moved it.
+                // committed offset is not committed past it (an operator's offset set while
+                // the roll was under way, or a commit this owner never made).
                 Ok(Ok(coord::Committed::Moved { recorded })) => {
-                    self.metrics.error(ErrorKind::Continuity);
                     anyhow::bail!(
                         "{tp}: not committing {next}: the committed offset is {recorded:?}, not {from} where {key} starts; starting the partition again from it"
                     )
