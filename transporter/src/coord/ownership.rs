@@ -1,15 +1,12 @@
 //! Partition ownership, the fence that makes exactly-once hold: a worker owns a partition while
 //! `/owners/<tp>` holds its id under its lease; offsets are committed only by transactions that
-//! re-check that, and operators set them only while nobody owns the partition.
+//! re-check that (`commit`), and operators set them only while nobody owns the partition.
 //!
 //! ```text
 //!  acquire:    txn [owner key absent] ──put id (lease), get offset + topic id──> Acquired(Taken)
 //!                                     └─else get ──────> Owned { by, revision } (or Acquired: ours, same lease)
 //!  owner_released: watch the owner key from revision + 1 for its deletion
 //!  committed:  get /offsets/<tp> ──> Some(next) | None | Unreachable (retry) | Invalid (hold)
-//!  commit:     txn [owner = me, lease = mine, offset = the object's first, topic id as at start]
-//!                  ──put /offsets/<tp> = next──> Done | Fenced | TopicId | Moved (offsets only contiguous)
-//!  commit_start: the same, with /topic-ids/<tp> put beside the offset
 //!  set_offset: txn [no owner] (unless while_owned) ──put──> Done | Owned { by }
 //!  release:    txn [owner = me] ──delete owner key
 //! ```
