@@ -39,7 +39,8 @@ pub use connect::{connect, connect_untimed};
 pub use lease::{Lease, LeaseState, lease};
 pub use own_thread::OwnThread;
 pub use ownership::{
-    Acquire, CommittedError, SetOffset, Taken, acquire, committed, offsets, owner_released, owners, release, set_offset,
+    Acquire, CommittedError, SetOffset, Taken, acquire, committed, offsets, owner_released, owners, release,
+    set_offset, stored_offset,
 };
 pub use registration::{
     MAX_RATES, ReadCost, Registrations, Registry, WorkerInfo, clear_left, left, mark_left, register, registered_rates,

@@ -162,10 +162,13 @@ pub async fn committed(client: &Client, keys: &Keys, tp: &TopicPartition) -> Res
 
 /// An offset as stored: a number >= 0, surrounding whitespace allowed (`etcdctl put` by hand).
 fn parse_offset(key: String, text: &str) -> Result<i64, CommittedError> {
-    match text.trim().parse::<i64>() {
-        Ok(v) if v >= 0 => Ok(v),
-        _ => Err(CommittedError::Invalid { key, value: text.to_owned() }),
-    }
+    stored_offset(text).ok_or_else(|| CommittedError::Invalid { key, value: text.to_owned() })
+}
+
+/// A committed offset as stored, read as every reader of it reads it: a non-negative number,
+/// spaces around it allowed (an operator's `etcdctl put`).
+pub fn stored_offset(text: &str) -> Option<i64> {
+    text.trim().parse::<i64>().ok().filter(|v| *v >= 0)
 }
 
 /// Why a committed offset could not be read. Neither is ever taken for "no offset": that would

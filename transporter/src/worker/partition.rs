@@ -207,7 +207,7 @@ impl Worker {
                         // again, and is held on it there).
                         Ok(CommitStart::Exists { offset, topic_id }) => {
                             tracing::info!(partition = %tp, offset, "an earlier first commit landed after all; starting there");
-                            let offset = offset.trim().parse::<i64>().ok().filter(|o| *o >= 0)?;
+                            let offset = coord::stored_offset(&offset)?;
                             return Some(Started { offset, topic_id });
                         }
                         Err(e) => e.context("committing the resolved start offset"),

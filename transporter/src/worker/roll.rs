@@ -257,7 +257,7 @@ impl Worker {
                 }
                 // The same offset written otherwise (`etcdctl put` of " 42"): compared as stored.
                 Ok(Ok(coord::Committed::Moved { recorded: Some(r) }))
-                    if stored.as_deref() != Some(r.as_str()) && r.trim().parse() == Ok(from) =>
+                    if stored.as_deref() != Some(r.as_str()) && coord::stored_offset(&r) == Some(from) =>
                 {
                     stored = Some(r);
                 }
